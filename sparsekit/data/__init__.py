@@ -1,0 +1,1 @@
+"""Data: file formats, downloads and the Dataset the trainer reads."""
