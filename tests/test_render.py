@@ -385,6 +385,11 @@ def test_plot_curves_one_subplot_per_present_key(tmp_path) -> None:
     three = plot_curves(_metrics(), tmp_path / "three.png", keys=("loss", "mse", "seconds"))
     with Image.open(one) as a, Image.open(three) as b:
         assert b.size[0] > 2 * a.size[0]  # subplots side by side
+    four = plot_curves(
+        _metrics(), tmp_path / "four.png", keys=("loss", "mse", "mean_active", "seconds")
+    )
+    with Image.open(three) as b, Image.open(four) as c:
+        assert c.size[0] < b.size[0] and c.size[1] > b.size[1]  # 2x2, not 3+1
 
 
 def test_plot_curves_tolerates_sparse_and_nonfinite_rows(tmp_path) -> None:
