@@ -219,7 +219,7 @@ def frame_indices(n_frames: int, max_frames: int) -> list[int]:
     """Which of ``n_frames`` frames to keep so that at most ``max_frames`` remain.
 
     All of them when they fit; otherwise ``max_frames`` evenly spaced indices that always
-    include the first (0) and the last (``n_frames - 1``).
+    include the first (0) and the last (``n_frames - 1``). ``max_frames`` must be at least 2.
     """
     n_frames = _int_at_least(n_frames, "n_frames", minimum=0)
     max_frames = _int_at_least(max_frames, "max_frames", minimum=2)
