@@ -1,0 +1,60 @@
+"""sparsekit: sparse coding and sparse autoencoders with hand-written gradients.
+
+Library entry points::
+
+    import sparsekit
+    model = sparsekit.train("ksparse", images, hidden=1000, epochs=10, k=25)
+    codes = model.encode(images)          # N×H
+    recon = model.decode(codes)           # N×D
+    filters = model.encoder_weights       # H×D
+
+Methods are plugins: see :func:`sparsekit.load_registry` and ``docs/plugins.md``.
+"""
+
+from sparsekit.backend import Backend, get_backend
+from sparsekit.config import TrainConfig, resolve_config
+from sparsekit.errors import (
+    BackendError,
+    CheckpointError,
+    DataError,
+    DivergenceError,
+    ParameterError,
+    PluginError,
+    SparsekitError,
+    UnknownMethodError,
+)
+from sparsekit.hookspecs import hookimpl
+from sparsekit.methods.base import Method, Param, TopK
+from sparsekit.model import Model
+from sparsekit.registry import MethodRegistry, load_registry, make_plugin_manager
+from sparsekit.train import Callback, Trainer, make_method, train
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Backend",
+    "BackendError",
+    "Callback",
+    "CheckpointError",
+    "DataError",
+    "DivergenceError",
+    "Method",
+    "MethodRegistry",
+    "Model",
+    "Param",
+    "ParameterError",
+    "PluginError",
+    "SparsekitError",
+    "TopK",
+    "TrainConfig",
+    "Trainer",
+    "UnknownMethodError",
+    "get_backend",
+    "hookimpl",
+    "load_registry",
+    "make_method",
+    "make_plugin_manager",
+    "resolve_config",
+    "train",
+    "__version__",
+]

@@ -1,0 +1,163 @@
+"""The generic autoencoder step, differentiated by hand.
+
+One forward pass and one backward pass serve every gradient-trained method; the method
+supplies the activation, the mask, the output function and the penalties (see
+:mod:`sparsekit.methods.base`). The formulas are those of ``docs/methods.md``, in the
+row-per-unit weight layout (``W_enc``, ``W_dec`` are H×D)::
+
+    forward                               backward
+    Z  = X W_encᵀ + b_enc                 G      = (X̂ − X)/B ∘ g′(Y)
+    A  = f(Z),  M = mask(Z, A)            ∇b_dec = Σ_rows G
+    Hc = A ∘ M                            ∇W_dec = Hcᵀ G
+    Y  = Hc W_dec + b_dec                 dH     = G W_decᵀ + ∂Ω_H/∂Hc
+    X̂  = g(Y)                             dZ     = dH ∘ M ∘ f′(Z)
+                                          ∇W_enc = dZᵀ X,   ∇b_enc = Σ_rows dZ
+    tied (W_dec = W_enc):  ∇W = dZᵀ X + Hcᵀ G
+
+When the mask is a :class:`~sparsekit.methods.base.TopK` support, every term but the encoder
+product is computed on the k kept units of each row (:mod:`sparsekit.kernels`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sparsekit import kernels
+from sparsekit.backend import Backend
+from sparsekit.methods.base import Method, TopK
+
+
+@dataclass
+class Forward:
+    """Everything the backward pass reuses from the forward pass."""
+
+    z: Any
+    a: Any
+    support: Any
+    #: Dense B×H code, or None when the support is TopK.
+    code: Any
+    #: B×k code values at ``support.indices`` when the support is TopK.
+    code_values: Any
+    y: Any
+    xhat: Any
+
+
+def decoder_weights(params: dict[str, Any]) -> Any:
+    """W_dec, or W_enc when the weights are tied."""
+    return params["W_dec"] if "W_dec" in params else params["W_enc"]
+
+
+def pre_activation(xp: Any, params: dict[str, Any], x: Any) -> Any:
+    z = x @ params["W_enc"].T
+    z += params["b_enc"]
+    return z
+
+
+def forward(
+    method: Method, backend: Backend, params: dict[str, Any], x: Any, training: bool = True
+) -> Forward:
+    xp = backend.xp
+    z = pre_activation(xp, params, x)
+    a = method.activation(xp, z)
+    support = method.mask(xp, z, a, training)
+    w_dec = decoder_weights(params)
+    if isinstance(support, TopK):
+        values = xp.take_along_axis(a, support.indices, axis=1)
+        code = None
+        y = kernels.code_times(backend, support.indices, values, w_dec)
+    else:
+        values = None
+        code = a if support is None else a * support
+        y = code @ w_dec
+    y += params["b_dec"]
+    xhat = method.output(xp, y)
+    return Forward(z, a, support, code, values, y, xhat)
+
+
+def dense_code(backend: Backend, fwd: Forward) -> Any:
+    """The B×H code, materialised if the support is sparse."""
+    if fwd.code is not None:
+        return fwd.code
+    xp = backend.xp
+    code = xp.zeros_like(fwd.z)
+    xp.put_along_axis(code, fwd.support.indices, fwd.code_values, axis=1)
+    return code
+
+
+def loss_and_grads(
+    method: Method, backend: Backend, params: dict[str, Any], x: Any
+) -> tuple[Any, dict[str, Any], Forward, Any]:
+    """The objective, its gradient for every parameter, the forward pass and the MSE term.
+
+    The loss and the reconstruction term are 0-d backend arrays (no device sync).
+    """
+    xp = backend.xp
+    batch = x.shape[0]
+    fwd = forward(method, backend, params, x, training=True)
+    diff = fwd.xhat - x
+    reconstruction = 0.5 * xp.vdot(diff, diff) / batch
+    loss = reconstruction
+
+    g = diff
+    g *= 1.0 / batch
+    g_out = method.output_grad(xp, fwd.y, fwd.xhat)
+    if g_out is not None:
+        g *= g_out
+
+    tied = "W_dec" not in params
+    w_dec = decoder_weights(params)
+    hidden = w_dec.shape[0]
+    grads: dict[str, Any] = {"b_dec": g.sum(axis=0)}
+
+    if isinstance(fwd.support, TopK):
+        idx = fwd.support.indices
+        d_values = kernels.gathered_dot(backend, g, w_dec, idx)
+        penalty = method.code_penalty(xp, dense_code(backend, fwd))
+        if penalty is not None:
+            value, d_code = penalty
+            loss = loss + value
+            d_values += xp.take_along_axis(d_code, idx, axis=1)
+        z_kept = xp.take_along_axis(fwd.z, idx, axis=1)
+        f_prime = method.activation_grad(xp, z_kept, method.activation(xp, z_kept))
+        if f_prime is not None:
+            d_values *= f_prime
+        grads["b_enc"] = kernels.column_sums(backend, idx, d_values, hidden)
+        grad_enc = kernels.code_transpose_times(backend, idx, d_values, x, hidden)
+        grad_dec = kernels.code_transpose_times(backend, idx, fwd.code_values, g, hidden)
+    else:
+        d_code = g @ w_dec.T
+        penalty = method.code_penalty(xp, fwd.code)
+        if penalty is not None:
+            value, d_penalty = penalty
+            loss = loss + value
+            d_code += d_penalty
+        if fwd.support is not None:
+            d_code *= fwd.support
+        f_prime = method.activation_grad(xp, fwd.z, fwd.a)
+        if f_prime is not None:
+            d_code *= f_prime
+        grads["b_enc"] = d_code.sum(axis=0)
+        grad_enc = d_code.T @ x
+        grad_dec = fwd.code.T @ g
+
+    if tied:
+        grad_enc += grad_dec
+        grads["W_enc"] = grad_enc
+    else:
+        grads["W_enc"] = grad_enc
+        grads["W_dec"] = grad_dec
+
+    weights = {name: params[name] for name in ("W_enc", "W_dec") if name in params}
+    weight_penalty = method.weight_penalty(xp, weights)
+    if weight_penalty is not None:
+        value, d_weights = weight_penalty
+        loss = loss + value
+        for name, d in d_weights.items():
+            grads[name] += d
+    return loss, grads, fwd, reconstruction
+
+
+def objective(method: Method, backend: Backend, params: dict[str, Any], x: Any) -> Any:
+    """The training objective alone (used by gradient checks and evaluation)."""
+    return loss_and_grads(method, backend, params, x)[0]

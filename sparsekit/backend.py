@@ -1,0 +1,100 @@
+"""Array backends: NumPy on the CPU, CuPy on a CUDA GPU.
+
+This is the only module that imports CuPy, and only when a GPU backend is asked for, so
+``import sparsekit`` works on machines without it. Everything else receives a
+:class:`Backend` and uses ``backend.xp`` (the array namespace) and ``backend.sparse``
+(``scipy.sparse`` or ``cupyx.scipy.sparse``) without knowing which one it got.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from sparsekit.errors import BackendError, ParameterError
+
+DTYPES = {"float32": np.float32, "float64": np.float64}
+
+
+@dataclass(frozen=True)
+class Backend:
+    """An array namespace plus the floating-point type all arrays of a run use."""
+
+    name: str
+    xp: ModuleType
+    sparse: ModuleType | None
+    dtype: np.dtype
+
+    @property
+    def is_gpu(self) -> bool:
+        return self.name == "cupy"
+
+    def asarray(self, array: Any, dtype: Any = None) -> Any:
+        """``array`` on this backend's device, in ``dtype`` (default: the run's dtype)."""
+        return self.xp.asarray(array, dtype=self.dtype if dtype is None else dtype)
+
+    def to_numpy(self, array: Any) -> np.ndarray:
+        """A NumPy copy (or view, on the CPU) of a backend array."""
+        if self.is_gpu and not isinstance(array, np.ndarray):
+            return array.get()
+        return np.asarray(array)
+
+    def synchronize(self) -> None:
+        """Wait for queued device work (a no-op on the CPU); call before reading a clock."""
+        if self.is_gpu:
+            self.xp.cuda.get_current_stream().synchronize()
+
+
+def resolve_dtype(dtype: Any) -> np.dtype:
+    try:
+        resolved = np.dtype(DTYPES.get(dtype, dtype) if isinstance(dtype, str) else dtype)
+    except TypeError as exc:
+        raise ParameterError(f"unknown dtype {dtype!r}: use float32 or float64") from exc
+    if resolved not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise ParameterError(f"unsupported dtype {resolved}: use float32 or float64")
+    return resolved
+
+
+def get_backend(gpu: bool = False, dtype: Any = "float32") -> Backend:
+    """The NumPy backend, or the CuPy one when ``gpu`` is true.
+
+    Raises :class:`BackendError` with a one-line reason when CuPy is not installed or no
+    CUDA device can be used.
+    """
+    resolved = resolve_dtype(dtype)
+    if not gpu:
+        try:
+            import scipy.sparse as sparse
+        except ImportError:  # pragma: no cover - scipy is a dependency
+            sparse = None
+        return Backend("numpy", np, sparse, resolved)
+    try:
+        import cupy
+    except ImportError as exc:
+        raise BackendError(
+            "--gpu needs CuPy, which is not installed: pip install 'sparsekit[gpu]' "
+            f"(or the cupy-cudaXXx wheel matching your CUDA) [{exc.__class__.__name__}]"
+        ) from None
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:  # CUDA driver or runtime missing
+        first = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+        raise BackendError(f"--gpu: CuPy is installed but CUDA is not usable: {first}") from None
+    if count < 1:
+        raise BackendError("--gpu: CuPy is installed but no CUDA device was found")
+    try:
+        import cupyx.scipy.sparse as sparse
+    except Exception:  # pragma: no cover - part of CuPy
+        sparse = None
+    return Backend("cupy", cupy, sparse, resolved)
+
+
+def backend_of(array: Any, dtype: Any = None) -> Backend:
+    """The backend an existing array lives on (NumPy unless it is a CuPy array)."""
+    module = type(array).__module__
+    if module.startswith("cupy"):
+        return get_backend(gpu=True, dtype=dtype or array.dtype)
+    return get_backend(gpu=False, dtype=dtype or getattr(array, "dtype", np.float32))

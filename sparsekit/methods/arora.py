@@ -1,0 +1,95 @@
+"""(d) Neural sparse coding of Arora, Ge, Ma & Moitra (COLT 2015).
+
+"Simple, Efficient, and Neural Algorithms for Sparse Coding", arXiv:1503.00778. Not an
+autoencoder gradient but an alternating update of a dictionary whose atoms are the rows of
+W (H×D, unit norm; the paper's A is Wᵀ). For a minibatch Y (B×D)::
+
+    S = Y Wᵀ                         correlations                 B×H
+    X = S ∘ 1[|S| ≥ τ]               hard-threshold decoding, τ = C/2
+    R = X W − Y                      residual                     B×D
+    ĝ = (1/B) sgn(X)ᵀ R              H×D
+    W ← W − η ĝ ;  renormalise every row to unit norm
+
+As a model, this is the generic step with f = g = identity, mask 1[|Z| ≥ τ], tied weights
+and zero biases, so its reconstruction loss (1/2B)‖X W − Y‖² is what the trainer reports and
+what the gradient check differentiates; :meth:`Arora.update` replaces the optimizer. On data
+from an incoherent dictionary with k-sparse ±1 codes (C = 1) it recovers the dictionary
+(``tests/test_methods.py``). η = Θ(H/k) in the analysis.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sparsekit.autoencoder import forward
+from sparsekit.hookspecs import hookimpl
+from sparsekit.methods.base import Method, Param, non_negative
+
+INITS = ("data", "random")
+
+
+def _init_choice(value: str, _size) -> str | None:
+    return None if value in INITS else f"must be one of {', '.join(INITS)}, got {value!r}"
+
+
+class Arora(Method):
+    name = "arora"
+    description = "Neurally plausible sparse coding: threshold decoding, Hebbian-like update (Arora et al.)."
+    citation = "Arora, Ge, Ma & Moitra, 'Simple, Efficient, and Neural Algorithms for Sparse Coding', COLT 2015"
+    params = (
+        Param("tau", float, 0.5, "decoding threshold τ = C/2 on |correlation|", non_negative),
+        Param("init", str, "data", "initial atoms: 'data' (normalised samples) or 'random'", _init_choice),
+        Param("renormalize", bool, True, "renormalise atoms to unit norm after every step"),
+    )
+    tied = True
+    allows_untied = False
+    own_update = True
+    training_defaults = {"lr": 1.0, "hidden": 196, "batch_size": 128, "epochs": 10}
+
+    def init_params(self, rng, dim, hidden, tied, sample):
+        if self.init == "data" and sample is not None and len(sample) > 0:
+            rows = rng.choice(len(sample), size=hidden, replace=len(sample) < hidden)
+            atoms = np.asarray(sample[rows], dtype=np.float64) + 1e-3 * rng.standard_normal((hidden, dim))
+        else:
+            atoms = rng.standard_normal((hidden, dim))
+        atoms /= np.linalg.norm(atoms, axis=1, keepdims=True)
+        return {"W_enc": atoms, "b_enc": np.zeros(hidden), "b_dec": np.zeros(dim)}
+
+    def activation(self, xp, z):
+        return z
+
+    def activation_grad(self, xp, z, a):
+        return None
+
+    def mask(self, xp, z, a, training):
+        return (xp.abs(z) >= self.tau).astype(z.dtype)
+
+    def output(self, xp, y):
+        return y
+
+    def output_grad(self, xp, y, xhat):
+        return None
+
+    def direction(self, backend, params, y):
+        """ĝ = (1/B) sgn(X)ᵀ R and the forward pass it came from."""
+        fwd = forward(self, backend, params, y)
+        residual = fwd.xhat - y
+        return backend.xp.sign(fwd.code).T @ residual * (1.0 / y.shape[0]), fwd, residual
+
+    def update(self, backend, params, x, lr):
+        xp = backend.xp
+        g_hat, fwd, residual = self.direction(backend, params, x)
+        g_hat *= lr
+        w = params["W_enc"]
+        w -= g_hat
+        if self.renormalize:
+            norms = xp.sqrt(xp.einsum("hd,hd->h", w, w))
+            norms = xp.maximum(norms, 1e-12)
+            w /= norms[:, None]
+        loss = 0.5 * xp.vdot(residual, residual) / x.shape[0]
+        return {"loss": loss, "reconstruction": loss, "forward": fwd}
+
+
+@hookimpl
+def sparsekit_register_methods(register) -> None:
+    register.add(Arora)

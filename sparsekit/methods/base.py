@@ -1,0 +1,271 @@
+"""The method contract: what a sparsity method provides to the one generic trainer.
+
+Every method (built-in or from a plugin) subclasses :class:`Method`. The trainer runs the
+generic autoencoder step of ``docs/methods.md``::
+
+    Z  = X W_encᵀ + b_enc          pre-activation                     B×H
+    A  = f(Z)                      activation        -> activation()
+    M  = mask(Z, A)                kept units        -> mask()
+    Hc = A ∘ M                     the code
+    Y  = Hc W_dec + b_dec;  X̂ = g(Y)                 -> output()
+    L  = (1/2B)‖X̂ − X‖² + Ω_W(W) + Ω_H(Hc)          -> weight_penalty(), code_penalty()
+
+and differentiates it by hand; a method contributes the pieces marked with ``->`` (each with
+its derivative or gradient), and may replace the whole update with :meth:`Method.update`.
+
+Weights are stored one row per hidden unit: ``W_enc`` and ``W_dec`` both have shape (H, D),
+so row j of either is unit j's filter (``W_e`` of the notes is ``W_encᵀ``). Tied weights keep
+only ``W_enc`` and decode with it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from sparsekit.errors import ParameterError
+
+
+@dataclass(frozen=True)
+class Param:
+    """One hyperparameter a method declares: name, type, default, help and a check."""
+
+    name: str
+    type: type
+    default: Any
+    help: str
+    #: Returns an error message (without the parameter name) or None when the value is fine.
+    #: Receives the value and the problem size ``{"hidden": H, "dim": D}``.
+    check: Callable[[Any, Mapping[str, int]], str | None] | None = field(
+        default=None, compare=False
+    )
+
+    def convert(self, value: Any) -> Any:
+        """``value`` (possibly a command-line string) as this parameter's type."""
+        if isinstance(value, str) and self.type is not str:
+            if self.type is bool:
+                lowered = value.strip().lower()
+                if lowered in ("1", "true", "yes", "on"):
+                    return True
+                if lowered in ("0", "false", "no", "off"):
+                    return False
+                raise ParameterError(f"{self.name}: expected true or false, got {value!r}")
+            try:
+                return self.type(value)
+            except ValueError:
+                raise ParameterError(
+                    f"{self.name}: expected {self.type.__name__}, got {value!r}"
+                ) from None
+        if self.type is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if self.type is int and isinstance(value, (int, np.integer)) and not isinstance(
+            value, bool
+        ):
+            return int(value)
+        if not isinstance(value, self.type):
+            raise ParameterError(
+                f"{self.name}: expected {self.type.__name__}, got {type(value).__name__} {value!r}"
+            )
+        return value
+
+
+# Reusable checks -----------------------------------------------------------------------------
+
+
+def positive(value: float, _size: Mapping[str, int]) -> str | None:
+    return None if value > 0 and np.isfinite(value) else f"must be > 0, got {value}"
+
+
+def non_negative(value: float, _size: Mapping[str, int]) -> str | None:
+    return None if value >= 0 and np.isfinite(value) else f"must be >= 0, got {value}"
+
+
+def open_unit_interval(value: float, _size: Mapping[str, int]) -> str | None:
+    return None if 0 < value < 1 else f"must be strictly between 0 and 1, got {value}"
+
+
+def between_one_and_hidden(value: int, size: Mapping[str, int]) -> str | None:
+    hidden = size.get("hidden")
+    if value < 1 or (hidden is not None and value > hidden):
+        return f"must be between 1 and the hidden size ({hidden}), got {value}"
+    return None
+
+
+@dataclass
+class TopK:
+    """A support with the same number of kept units in every row.
+
+    ``indices`` (B×k integers) lists the kept units of each row, in no particular order. The
+    trainer then computes the decoder and every gradient term on those k columns only.
+    """
+
+    indices: Any
+
+
+#: What :meth:`Method.mask` returns: ``None`` (keep every unit), a B×H array of 0/1 in the
+#: compute dtype, or a :class:`TopK`.
+Support = Any
+
+
+class Method:
+    """Base class of every sparsity method. Subclass it and override what differs.
+
+    The defaults describe a plain sigmoid autoencoder: sigmoid activation and output, every
+    unit kept, no penalties, gradient training.
+
+    Class attributes a method sets:
+
+    * ``name`` – the name users type (``sparsekit train NAME``); lower case.
+    * ``description`` – one line for ``sparsekit list``.
+    * ``citation`` – where the method comes from.
+    * ``params`` – the hyperparameters, as :class:`Param` declarations.
+    * ``tied`` – the default for tied weights; ``allows_tied`` / ``allows_untied`` say which
+      the method supports.
+    * ``training_defaults`` – trainer settings the method works best with (optimizer, lr,
+      batch_size, hidden, epochs, ...); a user's explicit choice wins.
+
+    Instances store the parameter values as attributes (``self.k``). Methods must be cheap
+    to construct and must not hold arrays between steps except through
+    :meth:`state_dict`.
+    """
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    citation: ClassVar[str] = ""
+    params: ClassVar[tuple[Param, ...]] = ()
+    tied: ClassVar[bool] = False
+    allows_tied: ClassVar[bool] = True
+    allows_untied: ClassVar[bool] = True
+    training_defaults: ClassVar[Mapping[str, Any]] = {}
+
+    def __init__(self, **values: Any) -> None:
+        declared = {p.name: p for p in self.params}
+        unknown = sorted(set(values) - set(declared))
+        if unknown:
+            known = ", ".join(declared) or "none"
+            raise ParameterError(
+                f"method {self.name!r} has no parameter {unknown[0]!r} (its parameters: {known})"
+            )
+        for p in self.params:
+            value = values.get(p.name, p.default)
+            setattr(self, p.name, p.convert(value) if value is not None else None)
+
+    # -- parameters ----------------------------------------------------------------------
+
+    def get_params(self) -> dict[str, Any]:
+        """The parameter values, as ``{name: value}``."""
+        return {p.name: getattr(self, p.name) for p in self.params}
+
+    def validate(self, hidden: int, dim: int) -> None:
+        """Check every parameter against the problem size; raise :class:`ParameterError`."""
+        size = {"hidden": hidden, "dim": dim}
+        for p in self.params:
+            value = getattr(self, p.name)
+            if p.check is not None and value is not None:
+                problem = p.check(value, size)
+                if problem:
+                    raise ParameterError(f"{self.name}: {p.name} {problem}")
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"
+
+    # -- schedule ------------------------------------------------------------------------
+
+    def on_epoch_start(self, epoch: int, epochs: int) -> None:
+        """Called before each epoch (0-based) of ``epochs``; update schedules here.
+
+        Must depend only on ``epoch`` and ``epochs`` so that a resumed run is exact.
+        """
+
+    # -- initialisation ------------------------------------------------------------------
+
+    def init_params(
+        self, rng: np.random.Generator, dim: int, hidden: int, tied: bool, sample: np.ndarray
+    ) -> dict[str, np.ndarray]:
+        """Initial parameters as float64 NumPy arrays (the trainer casts and moves them).
+
+        Default: CS294A's uniform initialisation, r = √6/√(H + D + 1), biases zero.
+        ``sample`` holds some training rows, for methods that start from data.
+        """
+        r = np.sqrt(6.0) / np.sqrt(hidden + dim + 1)
+        params = {
+            "W_enc": rng.uniform(-r, r, size=(hidden, dim)),
+            "b_enc": np.zeros(hidden),
+            "b_dec": np.zeros(dim),
+        }
+        if not tied:
+            params["W_dec"] = rng.uniform(-r, r, size=(hidden, dim))
+        return params
+
+    # -- the forward pieces and their derivatives --------------------------------------
+
+    def activation(self, xp: Any, z: Any) -> Any:
+        """f(Z), elementwise. Default: the logistic sigmoid."""
+        return sigmoid(xp, z)
+
+    def activation_grad(self, xp: Any, z: Any, a: Any) -> Any:
+        """f′(Z) given Z and A = f(Z). Return ``None`` when f′ ≡ 1 (saves a pass)."""
+        return a * (1 - a)
+
+    def mask(self, xp: Any, z: Any, a: Any, training: bool) -> Support:
+        """Which code units are kept: ``None``, a 0/1 array like ``z``, or :class:`TopK`.
+
+        ``training`` is false when encoding for downstream use (e.g. k-sparse's αk).
+        """
+        return None
+
+    def output(self, xp: Any, y: Any) -> Any:
+        """g(Y), the reconstruction. Default: sigmoid."""
+        return sigmoid(xp, y)
+
+    def output_grad(self, xp: Any, y: Any, xhat: Any) -> Any:
+        """g′(Y) given Y and X̂ = g(Y). Return ``None`` when g′ ≡ 1."""
+        return xhat * (1 - xhat)
+
+    def code_penalty(self, xp: Any, code: Any) -> tuple[Any, Any] | None:
+        """Ω_H(Hc) and ∂Ω_H/∂Hc for the dense B×H code, or ``None`` for no penalty."""
+        return None
+
+    def weight_penalty(
+        self, xp: Any, weights: Mapping[str, Any]
+    ) -> tuple[Any, dict[str, Any]] | None:
+        """Ω_W and its gradient for each weight matrix (``W_enc``, and ``W_dec`` if untied).
+
+        Return ``None`` for no penalty. Biases are never passed.
+        """
+        return None
+
+    # -- non-gradient methods ------------------------------------------------------------
+
+    #: True when the method trains with :meth:`update` instead of an optimizer.
+    own_update: ClassVar[bool] = False
+
+    def update(self, backend: Any, params: dict[str, Any], x: Any, lr: float) -> dict[str, Any]:
+        """Update ``params`` in place from minibatch ``x`` (a backend array).
+
+        Returns ``{"loss": 0-d array, "reconstruction": 0-d array, "forward": Forward}``
+        (the forward pass of :func:`sparsekit.autoencoder.forward` before the update, for
+        the trainer's statistics). Only called when ``own_update`` is true.
+        """
+        raise NotImplementedError(f"{self.name} does not define its own update")
+
+    # -- state for checkpoints -------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Mutable state beyond the parameters (schedules are derived from the epoch)."""
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+
+
+def sigmoid(xp: Any, z: Any) -> Any:
+    """The logistic function as ½(1 + tanh(z/2)): no overflow for large |z|, z's dtype."""
+    out = xp.tanh(z * 0.5)
+    out += 1
+    out *= 0.5
+    return out

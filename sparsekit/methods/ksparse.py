@@ -1,0 +1,107 @@
+"""(e) k-sparse autoencoder (Makhzani & Frey 2013, "k-Sparse Autoencoders", arXiv:1312.5663).
+
+Linear, tied weights; each row keeps its k largest pre-activations by signed value::
+
+    Z = X Wᵀ + b ;  M = top-k of each row of Z ;  Hc = Z ∘ M ;  X̂ = Hc W + c
+    L = (1/2B)‖X̂ − X‖²
+    G = (X̂ − X)/B ;  dZ = (G Wᵀ) ∘ M
+    ∇W = dZᵀ X + Hcᵀ G ;  ∇b = Σ_rows dZ ;  ∇c = Σ_rows G
+
+(W here is H×D, the transpose of the paper's.) Selection is ``argpartition``: O(H) a row.
+Because the support is a :class:`~sparsekit.methods.base.TopK`, the trainer computes the
+decoder and every gradient term on the k kept columns only.
+
+Schedule (the authors' code): k starts at ``k_start`` (100) and falls linearly to ``k`` over
+the first ``anneal`` fraction (half) of the epochs, then holds. Encoding for downstream use
+keeps the ``alpha``·k largest units (α = 3 on MNIST).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sparsekit.hookspecs import hookimpl
+from sparsekit.kernels import top_k_indices
+from sparsekit.methods.base import Method, Param, TopK, between_one_and_hidden
+
+
+def _at_least_one(value: float, _size) -> str | None:
+    return None if value >= 1 else f"must be >= 1, got {value}"
+
+
+def _fraction(value: float, _size) -> str | None:
+    return None if 0 <= value <= 1 else f"must be between 0 and 1, got {value}"
+
+
+class KSparse(Method):
+    name = "ksparse"
+    description = "Linear tied autoencoder keeping the k largest units per sample (Makhzani & Frey)."
+    citation = "Makhzani & Frey, 'k-Sparse Autoencoders', ICLR 2014, arXiv:1312.5663"
+    params = (
+        Param("k", int, 25, "units kept per sample during training", between_one_and_hidden),
+        Param("alpha", float, 3.0, "encode with the alpha*k largest units", _at_least_one),
+        Param("k_start", int, 100, "k at the first epoch, annealed down to k", _at_least_one),
+        Param("anneal", float, 0.5, "fraction of the epochs over which k is annealed", _fraction),
+    )
+    tied = True
+    training_defaults = {
+        "optimizer": "momentum",
+        "lr": 0.01,
+        "momentum": 0.9,
+        "batch_size": 128,
+        "hidden": 1000,
+        "epochs": 10,
+    }
+
+    def __init__(self, **values) -> None:
+        super().__init__(**values)
+        self.current_k = self.k
+        self._hidden: int | None = None
+
+    def validate(self, hidden: int, dim: int) -> None:
+        super().validate(hidden, dim)
+        self._hidden = hidden
+
+    def k_at(self, epoch: int, epochs: int) -> int:
+        """The annealed k of epoch ``epoch`` (0-based) out of ``epochs``."""
+        start = max(self.k_start, self.k)
+        if self._hidden is not None:
+            start = min(start, self._hidden)
+        anneal_epochs = int(self.anneal * epochs)
+        if epoch >= anneal_epochs or start <= self.k:
+            return self.k
+        return int(round(start + (self.k - start) * epoch / anneal_epochs))
+
+    def on_epoch_start(self, epoch: int, epochs: int) -> None:
+        self.current_k = self.k_at(epoch, epochs)
+
+    def init_params(self, rng, dim, hidden, tied, sample):
+        params = {
+            "W_enc": 0.01 * rng.standard_normal((hidden, dim)),
+            "b_enc": np.zeros(hidden),
+            "b_dec": np.zeros(dim),
+        }
+        if not tied:
+            params["W_dec"] = 0.01 * rng.standard_normal((hidden, dim))
+        return params
+
+    def activation(self, xp, z):
+        return z
+
+    def activation_grad(self, xp, z, a):
+        return None
+
+    def mask(self, xp, z, a, training):
+        k = self.current_k if training else int(round(self.alpha * self.k))
+        return TopK(top_k_indices(xp, z, min(k, z.shape[1])))
+
+    def output(self, xp, y):
+        return y
+
+    def output_grad(self, xp, y, xhat):
+        return None
+
+
+@hookimpl
+def sparsekit_register_methods(register) -> None:
+    register.add(KSparse)

@@ -1,0 +1,39 @@
+"""(b) Autoencoder with L2 weight decay.
+
+As :mod:`~sparsekit.methods.plain`, plus::
+
+    Ω_W = (λ/2) Σ_W ‖W‖²_F       over the distinct weight matrices (W_enc, and W_dec if untied)
+    ∂Ω_W/∂W = λ W                biases are not decayed
+
+Source: Ng, CS294A lecture notes "Sparse autoencoder" (2011), section 2.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from sparsekit.hookspecs import hookimpl
+from sparsekit.methods.base import Method, Param, non_negative
+
+
+def l2_penalty(xp: Any, weights: Mapping[str, Any], lam: float) -> tuple[Any, dict[str, Any]]:
+    """(λ/2)·Σ‖W‖² and λ·W for each matrix: shared by every method with weight decay."""
+    value = sum(0.5 * lam * xp.vdot(w, w) for w in weights.values())
+    return value, {name: lam * w for name, w in weights.items()}
+
+
+class L2(Method):
+    name = "l2"
+    description = "Sigmoid autoencoder with L2 weight decay on both weight matrices."
+    citation = "Ng, CS294A lecture notes 'Sparse autoencoder' (2011)"
+    params = (Param("weight_decay", float, 3e-3, "λ, the L2 weight-decay strength", non_negative),)
+    training_defaults = {"optimizer": "adam", "lr": 1e-3, "hidden": 196, "batch_size": 128}
+
+    def weight_penalty(self, xp, weights):
+        return l2_penalty(xp, weights, self.weight_decay)
+
+
+@hookimpl
+def sparsekit_register_methods(register) -> None:
+    register.add(L2)

@@ -1,0 +1,138 @@
+"""Optimizers written by hand: SGD, momentum and Adam.
+
+They update a dict of backend arrays in place and keep their state as arrays of the same
+shape and dtype, so a checkpoint can store it and a resumed run continues exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+from sparsekit.errors import ParameterError
+
+
+class Optimizer:
+    """Base class: ``step(params, grads)`` updates ``params`` in place."""
+
+    name: ClassVar[str] = ""
+
+    def __init__(self, lr: float) -> None:
+        if not (lr > 0 and math.isfinite(lr)):
+            raise ParameterError(f"learning rate must be > 0, got {lr}")
+        self.lr = float(lr)
+        self.steps = 0
+
+    def step(self, xp: Any, params: dict[str, Any], grads: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        """Arrays and counters to restore this optimizer exactly."""
+        return {"steps": self.steps}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.steps = int(state["steps"])
+
+
+class SGD(Optimizer):
+    """θ ← θ − lr·g."""
+
+    name = "sgd"
+
+    def step(self, xp: Any, params: dict[str, Any], grads: dict[str, Any]) -> None:
+        for key, g in grads.items():
+            g *= self.lr
+            params[key] -= g
+        self.steps += 1
+
+
+class Momentum(Optimizer):
+    """Classical momentum: v ← μ·v − lr·g;  θ ← θ + v."""
+
+    name = "momentum"
+
+    def __init__(self, lr: float, momentum: float = 0.9) -> None:
+        super().__init__(lr)
+        if not 0 <= momentum < 1:
+            raise ParameterError(f"momentum must be in [0, 1), got {momentum}")
+        self.momentum = float(momentum)
+        self.velocity: dict[str, Any] = {}
+
+    def step(self, xp: Any, params: dict[str, Any], grads: dict[str, Any]) -> None:
+        for key, g in grads.items():
+            v = self.velocity.get(key)
+            if v is None:
+                v = self.velocity[key] = xp.zeros_like(params[key])
+            v *= self.momentum
+            g *= self.lr
+            v -= g
+            params[key] += v
+        self.steps += 1
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"steps": self.steps, **{f"velocity.{k}": v for k, v in self.velocity.items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.velocity = {k.split(".", 1)[1]: v for k, v in state.items() if k != "steps"}
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba 2015) with bias correction."""
+
+    name = "adam"
+
+    def __init__(
+        self, lr: float, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8
+    ) -> None:
+        super().__init__(lr)
+        self.beta1, self.beta2, self.eps = float(beta1), float(beta2), float(eps)
+        self.m: dict[str, Any] = {}
+        self.v: dict[str, Any] = {}
+
+    def step(self, xp: Any, params: dict[str, Any], grads: dict[str, Any]) -> None:
+        self.steps += 1
+        t = self.steps
+        # Bias corrections folded into the step size and epsilon (one scalar each).
+        step_size = self.lr * math.sqrt(1 - self.beta2**t) / (1 - self.beta1**t)
+        eps_hat = self.eps * math.sqrt(1 - self.beta2**t)
+        for key, g in grads.items():
+            m = self.m.get(key)
+            if m is None:
+                m = self.m[key] = xp.zeros_like(params[key])
+                self.v[key] = xp.zeros_like(params[key])
+            v = self.v[key]
+            m *= self.beta1
+            m += (1 - self.beta1) * g
+            g *= g
+            v *= self.beta2
+            g *= 1 - self.beta2
+            v += g
+            denom = xp.sqrt(v, out=g)  # g is no longer needed: reuse its memory
+            denom += eps_hat
+            xp.divide(m, denom, out=denom)
+            denom *= step_size
+            params[key] -= denom
+
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {"steps": self.steps}
+        state.update({f"m.{k}": a for k, a in self.m.items()})
+        state.update({f"v.{k}": a for k, a in self.v.items()})
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.m = {k[2:]: a for k, a in state.items() if k.startswith("m.")}
+        self.v = {k[2:]: a for k, a in state.items() if k.startswith("v.")}
+
+
+OPTIMIZERS: dict[str, type[Optimizer]] = {"sgd": SGD, "momentum": Momentum, "adam": Adam}
+
+
+def make_optimizer(name: str, lr: float, momentum: float = 0.9) -> Optimizer:
+    """The optimizer called ``name`` (sgd, momentum or adam)."""
+    if name not in OPTIMIZERS:
+        raise ParameterError(f"unknown optimizer {name!r}: choose from {', '.join(OPTIMIZERS)}")
+    if name == "momentum":
+        return Momentum(lr, momentum)
+    return OPTIMIZERS[name](lr)

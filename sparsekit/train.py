@@ -1,0 +1,282 @@
+"""The one trainer every method uses: minibatches, seeded shuffling, hand-written backprop.
+
+:class:`Trainer` holds everything a run needs (parameters, optimizer, random generators, the
+epoch counter) and can save and restore all of it, so a resumed run is exact. :func:`train`
+is the one-call library entry point.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from sparsekit import autoencoder
+from sparsekit.backend import Backend, get_backend
+from sparsekit.config import TrainConfig, resolve_config
+from sparsekit.data.dataset import ArrayDataset, Dataset
+from sparsekit.errors import DataError, DivergenceError, ParameterError
+from sparsekit.methods.base import Method, TopK
+from sparsekit.model import Model
+from sparsekit.optim import Optimizer, make_optimizer
+
+#: A code entry with |h| above this counts as active (for L0 and dead units).
+ACTIVE_THRESHOLD = 1e-3
+#: Rows drawn for data-dependent initialisation.
+INIT_SAMPLE = 1000
+
+
+class Callback:
+    """Hooks into training. Override what you need; each receives the :class:`Trainer`."""
+
+    def on_train_begin(self, trainer: Trainer) -> None: ...
+
+    def on_epoch_begin(self, trainer: Trainer, epoch: int) -> None: ...
+
+    def on_step_end(self, trainer: Trainer, step: int, steps: int) -> None: ...
+
+    def on_epoch_end(self, trainer: Trainer, metrics: dict[str, Any]) -> None: ...
+
+    def on_train_end(self, trainer: Trainer) -> None: ...
+
+
+def as_dataset(data: Any) -> Dataset:
+    if isinstance(data, Dataset):
+        return data
+    if not hasattr(data, "shape"):
+        try:
+            data = np.asarray(data)
+        except Exception as exc:
+            raise DataError(f"cannot use {type(data).__name__} as training data: {exc}") from None
+    return ArrayDataset(data, name="array")
+
+
+class Trainer:
+    """Trains ``method`` on ``data`` with ``config``.
+
+    After construction ``trainer.params`` holds the initial parameters; :meth:`fit` runs
+    the remaining epochs (all of them, or those after a restored checkpoint) and returns the
+    :class:`~sparsekit.model.Model`. ``trainer.history`` lists the metrics of every epoch.
+    """
+
+    def __init__(
+        self,
+        method: Method,
+        data: Any,
+        config: TrainConfig,
+        *,
+        callbacks: Sequence[Callback] = (),
+        backend: Backend | None = None,
+    ) -> None:
+        config.validate(method)
+        self.method = method
+        self.config = config
+        self.dataset = as_dataset(data)
+        self.callbacks = list(callbacks)
+        self.backend = backend or get_backend(config.gpu, config.dtype)
+        n, dim = len(self.dataset), self.dataset.dim
+        method.validate(config.hidden, dim)
+        if n < 1:
+            raise DataError(f"{self.dataset.name}: no samples to train on")
+        init_seed, shuffle_seed = np.random.SeedSequence(config.seed).spawn(2)
+        init_rng = np.random.default_rng(init_seed)
+        self.shuffle_rng = np.random.default_rng(shuffle_seed)
+        sample_rows = np.sort(init_rng.choice(n, size=min(n, INIT_SAMPLE), replace=False))
+        sample = self.dataset.take(sample_rows, np.float64)
+        initial = method.init_params(init_rng, dim, config.hidden, config.tied, sample)
+        self.params: dict[str, Any] = {k: self.backend.asarray(v) for k, v in initial.items()}
+        self.optimizer: Optimizer | None = (
+            None if method.own_update else make_optimizer(config.optimizer, config.lr, config.momentum)
+        )
+        self.epoch = 0  # epochs completed
+        self.history: list[dict[str, Any]] = []
+        self.stop_requested = False
+
+    # -- running ---------------------------------------------------------------------------
+
+    @property
+    def model(self) -> Model:
+        return Model(self.method, self.params, self.backend, image_shape=self.dataset.image_shape)
+
+    def fit(self) -> Model:
+        """Train until ``config.epochs`` epochs are done (or a callback asks to stop)."""
+        for cb in self.callbacks:
+            cb.on_train_begin(self)
+        while self.epoch < self.config.epochs and not self.stop_requested:
+            self.train_epoch()
+        for cb in self.callbacks:
+            cb.on_train_end(self)
+        return self.model
+
+    def train_epoch(self) -> dict[str, Any]:
+        """One pass over the data in a freshly shuffled order; returns its metrics."""
+        cfg, backend, xp, method = self.config, self.backend, self.backend.xp, self.method
+        epoch = self.epoch
+        n = len(self.dataset)
+        method.on_epoch_start(epoch, cfg.epochs)
+        for cb in self.callbacks:
+            cb.on_epoch_begin(self, epoch)
+        order = self.shuffle_rng.permutation(n)
+        steps = math.ceil(n / cfg.batch_size)
+        hidden = cfg.hidden
+        loss_sum = xp.zeros((), dtype=backend.dtype)
+        rec_sum = xp.zeros((), dtype=backend.dtype)
+        active_per_unit = xp.zeros(hidden, dtype=xp.int64)
+        check_every = 50 if backend.is_gpu else 1
+        backend.synchronize()
+        start = time.perf_counter()
+        for step in range(steps):
+            rows = np.sort(order[step * cfg.batch_size : (step + 1) * cfg.batch_size])
+            x = backend.asarray(self.dataset.take(rows, backend.dtype))
+            if method.own_update:
+                out = method.update(backend, self.params, x, cfg.lr)
+                loss, rec, fwd = out["loss"], out["reconstruction"], out["forward"]
+            else:
+                loss, grads, fwd, rec = autoencoder.loss_and_grads(method, backend, self.params, x)
+                self.optimizer.step(xp, self.params, grads)
+            batch = x.shape[0]
+            loss_sum += loss * batch
+            rec_sum += rec * batch
+            active_per_unit += _active_counts(xp, fwd, hidden)
+            if (step + 1) % check_every == 0 or step == steps - 1:
+                value = float(loss)
+                if not math.isfinite(value):
+                    raise DivergenceError(
+                        f"training diverged at epoch {epoch + 1}, step {step + 1}: loss is {value}"
+                        " (try a smaller learning rate)"
+                    )
+            for cb in self.callbacks:
+                cb.on_step_end(self, step + 1, steps)
+            if self.stop_requested:
+                break
+        backend.synchronize()
+        seconds = time.perf_counter() - start
+        if self.stop_requested and step + 1 < steps:
+            return {}
+        for name, value in self.params.items():
+            if not bool(xp.isfinite(value).all()):
+                raise DivergenceError(
+                    f"training diverged at epoch {epoch + 1}: {name} holds NaN or infinite values"
+                )
+        counts = backend.to_numpy(active_per_unit)
+        metrics = {
+            "epoch": epoch + 1,
+            "loss": float(loss_sum) / n,
+            "mse": 2.0 * float(rec_sum) / (n * self.dataset.dim),
+            "mean_active": float(counts.sum()) / n,
+            "dead_units": int((counts == 0).sum()),
+            "seconds": seconds,
+        }
+        metrics.update(getattr(method, "epoch_metrics", lambda: {})())
+        self.epoch += 1
+        self.history.append(metrics)
+        for cb in self.callbacks:
+            cb.on_epoch_end(self, metrics)
+        return metrics
+
+    # -- exact save and restore ------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly: arrays as NumPy, the rest JSON-friendly."""
+        return {
+            "params": {k: self.backend.to_numpy(v) for k, v in self.params.items()},
+            "optimizer": {
+                k: (self.backend.to_numpy(v) if not isinstance(v, (int, float)) else v)
+                for k, v in (self.optimizer.state_dict() if self.optimizer else {}).items()
+            },
+            "method_state": self.method.state_dict(),
+            "shuffle_rng": self.shuffle_rng.bit_generator.state,
+            "epoch": self.epoch,
+            "history": list(self.history),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        params = state["params"]
+        expected = {k: v.shape for k, v in self.params.items()}
+        got = {k: tuple(np.shape(v)) for k, v in params.items()}
+        if expected != got:
+            raise ParameterError(f"saved parameters {got} do not match this model's {expected}")
+        self.params = {k: self.backend.asarray(v) for k, v in params.items()}
+        if self.optimizer is not None:
+            self.optimizer.load_state_dict(
+                {
+                    k: (v if k == "steps" else self.backend.asarray(v))
+                    for k, v in state["optimizer"].items()
+                }
+            )
+        self.method.load_state_dict(state.get("method_state", {}))
+        self.shuffle_rng.bit_generator.state = state["shuffle_rng"]
+        self.epoch = int(state["epoch"])
+        self.history = list(state.get("history", []))
+
+
+def _active_counts(xp: Any, fwd: autoencoder.Forward, hidden: int) -> Any:
+    """How many samples of the batch use each unit."""
+    if isinstance(fwd.support, TopK):
+        return xp.bincount(fwd.support.indices.ravel(), minlength=hidden)
+    return (xp.abs(fwd.code) > ACTIVE_THRESHOLD).sum(axis=0)
+
+
+def train(
+    method: str | Method | type[Method],
+    data: Any,
+    *,
+    hidden: int | None = None,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    optimizer: str | None = None,
+    momentum: float | None = None,
+    tied: bool | None = None,
+    seed: int | None = None,
+    dtype: str | None = None,
+    gpu: bool | None = None,
+    callbacks: Sequence[Callback] = (),
+    registry: Any = None,
+    **method_params: Any,
+) -> Model:
+    """Train a sparsity method on an array and return the :class:`~sparsekit.model.Model`.
+
+    ``method`` is a registered name (``"ksparse"``), a :class:`Method` class or an
+    instance. ``data`` is an (N, D) or (N, h, w) array (``uint8`` is scaled to [0, 1]) or a
+    :class:`~sparsekit.data.dataset.Dataset`. Settings left as ``None`` take the method's
+    recommended value. Extra keyword arguments are the method's own parameters::
+
+        model = sparsekit.train("ksparse", images, hidden=1000, epochs=10, k=25)
+        codes = model.encode(images)
+    """
+    instance = make_method(method, registry, **method_params)
+    config = resolve_config(
+        instance,
+        hidden=hidden,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        optimizer=optimizer,
+        momentum=momentum,
+        tied=tied,
+        seed=seed,
+        dtype=dtype,
+        gpu=gpu,
+    )
+    return Trainer(instance, data, config, callbacks=callbacks).fit()
+
+
+def make_method(method: str | Method | type[Method], registry: Any = None, **params: Any) -> Method:
+    """A method instance from a name, class or instance (``params`` only for name/class)."""
+    if isinstance(method, Method):
+        if params:
+            raise ParameterError("pass method parameters to the method instance, not to train()")
+        return method
+    if isinstance(method, type) and issubclass(method, Method):
+        return method(**params)
+    if isinstance(method, str):
+        if registry is None:
+            from sparsekit.registry import load_registry
+
+            registry = load_registry()
+        return registry.create(method, **params)
+    raise ParameterError(f"expected a method name, Method class or instance, got {method!r}")
