@@ -99,7 +99,7 @@ class ArrayDataset(Dataset):
     def take(self, indices: np.ndarray, dtype: Any = np.float32) -> np.ndarray:
         rows = np.asarray(self._data[indices], dtype=dtype)
         if self._scale != 1.0:
-            rows *= dtype(self._scale) if isinstance(dtype, type) else np.dtype(dtype).type(
-                self._scale
+            rows *= (
+                dtype(self._scale) if isinstance(dtype, type) else np.dtype(dtype).type(self._scale)
             )
         return np.ascontiguousarray(rows)

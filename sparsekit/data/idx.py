@@ -135,9 +135,7 @@ def _corrupt(path: Path, compressed: bool, exc: BaseException) -> DataError:
     return DataError(f"{path}: cannot read the file ({_os_reason(exc)})")
 
 
-def read_idx(
-    path: str | os.PathLike[str], *, mmap: bool = False, digest: Any = None
-) -> np.ndarray:
+def read_idx(path: str | os.PathLike[str], *, mmap: bool = False, digest: Any = None) -> np.ndarray:
     """Read an IDX file (gzip-compressed or raw) into a native-byte-order array.
 
     ``mmap=True`` memory-maps an uncompressed file instead of reading it (the returned array

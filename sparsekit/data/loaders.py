@@ -1,0 +1,124 @@
+"""One entry point from a data specification string to a :class:`Dataset`."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from sparsekit.data._files import os_reason
+from sparsekit.data.arrays import load_array_file, load_idx_file, split_npz_spec
+from sparsekit.data.dataset import Dataset
+from sparsekit.data.download import ProgressCallback
+from sparsekit.data.mnist import load_mnist
+from sparsekit.data.preprocess import subset as take_subset
+from sparsekit.data.preprocess import train_test_split
+from sparsekit.data.sources import SOURCES
+from sparsekit.data.synthetic import make_sparse_coding
+from sparsekit.errors import DataError, ParameterError
+
+_SPLITS = ("train", "test")
+_SYNTHETIC_INTS = {"n", "dim", "atoms", "k", "seed"}
+
+
+def _parse_synthetic(spec: str) -> dict[str, object]:
+    """``"synthetic:dim=64,atoms=100,k=5,noise=0.01"`` -> keyword arguments."""
+    _, _, rest = spec.partition(":")
+    kwargs: dict[str, object] = {}
+    for item in filter(None, (p.strip() for p in rest.split(","))):
+        key, eq, value = item.partition("=")
+        key = key.strip()
+        if not eq or key not in _SYNTHETIC_INTS | {"noise", "values"}:
+            raise ParameterError(
+                f"bad synthetic data option {item!r} (use n, dim, atoms, k, noise, seed, values "
+                "as key=value)"
+            )
+        try:
+            if key in _SYNTHETIC_INTS:
+                kwargs[key] = int(value)
+            elif key == "noise":
+                kwargs[key] = float(value)
+            else:
+                kwargs[key] = value.strip()
+        except ValueError:
+            raise ParameterError(f"bad value in synthetic data option {item!r}") from None
+    return kwargs
+
+
+def _looks_like_idx(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read the file ({os_reason(exc)})") from None
+    return head[:2] == b"\x1f\x8b" or (len(head) == 4 and head[:2] == b"\x00\x00")
+
+
+def load_dataset(
+    spec: str | os.PathLike[str],
+    data: str | os.PathLike[str] | None = None,
+    *,
+    split: str | None = None,
+    subset: int | None = None,
+    download: bool = False,
+    test_fraction: float = 0.1,
+    seed: int = 0,
+    mirrors: Sequence[str] | None = None,
+    progress: ProgressCallback | None = None,
+) -> Dataset:
+    """A data set from ``spec``.
+
+    * ``"mnist"`` / ``"fashion-mnist"``: the published split (``split`` default ``"train"``),
+      from the data directory ``data``; ``download`` fetches missing files.
+    * ``"synthetic"`` or ``"synthetic:dim=64,atoms=100,k=10,noise=0,seed=0,n=30000"``: the
+      signals of :func:`~sparsekit.data.synthetic.make_sparse_coding`; ``split="test"`` gives
+      fresh signals from the same dictionary.
+    * a path to a ``.npy``, ``.npz`` (``file.npz:name`` picks an array) or IDX file (gzip or
+      raw): all rows, or with ``split="train"``/``"test"`` a seeded split that holds out
+      ``test_fraction`` of the rows.
+
+    ``subset`` keeps the first ``subset`` samples (after splitting).
+    """
+    if split is not None and split not in _SPLITS:
+        raise ParameterError(f"unknown split {split!r} (use 'train' or 'test')")
+    text = os.fspath(spec)
+    key = text.lower()
+    if key in SOURCES:
+        return load_mnist(
+            data,
+            split=split or "train",
+            subset=subset,
+            kind=key,
+            download=download,
+            mirrors=mirrors,
+            progress=progress,
+        )
+    if key == "synthetic" or key.startswith("synthetic:"):
+        kwargs = _parse_synthetic(text)
+        problem = make_sparse_coding(**kwargs)  # type: ignore[arg-type]
+        ds: Dataset = problem.dataset
+        if split == "test":
+            test_n = max(1, problem.params["n"] // 6)
+            ds = problem.sample(test_n, seed=int(problem.params["seed"]) + 1).dataset
+            ds.name = "synthetic-test"
+        return ds if subset is None else take_subset(ds, subset)
+    path, npz_key = split_npz_spec(text)
+    if not path.exists():
+        known = ", ".join(sorted(SOURCES) + ["synthetic"])
+        raise DataError(
+            f"{text}: no such file, and not a known data set name ({known}); expected a "
+            ".npy, .npz or IDX file"
+        )
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder; expected a .npy, .npz or IDX file")
+    suffix = path.suffix.lower()
+    if suffix in (".npy", ".npz"):
+        ds = load_array_file(path, key=npz_key)
+    elif _looks_like_idx(path):
+        ds = load_idx_file(path)
+    else:
+        raise DataError(f"{path}: unsupported file type (expected .npy, .npz or an IDX file)")
+    if split is not None:
+        train, test = train_test_split(ds, test_fraction, seed=seed)
+        ds = train if split == "train" else test
+    return ds if subset is None else take_subset(ds, subset)
