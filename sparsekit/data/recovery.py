@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 from sparsekit.errors import ParameterError
 
@@ -51,6 +50,8 @@ def match_dictionaries(
     too, so they range from 0 (same direction) to sqrt(2) (orthogonal). The estimate may
     have more atoms than the truth (unmatched ones are ignored).
     """
+    from scipy.optimize import linear_sum_assignment  # imported here: scipy is slow to import
+
     t, e = _check(a_true, a_est)
     e_unit = _unit_columns(e)
     similarity = np.abs(_unit_columns(t).T @ e_unit)
