@@ -36,7 +36,9 @@ class TrainConfig:
         for name in ("hidden", "epochs", "batch_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ParameterError(f"{name.replace('_', ' ')} must be a positive integer, got {value!r}")
+                raise ParameterError(
+                    f"{name.replace('_', ' ')} must be a positive integer, got {value!r}"
+                )
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
             raise ParameterError(f"learning rate must be > 0, got {self.lr!r}")
         if self.optimizer not in OPTIMIZERS:
@@ -78,4 +80,4 @@ def resolve_config(method: Method | type[Method], **overrides: Any) -> TrainConf
     user = {k: v for k, v in overrides.items() if v is not None}
     if "dtype" in user:
         user["dtype"] = str(resolve_dtype(user["dtype"]))
-    return replace(base, **method_defaults, **user).validate(method)
+    return replace(base, **{**method_defaults, **user}).validate(method)

@@ -32,13 +32,17 @@ def code_times(backend: Backend, indices: Any, values: Any, weights: Any) -> Any
     return backend.xp.einsum("bk,bkd->bd", values, weights[indices])
 
 
-def code_transpose_times(backend: Backend, indices: Any, values: Any, dense: Any, n_units: int) -> Any:
+def code_transpose_times(
+    backend: Backend, indices: Any, values: Any, dense: Any, n_units: int
+) -> Any:
     """Hcᵀ @ X for a row-sparse Hc (B×H) and dense X (B×D): H×D."""
     xp = backend.xp
     if backend.sparse is not None:
         return xp.asarray(_csr(backend, indices, values, n_units).T @ dense)
     out = xp.zeros((n_units, dense.shape[1]), dtype=dense.dtype)
-    xp.add.at(out, indices.ravel(), (values[:, :, None] * dense[:, None, :]).reshape(-1, dense.shape[1]))
+    xp.add.at(
+        out, indices.ravel(), (values[:, :, None] * dense[:, None, :]).reshape(-1, dense.shape[1])
+    )
     return out
 
 

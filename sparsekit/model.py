@@ -59,11 +59,15 @@ class Model:
         return {k: self.backend.to_numpy(v) for k, v in self.params.items()}
 
     def _batches(self, data: Any, batch_size: int):
-        dataset = data if isinstance(data, Dataset) else ArrayDataset(np.asarray(data), name="input")
+        dataset = (
+            data if isinstance(data, Dataset) else ArrayDataset(np.asarray(data), name="input")
+        )
         if dataset.dim != self.dim:
             from sparsekit.errors import DataError
 
-            raise DataError(f"{dataset.name}: samples have {dataset.dim} features, the model expects {self.dim}")
+            raise DataError(
+                f"{dataset.name}: samples have {dataset.dim} features, the model expects {self.dim}"
+            )
         for start in range(0, len(dataset), batch_size):
             rows = np.arange(start, min(start + batch_size, len(dataset)))
             yield self.backend.asarray(dataset.take(rows, self.backend.dtype))
@@ -93,7 +97,9 @@ class Model:
             out.append(self.backend.to_numpy(self.method.output(xp, y)))
         return np.concatenate(out)
 
-    def reconstruct(self, data: Any, *, training: bool = True, batch_size: int = 1024) -> np.ndarray:
+    def reconstruct(
+        self, data: Any, *, training: bool = True, batch_size: int = 1024
+    ) -> np.ndarray:
         """X̂ for the rows of ``data``, through the training-time code by default."""
         out = []
         for x in self._batches(data, batch_size):

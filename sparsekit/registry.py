@@ -70,7 +70,9 @@ class MethodRegistry:
     def add(self, cls: type[Method]) -> type[Method]:
         """Register ``cls``; a second method with the same name is an error naming both."""
         if not (isinstance(cls, type) and issubclass(cls, Method)):
-            raise PluginError(f"{self._origin}: register.add() expects a Method subclass, got {cls!r}")
+            raise PluginError(
+                f"{self._origin}: register.add() expects a Method subclass, got {cls!r}"
+            )
         name = cls.name
         if not name or not isinstance(name, str):
             raise PluginError(f"{self._origin}: method class {cls.__qualname__} has no name")
@@ -119,7 +121,9 @@ def make_plugin_manager(
     """
     pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
     pm.add_hookspecs(hookspecs)
-    blocked = {b.strip() for b in os.environ.get("SPARSEKIT_BLOCK_PLUGINS", "").split(",") if b.strip()}
+    blocked = {
+        b.strip() for b in os.environ.get("SPARSEKIT_BLOCK_PLUGINS", "").split(",") if b.strip()
+    }
     for name in blocked:
         pm.set_blocked(name)
     if os.environ.get("SPARSEKIT_TRACE_HOOKS"):

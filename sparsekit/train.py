@@ -89,7 +89,9 @@ class Trainer:
         initial = method.init_params(init_rng, dim, config.hidden, config.tied, sample)
         self.params: dict[str, Any] = {k: self.backend.asarray(v) for k, v in initial.items()}
         self.optimizer: Optimizer | None = (
-            None if method.own_update else make_optimizer(config.optimizer, config.lr, config.momentum)
+            None
+            if method.own_update
+            else make_optimizer(config.optimizer, config.lr, config.momentum)
         )
         self.epoch = 0  # epochs completed
         self.history: list[dict[str, Any]] = []

@@ -15,6 +15,10 @@ and zero biases, so its reconstruction loss (1/2B)‖X W − Y‖² is what the 
 what the gradient check differentiates; :meth:`Arora.update` replaces the optimizer. On data
 from an incoherent dictionary with k-sparse ±1 codes (C = 1) it recovers the dictionary
 (``tests/test_methods.py``). η = Θ(H/k) in the analysis.
+
+Defaults are for MNIST-like data (pixels in [0, 1], ‖y‖ ≈ 9): random unit atoms, τ = 1 and
+η = 0.1 (data-sampled atoms correlate with every digit and switch every unit on). For
+synthetic data with ±1 codes use τ = 0.5 (C = 1) and η ≈ H/k.
 """
 
 from __future__ import annotations
@@ -34,22 +38,38 @@ def _init_choice(value: str, _size) -> str | None:
 
 class Arora(Method):
     name = "arora"
-    description = "Neurally plausible sparse coding: threshold decoding, Hebbian-like update (Arora et al.)."
+    description = (
+        "Neurally plausible sparse coding: threshold decoding, Hebbian-like update (Arora et al.)."
+    )
     citation = "Arora, Ge, Ma & Moitra, 'Simple, Efficient, and Neural Algorithms for Sparse Coding', COLT 2015"
     params = (
-        Param("tau", float, 0.5, "decoding threshold τ = C/2 on |correlation|", non_negative),
-        Param("init", str, "data", "initial atoms: 'data' (normalised samples) or 'random'", _init_choice),
+        Param(
+            "tau",
+            float,
+            1.0,
+            "decoding threshold τ = C/2 on |correlation| (0.5 for ±1 codes)",
+            non_negative,
+        ),
+        Param(
+            "init",
+            str,
+            "random",
+            "initial atoms: 'random' or 'data' (normalised samples)",
+            _init_choice,
+        ),
         Param("renormalize", bool, True, "renormalise atoms to unit norm after every step"),
     )
     tied = True
     allows_untied = False
     own_update = True
-    training_defaults = {"lr": 1.0, "hidden": 196, "batch_size": 128, "epochs": 10}
+    training_defaults = {"lr": 0.1, "hidden": 196, "batch_size": 128, "epochs": 10}
 
     def init_params(self, rng, dim, hidden, tied, sample):
         if self.init == "data" and sample is not None and len(sample) > 0:
             rows = rng.choice(len(sample), size=hidden, replace=len(sample) < hidden)
-            atoms = np.asarray(sample[rows], dtype=np.float64) + 1e-3 * rng.standard_normal((hidden, dim))
+            atoms = np.asarray(sample[rows], dtype=np.float64) + 1e-3 * rng.standard_normal(
+                (hidden, dim)
+            )
         else:
             atoms = rng.standard_normal((hidden, dim))
         atoms /= np.linalg.norm(atoms, axis=1, keepdims=True)

@@ -61,8 +61,10 @@ class Param:
                 ) from None
         if self.type is float and isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
-        if self.type is int and isinstance(value, (int, np.integer)) and not isinstance(
-            value, bool
+        if (
+            self.type is int
+            and isinstance(value, (int, np.integer))
+            and not isinstance(value, bool)
         ):
             return int(value)
         if not isinstance(value, self.type):
@@ -159,8 +161,11 @@ class Method:
         """The parameter values, as ``{name: value}``."""
         return {p.name: getattr(self, p.name) for p in self.params}
 
-    def validate(self, hidden: int, dim: int) -> None:
-        """Check every parameter against the problem size; raise :class:`ParameterError`."""
+    def validate(self, hidden: int, dim: int | None = None) -> None:
+        """Check every parameter against the problem size; raise :class:`ParameterError`.
+
+        ``dim`` (the input size) is ``None`` when it is not known yet.
+        """
         size = {"hidden": hidden, "dim": dim}
         for p in self.params:
             value = getattr(self, p.name)

@@ -25,7 +25,9 @@ class KLSparse(Method):
     description = "Sigmoid autoencoder with a KL sparsity penalty on mean activations (Ng)."
     citation = "Ng, CS294A lecture notes 'Sparse autoencoder' (2011)"
     params = (
-        Param("rho", float, 0.1, "ρ, target mean activation of each hidden unit", open_unit_interval),
+        Param(
+            "rho", float, 0.1, "ρ, target mean activation of each hidden unit", open_unit_interval
+        ),
         Param("beta", float, 3.0, "β, weight of the KL sparsity penalty", non_negative),
         Param("weight_decay", float, 3e-3, "λ, the L2 weight-decay strength", non_negative),
     )

@@ -1,0 +1,1 @@
+"""The ``sparsekit`` command line: parses options, calls the library, renders output."""

@@ -1,0 +1,50 @@
+"""Entry point of the ``sparsekit`` command and the handling of errors for all commands.
+
+A :class:`~sparsekit.errors.SparsekitError` (a problem the user can fix) becomes one line on
+stderr and its exit code; set ``SPARSEKIT_DEBUG=1`` to see the traceback instead.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from sparsekit.cli import methods_cmd, train_cmd
+from sparsekit.errors import SparsekitError
+
+app = typer.Typer(
+    name="sparsekit",
+    help="Learn sparse codes: sparse autoencoders and sparse coding with hand-written gradients.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.command("train", context_settings=train_cmd.CONTEXT)(train_cmd.train)
+app.command("list")(methods_cmd.list_methods)
+
+EXIT_INTERRUPTED = 130
+
+
+def error_line(message: str) -> None:
+    print(f"sparsekit: error: {message}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the command line; never shows a traceback for a user error."""
+    try:
+        # Typer handles its own usage errors (exit 2) and Ctrl-C (exit 130).
+        app(args=argv, prog_name="sparsekit")
+    except SparsekitError as exc:
+        if os.environ.get("SPARSEKIT_DEBUG"):
+            raise
+        error_line(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        error_line("interrupted")
+        sys.exit(EXIT_INTERRUPTED)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

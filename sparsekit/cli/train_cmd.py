@@ -1,0 +1,152 @@
+"""``sparsekit train METHOD``: train on a data set and write a run directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from sparsekit.config import resolve_config
+from sparsekit.errors import ParameterError
+from sparsekit.methods.base import Method
+from sparsekit.registry import load_registry
+from sparsekit.train import Callback, Trainer
+
+#: Unknown ``--name value`` options are the method's own parameters.
+CONTEXT = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+
+def parse_method_options(method_cls: type[Method], args: list[str]) -> dict[str, Any]:
+    """``["--k", "25", "--alpha=3"]`` -> ``{"k": "25", "alpha": "3"}``, checked by name."""
+    declared = {p.name: p for p in method_cls.params}
+    names = ", ".join(f"--{n.replace('_', '-')}" for n in declared) or "none"
+    values: dict[str, Any] = {}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--") or len(arg) < 3:
+            raise ParameterError(f"unexpected argument {arg!r}")
+        key, eq, value = arg[2:].partition("=")
+        name = key.replace("-", "_")
+        if name not in declared:
+            raise ParameterError(
+                f"unknown option --{key} for method {method_cls.name!r} (its options: {names})"
+            )
+        if not eq:
+            if i + 1 >= len(args):
+                raise ParameterError(f"option --{key} needs a value")
+            i += 1
+            value = args[i]
+        values[name] = declared[name].convert(value)
+        i += 1
+    return values
+
+
+class RichProgress(Callback):
+    """One progress bar over all steps of all epochs, with the last epoch's loss."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.task = None
+
+    def on_epoch_begin(self, trainer: Trainer, epoch: int) -> None:
+        if self.task is None:
+            self.task = self.progress.add_task("training", total=None)
+        self.progress.update(self.task, description=f"epoch {epoch + 1}/{trainer.config.epochs}")
+
+    def on_step_end(self, trainer: Trainer, step: int, steps: int) -> None:
+        total = steps * trainer.config.epochs
+        done = trainer.epoch * steps + step
+        self.progress.update(self.task, total=total, completed=done)
+
+    def on_epoch_end(self, trainer: Trainer, metrics: dict[str, Any]) -> None:
+        self.progress.console.print(
+            f"epoch {metrics['epoch']:>3}  loss {metrics['loss']:.4f}  mse {metrics['mse']:.5f}  "
+            f"active {metrics['mean_active']:.1f}  dead {metrics['dead_units']}  "
+            f"{metrics['seconds']:.1f}s"
+        )
+
+
+def train(
+    ctx: typer.Context,
+    method: Annotated[str, typer.Argument(help="Method name (see `sparsekit list`).")],
+    dataset: Annotated[
+        str, typer.Option(help="mnist, fashion-mnist, synthetic, or a .npy/.npz/IDX file.")
+    ] = "mnist",
+    data: Annotated[
+        Path | None,
+        typer.Option(help="Data directory (default: $SPARSEKIT_DATA, else the user cache)."),
+    ] = None,
+    download: Annotated[bool, typer.Option(help="Download missing MNIST files.")] = True,
+    subset: Annotated[
+        int | None, typer.Option(help="Use only the first N training samples.")
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(help="Passes over the data.")] = None,
+    hidden: Annotated[int | None, typer.Option(help="Number of hidden units (code size).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Samples per minibatch.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Learning rate.")] = None,
+    optimizer: Annotated[str | None, typer.Option(help="sgd, momentum or adam.")] = None,
+    momentum: Annotated[float | None, typer.Option(help="Momentum coefficient.")] = None,
+    tied: Annotated[
+        bool | None, typer.Option("--tied/--untied", help="Share encoder and decoder weights.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed for initialisation and shuffling.")] = 0,
+    dtype: Annotated[str, typer.Option(help="float32 or float64.")] = "float32",
+    gpu: Annotated[bool, typer.Option("--gpu", help="Train on a CUDA GPU with CuPy.")] = False,
+    out: Annotated[Path, typer.Option(help="Directory that receives the run directory.")] = Path(
+        "runs"
+    ),
+) -> None:
+    """Train METHOD and write filters, configuration and metrics to a run directory.
+
+    The method's own parameters are options too, e.g. `sparsekit train ksparse --k 40`.
+    """
+    from sparsekit.data import load_dataset
+    from sparsekit.run import RunWriter, create_run_dir
+
+    registry = load_registry()
+    method_cls = registry.get(method)
+    instance = method_cls(**parse_method_options(method_cls, list(ctx.args)))
+    config = resolve_config(
+        instance,
+        hidden=hidden,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        optimizer=optimizer,
+        momentum=momentum,
+        tied=tied,
+        seed=seed,
+        dtype=dtype,
+        gpu=gpu,
+    )
+    if subset is not None and subset < 1:
+        raise ParameterError(f"subset must be a positive number of samples, got {subset}")
+    instance.validate(config.hidden)  # before any data is read or downloaded
+    console = Console(stderr=True)
+    train_set = load_dataset(dataset, data, split="train", subset=subset, download=download)
+    instance.validate(config.hidden, train_set.dim)
+    run_dir = create_run_dir(out, instance.name)
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        trainer = Trainer(
+            instance, train_set, config, callbacks=[RunWriter(run_dir), RichProgress(progress)]
+        )
+        console.print(
+            f"training [bold]{instance.name}[/bold] {instance.get_params()} on {train_set.name} "
+            f"({len(train_set)} samples), hidden {config.hidden}, {config.epochs} epochs, "
+            f"{config.optimizer} lr {config.lr}, {'tied' if config.tied else 'untied'}, "
+            f"{trainer.backend.name}/{config.dtype}"
+        )
+        trainer.fit()
+    console.print(f"run written to {run_dir}")
+    typer.echo(str(run_dir))
