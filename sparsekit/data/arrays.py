@@ -14,11 +14,9 @@ bad row is reported, naming the file and the row, when a minibatch first contain
 
 from __future__ import annotations
 
-import mmap
 import os
 import struct
 import zipfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +26,6 @@ from sparsekit.data._files import os_reason
 from sparsekit.data.dataset import ArrayDataset
 from sparsekit.errors import DataError
 
-#: Bytes of a memory-mapped file a dataset may touch before it drops its mapping (so the
-#: pages it has read stop counting towards the process's resident memory).
-DEFAULT_RELEASE_BYTES = 64 << 20
 _CHECK_ROWS_BYTES = 32 << 20
 
 
@@ -38,10 +33,15 @@ class ArrayFileDataset(ArrayDataset):
     """An :class:`ArrayDataset` read from a file, possibly memory-mapped.
 
     ``source`` (a JSON-serialisable dict: path, format, key...) is added to ``describe()``.
-    With ``reopen`` (a callable returning a fresh memory map of the same array), the mapping
-    is replaced after about ``release_bytes`` of it have been read, which keeps the resident
-    memory of a pass over a file larger than RAM bounded. ``check_finite`` checks every
-    batch ``take()`` returns for NaN/inf.
+
+    ``file=(path, offset)`` says that ``data`` is a C-ordered memory map of ``path`` starting
+    at byte ``offset``. ``take()`` then reads the requested rows with positioned reads
+    (``os.preadv``) instead of touching the mapping: pages of a memory map that have been
+    read count towards the process's resident memory (and the kernel maps whole neighbourhoods
+    of pages per fault), so a pass over a file larger than RAM through the mapping would make
+    the process look as large as the file. With positioned reads only the rows of one
+    minibatch are ever in the process; the file's pages stay in the (reclaimable) page cache.
+    ``check_finite`` checks every batch for NaN/inf.
     """
 
     def __init__(
@@ -53,38 +53,89 @@ class ArrayFileDataset(ArrayDataset):
         image_shape: tuple[int, int] | None = None,
         scale: float | None = None,
         source: dict[str, Any] | None = None,
-        reopen: Callable[[], np.ndarray] | None = None,
-        release_bytes: int = DEFAULT_RELEASE_BYTES,
+        file: tuple[str | os.PathLike[str], int] | None = None,
         check_finite: bool = False,
     ) -> None:
         super().__init__(data, name=name, labels=labels, image_shape=image_shape, scale=scale)
         self.source: dict[str, Any] = dict(source or {})
-        self._reopen = reopen
-        self._release_bytes = int(release_bytes)
-        self._touched = 0
-        self._row_cost = int(self._data.dtype.itemsize) * self.dim + mmap.PAGESIZE
         self._check_finite = bool(check_finite) and np.dtype(self._data.dtype).kind == "f"
+        self._file: tuple[str, int] | None = None
+        self._fd: int | None = None
+        if file is not None and hasattr(os, "preadv") and self._data.flags.c_contiguous:
+            self._file = (os.fspath(file[0]), int(file[1]))
+
+    # file descriptors do not survive pickling (e.g. to worker processes): reopen lazily
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_fd"] = None
+        return state
+
+    def __del__(self) -> None:
+        fd = getattr(self, "_fd", None)
+        if fd is not None:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def _read_rows(self, indices: Any) -> np.ndarray:
+        assert self._file is not None
+        path, offset = self._file
+        n = len(self)
+        idx = np.asarray(indices)
+        if idx.dtype == bool:
+            idx = np.flatnonzero(idx)
+        idx = idx.astype(np.intp, copy=False).reshape(-1)
+        idx = np.where(idx < 0, idx + n, idx)
+        if idx.size and (idx.min() < 0 or idx.max() >= n):
+            raise IndexError(f"{self.name}: row index out of range for {n} samples")
+        dtype = self._data.dtype
+        row_bytes = dtype.itemsize * self.dim
+        order = np.argsort(idx, kind="stable")
+        sorted_idx = idx[order]
+        rows = np.empty((idx.size, self.dim), dtype=dtype)
+        if idx.size:
+            if self._fd is None:
+                try:
+                    self._fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+                except OSError as exc:
+                    raise DataError(f"{path}: cannot read the file ({os_reason(exc)})") from None
+            breaks = np.flatnonzero(np.diff(sorted_idx) != 1) + 1
+            starts = np.concatenate(([0], breaks))
+            ends = np.concatenate((breaks, [idx.size]))
+            flat = rows.reshape(-1).view(np.uint8)
+            for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
+                view = memoryview(flat[start * row_bytes : end * row_bytes])
+                pos = offset + int(sorted_idx[start]) * row_bytes
+                while len(view):
+                    try:
+                        got = os.preadv(self._fd, [view], pos)
+                    except OSError as exc:
+                        raise DataError(
+                            f"{path}: cannot read the file ({os_reason(exc)})"
+                        ) from None
+                    if got <= 0:
+                        raise DataError(f"{path}: the file is shorter than its header says")
+                    view = view[got:]
+                    pos += got
+        out = np.empty_like(rows)
+        out[order] = rows
+        return out
 
     def take(self, indices: np.ndarray, dtype: Any = np.float32) -> np.ndarray:
-        rows = super().take(indices, dtype)
+        if self._file is None:
+            rows = super().take(indices, dtype)
+        else:
+            rows = np.asarray(self._read_rows(indices), dtype=dtype)
+            if self._scale != 1.0:
+                rows *= np.dtype(dtype).type(self._scale)
+            rows = np.ascontiguousarray(rows)
         if self._check_finite and not np.isfinite(rows).all():
             bad = int(np.flatnonzero(~np.isfinite(rows).all(axis=1))[0])
             row = int(np.asarray(indices).reshape(-1)[bad])
             where = self.source.get("path", self.name)
             raise DataError(f"{where}: row {row} contains NaN or infinite values")
-        if self._reopen is not None:
-            self._touched += rows.shape[0] * self._row_cost
-            if self._touched >= self._release_bytes:
-                self.release()
         return rows
-
-    def release(self) -> None:
-        """Drop the current memory map and open a fresh one (no-op for in-memory data)."""
-        if self._reopen is None:
-            return
-        fresh = self._reopen()
-        self._data = fresh.reshape(fresh.shape[0], -1) if fresh.ndim == 3 else fresh
-        self._touched = 0
 
     def describe(self) -> dict[str, Any]:
         out = super().describe()
@@ -219,7 +270,6 @@ def load_array_file(
     *,
     key: str | None = None,
     name: str | None = None,
-    release_bytes: int = DEFAULT_RELEASE_BYTES,
 ) -> ArrayFileDataset:
     """A data set from a ``.npy`` file or a ``.npz`` file (``path.npz:name`` or ``key``;
     default the array ``x`` if present, else the first). Integer pixels (``uint8``) are
@@ -236,19 +286,12 @@ def load_array_file(
             raise DataError(f"{path}: a .npy file holds a single array; no key {key!r}")
         arr = open_npy(path)
         source: dict[str, Any] = {"path": str(path), "format": "npy"}
-
-        def reopen() -> np.ndarray:
-            return open_npy(path)
-
         mapped = True
     elif suffix == ".npz":
         keys = npz_keys(path)
         key = key if key is not None else _default_key(path, keys)
         arr, mapped = _npz_member(path, key)
         source = {"path": f"{path}:{key}", "format": "npz", "key": key}
-
-        def reopen() -> np.ndarray:
-            return _npz_member(path, key)[0]
 
         for label_key in ("y", "labels"):
             if label_key in keys and label_key != key:
@@ -265,8 +308,7 @@ def load_array_file(
         name=name or path.stem,
         labels=labels,
         source=source,
-        reopen=reopen if mapped else None,
-        release_bytes=release_bytes,
+        file=(path, arr.offset) if mapped and isinstance(arr, np.memmap) else None,
         check_finite=mapped,
     )
 
@@ -287,7 +329,6 @@ def load_idx_file(
     path: str | os.PathLike[str],
     *,
     name: str | None = None,
-    release_bytes: int = DEFAULT_RELEASE_BYTES,
 ) -> ArrayFileDataset:
     """A data set from any IDX file of shape (samples, features) or (samples, h, w).
 
@@ -306,7 +347,6 @@ def load_idx_file(
         arr,
         name=name or stem,
         source={"path": where, "format": "idx"},
-        reopen=(lambda: read_idx(path, mmap=True)) if mapped else None,
-        release_bytes=release_bytes,
+        file=(path, arr.offset) if mapped and isinstance(arr, np.memmap) else None,
         check_finite=mapped,
     )

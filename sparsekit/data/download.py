@@ -82,6 +82,10 @@ def check_file(path: Path, spec: DataFile) -> str | None:
 class _FetchFailed(Exception):
     """One mirror did not deliver the file (the reason is the message)."""
 
+    def __init__(self, reason: str, *, unreachable: bool = False) -> None:
+        super().__init__(reason)
+        self.unreachable = unreachable
+
 
 class FolderError(DownloadError):
     """The destination folder cannot be created or written to."""
@@ -129,7 +133,7 @@ def _fetch(
         except urllib.error.URLError as exc:
             reason = exc.reason
             text = os_reason(reason) if isinstance(reason, BaseException) else str(reason)
-            raise _FetchFailed(text) from None
+            raise _FetchFailed(text, unreachable=True) from None
         except (OSError, http.client.HTTPException, ValueError) as exc:
             raise _FetchFailed(os_reason(exc) or type(exc).__name__) from None
     if total is not None and done != total:
@@ -156,17 +160,24 @@ def _try_mirrors(
     mirrors: Sequence[str],
     progress: ProgressCallback | None,
     timeout: float,
+    unreachable: set[str],
 ) -> Path | list[str]:
-    """The verified file's final path, or the list of each mirror's failure."""
+    """The verified file's final path, or the list of each mirror's failure. Mirrors that
+    could not be reached are added to ``unreachable`` and skipped for later files."""
     failures: list[str] = []
     for mirror in mirrors:
         url = _join(mirror, spec.name)
+        if mirror in unreachable:
+            failures.append(f"{mirror}: skipped, unreachable")
+            continue
         tmp: Path | None = temp_path_for(folder / spec.name)
         try:
             try:
                 _fetch(url, tmp, spec.name, progress, timeout)
             except _FetchFailed as exc:
                 failures.append(f"{url}: {exc}")
+                if exc.unreachable:
+                    unreachable.add(mirror)
                 continue
             reason = check_file(tmp, spec)
             if reason is not None:
@@ -241,13 +252,14 @@ def ensure_files(
     found: dict[str, Path] = {}
     failed: list[DataFile] = []
     reasons: list[str] = []
+    unreachable: set[str] = set()
     for spec in files:
         path = None if force else find_data_file(folder, spec.name)
         if path is not None and (not verify or check_file(path, spec) is None):
             found[spec.name] = path
             continue
         _prepare_folder(folder)
-        result = _try_mirrors(folder, spec, mirrors, progress, timeout)
+        result = _try_mirrors(folder, spec, mirrors, progress, timeout, unreachable)
         if isinstance(result, Path):
             found[spec.name] = result
         else:
