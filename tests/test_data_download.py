@@ -256,3 +256,20 @@ def test_fashion_checked_by_md5_of_gz(tmp_path: Path, server: Server) -> None:
     assert check_file(raw, DataFile("raw-idx1-ubyte.gz", (3,))) is None
     assert "shape" in (check_file(raw, DataFile("raw-idx1-ubyte.gz", (4,))) or "")
     np.testing.assert_array_equal(np.frombuffer(raw.read_bytes()[8:], np.uint8), [1, 2, 3])
+
+
+def test_load_mnist_replaces_corrupt_file_when_downloading(
+    tmp_path: Path, server: Server, real_files: dict[str, bytes]
+) -> None:
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    for name in TEST_FILES:
+        shutil.copyfile(SHARED / "mnist" / name, folder / name)
+    images = folder / TEST_FILES[0]
+    images.write_bytes(real_files[TEST_FILES[0]][:5000])
+    with pytest.raises(DataError, match="corrupt gzip|truncated"):
+        load_mnist(tmp_path, split="test")
+    _serve(server, real_files)
+    assert len(load_mnist(tmp_path, split="test", download=True, mirrors=[server.url])) == 10000
+    assert server.requests == ["/" + TEST_FILES[0]]
+    assert images.read_bytes() == real_files[TEST_FILES[0]]

@@ -57,10 +57,10 @@ def _looks_like_idx(path: Path) -> bool:
 def load_dataset(
     spec: str | os.PathLike[str],
     data: str | os.PathLike[str] | None = None,
-    *,
     split: str | None = None,
     subset: int | None = None,
     download: bool = False,
+    *,
     test_fraction: float = 0.1,
     seed: int = 0,
     mirrors: Sequence[str] | None = None,

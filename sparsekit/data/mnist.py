@@ -94,7 +94,8 @@ def load_mnist(
     ``data`` is the data directory (see :func:`~sparsekit.data.paths.resolve_data_dir`);
     ``split`` is ``"train"`` (60000 images) or ``"test"`` (10000); ``subset`` keeps the first
     ``subset`` samples. With ``download=True`` missing files are fetched from the mirrors
-    (and a file failing its checksum is replaced); otherwise a missing file is a
+    (and a present file that is corrupt or fails its checksum is replaced by a verified
+    download); otherwise a missing file is a
     :class:`DataError` naming the folder and files. ``verify`` checks the SHA-256 of the
     uncompressed content where it is known (MNIST), in the same pass that reads the file.
     """
@@ -118,7 +119,7 @@ def load_mnist(
             raise DataError(_missing_message(source, folder, [spec]))
         try:
             arr = _read_checked(path, spec, source, verify)
-        except ChecksumError:
+        except DataError:  # corrupt or not the published content
             if not download:
                 raise
             path = fetch_file(
