@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from sparsekit.backend import get_backend
 from sparsekit.config import resolve_config
 from sparsekit.errors import ParameterError
 from sparsekit.methods.base import Method
@@ -126,6 +127,7 @@ def train(
     if subset is not None and subset < 1:
         raise ParameterError(f"subset must be a positive number of samples, got {subset}")
     instance.validate(config.hidden)  # before any data is read or downloaded
+    backend = get_backend(config.gpu, config.dtype)
     console = Console(stderr=True)
     train_set = load_dataset(dataset, data, split="train", subset=subset, download=download)
     instance.validate(config.hidden, train_set.dim)
@@ -139,7 +141,11 @@ def train(
         transient=True,
     ) as progress:
         trainer = Trainer(
-            instance, train_set, config, callbacks=[RunWriter(run_dir), RichProgress(progress)]
+            instance,
+            train_set,
+            config,
+            callbacks=[RunWriter(run_dir), RichProgress(progress)],
+            backend=backend,
         )
         console.print(
             f"training [bold]{instance.name}[/bold] {instance.get_params()} on {train_set.name} "
