@@ -14,6 +14,9 @@ row-per-unit weight layout (``W_enc``, ``W_dec`` are H×D)::
                                           ∇W_enc = dZᵀ X,   ∇b_enc = Σ_rows dZ
     tied (W_dec = W_enc):  ∇W = dZᵀ X + Hcᵀ G
 
+An optional penalty coupling code and weights (:meth:`Method.code_weight_penalty`) adds its
+∂Ω/∂Hc to dH and its ∂Ω/∂W to the weight gradients.
+
 When the mask is a :class:`~sparsekit.methods.base.TopK` support, every term but the encoder
 product is computed on the k kept units of each row (:mod:`sparsekit.kernels`).
 """
@@ -109,13 +112,21 @@ def loss_and_grads(
     w_dec = decoder_weights(params)
     hidden = w_dec.shape[0]
     grads: dict[str, Any] = {"b_dec": g.sum(axis=0)}
+    weights = {name: params[name] for name in ("W_enc", "W_dec") if name in params}
+    coupled_grads: dict[str, Any] = {}
 
     if isinstance(fwd.support, TopK):
         idx = fwd.support.indices
         d_values = kernels.gathered_dot(backend, g, w_dec, idx)
-        penalty = method.code_penalty(xp, dense_code(backend, fwd))
+        code = dense_code(backend, fwd)
+        penalty = method.code_penalty(xp, code)
         if penalty is not None:
             value, d_code = penalty
+            loss = loss + value
+            d_values += xp.take_along_axis(d_code, idx, axis=1)
+        coupled = method.code_weight_penalty(xp, code, weights)
+        if coupled is not None:
+            value, d_code, coupled_grads = coupled
             loss = loss + value
             d_values += xp.take_along_axis(d_code, idx, axis=1)
         z_kept = xp.take_along_axis(fwd.z, idx, axis=1)
@@ -130,6 +141,11 @@ def loss_and_grads(
         penalty = method.code_penalty(xp, fwd.code)
         if penalty is not None:
             value, d_penalty = penalty
+            loss = loss + value
+            d_code += d_penalty
+        coupled = method.code_weight_penalty(xp, fwd.code, weights)
+        if coupled is not None:
+            value, d_penalty, coupled_grads = coupled
             loss = loss + value
             d_code += d_penalty
         if fwd.support is not None:
@@ -148,13 +164,14 @@ def loss_and_grads(
         grads["W_enc"] = grad_enc
         grads["W_dec"] = grad_dec
 
-    weights = {name: params[name] for name in ("W_enc", "W_dec") if name in params}
     weight_penalty = method.weight_penalty(xp, weights)
     if weight_penalty is not None:
         value, d_weights = weight_penalty
         loss = loss + value
         for name, d in d_weights.items():
             grads[name] += d
+    for name, d in coupled_grads.items():
+        grads[name] += d
     return loss, grads, fwd, reconstruction
 
 

@@ -9,6 +9,7 @@ generic autoencoder step of ``docs/methods.md``::
     Hc = A ∘ M                     the code
     Y  = Hc W_dec + b_dec;  X̂ = g(Y)                 -> output()
     L  = (1/2B)‖X̂ − X‖² + Ω_W(W) + Ω_H(Hc)          -> weight_penalty(), code_penalty()
+                                    + Ω_HW(Hc, W)   -> code_weight_penalty() (optional)
 
 and differentiates it by hand; a method contributes the pieces marked with ``->`` (each with
 its derivative or gradient), and may replace the whole update with :meth:`Method.update`.
@@ -241,6 +242,19 @@ class Method:
         """Ω_W and its gradient for each weight matrix (``W_enc``, and ``W_dec`` if untied).
 
         Return ``None`` for no penalty. Biases are never passed.
+        """
+        return None
+
+    def code_weight_penalty(
+        self, xp: Any, code: Any, weights: Mapping[str, Any]
+    ) -> tuple[Any, Any, dict[str, Any]] | None:
+        """A penalty Ω_HW(Hc, W) that couples the code and the weights, or ``None``.
+
+        For example an L1 code penalty scaled by each unit's decoder norm. ``code`` is the
+        dense B×H code, ``weights`` as for :meth:`weight_penalty` (``W_enc``, and ``W_dec``
+        if untied: with tied weights the decoder is ``W_enc``). Returns the value,
+        ∂Ω/∂Hc (B×H) and ``{name: ∂Ω/∂W}`` for the matrices it depends on. Added to the loss
+        after Ω_W and Ω_H; methods that do not need it leave the default.
         """
         return None
 
