@@ -175,9 +175,10 @@ def read_idx(path: str | os.PathLike[str], *, mmap: bool = False, digest: Any = 
                 done += n
             if done < expected:
                 _check_size(path, expected, done, shape)
-            extra = fh.read(1)
-            if extra:
-                trailing = 1 + len(fh.read())
+            trailing = 0
+            while chunk := fh.read(_CHUNK):  # also makes gzip check its CRC at the end
+                trailing += len(chunk)
+            if trailing:
                 _check_size(path, expected, expected + trailing, shape)
     except DataError:
         raise
