@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from sparsekit.backend import get_backend
+from sparsekit.cli.data_cmd import download_progress
 from sparsekit.config import resolve_config
 from sparsekit.errors import ParameterError
 from sparsekit.methods.base import Method
@@ -44,6 +45,23 @@ def parse_method_options(method_cls: type[Method], args: list[str]) -> dict[str,
         values[name] = declared[name].convert(value)
         i += 1
     return values
+
+
+def save_preprocessing(run_dir: Path, dataset: Any) -> None:
+    """Store mean-removal / ZCA parameters so later encoding applies the same transform."""
+    import io
+
+    import numpy as np
+
+    from sparsekit.run import write_atomic
+
+    params = dataset.to_dict()
+    arrays = {"remove_mean": np.asarray(params["remove_mean"])}
+    if params["zca"] is not None:
+        arrays.update({f"zca_{k}": np.asarray(v) for k, v in params["zca"].items()})
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    write_atomic(run_dir / "preprocessing.npz", buffer.getvalue())
 
 
 class RichProgress(Callback):
@@ -85,6 +103,12 @@ def train(
     subset: Annotated[
         int | None, typer.Option(help="Use only the first N training samples.")
     ] = None,
+    remove_mean: Annotated[
+        bool, typer.Option(help="Subtract each sample's own mean (per-sample centring).")
+    ] = False,
+    zca: Annotated[
+        bool, typer.Option(help="ZCA-whiten the data (parameters saved in the run directory).")
+    ] = False,
     epochs: Annotated[int | None, typer.Option(help="Passes over the data.")] = None,
     hidden: Annotated[int | None, typer.Option(help="Number of hidden units (code size).")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Samples per minibatch.")] = None,
@@ -105,7 +129,7 @@ def train(
 
     The method's own parameters are options too, e.g. `sparsekit train ksparse --k 40`.
     """
-    from sparsekit.data import load_dataset
+    from sparsekit.data import Preprocessed, load_dataset, preprocess
     from sparsekit.run import RunWriter, create_run_dir
 
     registry = load_registry()
@@ -129,9 +153,16 @@ def train(
     instance.validate(config.hidden)  # before any data is read or downloaded
     backend = get_backend(config.gpu, config.dtype)
     console = Console(stderr=True)
-    train_set = load_dataset(dataset, data, split="train", subset=subset, download=download)
+    with download_progress(console) as progress:
+        train_set = load_dataset(
+            dataset, data, split="train", subset=subset, download=download, progress=progress
+        )
+    if remove_mean or zca:
+        train_set = preprocess(train_set, remove_mean=remove_mean, zca=zca, seed=seed)
     instance.validate(config.hidden, train_set.dim)
     run_dir = create_run_dir(out, instance.name)
+    if isinstance(train_set, Preprocessed):
+        save_preprocessing(run_dir, train_set)
     with Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
