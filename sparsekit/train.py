@@ -161,8 +161,15 @@ class Trainer:
         for name, value in self.params.items():
             if not bool(xp.isfinite(value).all()):
                 raise DivergenceError(
-                    f"training diverged at epoch {epoch + 1}: {name} holds NaN or infinite values"
+                    f"training diverged at epoch {epoch + 1}, step {step + 1}: {name} holds NaN"
+                    " or infinite values (try a smaller learning rate)"
                 )
+        # Finite but huge weights overflow when used: check them on the last batch.
+        if not bool(xp.isfinite(autoencoder.forward(method, backend, self.params, x).xhat).all()):
+            raise DivergenceError(
+                f"training diverged at epoch {epoch + 1}, step {step + 1}: the weights are so"
+                " large that reconstructions overflow (try a smaller learning rate)"
+            )
         counts = backend.to_numpy(active_per_unit)
         metrics = {
             "epoch": epoch + 1,
