@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from sparsekit.cli import data_cmd, methods_cmd, train_cmd
+from sparsekit.cli import data_cmd, methods_cmd, runs_cmd, train_cmd
 from sparsekit.errors import SparsekitError
 
 app = typer.Typer(
@@ -24,6 +24,9 @@ app = typer.Typer(
 app.command("train", context_settings=train_cmd.CONTEXT)(train_cmd.train)
 app.command("list")(methods_cmd.list_methods)
 app.command("download")(data_cmd.download)
+app.command("export")(runs_cmd.export)
+app.command("encode")(runs_cmd.encode)
+app.command("show")(runs_cmd.show)
 
 EXIT_INTERRUPTED = 130
 

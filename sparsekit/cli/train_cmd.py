@@ -91,7 +91,9 @@ class RichProgress(Callback):
 
 def train(
     ctx: typer.Context,
-    method: Annotated[str, typer.Argument(help="Method name (see `sparsekit list`).")],
+    method: Annotated[
+        str | None, typer.Argument(help="Method name (see `sparsekit list`).")
+    ] = None,
     dataset: Annotated[
         str, typer.Option(help="mnist, fashion-mnist, synthetic, or a .npy/.npz/IDX file.")
     ] = "mnist",
@@ -124,6 +126,16 @@ def train(
     out: Annotated[Path, typer.Option(help="Directory that receives the run directory.")] = Path(
         "runs"
     ),
+    snapshot_every: Annotated[
+        int | None, typer.Option(help="Add a frame to progression.gif every N epochs [1].")
+    ] = None,
+    checkpoint_every: Annotated[
+        int | None, typer.Option(help="Write checkpoint.npz every N epochs (and at the end) [1].")
+    ] = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option(help="Continue RUN_DIR from its checkpoint (--epochs may extend it)."),
+    ] = None,
 ) -> None:
     """Train METHOD and write filters, configuration and metrics to a run directory.
 
@@ -132,6 +144,20 @@ def train(
     from sparsekit.data import Preprocessed, load_dataset, preprocess
     from sparsekit.run import RunWriter, create_run_dir
 
+    if resume is not None:
+        from sparsekit.cli import runs_cmd
+
+        runs_cmd.check_resume_options(ctx, method)
+        runs_cmd.resume_training(
+            resume,
+            epochs=epochs,
+            data=data,
+            snapshot_every=snapshot_every,
+            checkpoint_every=checkpoint_every,
+        )
+        return
+    if method is None:
+        raise ParameterError("name the METHOD to train (see `sparsekit list`), or --resume RUN_DIR")
     registry = load_registry()
     method_cls = registry.get(method)
     instance = method_cls(**parse_method_options(method_cls, list(ctx.args)))
@@ -175,7 +201,24 @@ def train(
             instance,
             train_set,
             config,
-            callbacks=[RunWriter(run_dir), RichProgress(progress)],
+            callbacks=[
+                RunWriter(
+                    run_dir,
+                    data_spec={
+                        "spec": str(Path(dataset).resolve()) if Path(dataset).exists() else dataset,
+                        "data": str(data.resolve()) if data is not None else None,
+                        "split": "train",
+                        "subset": subset,
+                        "download": download,
+                        "remove_mean": remove_mean,
+                        "zca": zca,
+                        "seed": seed,
+                    },
+                    snapshot_every=1 if snapshot_every is None else snapshot_every,
+                    checkpoint_every=1 if checkpoint_every is None else checkpoint_every,
+                ),
+                RichProgress(progress),
+            ],
             backend=backend,
         )
         console.print(
@@ -184,6 +227,10 @@ def train(
             f"{config.optimizer} lr {config.lr}, {'tied' if config.tied else 'untied'}, "
             f"{trainer.backend.name}/{config.dtype}"
         )
-        trainer.fit()
+        try:
+            trainer.fit()
+        except KeyboardInterrupt:
+            console.print(f"interrupted; continue with: sparsekit train --resume {run_dir}")
+            raise
     console.print(f"run written to {run_dir}")
     typer.echo(str(run_dir))

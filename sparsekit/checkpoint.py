@@ -1,0 +1,557 @@
+"""Checkpoints: everything a run needs to continue exactly, in one ``.npz`` file, no pickle.
+
+A checkpoint is a NumPy ``.npz`` archive written with :func:`numpy.savez` and read with
+``numpy.load(..., allow_pickle=False)``. Its members are plain numeric arrays:
+
+=========================  ===============================================================
+``meta``                   UTF-8 JSON as ``uint8``: format version, sparsekit version,
+                           method name and parameters, the training configuration, the data
+                           description (and how to load it again), the epoch, the per-epoch
+                           history, the shuffle generator's ``bit_generator.state``, the
+                           optimizer's step count and the method's scalar state
+``params/<name>``          the parameters (``W_enc``, ``b_enc``, ``b_dec``, ``W_dec``)
+``optimizer/<name>``       the optimizer's moment / velocity arrays (gradient methods)
+``method/<name>``          array state a method returns from ``state_dict()`` (rare)
+``extra/<name>``           what the run directory keeps for its figures (held-out images)
+=========================  ===============================================================
+
+Files are written to a temporary file in the same folder, flushed to disk and renamed over
+the old checkpoint, so a crash leaves either the old or the new checkpoint, never half of one.
+
+Loading checks the file before anything uses it: a corrupt or truncated archive, a member
+that needs pickle (an object array), a missing array, an array of the wrong shape or dtype
+for the method and configuration, or a method that is not installed all raise
+:class:`~sparsekit.errors.CheckpointError` with one line that names the file and the problem.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sparsekit.config import TrainConfig
+from sparsekit.errors import CheckpointError, ParameterError, SparsekitError
+from sparsekit.methods.base import Method
+
+__all__ = [
+    "CHECKPOINT",
+    "FORMAT_VERSION",
+    "PREVIOUS_CHECKPOINT",
+    "checkpoint_path",
+    "load_checkpoint",
+    "load_run",
+    "restore_trainer",
+    "save_checkpoint",
+]
+
+#: The checkpoint's name inside a run directory.
+CHECKPOINT = "checkpoint.npz"
+#: The one before it, kept when ``keep_previous`` is set.
+PREVIOUS_CHECKPOINT = "checkpoint.prev.npz"
+#: Bumped whenever the layout changes incompatibly.
+FORMAT_VERSION = 1
+_FORMAT = "sparsekit-checkpoint"
+
+_PARAMS = "params/"
+_OPTIM = "optimizer/"
+_METHOD = "method/"
+_EXTRA = "extra/"
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _encode_json(obj: Any) -> np.ndarray:
+    return np.frombuffer(json.dumps(obj, default=_json_default).encode("utf-8"), dtype=np.uint8)
+
+
+def _split_state(state: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Arrays and JSON-friendly scalars of an optimizer's or method's ``state_dict``."""
+    arrays: dict[str, np.ndarray] = {}
+    scalars: dict[str, Any] = {}
+    for key, value in state.items():
+        if isinstance(value, (bool, int, float, str)) or value is None:
+            scalars[key] = value
+        elif isinstance(value, np.generic):
+            scalars[key] = value.item()
+        else:
+            arrays[key] = np.asarray(value.get() if hasattr(value, "get") else value)
+    return arrays, scalars
+
+
+def checkpoint_arrays(
+    trainer: Any,
+    *,
+    data_spec: Mapping[str, Any] | None = None,
+    extra: Mapping[str, np.ndarray] | None = None,
+) -> dict[str, np.ndarray]:
+    """The members of a checkpoint of ``trainer`` (a :class:`~sparsekit.train.Trainer`)."""
+    from sparsekit import __version__
+
+    state = trainer.state_dict()
+    optim_arrays, optim_scalars = _split_state(state["optimizer"])
+    method_arrays, method_scalars = _split_state(state["method_state"])
+    meta = {
+        "format": _FORMAT,
+        "format_version": FORMAT_VERSION,
+        "sparsekit_version": __version__,
+        "method": trainer.method.name,
+        "method_params": trainer.method.get_params(),
+        "train": trainer.config.to_dict(),
+        "data": trainer.dataset.describe(),
+        "data_spec": dict(data_spec) if data_spec is not None else None,
+        "backend": trainer.backend.name,
+        "epoch": int(state["epoch"]),
+        "history": state["history"],
+        "shuffle_rng": state["shuffle_rng"],
+        "optimizer": trainer.config.optimizer if trainer.optimizer is not None else None,
+        "optimizer_scalars": optim_scalars,
+        "method_scalars": method_scalars,
+    }
+    arrays: dict[str, np.ndarray] = {"meta": _encode_json(meta)}
+    for key, value in state["params"].items():
+        arrays[_PARAMS + key] = np.ascontiguousarray(value)
+    for key, value in optim_arrays.items():
+        arrays[_OPTIM + key] = np.ascontiguousarray(value)
+    for key, value in method_arrays.items():
+        arrays[_METHOD + key] = np.ascontiguousarray(value)
+    for key, value in (extra or {}).items():
+        arrays[_EXTRA + key] = np.ascontiguousarray(value)
+    for key, value in arrays.items():
+        if value.dtype.hasobject:
+            raise CheckpointError(f"cannot checkpoint {key}: object arrays are not allowed")
+    return arrays
+
+
+def save_checkpoint(
+    path: str | os.PathLike[str],
+    trainer: Any,
+    *,
+    data_spec: Mapping[str, Any] | None = None,
+    extra: Mapping[str, np.ndarray] | None = None,
+    keep_previous: bool = False,
+) -> Path:
+    """Write a checkpoint of ``trainer`` to ``path`` atomically; returns the path.
+
+    ``data_spec`` says how to load the training data again (``{"spec": "mnist", "data":
+    "/data", "subset": 2000, "split": "train"}``) so that :func:`restore_trainer` can resume
+    without being handed the data. ``extra`` arrays are stored as ``extra/<name>``. With
+    ``keep_previous`` the checkpoint being replaced is kept as ``<name>.prev.npz``.
+    """
+    path = Path(path)
+    arrays = checkpoint_arrays(trainer, data_spec=data_spec, extra=extra)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if keep_previous and path.exists():
+            os.replace(path, path.with_name(path.name.removesuffix(".npz") + ".prev.npz"))
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise CheckpointError(f"cannot write {path}: {exc.strerror or exc}") from None
+    return path
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # pragma: no cover - e.g. Windows
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def checkpoint_path(location: str | os.PathLike[str]) -> Path:
+    """The checkpoint file of a run directory, or ``location`` itself when it is a file."""
+    p = Path(location)
+    if p.is_dir():
+        p = p / CHECKPOINT
+        if not p.exists():
+            raise CheckpointError(f"{p.parent}: no {CHECKPOINT} in this run directory")
+    elif not p.exists():
+        raise CheckpointError(f"{p}: no such run directory or checkpoint file")
+    return p
+
+
+def _read_members(path: Path) -> dict[str, np.ndarray]:
+    """Every member of the archive, refusing pickles; one-line errors for broken files."""
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise CheckpointError(
+            f"{path}: not a valid checkpoint (corrupt or truncated file: {_reason(exc)})"
+        ) from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise CheckpointError(
+            f"{path}: not a checkpoint (a single .npy array, not an .npz archive)"
+        )
+    members: dict[str, np.ndarray] = {}
+    with archive:
+        for key in archive.files:
+            try:
+                members[key] = archive[key]
+            except ValueError as exc:
+                if "pickle" in str(exc).lower() or "object" in str(exc).lower():
+                    raise CheckpointError(
+                        f"{path}: refused: member {key!r} is a pickled object array "
+                        "(checkpoints hold only numeric arrays)"
+                    ) from None
+                raise CheckpointError(
+                    f"{path}: member {key!r} is corrupt: {_reason(exc)}"
+                ) from None
+            except (OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+                raise CheckpointError(
+                    f"{path}: not a valid checkpoint (corrupt or truncated member {key!r}: "
+                    f"{_reason(exc)})"
+                ) from None
+            if members[key].dtype.hasobject:  # pragma: no cover - np.load refuses these
+                raise CheckpointError(f"{path}: refused: member {key!r} is an object array")
+    return members
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def _decode_meta(path: Path, members: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    raw = members.get("meta")
+    if raw is None:
+        raise CheckpointError(f"{path}: not a sparsekit checkpoint (no 'meta' member)")
+    if raw.dtype != np.uint8 or raw.ndim != 1:
+        raise CheckpointError(
+            f"{path}: 'meta' must be a 1-D uint8 array, got {raw.dtype}{raw.shape}"
+        )
+    try:
+        meta = json.loads(raw.tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path}: 'meta' is not valid JSON ({_reason(exc)})") from None
+    if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
+        raise CheckpointError(f"{path}: not a sparsekit checkpoint (unknown 'meta' format)")
+    version = meta.get("format_version")
+    if version != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint format version {version!r} is not supported "
+            f"(this sparsekit reads version {FORMAT_VERSION})"
+        )
+    for key, kind in (
+        ("method", str),
+        ("method_params", dict),
+        ("train", dict),
+        ("data", dict),
+        ("epoch", int),
+        ("history", list),
+        ("shuffle_rng", dict),
+        ("optimizer_scalars", dict),
+        ("method_scalars", dict),
+    ):
+        if not isinstance(meta.get(key), kind):
+            raise CheckpointError(f"{path}: 'meta' lacks a valid {key!r} entry")
+    return meta
+
+
+def _expected_params(method: Method, config: TrainConfig, dim: int) -> dict[str, tuple[int, ...]]:
+    """Names and shapes of the parameters ``method`` creates for this configuration."""
+    sample = np.zeros((1, dim))
+    with np.errstate(all="ignore"):
+        initial = method.init_params(
+            np.random.default_rng(0), dim, config.hidden, config.tied, sample
+        )
+    return {k: tuple(np.shape(v)) for k, v in initial.items()}
+
+
+def _expected_optimizer(name: str | None, params: Mapping[str, tuple[int, ...]]) -> list[str]:
+    if name == "adam":
+        return [f"m.{k}" for k in params] + [f"v.{k}" for k in params]
+    if name == "momentum":
+        return [f"velocity.{k}" for k in params]
+    return []
+
+
+def load_checkpoint(path: str | os.PathLike[str], *, registry: Any = None) -> dict[str, Any]:
+    """Read and validate a checkpoint file (or a run directory's ``checkpoint.npz``).
+
+    Returns a dict with ``meta`` (the decoded metadata), ``method`` (a fresh instance with
+    the stored parameters, validated against the problem size), ``config``
+    (:class:`~sparsekit.config.TrainConfig`), ``state`` (what
+    :meth:`~sparsekit.train.Trainer.load_state_dict` takes) and ``extra`` (name -> array).
+    Raises :class:`~sparsekit.errors.CheckpointError` (one line) for any problem.
+    """
+    path = checkpoint_path(path)
+    members = _read_members(path)
+    meta = _decode_meta(path, members)
+
+    if registry is None:
+        from sparsekit.registry import load_registry
+
+        registry = load_registry()
+    name = meta["method"]
+    if name not in registry:
+        known = ", ".join(sorted(info.name for info in registry)) or "none"
+        raise CheckpointError(
+            f"{path}: method {name!r} is not installed (available: {known}); install the "
+            "plugin that provides it"
+        )
+    try:
+        method = registry.create(name, **meta["method_params"])
+        config = TrainConfig.from_dict(meta["train"]).validate(method)
+    except (ParameterError, TypeError) as exc:
+        raise CheckpointError(f"{path}: stored settings are invalid: {_reason(exc)}") from None
+    dim = meta["data"].get("dim")
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+        raise CheckpointError(f"{path}: 'meta' lacks the data dimension")
+    try:
+        method.validate(config.hidden, dim)
+    except ParameterError as exc:
+        raise CheckpointError(f"{path}: stored settings are invalid: {_reason(exc)}") from None
+
+    dtype = np.dtype(config.dtype)
+    expected = _expected_params(method, config, dim)
+
+    def check(key: str, shape: tuple[int, ...]) -> np.ndarray:
+        if key not in members:
+            raise CheckpointError(f"{path}: array {key!r} is missing")
+        arr = members[key]
+        if arr.shape != shape:
+            raise CheckpointError(
+                f"{path}: array {key!r} has shape {arr.shape}, expected {shape} for "
+                f"{name} with hidden={config.hidden} and {dim} inputs"
+            )
+        if arr.dtype != dtype:
+            raise CheckpointError(f"{path}: array {key!r} has dtype {arr.dtype}, expected {dtype}")
+        if not np.isfinite(arr).all():
+            raise CheckpointError(f"{path}: array {key!r} holds NaN or infinite values")
+        return arr
+
+    params = {k: check(_PARAMS + k, shape) for k, shape in expected.items()}
+    unexpected = sorted(
+        k for k in members if k.startswith(_PARAMS) and k[len(_PARAMS) :] not in expected
+    )
+    if unexpected:
+        raise CheckpointError(f"{path}: unexpected array {unexpected[0]!r} for method {name!r}")
+
+    optimizer: dict[str, Any] = {}
+    if not method.own_update:
+        if meta.get("optimizer") != config.optimizer:
+            raise CheckpointError(
+                f"{path}: optimizer {meta.get('optimizer')!r} does not match the configuration's "
+                f"{config.optimizer!r}"
+            )
+        steps = meta["optimizer_scalars"].get("steps", 0)
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+            raise CheckpointError(f"{path}: invalid optimizer step count {steps!r}")
+        optimizer["steps"] = steps
+        keys = _expected_optimizer(config.optimizer, expected)
+        present = [k for k in keys if _OPTIM + k in members]
+        if present and len(present) != len(keys):
+            missing = next(k for k in keys if _OPTIM + k not in members)
+            raise CheckpointError(f"{path}: array {_OPTIM + missing!r} is missing")
+        if steps > 0 and keys and not present:
+            raise CheckpointError(f"{path}: array {_OPTIM + keys[0]!r} is missing")
+        for key in present:
+            optimizer[key] = check(_OPTIM + key, expected[key.split(".", 1)[1]])
+
+    method_state = dict(meta["method_scalars"])
+    for key, arr in members.items():
+        if key.startswith(_METHOD):
+            method_state[key[len(_METHOD) :]] = arr
+
+    rng_state = meta["shuffle_rng"]
+    try:
+        np.random.default_rng(0).bit_generator.state = rng_state
+    except (TypeError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"{path}: invalid shuffle generator state ({_reason(exc)})") from None
+    epoch = meta["epoch"]
+    history = meta["history"]
+    if epoch < 0 or len(history) != epoch:
+        raise CheckpointError(
+            f"{path}: epoch {epoch} does not match the {len(history)} epochs of history"
+        )
+
+    extra = {k[len(_EXTRA) :]: v for k, v in members.items() if k.startswith(_EXTRA)}
+    state = {
+        "params": params,
+        "optimizer": optimizer,
+        "method_state": method_state,
+        "shuffle_rng": rng_state,
+        "epoch": epoch,
+        "history": history,
+    }
+    return {
+        "path": path,
+        "meta": meta,
+        "method": method,
+        "config": config,
+        "state": state,
+        "extra": extra,
+    }
+
+
+# --------------------------------------------------------------------------- restoring
+
+
+def load_dataset_from_spec(
+    spec: Mapping[str, Any] | None,
+    *,
+    data: str | os.PathLike[str] | None = None,
+    where: str = "run",
+    preprocessing: str | os.PathLike[str] | None = None,
+) -> Any:
+    """The training data a run describes with its ``data_spec`` (``data`` overrides the folder)."""
+    from sparsekit.data import load_dataset
+
+    if not spec or not spec.get("spec"):
+        raise CheckpointError(
+            f"{where}: the run was trained on data given in memory; pass the data set "
+            "(restore_trainer(..., dataset=...))"
+        )
+    folder = data if data is not None else spec.get("data")
+    dataset = load_dataset(
+        spec["spec"],
+        folder,
+        split=spec.get("split"),
+        subset=spec.get("subset"),
+        download=bool(spec.get("download", False)),
+    )
+    if spec.get("remove_mean") or spec.get("zca"):
+        from sparsekit.data import Preprocessed, preprocess
+
+        stored = _read_preprocessing(preprocessing) if preprocessing is not None else None
+        if stored is not None:
+            dataset = Preprocessed.from_dict(dataset, stored)
+        else:
+            dataset = preprocess(
+                dataset,
+                remove_mean=bool(spec.get("remove_mean")),
+                zca=bool(spec.get("zca")),
+                seed=int(spec.get("seed", 0)),
+            )
+    return dataset
+
+
+def _read_preprocessing(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The parameters ``sparsekit train`` stores in ``preprocessing.npz`` (None if absent)."""
+    p = Path(path)
+    if not p.exists():
+        return None
+    try:
+        with np.load(p, allow_pickle=False) as archive:
+            arrays = {k: archive[k] for k in archive.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise CheckpointError(
+            f"{p}: unreadable preprocessing parameters ({_reason(exc)})"
+        ) from None
+    zca = None
+    if "zca_mean" in arrays:
+        zca = {
+            "mean": arrays["zca_mean"],
+            "matrix": arrays.get("zca_matrix"),
+            "epsilon": float(arrays.get("zca_epsilon", 1e-2)),
+        }
+    return {"remove_mean": bool(arrays.get("remove_mean", False)), "zca": zca}
+
+
+def restore_trainer(
+    location: str | os.PathLike[str],
+    dataset: Any = None,
+    registry: Any = None,
+    *,
+    epochs: int | None = None,
+    data: str | os.PathLike[str] | None = None,
+    callbacks: Any = (),
+) -> Any:
+    """A :class:`~sparsekit.train.Trainer` in exactly the state of a checkpoint.
+
+    ``location`` is a run directory or a checkpoint file. Without ``dataset`` the training
+    data is loaded again as the run describes it (``data`` replaces the data folder). The
+    data must have the size the checkpoint was trained on. ``epochs`` raises (or lowers, not
+    below the epochs done) the number of epochs :meth:`~sparsekit.train.Trainer.fit` trains
+    to. On the CPU, fitting the restored trainer gives bit for bit the weights of a run that
+    was never interrupted (with the same total number of epochs).
+    """
+    from sparsekit.train import Trainer, as_dataset
+
+    ckpt = load_checkpoint(location, registry=registry)
+    path: Path = ckpt["path"]
+    meta = ckpt["meta"]
+    config: TrainConfig = ckpt["config"]
+    if epochs is not None:
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+            raise ParameterError(f"epochs must be a positive integer, got {epochs!r}")
+        if epochs < meta["epoch"]:
+            raise ParameterError(
+                f"the run has already trained {meta['epoch']} epochs; --epochs {epochs} is fewer"
+            )
+        config = TrainConfig.from_dict({**config.to_dict(), "epochs": epochs})
+    if dataset is None:
+        dataset = load_dataset_from_spec(
+            meta.get("data_spec"),
+            data=data,
+            where=str(path),
+            preprocessing=path.parent / "preprocessing.npz",
+        )
+    dataset = as_dataset(dataset)
+    stored = meta["data"]
+    if len(dataset) != stored.get("n") or dataset.dim != stored.get("dim"):
+        raise CheckpointError(
+            f"{path}: the data has {len(dataset)} samples of {dataset.dim} features but the run "
+            f"was trained on {stored.get('n')} of {stored.get('dim')}"
+        )
+    try:
+        trainer = Trainer(ckpt["method"], dataset, config, callbacks=callbacks)
+        trainer.load_state_dict(ckpt["state"])
+    except SparsekitError:
+        raise
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: cannot restore the trainer: {_reason(exc)}") from None
+    trainer.data_spec = meta.get("data_spec")
+    trainer.checkpoint_extra = ckpt["extra"]
+    return trainer
+
+
+def load_run(location: str | os.PathLike[str], *, registry: Any = None, gpu: bool = False) -> Any:
+    """The trained :class:`~sparsekit.model.Model` of a run directory (or checkpoint file).
+
+    The model has the run's ``image_shape`` and, for methods with a schedule (k-sparse's k),
+    the state of the last epoch trained. Arrays live on the CPU unless ``gpu`` is true.
+    """
+    from sparsekit.backend import get_backend
+    from sparsekit.model import Model
+
+    ckpt = load_checkpoint(location, registry=registry)
+    meta, config, method = ckpt["meta"], ckpt["config"], ckpt["method"]
+    method.load_state_dict(ckpt["state"]["method_state"])
+    if meta["epoch"] > 0:
+        method.on_epoch_start(meta["epoch"] - 1, config.epochs)
+    backend = get_backend(gpu, config.dtype)
+    params = {k: backend.asarray(v) for k, v in ckpt["state"]["params"].items()}
+    shape = meta["data"].get("image_shape")
+    image_shape = (int(shape[0]), int(shape[1])) if shape else None
+    model = Model(method, params, backend, image_shape=image_shape)
+    model.run_meta = meta
+    return model

@@ -1,0 +1,230 @@
+"""Commands on finished (or interrupted) runs: ``export``, ``encode``, ``show`` and the
+``--resume`` side of ``sparsekit train``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from sparsekit.errors import CheckpointError, DataError, ParameterError
+
+#: ``sparsekit train`` options that may be given together with ``--resume``.
+RESUME_OPTIONS = frozenset(
+    {"resume", "epochs", "data", "download", "snapshot_every", "checkpoint_every", "out"}
+)
+
+
+def _run_dir(path: Path) -> Path:
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such run directory")
+    if not path.is_dir():
+        raise CheckpointError(f"{path}: not a run directory (expected a folder)")
+    return path
+
+
+def check_resume_options(ctx: typer.Context, method: str | None) -> None:
+    """Refuse settings that would change a resumed run (only the length may change)."""
+    if method is not None or ctx.args:
+        raise ParameterError(
+            "--resume continues a run with its own method and settings; drop the method name "
+            "and its options"
+        )
+    for name in ctx.params:
+        if name in RESUME_OPTIONS:
+            continue
+        source = ctx.get_parameter_source(name)
+        if source is not None and getattr(source, "name", "DEFAULT") != "DEFAULT":
+            flag = "--" + name.replace("_", "-")
+            raise ParameterError(
+                f"{flag} cannot be changed when resuming (only --epochs, --data, "
+                "--snapshot-every and --checkpoint-every can)"
+            )
+
+
+def resume_training(
+    run_dir: Path,
+    *,
+    epochs: int | None = None,
+    data: Path | None = None,
+    snapshot_every: int | None = None,
+    checkpoint_every: int | None = None,
+) -> Path:
+    """Continue the run in ``run_dir`` from its checkpoint, in the same directory."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    from sparsekit.checkpoint import restore_trainer
+    from sparsekit.cli.train_cmd import RichProgress
+    from sparsekit.run import RunWriter, read_config
+
+    run_dir = _run_dir(run_dir)
+    stored = read_config(run_dir).get("run", {})
+    writer = RunWriter(
+        run_dir,
+        snapshot_every=snapshot_every or int(stored.get("snapshot_every", 1)),
+        checkpoint_every=checkpoint_every or int(stored.get("checkpoint_every", 1)),
+        max_frames=int(stored.get("max_frames", 60)),
+    )
+    console = Console(stderr=True)
+    trainer = restore_trainer(run_dir, epochs=epochs, data=data)
+    cfg = trainer.config
+    if trainer.epoch >= cfg.epochs:
+        console.print(
+            f"{run_dir}: all {cfg.epochs} epochs are done; use --epochs N to train further"
+        )
+        typer.echo(str(run_dir))
+        return run_dir
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        trainer.callbacks = [writer, RichProgress(progress)]
+        console.print(
+            f"resuming [bold]{trainer.method.name}[/bold] {trainer.method.get_params()} on "
+            f"{trainer.dataset.name} ({len(trainer.dataset)} samples) at epoch "
+            f"{trainer.epoch}/{cfg.epochs}"
+        )
+        try:
+            trainer.fit()
+        except KeyboardInterrupt:
+            console.print(f"interrupted; continue with: sparsekit train --resume {run_dir}")
+            raise
+    console.print(f"run written to {run_dir}")
+    typer.echo(str(run_dir))
+    return run_dir
+
+
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory.")],
+    cols: Annotated[int | None, typer.Option(help="Filters per row (default: square).")] = None,
+    scale: Annotated[int, typer.Option(help="Enlarge every pixel of the filter grids.")] = 1,
+    max_filters: Annotated[int, typer.Option(help="Draw at most this many filters.")] = 400,
+    out: Annotated[
+        Path | None, typer.Option(help="Folder for the figures (default: the run directory).")
+    ] = None,
+) -> None:
+    """Draw every figure of RUN_DIR again from its checkpoint."""
+    from sparsekit.run import render_run
+
+    for path in render_run(_run_dir(run_dir), out, cols=cols, scale=scale, max_filters=max_filters):
+        typer.echo(str(path))
+
+
+def encode(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory.")],
+    input: Annotated[
+        str, typer.Argument(help="Data to encode: mnist, fashion-mnist, or a .npy/.npz/IDX file.")
+    ],
+    output: Annotated[Path, typer.Argument(help="Where to write the codes (.npy).")],
+    data: Annotated[
+        Path | None, typer.Option(help="Data directory for mnist / fashion-mnist.")
+    ] = None,
+    split: Annotated[
+        str | None, typer.Option(help="train or test (named data sets; default: train).")
+    ] = None,
+    subset: Annotated[int | None, typer.Option(help="Encode only the first N samples.")] = None,
+    training: Annotated[
+        bool,
+        typer.Option(
+            "--training-code/--encoding-code",
+            help="Use the training-time support instead of the encoding one (e.g. alpha*k).",
+        ),
+    ] = False,
+    download: Annotated[bool, typer.Option(help="Download missing MNIST files.")] = False,
+) -> None:
+    """Write the codes (N x hidden, .npy) of INPUT under the model of RUN_DIR."""
+    from sparsekit.checkpoint import _read_preprocessing, load_run
+    from sparsekit.data import Preprocessed, load_dataset
+    from sparsekit.run import OutputError, write_atomic
+
+    run_dir = _run_dir(run_dir)
+    if output.suffix.lower() != ".npy":
+        raise ParameterError(f"{output}: the codes are written as .npy; name the file *.npy")
+    model = load_run(run_dir)
+    dataset = load_dataset(input, data, split=split, subset=subset, download=download)
+    if dataset.dim != model.dim:
+        raise DataError(
+            f"{input}: samples have {dataset.dim} features, the model of {run_dir} expects "
+            f"{model.dim}"
+        )
+    stored = _read_preprocessing(run_dir / "preprocessing.npz")
+    if stored is not None:
+        dataset = Preprocessed.from_dict(dataset, stored)
+    codes = model.encode(dataset, training=training)
+    import io
+
+    buffer = io.BytesIO()
+    np.save(buffer, codes, allow_pickle=False)
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create {output.parent}: {exc.strerror or exc}") from None
+    write_atomic(output, buffer.getvalue())
+    active = float((codes != 0).sum(axis=1).mean()) if len(codes) else 0.0
+    Console(stderr=True).print(
+        f"encoded {len(codes)} samples of {dataset.name} into {codes.shape[1]} units "
+        f"({active:.1f} active on average) -> {output}"
+    )
+    typer.echo(str(output))
+
+
+def _fmt(value: Any, spec: str) -> str:
+    if value is None:
+        return "-"
+    try:
+        return format(value, spec)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def show(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) -> None:
+    """Print a summary of RUN_DIR: method, settings, epochs and final measures."""
+    from sparsekit.checkpoint import CHECKPOINT, load_checkpoint
+    from sparsekit.run import read_config, read_metrics, summary
+
+    run_dir = _run_dir(run_dir)
+    if (run_dir / CHECKPOINT).exists():
+        meta = load_checkpoint(run_dir)["meta"]
+        history = meta["history"]
+    else:  # a run that died before its first checkpoint: what config and metrics say
+        meta = read_config(run_dir)
+        history = read_metrics(run_dir)
+    info = summary(meta, history, status="")
+    train = info["train"]
+    data = info.get("data") or {}
+    final = info["final"]
+    table = Table(title=str(run_dir), show_header=False, title_justify="left")
+    table.add_column("", style="bold")
+    table.add_column("")
+    params = ", ".join(f"{k}={v}" for k, v in info["method_params"].items()) or "-"
+    table.add_row("method", info["method"])
+    table.add_row("parameters", params)
+    table.add_row(
+        "training",
+        f"hidden {train.get('hidden')}, batch {train.get('batch_size')}, "
+        f"{train.get('optimizer')} lr {train.get('lr')}, "
+        f"{'tied' if train.get('tied') else 'untied'}, {train.get('dtype')}, seed {train.get('seed')}",
+    )
+    table.add_row("data", f"{data.get('name', '-')} ({data.get('n', '-')} samples)")
+    table.add_row("epochs", f"{info['epochs']} of {info['epochs_planned']}")
+    table.add_row("final loss", _fmt(final["loss"], ".5f"))
+    table.add_row("final mse", _fmt(final["mse"], ".5f"))
+    table.add_row("mean active", _fmt(final["mean_active"], ".2f"))
+    table.add_row("dead units", _fmt(final["dead_units"], "d"))
+    table.add_row("seconds", _fmt(info["total_seconds"], ".1f"))
+    table.add_row("version", str(meta.get("sparsekit_version", "-")))
+    Console().print(table)
