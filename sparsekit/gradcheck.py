@@ -3,11 +3,24 @@
 The relative error of a gradient is ‖num − grad‖ / ‖num + grad‖ (CS294A's measure), where
 ``num`` comes from (L(θ + ε) − L(θ − ε)) / 2ε entry by entry. Problems are small and random so
 every entry can be perturbed.
+
+Two levels:
+
+* :func:`check_gradients` – the full objective's gradient for every parameter (``W_enc``,
+  ``b_enc``, ``b_dec`` and ``W_dec`` if untied), through the generic backward pass.
+* with ``terms=True`` it also checks each piece a method contributes, on the values of the
+  same random problem: f′ against differences of f, g′ against differences of g, and the
+  gradients of Ω_H, Ω_W and Ω_HW against differences of their values. A failing term tells
+  a plugin author which of their methods is wrong.
+
+Methods with their own update (``own_update``) are checked on the model they define; their
+update is not a gradient, so only the model's loss is differentiated.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -16,26 +29,74 @@ from sparsekit import autoencoder
 from sparsekit.backend import get_backend
 from sparsekit.methods.base import Method
 
+#: Names of the per-term checks, in the order they are reported.
+TERM_ACTIVATION = "activation: f′(Z)"
+TERM_OUTPUT = "output: g′(Y)"
+TERM_CODE_PENALTY = "code penalty: ∂Ω_H/∂Hc"
+TERM_WEIGHT_PENALTY = "weight penalty: ∂Ω_W/∂{}"
+TERM_COUPLED_CODE = "code-weight penalty: ∂Ω_HW/∂Hc"
+TERM_COUPLED_WEIGHT = "code-weight penalty: ∂Ω_HW/∂{}"
+
 
 @dataclass(frozen=True)
 class GradientReport:
-    """Relative error of each parameter's gradient for one method and weight layout."""
+    """Relative errors for one method and weight layout.
+
+    ``errors`` holds the full objective's gradient per parameter; ``terms`` the method's own
+    pieces (empty unless asked for); ``skipped`` the terms the method does not define, with
+    the reason; ``notes`` anything a reader must know (e.g. an own update is not a gradient).
+    """
 
     method: str
     tied: bool
     errors: dict[str, float]
     tolerance: float
+    terms: dict[str, float] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
-        return all(err <= self.tolerance for err in self.errors.values())
+        return all(_fine(err, self.tolerance) for err in self.all_errors.values())
 
     @property
     def worst(self) -> float:
-        return max(self.errors.values())
+        values = list(self.all_errors.values())
+        if any(not np.isfinite(v) for v in values):
+            return float("inf")
+        return max(values) if values else 0.0
+
+    @property
+    def all_errors(self) -> dict[str, float]:
+        """Every checked quantity: the parameters' gradients, then the terms."""
+        return {**{f"loss: ∂L/∂{k}": v for k, v in self.errors.items()}, **self.terms}
+
+    @property
+    def failures(self) -> dict[str, float]:
+        return {k: v for k, v in self.all_errors.items() if not _fine(v, self.tolerance)}
+
+    def summary(self) -> str:
+        layout = "tied" if self.tied else "untied"
+        if self.ok:
+            return (
+                f"{self.method} ({layout}): gradients match (worst relative error {self.worst:.1e})"
+            )
+        bad = ", ".join(f"{k}: {v:.2e}" for k, v in self.failures.items())
+        return f"{self.method} ({layout}): relative error above {self.tolerance:.0e} for {bad}"
+
+
+def _fine(err: float, tolerance: float) -> bool:
+    return bool(np.isfinite(err)) and err <= tolerance
 
 
 def relative_error(numeric: np.ndarray, analytic: np.ndarray) -> float:
+    numeric = np.asarray(numeric, dtype=np.float64)
+    analytic = np.asarray(analytic, dtype=np.float64)
+    if numeric.shape != analytic.shape:
+        try:
+            analytic = np.broadcast_to(analytic, numeric.shape)
+        except ValueError:
+            return float("inf")
     denom = np.linalg.norm(numeric + analytic)
     if denom == 0:
         return float(np.linalg.norm(numeric - analytic))
@@ -59,6 +120,22 @@ def random_problem(
     return params, x
 
 
+def numeric_gradient(f: Callable[[], float], value: np.ndarray, eps: float) -> np.ndarray:
+    """Central differences of the scalar ``f()`` for every entry of ``value`` (in place)."""
+    numeric = np.zeros_like(value)
+    flat = value.reshape(-1)
+    num_flat = numeric.reshape(-1)
+    for i in range(flat.size):
+        saved = flat[i]
+        flat[i] = saved + eps
+        plus = f()
+        flat[i] = saved - eps
+        minus = f()
+        flat[i] = saved
+        num_flat[i] = (plus - minus) / (2 * eps)
+    return numeric
+
+
 def check_gradients(
     method: Method,
     *,
@@ -69,8 +146,13 @@ def check_gradients(
     seed: int = 0,
     eps: float = 1e-6,
     tolerance: float = 1e-6,
+    terms: bool = False,
 ) -> GradientReport:
-    """Compare :func:`sparsekit.autoencoder.loss_and_grads` with finite differences."""
+    """Compare :func:`sparsekit.autoencoder.loss_and_grads` with finite differences.
+
+    With ``terms=True`` also check every piece the method contributes (see the module
+    docstring); :attr:`GradientReport.ok` then covers them too.
+    """
     backend = get_backend(gpu=False, dtype="float64")
     method.validate(hidden, dim)
     params, x = random_problem(method, tied=tied, dim=dim, hidden=hidden, batch=batch, seed=seed)
@@ -81,19 +163,116 @@ def check_gradients(
 
     errors = {}
     for name, value in params.items():
-        numeric = np.zeros_like(value)
-        flat = value.reshape(-1)
-        num_flat = numeric.reshape(-1)
-        for i in range(flat.size):
-            saved = flat[i]
-            flat[i] = saved + eps
-            plus = loss(params)
-            flat[i] = saved - eps
-            minus = loss(params)
-            flat[i] = saved
-            num_flat[i] = (plus - minus) / (2 * eps)
+        numeric = numeric_gradient(lambda: loss(params), value, eps)
         errors[name] = relative_error(numeric, np.asarray(grads[name]))
-    return GradientReport(method.name, tied, errors, tolerance)
+    term_errors: dict[str, float] = {}
+    skipped: dict[str, str] = {}
+    if terms:
+        term_errors, skipped = check_terms(method, params, x, eps=eps)
+    notes: tuple[str, ...] = ()
+    if method.own_update:
+        notes = (
+            f"{method.name} trains with its own update (Method.update), which is not the "
+            "gradient of this loss: the check covers the model's loss and its pieces only.",
+        )
+    return GradientReport(method.name, tied, errors, tolerance, term_errors, skipped, notes)
+
+
+def check_terms(
+    method: Method, params: dict[str, np.ndarray], x: np.ndarray, *, eps: float = 1e-6
+) -> tuple[dict[str, float], dict[str, str]]:
+    """Relative errors of each derivative the method provides, at the problem's values.
+
+    Returns ``(errors, skipped)``: ``skipped`` maps a term the method does not define to why.
+    """
+    backend = get_backend(gpu=False, dtype="float64")
+    xp = np
+    fwd = autoencoder.forward(method, backend, _copy(params), x.copy(), training=True)
+    errors: dict[str, float] = {}
+    skipped: dict[str, str] = {}
+
+    # f and g are elementwise: one perturbation of the whole array gives every derivative.
+    errors[TERM_ACTIVATION] = _elementwise(
+        lambda z: method.activation(xp, z),
+        lambda z, a: method.activation_grad(xp, z, a),
+        np.array(fwd.z),
+        eps,
+    )
+    errors[TERM_OUTPUT] = _elementwise(
+        lambda y: method.output(xp, y),
+        lambda y, out: method.output_grad(xp, y, out),
+        np.array(fwd.y),
+        eps,
+    )
+
+    code = np.array(autoencoder.dense_code(backend, fwd), dtype=np.float64)
+    result = method.code_penalty(xp, code.copy())
+    if result is None:
+        skipped[TERM_CODE_PENALTY] = "no code penalty"
+    else:
+        probe = code.copy()
+        numeric = numeric_gradient(
+            lambda: float(method.code_penalty(xp, probe.copy())[0]), probe, eps
+        )
+        errors[TERM_CODE_PENALTY] = relative_error(numeric, np.asarray(result[1]))
+
+    weights = {k: np.array(params[k]) for k in ("W_enc", "W_dec") if k in params}
+    result = method.weight_penalty(xp, _copy(weights))
+    if result is None:
+        skipped[TERM_WEIGHT_PENALTY.format("W")] = "no weight penalty"
+    else:
+        for name in weights:
+            probe = _copy(weights)
+            numeric = numeric_gradient(
+                lambda probe=probe: float(method.weight_penalty(xp, _copy(probe))[0]),
+                probe[name],
+                eps,
+            )
+            analytic = result[1].get(name, np.zeros_like(weights[name]))
+            errors[TERM_WEIGHT_PENALTY.format(name)] = relative_error(numeric, analytic)
+
+    result = method.code_weight_penalty(xp, code.copy(), _copy(weights))
+    if result is None:
+        skipped[TERM_COUPLED_CODE] = "no code-weight penalty"
+    else:
+        _, d_code, d_weights = result
+        probe_code = code.copy()
+        numeric = numeric_gradient(
+            lambda: float(method.code_weight_penalty(xp, probe_code.copy(), _copy(weights))[0]),
+            probe_code,
+            eps,
+        )
+        errors[TERM_COUPLED_CODE] = relative_error(numeric, np.asarray(d_code))
+        for name in weights:
+            probe = _copy(weights)
+            numeric = numeric_gradient(
+                lambda probe=probe: float(
+                    method.code_weight_penalty(xp, code.copy(), _copy(probe))[0]
+                ),
+                probe[name],
+                eps,
+            )
+            analytic = d_weights.get(name, np.zeros_like(weights[name]))
+            errors[TERM_COUPLED_WEIGHT.format(name)] = relative_error(numeric, analytic)
+    return errors, skipped
+
+
+def _elementwise(
+    f: Callable[[np.ndarray], Any],
+    f_prime: Callable[[np.ndarray, np.ndarray], Any],
+    at: np.ndarray,
+    eps: float,
+) -> float:
+    numeric = (np.asarray(f(at + eps)) - np.asarray(f(at - eps))) / (2 * eps)
+    analytic = f_prime(at.copy(), np.asarray(f(at.copy())))
+    if analytic is None:  # the contract's "derivative is one everywhere"
+        analytic = np.ones_like(at)
+    return relative_error(numeric, np.asarray(analytic))
+
+
+def layouts(method: Method | type[Method]) -> list[bool]:
+    """The weight layouts a method supports, as values of ``tied``."""
+    return [t for t, ok in ((True, method.allows_tied), (False, method.allows_untied)) if ok]
 
 
 def _copy(params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
