@@ -35,11 +35,18 @@ def error_line(message: str) -> None:
     print(f"sparsekit: error: {message}", file=sys.stderr)
 
 
+def _is_usage_error(exc: BaseException) -> bool:
+    """A Click/Typer usage error (unknown option, missing argument, a value of the wrong type)."""
+    return callable(getattr(exc, "format_message", None)) and isinstance(
+        getattr(exc, "exit_code", None), int
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the command line; never shows a traceback for a user error."""
     try:
-        # Typer handles its own usage errors (exit 2) and Ctrl-C (exit 130).
-        app(args=argv, prog_name="sparsekit")
+        # Not standalone: usage errors come here, to be shown as one line like our own.
+        code = app(args=argv, prog_name="sparsekit", standalone_mode=False)
     except SparsekitError as exc:
         if os.environ.get("SPARSEKIT_DEBUG"):
             raise
@@ -48,6 +55,22 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         error_line("interrupted")
         sys.exit(EXIT_INTERRUPTED)
+    except Exception as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # bare `sparsekit`: the help text
+            exc.show()
+            sys.exit(exc.exit_code)
+        if not _is_usage_error(exc) or os.environ.get("SPARSEKIT_DEBUG"):
+            raise
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+        message = exc.format_message().strip().splitlines()
+        error_line((message[0] if message else type(exc).__name__) + hint)
+        sys.exit(exc.exit_code)
+    # Typer turns Ctrl-C outside training into exit code 130, returned when not standalone.
+    if isinstance(code, int) and not isinstance(code, bool) and code != 0:
+        if code == EXIT_INTERRUPTED:
+            error_line("interrupted")
+        sys.exit(code)
 
 
 if __name__ == "__main__":  # pragma: no cover
