@@ -12,6 +12,7 @@ Methods are plugins: see :func:`sparsekit.load_registry` and ``docs/plugins.md``
 """
 
 from sparsekit.backend import Backend, get_backend
+from sparsekit.checkpoint import load_checkpoint, load_run, restore_trainer, save_checkpoint
 from sparsekit.config import TrainConfig, resolve_config
 from sparsekit.errors import (
     BackendError,
@@ -27,6 +28,7 @@ from sparsekit.hookspecs import hookimpl
 from sparsekit.methods.base import Method, Param, TopK
 from sparsekit.model import Model
 from sparsekit.registry import MethodRegistry, load_registry, make_plugin_manager
+from sparsekit.run import RunWriter, render_run
 from sparsekit.train import Callback, Trainer, make_method, train
 
 __version__ = "0.1.0"
@@ -44,6 +46,7 @@ __all__ = [
     "Param",
     "ParameterError",
     "PluginError",
+    "RunWriter",
     "SparsekitError",
     "TopK",
     "TrainConfig",
@@ -51,10 +54,15 @@ __all__ = [
     "UnknownMethodError",
     "get_backend",
     "hookimpl",
+    "load_checkpoint",
     "load_registry",
+    "load_run",
     "make_method",
     "make_plugin_manager",
+    "render_run",
     "resolve_config",
+    "restore_trainer",
+    "save_checkpoint",
     "train",
     "__version__",
 ]

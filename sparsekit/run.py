@@ -53,6 +53,8 @@ MAX_FRAMES = 60
 HOLDOUT_IMAGES = 20
 #: Metrics plotted in ``curves.png``.
 CURVE_KEYS = ("loss", "mse", "mean_active", "seconds")
+#: ``curves.png`` is redrawn after an epoch once this many times its drawing time has passed.
+CURVES_PATIENCE = 10.0
 
 
 class OutputError(SparsekitError):
@@ -382,6 +384,10 @@ class RunWriter(Callback):
         self.frame_epochs: list[int] = []
         self._in_epoch = False
         self._checkpointed: int | None = None
+        self._drawn: int | None = None
+        self._curves_epoch: int | None = None
+        self._curves_at = -math.inf
+        self._curves_cost = 0.0
 
     # -- hooks -----------------------------------------------------------------------------
 
@@ -446,7 +452,7 @@ class RunWriter(Callback):
         if not self.frame_epochs or self.frame_epochs[-1] != trainer.epoch:
             self._snapshot(trainer)
         done = trainer.epoch >= trainer.config.epochs
-        self._figures(trainer, status="finished" if done else "stopped")
+        self._figures(trainer, status="finished" if done else "stopped", final=True)
         if self._checkpointed != trainer.epoch:
             self.save_checkpoint(trainer)
 
@@ -481,14 +487,23 @@ class RunWriter(Callback):
         save_frames(self.run_dir / FRAMES, self.frames, self.frame_epochs)
         save_progression_gif(self.run_dir / PROGRESSION, self.frames, max_frames=self.max_frames)
 
-    def _figures(self, trainer: Trainer, *, status: str) -> None:
+    def _figures(self, trainer: Trainer, *, status: str, final: bool = False) -> None:
         shape = trainer.dataset.image_shape
-        if shape is not None:
+        if shape is not None and self._drawn != trainer.epoch:
             save_filters(self.run_dir / FILTERS, trainer)
             if self.holdout is not None and len(self.holdout):
                 recon = trainer.model.reconstruct(self.holdout)
                 save_reconstructions_png(self.run_dir / RECONSTRUCTIONS, self.holdout, recon, shape)
-        save_curves_png(self.run_dir / CURVES, trainer.history)
+            self._drawn = trainer.epoch
+        # matplotlib is slow next to a short epoch: redraw the curves when the time since the
+        # last drawing is at least CURVES_PATIENCE times what drawing took (and at the end).
+        now = time.perf_counter()
+        due = now - self._curves_at >= CURVES_PATIENCE * self._curves_cost
+        if trainer.history and self._curves_epoch != trainer.epoch and (final or due):
+            save_curves_png(self.run_dir / CURVES, trainer.history)
+            self._curves_at = time.perf_counter()
+            self._curves_cost = self._curves_at - now
+            self._curves_epoch = trainer.epoch
         meta = run_config(trainer, self.data_spec)
         write_json(self.run_dir / SUMMARY, summary(meta, trainer.history, status))
 
