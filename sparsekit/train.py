@@ -15,10 +15,12 @@ from typing import Any
 import numpy as np
 
 from sparsekit import autoencoder
+from sparsekit.autoencoder import decoder_weights
 from sparsekit.backend import Backend, get_backend
 from sparsekit.config import TrainConfig, resolve_config
 from sparsekit.data.dataset import ArrayDataset, Dataset
 from sparsekit.errors import DataError, DivergenceError, ParameterError
+from sparsekit.measures import VarianceAccumulator, coherence, fve_from_sums
 from sparsekit.methods.base import Method, TopK
 from sparsekit.model import Model
 from sparsekit.optim import Optimizer, make_optimizer
@@ -127,6 +129,7 @@ class Trainer:
         loss_sum = xp.zeros((), dtype=backend.dtype)
         rec_sum = xp.zeros((), dtype=backend.dtype)
         active_per_unit = xp.zeros(hidden, dtype=xp.int64)
+        variance = VarianceAccumulator()  # SST around the epoch's data mean, for "fve"
         check_every = 50 if backend.is_gpu else 1
         backend.synchronize()
         start = time.perf_counter()
@@ -143,6 +146,7 @@ class Trainer:
             loss_sum += loss * batch
             rec_sum += rec * batch
             active_per_unit += _active_counts(xp, fwd, hidden)
+            variance.add(x)
             if (step + 1) % check_every == 0 or step == steps - 1:
                 value = float(loss)
                 if not math.isfinite(value):
@@ -178,6 +182,9 @@ class Trainer:
             "mean_active": float(counts.sum()) / n,
             "dead_units": int((counts == 0).sum()),
             "seconds": seconds,
+            # 1 − SSE/SST of the epoch's running reconstructions; coherence of the decoder atoms.
+            "fve": fve_from_sums(2.0 * float(rec_sum), variance.sst),
+            "coherence": coherence(decoder_weights(self.params)),
         }
         metrics.update(getattr(method, "epoch_metrics", lambda: {})())
         self.epoch += 1

@@ -1,0 +1,317 @@
+"""What a learned code is worth: reconstruction, sparsity, the dictionary, a linear probe.
+
+The measures of ``docs/methods.md`` ("Measures worth reporting for every run"):
+
+* **mse** – mean squared reconstruction error per entry, ``‖X̂ − X‖²_F / (N·D)``.
+* **fve** – fraction of variance explained, ``1 − SSE/SST`` with ``SST = ‖X − x̄‖²_F`` taken
+  around the data mean: 1 for a perfect reconstruction, 0 for predicting the mean of every
+  feature, negative when worse than that.
+* **mean_active** – L0, the mean number of active units per sample (``|h| > 1e-3``, or the
+  k kept units of a top-k support; the trainer's convention).
+* **dead_units** – units active for no sample of the data.
+* **coherence** – mutual coherence ``max_{i≠j} |⟨d_i, d_j⟩|`` of the unit-normalised atoms
+  (decoder rows).
+* **recovery** – on synthetic data, the distance of the matched atoms to the ground truth
+  (:func:`sparsekit.data.recovery_summary`).
+* **linear probe** – test error of a multinomial logistic regression trained on the codes
+  (:func:`linear_probe`).
+
+The trainer logs the cheap ones every epoch (``fve`` and ``coherence`` beside ``mse``,
+``mean_active`` and ``dead_units``); :func:`evaluate` computes them for a trained model on any
+data set in one pass.
+
+This module imports only NumPy at import time; scikit-learn (for the probe) is an optional
+dependency (``pip install 'sparsekit[eval]'``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from sparsekit.errors import ParameterError, SparsekitError
+
+__all__ = [
+    "COHERENCE_CHUNK",
+    "MissingDependencyError",
+    "VarianceAccumulator",
+    "coherence",
+    "dead_units",
+    "evaluate",
+    "fraction_variance_explained",
+    "fve_from_sums",
+    "linear_probe",
+    "probe_features",
+]
+
+#: Atoms per block of the Gram matrix: the full H×H Gram up to this many, blocks beyond.
+COHERENCE_CHUNK = 4000
+#: Default inverse regularisation strength of the probe (scikit-learn's ``C``).
+PROBE_C = 1.0
+#: Default iteration cap of the probe's L-BFGS solver.
+PROBE_MAX_ITER = 1000
+
+
+class MissingDependencyError(SparsekitError):
+    """An optional dependency (scikit-learn for the probe) is not installed (exit code 9)."""
+
+    exit_code = 9
+
+
+# --------------------------------------------------------------------------- measures
+
+
+def _xp_of(array: Any) -> Any:
+    """The array module of ``array`` (CuPy for device arrays, else NumPy)."""
+    module = type(array).__module__.split(".")[0]
+    if module == "cupy":  # pragma: no cover - needs a GPU
+        import cupy
+
+        return cupy
+    return np
+
+
+def fraction_variance_explained(x: Any, xhat: Any) -> float:
+    """``1 − ‖X − X̂‖² / ‖X − x̄‖²`` (x̄ the per-feature mean of ``x``).
+
+    1 for a perfect reconstruction, 0 for reconstructing every sample as the mean. When the
+    data has no variance at all, 1.0 if the reconstruction is exact and ``-inf`` otherwise.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    xhat = np.asarray(xhat, dtype=np.float64)
+    if x.shape != xhat.shape:
+        raise ParameterError(f"data {x.shape} and reconstruction {xhat.shape} differ in shape")
+    x2 = x.reshape(len(x), -1)
+    sse = float(np.sum((x2 - xhat.reshape(len(x), -1)) ** 2))
+    sst = float(np.sum((x2 - x2.mean(axis=0)) ** 2))
+    return fve_from_sums(sse, sst)
+
+
+def fve_from_sums(sse: float, sst: float) -> float:
+    """``1 − sse/sst``; 1.0 for ``sst == 0`` with an exact fit, else ``-inf`` there."""
+    if sst > 0:
+        return 1.0 - sse / sst
+    return 1.0 if sse == 0 else float("-inf")
+
+
+class VarianceAccumulator:
+    """``SST = Σ_i ‖x_i − x̄‖²`` over batches, without a second pass over the data.
+
+    Merges per-feature means and sums of squared deviations batch by batch (Chan et al.'s
+    pairwise update) in float64, so the result does not suffer the cancellation of
+    ``Σx² − N x̄²``. Works on NumPy or CuPy batches; the state stays on the batch's device.
+    """
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.mean: Any = None
+        self.m2: Any = None
+
+    def add(self, x: Any) -> None:
+        xp = _xp_of(x)
+        b = int(x.shape[0])
+        if b == 0:
+            return
+        x = x.reshape(b, -1)
+        batch_mean = x.mean(axis=0, dtype=xp.float64)
+        dev = x - batch_mean.astype(x.dtype)
+        batch_m2 = xp.einsum("ij,ij->j", dev, dev).astype(xp.float64)
+        if self.n == 0:
+            self.n, self.mean, self.m2 = b, batch_mean, batch_m2
+            return
+        total = self.n + b
+        delta = batch_mean - self.mean
+        self.mean = self.mean + delta * (b / total)
+        self.m2 = self.m2 + batch_m2 + delta * delta * (self.n * b / total)
+        self.n = total
+
+    @property
+    def sst(self) -> float:
+        """The total sum of squares around the mean of everything added so far."""
+        return 0.0 if self.m2 is None else float(self.m2.sum())
+
+
+def coherence(atoms: Any, *, chunk: int = COHERENCE_CHUNK) -> float:
+    """Mutual coherence ``max_{i≠j} |⟨d_i, d_j⟩|`` of the rows of ``atoms`` (H×D), each
+    normalised to unit length.
+
+    NumPy or CuPy input (computed on its device). Zero rows are left at zero (they are
+    coherent with nothing). Up to ``chunk`` atoms the H×H Gram matrix is formed at once;
+    beyond, it is formed ``chunk`` rows at a time. A single atom has coherence 0.
+    """
+    xp = _xp_of(atoms)
+    a = atoms.astype(xp.float64) if atoms.dtype != xp.float64 else atoms
+    if a.ndim != 2:
+        raise ParameterError(f"atoms must be a 2-D (units x dim) array, got shape {a.shape}")
+    h = a.shape[0]
+    if h < 2:
+        return 0.0
+    norms = xp.sqrt(xp.einsum("ij,ij->i", a, a))
+    a = a / xp.where(norms > 0, norms, 1.0)[:, None]
+    best = 0.0
+    step = max(1, int(chunk))
+    for start in range(0, h, step):
+        block = xp.abs(a[start : start + step] @ a.T)
+        rows = xp.arange(block.shape[0])
+        block[rows, rows + start] = 0.0
+        best = max(best, float(block.max()))
+    return best
+
+
+def dead_units(active_counts: Any) -> int:
+    """Units whose activation count over a data set is zero."""
+    return int((np.asarray(active_counts) == 0).sum())
+
+
+# --------------------------------------------------------------------------- whole runs
+
+
+def evaluate(
+    model: Any,
+    data: Any,
+    *,
+    truth: Any = None,
+    training: bool = True,
+    batch_size: int = 1024,
+) -> dict[str, Any]:
+    """The measures of ``model`` on ``data`` (an array, a Dataset or a synthetic problem).
+
+    One pass: ``mse``, ``fve``, ``mean_active`` (L0) and ``dead_units`` of the code
+    (``training=True``: the support used in training, e.g. k units for k-sparse, as the
+    trainer reports; ``False``: the encoding-time support, e.g. αk), ``coherence`` of the
+    decoder atoms, and ``n``. With a ground-truth dictionary (``truth``: D×atoms columns, or
+    ``data`` a :class:`~sparsekit.data.SparseCodingProblem`) also ``recovery_max``,
+    ``recovery_mean``, ``recovery_median`` and ``recovered`` (fraction of true atoms within
+    0.1) of the decoder atoms.
+    """
+    from sparsekit.autoencoder import forward
+    from sparsekit.data.dataset import ArrayDataset, Dataset
+    from sparsekit.data.synthetic import SparseCodingProblem
+    from sparsekit.train import _active_counts
+
+    if isinstance(data, SparseCodingProblem):
+        if truth is None:
+            truth = data.dictionary
+        data = data.dataset
+    dataset = data if isinstance(data, Dataset) else ArrayDataset(np.asarray(data), name="input")
+    if dataset.dim != model.dim:
+        raise ParameterError(
+            f"{dataset.name}: samples have {dataset.dim} features, the model expects {model.dim}"
+        )
+    n = len(dataset)
+    if n < 1:
+        raise ParameterError(f"{dataset.name}: no samples to evaluate on")
+    backend, xp = model.backend, model.backend.xp
+    variance = VarianceAccumulator()
+    sse = 0.0
+    active = xp.zeros(model.hidden, dtype=xp.int64)
+    for start in range(0, n, batch_size):
+        rows = np.arange(start, min(start + batch_size, n))
+        x = backend.asarray(dataset.take(rows, backend.dtype))
+        fwd = forward(model.method, backend, model.params, x, training=training)
+        diff = fwd.xhat - x
+        sse += float(xp.vdot(diff, diff))
+        variance.add(x)
+        active += _active_counts(xp, fwd, model.hidden)
+    counts = backend.to_numpy(active)
+    result: dict[str, Any] = {
+        "n": n,
+        "mse": sse / (n * dataset.dim),
+        "fve": fve_from_sums(sse, variance.sst),
+        "mean_active": float(counts.sum()) / n,
+        "dead_units": dead_units(counts),
+        "coherence": coherence(model.decoder_weights),
+    }
+    if truth is not None:
+        from sparsekit.data.recovery import recovery_summary
+
+        summary = recovery_summary(np.asarray(truth), model.decoder_weights.T)
+        result.update(
+            recovery_max=summary["max"],
+            recovery_mean=summary["mean"],
+            recovery_median=summary["median"],
+            recovered=summary["recovered"],
+        )
+    return result
+
+
+# --------------------------------------------------------------------------- linear probe
+
+
+def _sklearn_linear_model() -> Any:
+    try:
+        from sklearn import linear_model
+    except ImportError:
+        raise MissingDependencyError(
+            "the linear probe needs scikit-learn: pip install 'sparsekit[eval]'"
+        ) from None
+    return linear_model
+
+
+def probe_features(
+    train: Any, test: Any, *, standardize: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """The probe's inputs: float64 copies, standardised with the *training* statistics.
+
+    Each feature is centred and divided by its training-set standard deviation (features
+    constant on the training set are only centred). Raw pixels and codes go through the
+    same transform, so their probe errors compare like with like.
+    """
+    tr = np.asarray(train, dtype=np.float64).reshape(len(train), -1)
+    te = np.asarray(test, dtype=np.float64).reshape(len(test), -1)
+    if tr.shape[1] != te.shape[1]:
+        raise ParameterError(
+            f"training features have {tr.shape[1]} columns but test features {te.shape[1]}"
+        )
+    if not standardize:
+        return tr, te
+    mean = tr.mean(axis=0)
+    std = tr.std(axis=0)
+    std = np.where(std > 1e-12, std, 1.0)
+    return (tr - mean) / std, (te - mean) / std
+
+
+def linear_probe(
+    train_codes: Any,
+    train_labels: Any,
+    test_codes: Any,
+    test_labels: Any,
+    *,
+    C: float = PROBE_C,
+    max_iter: int = PROBE_MAX_ITER,
+    standardize: bool = True,
+    tol: float = 1e-4,
+    return_model: bool = False,
+) -> Any:
+    """Test error (fraction misclassified) of a linear classifier trained on the codes.
+
+    The probe is scikit-learn's multinomial ``LogisticRegression`` (L2 penalty of inverse
+    strength ``C``, L-BFGS for at most ``max_iter`` iterations, tolerance ``tol``). With
+    ``standardize`` (default) every feature is first standardised with the training-set
+    mean and standard deviation (:func:`probe_features`), which makes one ``C`` and one
+    iteration budget fit codes of any scale and raw pixels alike. With ``return_model``
+    returns ``(error, classifier)``.
+    """
+    linear_model = _sklearn_linear_model()
+    y_train = np.asarray(train_labels).ravel()
+    y_test = np.asarray(test_labels).ravel()
+    if len(y_train) != len(train_codes) or len(y_test) != len(test_codes):
+        raise ParameterError(
+            f"codes and labels differ in length: {len(train_codes)} training codes with "
+            f"{len(y_train)} labels, {len(test_codes)} test codes with {len(y_test)} labels"
+        )
+    if len(np.unique(y_train)) < 2:
+        raise ParameterError("the probe needs at least two classes in the training labels")
+    if not C > 0:
+        raise ParameterError(f"C must be > 0, got {C}")
+    x_train, x_test = probe_features(train_codes, test_codes, standardize=standardize)
+    import warnings
+
+    clf = linear_model.LogisticRegression(C=C, max_iter=int(max_iter), tol=tol, solver="lbfgs")
+    with warnings.catch_warnings():
+        # A probe that stops at max_iter is still a probe; the budget is part of its settings.
+        warnings.filterwarnings("ignore", message=".*(converge|iterations).*")
+        clf.fit(x_train, y_train)
+    error = float(np.mean(clf.predict(x_test) != y_test))
+    return (error, clf) if return_model else error
