@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from sparsekit.cli import data_cmd, methods_cmd, runs_cmd, train_cmd
+from sparsekit.cli import data_cmd, methods_cmd, plugin_cmd, runs_cmd, train_cmd
 from sparsekit.errors import SparsekitError
 
 app = typer.Typer(
@@ -23,6 +23,8 @@ app = typer.Typer(
 )
 app.command("train", context_settings=train_cmd.CONTEXT)(train_cmd.train)
 app.command("list")(methods_cmd.list_methods)
+app.command("gradcheck", context_settings=plugin_cmd.CONTEXT)(plugin_cmd.gradcheck)
+app.command("new-plugin")(plugin_cmd.new_plugin)
 app.command("download")(data_cmd.download)
 app.command("export")(runs_cmd.export)
 app.command("encode")(runs_cmd.encode)
