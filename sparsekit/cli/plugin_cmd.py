@@ -211,6 +211,7 @@ packages = ["$module"]
 
 [tool.pytest.ini_options]
 testpaths = ["tests"]
+pythonpath = ["."]  # the tests also run before the package is installed
 """
 
 _README = """\
