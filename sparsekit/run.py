@@ -422,6 +422,9 @@ class RunWriter(Callback):
         if not self.frame_epochs or self.frame_epochs[-1] != trainer.epoch:
             self._snapshot(trainer)
         self._figures(trainer, status="running")
+        if self._checkpointed is None:
+            # A new run can be resumed from the start: a stop in its first epoch keeps this.
+            self.save_checkpoint(trainer)
 
     def on_epoch_begin(self, trainer: Trainer, epoch: int) -> None:
         self._in_epoch = True

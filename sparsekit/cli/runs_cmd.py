@@ -64,6 +64,7 @@ def resume_training(
     )
 
     from sparsekit.checkpoint import restore_trainer
+    from sparsekit.cli.stop import stop_on_signals
     from sparsekit.cli.train_cmd import RichProgress
     from sparsekit.run import RunWriter, read_config
 
@@ -98,11 +99,8 @@ def resume_training(
             f"{trainer.dataset.name} ({len(trainer.dataset)} samples) at epoch "
             f"{trainer.epoch}/{cfg.epochs}"
         )
-        try:
+        with stop_on_signals(trainer, run_dir):  # Ctrl-C/SIGTERM: checkpoint, exit 130
             trainer.fit()
-        except KeyboardInterrupt:
-            console.print(f"interrupted; continue with: sparsekit train --resume {run_dir}")
-            raise
     console.print(f"run written to {run_dir}")
     typer.echo(str(run_dir))
     return run_dir

@@ -141,6 +141,7 @@ def train(
 
     The method's own parameters are options too, e.g. `sparsekit train ksparse --k 40`.
     """
+    from sparsekit.cli.stop import stop_on_signals
     from sparsekit.data import Preprocessed, load_dataset, preprocess
     from sparsekit.run import RunWriter, create_run_dir
 
@@ -227,10 +228,7 @@ def train(
             f"{config.optimizer} lr {config.lr}, {'tied' if config.tied else 'untied'}, "
             f"{trainer.backend.name}/{config.dtype}"
         )
-        try:
+        with stop_on_signals(trainer, run_dir):  # Ctrl-C/SIGTERM: checkpoint, exit 130
             trainer.fit()
-        except KeyboardInterrupt:
-            console.print(f"interrupted; continue with: sparsekit train --resume {run_dir}")
-            raise
     console.print(f"run written to {run_dir}")
     typer.echo(str(run_dir))
