@@ -39,6 +39,10 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
 ENTRY_POINT_GROUP = "sparsekit"
 
 
+class DuplicateMethodError(PluginError):
+    """Two plugins register a method with the same name (always fatal: which one is meant?)."""
+
+
 @dataclass(frozen=True)
 class MethodInfo:
     """A registered method and the plugin it came from."""
@@ -78,7 +82,7 @@ class MethodRegistry:
             raise PluginError(f"{self._origin}: method class {cls.__qualname__} has no name")
         existing = self.methods.get(name)
         if existing is not None:
-            raise PluginError(
+            raise DuplicateMethodError(
                 f"method name {name!r} is registered twice: by {existing.origin} "
                 f"({existing.cls.__module__}.{existing.cls.__qualname__}) and by {self._origin} "
                 f"({cls.__module__}.{cls.__qualname__})"
@@ -159,14 +163,38 @@ def _load_entry_points(pm: pluggy.PluginManager, blocked: set[str]) -> list[Plug
             pm.register(plugin, name=ep.name)
         except Exception as exc:  # a broken plugin must not break the others
             failures.append(PluginFailure(f"{ep.name} ({ep.value})", _one_line(exc)))
+            continue
+        unknown = _unknown_hooks(pm, plugin)
+        if unknown:  # a misspelt hook would otherwise make the plugin silently do nothing
+            pm.unregister(plugin)
+            failures.append(
+                PluginFailure(
+                    f"{ep.name} ({ep.value})",
+                    f"unknown hook {unknown[0]!r} (known: "
+                    + ", ".join(sorted(n for n, c in vars(pm.hook).items() if c.has_spec()))
+                    + ")",
+                )
+            )
     return failures
+
+
+def _unknown_hooks(pm: pluggy.PluginManager, plugin: Any) -> list[str]:
+    """Hooks ``plugin`` implements that no hookspec declares (as pluggy's check_pending)."""
+    unknown = []
+    for name, caller in vars(pm.hook).items():
+        if name.startswith("_") or caller.has_spec():
+            continue
+        if any(impl.plugin is plugin and not impl.optionalhook for impl in caller.get_hookimpls()):
+            unknown.append(name)
+    return unknown
 
 
 def load_registry(pm: pluggy.PluginManager | None = None) -> MethodRegistry:
     """Ask every registered plugin for its methods; returns the filled registry.
 
-    A plugin whose hook raises is recorded in ``registry.failures`` (and listed by
-    ``sparsekit list``); a duplicate method name is always an error.
+    A plugin whose hook raises (including ``register.add`` refusing a class) is recorded in
+    ``registry.failures`` (and listed by ``sparsekit list``); a duplicate method name is
+    always an error (:class:`DuplicateMethodError`).
     """
     if pm is None:
         pm = make_plugin_manager()
@@ -181,7 +209,7 @@ def load_registry(pm: pluggy.PluginManager | None = None) -> MethodRegistry:
         registry._origin = _origin_of(name, plugin)
         try:
             call(register=registry)
-        except PluginError:
+        except DuplicateMethodError:
             raise
         except Exception as exc:
             registry.failures.append(PluginFailure(registry._origin, _one_line(exc)))
