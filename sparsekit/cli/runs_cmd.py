@@ -201,6 +201,13 @@ def show(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) -> N
     else:  # a run that died before its first checkpoint: what config and metrics say
         meta = read_config(run_dir)
         history = read_metrics(run_dir)
+        if not (
+            isinstance(meta, dict)
+            and isinstance(meta.get("method"), str)
+            and isinstance(meta.get("method_params"), dict)
+            and isinstance(meta.get("train"), dict)
+        ):
+            raise CheckpointError(f"{run_dir}: no {CHECKPOINT} and config.json is incomplete")
     info = summary(meta, history, status="")
     train = info["train"]
     data = info.get("data") or {}
