@@ -476,6 +476,38 @@ def _read_preprocessing(path: str | os.PathLike[str]) -> dict[str, Any] | None:
     return {"remove_mean": bool(arrays.get("remove_mean", False)), "zca": zca}
 
 
+def check_belongs_to_run(path: Path, meta: Mapping[str, Any]) -> None:
+    """A checkpoint next to a ``config.json`` must be that run's: same method, parameters
+    and model shape (a checkpoint copied from another run would continue the wrong run)."""
+    config_path = path.parent / "config.json"
+    try:
+        stored = json.loads(config_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return  # a checkpoint file on its own
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{config_path}: unreadable ({_reason(exc)})") from None
+    if not isinstance(stored, dict):
+        raise CheckpointError(f"{config_path}: not a run configuration")
+    run_method, ckpt_method = stored.get("method"), meta["method"]
+    if run_method != ckpt_method:
+        raise CheckpointError(
+            f"{path}: a checkpoint of method {ckpt_method!r}, but {path.parent} is a run of "
+            f"{run_method!r} (config.json); the checkpoint belongs to another run"
+        )
+    if stored.get("method_params") != meta["method_params"]:
+        raise CheckpointError(
+            f"{path}: {ckpt_method} parameters {meta['method_params']} differ from the run's "
+            f"{stored.get('method_params')} (config.json); the checkpoint belongs to another run"
+        )
+    train = stored.get("train") if isinstance(stored.get("train"), dict) else {}
+    for key in ("hidden", "tied", "dtype"):
+        if key in train and train[key] != meta["train"].get(key):
+            raise CheckpointError(
+                f"{path}: {key} {meta['train'].get(key)!r} differs from the run's {train[key]!r} "
+                "(config.json); the checkpoint belongs to another run"
+            )
+
+
 def restore_trainer(
     location: str | os.PathLike[str],
     dataset: Any = None,
@@ -499,6 +531,7 @@ def restore_trainer(
     ckpt = load_checkpoint(location, registry=registry)
     path: Path = ckpt["path"]
     meta = ckpt["meta"]
+    check_belongs_to_run(path, meta)
     config: TrainConfig = ckpt["config"]
     if epochs is not None:
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
