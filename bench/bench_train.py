@@ -1,0 +1,492 @@
+"""Time one training epoch of every built-in method; compare with PyTorch and bare products.
+
+    python bench/bench_train.py                  # 60,000 MNIST images, hidden 1000, batch 256
+    python bench/bench_train.py --quick          # smoke run: 6,000 images, 1 repeat
+    python bench/bench_train.py --sweep          # ksparse/plain cost vs hidden size and k
+    python bench/bench_train.py --gpu            # CuPy vs PyTorch on CUDA (same device)
+
+For every method it reports, from one invocation:
+
+* ``seconds``: median seconds per epoch over ``--repeats`` epochs (after one warm-up epoch),
+  as the trainer measures them (``metrics["seconds"]``: the minibatch loop, data included);
+* ``vs_torch``: that median divided by the median epoch of the same model written in PyTorch
+  with autograd and ``torch.optim.Adam`` (``bench/torch_models.py``), on the same device;
+* ``vs_products``: the median of (epoch seconds ÷ seconds of the bare dense matrix products of
+  every step of that epoch), the products timed in the same process right after each epoch.
+  Five B×D×H products per step for the autoencoders, tied or untied (X W_encᵀ, Hc W_dec,
+  G W_decᵀ, dZᵀX, Hcᵀ G); three for Arora et al. (Y Wᵀ, X W, sgn(X)ᵀ R);
+* ``peak_rss_mib``: the worker process's peak resident memory (``ru_maxrss``);
+* ``growth_mib``: resident memory after the last epoch minus after the warm-up epoch.
+
+Each (method, framework) pair runs in its own worker process, so peak memory is per model and
+PyTorch's OpenMP threads never share a process with OpenBLAS's. The table is printed and the
+whole result is written as JSON (``--json``, default ``bench/results/latest.json``).
+
+On machines where ``OPENBLAS_CORETYPE``/``OPENBLAS_L2_SIZE`` are set (to work around old
+OpenBLAS builds) a current NumPy runs far slower kernels; benchmark with both unset in that
+command only: ``env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/bench_train.py``.
+The JSON records the environment and, when threadpoolctl is installed, which BLAS kernel ran.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_JSON = ROOT / "bench" / "results" / "latest.json"
+DEFAULT_DATA = ROOT.parent / "shared" / "data"
+METHODS = ("plain", "l2", "kl", "arora", "ksparse")
+#: Dense B×D×H products counted per training step.
+PRODUCTS = {"arora": 3}
+DEFAULT_PRODUCTS = 5
+
+
+# -- worker side --------------------------------------------------------------------------------
+
+
+def _rss_mib() -> float | None:
+    try:
+        with open("/proc/self/statm") as fh:
+            pages = int(fh.read().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _peak_rss_mib() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
+
+
+def _batch_sizes(n: int, batch: int) -> list[int]:
+    return [min(batch, n - start) for start in range(0, n, batch)]
+
+
+def _method_settings(name: str, k: int) -> dict[str, Any]:
+    # ksparse: no k annealing, so every timed epoch runs at the target k
+    return {"k": k, "k_start": k} if name == "ksparse" else {}
+
+
+def _products_seconds(xp: Any, sync: Any, n_products: int, sizes: list[int], d: int, h: int):
+    """Seconds of the bare dense products of one epoch (one loop over the batch sizes)."""
+    rng = np.random.default_rng(0)
+    b = max(sizes)
+
+    def arr(*shape: int) -> Any:
+        return xp.asarray(rng.standard_normal(shape, dtype=np.float32))
+
+    x, g, w_enc, w_dec = arr(b, d), arr(b, d), arr(h, d), arr(h, d)
+    code, dz = arr(b, h), arr(b, h)
+    z, y, dh = arr(b, h), arr(b, d), arr(b, h)
+    gw_enc, gw_dec = arr(h, d), arr(h, d)
+
+    def step(m: int) -> None:
+        xs, gs, cs, dzs = x[:m], g[:m], code[:m], dz[:m]
+        xp.matmul(xs, w_enc.T, out=z[:m])  # encoder
+        xp.matmul(cs, w_dec, out=y[:m])  # decoder
+        if n_products == 3:  # Arora: sgn(X)ᵀ R
+            xp.matmul(cs.T, gs, out=gw_enc)
+            return
+        xp.matmul(gs, w_dec.T, out=dh[:m])  # back-projection
+        xp.matmul(dzs.T, xs, out=gw_enc)  # encoder weight gradient
+        xp.matmul(cs.T, gs, out=gw_dec)  # decoder weight gradient
+
+    step(b)  # warm up
+    sync()
+    start = time.perf_counter()
+    for m in sizes:
+        step(m)
+    sync()
+    return time.perf_counter() - start
+
+
+def _blas_info() -> list[dict[str, Any]]:
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return []
+    keep = ("user_api", "internal_api", "num_threads", "architecture", "version", "prefix")
+    return [{k: v for k, v in pool.items() if k in keep} for pool in threadpool_info()]
+
+
+def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
+    """Train one model for 1 + repeats epochs; return timings and memory."""
+    from sparsekit.config import resolve_config
+    from sparsekit.data import load_mnist
+    from sparsekit.registry import load_registry
+
+    name, framework, gpu = spec["method"], spec["framework"], spec["gpu"]
+    n, hidden, batch = spec["n"], spec["hidden"], spec["batch"]
+    epochs = 1 + spec["repeats"]  # one warm-up epoch, then the timed ones
+    data = load_mnist(spec["data"], subset=None if n >= 60000 else n)
+    n = len(data)
+    method = load_registry().create(name, **_method_settings(name, spec["k"]))
+    cfg = resolve_config(
+        method,
+        hidden=hidden,
+        batch_size=batch,
+        epochs=epochs,
+        dtype="float32",
+        gpu=gpu,
+        optimizer=None if method.own_update else "adam",
+        seed=spec.get("seed", 0),
+    )
+    out: dict[str, Any] = {"method": name, "framework": framework, "n": n, "tied": cfg.tied}
+    sizes = _batch_sizes(n, batch)
+    seconds, product_seconds, rss = [], [], []
+    if framework == "sparsekit":
+        from sparsekit.train import Trainer
+
+        trainer = Trainer(method, data, cfg)
+        backend = trainer.backend
+        xp, sync = backend.xp, backend.synchronize
+        for _ in range(epochs):
+            seconds.append(trainer.train_epoch()["seconds"])
+            rss.append(_rss_mib())
+            product_seconds.append(
+                _products_seconds(
+                    xp, sync, PRODUCTS.get(name, DEFAULT_PRODUCTS), sizes, data.dim, hidden
+                )
+            )
+        out["final_metrics"] = {
+            k: v for k, v in trainer.history[-1].items() if isinstance(v, (int, float))
+        }
+        if backend.is_gpu:
+            pool = xp.get_default_memory_pool()
+            out["gpu_pool_mib"] = pool.total_bytes() / 2**20
+        out["blas"] = _blas_info()
+    else:
+        import torch
+
+        from sparsekit.train import INIT_SAMPLE
+
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from torch_models import make_model
+
+        device = "cuda" if gpu else "cpu"
+        init_seed, shuffle_seed = np.random.SeedSequence(cfg.seed).spawn(2)
+        init_rng = np.random.default_rng(init_seed)
+        rows = np.sort(init_rng.choice(n, size=min(n, INIT_SAMPLE), replace=False))
+        initial = method.init_params(
+            init_rng, data.dim, hidden, cfg.tied, data.take(rows, np.float64)
+        )
+        settings = {**method.get_params(), "lr": cfg.lr}
+        model = make_model(name, initial, device, settings)
+        # Keep the images as stored (uint8) and scale each minibatch, as the trainer does.
+        raw = np.asarray(getattr(data, "_data", None))
+        if raw.dtype == np.uint8 and raw.shape[0] == n:
+            images = torch.from_numpy(np.ascontiguousarray(raw.reshape(n, -1))).to(device)
+            scale = float(getattr(data, "_scale", 1.0 / 255.0))
+        else:
+            images = torch.from_numpy(data.to_array(np.float32)).to(device)
+            scale = 1.0
+        shuffle = np.random.default_rng(shuffle_seed)
+
+        def sync() -> None:
+            if gpu:
+                torch.cuda.synchronize()
+
+        for _ in range(epochs):
+            order = shuffle.permutation(n)
+            sync()
+            start = time.perf_counter()
+            for s in range(0, n, batch):
+                rows = torch.from_numpy(np.sort(order[s : s + batch])).to(device)
+                x = images[rows].to(torch.float32) * scale
+                model.step(x)
+            sync()
+            seconds.append(time.perf_counter() - start)
+            rss.append(_rss_mib())
+        out["torch"] = torch.__version__
+        out["torch_threads"] = torch.get_num_threads()
+        if gpu:
+            out["gpu_peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
+    timed = seconds[1:] or seconds
+    out["epoch_seconds"] = seconds
+    out["seconds"] = statistics.median(timed)
+    out["steps"] = len(sizes)
+    if product_seconds:
+        ratios = [s / p for s, p in zip(seconds, product_seconds, strict=True)]
+        out["product_seconds"] = product_seconds
+        out["products_per_step"] = PRODUCTS.get(name, DEFAULT_PRODUCTS)
+        out["vs_products_epochs"] = ratios[1:] or ratios
+    out["rss_after_epoch_mib"] = rss
+    out["peak_rss_mib"] = _peak_rss_mib()
+    if rss[0] is not None and len(rss) > 1:
+        out["growth_mib"] = rss[-1] - rss[0]
+        out["growth_per_epoch_mib"] = (rss[-1] - rss[0]) / (len(rss) - 1)
+    return out
+
+
+# -- driver side --------------------------------------------------------------------------------
+
+
+def _spawn(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        return {"error": " | ".join(tail) or f"exit {proc.returncode}", **spec}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _have_torch(gpu: bool) -> str | None:
+    """None when PyTorch can run the comparison, else why not."""
+    need_cuda = "torch.cuda.is_available()" if gpu else "True"
+    code = f"import torch, sys; sys.exit(0 if {need_cuda} else 3)"
+    try:
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=300)
+    except subprocess.TimeoutExpired:
+        return "importing torch timed out"
+    if proc.returncode == 3:
+        return "PyTorch has no usable CUDA device"
+    if proc.returncode != 0:
+        return "PyTorch is not installed (pip install torch; never a sparsekit dependency)"
+    return None
+
+
+def _environment(gpu: bool) -> dict[str, Any]:
+    env: dict[str, Any] = {
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "openblas_env": {k: os.environ[k] for k in os.environ if k.startswith("OPENBLAS_")},
+        "blas": _blas_info(),
+    }
+    try:
+        import scipy
+
+        env["scipy"] = scipy.__version__
+    except ImportError:
+        pass
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    env["cpu"] = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    if gpu:
+        try:
+            import cupy
+
+            props = cupy.cuda.runtime.getDeviceProperties(0)
+            env["gpu"] = (
+                props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
+            )
+            env["cupy"] = cupy.__version__
+        except Exception as exc:  # reported, not fatal: the workers fail with the reason
+            env["gpu"] = f"unavailable: {exc}"
+    return env
+
+
+def _fmt(value: Any, spec: str = ".2f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def print_table(rows: list[dict[str, Any]], device: str) -> None:
+    head = (
+        f"{'method':<8} {'tied':>5} {'s/epoch':>8} {'torch s':>8} {'vs torch':>8} "
+        f"{'products s':>10} {'vs prod':>8} {'peak MiB':>9} {'growth MiB':>10}"
+    )
+    print(f"\n{device}: seconds per epoch (median), ratios measured in the same run")
+    print(head)
+    print("-" * len(head))
+    for row in rows:
+        if "error" in row:
+            print(f"{row['method']:<8} error: {row['error']}")
+            continue
+        torch_row = row.get("torch") or {}
+        print(
+            f"{row['method']:<8} {str(row['tied']):>5} {row['seconds']:>8.3f} "
+            f"{_fmt(torch_row.get('seconds'), '.3f'):>8} {_fmt(row.get('vs_torch')):>8} "
+            f"{_fmt(row.get('products_median'), '.3f'):>10} {_fmt(row.get('vs_products')):>8} "
+            f"{row['peak_rss_mib']:>9.0f} {_fmt(row.get('growth_mib'), '+.1f'):>10}"
+        )
+
+
+def _median_or_none(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def run_main(args: argparse.Namespace) -> dict[str, Any]:
+    n = args.n or (6000 if args.quick else 60000)
+    rounds = args.repeats or (1 if args.quick else 3)
+    base = {
+        "data": str(args.data),
+        "n": n,
+        "hidden": args.hidden,
+        "batch": args.batch,
+        "k": args.k,
+        "repeats": args.epochs,
+        "gpu": args.gpu,
+    }
+    torch_note = "skipped (--no-torch)" if args.no_torch else _have_torch(args.gpu)
+    rows = []
+    for name in args.methods:
+        spec = {**base, "method": name, "framework": "sparsekit"}
+        runs, twins = [], []
+        for r in range(rounds):
+            print(f"[bench] {name} round {r + 1}/{rounds}: sparsekit", file=sys.stderr, flush=True)
+            runs.append(_spawn(spec, args.timeout))
+            if "error" in runs[-1]:
+                break
+            if torch_note is None:
+                print(f"[bench] {name} round {r + 1}/{rounds}: torch", file=sys.stderr, flush=True)
+                twins.append(_spawn({**spec, "framework": "torch"}, args.timeout))
+        rows.append(_combine(name, runs, twins))
+    device = "GPU (CuPy vs PyTorch CUDA)" if args.gpu else "CPU (NumPy vs PyTorch CPU)"
+    print_table(rows, device)
+    if torch_note:
+        print(f"PyTorch column: {torch_note}")
+    settings = {**base, "rounds": rounds}
+    return {"settings": settings, "torch_note": torch_note, "results": rows}
+
+
+def _combine(name: str, runs: list[dict[str, Any]], twins: list[dict[str, Any]]) -> dict[str, Any]:
+    """One row from the rounds: medians over every timed epoch, ratios per round."""
+    bad = [r for r in runs if "error" in r]
+    if bad:
+        return {"method": name, "error": bad[0]["error"], "rounds": runs}
+    timed = [s for r in runs for s in r["epoch_seconds"][1:]]
+    row: dict[str, Any] = {
+        "method": name,
+        "tied": runs[0]["tied"],
+        "n": runs[0]["n"],
+        "steps": runs[0]["steps"],
+        "seconds": statistics.median(timed),
+        "seconds_min": min(timed),
+        "products_per_step": runs[0]["products_per_step"],
+        "products_median": statistics.median([p for r in runs for p in r["product_seconds"][1:]]),
+        "vs_products": statistics.median([q for r in runs for q in r["vs_products_epochs"]]),
+        "peak_rss_mib": max(r["peak_rss_mib"] for r in runs),
+        "growth_mib": _median_or_none([r["growth_mib"] for r in runs if "growth_mib" in r]),
+        "growth_max_mib": max((r["growth_mib"] for r in runs if "growth_mib" in r), default=None),
+        "final_metrics": runs[-1].get("final_metrics"),
+        "blas": runs[0].get("blas"),
+        "rounds": runs,
+    }
+    good = [t for t in twins if "error" not in t]
+    if twins and not good:
+        row["torch"] = {"error": twins[0]["error"]}
+    elif good:
+        torch_timed = [s for t in good for s in t["epoch_seconds"][1:]]
+        row["torch"] = {
+            "seconds": statistics.median(torch_timed),
+            "seconds_min": min(torch_timed),
+            "peak_rss_mib": max(t["peak_rss_mib"] for t in good),
+            "version": good[0].get("torch"),
+            "threads": good[0].get("torch_threads"),
+            "rounds": good,
+        }
+        per_round = [
+            statistics.median(r["epoch_seconds"][1:]) / statistics.median(t["epoch_seconds"][1:])
+            for r, t in zip(runs, twins, strict=False)
+            if "error" not in t
+        ]
+        row["vs_torch_rounds"] = per_round
+        row["vs_torch"] = statistics.median(per_round)
+    return row
+
+
+def run_sweep(args: argparse.Namespace) -> dict[str, Any]:
+    n = args.n or 10000
+    base = {"data": str(args.data), "n": n, "batch": args.batch, "repeats": args.repeats or 3}
+    base["gpu"] = args.gpu
+    rows = []
+    for hidden in args.sweep_hidden:
+        configs = [("plain", args.k)] + [("ksparse", k) for k in args.sweep_k if k < hidden]
+        for name, k in configs:
+            print(f"[bench] sweep H={hidden} {name} k={k} ...", file=sys.stderr, flush=True)
+            spec = {**base, "method": name, "framework": "sparsekit", "hidden": hidden, "k": k}
+            row = _spawn(spec, args.timeout)
+            if "error" not in row:
+                row["products_median"] = statistics.median(row["product_seconds"][1:])
+                row["vs_products"] = statistics.median(row["vs_products_epochs"])
+            row.update(hidden=hidden, k=k if name == "ksparse" else None)
+            rows.append(row)
+    print(f"\nsweep on {n} images, batch {args.batch}: seconds per epoch (median)")
+    head = f"{'H':>5} {'method':<8} {'k':>4} {'s/epoch':>8} {'products s':>10} {'vs prod':>8}"
+    print(head)
+    print("-" * len(head))
+    for row in rows:
+        if "error" in row:
+            print(f"{row['hidden']:>5} {row['method']:<8} error: {row['error']}")
+            continue
+        print(
+            f"{row['hidden']:>5} {row['method']:<8} {_fmt(row['k'], 'd'):>4} "
+            f"{row['seconds']:>8.3f} {row['products_median']:>10.3f} {row['vs_products']:>8.2f}"
+        )
+    return {"settings": base, "sweep": rows}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    p.add_argument("--methods", default=",".join(METHODS), help="comma-separated built-ins")
+    p.add_argument("--n", type=int, default=None, help="training images (default 60000)")
+    p.add_argument("--hidden", type=int, default=1000)
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--k", type=int, default=25, help="k for ksparse")
+    p.add_argument(
+        "--repeats", type=int, default=None, help="rounds (fresh processes) per model (default 3)"
+    )
+    p.add_argument("--epochs", type=int, default=2, help="timed epochs per round, after a warm-up")
+    p.add_argument("--quick", action="store_true", help="6,000 images, 1 repeat (smoke run)")
+    p.add_argument("--gpu", action="store_true", help="CuPy backend vs PyTorch on CUDA")
+    p.add_argument("--no-torch", action="store_true", help="skip the PyTorch column")
+    p.add_argument("--sweep", action="store_true", help="cost vs hidden size and k (10k images)")
+    p.add_argument("--sweep-hidden", default="500,1000,2000")
+    p.add_argument("--sweep-k", default="10,25,100")
+    p.add_argument(
+        "--data", type=Path, default=Path(os.environ.get("SPARSEKIT_DATA", DEFAULT_DATA))
+    )
+    p.add_argument("--json", type=Path, default=DEFAULT_JSON, help="where to write the results")
+    p.add_argument("--timeout", type=float, default=1800, help="seconds per worker")
+    args = p.parse_args(argv)
+    if args.worker:
+        print(json.dumps(run_worker(json.loads(args.worker))))
+        return 0
+    args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    args.sweep_hidden = [int(v) for v in args.sweep_hidden.split(",")]
+    args.sweep_k = [int(v) for v in args.sweep_k.split(",")]
+    started = time.time()
+    result = run_sweep(args) if args.sweep else run_main(args)
+    result["environment"] = _environment(args.gpu)
+    result["command"] = " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])])
+    result["started"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started))
+    result["wall_seconds"] = time.time() - started
+    if result["environment"]["openblas_env"]:
+        print(
+            "note: OPENBLAS_* variables are set "
+            f"({result['environment']['openblas_env']}); see the module docstring",
+            file=sys.stderr,
+        )
+    path = args.json
+    if args.sweep and path == DEFAULT_JSON:
+        path = DEFAULT_JSON.with_name("sweep.json")
+    if args.gpu and path == DEFAULT_JSON:
+        path = DEFAULT_JSON.with_name("gpu.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2, default=float) + "\n")
+    print(f"wrote {path}")
+    failed = any("error" in r for r in result.get("results", result.get("sweep", [])))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
