@@ -1,0 +1,264 @@
+"""``sparsekit compare`` (train several methods side by side, one report) and
+``sparsekit report`` (the same report from existing run directories).
+
+Exit status of ``compare``: 0 when every method finished; 0 with a warning line on stderr
+when at least one method finished and others failed (``--strict`` makes that exit 10);
+10 when every method failed. The report is written in all three cases. Errors found before
+training starts (an unknown method, a bad ``--param``, missing data) exit as ``train`` does.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+
+class ComparisonDisplay:
+    """One Rich progress display for a whole comparison: a bar per method and one overall.
+
+    Fed with :class:`~sparsekit.compare.CompareEvent` objects in the parent process.
+    """
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.tasks: dict[str, Any] = {}
+        self.overall = progress.add_task("[bold]all methods", total=None, status="")
+        self.fractions: dict[str, float] = {}
+
+    def download(self, filename: str, done: int, total: int | None) -> None:
+        """Progress callback of the data layer: a bar per file downloaded."""
+        key = f"download:{filename}"
+        if key not in self.tasks:
+            self.tasks[key] = self.progress.add_task("downloading", total=total, status=filename)
+        self.progress.update(self.tasks[key], completed=done, total=total)
+
+    def __call__(self, event: Any) -> None:
+        kind, method, data = event.kind, event.method, event.data
+        if kind == "queued":
+            self.tasks[method] = self.progress.add_task(method, total=None, status="waiting")
+            self.fractions[method] = 0.0
+            self._overall()
+            return
+        task = self.tasks.get(method)
+        if task is None:
+            return
+        if kind == "status":
+            self.progress.update(task, status=data.get("text", ""))
+        elif kind == "started":
+            self.progress.update(task, status=f"epoch 1/{data.get('epochs')}")
+        elif kind == "progress":
+            total, done = data["total"], data["done"]
+            self.progress.update(
+                task,
+                total=total,
+                completed=done,
+                status=f"epoch {min(data['epoch'] + 1, data['epochs'])}/{data['epochs']}",
+            )
+            self.fractions[method] = done / total if total else 0.0
+        elif kind == "epoch":
+            m = data.get("metrics", {})
+            loss = m.get("loss")
+            self.progress.update(
+                task,
+                status=f"epoch {m.get('epoch')} done, loss {loss:.4g}"
+                if isinstance(loss, float)
+                else "",
+            )
+        elif kind == "finished":
+            result = data["result"]
+            current = self.progress.tasks[self._index(task)]
+            self.progress.update(
+                task,
+                total=current.total or 1,
+                completed=current.total or 1,
+                status=f"[green]finished[/green] in {result.seconds:.1f}s",
+            )
+            self.fractions[method] = 1.0
+        elif kind == "failed":
+            reason = data["result"].reason or "failed"
+            short = reason if len(reason) <= 60 else reason[:57] + "..."
+            self.progress.update(task, status=f"[red]failed[/red]: {short}")
+            self.fractions[method] = 1.0
+            self.progress.console.print(f"[red]{method} failed[/red]: {reason}", markup=True)
+        self._overall()
+
+    def _index(self, task: Any) -> int:
+        return next(i for i, t in enumerate(self.progress.tasks) if t.id == task)
+
+    def _overall(self) -> None:
+        n = len(self.fractions)
+        done = sum(self.fractions.values())
+        finished = sum(1 for f in self.fractions.values() if f >= 1.0)
+        self.progress.update(
+            self.overall, total=n, completed=done, status=f"{finished}/{n} methods done"
+        )
+
+
+def _measures_table(records: list[Any]) -> Table:
+    from sparsekit.report import COLUMNS, format_value
+
+    table = Table(show_edge=False, header_style="bold")
+    table.add_column("method")
+    table.add_column("status")
+    for column in COLUMNS:
+        table.add_column(column.short or column.header, justify="right")
+    for r in records:
+        status = "[red]failed[/red]" if r.failed else ("ok" if r.status == "finished" else r.status)
+        table.add_row(r.name, status, *(format_value(c, r.measures.get(c.key)) for c in COLUMNS))
+    return table
+
+
+def compare(
+    methods: Annotated[
+        list[str] | None,
+        typer.Argument(help="Methods to compare (default: every registered method)."),
+    ] = None,
+    dataset: Annotated[
+        str, typer.Option(help="mnist, fashion-mnist, synthetic, or a .npy/.npz/IDX file.")
+    ] = "mnist",
+    data: Annotated[
+        Path | None,
+        typer.Option(help="Data directory (default: $SPARSEKIT_DATA, else the user cache)."),
+    ] = None,
+    download: Annotated[bool, typer.Option(help="Download missing MNIST files.")] = True,
+    subset: Annotated[
+        int | None, typer.Option(help="Use only the first N training samples.")
+    ] = None,
+    epochs: Annotated[int, typer.Option(help="Passes over the data (every method).")] = 10,
+    hidden: Annotated[int, typer.Option(help="Hidden units (every method).")] = 196,
+    batch_size: Annotated[int, typer.Option(help="Samples per minibatch (every method).")] = 128,
+    seed: Annotated[int, typer.Option(help="Seed for initialisation and shuffling.")] = 0,
+    dtype: Annotated[str, typer.Option(help="float32 or float64.")] = "float32",
+    gpu: Annotated[bool, typer.Option("--gpu", help="Train on a CUDA GPU with CuPy.")] = False,
+    param: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--param",
+            "-p",
+            help="METHOD.NAME=VALUE: a method parameter (ksparse.k=40) or a per-method "
+            "lr, optimizer, momentum or tied (arora.lr=0.05). Repeat as needed.",
+        ),
+    ] = None,
+    plugin: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Extra plugin to load: package.module[:attr] or path/to/file.py. Repeatable."
+        ),
+    ] = None,
+    jobs: Annotated[
+        int | None,
+        typer.Option("--jobs", "-j", help="Methods trained at once [min(methods, CPUs)]."),
+    ] = None,
+    out: Annotated[
+        Path, typer.Option(help="Directory that receives the comparison directory.")
+    ] = Path("runs"),
+    snapshot_every: Annotated[
+        int, typer.Option(help="Add a frame to each progression.gif every N epochs.")
+    ] = 1,
+    title: Annotated[str | None, typer.Option(help="Title of the report.")] = None,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Exit 10 if any method fails (not only all).")
+    ] = False,
+) -> None:
+    """Train several methods under identical settings and write one report.
+
+    Every method gets the same data, subset, seed, hidden size, epochs and batch size; each
+    trains in its own process into COMPARISON_DIR/METHOD, and COMPARISON_DIR/report.html
+    (with report.csv and report.md) puts them side by side.
+    """
+    from sparsekit.compare import CompareSettings, ComparisonError, summary_line
+    from sparsekit.compare import compare as run_compare
+    from sparsekit.report import load_record
+
+    console = Console(stderr=True)
+    settings = CompareSettings(
+        dataset=dataset,
+        data=str(data) if data is not None else None,
+        download=download,
+        subset=subset,
+        seed=seed,
+        hidden=hidden,
+        epochs=epochs,
+        batch_size=batch_size,
+        dtype=dtype,
+        gpu=gpu,
+        snapshot_every=snapshot_every,
+    )
+    with Progress(
+        TextColumn("{task.description:<12}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[status]}"),
+        console=console,
+        transient=False,
+    ) as progress:
+        display = ComparisonDisplay(progress)
+        comparison = run_compare(
+            methods or None,
+            settings=settings,
+            params=param or [],
+            plugins=plugin or [],
+            out=out,
+            jobs=jobs,
+            on_event=display,
+            title=title,
+            download_progress=display.download,
+        )
+    records = [load_record(r.run_dir) for r in comparison.results]
+    console.print(_measures_table(records))
+    for kind in ("html", "csv", "markdown"):
+        if kind in comparison.report:
+            console.print(f"{kind:>8}: {comparison.report[kind]}")
+    typer.echo(str(comparison.report.get("html", comparison.directory)))
+    if not comparison.succeeded:
+        raise ComparisonError(f"every method failed: {summary_line(comparison)}")
+    if comparison.failed:
+        message = f"warning: {summary_line(comparison)}"
+        if strict:
+            raise ComparisonError(message.removeprefix("warning: "))
+        print(f"sparsekit: {message}", file=sys.stderr)
+
+
+def report(
+    run_dirs: Annotated[
+        list[Path],
+        typer.Argument(help="Run directories, or comparison directories (all their runs)."),
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="The HTML file [report.html; COMPARISON_DIR/report.html for one "
+            "comparison directory]. The .csv and .md tables are written beside it."
+        ),
+    ] = None,
+    title: Annotated[str | None, typer.Option(help="Title of the report.")] = None,
+) -> None:
+    """Build the self-contained HTML report (and CSV/Markdown tables) from existing runs."""
+    from sparsekit.report import write_report
+
+    if out is None:
+        single = run_dirs[0] if len(run_dirs) == 1 else None
+        if single is not None and (single / "comparison.json").is_file():
+            out = single / "report.html"
+        else:
+            out = Path("report.html")
+    paths = write_report(run_dirs, out, title=title)
+    console = Console(stderr=True)
+    for kind in ("csv", "markdown"):
+        console.print(f"{kind:>8}: {paths[kind]}")
+    typer.echo(str(paths["html"]))
