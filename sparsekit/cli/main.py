@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from sparsekit.cli import data_cmd, methods_cmd, plugin_cmd, runs_cmd, train_cmd
+from sparsekit.cli import compare_cmd, data_cmd, methods_cmd, plugin_cmd, runs_cmd, train_cmd
 from sparsekit.errors import SparsekitError
 
 app = typer.Typer(
@@ -29,6 +29,8 @@ app.command("download")(data_cmd.download)
 app.command("export")(runs_cmd.export)
 app.command("encode")(runs_cmd.encode)
 app.command("show")(runs_cmd.show)
+app.command("compare")(compare_cmd.compare)
+app.command("report")(compare_cmd.report)
 
 EXIT_INTERRUPTED = 130
 
