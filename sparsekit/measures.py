@@ -48,7 +48,7 @@ __all__ = [
 #: Atoms per block of the Gram matrix: the full H×H Gram up to this many, blocks beyond.
 COHERENCE_CHUNK = 4000
 #: Default inverse regularisation strength of the probe (scikit-learn's ``C``).
-PROBE_C = 1.0
+PROBE_C = 0.1
 #: Default iteration cap of the probe's L-BFGS solver.
 PROBE_MAX_ITER = 1000
 

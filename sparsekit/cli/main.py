@@ -11,7 +11,15 @@ import sys
 
 import typer
 
-from sparsekit.cli import compare_cmd, data_cmd, methods_cmd, plugin_cmd, runs_cmd, train_cmd
+from sparsekit.cli import (
+    compare_cmd,
+    data_cmd,
+    eval_cmd,
+    methods_cmd,
+    plugin_cmd,
+    runs_cmd,
+    train_cmd,
+)
 from sparsekit.errors import SparsekitError
 
 app = typer.Typer(
@@ -29,6 +37,7 @@ app.command("download")(data_cmd.download)
 app.command("export")(runs_cmd.export)
 app.command("encode")(runs_cmd.encode)
 app.command("show")(runs_cmd.show)
+app.command("eval")(eval_cmd.eval_run)
 app.command("compare")(compare_cmd.compare)
 app.command("report")(compare_cmd.report)
 
