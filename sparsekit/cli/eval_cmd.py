@@ -170,6 +170,8 @@ def eval_run(
     """Measure RUN_DIR's codes: reconstruction, sparsity, coherence and a linear probe."""
     from sparsekit.run import OutputError, write_atomic
 
+    if not run_dir.is_dir():
+        raise CheckpointError(f"{run_dir}: no such run directory")
     console = Console(stderr=True)
     console.print(f"evaluating {run_dir} ...")
     result = evaluate_run(
