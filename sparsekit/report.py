@@ -403,6 +403,7 @@ figure { margin: 0; background: var(--card); border: 1px solid var(--line);
   border-radius: 8px; padding: 10px 12px; }
 figure img { display: block; width: 100%; height: auto; margin: 0 auto; background: #000; }
 figure img.pixels { image-rendering: pixelated; max-width: 420px; }
+figure img.pixels.wide { max-width: 100%; }
 figure img.plot { background: #fff; max-width: 560px; }
 figcaption { color: var(--muted); font-size: 13px; margin-top: 6px; }
 .missing { color: var(--muted); font-style: italic; }
@@ -533,7 +534,9 @@ def _section_html(record: RunRecord, anchor: str) -> str:
         uri = _data_uri(path) if path is not None else None
         if uri is None:
             continue
-        cls = "plot" if name == "curves.png" else "pixels"
+        cls = {"curves.png": "plot", "reconstructions.png": "pixels wide"}.get(name, "pixels")
+        if name == "filters.png" and record.status != "finished":
+            title = "Filters when the run stopped"
         figures.append(
             f'<figure><h3>{_e(title)}</h3><img class="{cls}" src="{uri}" '
             f'alt="{_e(title)} of {_e(record.name)}"><figcaption>{_e(caption)}</figcaption>'
