@@ -188,3 +188,25 @@ def test_a_crash_in_a_method_is_reported_not_raised():
 def test_parameter_errors_name_the_parameter():
     with pytest.raises(ParameterError, match="l1"):
         ReluBase(l1="x")
+
+
+def test_arrays_of_another_device_are_caught():
+    """On a GPU backend a NumPy array is host memory: the checker says so (simulated CuPy)."""
+    import types
+
+    from sparsekit.backend import Backend
+    from sparsekit.testing import _ArrayChecker
+
+    class DeviceArray(np.ndarray):
+        pass
+
+    fake_cupy = types.SimpleNamespace(ndarray=DeviceArray)
+    backend = Backend("cupy", fake_cupy, None, np.dtype(np.float32))
+    check = _ArrayChecker(Plain, "dtypes_float32_gpu", backend)
+    check("on the device", np.zeros((2, 3), np.float32).view(DeviceArray), (2, 3))
+    with pytest.raises(
+        ContractError, match=r"activation\(z\) is a numpy.ndarray, not a cupy array"
+    ):
+        check("activation(z)", np.zeros((2, 3), np.float32), (2, 3))
+    with pytest.raises(ContractError, match="has shape"):
+        check("the code", np.zeros((2, 4), np.float32).view(DeviceArray), (2, 3))
