@@ -210,3 +210,46 @@ def test_arrays_of_another_device_are_caught():
         check("activation(z)", np.zeros((2, 3), np.float32), (2, 3))
     with pytest.raises(ContractError, match="has shape"):
         check("the code", np.zeros((2, 4), np.float32).view(DeviceArray), (2, 3))
+
+
+class CoupledPenalty(ReluBase):
+    """Ω_HW = (λ/B) Σ_ij |H_ij| ‖d_j‖: a penalty on code and decoder together."""
+
+    name = "coupled-test"
+
+    def code_penalty(self, xp, code):
+        return None
+
+    def code_weight_penalty(self, xp, code, weights):
+        name = "W_dec" if "W_dec" in weights else "W_enc"
+        w = weights[name]
+        scale = self.l1 / code.shape[0]
+        norms = xp.sqrt((w * w).sum(axis=1))
+        total = xp.abs(code).sum(axis=0)
+        value = scale * xp.vdot(total, norms)
+        return value, scale * xp.sign(code) * norms, {name: scale * w * (total / norms)[:, None]}
+
+
+def test_code_weight_penalty_on_dense_and_top_k_supports():
+    from sparsekit.kernels import top_k_indices
+    from sparsekit.methods.base import TopK
+
+    class CoupledTopK(CoupledPenalty):
+        name = "coupled-topk-test"
+
+        def mask(self, xp, z, a, training):
+            return TopK(top_k_indices(xp, z, 3))
+
+    check_method(CoupledPenalty, l1=0.5)
+    check_method(CoupledTopK, l1=0.5)
+
+
+def test_a_wrong_decoder_gradient_of_a_coupled_penalty_is_caught():
+    class Wrong(CoupledPenalty):
+        def code_weight_penalty(self, xp, code, weights):
+            value, d_code, d_w = super().code_weight_penalty(xp, code, weights)
+            return value, d_code, {k: 0 * v for k, v in d_w.items()}
+
+    message = failure(Wrong, l1=0.5)
+    assert "code-weight penalty: ∂Ω_HW/∂W_dec" in message
+    assert "code-weight penalty: ∂Ω_HW/∂W_enc" in message  # tied: the decoder is W_enc
