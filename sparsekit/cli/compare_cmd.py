@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -42,19 +43,25 @@ class ComparisonDisplay:
         """Progress callback of the data layer: a bar per file downloaded."""
         key = f"download:{filename}"
         if key not in self.tasks:
-            self.tasks[key] = self.progress.add_task("downloading", total=total, status=filename)
+            self.tasks[key] = self.progress.add_task(
+                "downloading", total=total, status=escape(filename)
+            )
         self.progress.update(self.tasks[key], completed=done, total=total)
 
     def __call__(self, event: Any) -> None:
         kind, method, data = event.kind, event.method, event.data
         if kind == "queued":
-            self.tasks[method] = self.progress.add_task(method, total=None, status="waiting")
+            self.tasks[method] = self.progress.add_task(
+                escape(method), total=None, status="waiting", start=False
+            )
             self.fractions[method] = 0.0
             self._overall()
             return
         task = self.tasks.get(method)
         if task is None:
             return
+        if kind in ("status", "started"):
+            self.progress.start_task(task)  # the clock runs from here, not from queueing
         if kind == "status":
             self.progress.update(task, status=data.get("text", ""))
         elif kind == "started":
@@ -90,9 +97,9 @@ class ComparisonDisplay:
         elif kind == "failed":
             reason = data["result"].reason or "failed"
             short = reason if len(reason) <= 60 else reason[:57] + "..."
-            self.progress.update(task, status=f"[red]failed[/red]: {short}")
+            self.progress.update(task, status=f"[red]failed[/red]: {escape(short)}")
             self.fractions[method] = 1.0
-            self.progress.console.print(f"[red]{method} failed[/red]: {reason}", markup=True)
+            self.progress.console.print(f"[red]{escape(method)} failed[/red]: {escape(reason)}")
         self._overall()
 
     def _index(self, task: Any) -> int:
@@ -111,13 +118,12 @@ def _measures_table(records: list[Any]) -> Table:
     from sparsekit.report import COLUMNS, format_value
 
     table = Table(show_edge=False, header_style="bold")
-    table.add_column("method")
-    table.add_column("status")
+    table.add_column("method", no_wrap=True)
     for column in COLUMNS:
-        table.add_column(column.short or column.header, justify="right")
+        table.add_column(column.short or column.header, justify="right", no_wrap=True)
     for r in records:
-        status = "[red]failed[/red]" if r.failed else ("ok" if r.status == "finished" else r.status)
-        table.add_row(r.name, status, *(format_value(c, r.measures.get(c.key)) for c in COLUMNS))
+        name = f"[red]{escape(r.name)} (failed)[/red]" if r.failed else escape(r.name)
+        table.add_row(name, *(format_value(c, r.measures.get(c.key)) for c in COLUMNS))
     return table
 
 
@@ -220,7 +226,9 @@ def compare(
             download_progress=display.download,
         )
     records = [load_record(r.run_dir) for r in comparison.results]
-    console.print(_measures_table(records))
+    # A log file or pipe gets the whole table, not one squeezed into 80 columns.
+    wide = console if console.is_terminal else Console(stderr=True, width=120)
+    wide.print(_measures_table(records))
     for kind in ("html", "csv", "markdown"):
         if kind in comparison.report:
             console.print(f"{kind:>8}: {comparison.report[kind]}")
