@@ -421,8 +421,12 @@ def load_dataset_from_spec(
     data: str | os.PathLike[str] | None = None,
     where: str = "run",
     preprocessing: str | os.PathLike[str] | None = None,
+    download: bool | None = None,
 ) -> Any:
-    """The training data a run describes with its ``data_spec`` (``data`` overrides the folder)."""
+    """The training data a run describes with its ``data_spec``.
+
+    ``data`` replaces the stored data folder and ``download`` the stored download choice.
+    """
     from sparsekit.data import load_dataset
 
     if not spec or not spec.get("spec"):
@@ -436,7 +440,7 @@ def load_dataset_from_spec(
         folder,
         split=spec.get("split"),
         subset=spec.get("subset"),
-        download=bool(spec.get("download", False)),
+        download=bool(spec.get("download", False)) if download is None else download,
     )
     if spec.get("remove_mean") or spec.get("zca"):
         from sparsekit.data import Preprocessed, preprocess
@@ -515,6 +519,7 @@ def restore_trainer(
     *,
     epochs: int | None = None,
     data: str | os.PathLike[str] | None = None,
+    download: bool | None = None,
     callbacks: Any = (),
 ) -> Any:
     """A :class:`~sparsekit.train.Trainer` in exactly the state of a checkpoint.
@@ -547,6 +552,7 @@ def restore_trainer(
             data=data,
             where=str(path),
             preprocessing=path.parent / "preprocessing.npz",
+            download=download,
         )
     dataset = as_dataset(dataset)
     stored = meta["data"]

@@ -213,6 +213,17 @@ def test_progression_is_bounded_by_max_frames(mnist, tmp_path):
     assert np.array_equal(holdout, mnist.take(np.arange(N - 20, N), np.float32))
 
 
+def test_long_runs_keep_a_bounded_number_of_evenly_spread_frames(mnist, tmp_path):
+    writer = RunWriter(tmp_path, max_frames=2)  # keeps at most 2 * 2 frames in memory
+    make_trainer("arora", mnist, [writer], epochs=6).fit()
+    with np.load(tmp_path / "progression.npz", allow_pickle=False) as archive:
+        epochs = archive["epochs"].tolist()
+        assert archive["tiles"].shape == (len(epochs), 36, 28, 28)
+    assert epochs == writer.frame_epochs == [0, 4, 6]
+    with Image.open(tmp_path / "progression.gif") as gif:
+        assert gif.n_frames == 2  # the first and the last
+
+
 def test_library_load_run_and_render_run(full_runs, tmp_path):
     model = sparsekit.load_run(full_runs["ksparse"])
     assert model.image_shape == (28, 28) and model.hidden == 36

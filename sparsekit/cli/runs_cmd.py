@@ -15,8 +15,14 @@ from sparsekit.errors import CheckpointError, DataError, ParameterError
 
 #: ``sparsekit train`` options that may be given together with ``--resume``.
 RESUME_OPTIONS = frozenset(
-    {"resume", "epochs", "data", "download", "snapshot_every", "checkpoint_every", "out"}
+    {"resume", "epochs", "data", "download", "snapshot_every", "checkpoint_every"}
 )
+
+
+def given(ctx: typer.Context, name: str) -> bool:
+    """Whether option ``name`` was given (command line or environment), not defaulted."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and getattr(source, "name", "DEFAULT") != "DEFAULT"
 
 
 def _run_dir(path: Path) -> Path:
@@ -37,11 +43,10 @@ def check_resume_options(ctx: typer.Context, method: str | None) -> None:
     for name in ctx.params:
         if name in RESUME_OPTIONS:
             continue
-        source = ctx.get_parameter_source(name)
-        if source is not None and getattr(source, "name", "DEFAULT") != "DEFAULT":
+        if given(ctx, name):
             flag = "--" + name.replace("_", "-")
             raise ParameterError(
-                f"{flag} cannot be changed when resuming (only --epochs, --data, "
+                f"{flag} cannot be changed when resuming (only --epochs, --data, --download, "
                 "--snapshot-every and --checkpoint-every can)"
             )
 
@@ -53,6 +58,7 @@ def resume_training(
     data: Path | None = None,
     snapshot_every: int | None = None,
     checkpoint_every: int | None = None,
+    download: bool | None = None,
 ) -> Path:
     """Continue the run in ``run_dir`` from its checkpoint, in the same directory."""
     from rich.progress import (
@@ -77,7 +83,7 @@ def resume_training(
         max_frames=int(stored.get("max_frames", 60)),
     )
     console = Console(stderr=True)
-    trainer = restore_trainer(run_dir, epochs=epochs, data=data)
+    trainer = restore_trainer(run_dir, epochs=epochs, data=data, download=download)
     cfg = trainer.config
     if trainer.epoch >= cfg.epochs:
         console.print(

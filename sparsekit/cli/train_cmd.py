@@ -155,6 +155,7 @@ def train(
             data=data,
             snapshot_every=snapshot_every,
             checkpoint_every=checkpoint_every,
+            download=download if runs_cmd.given(ctx, "download") else None,
         )
         return
     if method is None:
@@ -177,6 +178,9 @@ def train(
     )
     if subset is not None and subset < 1:
         raise ParameterError(f"subset must be a positive number of samples, got {subset}")
+    for flag, every in (("snapshot", snapshot_every), ("checkpoint", checkpoint_every)):
+        if every is not None and every < 1:
+            raise ParameterError(f"--{flag}-every must be a positive number of epochs, got {every}")
     instance.validate(config.hidden)  # before any data is read or downloaded
     backend = get_backend(config.gpu, config.dtype)
     console = Console(stderr=True)
