@@ -166,7 +166,11 @@ def compare(
     ] = None,
     jobs: Annotated[
         int | None,
-        typer.Option("--jobs", "-j", help="Methods trained at once [min(methods, CPUs)]."),
+        typer.Option(
+            "--jobs",
+            "-j",
+            help="Methods trained at once (default: one per method, at most one per CPU).",
+        ),
     ] = None,
     out: Annotated[
         Path, typer.Option(help="Directory that receives the comparison directory.")
@@ -181,9 +185,7 @@ def compare(
 ) -> None:
     """Train several methods under identical settings and write one report.
 
-    Every method gets the same data, subset, seed, hidden size, epochs and batch size; each
-    trains in its own process into COMPARISON_DIR/METHOD, and COMPARISON_DIR/report.html
-    (with report.csv and report.md) puts them side by side.
+    Every method gets the same data, subset, seed, hidden size, epochs and batch size; each trains in its own process into COMPARISON_DIR/METHOD, and COMPARISON_DIR/report.html (with report.csv and report.md) puts them side by side.
     """
     from sparsekit.compare import CompareSettings, ComparisonError, summary_line
     from sparsekit.compare import compare as run_compare
@@ -250,8 +252,8 @@ def report(
     out: Annotated[
         Path | None,
         typer.Option(
-            help="The HTML file [report.html; COMPARISON_DIR/report.html for one "
-            "comparison directory]. The .csv and .md tables are written beside it."
+            help="The HTML file (default: report.html, or COMPARISON_DIR/report.html for one "
+            "comparison directory). The .csv and .md tables are written beside it."
         ),
     ] = None,
     title: Annotated[str | None, typer.Option(help="Title of the report.")] = None,
