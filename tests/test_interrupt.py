@@ -1,0 +1,295 @@
+"""Kill real training processes at varied moments; no run directory may be left corrupt.
+
+Each round starts ``sparsekit train`` on 600 MNIST images, stops it with SIGINT, SIGTERM or
+SIGKILL (before training, at an epoch boundary, inside an epoch), then checks the run
+directory: ``config.json`` is valid JSON, every line of ``metrics.jsonl`` is valid JSON,
+``checkpoint.npz`` loads, at most one epoch of work is lost, and ``sparsekit train
+--resume`` finishes the run with bit for bit the weights of a run that was never
+interrupted. SIGINT and SIGTERM during training must end with exit code 130 and the one-line
+resume hint. ``SPARSEKIT_KILL_ROUNDS`` sets the number of rounds (default 20).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROUNDS = int(os.environ.get("SPARSEKIT_KILL_ROUNDS", "20"))
+EPOCHS = 4
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGKILL)
+ERROR = "sparsekit: error: "
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+
+
+def _sparsekit() -> list[str]:
+    script = Path(sys.executable).with_name("sparsekit")
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-c", "from sparsekit.cli.main import main; main()"]
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "SPARSEKIT_DEBUG"}
+    env["COLUMNS"] = "200"
+    return env
+
+
+def _train_args(data: Path, out: Path) -> list[str]:
+    return [
+        "train", "ksparse", "--dataset", str(data), "--hidden", "32", "--k", "10",
+        "--k-start", "32", "--epochs", str(EPOCHS), "--seed", "1", "--out", str(out),
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory, data_dir) -> Path:
+    from sparsekit.data import load_mnist
+
+    ds = load_mnist(data_dir, subset=600)
+    path = tmp_path_factory.mktemp("interrupt-data") / "mnist600.npy"
+    np.save(path, ds.to_array(np.float32).reshape(600, 28, 28))
+    return path
+
+
+@pytest.fixture(scope="module")
+def reference(images, tmp_path_factory) -> dict[str, np.ndarray]:
+    """The weights of the same run, never interrupted."""
+    from sparsekit.checkpoint import load_checkpoint
+
+    out = tmp_path_factory.mktemp("interrupt-reference")
+    proc = subprocess.run(
+        [*_sparsekit(), *_train_args(images, out)], env=_env(), capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    (run,) = out.iterdir()
+    ckpt = load_checkpoint(run)
+    assert ckpt["meta"]["epoch"] == EPOCHS
+    return ckpt["state"]["params"]
+
+
+@dataclass
+class Round:
+    index: int
+    sig: signal.Signals
+    moment: str
+    returncode: int | None = None
+    stderr: str = ""
+    notes: list[str] = field(default_factory=list)
+
+
+def _metrics_lines(run: Path) -> int:
+    try:
+        return (run / "metrics.jsonl").read_bytes().count(b"\n")
+    except OSError:
+        return 0
+
+
+def _kill_at_some_moment(rnd: Round, proc: subprocess.Popen, out: Path, rng: random.Random):
+    """Wait for the moment this round chose, then send its signal."""
+    deadline = time.monotonic() + 60
+    if rnd.moment.startswith("after-start"):
+        time.sleep(rng.uniform(0.05, 0.9))
+    else:  # "epoch-N": once N epochs are in metrics.jsonl (N=0: training has begun), plus jitter
+        want = int(rnd.moment.split("-")[1])
+        while proc.poll() is None and time.monotonic() < deadline:
+            runs = list(out.iterdir()) if out.exists() else []
+            if runs and (runs[0] / "checkpoint.npz").exists() and _metrics_lines(runs[0]) >= want:
+                break
+            time.sleep(0.005)
+        time.sleep(rng.uniform(0.0, 0.12))
+    if proc.poll() is None:
+        proc.send_signal(rnd.sig)
+
+
+def _check_run_dir(run: Path, graceful: bool) -> tuple[int | None, int, list[str]]:
+    """(checkpoint epoch or None, epochs in metrics.jsonl, problems) of a killed run."""
+    from sparsekit.checkpoint import load_checkpoint
+    from sparsekit.errors import SparsekitError
+
+    problems: list[str] = []
+    if (run / "config.json").exists():
+        try:
+            config = json.loads((run / "config.json").read_text(encoding="utf-8"))
+            if config.get("method") != "ksparse":
+                problems.append("config.json names another method")
+        except (ValueError, OSError) as exc:
+            problems.append(f"config.json is not valid JSON: {exc}")
+    epochs: list[int] = []
+    if (run / "metrics.jsonl").exists():
+        for line in (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines():
+            try:
+                epochs.append(json.loads(line)["epoch"])
+            except (ValueError, KeyError) as exc:
+                problems.append(f"metrics.jsonl has a broken line {line!r}: {exc}")
+    if epochs != list(range(1, len(epochs) + 1)):
+        problems.append(f"metrics.jsonl epochs {epochs}")
+    ckpt_epoch = None
+    if (run / "checkpoint.npz").exists():
+        try:
+            ckpt_epoch = load_checkpoint(run)["meta"]["epoch"]
+        except SparsekitError as exc:
+            problems.append(f"checkpoint.npz does not load: {exc}")
+    done = len(epochs)
+    if ckpt_epoch is None:
+        if done:
+            problems.append(f"{done} epochs done but no checkpoint")
+    elif not done - 1 <= ckpt_epoch <= done:
+        problems.append(f"checkpoint at epoch {ckpt_epoch} but {done} epochs done")
+    elif graceful and ckpt_epoch != done:
+        problems.append(f"graceful stop: checkpoint at epoch {ckpt_epoch}, {done} epochs done")
+    if graceful:
+        leftovers = [p.name for p in run.iterdir() if ".tmp" in p.name]
+        if leftovers:
+            problems.append(f"temporary files left by a graceful stop: {leftovers}")
+    return ckpt_epoch, done, problems
+
+
+def _play(rnd: Round, images: Path, root: Path, reference: dict[str, np.ndarray]) -> Round:
+    from sparsekit.checkpoint import load_checkpoint
+    from sparsekit.run import read_metrics
+
+    rng = random.Random(rnd.index)
+    out = root / f"round-{rnd.index}"
+    proc = subprocess.Popen(
+        [*_sparsekit(), *_train_args(images, out)],
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _kill_at_some_moment(rnd, proc, out, rng)
+        _, rnd.stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    rnd.returncode = proc.returncode
+    runs = sorted(out.iterdir()) if out.exists() else []
+    if len(runs) > 1:
+        rnd.notes.append(f"{len(runs)} run directories")
+        return rnd
+    if not runs:  # stopped before the run directory existed: nothing to lose
+        if rnd.returncode == 0:
+            rnd.notes.append("finished without a run directory")
+        return rnd
+    run = runs[0]
+    lines = [line for line in rnd.stderr.splitlines() if line.strip()]
+    graceful = rnd.returncode == 130 and bool(lines) and "resume with" in lines[-1]
+    if rnd.returncode == 130 and not graceful and rnd.sig != signal.SIGKILL:
+        # a signal before the handlers were installed (still starting): fine if nothing ran
+        if _metrics_lines(run):
+            rnd.notes.append(f"exit 130 without the resume hint after training: {lines[-1:]}")
+    if graceful:
+        want = f"{ERROR}interrupted; resume with: sparsekit train --resume {run}"
+        if lines[-1] != want:
+            rnd.notes.append(f"last stderr line {lines[-1]!r}, expected {want!r}")
+        if sum(line.startswith(ERROR) for line in lines) != 1:
+            rnd.notes.append("more than one error line")
+    if rnd.sig != signal.SIGKILL and rnd.returncode not in (0, 130, -signal.SIGTERM):
+        rnd.notes.append(f"exit code {rnd.returncode}")
+    if "Traceback" in rnd.stderr:
+        rnd.notes.append("a traceback")
+    ckpt_epoch, _, problems = _check_run_dir(run, graceful)
+    rnd.notes.extend(problems)
+    if problems:
+        return rnd
+    # resume: finishes the run exactly, or (no checkpoint yet) says why in one line
+    resumed = subprocess.run(
+        [*_sparsekit(), "train", "--resume", str(run)],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if ckpt_epoch is None:
+        errors = [line for line in resumed.stderr.splitlines() if line.strip()]
+        if resumed.returncode != 6 or len(errors) != 1 or "Traceback" in resumed.stderr:
+            rnd.notes.append(f"resume without checkpoint: {resumed.returncode} {errors}")
+        return rnd
+    if resumed.returncode != 0:
+        rnd.notes.append(f"resume failed ({resumed.returncode}): {resumed.stderr.strip()[-300:]}")
+        return rnd
+    final = load_checkpoint(run)
+    if final["meta"]["epoch"] != EPOCHS:
+        rnd.notes.append(f"resumed run ends at epoch {final['meta']['epoch']}")
+    if [r["epoch"] for r in read_metrics(run)] != list(range(1, EPOCHS + 1)):
+        rnd.notes.append(f"metrics after resume: {[r['epoch'] for r in read_metrics(run)]}")
+    params = final["state"]["params"]
+    if set(params) != set(reference) or any(
+        not np.array_equal(params[k], reference[k]) for k in reference
+    ):
+        rnd.notes.append("resumed weights differ from the uninterrupted run")
+    return rnd
+
+
+def _rounds(n: int) -> list[Round]:
+    """Every signal at every moment (18 pairs), then again from the start."""
+    moments = ["after-start"] + [f"epoch-{e}" for e in range(EPOCHS + 1)]
+    pairs = [(moment, sig) for moment in moments for sig in SIGNALS]
+    return [Round(i, pairs[i % len(pairs)][1], pairs[i % len(pairs)][0]) for i in range(n)]
+
+
+def test_killed_runs_are_never_corrupt_and_resume_exactly(images, reference, tmp_path):
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        played = list(pool.map(lambda r: _play(r, images, tmp_path, reference), _rounds(ROUNDS)))
+    bad = [r for r in played if r.notes]
+    report = "\n".join(
+        f"round {r.index} ({r.sig.name} at {r.moment}, exit {r.returncode}): {'; '.join(r.notes)}"
+        for r in bad
+    )
+    assert not bad, f"{len(bad)} of {len(played)} runs went wrong:\n{report}"
+    graceful = [r for r in played if r.returncode == 130 and r.sig != signal.SIGKILL]
+    assert graceful, "no round stopped gracefully: the kill moments are off"
+
+
+def test_sigint_inside_an_epoch_keeps_the_last_completed_epoch(images, tmp_path):
+    """A stop in the middle of epoch 2 keeps epoch 1: nothing of the partial epoch is saved."""
+    from sparsekit.checkpoint import load_checkpoint
+
+    out = tmp_path / "runs"
+    args = [*_train_args(images, out)]
+    args[args.index("--epochs") + 1] = "50"
+    args += ["--batch-size", "8"]  # 75 steps per epoch: plenty of time inside one
+    proc = subprocess.Popen(
+        [*_sparsekit(), *args],
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            runs = list(out.iterdir()) if out.exists() else []
+            if runs and _metrics_lines(runs[0]) >= 1:
+                break
+            time.sleep(0.002)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr
+    (run,) = out.iterdir()
+    ckpt = load_checkpoint(run)
+    done = _metrics_lines(run)
+    assert ckpt["meta"]["epoch"] == done >= 1
+    assert (
+        stderr.strip().splitlines()[-1]
+        == f"{ERROR}interrupted; resume with: sparsekit train --resume {run}"
+    )
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["epochs"] == done
