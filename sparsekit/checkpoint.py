@@ -29,15 +29,20 @@ from __future__ import annotations
 import json
 import os
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from sparsekit.config import TrainConfig
 from sparsekit.errors import CheckpointError, ParameterError, SparsekitError
 from sparsekit.methods.base import Method
+
+if TYPE_CHECKING:
+    from sparsekit.data.dataset import Dataset
+    from sparsekit.model import Model
+    from sparsekit.train import Callback, Trainer
 
 __all__ = [
     "CHECKPOINT",
@@ -94,7 +99,7 @@ def _split_state(state: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], dict[
 
 
 def checkpoint_arrays(
-    trainer: Any,
+    trainer: Trainer,
     *,
     data_spec: Mapping[str, Any] | None = None,
     extra: Mapping[str, np.ndarray] | None = None,
@@ -139,7 +144,7 @@ def checkpoint_arrays(
 
 def save_checkpoint(
     path: str | os.PathLike[str],
-    trainer: Any,
+    trainer: Trainer,
     *,
     data_spec: Mapping[str, Any] | None = None,
     extra: Mapping[str, np.ndarray] | None = None,
@@ -422,7 +427,7 @@ def load_dataset_from_spec(
     where: str = "run",
     preprocessing: str | os.PathLike[str] | None = None,
     download: bool | None = None,
-) -> Any:
+) -> Dataset:
     """The training data a run describes with its ``data_spec``.
 
     ``data`` replaces the stored data folder and ``download`` the stored download choice.
@@ -520,8 +525,8 @@ def restore_trainer(
     epochs: int | None = None,
     data: str | os.PathLike[str] | None = None,
     download: bool | None = None,
-    callbacks: Any = (),
-) -> Any:
+    callbacks: Sequence[Callback] = (),
+) -> Trainer:
     """A :class:`~sparsekit.train.Trainer` in exactly the state of a checkpoint.
 
     ``location`` is a run directory or a checkpoint file. Without ``dataset`` the training
@@ -573,7 +578,7 @@ def restore_trainer(
     return trainer
 
 
-def load_run(location: str | os.PathLike[str], *, registry: Any = None, gpu: bool = False) -> Any:
+def load_run(location: str | os.PathLike[str], *, registry: Any = None, gpu: bool = False) -> Model:
     """The trained :class:`~sparsekit.model.Model` of a run directory (or checkpoint file).
 
     The model has the run's ``image_shape`` and, for methods with a schedule (k-sparse's k),
