@@ -451,6 +451,8 @@ class RunWriter(Callback):
             # Stopped inside an epoch: the parameters are part way through it, so neither
             # figures nor a checkpoint would match the epoch count. Keep the last checkpoint.
             self._in_epoch = False
+            meta = run_config(trainer, self.data_spec)
+            write_json(self.run_dir / SUMMARY, summary(meta, trainer.history, "stopped"))
             return
         if not self.frame_epochs or self.frame_epochs[-1] != trainer.epoch:
             self._snapshot(trainer)
