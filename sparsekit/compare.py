@@ -174,7 +174,7 @@ class MethodResult:
 class CompareEvent:
     """Progress of a comparison, as ``on_event`` receives it.
 
-    ``kind`` is one of ``"queued"`` (data: ``epochs``), ``"started"`` (``epochs``),
+    ``kind`` is one of ``"queued"`` (data: ``epochs``, ``directory`` of the comparison), ``"started"`` (``epochs``),
     ``"status"`` (``text``: loading data, evaluating, ...), ``"progress"`` (``epoch``
     0-based, ``step``, ``steps``, ``epochs``, ``done``, ``total``), ``"epoch"``
     (``metrics``), ``"finished"`` and ``"failed"`` (``result``: a :class:`MethodResult`).
@@ -387,16 +387,17 @@ def run_job(job: MethodJob, emit: Callable[[str, dict[str, Any]], None]) -> Meth
         measures = _train_and_measure(job, emit)
     except BaseException as exc:  # a method may raise anything; the comparison goes on
         if isinstance(exc, KeyboardInterrupt):
-            reason = "interrupted"
+            reason = "interrupted (Ctrl-C)"
         else:
             text = str(exc).strip().splitlines()
             reason = text[0] if text else type(exc).__name__
             if not isinstance(exc, SparsekitError):
                 reason = f"{type(exc).__name__}: {reason}" if text else reason
+        interrupted = isinstance(exc, KeyboardInterrupt)
         result = MethodResult(
             method=job.method,
             run_dir=str(run_dir),
-            status="failed",
+            status="interrupted" if interrupted else "failed",
             reason=reason,
             error_type=type(exc).__name__,
             seconds=time.perf_counter() - start,
@@ -406,14 +407,14 @@ def run_job(job: MethodJob, emit: Callable[[str, dict[str, Any]], None]) -> Meth
                 run_dir / FAILURE,
                 {
                     "method": job.method,
-                    "status": "failed",
+                    "status": result.status,
                     "reason": reason,
                     "error_type": type(exc).__name__,
                     "traceback": traceback.format_exc(),
                     "seconds": result.seconds,
                 },
             )
-        if isinstance(exc, KeyboardInterrupt):
+        if interrupted:
             raise
         return result
     seconds = time.perf_counter() - start
@@ -583,13 +584,22 @@ def compare(
     for job in planned:
         Path(job.run_dir).mkdir()
     n_jobs = jobs if jobs is not None else default_jobs(len(planned))
-    _write_json(directory / COMPARISON, _comparison_json(settings, planned, [], plugin_specs))
+    title = title or f"sparsekit comparison {directory.name}"
+    _write_json(
+        directory / COMPARISON, _comparison_json(settings, planned, [], plugin_specs, title)
+    )
     emit = on_event or (lambda event: None)
     for job in planned:
-        emit(CompareEvent("queued", job.method, {"epochs": settings.epochs}))
+        emit(
+            CompareEvent(
+                "queued", job.method, {"epochs": settings.epochs, "directory": str(directory)}
+            )
+        )
     results = _run_all(planned, n_jobs, emit)
     ordered = [results[job.method] for job in planned]
-    _write_json(directory / COMPARISON, _comparison_json(settings, planned, ordered, plugin_specs))
+    _write_json(
+        directory / COMPARISON, _comparison_json(settings, planned, ordered, plugin_specs, title)
+    )
     comparison = Comparison(directory=directory, results=ordered)
     if report:
         from sparsekit.report import write_report
@@ -597,7 +607,7 @@ def compare(
         comparison.report = write_report(
             [Path(job.run_dir) for job in planned],
             directory / "report.html",
-            title=title or f"sparsekit comparison {directory.name}",
+            title=title,
             registry=_registry(plugin_specs),
         )
     return comparison
@@ -625,11 +635,13 @@ def _comparison_json(
     planned: Sequence[MethodJob],
     results: Sequence[MethodResult],
     plugins: Sequence[str],
+    title: str,
 ) -> dict[str, Any]:
     from sparsekit import __version__
 
     by_method = {r.method: r for r in results}
     return {
+        "title": title,
         "settings": asdict(settings),
         "plugins": list(plugins),
         "methods": [
@@ -743,12 +755,30 @@ def _run_all(
                     emit(CompareEvent("failed", method, {"result": result}))
         while drain(0.05):  # progress sent just before the last result
             pass
-    except BaseException:
+    except BaseException as exc:
+        if isinstance(exc, KeyboardInterrupt):
+            # A Ctrl-C reaches the workers too: let them record it in failure.json.
+            deadline = time.monotonic() + 3.0
+            for process, _ in running.values():
+                process.join(timeout=max(0.0, deadline - time.monotonic()))
         for process, _ in running.values():
             if process.is_alive():
                 process.terminate()
-        for process, _ in running.values():
             process.join(timeout=5)
+        stopped = [(job, "interrupted") for _, job in running.values()]
+        stopped += [(job, "not started: the comparison was interrupted") for job in pending]
+        for job, reason in stopped:
+            if not (Path(job.run_dir) / FAILURE).exists():
+                with contextlib.suppress(Exception):
+                    _write_json(
+                        Path(job.run_dir) / FAILURE,
+                        {
+                            "method": job.method,
+                            "status": "interrupted",
+                            "reason": reason,
+                            "error_type": type(exc).__name__,
+                        },
+                    )
         raise
     finally:
         events.close()

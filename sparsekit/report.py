@@ -191,7 +191,8 @@ class RunRecord:
 
     @property
     def failed(self) -> bool:
-        return self.status == "failed"
+        """Failed or interrupted: the run did not end as planned."""
+        return self.status in ("failed", "interrupted")
 
 
 def _read_json(path: Path) -> Any:
@@ -235,7 +236,8 @@ def load_record(run_dir: str | Path, *, registry: Any = None) -> RunRecord:
     history = read_metrics(run_dir)
     method = config.get("method") or (failure or {}).get("method") or summary.get("method")
     if isinstance(failure, dict):
-        status, reason = "failed", str(failure.get("reason") or "unknown error")
+        status = "interrupted" if failure.get("status") == "interrupted" else "failed"
+        reason = str(failure.get("reason") or "unknown error")
     elif summary.get("status"):
         status, reason = str(summary["status"]), None
     else:
@@ -250,7 +252,7 @@ def load_record(run_dir: str | Path, *, registry: Any = None) -> RunRecord:
     if not isinstance(measures, dict):
         measures = (
             _measures_from_history(history)
-            if status == "failed"
+            if status in ("failed", "interrupted")
             else _measure_run(run_dir, history, registry)
         )
     figures = {name: run_dir / name for name, _, _ in FIGURES if (run_dir / name).is_file()}
@@ -348,7 +350,9 @@ def markdown_table(records: Sequence[RunRecord]) -> str:
     failed = [r for r in records if r.failed]
     if failed:
         lines.append("")
-        lines += [f"- **{_md_cell(r.name)}** failed: {_md_cell(r.reason or '')}" for r in failed]
+        lines += [
+            f"- **{_md_cell(r.name)}** {r.status}: {_md_cell(r.reason or '')}" for r in failed
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -508,7 +512,7 @@ def _table_html(records: Sequence[RunRecord], anchors: Mapping[int, str]) -> str
 
 def _section_html(record: RunRecord, anchor: str) -> str:
     if record.failed:
-        badge = '<span class="badge failed">failed</span>'
+        badge = f'<span class="badge failed">{_e(record.status)}</span>'
     elif record.status == "finished":
         badge = '<span class="badge">finished</span>'
     else:
@@ -584,7 +588,8 @@ def render_html(records: Sequence[RunRecord], *, title: str = "sparsekit report"
         )
     if failed:
         out.append(
-            '<p class="warning">Failed: '
+            '<p class="warning">'
+            + ("Failed: " if all(r.status == "failed" for r in failed) else "Did not finish: ")
             + "; ".join(
                 f'<a href="#{anchors[i]}">{_e(r.name)}</a> ({_e(r.reason or "unknown error")})'
                 for i, r in enumerate(records)
@@ -613,6 +618,15 @@ def render_html(records: Sequence[RunRecord], *, title: str = "sparsekit report"
 # --------------------------------------------------------------------------- writing
 
 
+def _comparison_title(run_dirs: Sequence[str | Path]) -> str | None:
+    """The stored title when ``run_dirs`` is one comparison directory."""
+    if len(run_dirs) != 1:
+        return None
+    listing = _read_json(Path(run_dirs[0]) / "comparison.json")
+    title = listing.get("title") if isinstance(listing, dict) else None
+    return title if isinstance(title, str) and title else None
+
+
 def write_report(
     run_dirs: Sequence[str | Path],
     out: str | Path = "report.html",
@@ -636,7 +650,7 @@ def write_report(
     except OSError as exc:
         raise OutputError(f"cannot create {out.parent}: {exc.strerror or exc}") from None
     paths = {"html": out, "csv": out.with_suffix(".csv"), "markdown": out.with_suffix(".md")}
-    heading = title or "sparsekit report"
+    heading = title or _comparison_title(run_dirs) or "sparsekit report"
     write_atomic(paths["html"], render_html(records, title=heading).encode("utf-8"))
     write_atomic(paths["csv"], csv_text(records).encode("utf-8"))
     write_atomic(paths["markdown"], (f"# {heading}\n\n" + markdown_table(records)).encode("utf-8"))

@@ -288,3 +288,38 @@ def test_load_record_of_an_empty_directory(tmp_path):
     assert record.name == tmp_path.name and record.measures.get("epochs") == 0
     paths = write_report([tmp_path], tmp_path / "r")
     assert paths["html"].name == "r.html" and paths["csv"].exists()
+
+
+def test_ctrl_c_stops_the_workers_and_records_it(data_dir, tmp_path):
+    import signal
+    import time
+
+    process = subprocess.Popen(
+        [
+            sys.executable, "-m", "sparsekit.cli.main", "compare", "plain", "l2",
+            "--data", str(data_dir), "--no-download", "--subset", "1000", "--hidden", "16",
+            "--epochs", "500", "--jobs", "1", "--out", str(tmp_path),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "SPARSEKIT_DISABLE_PLUGIN_AUTOLOAD": "1"},
+        start_new_session=True,  # its own process group, as a terminal's Ctrl-C reaches
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not any(p.stat().st_size for p in tmp_path.glob("compare-*/plain/metrics.jsonl")):
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.1)
+    os.killpg(process.pid, signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    (directory,) = tmp_path.glob("compare-*")
+    assert f"sparsekit report {directory}" in stderr
+    plain = json.loads((directory / "plain" / "failure.json").read_text())
+    later = json.loads((directory / "l2" / "failure.json").read_text())
+    assert plain["status"] == later["status"] == "interrupted"
+    assert later["reason"].startswith("not started")
+    paths = write_report([directory], directory / "report.html")
+    rows = read_csv(paths["csv"])
+    assert [r["status"] for r in rows] == ["interrupted", "interrupted"]

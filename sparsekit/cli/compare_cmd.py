@@ -38,6 +38,7 @@ class ComparisonDisplay:
         self.tasks: dict[str, Any] = {}
         self.overall = progress.add_task("[bold]all methods", total=None, status="")
         self.fractions: dict[str, float] = {}
+        self.directory: str | None = None
 
     def download(self, filename: str, done: int, total: int | None) -> None:
         """Progress callback of the data layer: a bar per file downloaded."""
@@ -51,6 +52,7 @@ class ComparisonDisplay:
     def __call__(self, event: Any) -> None:
         kind, method, data = event.kind, event.method, event.data
         if kind == "queued":
+            self.directory = data.get("directory", self.directory)
             self.tasks[method] = self.progress.add_task(
                 escape(method), total=None, status="waiting", start=False
             )
@@ -216,17 +218,26 @@ def compare(
         transient=False,
     ) as progress:
         display = ComparisonDisplay(progress)
-        comparison = run_compare(
-            methods or None,
-            settings=settings,
-            params=param or [],
-            plugins=plugin or [],
-            out=out,
-            jobs=jobs,
-            on_event=display,
-            title=title,
-            download_progress=display.download,
-        )
+        try:
+            comparison = run_compare(
+                methods or None,
+                settings=settings,
+                params=param or [],
+                plugins=plugin or [],
+                out=out,
+                jobs=jobs,
+                on_event=display,
+                title=title,
+                download_progress=display.download,
+            )
+        except KeyboardInterrupt:
+            if display.directory is not None:
+                console.print(
+                    f"interrupted; the report of what was done: sparsekit report "
+                    f"{escape(display.directory)}",
+                    soft_wrap=True,
+                )
+            raise
     records = [load_record(r.run_dir) for r in comparison.results]
     # A log file or pipe gets the whole table, not one squeezed into 80 columns.
     wide = console if console.is_terminal else Console(stderr=True, width=120)
