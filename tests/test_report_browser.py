@@ -42,7 +42,7 @@ def browser():
         _missing("selenium is not installed")
     binary = os.environ.get("SPARSEKIT_CHROMIUM") or shutil.which("chromium")
     driver_path = os.environ.get("SPARSEKIT_CHROMEDRIVER") or shutil.which("chromedriver")
-    if not binary or not driver_path:
+    if not (binary and os.path.exists(binary) and driver_path and os.path.exists(driver_path)):
         _missing(
             f"chromium ({binary or 'not found'}) or chromedriver ({driver_path or 'not found'})"
         )
