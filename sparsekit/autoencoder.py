@@ -118,13 +118,15 @@ def loss_and_grads(
     if isinstance(fwd.support, TopK):
         idx = fwd.support.indices
         d_values = kernels.gathered_dot(backend, g, w_dec, idx)
-        code = dense_code(backend, fwd)
-        penalty = method.code_penalty(xp, code)
+        # The dense B×H code is materialised only for a method with a code penalty.
+        needs_code = _overrides(method, "code_penalty") or _overrides(method, "code_weight_penalty")
+        code = dense_code(backend, fwd) if needs_code else None
+        penalty = method.code_penalty(xp, code) if needs_code else None
         if penalty is not None:
             value, d_code = penalty
             loss = loss + value
             d_values += xp.take_along_axis(d_code, idx, axis=1)
-        coupled = method.code_weight_penalty(xp, code, weights)
+        coupled = method.code_weight_penalty(xp, code, weights) if needs_code else None
         if coupled is not None:
             value, d_code, coupled_grads = coupled
             loss = loss + value
@@ -173,6 +175,11 @@ def loss_and_grads(
     for name, d in coupled_grads.items():
         grads[name] += d
     return loss, grads, fwd, reconstruction
+
+
+def _overrides(method: Method, name: str) -> bool:
+    """Whether ``method`` replaces the base class's (no-op) ``name``."""
+    return getattr(type(method), name, None) is not getattr(Method, name)
 
 
 def objective(method: Method, backend: Backend, params: dict[str, Any], x: Any) -> Any:

@@ -6,22 +6,112 @@ These kernels compute the decoder product and the gradient terms from the k colu
 (B·k·D multiply-adds instead of B·H·D), as ``docs/methods.md`` ("Why sparsity should make
 training cheaper") describes. When the backend has no sparse module they fall back to
 gathering the k rows of W, which costs the same arithmetic.
+
+Every kernel keeps the dtype of its inputs (float32 stays float32) and allocates nothing
+larger than its result plus a cache-sized scratch block. :func:`split_run` spreads
+elementwise work over a few threads on the CPU (never while BLAS runs).
 """
 
 from __future__ import annotations
 
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import numpy as np
+
 from sparsekit.backend import Backend
+
+#: Bytes of gathered weight rows per block in :func:`gathered_dot` (about an L2 cache).
+GATHER_BLOCK_BYTES = 1 << 21
+#: Arrays smaller than this many elements are updated on the calling thread alone.
+PARALLEL_MIN_SIZE = 1 << 18
+
+_pool: ThreadPoolExecutor | None = None
+_pool_key: tuple[int, int] | None = None
+_pool_lock = threading.Lock()
+
+
+def cpu_threads() -> int:
+    """Threads for elementwise work: ``SPARSEKIT_NUM_THREADS``, else the usable CPUs (≤ 4).
+
+    The same number BLAS uses by default, and the two never run at the same time (the
+    threads of :func:`split_run` work between matrix products), so they do not
+    oversubscribe the cores.
+    """
+    env = os.environ.get("SPARSEKIT_NUM_THREADS", "").strip()
+    if env:
+        try:
+            return max(1, int(env))
+        except ValueError:
+            pass
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        usable = os.cpu_count() or 1
+    return max(1, min(usable, 4))
+
+
+def _executor(workers: int) -> ThreadPoolExecutor:
+    global _pool, _pool_key
+    key = (os.getpid(), workers)  # a forked child must not reuse its parent's (dead) threads
+    with _pool_lock:
+        if _pool is None or _pool_key != key:
+            _pool = ThreadPoolExecutor(workers, thread_name_prefix="sparsekit")
+            _pool_key = key
+        return _pool
+
+
+def split_run(fn: Any, size: int, min_size: int = PARALLEL_MIN_SIZE) -> None:
+    """Call ``fn(start, stop)`` on contiguous parts of ``range(size)``, in parallel if large.
+
+    The calling thread does the first part itself. NumPy releases the GIL inside ufunc
+    loops, so in-place elementwise work on disjoint slices runs on several cores; the
+    result is the same, element for element, as one call over the whole range.
+    """
+    parts = cpu_threads() if size >= min_size else 1
+    if parts <= 1:
+        fn(0, size)
+        return
+    cuts = [size * i // parts for i in range(parts + 1)]
+    pool = _executor(parts - 1)
+    futures = [pool.submit(fn, cuts[i], cuts[i + 1]) for i in range(1, parts)]
+    try:
+        fn(cuts[0], cuts[1])
+    finally:
+        for future in futures:
+            future.result()
+
+
+def _is_numpy(xp: Any) -> bool:
+    return xp is np
+
+
+_indptr_cache: dict[tuple[int, int], Any] = {}
+
+
+def _row_pointers(xp: Any, rows: int, k: int) -> Any:
+    """CSR row pointers 0, k, 2k, ... (cached on the CPU: every minibatch reuses them)."""
+    if not _is_numpy(xp):
+        return xp.arange(0, rows * k + 1, k, dtype=xp.int32)
+    ptr = _indptr_cache.get((rows, k))
+    if ptr is None:
+        if len(_indptr_cache) > 64:
+            _indptr_cache.clear()
+        ptr = np.arange(0, rows * k + 1, k, dtype=np.int32)
+        ptr.flags.writeable = False
+        _indptr_cache[(rows, k)] = ptr
+    return ptr
 
 
 def _csr(backend: Backend, indices: Any, values: Any, n_cols: int) -> Any:
     xp = backend.xp
     rows, k = indices.shape
-    indptr = xp.arange(0, rows * k + 1, k, dtype=xp.int32)
     return backend.sparse.csr_matrix(
-        (values.ravel(), indices.ravel().astype(xp.int32, copy=False), indptr),
+        (values.ravel(), indices.ravel().astype(xp.int32, copy=False), _row_pointers(xp, rows, k)),
         shape=(rows, n_cols),
+        copy=False,
     )
 
 
@@ -47,8 +137,29 @@ def code_transpose_times(
 
 
 def gathered_dot(backend: Backend, dense: Any, weights: Any, indices: Any) -> Any:
-    """(G @ Wᵀ) at the kept entries only: out[i, j] = G[i] · W[indices[i, j]], B×k."""
-    return backend.xp.einsum("bd,bkd->bk", dense, weights[indices])
+    """(G @ Wᵀ) at the kept entries only: out[i, j] = G[i] · W[indices[i, j]], B×k.
+
+    On the CPU the k weight rows of a block of samples are gathered into a cache-sized
+    buffer and multiplied there (a batched matrix-vector product), so the B×k×D gather is
+    never held in memory at once.
+    """
+    xp = backend.xp
+    rows, k = indices.shape
+    if not _is_numpy(xp):
+        return xp.matmul(weights[indices], dense[:, :, None])[:, :, 0]
+    dtype = np.result_type(dense, weights)
+    out = np.empty((rows, k), dtype=dtype)
+    if rows == 0 or k == 0:
+        return out
+    dim = weights.shape[1]
+    block = max(1, min(rows, GATHER_BLOCK_BYTES // max(1, k * dim * dtype.itemsize)))
+    gathered = np.empty((block, k, dim), dtype=weights.dtype)
+    for start in range(0, rows, block):
+        stop = min(rows, start + block)
+        buf = gathered[: stop - start]
+        np.take(weights, indices[start:stop], axis=0, out=buf)
+        np.matmul(buf, dense[start:stop, :, None], out=out[start:stop, :, None])
+    return out
 
 
 def column_sums(backend: Backend, indices: Any, values: Any, n_units: int) -> Any:
@@ -60,8 +171,20 @@ def column_sums(backend: Backend, indices: Any, values: Any, n_units: int) -> An
 
 
 def top_k_indices(xp: Any, z: Any, k: int) -> Any:
-    """Indices of the k largest entries (by signed value) of each row, unordered; O(H) a row."""
-    h = z.shape[1]
+    """Indices of the k largest entries (by signed value) of each row; O(H) a row.
+
+    On the CPU: the k-th largest value of each row by ``partition`` (introselect, O(H)),
+    then the entries at or above it, which come out in increasing column order. When a row
+    has ties at its threshold (or NaN) that does not give exactly k entries, and
+    ``argpartition`` decides instead (unordered within a row).
+    """
+    rows, h = z.shape
     if k >= h:
         return xp.broadcast_to(xp.arange(h), z.shape).copy()
+    if _is_numpy(xp) and k > 0 and rows > 0:
+        kth = np.partition(z, h - k, axis=1)[:, h - k : h - k + 1]
+        flat = np.flatnonzero(z >= kth)
+        if flat.size == rows * k:  # every row has >= k entries >= its threshold
+            flat %= h
+            return flat.reshape(rows, k)
     return xp.argpartition(z, h - k, axis=1)[:, h - k :]

@@ -9,7 +9,38 @@ from __future__ import annotations
 import math
 from typing import Any, ClassVar
 
+import numpy as np
+
 from sparsekit.errors import ParameterError
+from sparsekit.kernels import split_run
+
+
+def _flat_ok(*arrays: Any) -> bool:
+    """Whether the arrays are C-contiguous NumPy arrays (flat views, threaded updates)."""
+    return all(isinstance(a, np.ndarray) and a.flags.c_contiguous for a in arrays)
+
+
+def _adam_update(
+    xp: Any, p: Any, g: Any, m: Any, v: Any, b1: float, b2: float, eps: float, step: float
+) -> None:
+    """One Adam update in twelve in-place passes, with ``g`` (ours to overwrite) as scratch::
+
+    m ← b1·(m − g) + g = b1·m + (1 − b1)·g
+    v ← b2·(v − g²) + g² = b2·v + (1 − b2)·g²
+    p ← p − step·m / (√v + eps)
+    """
+    m -= g
+    m *= b1
+    m += g
+    xp.multiply(g, g, out=g)
+    v -= g
+    v *= b2
+    v += g
+    xp.sqrt(v, out=g)
+    g += eps
+    xp.divide(m, g, out=g)
+    g *= step
+    p -= g
 
 
 class Optimizer:
@@ -96,23 +127,24 @@ class Adam(Optimizer):
         # Bias corrections folded into the step size and epsilon (one scalar each).
         step_size = self.lr * math.sqrt(1 - self.beta2**t) / (1 - self.beta1**t)
         eps_hat = self.eps * math.sqrt(1 - self.beta2**t)
+        b1, b2 = self.beta1, self.beta2
         for key, g in grads.items():
+            p = params[key]
             m = self.m.get(key)
             if m is None:
-                m = self.m[key] = xp.zeros_like(params[key])
-                self.v[key] = xp.zeros_like(params[key])
+                m = self.m[key] = xp.zeros_like(p)
+                self.v[key] = xp.zeros_like(p)
             v = self.v[key]
-            m *= self.beta1
-            m += (1 - self.beta1) * g
-            g *= g
-            v *= self.beta2
-            g *= 1 - self.beta2
-            v += g
-            denom = xp.sqrt(v, out=g)  # g is no longer needed: reuse its memory
-            denom += eps_hat
-            xp.divide(m, denom, out=denom)
-            denom *= step_size
-            params[key] -= denom
+            if _flat_ok(p, g, m, v):
+                flat = [a.reshape(-1) for a in (p, g, m, v)]
+                split_run(
+                    lambda lo, hi, flat=flat: _adam_update(
+                        xp, *(a[lo:hi] for a in flat), b1, b2, eps_hat, step_size
+                    ),
+                    p.size,
+                )
+            else:
+                _adam_update(xp, p, g, m, v, b1, b2, eps_hat, step_size)
 
     def state_dict(self) -> dict[str, Any]:
         state: dict[str, Any] = {"steps": self.steps}

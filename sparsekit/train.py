@@ -98,6 +98,7 @@ class Trainer:
         self.epoch = 0  # epochs completed
         self.history: list[dict[str, Any]] = []
         self.stop_requested = False
+        self._data_sst: float | None = None  # see train_epoch
 
     # -- running ---------------------------------------------------------------------------
 
@@ -129,7 +130,9 @@ class Trainer:
         loss_sum = xp.zeros((), dtype=backend.dtype)
         rec_sum = xp.zeros((), dtype=backend.dtype)
         active_per_unit = xp.zeros(hidden, dtype=xp.int64)
-        variance = VarianceAccumulator()  # SST around the epoch's data mean, for "fve"
+        # SST around the data mean, for "fve": every full epoch sees the same rows, so it is
+        # accumulated during the first one only and reused after.
+        variance = VarianceAccumulator() if self._data_sst is None else None
         check_every = 50 if backend.is_gpu else 1
         backend.synchronize()
         start = time.perf_counter()
@@ -146,7 +149,8 @@ class Trainer:
             loss_sum += loss * batch
             rec_sum += rec * batch
             active_per_unit += _active_counts(xp, fwd, hidden)
-            variance.add(x)
+            if variance is not None:
+                variance.add(x)
             if (step + 1) % check_every == 0 or step == steps - 1:
                 value = float(loss)
                 if not math.isfinite(value):
@@ -174,6 +178,8 @@ class Trainer:
                 f"training diverged at epoch {epoch + 1}, step {step + 1}: the weights are so"
                 " large that reconstructions overflow (try a smaller learning rate)"
             )
+        if variance is not None:
+            self._data_sst = variance.sst
         counts = backend.to_numpy(active_per_unit)
         metrics = {
             "epoch": epoch + 1,
@@ -183,7 +189,7 @@ class Trainer:
             "dead_units": int((counts == 0).sum()),
             "seconds": seconds,
             # 1 − SSE/SST of the epoch's running reconstructions; coherence of the decoder atoms.
-            "fve": fve_from_sums(2.0 * float(rec_sum), variance.sst),
+            "fve": fve_from_sums(2.0 * float(rec_sum), self._data_sst),
             "coherence": coherence(decoder_weights(self.params)),
         }
         metrics.update(getattr(method, "epoch_metrics", lambda: {})())
@@ -233,7 +239,7 @@ def _active_counts(xp: Any, fwd: autoencoder.Forward, hidden: int) -> Any:
     """How many samples of the batch use each unit."""
     if isinstance(fwd.support, TopK):
         return xp.bincount(fwd.support.indices.ravel(), minlength=hidden)
-    return (xp.abs(fwd.code) > ACTIVE_THRESHOLD).sum(axis=0)
+    return (xp.abs(fwd.code) > ACTIVE_THRESHOLD).sum(axis=0, dtype=xp.int32)
 
 
 def train(
