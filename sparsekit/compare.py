@@ -573,6 +573,10 @@ def compare(
     from sparsekit.run import create_run_dir
 
     settings = replace(settings or CompareSettings(), **overrides).validate()
+    if settings.gpu:
+        from sparsekit.backend import get_backend
+
+        get_backend(True, settings.dtype)  # no CuPy or no device: one clear error, up front
     plugin_specs = [_plugin_spec(p) for p in plugins]
     if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
         raise ParameterError(f"jobs must be a positive integer, got {jobs!r}")
