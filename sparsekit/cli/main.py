@@ -7,7 +7,9 @@ stderr and its exit code; set ``SPARSEKIT_DEBUG=1`` to see the traceback instead
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 
 import typer
 
@@ -55,8 +57,17 @@ def _is_usage_error(exc: BaseException) -> bool:
     )
 
 
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the command line; never shows a traceback for a user error."""
+    # SIGTERM ends a command like Ctrl-C (one line, exit 130); training installs handlers
+    # that stop after the current step instead (sparsekit.cli.stop).
+    previous = None
+    if hasattr(signal, "SIGTERM") and threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         # Not standalone: usage errors come here, to be shown as one line like our own.
         code = app(args=argv, prog_name="sparsekit", standalone_mode=False)
@@ -79,6 +90,9 @@ def main(argv: list[str] | None = None) -> None:
         message = exc.format_message().strip().splitlines()
         error_line((message[0] if message else type(exc).__name__) + hint)
         sys.exit(exc.exit_code)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     # Typer turns Ctrl-C outside training into exit code 130, returned when not standalone.
     if isinstance(code, int) and not isinstance(code, bool) and code != 0:
         if code == EXIT_INTERRUPTED:

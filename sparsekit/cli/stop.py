@@ -56,7 +56,9 @@ def stop_on_signals(trainer: Any, run_dir: str | Path) -> Iterator[list[int]]:
 
     previous: dict[int, Any] = {}
     if threading.current_thread() is threading.main_thread():
-        previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
+        for sig in STOP_SIGNALS:
+            if signal.getsignal(sig) is not signal.SIG_IGN:  # e.g. SIGINT of a background job
+                previous[sig] = signal.signal(sig, handler)
     try:
         yield received
     except KeyboardInterrupt:
