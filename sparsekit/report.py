@@ -188,6 +188,8 @@ class RunRecord:
     measures: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
     figures: dict[str, Path] = field(default_factory=dict)
+    #: True when the method updates its weights itself (no optimizer), None when unknown.
+    own_update: bool | None = None
 
     @property
     def failed(self) -> bool:
@@ -256,6 +258,9 @@ def load_record(run_dir: str | Path, *, registry: Any = None) -> RunRecord:
             else _measure_run(run_dir, history, registry)
         )
     figures = {name: run_dir / name for name, _, _ in FIGURES if (run_dir / name).is_file()}
+    own_update = None
+    if method and registry is not None and method in registry:
+        own_update = bool(getattr(registry.get(method), "own_update", False))
     return RunRecord(
         name=str(method or run_dir.name),
         run_dir=run_dir,
@@ -268,6 +273,7 @@ def load_record(run_dir: str | Path, *, registry: Any = None) -> RunRecord:
         measures=measures,
         history=history,
         figures=figures,
+        own_update=own_update,
     )
 
 
@@ -414,6 +420,10 @@ figcaption { color: var(--muted); font-size: 13px; margin-top: 6px; }
 nav.toc { margin: 0 0 8px; }
 nav.toc a { margin-right: 12px; }
 a { color: #0969da; }
+.overview { display: grid; grid-template-columns: repeat(auto-fill, minmax(180px, 1fr));
+  gap: 12px; margin: 10px 0 24px; }
+.overview figure { padding: 8px; }
+.overview figcaption { text-align: center; font-weight: 600; color: var(--fg); }
 @media (max-width: 760px) { .figures { grid-template-columns: 1fr; } }
 """
 
@@ -447,7 +457,9 @@ def _anchor(name: str, used: set[str]) -> str:
 def _params_text(record: RunRecord) -> str:
     parts = [f"{k}={v}" for k, v in record.method_params.items()]
     train = record.train
-    if train.get("optimizer"):
+    if record.own_update and "lr" in train:
+        parts.append(f"own update, lr={train['lr']}")  # no optimizer involved
+    elif train.get("optimizer"):
         parts.append(f"{train['optimizer']} lr={train.get('lr')}")
     if "tied" in train:
         parts.append("tied" if train["tied"] else "untied")
@@ -605,6 +617,25 @@ def render_html(records: Sequence[RunRecord], *, title: str = "sparsekit report"
         "is highlighted. Seconds per epoch count training only; total seconds include data "
         "loading, figures and checkpoints. Methods trained in parallel share the CPUs.</p>"
     )
+    overview = [
+        (i, r, _data_uri(r.figures["filters.png"]))
+        for i, r in enumerate(records)
+        if "filters.png" in r.figures
+    ]
+    overview = [(i, r, uri) for i, r, uri in overview if uri is not None]
+    if overview:
+        out.append("<h2>Final filters side by side</h2>")
+        out.append(
+            '<div class="overview">'
+            + "".join(
+                f'<figure><a href="#{anchors[i]}"><img class="pixels" src="{uri}" '
+                f'alt="Final filters of {_e(r.name)}"></a><figcaption>{_e(r.name)}'
+                f"{' (' + _e(r.status) + ')' if r.status != 'finished' else ''}</figcaption>"
+                "</figure>"
+                for i, r, uri in overview
+            )
+            + "</div>"
+        )
     out.append(
         '<nav class="toc">'
         + "".join(f'<a href="#{anchors[i]}">{_e(r.name)}</a>' for i, r in enumerate(records))
@@ -641,6 +672,14 @@ def write_report(
     """
     from sparsekit.run import OutputError, write_atomic
 
+    if registry is None:
+        from sparsekit.errors import SparsekitError
+        from sparsekit.registry import load_registry
+
+        try:
+            registry = load_registry()
+        except SparsekitError:
+            registry = None  # the report does not need methods; it only shows them better
     records = [load_record(p, registry=registry) for p in expand_run_dirs(run_dirs)]
     out = Path(out)
     if out.suffix.lower() not in (".html", ".htm"):

@@ -120,7 +120,8 @@ def test_html_is_self_contained(builtins_comparison):
     comparison, _ = builtins_comparison
     text = comparison.report["html"].read_text(encoding="utf-8")
     sources = re.findall(r'\ssrc="([^"]*)"', text)
-    assert len(sources) == 5 * 4  # progression, filters, reconstructions, curves per method
+    # Per method: progression, filters, reconstructions, curves; and the filters overview.
+    assert len(sources) == 5 * 4 + 5
     assert all(s.startswith(("data:image/gif;base64,", "data:image/png;base64,")) for s in sources)
     assert "data:image/gif;base64," in text
     assert not re.search(r"""(src|href)=["']?(https?:|//|file:)""", text)

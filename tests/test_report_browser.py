@@ -106,7 +106,12 @@ def test_report_renders_in_chromium(browser, report):
         "s.querySelectorAll('img').length)"
     )
     assert per_section[:5] == [4] * 5 and per_section[5] < 4, per_section
-    assert len(images) == sum(per_section)
+    overview = browser.execute_script(
+        "return Array.from(document.querySelectorAll('.overview figcaption'))"
+        ".map(c => c.textContent)"
+    )
+    assert overview[:5] == BUILTINS  # the final filters of every method, side by side
+    assert len(images) == sum(per_section) + len(overview)
     broken = [i for i in images if not (i["w"] > 0 and i["h"] > 0 and i["shown"] > 0)]
     assert not broken, broken
     rows = browser.execute_script(
