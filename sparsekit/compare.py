@@ -208,7 +208,12 @@ class Comparison:
 def _plugin_spec(plugin: Any) -> str:
     """An import spec for ``plugin`` (a spec string or an importable module)."""
     if isinstance(plugin, (str, os.PathLike)):
-        return os.fspath(plugin)
+        spec = os.fspath(plugin)
+        target, colon, attr = spec.partition(":")
+        if target.endswith(".py") or "/" in target or os.sep in target:
+            # A file: absolute, so that workers and later readers find it from anywhere.
+            return str(Path(target).resolve()) + colon + attr
+        return spec
     if isinstance(plugin, types.ModuleType):
         name = plugin.__name__
         if name != "__main__" and importlib.util.find_spec(name) is not None:

@@ -158,8 +158,9 @@ def _measure_run(run_dir: Path, history: Sequence[Mapping[str, Any]], registry: 
         model = load_run(run_dir, registry=registry)
         meta = getattr(model, "run_meta", {}) or {}
         ckpt_history = meta.get("history") or history
+        spec = meta.get("data_spec")
         dataset = load_dataset_from_spec(
-            meta.get("data_spec"),
+            {**spec, "download": False} if spec else spec,  # a report never downloads
             where=str(run_dir),
             preprocessing=run_dir / "preprocessing.npz",
         )
