@@ -48,10 +48,12 @@ class Case:
     args: tuple[str, ...]
     exit_code: int
     expect: str
-    #: ``cli`` runs ``sparsekit ARGS``; ``enospc`` makes every fsync fail with ENOSPC (a
-    #: full disk) inside the process; ``fsize`` sets RLIMIT_FSIZE to 256 bytes (files grow
-    #: no larger: EFBIG).
+    #: ``cli`` runs ``sparsekit ARGS``; ``enospc`` makes fsync fail with ENOSPC (a full
+    #: disk) inside the process; ``fsize`` sets RLIMIT_FSIZE to 256 bytes (files grow no
+    #: larger: EFBIG).
     runner: str = "cli"
+    #: For ``enospc``: (part of a file name, fsyncs of such files that still succeed).
+    full_on: tuple[str, int] = ("", 0)
     #: True when the error comes before training starts: then stderr holds nothing else.
     #: Errors during training follow the progress lines ("training ...", "epoch ...").
     before_training: bool = True
@@ -64,10 +66,18 @@ class Case:
         """The command as a user would type it (with the simulation named, if any)."""
         text = " ".join(["sparsekit", *(_quote(a) for a in self.args)])
         if self.runner == "enospc":
-            text += "  (every fsync fails with ENOSPC)"
+            name, ok = self.full_on
+            if name:
+                text += f"  (ENOSPC from the {_ordinal(ok + 1)} fsync of {name} on)"
+            else:
+                text += "  (every fsync fails with ENOSPC)"
         elif self.runner == "fsize":
             text = "ulimit -f 0.25; " + text  # 256 bytes, in the 1 KiB blocks of ulimit
         return text
+
+
+def _ordinal(n: int) -> str:
+    return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
 
 
 def _quote(arg: str) -> str:
@@ -405,6 +415,17 @@ CASES: tuple[Case, ...] = (
         before_training=False,
     ),
     Case(
+        "disk-full-checkpoint",
+        "disk full while writing the checkpoint of epoch 2 (epoch 1's is kept)",
+        ("train", "ksparse", *SMALL_K[:-1], "3", "--out", "runs-full-ckpt"),
+        6,
+        "checkpoint.npz: No space left on device",
+        runner="enospc",
+        full_on=("checkpoint", 2),
+        before_training=False,
+        needs="linux",
+    ),
+    Case(
         "file-too-large",
         "file size limit reached while writing the run",
         ("train", "plain", *SMALL, "--out", "runs"),
@@ -587,8 +608,18 @@ def cleanup_fixtures(folder: Path) -> None:
 
 _ENOSPC_RUNNER = """
 import errno, os, sys
+_fsync, _count = os.fsync, [0]
+_name, _, _ok = os.environ["ERROR_TABLE_FULL_ON"].partition(":")
 def _full(fd):
-    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    try:
+        path = os.path.basename(os.readlink(f"/proc/self/fd/{fd}"))
+    except OSError:
+        path = ""
+    if _name in path:
+        _count[0] += 1
+        if _count[0] > int(_ok):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    return _fsync(fd)
 os.fsync = _full
 from sparsekit.cli.main import main
 sys.argv[0] = "sparsekit"
@@ -672,6 +703,7 @@ def run_case(case: Case, folder: Path, timeout: float = 60) -> Result:
     preexec = None
     if case.runner == "enospc":
         cmd = [sys.executable, "-c", _ENOSPC_RUNNER, *case.args]
+        env["ERROR_TABLE_FULL_ON"] = f"{case.full_on[0]}:{case.full_on[1]}"
     else:
         cmd = [*sparsekit_command(), *case.args]
     if case.runner == "fsize":

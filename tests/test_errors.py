@@ -70,6 +70,17 @@ def test_error_case(results, case_id):
     assert r.problems() == []
 
 
+def test_disk_full_while_checkpointing_keeps_the_previous_checkpoint(results, case_folder):
+    from sparsekit.checkpoint import load_checkpoint
+
+    r = results["disk-full-checkpoint"]
+    if r.skipped:
+        pytest.skip(r.skipped)
+    (run,) = (case_folder / "runs-full-ckpt").iterdir()
+    assert load_checkpoint(run)["meta"]["epoch"] == 1  # the write for epoch 2 failed
+    assert not [p.name for p in run.iterdir() if ".tmp" in p.name]
+
+
 def test_cases_have_unique_ids_and_the_doc_lists_them():
     ids = [c.id for c in error_table.CASES]
     assert len(ids) == len(set(ids))
