@@ -53,7 +53,16 @@ def as_dataset(data: Any) -> Dataset:
             data = np.asarray(data)
         except Exception as exc:
             raise DataError(f"cannot use {type(data).__name__} as training data: {exc}") from None
-    return ArrayDataset(data, name="array")
+    dataset = ArrayDataset(data, name="array")
+    if isinstance(data, np.ndarray) and data.dtype.kind == "f":
+        # NaN/inf in the data would look like divergence later: name the row now.
+        flat = data.reshape(len(data), -1)
+        for start in range(0, len(flat), 4096):
+            finite = np.isfinite(flat[start : start + 4096]).all(axis=1)
+            if not finite.all():
+                row = start + int(np.flatnonzero(~finite)[0])
+                raise DataError(f"array: row {row} contains NaN or infinite values")
+    return dataset
 
 
 class Trainer:

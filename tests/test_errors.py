@@ -246,3 +246,14 @@ def test_no_pickle_anywhere_in_the_package():
             call = text[match.start() : end + 1]
             assert "allow_pickle=False" in call, f"{path}: {call}"
     assert calls > 0
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_nan_or_inf_in_an_in_memory_array_is_a_data_error_not_divergence(bad):
+    import sparsekit
+    from sparsekit.errors import DataError
+
+    x = np.random.default_rng(0).random((50, 4, 4)).astype(np.float32)
+    x[31, 2, 1] = bad
+    with pytest.raises(DataError, match="array: row 31 contains NaN or infinite values"):
+        sparsekit.train("l2", x, hidden=8, epochs=1)
