@@ -136,8 +136,14 @@ def loss_and_grads(
         if f_prime is not None:
             d_values *= f_prime
         grads["b_enc"] = kernels.column_sums(backend, idx, d_values, hidden)
-        grad_enc = kernels.code_transpose_times(backend, idx, d_values, x, hidden)
-        grad_dec = kernels.code_transpose_times(backend, idx, fwd.code_values, g, hidden)
+        if tied:  # dZᵀX + Hcᵀ G in one pass over the kept entries
+            grad_enc = kernels.code_transpose_times(
+                backend, idx, (d_values, fwd.code_values), (x, g), hidden
+            )
+            grad_dec = None
+        else:
+            grad_enc = kernels.code_transpose_times(backend, idx, d_values, x, hidden)
+            grad_dec = kernels.code_transpose_times(backend, idx, fwd.code_values, g, hidden)
     else:
         d_code = g @ w_dec.T
         penalty = method.code_penalty(xp, fwd.code)
@@ -160,7 +166,8 @@ def loss_and_grads(
         grad_dec = fwd.code.T @ g
 
     if tied:
-        grad_enc += grad_dec
+        if grad_dec is not None:
+            grad_enc += grad_dec
         grads["W_enc"] = grad_enc
     else:
         grads["W_enc"] = grad_enc

@@ -63,14 +63,16 @@ def _executor(workers: int) -> ThreadPoolExecutor:
         return _pool
 
 
-def split_run(fn: Any, size: int, min_size: int = PARALLEL_MIN_SIZE) -> None:
+def split_run(fn: Any, size: int, min_size: int | None = None) -> None:
     """Call ``fn(start, stop)`` on contiguous parts of ``range(size)``, in parallel if large.
 
     The calling thread does the first part itself. NumPy releases the GIL inside ufunc
     loops, so in-place elementwise work on disjoint slices runs on several cores; the
     result is the same, element for element, as one call over the whole range.
     """
-    parts = cpu_threads() if size >= min_size else 1
+    if min_size is None:
+        min_size = PARALLEL_MIN_SIZE
+    parts = min(cpu_threads(), size) if size >= min_size else 1
     if parts <= 1:
         fn(0, size)
         return
@@ -115,24 +117,123 @@ def _csr(backend: Backend, indices: Any, values: Any, n_cols: int) -> Any:
     )
 
 
+def _sparsetools() -> Any:
+    """SciPy's compiled CSR kernels (``csr_matvecs`` accumulates into a given output), or None."""
+    try:
+        from scipy.sparse import _sparsetools
+    except ImportError:  # pragma: no cover - a SciPy without the module: use the public API
+        return None
+    return _sparsetools if hasattr(_sparsetools, "csr_matvecs") else None
+
+
+def _cpu_sparse(backend: Backend, *arrays: Any) -> Any:
+    """The compiled kernels when every array is a contiguous NumPy array of one float dtype."""
+    if not _is_numpy(backend.xp) or backend.sparse is None:
+        return None
+    dtype = arrays[0].dtype
+    if dtype not in (np.float32, np.float64):
+        return None
+    for a in arrays:
+        if not isinstance(a, np.ndarray) or a.dtype != dtype or not a.flags.c_contiguous:
+            return None
+    return _sparsetools()
+
+
 def code_times(backend: Backend, indices: Any, values: Any, weights: Any) -> Any:
-    """Hc @ W for a row-sparse code Hc (B×H) and dense W (H×D): B×D."""
+    """Hc @ W for a row-sparse code Hc (B×H) and dense W (H×D): B×D.
+
+    On the CPU each thread of :func:`split_run` takes a block of rows: Y[i] = Σ_j v_ij W[idx_ij].
+    """
+    xp = backend.xp
+    tools = _cpu_sparse(backend, values, weights)
+    if tools is not None:
+        rows, k = indices.shape
+        n_units, dim = weights.shape
+        out = np.zeros((rows, dim), dtype=weights.dtype)
+        cols = np.ascontiguousarray(indices, dtype=np.int32).reshape(-1)
+        data = values.reshape(-1)
+        ptr = _row_pointers(np, rows, k)
+        w = weights.reshape(-1)
+
+        def part(lo: int, hi: int) -> None:
+            tools.csr_matvecs(
+                hi - lo, n_units, dim, ptr[: hi - lo + 1], cols[lo * k : hi * k],
+                data[lo * k : hi * k], w, out[lo:hi].reshape(-1),
+            )  # fmt: skip
+
+        split_run(part, rows, min_size=_min_rows(k * dim))
+        return out
     if backend.sparse is not None:
-        return backend.xp.asarray(_csr(backend, indices, values, weights.shape[0]) @ weights)
-    return backend.xp.einsum("bk,bkd->bd", values, weights[indices])
+        return xp.asarray(_csr(backend, indices, values, weights.shape[0]) @ weights)
+    return xp.einsum("bk,bkd->bd", values, weights[indices])
+
+
+def _min_rows(work_per_row: int) -> int:
+    """Rows below which a kernel stays on one thread (about PARALLEL_MIN_SIZE multiply-adds)."""
+    return max(2, -(-PARALLEL_MIN_SIZE * 4 // max(1, work_per_row)))
 
 
 def code_transpose_times(
     backend: Backend, indices: Any, values: Any, dense: Any, n_units: int
 ) -> Any:
-    """Hcᵀ @ X for a row-sparse Hc (B×H) and dense X (B×D): H×D."""
+    """Hcᵀ @ X for a row-sparse Hc (B×H) and dense X (B×D): H×D.
+
+    ``values`` and ``dense`` may also be equal-length sequences of codes sharing ``indices``
+    and of dense matrices: the result is then Σ_t Hc_tᵀ X_t (the tied-weight gradient
+    dZᵀX + Hcᵀ G in one pass). On the CPU the kept entries are sorted by unit once (a
+    counting sort), so each unit's output row is accumulated in cache from the rows of X
+    that use it, and threads split the units.
+    """
     xp = backend.xp
-    if backend.sparse is not None:
-        return xp.asarray(_csr(backend, indices, values, n_units).T @ dense)
-    out = xp.zeros((n_units, dense.shape[1]), dtype=dense.dtype)
-    xp.add.at(
-        out, indices.ravel(), (values[:, :, None] * dense[:, None, :]).reshape(-1, dense.shape[1])
+    pairs = (
+        list(zip(values, dense, strict=True))
+        if isinstance(values, (list, tuple))
+        else [(values, dense)]
     )
+    tools = _cpu_sparse(backend, *(a for pair in pairs for a in pair))
+    if tools is not None:
+        return _unit_major_products(tools, indices, pairs, n_units)
+    total = None
+    for vals, dense_t in pairs:
+        if backend.sparse is not None:
+            term = xp.asarray(_csr(backend, indices, vals, n_units).T @ dense_t)
+        else:
+            term = xp.zeros((n_units, dense_t.shape[1]), dtype=dense_t.dtype)
+            xp.add.at(
+                term,
+                indices.ravel(),
+                (vals[:, :, None] * dense_t[:, None, :]).reshape(-1, dense_t.shape[1]),
+            )
+        if total is None:
+            total = term
+        else:
+            total += term
+    return total
+
+
+def _unit_major_products(tools: Any, indices: Any, pairs: list[Any], n_units: int) -> Any:
+    rows, k = indices.shape
+    dim = pairs[0][1].shape[1]
+    flat = indices.reshape(-1)
+    # Stable counting sort of the kept entries by unit: radix sort on 16-bit keys.
+    keys = flat.astype(np.int16 if n_units <= np.iinfo(np.int16).max else np.int32)
+    order = np.argsort(keys, kind="stable")
+    ptr = np.zeros(n_units + 1, dtype=np.int32)
+    np.cumsum(np.bincount(flat, minlength=n_units), out=ptr[1:])
+    sample = (order // k).astype(np.int32)  # the row of X each sorted entry reads
+    sorted_values = [vals.reshape(-1)[order] for vals, _ in pairs]
+    out = np.zeros((n_units, dim), dtype=pairs[0][1].dtype)
+
+    def part(lo: int, hi: int) -> None:
+        a, b = int(ptr[lo]), int(ptr[hi])
+        sub_ptr = ptr[lo : hi + 1] - ptr[lo]
+        target = out[lo:hi].reshape(-1)
+        for data, (_, dense_t) in zip(sorted_values, pairs, strict=True):
+            tools.csr_matvecs(
+                hi - lo, rows, dim, sub_ptr, sample[a:b], data[a:b], dense_t.reshape(-1), target
+            )
+
+    split_run(part, n_units, min_size=_min_rows(rows * k * dim // max(1, n_units)))
     return out
 
 
@@ -141,7 +242,7 @@ def gathered_dot(backend: Backend, dense: Any, weights: Any, indices: Any) -> An
 
     On the CPU the k weight rows of a block of samples are gathered into a cache-sized
     buffer and multiplied there (a batched matrix-vector product), so the B×k×D gather is
-    never held in memory at once.
+    never held in memory at once; threads split the samples.
     """
     xp = backend.xp
     rows, k = indices.shape
@@ -153,12 +254,16 @@ def gathered_dot(backend: Backend, dense: Any, weights: Any, indices: Any) -> An
         return out
     dim = weights.shape[1]
     block = max(1, min(rows, GATHER_BLOCK_BYTES // max(1, k * dim * dtype.itemsize)))
-    gathered = np.empty((block, k, dim), dtype=weights.dtype)
-    for start in range(0, rows, block):
-        stop = min(rows, start + block)
-        buf = gathered[: stop - start]
-        np.take(weights, indices[start:stop], axis=0, out=buf)
-        np.matmul(buf, dense[start:stop, :, None], out=out[start:stop, :, None])
+
+    def part(lo: int, hi: int) -> None:
+        gathered = np.empty((min(block, hi - lo), k, dim), dtype=weights.dtype)
+        for start in range(lo, hi, block):
+            stop = min(hi, start + block)
+            buf = gathered[: stop - start]
+            np.take(weights, indices[start:stop], axis=0, out=buf, mode="clip")  # unbuffered
+            np.matmul(buf, dense[start:stop, :, None], out=out[start:stop, :, None])
+
+    split_run(part, rows, min_size=_min_rows(k * dim))
     return out
 
 
