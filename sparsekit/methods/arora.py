@@ -92,20 +92,28 @@ class Arora(Method):
 
     def direction(self, backend, params, y):
         """ĝ = (1/B) sgn(X)ᵀ R and the forward pass it came from."""
+        return self._scaled_direction(backend, params, y, 1.0)
+
+    def _scaled_direction(self, backend, params, y, scale):
+        """scale·ĝ, scaling the B×D residual rather than the H×D product (fewer passes)."""
         fwd = forward(self, backend, params, y)
         residual = fwd.xhat - y
-        return backend.xp.sign(fwd.code).T @ residual * (1.0 / y.shape[0]), fwd, residual
+        scaled = residual * (scale / y.shape[0])
+        return backend.xp.sign(fwd.code).T @ scaled, fwd, residual
 
     def update(self, backend, params, x, lr):
         xp = backend.xp
-        g_hat, fwd, residual = self.direction(backend, params, x)
-        g_hat *= lr
+        if type(self).direction is Arora.direction:
+            step, fwd, residual = self._scaled_direction(backend, params, x, lr)
+        else:  # a subclass with its own direction
+            step, fwd, residual = self.direction(backend, params, x)
+            step *= lr
         w = params["W_enc"]
-        w -= g_hat
+        w -= step
         if self.renormalize:
             norms = xp.sqrt(xp.einsum("hd,hd->h", w, w))
-            norms = xp.maximum(norms, 1e-12)
-            w /= norms[:, None]
+            inverse = 1.0 / xp.maximum(norms, 1e-12)
+            w *= inverse[:, None]  # a multiply is cheaper than a divide over H×D
         loss = 0.5 * xp.vdot(residual, residual) / x.shape[0]
         return {"loss": loss, "reconstruction": loss, "forward": fwd}
 

@@ -284,7 +284,8 @@ class Method:
 
 def sigmoid(xp: Any, z: Any) -> Any:
     """The logistic function as ½(1 + tanh(z/2)): no overflow for large |z|, z's dtype."""
-    out = xp.tanh(z * 0.5)
+    out = xp.multiply(z, 0.5)
+    xp.tanh(out, out=out)  # in place: one B×H temporary, not two
     out += 1
     out *= 0.5
     return out
