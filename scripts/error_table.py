@@ -689,6 +689,8 @@ def _env(folder: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "SPARSEKIT_DEBUG"}
     env["SPARSEKIT_DATA"] = str(folder / "nodata")  # never the user's cache
     env["COLUMNS"] = "200"
+    # tiny matrices: BLAS threads only compete with the other cases for the cores
+    env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
     return env
 
 

@@ -109,7 +109,7 @@ def test_debug_shows_the_traceback(case_folder):
 
 
 def _sparsekit(args, cwd, timeout=120):
-    env = {k: v for k, v in os.environ.items() if k != "SPARSEKIT_DEBUG"}
+    env = error_table._env(Path(cwd))
     return subprocess.run(
         [*error_table.sparsekit_command(), *args],
         cwd=cwd,

@@ -43,6 +43,8 @@ def _sparsekit() -> list[str]:
 def _env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "SPARSEKIT_DEBUG"}
     env["COLUMNS"] = "200"
+    # tiny matrices: BLAS threads only compete with the other rounds for the cores
+    env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
     return env
 
 
