@@ -33,7 +33,6 @@ import contextlib
 import importlib
 import importlib.util
 import json
-import math
 import multiprocessing
 import os
 import queue as queue_module
@@ -63,6 +62,8 @@ __all__ = [
     "load_plugin",
     "parse_param_specs",
     "plan_jobs",
+    "run_job",
+    "summary_line",
 ]
 
 #: Shared sizes used when the caller leaves them unset (methods' own defaults differ, and a
@@ -805,7 +806,3 @@ def summary_line(comparison: Comparison) -> str:
             f", {len(failed)} failed (" + "; ".join(f"{r.method}: {r.reason}" for r in failed) + ")"
         )
     return text
-
-
-def finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
