@@ -394,3 +394,65 @@ def test_adam_updates_non_contiguous_parameters_in_place():
     before = view.copy()
     Adam(0.1).step(np, {"W": view}, {"W": np.ones_like(view)})
     assert np.all(base[:, ::2] < before)
+
+
+# -- the generic paths (the ones CuPy takes) -----------------------------------------------
+
+
+def _generic_backend(dtype):
+    """NumPy under another module object: every ``xp is numpy`` fast path is skipped."""
+    import types
+
+    import scipy.sparse
+
+    clone = types.ModuleType("numpy_clone")
+    clone.__dict__.update({k: v for k, v in np.__dict__.items() if not k.startswith("__")})
+    return Backend("numpy-clone", clone, scipy.sparse, np.dtype(dtype))
+
+
+@pytest.mark.parametrize("name", BUILTINS)
+@pytest.mark.parametrize("tied", [True, False])
+def test_generic_array_paths_match_the_numpy_fast_paths(name, tied):
+    registry = _registry()
+    cls = registry.get(name)
+    if (tied and not cls.allows_tied) or (not tied and not cls.allows_untied):
+        pytest.skip("layout not supported by this method")
+    method = registry.create(name, **({"k": 5, "k_start": 5} if name == "ksparse" else {}))
+    method.validate(24, 20)
+    params, x = _problem(method, tied, np.float64)
+    results = []
+    for backend in (CPU64, _generic_backend("float64")):
+        p = {k: v.copy() for k, v in params.items()}
+        if method.own_update:
+            out = method.update(backend, p, x, 0.1)
+            results.append({"loss": out["loss"], **p})
+        else:
+            loss, grads, _, _ = autoencoder.loss_and_grads(method, backend, p, x)
+            results.append({"loss": loss, **{f"grad.{k}": g for k, g in grads.items()}})
+    assert set(results[0]) == set(results[1])
+    for key, expected in results[0].items():
+        np.testing.assert_allclose(results[1][key], expected, rtol=1e-10, atol=1e-12, err_msg=key)
+
+
+def test_generic_top_k_and_kernels_match_numpy():
+    generic = _generic_backend("float64")
+    rng = np.random.default_rng(13)
+    z = rng.standard_normal((30, 40))
+    got = kernels.top_k_indices(generic.xp, z, 6)
+    assert np.array_equal(np.sort(got, axis=1), kernels.top_k_indices(np, z, 6))
+    indices, values, dense = random_code(rng)
+    w = rng.standard_normal((dense.shape[1], 29))
+    g = rng.standard_normal((dense.shape[0], 29))
+    np.testing.assert_allclose(kernels.code_times(generic, indices, values, w), dense @ w)
+    np.testing.assert_allclose(
+        kernels.gathered_dot(generic, g, w, indices),
+        np.take_along_axis(g @ w.T, indices, axis=1),
+        rtol=1e-12,
+        atol=1e-12,
+    )
+    np.testing.assert_allclose(
+        kernels.code_transpose_times(generic, indices, (values, values), (g, g), dense.shape[1]),
+        2 * dense.T @ g,
+        rtol=1e-12,
+        atol=1e-12,
+    )
