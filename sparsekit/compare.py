@@ -278,9 +278,17 @@ def parse_param_specs(specs: Sequence[str]) -> dict[str, dict[str, str]]:
     return out
 
 
+def _cpus() -> int:
+    """CPUs this process may run on (its affinity where known, else ``os.cpu_count()``)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def default_jobs(n_methods: int) -> int:
     """Worker processes by default: one per method, at most one per CPU."""
-    return max(1, min(n_methods, os.cpu_count() or 1))
+    return max(1, min(n_methods, _cpus()))
 
 
 def plan_jobs(
@@ -680,7 +688,7 @@ def _comparison_json(
 def _worker_threads(n_jobs: int) -> Iterator[None]:
     """Size each worker's BLAS pool so that ``n_jobs`` workers share the CPUs (unless the
     user set the variables); the parent's environment is restored afterwards."""
-    threads = str(max(1, (os.cpu_count() or 1) // n_jobs))
+    threads = str(max(1, _cpus() // n_jobs))
     saved = {k: os.environ.get(k) for k in THREAD_VARS}
     for key in THREAD_VARS:
         if saved[key] is None:
