@@ -25,7 +25,7 @@ import numpy as np
 from experiments.common import DEFAULT_DATA, Clock, EpochPrinter, machine, write_result
 from sparsekit.config import resolve_config
 from sparsekit.data import load_mnist
-from sparsekit.measures import PROBE_C, PROBE_MAX_ITER, evaluate, linear_probe
+from sparsekit.measures import PROBE_C, PROBE_MAX_ITER, evaluate, linear_probe, select_C
 from sparsekit.train import Trainer, make_method
 
 PUBLISHED = {"error": 0.0135, "raw_pixels_error": 0.0720}
@@ -48,7 +48,18 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--test-subset", type=int, default=None)
     ap.add_argument("--C", type=float, default=PROBE_C, help="probe inverse regularisation")
     ap.add_argument("--max-iter", type=int, default=PROBE_MAX_ITER)
+    ap.add_argument(
+        "--C-grid",
+        type=float,
+        nargs="+",
+        default=None,
+        help="choose C from these on the last 10,000 training images, for codes and pixels "
+        "separately (the test set is never used to choose)",
+    )
     ap.add_argument("--no-raw", action="store_true", help="skip the raw-pixel baseline")
+    ap.add_argument(
+        "--from-params", default=None, help="skip training: probe the parameters of this .npz"
+    )
     ap.add_argument("--save-params", action="store_true")
     ap.add_argument("--out", default=None, help="result JSON (default experiments/results/)")
     args = ap.parse_args(argv)
@@ -73,7 +84,15 @@ def main(argv: list[str] | None = None) -> dict:
     )
     print(f"{name}: {method!r} {config.to_dict()} on {len(train_set)} images", flush=True)
     trainer = Trainer(method, train_set, config, callbacks=[EpochPrinter()])
-    model = trainer.fit()
+    if args.from_params:
+        with np.load(args.from_params) as saved:
+            for key in trainer.params:
+                trainer.params[key] = trainer.backend.asarray(saved[key])
+        method.on_epoch_start(config.epochs - 1, config.epochs)
+        model = trainer.model
+        name += "-probe"
+    else:
+        model = trainer.fit()
     train_seconds = clock.lap("train")
 
     test_measures = evaluate(model, test_set)
@@ -81,15 +100,33 @@ def main(argv: list[str] | None = None) -> dict:
     codes_train, codes_test = model.encode(x_train), model.encode(x_test)
     clock.lap("measures_and_encode")
     probe = {"C": args.C, "max_iter": args.max_iter, "standardize": True, "solver": "lbfgs"}
+    c_codes = c_raw = args.C
+    if args.C_grid:
+        c_codes, scores = select_C(
+            codes_train, train_set.labels, args.C_grid, max_iter=args.max_iter
+        )
+        probe.update(C=None, C_grid=args.C_grid, C_codes=c_codes, validation_codes=scores)
+        print(f"C for codes: {c_codes} (validation errors {scores})", flush=True)
+        clock.lap("select_C_codes")
     error = linear_probe(
-        codes_train, train_set.labels, codes_test, test_set.labels, C=args.C, max_iter=args.max_iter
+        codes_train,
+        train_set.labels,
+        codes_test,
+        test_set.labels,
+        C=c_codes,
+        max_iter=args.max_iter,
     )
     clock.lap("probe_codes")
     print(f"probe on codes (alpha*k = {round(args.alpha * args.k)}): test error {error:.4f}")
     raw_error = None
     if not args.no_raw:
+        if args.C_grid:
+            c_raw, scores = select_C(x_train, train_set.labels, args.C_grid, max_iter=args.max_iter)
+            probe.update(C_raw=c_raw, validation_raw=scores)
+            print(f"C for raw pixels: {c_raw} (validation errors {scores})", flush=True)
+            clock.lap("select_C_raw")
         raw_error = linear_probe(
-            x_train, train_set.labels, x_test, test_set.labels, C=args.C, max_iter=args.max_iter
+            x_train, train_set.labels, x_test, test_set.labels, C=c_raw, max_iter=args.max_iter
         )
         clock.lap("probe_raw")
         print(f"probe on raw pixels: test error {raw_error:.4f}")
@@ -106,7 +143,7 @@ def main(argv: list[str] | None = None) -> dict:
         "raw_pixels_error": raw_error,
         "published": PUBLISHED,
         "test_measures": test_measures,
-        "history": trainer.history,
+        "history": trainer.history if not args.from_params else None,
         "seconds": clock.times,
         "seconds_per_epoch": train_seconds / max(1, args.epochs),
         "machine": info,

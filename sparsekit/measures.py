@@ -43,6 +43,7 @@ __all__ = [
     "fve_from_sums",
     "linear_probe",
     "probe_features",
+    "select_C",
 ]
 
 #: Atoms per block of the Gram matrix: the full H×H Gram up to this many, blocks beyond.
@@ -315,3 +316,44 @@ def linear_probe(
         clf.fit(x_train, y_train)
     error = float(np.mean(clf.predict(x_test) != y_test))
     return (error, clf) if return_model else error
+
+
+def select_C(
+    train_codes: Any,
+    train_labels: Any,
+    grid: Any = (0.01, 0.1, 1.0),
+    *,
+    validation: int | float = 10000,
+    max_iter: int = PROBE_MAX_ITER,
+    standardize: bool = True,
+) -> tuple[float, dict[float, float]]:
+    """The probe's ``C`` chosen on held-out *training* samples (never the test set).
+
+    Fits :func:`linear_probe` on all but the last ``validation`` training samples (a count,
+    or a fraction when < 1) for every ``C`` of ``grid`` and scores it on those last samples.
+    Returns ``(best C, {C: validation error})``; ties go to the smaller ``C`` (the stronger
+    regularisation). Standardisation statistics come from the fitting part only.
+    """
+    x = np.asarray(train_codes)
+    y = np.asarray(train_labels).ravel()
+    n = len(x)
+    n_val = int(round(validation * n)) if 0 < validation < 1 else int(validation)
+    if not 0 < n_val < n:
+        raise ParameterError(f"validation must leave samples on both sides, got {validation}")
+    grid = sorted(float(c) for c in grid)
+    if not grid:
+        raise ParameterError("the grid of C values is empty")
+    scores = {
+        c: linear_probe(
+            x[:-n_val],
+            y[:-n_val],
+            x[-n_val:],
+            y[-n_val:],
+            C=c,
+            max_iter=max_iter,
+            standardize=standardize,
+        )  # fmt: skip
+        for c in grid
+    }
+    best = min(grid, key=lambda c: (scores[c], c))
+    return best, scores

@@ -24,6 +24,7 @@ from sparsekit.measures import (
     fraction_variance_explained,
     linear_probe,
     probe_features,
+    select_C,
 )
 from sparsekit.methods.arora import Arora
 from sparsekit.model import Model
@@ -170,6 +171,18 @@ def test_probe_on_mnist_pixels_beats_chance_by_far(data_dir):
     test = load_mnist(data_dir, split="test", subset=1000)
     error = linear_probe(train.to_array(), train.labels, test.to_array(), test.labels, max_iter=200)
     assert error < 0.3  # chance is 0.9
+
+
+def test_select_c_scores_the_grid_on_held_out_training_samples():
+    rng = np.random.default_rng(7)
+    labels = rng.integers(0, 3, size=300)
+    centres = rng.normal(size=(3, 5)) * 3
+    x = centres[labels] + rng.normal(size=(300, 5))
+    best, scores = select_C(x, labels, [1.0, 0.01], validation=0.25, max_iter=200)
+    assert sorted(scores) == [0.01, 1.0] and best in scores
+    assert scores[best] == min(scores.values()) and scores[best] < 0.2
+    with pytest.raises(ParameterError, match="validation"):
+        select_C(x, labels, [1.0], validation=300)
 
 
 def test_probe_checks_its_inputs():
