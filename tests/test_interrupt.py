@@ -257,14 +257,8 @@ def test_killed_runs_are_never_corrupt_and_resume_exactly(images, reference, tmp
     assert graceful, "no round stopped gracefully: the kill moments are off"
 
 
-def test_sigint_inside_an_epoch_keeps_the_last_completed_epoch(images, tmp_path):
-    """A stop in the middle of epoch 2 keeps epoch 1: nothing of the partial epoch is saved."""
-    from sparsekit.checkpoint import load_checkpoint
-
-    out = tmp_path / "runs"
-    args = [*_train_args(images, out)]
-    args[args.index("--epochs") + 1] = "50"
-    args += ["--batch-size", "8"]  # 75 steps per epoch: plenty of time inside one
+def _stop_after(args: list[str], run_dir_of, epochs: int, sig: signal.Signals):
+    """Start sparsekit ARGS, send ``sig`` once ``epochs`` epochs are in metrics.jsonl."""
     proc = subprocess.Popen(
         [*_sparsekit(), *args],
         env=_env(),
@@ -274,24 +268,60 @@ def test_sigint_inside_an_epoch_keeps_the_last_completed_epoch(images, tmp_path)
     )
     try:
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            runs = list(out.iterdir()) if out.exists() else []
-            if runs and _metrics_lines(runs[0]) >= 1:
+        while time.monotonic() < deadline and proc.poll() is None:
+            run = run_dir_of()
+            if run is not None and _metrics_lines(run) >= epochs:
                 break
             time.sleep(0.002)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         _, stderr = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 130, stderr
-    (run,) = out.iterdir()
-    ckpt = load_checkpoint(run)
-    done = _metrics_lines(run)
-    assert ckpt["meta"]["epoch"] == done >= 1
-    assert (
-        stderr.strip().splitlines()[-1]
-        == f"{ERROR}interrupted; resume with: sparsekit train --resume {run}"
+            proc.wait()
+    return proc.returncode, stderr
+
+
+def test_stops_inside_an_epoch_keep_the_last_completed_epoch_also_when_resumed(images, tmp_path):
+    """A stop in the middle of an epoch keeps the epoch before: nothing of the partial epoch
+    is saved; the same holds for a resumed run, and the run then finishes."""
+    from sparsekit.checkpoint import load_checkpoint
+    from sparsekit.run import read_metrics
+
+    out = tmp_path / "runs"
+    args = [*_train_args(images, out)]
+    args[args.index("--epochs") + 1] = "50"
+    args += ["--batch-size", "8"]  # 75 steps per epoch: plenty of time inside one
+
+    def run_dir():
+        runs = list(out.iterdir()) if out.exists() else []
+        return runs[0] if runs else None
+
+    hint = f"{ERROR}interrupted; resume with: sparsekit train --resume "
+    code, stderr = _stop_after(args, run_dir, 1, signal.SIGINT)
+    assert code == 130, stderr
+    run = run_dir()
+    first = load_checkpoint(run)["meta"]["epoch"]
+    assert first == _metrics_lines(run) >= 1
+    assert stderr.strip().splitlines()[-1] == f"{hint}{run}"
+    assert json.loads((run / "summary.json").read_text())["epochs"] == first
+
+    code, stderr = _stop_after(
+        ["train", "--resume", str(run)], lambda: run, first + 1, signal.SIGTERM
     )
-    summary = json.loads((run / "summary.json").read_text())
-    assert summary["epochs"] == done
+    assert code == 130, stderr
+    second = load_checkpoint(run)["meta"]["epoch"]
+    assert second == _metrics_lines(run) > first
+    assert stderr.strip().splitlines()[-1] == f"{hint}{run}"
+    assert "Traceback" not in stderr
+
+    proc = subprocess.run(
+        [*_sparsekit(), "train", "--resume", str(run), "--epochs", str(second + 1)],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert [r["epoch"] for r in read_metrics(run)] == list(range(1, second + 2))
+    assert load_checkpoint(run)["meta"]["epoch"] == second + 1
