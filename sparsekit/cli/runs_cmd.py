@@ -227,7 +227,8 @@ def show(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) -> N
     table.add_row(
         "training",
         f"hidden {train.get('hidden')}, batch {train.get('batch_size')}, "
-        f"{train.get('optimizer')} lr {train.get('lr')}, "
+        f"{train.get('optimizer') if meta.get('optimizer', '') is not None else 'own update'} "
+        f"lr {train.get('lr')}, "
         f"{'tied' if train.get('tied') else 'untied'}, {train.get('dtype')}, seed {train.get('seed')}",
     )
     table.add_row("data", f"{data.get('name', '-')} ({data.get('n', '-')} samples)")
