@@ -492,6 +492,34 @@ CASES: tuple[Case, ...] = (
         2,
         "--resume continues a run with its own method and settings",
     ),
+    Case(
+        "show-truncated",
+        "`show` of a run with a truncated checkpoint",
+        ("show", "run-truncated"),
+        6,
+        "run-truncated/checkpoint.npz: not a valid checkpoint",
+    ),
+    Case(
+        "export-pickle",
+        "`export` of a run whose checkpoint holds a pickle",
+        ("export", "run-pickle"),
+        6,
+        "refused: member 'params/W_enc' is a pickled object array",
+    ),
+    Case(
+        "encode-wrong-size",
+        "`encode` of data with another number of features",
+        ("encode", "run-ksparse", "wide.npy", "codes.npy"),
+        3,
+        "wide.npy: samples have 100 features, the model of run-ksparse expects 64",
+    ),
+    Case(
+        "encode-nan",
+        "`encode` of data holding NaN",
+        ("encode", "run-ksparse", "nan64.npy", "codes.npy"),
+        3,
+        "nan64.npy: row 7 contains NaN or infinite values",
+    ),
     # -- training --------------------------------------------------------------------------------
     Case(
         "diverges",
@@ -517,6 +545,8 @@ def make_fixtures(folder: Path) -> None:
     nan = good.reshape(200, -1).copy()
     nan[7, 3] = np.nan
     np.save(folder / "nan.npy", nan)
+    np.save(folder / "nan64.npy", nan[:20])
+    np.save(folder / "wide.npy", np.zeros((10, 100), dtype=np.float32))
     inf = good.reshape(200, -1).copy()
     inf[3, 0] = np.inf
     np.save(folder / "inf.npy", inf)

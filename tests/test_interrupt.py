@@ -244,6 +244,7 @@ def _rounds(n: int) -> list[Round]:
     return [Round(i, pairs[i % len(pairs)][1], pairs[i % len(pairs)][0]) for i in range(n)]
 
 
+@pytest.mark.slow
 def test_killed_runs_are_never_corrupt_and_resume_exactly(images, reference, tmp_path):
     with ThreadPoolExecutor(max_workers=2) as pool:
         played = list(pool.map(lambda r: _play(r, images, tmp_path, reference), _rounds(ROUNDS)))
