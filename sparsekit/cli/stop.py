@@ -4,7 +4,7 @@ While :func:`stop_on_signals` is active, the first SIGINT or SIGTERM only sets
 ``trainer.stop_requested``: the trainer finishes the step it is in and returns from
 :meth:`~sparsekit.train.Trainer.fit`. The run directory then holds the checkpoint of the
 last completed epoch (a partial epoch is discarded, so at most one epoch of work is lost with
-the default ``--checkpoint-every 1``), and :func:`raise_if_stopped` turns the stop into one
+the default ``--checkpoint-every 1``), and :class:`Interrupted` turns the stop into one
 line on stderr and exit code 130. A second signal stops at once (a ``KeyboardInterrupt``);
 files are written atomically, so even that, or ``kill -9``, leaves no half-written file.
 """
@@ -65,6 +65,6 @@ def stop_on_signals(trainer: Any, run_dir: str | Path) -> Iterator[list[int]]:
         raise Interrupted(message(run_dir)) from None
     finally:
         for sig, old in previous.items():
-            signal.signal(sig, old)
+            signal.signal(sig, old if old is not None else signal.SIG_DFL)
     if received and trainer.epoch < trainer.config.epochs:
         raise Interrupted(message(run_dir))
