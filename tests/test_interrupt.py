@@ -326,3 +326,45 @@ def test_stops_inside_an_epoch_keep_the_last_completed_epoch_also_when_resumed(i
     assert proc.returncode == 0, proc.stderr
     assert [r["epoch"] for r in read_metrics(run)] == list(range(1, second + 2))
     assert load_checkpoint(run)["meta"]["epoch"] == second + 1
+
+
+class _FakeTrainer:
+    def __init__(self, epoch: int, epochs: int) -> None:
+        self.stop_requested = False
+        self.epoch = epoch
+        self.config = type("Config", (), {"epochs": epochs})()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_stop_on_signals_in_process(sig):
+    from sparsekit.cli.stop import Interrupted, stop_on_signals
+
+    before = signal.getsignal(sig)
+    trainer = _FakeTrainer(epoch=2, epochs=5)
+    with pytest.raises(
+        Interrupted, match=r"^interrupted; resume with: sparsekit train --resume r$"
+    ):
+        with stop_on_signals(trainer, "r") as received:
+            os.kill(os.getpid(), sig)
+            time.sleep(0.01)  # the handler runs between bytecodes
+            assert trainer.stop_requested and received == [sig]
+    assert signal.getsignal(sig) is before
+    assert Interrupted.exit_code == 130
+
+    # a second signal aborts at once
+    trainer = _FakeTrainer(epoch=2, epochs=5)
+    with pytest.raises(Interrupted):
+        with stop_on_signals(trainer, "r"):
+            os.kill(os.getpid(), sig)
+            time.sleep(0.01)
+            os.kill(os.getpid(), sig)
+            time.sleep(0.01)
+            pytest.fail("the second signal did not abort")
+    assert signal.getsignal(sig) is before
+
+    # a signal during the last epoch's end, when everything is done: no error
+    trainer = _FakeTrainer(epoch=5, epochs=5)
+    with stop_on_signals(trainer, "r"):
+        os.kill(os.getpid(), sig)
+        time.sleep(0.01)
+    assert signal.getsignal(sig) is before
