@@ -37,20 +37,65 @@ DOCS_RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
 
 def train_kl(x: np.ndarray, args: argparse.Namespace, hidden: int, label: str):
     method = make_method("kl", rho=args.rho, beta=args.beta, weight_decay=args.weight_decay)
+    lbfgs = args.optimizer == "lbfgs"
     config = resolve_config(
         method,
         hidden=hidden,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        optimizer=args.optimizer,
+        epochs=1 if lbfgs else args.epochs,
+        batch_size=len(x) if lbfgs else args.batch_size,
+        optimizer="sgd" if lbfgs else args.optimizer,
         lr=args.lr,
         seed=args.seed,
-        dtype="float64" if args.float64 else "float32",
+        dtype="float64" if (args.float64 or lbfgs) else "float32",
     )
     print(f"{label}: {method!r} {config.to_dict()} on {len(x)} images", flush=True)
     trainer = Trainer(method, x, config, callbacks=[EpochPrinter(f"{label} ")])
+    if lbfgs:
+        trainer.history = lbfgs_fit(trainer, x, args.iterations, label)
+        return method, config, trainer, trainer.model
     model = trainer.fit()
     return method, config, trainer, model
+
+
+def lbfgs_fit(trainer: Trainer, x: np.ndarray, iterations: int, label: str) -> list[dict]:
+    """The exercise's optimiser: full-batch L-BFGS (SciPy) on sparsekit's objective and
+    hand-written gradients, from the trainer's initial parameters (CS294A's uniform init)."""
+    from scipy.optimize import minimize
+
+    from sparsekit.autoencoder import loss_and_grads
+
+    backend, method = trainer.backend, trainer.method
+    names = sorted(trainer.params)
+    shapes = {k: trainer.params[k].shape for k in names}
+    sizes = [int(np.prod(shapes[k])) for k in names]
+    data = backend.asarray(x.astype(np.float64))
+
+    def unpack(theta: np.ndarray) -> dict:
+        parts = np.split(theta, np.cumsum(sizes)[:-1])
+        return {k: p.reshape(shapes[k]).copy() for k, p in zip(names, parts, strict=True)}
+
+    def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        loss, grads, _, _ = loss_and_grads(method, backend, unpack(theta), data)
+        return float(loss), np.concatenate([np.asarray(grads[k]).ravel() for k in names])
+
+    theta0 = np.concatenate(
+        [np.asarray(trainer.params[k], dtype=np.float64).ravel() for k in names]
+    )
+    history: list[dict] = []
+
+    def report(xk: np.ndarray) -> None:
+        if len(history) % 50 == 49:
+            print(f"{label} L-BFGS iteration {len(history) + 1}", flush=True)
+        history.append({"iteration": len(history) + 1})
+
+    res = minimize(
+        objective, theta0, jac=True, method="L-BFGS-B", callback=report,
+        options={"maxiter": iterations, "maxcor": 20},
+    )  # fmt: skip
+    trainer.params.update({k: backend.asarray(v) for k, v in unpack(res.x).items()})
+    trainer.epoch = 1
+    print(f"{label} L-BFGS: {res.nit} iterations, loss {res.fun:.5f}, {res.message}", flush=True)
+    return [{"iterations": int(res.nit), "loss": float(res.fun), "message": str(res.message)}]
 
 
 def filters(args: argparse.Namespace) -> dict:
@@ -121,7 +166,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--weight-decay", type=float, default=3e-3)
     ap.add_argument("--epochs", type=int, default=100)
     ap.add_argument("--batch-size", type=int, default=128)
-    ap.add_argument("--optimizer", default="adam")
+    ap.add_argument("--optimizer", default="adam", help="adam, momentum, sgd or lbfgs (full batch)")
+    ap.add_argument("--iterations", type=int, default=400, help="L-BFGS iterations")
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--float64", action="store_true")
