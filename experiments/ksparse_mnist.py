@@ -58,6 +58,11 @@ def main(argv: list[str] | None = None) -> dict:
     )
     ap.add_argument("--no-raw", action="store_true", help="skip the raw-pixel baseline")
     ap.add_argument(
+        "--center",
+        action="store_true",
+        help="train on images minus the training set's mean image (not in the paper)",
+    )
+    ap.add_argument(
         "--from-params", default=None, help="skip training: probe the parameters of this .npz"
     )
     ap.add_argument("--save-params", action="store_true")
@@ -70,6 +75,12 @@ def main(argv: list[str] | None = None) -> dict:
     info = machine()
     train_set = load_mnist(args.data, split="train", subset=args.subset)
     test_set = load_mnist(args.data, split="test", subset=args.test_subset)
+    x_train, x_test = train_set.to_array(), test_set.to_array()
+    fit_train, fit_test = x_train, x_test
+    if args.center:
+        mean_image = x_train.mean(axis=0)
+        fit_train, fit_test = x_train - mean_image, x_test - mean_image
+        name += "-centered"
     method = make_method("ksparse", k=args.k, k_start=args.k_start, alpha=args.alpha)
     config = resolve_config(
         method,
@@ -83,7 +94,7 @@ def main(argv: list[str] | None = None) -> dict:
         dtype="float32",
     )
     print(f"{name}: {method!r} {config.to_dict()} on {len(train_set)} images", flush=True)
-    trainer = Trainer(method, train_set, config, callbacks=[EpochPrinter()])
+    trainer = Trainer(method, fit_train, config, callbacks=[EpochPrinter()])
     if args.from_params:
         with np.load(args.from_params) as saved:
             for key in trainer.params:
@@ -95,15 +106,18 @@ def main(argv: list[str] | None = None) -> dict:
         model = trainer.fit()
     train_seconds = clock.lap("train")
 
-    test_measures = evaluate(model, test_set)
-    x_train, x_test = train_set.to_array(), test_set.to_array()
-    codes_train, codes_test = model.encode(x_train), model.encode(x_test)
+    test_measures = evaluate(model, fit_test)
+    codes_train, codes_test = model.encode(fit_train), model.encode(fit_test)
     clock.lap("measures_and_encode")
     probe = {"C": args.C, "max_iter": args.max_iter, "standardize": True, "solver": "lbfgs"}
     c_codes = c_raw = args.C
     if args.C_grid:
         c_codes, scores = select_C(
-            codes_train, train_set.labels, args.C_grid, max_iter=args.max_iter
+            codes_train,
+            train_set.labels,
+            args.C_grid,
+            validation=min(10000, len(x_train) // 6),
+            max_iter=args.max_iter,
         )
         probe.update(C=None, C_grid=args.C_grid, C_codes=c_codes, validation_codes=scores)
         print(f"C for codes: {c_codes} (validation errors {scores})", flush=True)
@@ -121,7 +135,13 @@ def main(argv: list[str] | None = None) -> dict:
     raw_error = None
     if not args.no_raw:
         if args.C_grid:
-            c_raw, scores = select_C(x_train, train_set.labels, args.C_grid, max_iter=args.max_iter)
+            c_raw, scores = select_C(
+                x_train,
+                train_set.labels,
+                args.C_grid,
+                validation=min(10000, len(x_train) // 6),
+                max_iter=args.max_iter,
+            )
             probe.update(C_raw=c_raw, validation_raw=scores)
             print(f"C for raw pixels: {c_raw} (validation errors {scores})", flush=True)
             clock.lap("select_C_raw")
@@ -136,6 +156,7 @@ def main(argv: list[str] | None = None) -> dict:
         + " ".join(sys.argv[1:] if argv is None else argv),
         "method": method.get_params(),
         "train": config.to_dict(),
+        "centered": args.center,
         "n_train": len(train_set),
         "n_test": len(test_set),
         "probe": probe,
