@@ -228,7 +228,7 @@ def test_eval_command_end_to_end_on_a_tiny_run(data_dir, tmp_path):
     assert "probe error, codes" in result.stdout and "raw pixels" in result.stdout
     report = json.loads((run_dir / "eval.json").read_text())
     assert report["n_train"] == 1000 and report["n_test"] == 500
-    assert report["probe"]["code"] == "encoding" and report["probe"]["C"] == 0.1
+    assert report["probe"]["code"] == "encoding" and report["probe"]["C"] == 0.01
     assert report["probe"]["codes_error"] < 0.6 and report["probe"]["raw_pixels_error"] < 0.3
     assert report["test"]["mean_active"] == pytest.approx(8.0)  # training-time support, k
     assert {"mse", "fve", "dead_units", "coherence"} <= set(report["test"])
