@@ -105,11 +105,11 @@ def _products_seconds(xp: Any, sync: Any, n_products: int, sizes: list[int], d: 
 
     step(b)  # warm up
     sync()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for m in sizes:
         step(m)
     sync()
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu
 
 
 def _blas_info() -> list[dict[str, Any]]:
@@ -145,21 +145,35 @@ def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
     )
     out: dict[str, Any] = {"method": name, "framework": framework, "n": n, "tied": cfg.tied}
     sizes = _batch_sizes(n, batch)
-    seconds, product_seconds, rss = [], [], []
+    seconds, product_seconds, rss, cpu_seconds, product_cpu_seconds = [], [], [], [], []
+    faults_per_step: list[float] = []  # page faults: fresh memory touched, per step
     if framework == "sparsekit":
-        from sparsekit.train import Trainer
+        from sparsekit.train import Callback, Trainer
 
-        trainer = Trainer(method, data, cfg)
+        class CpuClock(Callback):
+            """CPU seconds of exactly the minibatch loop (the span metrics["seconds"] times)."""
+
+            def on_epoch_begin(self, trainer: Any, epoch: int) -> None:
+                self.faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+                self.start = time.process_time()
+
+            def on_step_end(self, trainer: Any, step: int, steps: int) -> None:
+                if step == steps:
+                    cpu_seconds.append(time.process_time() - self.start)
+                    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - self.faults
+                    faults_per_step.append(faults / steps)
+
+        trainer = Trainer(method, data, cfg, callbacks=[CpuClock()])
         backend = trainer.backend
         xp, sync = backend.xp, backend.synchronize
         for _ in range(epochs):
             seconds.append(trainer.train_epoch()["seconds"])
             rss.append(_rss_mib())
-            product_seconds.append(
-                _products_seconds(
-                    xp, sync, PRODUCTS.get(name, DEFAULT_PRODUCTS), sizes, data.dim, hidden
-                )
+            wall, cpu = _products_seconds(
+                xp, sync, PRODUCTS.get(name, DEFAULT_PRODUCTS), sizes, data.dim, hidden
             )
+            product_seconds.append(wall)
+            product_cpu_seconds.append(cpu)
         out["final_metrics"] = {
             k: v for k, v in trainer.history[-1].items() if isinstance(v, (int, float))
         }
@@ -201,13 +215,14 @@ def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
         for _ in range(epochs):
             order = shuffle.permutation(n)
             sync()
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             for s in range(0, n, batch):
                 rows = torch.from_numpy(np.sort(order[s : s + batch])).to(device)
                 x = images[rows].to(torch.float32) * scale
                 model.step(x)
             sync()
             seconds.append(time.perf_counter() - start)
+            cpu_seconds.append(time.process_time() - cpu)
             rss.append(_rss_mib())
         out["torch"] = torch.__version__
         out["torch_threads"] = torch.get_num_threads()
@@ -215,13 +230,22 @@ def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
             out["gpu_peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
     timed = seconds[1:] or seconds
     out["epoch_seconds"] = seconds
+    # CPU seconds of the whole process per epoch (all threads): cpu/wall shows how many cores
+    # the epoch kept busy, and a wall time far above it means other processes took the CPU.
+    out["epoch_cpu_seconds"] = cpu_seconds
+    out["load_average"] = os.getloadavg() if hasattr(os, "getloadavg") else None
+    if faults_per_step:
+        out["page_faults_per_step"] = faults_per_step
     out["seconds"] = statistics.median(timed)
     out["steps"] = len(sizes)
     if product_seconds:
         ratios = [s / p for s, p in zip(seconds, product_seconds, strict=True)]
+        cpu_ratios = [s / p for s, p in zip(cpu_seconds, product_cpu_seconds, strict=True)]
         out["product_seconds"] = product_seconds
+        out["product_cpu_seconds"] = product_cpu_seconds
         out["products_per_step"] = PRODUCTS.get(name, DEFAULT_PRODUCTS)
         out["vs_products_epochs"] = ratios[1:] or ratios
+        out["vs_products_cpu_epochs"] = cpu_ratios[1:] or cpu_ratios
     out["rss_after_epoch_mib"] = rss
     out["peak_rss_mib"] = _peak_rss_mib()
     if rss[0] is not None and len(rss) > 1:
@@ -233,9 +257,21 @@ def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
 # -- driver side --------------------------------------------------------------------------------
 
 
+#: Variables that set the thread count of every pool a worker may start.
+THREAD_VARS = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "SPARSEKIT_NUM_THREADS",
+)
+
+
 def _spawn(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    env = dict(os.environ)
+    if spec.get("threads"):
+        env.update({var: str(spec["threads"]) for var in THREAD_VARS})
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env)
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
         return {"error": " | ".join(tail) or f"exit {proc.returncode}", **spec}
@@ -303,7 +339,7 @@ def print_table(rows: list[dict[str, Any]], device: str) -> None:
         f"{'method':<8} {'tied':>5} {'s/epoch':>8} {'torch s':>8} {'vs torch':>8} "
         f"{'products s':>10} {'vs prod':>8} {'peak MiB':>9} {'growth MiB':>10}"
     )
-    print(f"\n{device}: seconds per epoch (median), ratios measured in the same run")
+    print(f"\n{device} per epoch (median); ratios measured in the same run")
     print(head)
     print("-" * len(head))
     for row in rows:
@@ -334,6 +370,7 @@ def run_main(args: argparse.Namespace) -> dict[str, Any]:
         "k": args.k,
         "repeats": args.epochs,
         "gpu": args.gpu,
+        "threads": args.threads,
     }
     torch_note = "skipped (--no-torch)" if args.no_torch else _have_torch(args.gpu)
     rows = []
@@ -348,31 +385,47 @@ def run_main(args: argparse.Namespace) -> dict[str, Any]:
             if torch_note is None:
                 print(f"[bench] {name} round {r + 1}/{rounds}: torch", file=sys.stderr, flush=True)
                 twins.append(_spawn({**spec, "framework": "torch"}, args.timeout))
-        rows.append(_combine(name, runs, twins))
+        rows.append(_combine(name, runs, twins, args.clock))
+        if args.partial:  # keep what is done if a long run is cut short
+            args.partial.write_text(json.dumps({"partial": rows}, indent=1, default=float))
     device = "GPU (CuPy vs PyTorch CUDA)" if args.gpu else "CPU (NumPy vs PyTorch CPU)"
-    print_table(rows, device)
+    threads = f"{args.threads} thread(s)" if args.threads else "default threads"
+    clock = "wall-clock" if args.clock == "wall" else "process CPU"
+    print_table(rows, f"{device}, {threads}, {clock} seconds")
     if torch_note:
         print(f"PyTorch column: {torch_note}")
-    settings = {**base, "rounds": rounds}
+    settings = {**base, "rounds": rounds, "clock": args.clock}
     return {"settings": settings, "torch_note": torch_note, "results": rows}
 
 
-def _combine(name: str, runs: list[dict[str, Any]], twins: list[dict[str, Any]]) -> dict[str, Any]:
+#: Which figures of a worker each clock reads: epochs, products, per-epoch product ratios.
+CLOCKS = {
+    "wall": ("epoch_seconds", "product_seconds", "vs_products_epochs"),
+    "cpu": ("epoch_cpu_seconds", "product_cpu_seconds", "vs_products_cpu_epochs"),
+}
+
+
+def _combine(
+    name: str, runs: list[dict[str, Any]], twins: list[dict[str, Any]], clock: str = "wall"
+) -> dict[str, Any]:
     """One row from the rounds: medians over every timed epoch, ratios per round."""
     bad = [r for r in runs if "error" in r]
     if bad:
         return {"method": name, "error": bad[0]["error"], "rounds": runs}
-    timed = [s for r in runs for s in r["epoch_seconds"][1:]]
+    epochs_key, products_key, ratio_key = CLOCKS[clock]
+    timed = [s for r in runs for s in r[epochs_key][1:]]
     row: dict[str, Any] = {
         "method": name,
+        "clock": clock,
         "tied": runs[0]["tied"],
         "n": runs[0]["n"],
         "steps": runs[0]["steps"],
         "seconds": statistics.median(timed),
         "seconds_min": min(timed),
         "products_per_step": runs[0]["products_per_step"],
-        "products_median": statistics.median([p for r in runs for p in r["product_seconds"][1:]]),
-        "vs_products": statistics.median([q for r in runs for q in r["vs_products_epochs"]]),
+        "products_median": statistics.median([p for r in runs for p in r[products_key][1:]]),
+        "vs_products": statistics.median([q for r in runs for q in r[ratio_key]]),
+        "vs_products_all": [q for r in runs for q in r[ratio_key]],
         "peak_rss_mib": max(r["peak_rss_mib"] for r in runs),
         "growth_mib": _median_or_none([r["growth_mib"] for r in runs if "growth_mib" in r]),
         "growth_max_mib": max((r["growth_mib"] for r in runs if "growth_mib" in r), default=None),
@@ -380,21 +433,26 @@ def _combine(name: str, runs: list[dict[str, Any]], twins: list[dict[str, Any]])
         "blas": runs[0].get("blas"),
         "rounds": runs,
     }
+    other = "cpu" if clock == "wall" else "wall"
+    o_epochs, _, o_ratio = CLOCKS[other]
+    row[f"{other}_seconds"] = statistics.median([s for r in runs for s in r[o_epochs][1:]])
+    row[f"{other}_vs_products"] = statistics.median([q for r in runs for q in r[o_ratio]])
     good = [t for t in twins if "error" not in t]
     if twins and not good:
         row["torch"] = {"error": twins[0]["error"]}
     elif good:
-        torch_timed = [s for t in good for s in t["epoch_seconds"][1:]]
+        torch_timed = [s for t in good for s in t[epochs_key][1:]]
         row["torch"] = {
             "seconds": statistics.median(torch_timed),
             "seconds_min": min(torch_timed),
+            f"{other}_seconds": statistics.median([s for t in good for s in t[o_epochs][1:]]),
             "peak_rss_mib": max(t["peak_rss_mib"] for t in good),
             "version": good[0].get("torch"),
             "threads": good[0].get("torch_threads"),
             "rounds": good,
         }
         per_round = [
-            statistics.median(r["epoch_seconds"][1:]) / statistics.median(t["epoch_seconds"][1:])
+            statistics.median(r[epochs_key][1:]) / statistics.median(t[epochs_key][1:])
             for r, t in zip(runs, twins, strict=False)
             if "error" not in t
         ]
@@ -406,7 +464,7 @@ def _combine(name: str, runs: list[dict[str, Any]], twins: list[dict[str, Any]])
 def run_sweep(args: argparse.Namespace) -> dict[str, Any]:
     n = args.n or 10000
     base = {"data": str(args.data), "n": n, "batch": args.batch, "repeats": args.repeats or 3}
-    base["gpu"] = args.gpu
+    base.update(gpu=args.gpu, threads=args.threads, clock=args.clock)
     rows = []
     for hidden in args.sweep_hidden:
         configs = [("plain", args.k)] + [("ksparse", k) for k in args.sweep_k if k < hidden]
@@ -415,8 +473,10 @@ def run_sweep(args: argparse.Namespace) -> dict[str, Any]:
             spec = {**base, "method": name, "framework": "sparsekit", "hidden": hidden, "k": k}
             row = _spawn(spec, args.timeout)
             if "error" not in row:
-                row["products_median"] = statistics.median(row["product_seconds"][1:])
-                row["vs_products"] = statistics.median(row["vs_products_epochs"])
+                epochs_key, products_key, ratio_key = CLOCKS[args.clock]
+                row["seconds"] = statistics.median(row[epochs_key][1:])
+                row["products_median"] = statistics.median(row[products_key][1:])
+                row["vs_products"] = statistics.median(row[ratio_key])
             row.update(hidden=hidden, k=k if name == "ksparse" else None)
             rows.append(row)
     print(f"\nsweep on {n} images, batch {args.batch}: seconds per epoch (median)")
@@ -448,6 +508,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=2, help="timed epochs per round, after a warm-up")
     p.add_argument("--quick", action="store_true", help="6,000 images, 1 repeat (smoke run)")
     p.add_argument("--gpu", action="store_true", help="CuPy backend vs PyTorch on CUDA")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="threads for BLAS, OpenMP and sparsekit in every worker (default: their own)",
+    )
+    p.add_argument(
+        "--clock",
+        choices=sorted(CLOCKS),
+        default="wall",
+        help="wall-clock seconds (default) or process CPU seconds, which other processes on a"
+        " busy machine disturb far less (use with --threads 1)",
+    )
+    p.add_argument("--partial", type=Path, default=None, help=argparse.SUPPRESS)
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch column")
     p.add_argument("--sweep", action="store_true", help="cost vs hidden size and k (10k images)")
     p.add_argument("--sweep-hidden", default="500,1000,2000")

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from sparsekit import autoencoder
+from sparsekit import autoencoder, kernels
 from sparsekit.autoencoder import decoder_weights
 from sparsekit.backend import Backend, get_backend
 from sparsekit.config import TrainConfig, resolve_config
@@ -83,6 +83,7 @@ class Trainer:
         backend: Backend | None = None,
     ) -> None:
         config.validate(method)
+        kernels.keep_freed_memory()  # no page-fault churn from per-step temporaries
         self.method = method
         self.config = config
         self.dataset = as_dataset(data)
