@@ -203,7 +203,8 @@ def test_probe_without_scikit_learn_says_how_to_install_it(monkeypatch):
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "SPARSEKIT_DISABLE_PLUGIN_AUTOLOAD": "1"}
+    # One BLAS thread: on a shared machine OpenBLAS's spinning threads slow small products 10×.
+    env = {**os.environ, "SPARSEKIT_DISABLE_PLUGIN_AUTOLOAD": "1", "OPENBLAS_NUM_THREADS": "1"}
     env.pop("SPARSEKIT_DEBUG", None)
     return subprocess.run(
         [sys.executable, "-m", "sparsekit.cli.main", *args],
