@@ -269,6 +269,9 @@ THREAD_VARS = (
 def _spawn(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)]
     env = dict(os.environ)
+    # What `import sparsekit` sets before NumPy loads OpenBLAS (sparsekit/_blas_env.py); the
+    # worker imports NumPy first, so it is set here. A value in the environment wins.
+    env.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
     if spec.get("threads"):
         env.update({var: str(spec["threads"]) for var in THREAD_VARS})
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env)

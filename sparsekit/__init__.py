@@ -11,6 +11,7 @@ Library entry points::
 Methods are plugins: see :func:`sparsekit.load_registry` and ``docs/plugins.md``.
 """
 
+from sparsekit import _blas_env  # noqa: F401  (first: before NumPy loads OpenBLAS)
 from sparsekit.backend import Backend, get_backend
 from sparsekit.checkpoint import load_checkpoint, load_run, restore_trainer, save_checkpoint
 from sparsekit.config import TrainConfig, resolve_config

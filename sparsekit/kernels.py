@@ -325,7 +325,12 @@ def top_k_indices(xp: Any, z: Any, k: int) -> Any:
     if k >= h:
         return xp.broadcast_to(xp.arange(h), z.shape).copy()
     if _is_numpy(xp) and k > 0 and rows > 0:
-        kth = np.partition(z, h - k, axis=1)[:, h - k : h - k + 1]
+        kth = np.empty((rows, 1), dtype=z.dtype)
+
+        def part(lo: int, hi: int) -> None:  # threads take blocks of rows
+            kth[lo:hi] = np.partition(z[lo:hi], h - k, axis=1)[:, h - k : h - k + 1]
+
+        split_run(part, rows, min_size=_min_rows(4 * h))
         flat = np.flatnonzero(z >= kth)
         if flat.size == rows * k:  # every row has >= k entries >= its threshold
             flat %= h

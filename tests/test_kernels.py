@@ -495,3 +495,17 @@ def test_a_training_step_does_not_fault_in_fresh_memory():
     steps = 2048 // 256
     # one H×D float32 matrix is 766 pages: fresh temporaries every step would show thousands
     assert min(faults[1:]) / steps < 300, faults
+
+
+def test_importing_sparsekit_first_shortens_openblas_spinning():
+    import os
+    import subprocess
+    import sys
+
+    code = "import sparsekit, os; print(os.environ['OPENBLAS_THREAD_TIMEOUT'])"
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.stdout.strip() == "4", out.stderr
+    env["OPENBLAS_THREAD_TIMEOUT"] = "9"  # the user's choice wins
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.stdout.strip() == "9", out.stderr

@@ -27,6 +27,7 @@ import numpy as np
 
 from sparsekit.autoencoder import forward
 from sparsekit.hookspecs import hookimpl
+from sparsekit.kernels import PARALLEL_MIN_SIZE, split_run
 from sparsekit.methods.base import Method, Param, non_negative
 
 INITS = ("data", "random")
@@ -109,11 +110,20 @@ class Arora(Method):
             step, fwd, residual = self.direction(backend, params, x)
             step *= lr
         w = params["W_enc"]
-        w -= step
-        if self.renormalize:
-            norms = xp.sqrt(xp.einsum("hd,hd->h", w, w))
-            inverse = 1.0 / xp.maximum(norms, 1e-12)
-            w *= inverse[:, None]  # a multiply is cheaper than a divide over H×D
+        renormalize = self.renormalize
+
+        def apply(lo, hi):  # on blocks of atoms, in parallel on the CPU
+            block = w[lo:hi]
+            block -= step[lo:hi]
+            if renormalize:
+                norms = xp.sqrt(xp.einsum("hd,hd->h", block, block))
+                inverse = 1.0 / xp.maximum(norms, 1e-12)
+                block *= inverse[:, None]  # a multiply is cheaper than a divide over H×D
+
+        if isinstance(w, np.ndarray):
+            split_run(apply, w.shape[0], min_size=max(2, PARALLEL_MIN_SIZE // max(1, w.shape[1])))
+        else:
+            apply(0, w.shape[0])
         loss = 0.5 * xp.vdot(residual, residual) / x.shape[0]
         return {"loss": loss, "reconstruction": loss, "forward": fwd}
 
