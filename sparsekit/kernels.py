@@ -325,14 +325,18 @@ def top_k_indices(xp: Any, z: Any, k: int) -> Any:
     if k >= h:
         return xp.broadcast_to(xp.arange(h), z.shape).copy()
     if _is_numpy(xp) and k > 0 and rows > 0:
-        kth = np.empty((rows, 1), dtype=z.dtype)
+        blocks: dict[int, Any] = {}
 
         def part(lo: int, hi: int) -> None:  # threads take blocks of rows
-            kth[lo:hi] = np.partition(z[lo:hi], h - k, axis=1)[:, h - k : h - k + 1]
+            block = z[lo:hi]
+            kth = np.partition(block, h - k, axis=1)[:, h - k : h - k + 1]
+            blocks[lo] = np.flatnonzero(block >= kth)  # row-major: sorted columns per row
 
-        split_run(part, rows, min_size=_min_rows(4 * h))
-        flat = np.flatnonzero(z >= kth)
+        split_run(part, rows, min_size=max(2, PARALLEL_MIN_SIZE // (4 * h)))  # 65 rows of 1000
+        flat = (
+            blocks[0] if len(blocks) == 1 else np.concatenate([blocks[i] for i in sorted(blocks)])
+        )
         if flat.size == rows * k:  # every row has >= k entries >= its threshold
-            flat %= h
+            flat %= h  # blocks start at row boundaries, so this is the column
             return flat.reshape(rows, k)
     return xp.argpartition(z, h - k, axis=1)[:, h - k :]

@@ -177,7 +177,7 @@ def _assert_top_k(z, indices, k):
 
 @pytest.mark.parametrize("k", [1, 5, 49])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_top_k_picks_the_largest_by_signed_value(k, dtype):
+def test_top_k_picks_the_largest_by_signed_value(k, dtype, threads):
     rng = np.random.default_rng(k)
     z = (rng.standard_normal((64, 50)) - 0.5).astype(dtype)  # mostly negative entries
     indices = kernels.top_k_indices(np, z, k)
@@ -187,13 +187,13 @@ def test_top_k_picks_the_largest_by_signed_value(k, dtype):
     assert not np.any(kernels.top_k_indices(np, z, k) == 0)
 
 
-def test_top_k_fast_path_returns_each_rows_units_in_order():
+def test_top_k_fast_path_returns_each_rows_units_in_order(threads):
     z = np.random.default_rng(8).standard_normal((16, 40))
     indices = kernels.top_k_indices(np, z, 7)
     assert np.all(np.diff(indices, axis=1) > 0)
 
 
-def test_top_k_with_ties_and_nan_still_keeps_k_units():
+def test_top_k_with_ties_and_nan_still_keeps_k_units(threads):
     z = np.zeros((4, 10))
     z[0, :3] = 1.0  # three tied maxima, k = 2: any two of them
     z[1, 5] = np.nan
