@@ -83,7 +83,9 @@ class Arora(Method):
         return None
 
     def mask(self, xp, z, a, training):
-        return (xp.abs(z) >= self.tau).astype(z.dtype)
+        support = xp.abs(z)
+        xp.greater_equal(support, self.tau, out=support)  # 0/1 in z's dtype, one temporary
+        return support
 
     def output(self, xp, y):
         return y
