@@ -92,6 +92,15 @@ def get_backend(gpu: bool = False, dtype: Any = "float32") -> Backend:
     return Backend("cupy", cupy, sparse, resolved)
 
 
+def array_module(array: Any) -> ModuleType:
+    """The array namespace of ``array``: CuPy for device arrays, else NumPy."""
+    if type(array).__module__.split(".")[0] == "cupy":  # pragma: no cover - needs a GPU
+        import cupy
+
+        return cupy
+    return np
+
+
 def backend_of(array: Any, dtype: Any = None) -> Backend:
     """The backend an existing array lives on (NumPy unless it is a CuPy array)."""
     module = type(array).__module__

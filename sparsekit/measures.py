@@ -67,12 +67,9 @@ class MissingDependencyError(SparsekitError):
 
 def _xp_of(array: Any) -> Any:
     """The array module of ``array`` (CuPy for device arrays, else NumPy)."""
-    module = type(array).__module__.split(".")[0]
-    if module == "cupy":  # pragma: no cover - needs a GPU
-        import cupy
+    from sparsekit.backend import array_module
 
-        return cupy
-    return np
+    return array_module(array)
 
 
 def fraction_variance_explained(x: Any, xhat: Any) -> float:
