@@ -26,6 +26,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from sparsekit.cli.options import DataDirOption, DatasetOption, DownloadOption, SubsetOption
+
 
 class ComparisonDisplay:
     """One Rich progress display for a whole comparison: a bar per method and one overall.
@@ -134,17 +136,10 @@ def compare(
         list[str] | None,
         typer.Argument(help="Methods to compare (default: every registered method)."),
     ] = None,
-    dataset: Annotated[
-        str, typer.Option(help="mnist, fashion-mnist, synthetic, or a .npy/.npz/IDX file.")
-    ] = "mnist",
-    data: Annotated[
-        Path | None,
-        typer.Option(help="Data directory (default: $SPARSEKIT_DATA, else the user cache)."),
-    ] = None,
-    download: Annotated[bool, typer.Option(help="Download missing MNIST files.")] = True,
-    subset: Annotated[
-        int | None, typer.Option(help="Use only the first N training samples.")
-    ] = None,
+    dataset: DatasetOption = "mnist",
+    data: DataDirOption = None,
+    download: DownloadOption = True,
+    subset: SubsetOption = None,
     epochs: Annotated[int, typer.Option(help="Passes over the data (every method).")] = 10,
     hidden: Annotated[int, typer.Option(help="Hidden units (every method).")] = 196,
     batch_size: Annotated[int, typer.Option(help="Samples per minibatch (every method).")] = 128,

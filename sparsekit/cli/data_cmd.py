@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -17,6 +16,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from sparsekit.cli.options import DataDirOption
 from sparsekit.data.download import ProgressCallback
 
 
@@ -43,10 +43,7 @@ def download_progress(console: Console) -> Iterator[ProgressCallback]:
 
 def download(
     dataset: Annotated[str, typer.Argument(help="mnist or fashion-mnist.")] = "mnist",
-    data: Annotated[
-        Path | None,
-        typer.Option(help="Data directory (default: $SPARSEKIT_DATA, else the user cache)."),
-    ] = None,
+    data: DataDirOption = None,
 ) -> None:
     """Download a data set (checksummed, cached; files already present are kept)."""
     from sparsekit.data import download_dataset

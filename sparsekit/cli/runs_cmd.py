@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from sparsekit.cli.options import DownloadOption, step_progress
 from sparsekit.errors import CheckpointError, DataError, ParameterError
 
 #: ``sparsekit train`` options that may be given together with ``--resume``.
@@ -61,13 +62,6 @@ def resume_training(
     download: bool | None = None,
 ) -> Path:
     """Continue the run in ``run_dir`` from its checkpoint, in the same directory."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
 
     from sparsekit.checkpoint import restore_trainer
     from sparsekit.cli.stop import stop_on_signals
@@ -91,14 +85,7 @@ def resume_training(
         )
         typer.echo(str(run_dir))
         return run_dir
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-    ) as progress:
+    with step_progress(console) as progress:
         trainer.callbacks = [writer, RichProgress(progress)]
         console.print(
             f"resuming [bold]{trainer.method.name}[/bold] {trainer.method.get_params()} on "
@@ -148,7 +135,7 @@ def encode(
             help="Use the training-time support instead of the encoding one (e.g. alpha*k).",
         ),
     ] = False,
-    download: Annotated[bool, typer.Option(help="Download missing MNIST files.")] = False,
+    download: DownloadOption = False,
 ) -> None:
     """Write the codes (N x hidden, .npy) of INPUT under the model of RUN_DIR."""
     from sparsekit.checkpoint import _read_preprocessing, load_run

@@ -7,10 +7,17 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import Progress
 
 from sparsekit.backend import get_backend
 from sparsekit.cli.data_cmd import download_progress
+from sparsekit.cli.options import (
+    DataDirOption,
+    DatasetOption,
+    DownloadOption,
+    SubsetOption,
+    step_progress,
+)
 from sparsekit.config import resolve_config
 from sparsekit.errors import ParameterError
 from sparsekit.methods.base import Method
@@ -94,17 +101,10 @@ def train(
     method: Annotated[
         str | None, typer.Argument(help="Method name (see `sparsekit list`).")
     ] = None,
-    dataset: Annotated[
-        str, typer.Option(help="mnist, fashion-mnist, synthetic, or a .npy/.npz/IDX file.")
-    ] = "mnist",
-    data: Annotated[
-        Path | None,
-        typer.Option(help="Data directory (default: $SPARSEKIT_DATA, else the user cache)."),
-    ] = None,
-    download: Annotated[bool, typer.Option(help="Download missing MNIST files.")] = True,
-    subset: Annotated[
-        int | None, typer.Option(help="Use only the first N training samples.")
-    ] = None,
+    dataset: DatasetOption = "mnist",
+    data: DataDirOption = None,
+    download: DownloadOption = True,
+    subset: SubsetOption = None,
     remove_mean: Annotated[
         bool, typer.Option(help="Subtract each sample's own mean (per-sample centring).")
     ] = False,
@@ -194,14 +194,7 @@ def train(
     run_dir = create_run_dir(out, instance.name)
     if isinstance(train_set, Preprocessed):
         save_preprocessing(run_dir, train_set)
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-    ) as progress:
+    with step_progress(console) as progress:
         trainer = Trainer(
             instance,
             train_set,
