@@ -99,11 +99,3 @@ def array_module(array: Any) -> ModuleType:
 
         return cupy
     return np
-
-
-def backend_of(array: Any, dtype: Any = None) -> Backend:
-    """The backend an existing array lives on (NumPy unless it is a CuPy array)."""
-    module = type(array).__module__
-    if module.startswith("cupy"):
-        return get_backend(gpu=True, dtype=dtype or array.dtype)
-    return get_backend(gpu=False, dtype=dtype or getattr(array, "dtype", np.float32))
