@@ -26,7 +26,7 @@ from sparsekit.errors import (
     UnknownMethodError,
 )
 from sparsekit.hookspecs import hookimpl
-from sparsekit.methods.base import Method, Param, TopK
+from sparsekit.methods.base import Method, Param, TopK, WeightDecay
 from sparsekit.model import Model
 from sparsekit.registry import MethodRegistry, load_registry, make_plugin_manager
 from sparsekit.run import RunWriter, render_run
@@ -50,6 +50,7 @@ __all__ = [
     "RunWriter",
     "SparsekitError",
     "TopK",
+    "WeightDecay",
     "TrainConfig",
     "Trainer",
     "UnknownMethodError",

@@ -17,6 +17,10 @@ row-per-unit weight layout (``W_enc``, ``W_dec`` are H×D)::
 An optional penalty coupling code and weights (:meth:`Method.code_weight_penalty`) adds its
 ∂Ω/∂Hc to dH and its ∂Ω/∂W to the weight gradients.
 
+On the CPU, Adam's update, weight decay's λW and the sigmoid derivatives g′, f′ of methods
+that keep the default sigmoid run as fused loops (:mod:`sparsekit._jit`) with the same
+results as the NumPy formulas.
+
 When the mask is a :class:`~sparsekit.methods.base.TopK` support, every term but the encoder
 product is computed on the k kept units of each row (:mod:`sparsekit.kernels`).
 """
@@ -26,9 +30,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sparsekit import kernels
+from sparsekit import _jit, kernels
 from sparsekit.backend import Backend
-from sparsekit.methods.base import Method, TopK
+from sparsekit.methods.base import Method, TopK, WeightDecay
 
 
 @dataclass
@@ -52,6 +56,7 @@ def decoder_weights(params: dict[str, Any]) -> Any:
 
 
 def pre_activation(xp: Any, params: dict[str, Any], x: Any) -> Any:
+    """Z = X W_encᵀ + b_enc."""
     z = x @ params["W_enc"].T
     z += params["b_enc"]
     return z
@@ -95,6 +100,23 @@ def loss_and_grads(
 
     The loss and the reconstruction term are 0-d backend arrays (no device sync).
     """
+    loss, grads, fwd, reconstruction, decay = loss_and_grads_before_decay(
+        method, backend, params, x
+    )
+    if decay is not None:
+        decay.add_to(grads)
+    return loss, grads, fwd, reconstruction
+
+
+def loss_and_grads_before_decay(
+    method: Method, backend: Backend, params: dict[str, Any], x: Any
+) -> tuple[Any, dict[str, Any], Forward, Any, WeightDecay | None]:
+    """As :func:`loss_and_grads`, but a :class:`WeightDecay` penalty is returned, not applied.
+
+    The loss includes the decay's value; the gradients lack its λW, which the trainer's
+    optimizer adds inside its own update pass (``Optimizer.step(..., decay=...)``), so
+    weight decay costs no pass of its own over the weights.
+    """
     xp = backend.xp
     batch = x.shape[0]
     fwd = forward(method, backend, params, x, training=True)
@@ -103,10 +125,13 @@ def loss_and_grads(
     loss = reconstruction
 
     g = diff
-    g *= 1.0 / batch
-    g_out = method.output_grad(xp, fwd.y, fwd.xhat)
-    if g_out is not None:
-        g *= g_out
+    if _overrides(method, "output_grad") or not _jit.run(
+        "sigmoid_grad_into", (g, fwd.xhat), (1.0 / batch, 1.0)
+    ):
+        g *= 1.0 / batch
+        g_out = method.output_grad(xp, fwd.y, fwd.xhat)
+        if g_out is not None:
+            g *= g_out
 
     tied = "W_dec" not in params
     w_dec = decoder_weights(params)
@@ -158,9 +183,12 @@ def loss_and_grads(
             d_code += d_penalty
         if fwd.support is not None:
             d_code *= fwd.support
-        f_prime = method.activation_grad(xp, fwd.z, fwd.a)
-        if f_prime is not None:
-            d_code *= f_prime
+        if _overrides(method, "activation_grad") or not _jit.run(
+            "sigmoid_grad_into", (d_code, fwd.a), (1.0, 1.0)
+        ):
+            f_prime = method.activation_grad(xp, fwd.z, fwd.a)
+            if f_prime is not None:
+                d_code *= f_prime
         grads["b_enc"] = d_code.sum(axis=0)
         grad_enc = d_code.T @ x
         grad_dec = fwd.code.T @ g
@@ -174,14 +202,18 @@ def loss_and_grads(
         grads["W_dec"] = grad_dec
 
     weight_penalty = method.weight_penalty(xp, weights)
-    if weight_penalty is not None:
+    decay = None
+    if isinstance(weight_penalty, WeightDecay):  # λW added later, in place
+        loss = loss + weight_penalty.value
+        decay = weight_penalty
+    elif weight_penalty is not None:
         value, d_weights = weight_penalty
         loss = loss + value
         for name, d in d_weights.items():
             grads[name] += d
     for name, d in coupled_grads.items():
         grads[name] += d
-    return loss, grads, fwd, reconstruction
+    return loss, grads, fwd, reconstruction, decay
 
 
 def _overrides(method: Method, name: str) -> bool:

@@ -188,7 +188,7 @@ def evaluate(
     from sparsekit.autoencoder import forward
     from sparsekit.data.dataset import ArrayDataset, Dataset
     from sparsekit.data.synthetic import SparseCodingProblem
-    from sparsekit.train import _active_counts
+    from sparsekit.train import _add_active_counts
 
     if isinstance(data, SparseCodingProblem):
         if truth is None:
@@ -213,7 +213,7 @@ def evaluate(
         diff = fwd.xhat - x
         sse += float(xp.vdot(diff, diff))
         variance.add(x)
-        active += _active_counts(xp, fwd, model.hidden)
+        _add_active_counts(xp, active, fwd, model.hidden)
     counts = backend.to_numpy(active)
     result: dict[str, Any] = {
         "n": n,

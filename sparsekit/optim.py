@@ -7,10 +7,12 @@ shape and dtype, so a checkpoint can store it and a resumed run continues exactl
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import numpy as np
 
+from sparsekit import _jit
 from sparsekit.errors import ParameterError
 from sparsekit.kernels import split_run
 
@@ -44,9 +46,17 @@ def _adam_update(
 
 
 class Optimizer:
-    """Base class: ``step(params, grads)`` updates ``params`` in place."""
+    """Base class: ``step(params, grads)`` updates ``params`` in place.
+
+    ``decay`` (``{name: λ}``) asks for L2 weight decay folded into the update: the gradient
+    of ``params[name]`` is taken as ``grads[name] + λ·params[name]``. The built-in
+    optimizers fuse it into their update pass (``folds_decay``); the trainer adds λW to the
+    gradients itself for an optimizer that does not.
+    """
 
     name: ClassVar[str] = ""
+    #: Whether :meth:`step` accepts ``decay``.
+    folds_decay: ClassVar[bool] = False
 
     def __init__(self, lr: float) -> None:
         if not (lr > 0 and math.isfinite(lr)):
@@ -54,7 +64,13 @@ class Optimizer:
         self.lr = float(lr)
         self.steps = 0
 
-    def step(self, xp: Any, params: dict[str, Any], grads: dict[str, Any]) -> None:
+    def step(
+        self,
+        xp: Any,
+        params: dict[str, Any],
+        grads: dict[str, Any],
+        decay: Mapping[str, float] | None = None,
+    ) -> None:
         raise NotImplementedError
 
     def state_dict(self) -> dict[str, Any]:
@@ -65,15 +81,26 @@ class Optimizer:
         self.steps = int(state["steps"])
 
 
+def _add_decay(p: Any, g: Any, lam: float) -> None:
+    """g ← g + λ·p, the NumPy way (the fused loops do it in their own pass)."""
+    if lam:
+        g += lam * p
+
+
 class SGD(Optimizer):
     """θ ← θ − lr·g."""
 
     name = "sgd"
+    folds_decay = True
 
-    def step(self, xp: Any, params: dict[str, Any], grads: dict[str, Any]) -> None:
+    def step(self, xp, params, grads, decay=None) -> None:
+        decay = decay or {}
         for key, g in grads.items():
-            g *= self.lr
-            params[key] -= g
+            p, lam = params[key], decay.get(key, 0.0)
+            if not _jit.run("sgd", (p, g), (lam, self.lr)):
+                _add_decay(p, g, lam)
+                g *= self.lr
+                p -= g
         self.steps += 1
 
 
@@ -81,6 +108,7 @@ class Momentum(Optimizer):
     """Classical momentum: v ← μ·v − lr·g;  θ ← θ + v."""
 
     name = "momentum"
+    folds_decay = True
 
     def __init__(self, lr: float, momentum: float = 0.9) -> None:
         super().__init__(lr)
@@ -89,15 +117,19 @@ class Momentum(Optimizer):
         self.momentum = float(momentum)
         self.velocity: dict[str, Any] = {}
 
-    def step(self, xp: Any, params: dict[str, Any], grads: dict[str, Any]) -> None:
+    def step(self, xp, params, grads, decay=None) -> None:
+        decay = decay or {}
         for key, g in grads.items():
+            p, lam = params[key], decay.get(key, 0.0)
             v = self.velocity.get(key)
             if v is None:
-                v = self.velocity[key] = xp.zeros_like(params[key])
-            v *= self.momentum
-            g *= self.lr
-            v -= g
-            params[key] += v
+                v = self.velocity[key] = xp.zeros_like(p)
+            if not _jit.run("momentum", (p, g, v), (lam, self.momentum, self.lr)):
+                _add_decay(p, g, lam)
+                v *= self.momentum
+                g *= self.lr
+                v -= g
+                p += v
         self.steps += 1
 
     def state_dict(self) -> dict[str, Any]:
@@ -112,6 +144,7 @@ class Adam(Optimizer):
     """Adam (Kingma & Ba 2015) with bias correction."""
 
     name = "adam"
+    folds_decay = True
 
     def __init__(
         self, lr: float, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8
@@ -121,7 +154,8 @@ class Adam(Optimizer):
         self.m: dict[str, Any] = {}
         self.v: dict[str, Any] = {}
 
-    def step(self, xp: Any, params: dict[str, Any], grads: dict[str, Any]) -> None:
+    def step(self, xp, params, grads, decay=None) -> None:
+        decay = decay or {}
         self.steps += 1
         t = self.steps
         # Bias corrections folded into the step size and epsilon (one scalar each).
@@ -129,12 +163,15 @@ class Adam(Optimizer):
         eps_hat = self.eps * math.sqrt(1 - self.beta2**t)
         b1, b2 = self.beta1, self.beta2
         for key, g in grads.items():
-            p = params[key]
+            p, lam = params[key], decay.get(key, 0.0)
             m = self.m.get(key)
             if m is None:
                 m = self.m[key] = xp.zeros_like(p)
                 self.v[key] = xp.zeros_like(p)
             v = self.v[key]
+            if _jit.run("adam", (p, g, m, v), (lam, b1, b2, eps_hat, step_size)):
+                continue  # one fused pass (sparsekit._jit)
+            _add_decay(p, g, lam)
             if _flat_ok(p, g, m, v):
                 flat = [a.reshape(-1) for a in (p, g, m, v)]
                 split_run(

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from sparsekit import autoencoder, kernels
+from sparsekit import _jit, autoencoder, kernels
 from sparsekit.autoencoder import decoder_weights
 from sparsekit.backend import Backend, get_backend
 from sparsekit.config import TrainConfig, resolve_config
@@ -153,12 +153,19 @@ class Trainer:
                 out = method.update(backend, self.params, x, cfg.lr)
                 loss, rec, fwd = out["loss"], out["reconstruction"], out["forward"]
             else:
-                loss, grads, fwd, rec = autoencoder.loss_and_grads(method, backend, self.params, x)
-                self.optimizer.step(xp, self.params, grads)
+                loss, grads, fwd, rec, decay = autoencoder.loss_and_grads_before_decay(
+                    method, backend, self.params, x
+                )
+                if decay is not None and not self.optimizer.folds_decay:
+                    decay.add_to(grads)
+                    decay = None
+                self.optimizer.step(
+                    xp, self.params, grads, decay=None if decay is None else decay.strengths()
+                )
             batch = x.shape[0]
             loss_sum += loss * batch
             rec_sum += rec * batch
-            active_per_unit += _active_counts(xp, fwd, hidden)
+            _add_active_counts(xp, active_per_unit, fwd, hidden)
             if variance is not None:
                 variance.add(x)
             if (step + 1) % check_every == 0 or step == steps - 1:
@@ -245,11 +252,12 @@ class Trainer:
         self.history = list(state.get("history", []))
 
 
-def _active_counts(xp: Any, fwd: autoencoder.Forward, hidden: int) -> Any:
-    """How many samples of the batch use each unit."""
+def _add_active_counts(xp: Any, counts: Any, fwd: autoencoder.Forward, hidden: int) -> None:
+    """Add to ``counts`` how many samples of the batch use each unit."""
     if isinstance(fwd.support, TopK):
-        return xp.bincount(fwd.support.indices.ravel(), minlength=hidden)
-    return (xp.abs(fwd.code) > ACTIVE_THRESHOLD).sum(axis=0, dtype=xp.int32)
+        counts += xp.bincount(fwd.support.indices.ravel(), minlength=hidden)
+    elif not _jit.count_active(counts, fwd.code, ACTIVE_THRESHOLD):
+        counts += (xp.abs(fwd.code) > ACTIVE_THRESHOLD).sum(axis=0, dtype=xp.int32)
 
 
 def train(

@@ -17,7 +17,9 @@ DATA_DIR = Path(
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     if not (DATA_DIR / "mnist").is_dir():
-        pytest.fail(f"MNIST not found in {DATA_DIR}/mnist: set SPARSEKIT_TEST_DATA to ../shared/data")
+        pytest.fail(
+            f"MNIST not found in {DATA_DIR}/mnist: set SPARSEKIT_TEST_DATA to ../shared/data"
+        )
     return DATA_DIR
 
 

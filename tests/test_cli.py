@@ -27,8 +27,21 @@ def run(*args: str, env: dict | None = None, cwd: Path | None = None):
 
 def test_train_writes_a_run_directory(data_dir, tmp_path):
     result = run(
-        "train", "ksparse", "--data", str(data_dir), "--subset", "1000", "--epochs", "2",
-        "--hidden", "36", "--k", "10", "--out", str(tmp_path), "--no-download",
+        "train",
+        "ksparse",
+        "--data",
+        str(data_dir),
+        "--subset",
+        "1000",
+        "--epochs",
+        "2",
+        "--hidden",
+        "36",
+        "--k",
+        "10",
+        "--out",
+        str(tmp_path),
+        "--no-download",
     )
     assert result.returncode == 0, result.stderr
     run_dir = Path(result.stdout.strip().splitlines()[-1])
@@ -52,8 +65,18 @@ def test_train_writes_a_run_directory(data_dir, tmp_path):
 
 def test_data_directory_from_the_environment(data_dir, tmp_path):
     result = run(
-        "train", "plain", "--subset", "200", "--epochs", "1", "--hidden", "16",
-        "--out", str(tmp_path), "--no-download", env={"SPARSEKIT_DATA": str(data_dir)},
+        "train",
+        "plain",
+        "--subset",
+        "200",
+        "--epochs",
+        "1",
+        "--hidden",
+        "16",
+        "--out",
+        str(tmp_path),
+        "--no-download",
+        env={"SPARSEKIT_DATA": str(data_dir)},
     )
     assert result.returncode == 0, result.stderr
 

@@ -108,6 +108,66 @@ class TopK:
     indices: Any
 
 
+class WeightDecay:
+    """L2 weight decay, Ω_W = (λ/2) Σ_W ‖W‖²_F with ∂Ω_W/∂W = λW, as a weight penalty.
+
+    :meth:`Method.weight_penalty` may return ``WeightDecay(xp, weights, λ)`` instead of a
+    ``(value, gradients)`` pair. It *is* such a pair for anyone who reads it
+    (``value, grads = penalty`` or ``penalty[0]``: computed when first asked for), and it
+    tells the trainer that the gradient is λW, which it then adds to each weight gradient
+    in one fused pass without allocating λW (:meth:`add_to`).
+    """
+
+    __slots__ = ("xp", "weights", "strength", "_value", "_grads")
+
+    def __init__(self, xp: Any, weights: Mapping[str, Any], strength: float) -> None:
+        self.xp = xp
+        self.weights = dict(weights)
+        self.strength = float(strength)
+        self._value: Any = None
+        self._grads: dict[str, Any] | None = None
+
+    @property
+    def value(self) -> Any:
+        """(λ/2) Σ ‖W‖², a 0-d backend array."""
+        if self._value is None:
+            lam, xp = self.strength, self.xp
+            self._value = sum(0.5 * lam * xp.vdot(w, w) for w in self.weights.values())
+        return self._value
+
+    @property
+    def grads(self) -> dict[str, Any]:
+        """``{name: λW}`` (allocated on first use; the trainer does not need it)."""
+        if self._grads is None:
+            self._grads = {name: self.strength * w for name, w in self.weights.items()}
+        return self._grads
+
+    def strengths(self) -> dict[str, float]:
+        """``{name: λ}`` for every decayed weight."""
+        return dict.fromkeys(self.weights, self.strength)
+
+    def add_to(self, grads: dict[str, Any]) -> None:
+        """``grads[name] += λW`` for every weight, in place (one pass each on the CPU)."""
+        from sparsekit import _jit
+
+        for name, w in self.weights.items():
+            if not _jit.run("add_scaled", (grads[name], w), (self.strength,)):
+                grads[name] += self.strength * w
+
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, index: int) -> Any:
+        return (self.value, self.grads)[index]
+
+    def __iter__(self):
+        yield self.value
+        yield self.grads
+
+    def __repr__(self) -> str:
+        return f"WeightDecay(strength={self.strength!r}, weights={sorted(self.weights)})"
+
+
 #: What :meth:`Method.mask` returns: ``None`` (keep every unit), a B×H array of 0/1 in the
 #: compute dtype, or a :class:`TopK`.
 Support = Any
@@ -241,7 +301,9 @@ class Method:
     ) -> tuple[Any, dict[str, Any]] | None:
         """Ω_W and its gradient for each weight matrix (``W_enc``, and ``W_dec`` if untied).
 
-        Return ``None`` for no penalty. Biases are never passed.
+        Return ``(value, {name: gradient})``, ``None`` for no penalty, or for plain L2 decay
+        :class:`WeightDecay` (the same pair, applied by the trainer without a temporary).
+        Biases are never passed.
         """
         return None
 

@@ -14,13 +14,16 @@ from collections.abc import Mapping
 from typing import Any
 
 from sparsekit.hookspecs import hookimpl
-from sparsekit.methods.base import Method, Param, non_negative
+from sparsekit.methods.base import Method, Param, WeightDecay, non_negative
 
 
-def l2_penalty(xp: Any, weights: Mapping[str, Any], lam: float) -> tuple[Any, dict[str, Any]]:
-    """(λ/2)·Σ‖W‖² and λ·W for each matrix: shared by every method with weight decay."""
-    value = sum(0.5 * lam * xp.vdot(w, w) for w in weights.values())
-    return value, {name: lam * w for name, w in weights.items()}
+def l2_penalty(xp: Any, weights: Mapping[str, Any], lam: float) -> WeightDecay:
+    """(λ/2)·Σ‖W‖² and λ·W for each matrix: shared by every method with weight decay.
+
+    A :class:`~sparsekit.methods.base.WeightDecay`: it unpacks as ``(value, gradients)``,
+    and the trainer adds λW to the gradients in place.
+    """
+    return WeightDecay(xp, weights, lam)
 
 
 class L2(Method):

@@ -1,0 +1,209 @@
+"""Fused elementwise loops for the NumPy backend, compiled by Numba when it is available.
+
+NumPy runs an expression such as Adam's update as a dozen separate passes over each weight
+matrix, each reading and writing megabytes; the loops here do the same arithmetic in one
+pass, element by element, which on a small CPU is 4-6x faster (``docs/performance.md``).
+They are an optimisation only: every caller keeps its plain NumPy formula and uses it when
+:func:`kernels` returns ``None`` (Numba missing or broken, ``SPARSEKIT_JIT=0``, a CuPy
+array, a non-contiguous view).
+
+The loops are compiled on first use for the dtype they meet (float32 on the hot path,
+float64 in gradient checks) and cached on disk by Numba, so later processes load them in
+milliseconds. They release the GIL, so :func:`sparsekit.kernels.split_run` can run them on
+disjoint slices in parallel. Scalars are passed already converted to the arrays' dtype:
+a Python float would make Numba compute in float64.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+
+_lock = threading.Lock()
+_state: dict[str, Any] = {}
+#: (loop, dtype) pairs compiled or loaded in this process.
+_ready: set[tuple[str, str]] = set()
+
+
+# -- the loops, as plain Python (compiled by Numba in _compile) --------------------------------
+
+
+def _adam(p, g, m, v, lam, b1, b2, eps, step):  # pragma: no cover - runs compiled
+    """g ← g + λ·p (if λ);  m ← b1·(m − g) + g;  v ← b2·(v − g²) + g²;  p ← p − (m/(√v + eps))·step.
+
+    The operations of :func:`sparsekit.optim._adam_update`, in its order: the same bits.
+    """
+    decay = lam != 0
+    for i in range(p.size):
+        gi = g[i]
+        if decay:
+            gi = gi + p[i] * lam
+        g2 = gi * gi
+        mi = (m[i] - gi) * b1 + gi
+        vi = (v[i] - g2) * b2 + g2
+        m[i] = mi
+        v[i] = vi
+        p[i] -= (mi / (np.sqrt(vi) + eps)) * step
+
+
+def _momentum(p, g, vel, lam, mu, lr):  # pragma: no cover - runs compiled
+    """g ← g + λ·p (if λ);  vel ← μ·vel − lr·g;  p ← p + vel."""
+    decay = lam != 0
+    for i in range(p.size):
+        gi = g[i]
+        if decay:
+            gi = gi + p[i] * lam
+        vi = vel[i] * mu - gi * lr
+        vel[i] = vi
+        p[i] += vi
+
+
+def _sgd(p, g, lam, lr):  # pragma: no cover - runs compiled
+    """g ← g + λ·p (if λ);  p ← p − lr·g."""
+    decay = lam != 0
+    for i in range(p.size):
+        gi = g[i]
+        if decay:
+            gi = gi + p[i] * lam
+        p[i] -= gi * lr
+
+
+def _add_scaled(g, w, scale):  # pragma: no cover - runs compiled
+    """g ← g + scale·w (weight decay's λW added to a gradient, no temporary)."""
+    for i in range(g.size):
+        g[i] += w[i] * scale
+
+
+def _sigmoid_grad_into(d, a, scale, one):  # pragma: no cover - runs compiled
+    """d ← (d·scale) ∘ (a ∘ (1 − a)): a sigmoid's derivative from its output, applied."""
+    for i in range(d.size):
+        ai = a[i]
+        d[i] = (d[i] * scale) * (ai * (one - ai))
+
+
+def _count_active(counts, code, threshold):  # pragma: no cover - runs compiled
+    """counts[j] += #{i : |code[i, j]| > threshold} for a B×H code."""
+    rows, cols = code.shape
+    for i in range(rows):
+        for j in range(cols):
+            if abs(code[i, j]) > threshold:
+                counts[j] += 1
+
+
+_LOOPS = {
+    "adam": _adam,
+    "momentum": _momentum,
+    "sgd": _sgd,
+    "add_scaled": _add_scaled,
+    "sigmoid_grad_into": _sigmoid_grad_into,
+    "count_active": _count_active,
+}
+
+
+def _compile() -> SimpleNamespace | None:
+    if os.environ.get("SPARSEKIT_JIT", "1").strip().lower() in ("0", "false", "no", "off"):
+        return None
+    try:
+        import numba
+    except Exception:  # ImportError, or a Numba that refuses this NumPy
+        return None
+    compiled = {}
+    for name, fn in _LOOPS.items():
+        options = {"nogil": True, "error_model": "numpy"}  # numpy: no zero-division checks
+        try:
+            compiled[name] = numba.njit(cache=True, **options)(fn)
+        except Exception:  # no writable cache location: compile for this process only
+            compiled[name] = numba.njit(**options)(fn)
+    return SimpleNamespace(**compiled)
+
+
+def kernels() -> SimpleNamespace | None:
+    """The compiled loops (named as in ``_LOOPS``), or ``None`` without Numba.
+
+    ``SPARSEKIT_JIT=0`` turns them off (every caller then runs its NumPy formula).
+    """
+    if "kernels" not in _state:
+        with _lock:
+            if "kernels" not in _state:
+                _state["kernels"] = _compile()
+    return _state["kernels"]
+
+
+def disable(reason: str) -> None:
+    """Stop using the loops for the rest of the process (after one failed to compile)."""
+    with _lock:
+        if _state.get("kernels") is not None:
+            warnings.warn(
+                f"sparsekit: fused loops off, using NumPy ({reason})", RuntimeWarning, stacklevel=3
+            )
+        _state["kernels"] = None
+
+
+def usable(*arrays: Any) -> bool:
+    """Whether the loops can take these arrays: C-contiguous NumPy floats of one dtype."""
+    first = arrays[0]
+    return (
+        isinstance(first, np.ndarray)
+        and first.dtype in (np.float32, np.float64)
+        and all(
+            isinstance(a, np.ndarray) and a.dtype == first.dtype and a.flags.c_contiguous
+            for a in arrays
+        )
+    )
+
+
+def count_active(counts: Any, code: Any, threshold: float) -> bool:
+    """``counts += (|code| > threshold).sum(axis=0)`` in one pass; False when unavailable."""
+    loops = kernels()
+    if (
+        loops is None
+        or not usable(code)
+        or code.ndim != 2
+        or not isinstance(counts, np.ndarray)
+        or counts.dtype != np.int64
+        or counts.shape != code.shape[1:]
+    ):
+        return False
+    key = ("count_active", code.dtype.str)
+    try:
+        loops.count_active(counts, code, code.dtype.type(threshold))
+    except Exception as exc:
+        if key in _ready:
+            raise
+        disable(f"{type(exc).__name__}: {exc}".splitlines()[0])
+        return False
+    _ready.add(key)
+    return True
+
+
+def run(name: str, arrays: tuple[Any, ...], scalars: tuple[float, ...]) -> bool:
+    """Run loop ``name`` over flat views of ``arrays`` (with ``scalars`` cast to their dtype).
+
+    Large arrays are split over :func:`sparsekit.kernels.split_run`'s threads. Returns False,
+    having changed nothing, when the loops are unavailable or the arrays unsuitable; the
+    caller then runs its NumPy formula.
+    """
+    loops = kernels()
+    if loops is None or not usable(*arrays):
+        return False
+    from sparsekit.kernels import split_run
+
+    fn = getattr(loops, name)
+    cast = arrays[0].dtype.type
+    args = tuple(cast(s) for s in scalars)
+    flat = [a.reshape(-1) for a in arrays]
+    key = (name, arrays[0].dtype.str)
+    try:
+        if key not in _ready:  # compile (or load from the cache) once, on this thread
+            fn(*(a[:0] for a in flat), *args)
+            _ready.add(key)
+    except Exception as exc:  # a platform where Numba cannot compile: fall back for good
+        disable(f"{type(exc).__name__}: {exc}".splitlines()[0])
+        return False
+    split_run(lambda lo, hi: fn(*(a[lo:hi] for a in flat), *args), flat[0].size)
+    return True
