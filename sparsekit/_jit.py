@@ -2,7 +2,8 @@
 
 NumPy runs an expression such as Adam's update as a dozen separate passes over each weight
 matrix, each reading and writing megabytes; the loops here do the same arithmetic in one
-pass, element by element, which on a small CPU is 4-6x faster (``docs/performance.md``).
+pass, element by element: Adam with weight decay takes a third of the time inside a
+training step (``docs/performance.md``).
 They are an optimisation only: every caller keeps its plain NumPy formula and uses it when
 :func:`kernels` returns ``None`` (Numba missing or broken, ``SPARSEKIT_JIT=0``, a CuPy
 array, a non-contiguous view).
@@ -159,15 +160,16 @@ def usable(*arrays: Any) -> bool:
 
 def count_active(counts: Any, code: Any, threshold: float) -> bool:
     """``counts += (|code| > threshold).sum(axis=0)`` in one pass; False when unavailable."""
-    loops = kernels()
     if (
-        loops is None
-        or not usable(code)
+        not usable(code)
         or code.ndim != 2
         or not isinstance(counts, np.ndarray)
         or counts.dtype != np.int64
         or counts.shape != code.shape[1:]
     ):
+        return False
+    loops = kernels()
+    if loops is None:
         return False
     key = ("count_active", code.dtype.str)
     try:
@@ -188,8 +190,10 @@ def run(name: str, arrays: tuple[Any, ...], scalars: tuple[float, ...]) -> bool:
     having changed nothing, when the loops are unavailable or the arrays unsuitable; the
     caller then runs its NumPy formula.
     """
+    if not usable(*arrays):  # checked first: a GPU run never loads Numba
+        return False
     loops = kernels()
-    if loops is None or not usable(*arrays):
+    if loops is None:
         return False
     from sparsekit.kernels import split_run
 
