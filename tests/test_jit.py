@@ -1,0 +1,547 @@
+"""The fused Numba loops of ``sparsekit._jit`` against the NumPy formulas they replace.
+
+Each loop performs its NumPy formula's operations in the same order, so both paths must
+give the same bits, in float32 and float64: the optimizers, weight decay, the sigmoid
+derivatives, the active-unit counts and whole training runs. Also checked: when ``run``
+refuses arrays, ``SPARSEKIT_JIT=0``, and a loop that fails on first use.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from collections import Counter
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+import sparsekit
+from sparsekit import _jit, autoencoder
+from sparsekit.kernels import PARALLEL_MIN_SIZE
+from sparsekit.methods.base import WeightDecay
+from sparsekit.methods.l2 import L2, l2_penalty
+from sparsekit.optim import SGD, Adam, Momentum
+
+DTYPES = [np.float32, np.float64]
+OPTIMIZERS = {
+    "sgd": lambda: SGD(0.05),
+    "momentum": lambda: Momentum(0.05, 0.9),
+    "adam": lambda: Adam(1e-2),
+}
+
+
+# -- fixtures: force one path or the other ---------------------------------------------------
+
+
+class _Spy:
+    """Records what ``_jit.run`` / ``_jit.count_active`` returned, per loop name."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.results: list[tuple[str, bool]] = []
+        real_run, real_count = _jit.run, _jit.count_active
+
+        def run(name, arrays, scalars):
+            ok = real_run(name, arrays, scalars)
+            self.results.append((name, ok))
+            return ok
+
+        def count_active(counts, code, threshold):
+            ok = real_count(counts, code, threshold)
+            self.results.append(("count_active", ok))
+            return ok
+
+        monkeypatch.setattr(_jit, "run", run)
+        monkeypatch.setattr(_jit, "count_active", count_active)
+
+    def names(self) -> set[str]:
+        return {name for name, _ in self.results}
+
+
+@pytest.fixture
+def numpy_path(monkeypatch: pytest.MonkeyPatch) -> _Spy:
+    """No fused loops: every ``_jit.run`` / ``count_active`` call must return False."""
+    monkeypatch.setitem(_jit._state, "kernels", None)
+    return _Spy(monkeypatch)
+
+
+@pytest.fixture
+def fused_kernels() -> SimpleNamespace:
+    """The real compiled loops (skips without Numba; fails if they do not load)."""
+    pytest.importorskip("numba")
+    loops = _jit.kernels()
+    assert loops is not None, "Numba is installed but sparsekit._jit.kernels() is None"
+    return loops
+
+
+@pytest.fixture
+def fused_path(
+    monkeypatch: pytest.MonkeyPatch, fused_kernels: SimpleNamespace
+) -> tuple[_Spy, Counter]:
+    """The compiled loops, wrapped to count calls; returns (spy, calls per loop)."""
+    calls: Counter = Counter()
+    lock = threading.Lock()
+
+    def counting(name, fn):
+        def wrapper(*args):
+            with lock:
+                calls[name] += 1
+            return fn(*args)
+
+        return wrapper
+
+    wrapped = SimpleNamespace(
+        **{name: counting(name, getattr(fused_kernels, name)) for name in _jit._LOOPS}
+    )
+    monkeypatch.setitem(_jit._state, "kernels", wrapped)
+    return _Spy(monkeypatch), calls
+
+
+@pytest.fixture
+def split_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Four threads for split_run, so large arrays are cut at uneven offsets."""
+    monkeypatch.setenv("SPARSEKIT_NUM_THREADS", "4")
+
+
+def _copy(arrays: dict) -> dict:
+    return {k: v.copy() for k, v in arrays.items()}
+
+
+def _assert_same(a: dict, b: dict, what: str) -> None:
+    assert a.keys() == b.keys(), what
+    for key in a:
+        assert a[key].dtype == b[key].dtype, f"{what}[{key}] dtype"
+        assert np.array_equal(a[key], b[key]), (
+            f"{what}[{key}] differs: max |Δ| = {np.max(np.abs(a[key] - b[key]))}"
+        )
+
+
+# -- 2, 3: optimizers ------------------------------------------------------------------------
+
+
+def _problem(dtype) -> tuple[dict, list[dict]]:
+    """Params (a weight big enough to be split over threads, two small vectors), 3 grads."""
+    rng = np.random.default_rng(1)
+    shapes = {"W": (700, 800), "b": (800,), "c": (37,)}
+    assert 700 * 800 >= PARALLEL_MIN_SIZE
+    params = {k: rng.standard_normal(s).astype(dtype) for k, s in shapes.items()}
+    grads = [
+        {k: (0.1 * rng.standard_normal(s)).astype(dtype) for k, s in shapes.items()}
+        for _ in range(3)
+    ]
+    return params, grads
+
+
+def _train_steps(opt_name: str, params: dict, grads: list[dict], decay) -> tuple[dict, dict]:
+    opt = OPTIMIZERS[opt_name]()
+    params = _copy(params)
+    for g in grads:
+        opt.step(np, params, _copy(g), decay=decay)
+    state = {k: v for k, v in opt.state_dict().items() if k != "steps"}
+    assert opt.steps == len(grads)
+    return params, state
+
+
+@pytest.mark.usefixtures("split_threads")
+@pytest.mark.parametrize("decay", [None, {"W": 1e-3, "c": 0.5}], ids=["no-decay", "decay"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+@pytest.mark.parametrize("opt_name", list(OPTIMIZERS))
+def test_optimizer_fused_equals_numpy(opt_name, dtype, decay, monkeypatch, fused_kernels):
+    """3 steps of SGD/momentum/Adam: params and optimizer state bitwise equal on both paths."""
+    params, grads = _problem(dtype)
+    fused_params, fused_state = _train_steps(opt_name, params, grads, decay)
+
+    monkeypatch.setitem(_jit._state, "kernels", None)
+    numpy_params, numpy_state = _train_steps(opt_name, params, grads, decay)
+
+    assert not np.array_equal(fused_params["W"], params["W"])  # the steps did something
+    _assert_same(fused_params, numpy_params, "params")
+    _assert_same(fused_state, numpy_state, "state")
+
+
+@pytest.mark.usefixtures("split_threads")
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+@pytest.mark.parametrize("opt_name", list(OPTIMIZERS))
+def test_folded_decay_equals_decay_added_to_gradient(opt_name, dtype, fused_path):
+    """step(decay={"W": λ}) equals grads["W"] += λ·W followed by step(), bitwise."""
+    spy, calls = fused_path
+    lam = 3e-3
+    params, grads = _problem(dtype)
+    folded, folded_state = _train_steps(opt_name, params, grads, {"W": lam})
+
+    opt = OPTIMIZERS[opt_name]()
+    added = _copy(params)
+    for g in grads:
+        g = _copy(g)
+        g["W"] += lam * added["W"]
+        opt.step(np, added, g)
+    added_state = {k: v for k, v in opt.state_dict().items() if k != "steps"}
+
+    assert all(ok for _, ok in spy.results) and calls[opt_name] > 0
+    _assert_same(folded, added, "params")
+    _assert_same(folded_state, added_state, "state")
+
+
+def test_optimizer_numpy_path_really_numpy(numpy_path):
+    """With the loops forced off, the optimizers fall back (run() returns False)."""
+    params, grads = _problem(np.float32)
+    for name in OPTIMIZERS:
+        _train_steps(name, params, grads[:1], {"W": 1e-3})
+    assert numpy_path.names() == set(OPTIMIZERS)
+    assert not any(ok for _, ok in numpy_path.results)
+
+
+# -- 4: autoencoder gradients ----------------------------------------------------------------
+
+
+def _ae_problem(name: str, tied: bool, dtype: str):
+    method = sparsekit.load_registry().create(name)
+    backend = sparsekit.get_backend(False, dtype)
+    rng = np.random.default_rng(0)
+    dim, hidden, batch = 30, 20, 50  # 1/50 is inexact: the order of the scaling matters
+    x = rng.uniform(0, 1, size=(batch, dim)).astype(dtype)
+    params = method.init_params(np.random.default_rng(0), dim, hidden, tied, x)
+    params = {k: v.astype(dtype) for k, v in params.items()}
+    # Non-zero biases, so the bias gradients are not trivially alike.
+    params["b_enc"] += rng.standard_normal(hidden).astype(dtype) * 0.1
+    params["b_dec"] += rng.standard_normal(dim).astype(dtype) * 0.1
+    return method, backend, params, x
+
+
+AE_CASES = [(m, t) for m in ("plain", "l2", "kl") for t in (False, True)]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize(
+    ("name", "tied"), AE_CASES, ids=[f"{m}-{'tied' if t else 'untied'}" for m, t in AE_CASES]
+)
+def test_loss_and_grads_fused_equals_numpy(name, tied, dtype, monkeypatch, fused_path):
+    """loss_and_grads: the loss and every gradient bitwise equal on both paths."""
+    spy, calls = fused_path
+    method, backend, params, x = _ae_problem(name, tied, dtype)
+    loss_f, grads_f, _, rec_f = autoencoder.loss_and_grads(method, backend, _copy(params), x)
+    assert calls["sigmoid_grad_into"] > 0
+    ran = Counter(n for n, ok in spy.results if ok)
+    assert ran["sigmoid_grad_into"] == 2  # g′(Y) and f′(Z)
+    assert ran["add_scaled"] == (0 if name == "plain" else 1 if tied else 2)
+    assert all(ok for _, ok in spy.results)
+
+    monkeypatch.setitem(_jit._state, "kernels", None)
+    loss_n, grads_n, _, rec_n = autoencoder.loss_and_grads(method, backend, _copy(params), x)
+
+    _assert_same(grads_f, grads_n, "grads")
+    assert loss_f.dtype == loss_n.dtype == np.dtype(dtype)
+    assert np.array_equal(loss_f, loss_n) and np.array_equal(rec_f, rec_n)
+
+
+@pytest.mark.parametrize("path", ["fused_path", "numpy_path"])
+@pytest.mark.parametrize(
+    ("name", "tied"), AE_CASES, ids=[f"{m}-{'tied' if t else 'untied'}" for m, t in AE_CASES]
+)
+def test_before_decay_plus_add_to_equals_loss_and_grads(name, tied, path, request):
+    """loss_and_grads_before_decay + decay.add_to(grads) is loss_and_grads, on each path."""
+    request.getfixturevalue(path)
+    method, backend, params, x = _ae_problem(name, tied, "float32")
+    loss, grads, _, _ = autoencoder.loss_and_grads(method, backend, params, x)
+    loss_b, grads_b, _, _, decay = autoencoder.loss_and_grads_before_decay(
+        method, backend, params, x
+    )
+    if name == "plain":
+        assert decay is None
+    else:
+        assert isinstance(decay, WeightDecay)
+        assert decay.strengths() == dict.fromkeys(
+            ["W_enc"] if tied else ["W_enc", "W_dec"], method.weight_decay
+        )
+        decay.add_to(grads_b)
+    _assert_same(grads, grads_b, "grads")
+    assert np.array_equal(loss, loss_b)
+
+
+# -- 5: whole training runs ------------------------------------------------------------------
+
+
+def _short_run(name: str, optimizer: str | None, batch_size: int):
+    x = np.random.default_rng(5).uniform(0, 1, size=(200, 30)).astype(np.float32)
+    kwargs = {} if optimizer is None else {"optimizer": optimizer}
+    model = sparsekit.train(name, x, hidden=20, epochs=2, batch_size=batch_size, seed=0, **kwargs)
+    history = [{k: v for k, v in h.items() if k != "seconds"} for h in model.history]
+    return model.params, history
+
+
+@pytest.fixture
+def trainer_history(monkeypatch):
+    """Model has no history attribute: capture the trainer's via a patched Trainer.fit."""
+    real_fit = sparsekit.Trainer.fit
+
+    def fit(self):
+        model = real_fit(self)
+        model.history = self.history
+        return model
+
+    monkeypatch.setattr(sparsekit.Trainer, "fit", fit)
+
+
+@pytest.mark.usefixtures("trainer_history")
+@pytest.mark.parametrize(
+    ("name", "optimizer", "batch_size"),
+    [("l2", None, 32), ("kl", "momentum", 32), ("plain", "sgd", 24)],  # 24: 1/B inexact
+)
+def test_training_fused_equals_numpy(name, optimizer, batch_size, monkeypatch, fused_path):
+    """A short training run gives the same params and metrics with the loops off as on."""
+    spy, calls = fused_path
+    params_f, history_f = _short_run(name, optimizer, batch_size)
+    assert all(ok for _, ok in spy.results)
+    assert calls["sigmoid_grad_into"] > 0 and calls["count_active"] > 0
+    assert calls[optimizer or "adam"] > 0
+
+    monkeypatch.setitem(_jit._state, "kernels", None)
+    off = _Spy(monkeypatch)
+    calls.clear()
+    params_n, history_n = _short_run(name, optimizer, batch_size)
+    assert not calls, f"compiled loops called with the JIT off: {dict(calls)}"
+    assert off.results and not any(ok for _, ok in off.results)
+    assert {"sigmoid_grad_into", "count_active", optimizer or "adam"} <= off.names()
+
+    _assert_same(params_f, params_n, "params")
+    assert history_f == history_n
+
+
+# -- 6: WeightDecay --------------------------------------------------------------------------
+
+
+def _weights(dtype=np.float32) -> dict:
+    rng = np.random.default_rng(2)
+    return {
+        "W_enc": rng.standard_normal((20, 30)).astype(dtype),
+        "W_dec": rng.standard_normal((20, 30)).astype(dtype),
+    }
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+def test_weight_decay_is_a_value_grads_pair(dtype):
+    """WeightDecay unpacks as (½λΣ‖W‖², {name: λW}), has length 2 and indexes like a tuple."""
+    lam = 3e-3
+    w = _weights(dtype)
+    decay = l2_penalty(np, w, lam)
+    value, grads = decay
+    expected = sum(0.5 * lam * float(np.sum(a.astype(np.float64) ** 2)) for a in w.values())
+    assert float(value) == pytest.approx(expected, rel=1e-5)
+    assert grads.keys() == w.keys()
+    for k in w:
+        assert grads[k].dtype == dtype
+        assert np.array_equal(grads[k], lam * w[k])
+    assert len(decay) == 2
+    assert decay[0] is value and decay[1] is grads
+    assert decay[-1] is grads
+    with pytest.raises(IndexError):
+        decay[2]
+    assert decay.strengths() == {"W_enc": lam, "W_dec": lam}
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+@pytest.mark.parametrize("path", ["fused_path", "numpy_path"])
+def test_weight_decay_add_to(path, dtype, request):
+    """add_to adds λW to each gradient in place (same array object), equal to g + λ·W."""
+    spy = request.getfixturevalue(path)
+    if path == "fused_path":
+        spy, _calls = spy
+    lam = 3e-3
+    w = _weights(dtype)
+    grads = {
+        k: np.random.default_rng(3).standard_normal(v.shape).astype(dtype) for k, v in w.items()
+    }
+    expected = {k: grads[k] + lam * w[k] for k in w}
+    ids = {k: id(v) for k, v in grads.items()}
+    WeightDecay(np, w, lam).add_to(grads)
+    assert {k: id(v) for k, v in grads.items()} == ids
+    _assert_same(grads, expected, "grads")
+    assert [ok for _, ok in spy.results] == [path == "fused_path"] * 2
+
+
+class ScaledL2(L2):
+    """L2 whose weight penalty doubles the gradient of the base class's WeightDecay."""
+
+    name = "scaled-l2-test"
+
+    def weight_penalty(self, xp, weights):
+        value, grads = super().weight_penalty(xp, weights)
+        return value, {k: 2 * g for k, g in grads.items()}
+
+
+@pytest.mark.parametrize("path", ["fused_path", "numpy_path"])
+def test_weight_penalty_override_is_not_bypassed(path, request):
+    """An L2 subclass that rescales the unpacked gradient gets that gradient, in training too."""
+    request.getfixturevalue(path)
+    lam = 3e-3
+    method, backend, params, x = _ae_problem("l2", False, "float32")
+    scaled = ScaledL2(weight_decay=lam)
+    base, base_grads, _, _, _ = autoencoder.loss_and_grads_before_decay(
+        L2(weight_decay=lam), backend, params, x
+    )
+    loss, grads, _, _ = autoencoder.loss_and_grads(scaled, backend, params, x)
+    assert np.array_equal(loss, base)
+    for k in ("W_enc", "W_dec"):
+        assert np.array_equal(grads[k], base_grads[k] + 2 * (lam * params[k]))
+    for k in ("b_enc", "b_dec"):
+        assert np.array_equal(grads[k], base_grads[k])
+
+    # Training: ScaledL2(λ) follows L2(2λ)'s parameters exactly (2·(λW) = (2λ)·W in floats),
+    # and not L2(λ)'s.
+    data = np.random.default_rng(6).uniform(0, 1, size=(100, 30)).astype(np.float32)
+
+    def run(m):
+        kw = {"hidden": 20, "epochs": 1, "batch_size": 25, "seed": 0, "optimizer": "sgd", "lr": 1.0}
+        return sparsekit.train(m, data, **kw).params
+
+    p_scaled, p_double, p_single = (
+        run(scaled),
+        run(L2(weight_decay=2 * lam)),
+        run(L2(weight_decay=lam)),
+    )
+    _assert_same(p_scaled, p_double, "params")
+    assert not np.array_equal(p_scaled["W_enc"], p_single["W_enc"])
+
+
+# -- 7: run() refuses unsuitable arrays; SPARSEKIT_JIT=0 -----------------------------------
+
+
+def _refused_cases():
+    base = np.arange(12, dtype=np.float32).reshape(3, 4)
+    return {
+        "non-contiguous": (base[:, ::2], np.ones((3, 2), np.float32)),
+        "transposed": (base.T, np.ones((4, 3), np.float32)),
+        "mixed dtypes": (base.copy(), np.ones((3, 4), np.float64)),
+        "int array": (np.arange(12).reshape(3, 4), np.ones((3, 4), np.int64)),
+        "list": ([1.0, 2.0, 3.0], np.ones(3, np.float32)),
+        "list second": (np.ones(3, np.float32), [1.0, 2.0, 3.0]),
+    }
+
+
+@pytest.mark.parametrize("case", list(_refused_cases()))
+def test_run_refuses_unsuitable_arrays(case, fused_kernels):
+    """run() returns False and leaves every array unchanged for arrays the loops cannot take."""
+    p, g = _refused_cases()[case]
+    before = (np.array(p, copy=True), np.array(g, copy=True))
+    assert _jit.run("sgd", (p, g), (0.1, 0.5)) is False
+    assert np.array_equal(np.asarray(p), before[0]) and np.array_equal(np.asarray(g), before[1])
+    assert _jit.kernels() is fused_kernels  # refusing is not a failure
+
+
+def test_run_accepts_and_refuses_non_contiguous_view(fused_kernels):
+    """A strided view is refused although its base would be accepted."""
+    p = np.ones((6, 8), np.float32)
+    g = np.full((6, 8), 2.0, np.float32)
+    assert _jit.run("sgd", (p[:, ::2], g[:, ::2]), (0.0, 0.5)) is False
+    assert np.all(p == 1)
+    assert _jit.run("sgd", (p, g), (0.0, 0.5)) is True
+    assert np.all(p == 0)
+
+
+def test_jit_env_off_in_subprocess():
+    """SPARSEKIT_JIT=0: kernels() is None, run() returns False, and training still works."""
+    code = """
+import numpy as np, sparsekit
+from sparsekit import _jit
+assert _jit.kernels() is None
+p = np.ones(4, np.float32)
+assert _jit.run("sgd", (p, p.copy()), (0.0, 0.5)) is False
+x = np.random.default_rng(0).uniform(0, 1, size=(40, 8)).astype(np.float32)
+m = sparsekit.train("plain", x, hidden=4, epochs=1, batch_size=10, seed=0)
+assert all(np.isfinite(v).all() for v in m.params.values())
+print("ok")
+"""
+    env = {**os.environ, "SPARSEKIT_JIT": "0"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
+
+
+# -- 8: a loop that fails on first use -------------------------------------------------------
+
+
+def test_loop_failing_on_first_use_disables_the_loops(monkeypatch):
+    """A loop raising on first use: run() returns False, warns, and the loops stay off."""
+
+    def broken(*args):
+        raise RuntimeError("cannot compile\nsecond line")
+
+    monkeypatch.setitem(_jit._state, "kernels", SimpleNamespace(sgd=broken))
+    monkeypatch.setattr(_jit, "_ready", set())
+    p = np.ones(5, np.float32)
+    g = np.full(5, 2.0, np.float32)
+    with pytest.warns(RuntimeWarning, match="fused loops off.*RuntimeError: cannot compile"):
+        assert _jit.run("sgd", (p, g), (0.0, 0.5)) is False
+    assert _jit.kernels() is None
+    assert np.all(p == 1) and np.all(g == 2)
+    # The optimizer then takes its NumPy path.
+    SGD(0.5).step(np, {"w": p}, {"w": g})
+    assert np.all(p == 0)
+
+
+def test_count_active_failing_on_first_use_disables_the_loops(monkeypatch):
+    """count_active raising on first use: returns False, warns, counts unchanged, loops off."""
+
+    def broken(*args):
+        raise ValueError("no")
+
+    monkeypatch.setitem(_jit._state, "kernels", SimpleNamespace(count_active=broken))
+    monkeypatch.setattr(_jit, "_ready", set())
+    counts = np.zeros(3, np.int64)
+    with pytest.warns(RuntimeWarning, match="fused loops off"):
+        assert _jit.count_active(counts, np.ones((2, 3), np.float32), 0.5) is False
+    assert _jit.kernels() is None
+    assert np.all(counts == 0)
+
+
+# -- 9: count_active -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+def test_count_active_matches_numpy(dtype, fused_kernels):
+    """counts += (|code| > t).sum(axis=0): negatives and values exactly at t included."""
+    t = 1e-3
+    rng = np.random.default_rng(4)
+    code = rng.choice([-1.0, 1.0], size=(50, 7)) * rng.uniform(0, 2e-3, size=(50, 7))
+    code = code.astype(dtype)
+    at = dtype(t)
+    code[0] = [at, -at, np.nextafter(at, dtype(1)), -np.nextafter(at, dtype(1)), 0, -0.0, -5]
+    start = np.arange(7, dtype=np.int64)
+    counts = start.copy()
+    assert _jit.count_active(counts, code, t) is True
+    expected = start + (np.abs(code) > t).sum(axis=0)
+    assert np.array_equal(counts, expected)
+    assert counts.dtype == np.int64
+    # A second call keeps adding.
+    assert _jit.count_active(counts, code, t) is True
+    assert np.array_equal(counts, start + 2 * (np.abs(code) > t).sum(axis=0))
+
+
+def test_count_active_refuses(fused_kernels):
+    """False, counts untouched, for float counts, int32 counts, a wrong shape, a bad code."""
+    code = np.ones((4, 3), np.float32)
+    for counts in (
+        np.zeros(3),
+        np.zeros(3, np.int32),
+        np.zeros(4, np.int64),
+        np.zeros((1, 3), np.int64),
+    ):
+        before = counts.copy()
+        assert _jit.count_active(counts, code, 0.5) is False
+        assert np.array_equal(counts, before)
+    counts = np.zeros(3, np.int64)
+    assert _jit.count_active(counts, np.ones((3, 4), np.float32).T, 0.5) is False
+    assert _jit.count_active(counts, np.ones(3, np.float32), 0.5) is False
+    assert _jit.count_active(counts, np.ones((4, 3), np.int64), 0.5) is False
+    assert np.all(counts == 0)
+
+
+def test_count_active_off(numpy_path):
+    """With the loops off, count_active returns False and leaves the counts alone."""
+    counts = np.zeros(3, np.int64)
+    assert _jit.count_active(counts, np.ones((4, 3), np.float32), 0.5) is False
+    assert np.all(counts == 0)
