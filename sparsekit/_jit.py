@@ -146,13 +146,18 @@ def disable(reason: str) -> None:
 
 
 def usable(*arrays: Any) -> bool:
-    """Whether the loops can take these arrays: C-contiguous NumPy floats of one dtype."""
+    """Whether the loops can take these arrays: writeable, C-contiguous NumPy floats of one
+    dtype and one shape (the loops index them without bounds checks)."""
     first = arrays[0]
     return (
         isinstance(first, np.ndarray)
         and first.dtype in (np.float32, np.float64)
         and all(
-            isinstance(a, np.ndarray) and a.dtype == first.dtype and a.flags.c_contiguous
+            isinstance(a, np.ndarray)
+            and a.dtype == first.dtype
+            and a.shape == first.shape
+            and a.flags.c_contiguous
+            and a.flags.writeable
             for a in arrays
         )
     )
@@ -166,6 +171,7 @@ def count_active(counts: Any, code: Any, threshold: float) -> bool:
         or not isinstance(counts, np.ndarray)
         or counts.dtype != np.int64
         or counts.shape != code.shape[1:]
+        or not counts.flags.writeable
     ):
         return False
     loops = kernels()

@@ -417,7 +417,16 @@ def _refused_cases():
         "int array": (np.arange(12).reshape(3, 4), np.ones((3, 4), np.int64)),
         "list": ([1.0, 2.0, 3.0], np.ones(3, np.float32)),
         "list second": (np.ones(3, np.float32), [1.0, 2.0, 3.0]),
+        # the loops index without bounds checks: sizes and shapes must match exactly
+        "shorter gradient": (np.ones(10, np.float32), np.full(4, 2.0, np.float32)),
+        "same size, other shape": (np.ones((2, 3), np.float32), np.ones((3, 2), np.float32)),
+        "read-only parameter": (_read_only(np.ones(5, np.float32)), np.ones(5, np.float32)),
     }
+
+
+def _read_only(a: np.ndarray) -> np.ndarray:
+    a.setflags(write=False)
+    return a
 
 
 @pytest.mark.parametrize("case", list(_refused_cases()))
