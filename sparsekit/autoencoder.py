@@ -104,6 +104,7 @@ def loss_and_grads(
         method, backend, params, x
     )
     if decay is not None:
+        loss = loss + decay.value
         decay.add_to(grads)
     return loss, grads, fwd, reconstruction
 
@@ -113,9 +114,10 @@ def loss_and_grads_before_decay(
 ) -> tuple[Any, dict[str, Any], Forward, Any, WeightDecay | None]:
     """As :func:`loss_and_grads`, but a :class:`WeightDecay` penalty is returned, not applied.
 
-    The loss includes the decay's value; the gradients lack its λW, which the trainer's
-    optimizer adds inside its own update pass (``Optimizer.step(..., decay=...)``), so
-    weight decay costs no pass of its own over the weights.
+    Neither the loss nor the gradients include it: the trainer's optimizer adds λW inside
+    its own update pass (``Optimizer.step(..., decay=...)``), which also returns the Σ‖W‖²
+    for the decay's value (:meth:`WeightDecay.value_from_squares`), so weight decay costs
+    no pass of its own over the weights.
     """
     xp = backend.xp
     batch = x.shape[0]
@@ -203,8 +205,7 @@ def loss_and_grads_before_decay(
 
     weight_penalty = method.weight_penalty(xp, weights)
     decay = None
-    if isinstance(weight_penalty, WeightDecay):  # λW added later, in place
-        loss = loss + weight_penalty.value
+    if isinstance(weight_penalty, WeightDecay):  # value and λW added later
         decay = weight_penalty
     elif weight_penalty is not None:
         value, d_weights = weight_penalty

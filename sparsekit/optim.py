@@ -70,7 +70,13 @@ class Optimizer:
         params: dict[str, Any],
         grads: dict[str, Any],
         decay: Mapping[str, float] | None = None,
-    ) -> None:
+    ) -> dict[str, Any]:
+        """Update ``params`` in place; ``grads`` may be overwritten (scratch).
+
+        Returns ``{name: Σ params[name]²}`` for the keys of ``decay``, taken *before* the
+        update (weight decay's value needs it; the built-ins get it from their update pass):
+        a Python float or a 0-d array.
+        """
         raise NotImplementedError
 
     def state_dict(self) -> dict[str, Any]:
@@ -81,10 +87,14 @@ class Optimizer:
         self.steps = int(state["steps"])
 
 
-def _add_decay(p: Any, g: Any, lam: float) -> None:
-    """g ← g + λ·p, the NumPy way (the fused loops do it in their own pass)."""
-    if lam:
-        g += lam * p
+def _add_decay(
+    xp: Any, p: Any, g: Any, key: str, decay: Mapping[str, float], squares: dict
+) -> None:
+    """g ← g + λ·p and Σp², the NumPy way (the fused loops do both in their own pass)."""
+    if key in decay:
+        squares[key] = xp.vdot(p, p)
+        if decay[key]:
+            g += decay[key] * p
 
 
 class SGD(Optimizer):
@@ -93,15 +103,19 @@ class SGD(Optimizer):
     name = "sgd"
     folds_decay = True
 
-    def step(self, xp, params, grads, decay=None) -> None:
-        decay = decay or {}
+    def step(self, xp, params, grads, decay=None) -> dict[str, Any]:
+        decay, squares = decay or {}, {}
         for key, g in grads.items():
-            p, lam = params[key], decay.get(key, 0.0)
-            if not _jit.run("sgd", (p, g), (lam, self.lr)):
-                _add_decay(p, g, lam)
+            p = params[key]
+            sq = _jit.run_sum("sgd", (p, g), (decay.get(key, 0.0), self.lr))
+            if sq is None:
+                _add_decay(xp, p, g, key, decay, squares)
                 g *= self.lr
                 p -= g
+            elif key in decay:
+                squares[key] = sq
         self.steps += 1
+        return squares
 
 
 class Momentum(Optimizer):
@@ -117,20 +131,24 @@ class Momentum(Optimizer):
         self.momentum = float(momentum)
         self.velocity: dict[str, Any] = {}
 
-    def step(self, xp, params, grads, decay=None) -> None:
-        decay = decay or {}
+    def step(self, xp, params, grads, decay=None) -> dict[str, Any]:
+        decay, squares = decay or {}, {}
         for key, g in grads.items():
-            p, lam = params[key], decay.get(key, 0.0)
+            p = params[key]
             v = self.velocity.get(key)
             if v is None:
                 v = self.velocity[key] = xp.zeros_like(p)
-            if not _jit.run("momentum", (p, g, v), (lam, self.momentum, self.lr)):
-                _add_decay(p, g, lam)
+            sq = _jit.run_sum("momentum", (p, g, v), (decay.get(key, 0.0), self.momentum, self.lr))
+            if sq is None:
+                _add_decay(xp, p, g, key, decay, squares)
                 v *= self.momentum
                 g *= self.lr
                 v -= g
                 p += v
+            elif key in decay:
+                squares[key] = sq
         self.steps += 1
+        return squares
 
     def state_dict(self) -> dict[str, Any]:
         return {"steps": self.steps, **{f"velocity.{k}": v for k, v in self.velocity.items()}}
@@ -154,8 +172,8 @@ class Adam(Optimizer):
         self.m: dict[str, Any] = {}
         self.v: dict[str, Any] = {}
 
-    def step(self, xp, params, grads, decay=None) -> None:
-        decay = decay or {}
+    def step(self, xp, params, grads, decay=None) -> dict[str, Any]:
+        decay, squares = decay or {}, {}
         self.steps += 1
         t = self.steps
         # Bias corrections folded into the step size and epsilon (one scalar each).
@@ -163,15 +181,19 @@ class Adam(Optimizer):
         eps_hat = self.eps * math.sqrt(1 - self.beta2**t)
         b1, b2 = self.beta1, self.beta2
         for key, g in grads.items():
-            p, lam = params[key], decay.get(key, 0.0)
+            p = params[key]
             m = self.m.get(key)
             if m is None:
                 m = self.m[key] = xp.zeros_like(p)
                 self.v[key] = xp.zeros_like(p)
             v = self.v[key]
-            if _jit.run("adam", (p, g, m, v), (lam, b1, b2, eps_hat, step_size)):
-                continue  # one fused pass (sparsekit._jit)
-            _add_decay(p, g, lam)
+            lam = decay.get(key, 0.0)
+            sq = _jit.run_sum("adam", (p, g, m, v), (lam, b1, b2, eps_hat, step_size))
+            if sq is not None:  # one fused pass (sparsekit._jit)
+                if key in decay:
+                    squares[key] = sq
+                continue
+            _add_decay(xp, p, g, key, decay, squares)
             if _flat_ok(p, g, m, v):
                 flat = [a.reshape(-1) for a in (p, g, m, v)]
                 split_run(
@@ -182,6 +204,7 @@ class Adam(Optimizer):
                 )
             else:
                 _adam_update(xp, p, g, m, v, b1, b2, eps_hat, step_size)
+        return squares
 
     def state_dict(self) -> dict[str, Any]:
         state: dict[str, Any] = {"steps": self.steps}

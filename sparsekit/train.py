@@ -157,11 +157,14 @@ class Trainer:
                     method, backend, self.params, x
                 )
                 if decay is not None and not self.optimizer.folds_decay:
+                    loss = loss + decay.value
                     decay.add_to(grads)
                     decay = None
-                self.optimizer.step(
+                squares = self.optimizer.step(
                     xp, self.params, grads, decay=None if decay is None else decay.strengths()
                 )
+                if decay is not None:  # Σ‖W‖² came from the update pass
+                    loss = loss + decay.value_from_squares(squares)
             batch = x.shape[0]
             loss_sum += loss * batch
             rec_sum += rec * batch

@@ -37,23 +37,23 @@ OPTIMIZERS = {
 
 
 class _Spy:
-    """Records what ``_jit.run`` / ``_jit.count_active`` returned, per loop name."""
+    """Records whether ``_jit.run_sum`` (behind ``run``) and ``count_active`` ran, per loop."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.results: list[tuple[str, bool]] = []
-        real_run, real_count = _jit.run, _jit.count_active
+        real_run_sum, real_count = _jit.run_sum, _jit.count_active
 
-        def run(name, arrays, scalars):
-            ok = real_run(name, arrays, scalars)
-            self.results.append((name, ok))
-            return ok
+        def run_sum(name, arrays, scalars):
+            result = real_run_sum(name, arrays, scalars)
+            self.results.append((name, result is not None))
+            return result
 
         def count_active(counts, code, threshold):
             ok = real_count(counts, code, threshold)
             self.results.append(("count_active", ok))
             return ok
 
-        monkeypatch.setattr(_jit, "run", run)
+        monkeypatch.setattr(_jit, "run_sum", run_sum)
         monkeypatch.setattr(_jit, "count_active", count_active)
 
     def names(self) -> set[str]:
@@ -184,6 +184,26 @@ def test_folded_decay_equals_decay_added_to_gradient(opt_name, dtype, fused_path
     _assert_same(folded_state, added_state, "state")
 
 
+@pytest.mark.usefixtures("split_threads")
+@pytest.mark.parametrize("path", ["fused_path", "numpy_path"])
+@pytest.mark.parametrize("opt_name", list(OPTIMIZERS))
+def test_step_returns_squares_of_decayed_params_before_the_update(opt_name, path, request):
+    """step(decay=...) returns Σp² of exactly the decayed keys, taken before the update
+    (weight decay's value at the parameters the loss was computed with)."""
+    request.getfixturevalue(path)
+    params, grads = _problem(np.float32)
+    expected = {
+        k: float(np.dot(params[k].ravel().astype(np.float64), params[k].ravel()))
+        for k in ("W", "c")
+    }
+    opt = OPTIMIZERS[opt_name]()
+    squares = opt.step(np, params, _copy(grads[0]), decay={"W": 1e-3, "c": 0.0})
+    assert set(squares) == {"W", "c"}
+    for k in squares:
+        assert float(squares[k]) == pytest.approx(expected[k], rel=1e-5)
+    assert opt.step(np, params, _copy(grads[1])) == {}
+
+
 def test_optimizer_numpy_path_really_numpy(numpy_path):
     """With the loops forced off, the optimizers fall back (run() returns False)."""
     params, grads = _problem(np.float32)
@@ -241,7 +261,8 @@ def test_loss_and_grads_fused_equals_numpy(name, tied, dtype, monkeypatch, fused
     ("name", "tied"), AE_CASES, ids=[f"{m}-{'tied' if t else 'untied'}" for m, t in AE_CASES]
 )
 def test_before_decay_plus_add_to_equals_loss_and_grads(name, tied, path, request):
-    """loss_and_grads_before_decay + decay.add_to(grads) is loss_and_grads, on each path."""
+    """loss_and_grads_before_decay, plus the decay's value and decay.add_to(grads), is
+    loss_and_grads, on each path."""
     request.getfixturevalue(path)
     method, backend, params, x = _ae_problem(name, tied, "float32")
     loss, grads, _, _ = autoencoder.loss_and_grads(method, backend, params, x)
@@ -255,6 +276,8 @@ def test_before_decay_plus_add_to_equals_loss_and_grads(name, tied, path, reques
         assert decay.strengths() == dict.fromkeys(
             ["W_enc"] if tied else ["W_enc", "W_dec"], method.weight_decay
         )
+        assert not np.array_equal(loss, loss_b)  # the value is not in the loss yet
+        loss_b = loss_b + decay.value
         decay.add_to(grads_b)
     _assert_same(grads, grads_b, "grads")
     assert np.array_equal(loss, loss_b)
@@ -306,6 +329,10 @@ def test_training_fused_equals_numpy(name, optimizer, batch_size, monkeypatch, f
     assert {"sigmoid_grad_into", "count_active", optimizer or "adam"} <= off.names()
 
     _assert_same(params_f, params_n, "params")
+    # The weight-decay value's Σ‖W‖² comes from the update pass (float64 lanes) or from
+    # NumPy's float32 vdot: the loss may differ in its last bits, nothing else.
+    for h_f, h_n in zip(history_f, history_n, strict=True):
+        assert h_f.pop("loss") == pytest.approx(h_n.pop("loss"), rel=1e-6)
     assert history_f == history_n
 
 
@@ -378,11 +405,11 @@ def test_weight_penalty_override_is_not_bypassed(path, request):
     lam = 3e-3
     method, backend, params, x = _ae_problem("l2", False, "float32")
     scaled = ScaledL2(weight_decay=lam)
-    base, base_grads, _, _, _ = autoencoder.loss_and_grads_before_decay(
+    base, base_grads, _, _, decay = autoencoder.loss_and_grads_before_decay(
         L2(weight_decay=lam), backend, params, x
     )
     loss, grads, _, _ = autoencoder.loss_and_grads(scaled, backend, params, x)
-    assert np.array_equal(loss, base)
+    assert np.array_equal(loss, base + decay.value)
     for k in ("W_enc", "W_dec"):
         assert np.array_equal(grads[k], base_grads[k] + 2 * (lam * params[k]))
     for k in ("b_enc", "b_dec"):

@@ -142,6 +142,10 @@ class WeightDecay:
             self._grads = {name: self.strength * w for name, w in self.weights.items()}
         return self._grads
 
+    def value_from_squares(self, squares: Mapping[str, Any]) -> Any:
+        """(λ/2) Σ ‖W‖² from ``{name: ‖W‖²}`` computed elsewhere (by the optimizer's pass)."""
+        return sum(0.5 * self.strength * squares[name] for name in self.weights)
+
     def strengths(self) -> dict[str, float]:
         """``{name: λ}`` for every decayed weight."""
         return dict.fromkeys(self.weights, self.strength)
