@@ -123,6 +123,48 @@ def _sigmoid_grad_into(d, a, scale, one):  # pragma: no cover - runs compiled
         d[i] = (d[i] * scale) * (ai * (one - ai))
 
 
+def _sign(c, one, zero):  # pragma: no cover - runs compiled
+    """np.sign's value: ±1, +0 for ±0, NaN for NaN (Numba's own sign keeps −0)."""
+    if c > zero:
+        return one
+    if c < zero:
+        return -one
+    return c if c != c else zero
+
+
+def _threshold_code(z, code, sgn, support, tau, one, zero):  # pragma: no cover - runs compiled
+    """support ← 1[|z| ≥ τ];  code ← z·support;  sgn ← sign(code) (Arora's decoding)."""
+    for i in range(z.size):
+        zi = z[i]
+        keep = one if abs(zi) >= tau else zero
+        ci = zi * keep  # a product, as NumPy's, so NaN stays NaN
+        support[i] = keep
+        code[i] = ci
+        sgn[i] = _sign(ci, one, zero)
+
+
+def _atom_update(w, step, renormalize, tiny):  # pragma: no cover - runs compiled
+    """w ← w − step, then (if renormalize) every row of w scaled to unit norm.
+
+    Compiled with reassociation allowed (the row's Σw² is summed in any order, so it
+    vectorises); nothing else in the loop can be reassociated.
+    """
+    rows, cols = w.shape
+    scale = np.empty(1, w.dtype)  # the row's factor, rounded to w's dtype
+    for r in range(rows):
+        wr, sr = w[r], step[r]
+        total = 0.0
+        for c in range(cols):
+            wi = wr[c] - sr[c]
+            wr[c] = wi
+            total += np.float64(wi) * np.float64(wi)
+        if renormalize:
+            scale[0] = 1.0 / max(np.sqrt(total), tiny)
+            factor = scale[0]
+            for c in range(cols):
+                wr[c] *= factor
+
+
 def _count_active(counts, code, threshold):  # pragma: no cover - runs compiled
     """counts[j] += #{i : |code[i, j]| > threshold} for a B×H code."""
     rows, cols = code.shape
@@ -139,7 +181,11 @@ _LOOPS = {
     "add_scaled": _add_scaled,
     "sigmoid_grad_into": _sigmoid_grad_into,
     "count_active": _count_active,
+    "threshold_code": _threshold_code,
+    "atom_update": _atom_update,
 }
+#: Extra Numba options per loop.
+_OPTIONS = {"atom_update": {"fastmath": {"reassoc"}}}
 
 
 def _compile() -> SimpleNamespace | None:
@@ -149,9 +195,13 @@ def _compile() -> SimpleNamespace | None:
         import numba
     except Exception:  # ImportError, or a Numba that refuses this NumPy
         return None
+    global _sign
+    if not hasattr(_sign, "py_func"):  # called from inside the loops: compiled first
+        _sign = numba.njit(inline="always")(_sign)
     compiled = {}
     for name, fn in _LOOPS.items():
-        options = {"nogil": True, "error_model": "numpy"}  # numpy: no zero-division checks
+        # error_model "numpy": no zero-division checks, which would stop vectorisation
+        options = {"nogil": True, "error_model": "numpy", **_OPTIONS.get(name, {})}
         try:
             compiled[name] = numba.njit(cache=True, **options)(fn)
         except Exception:  # no writable cache location: compile for this process only
@@ -264,3 +314,35 @@ def run_sum(name: str, arrays: tuple[Any, ...], scalars: tuple[float, ...]) -> f
 
     split_run(part, flat[0].size)
     return float(sum(parts[lo] or 0.0 for lo in sorted(parts)))  # in order: deterministic
+
+
+def run_rows(name: str, arrays: tuple[Any, ...], scalars: tuple[Any, ...]) -> bool:
+    """Run a row loop over 2-D ``arrays`` of one shape, their rows split over threads.
+
+    ``scalars`` are passed as given (the loops that take them convert them themselves).
+    Returns False, having changed nothing, when the loops are unavailable or the arrays
+    unsuitable.
+    """
+    if not usable(*arrays) or arrays[0].ndim != 2:
+        return False
+    loops = kernels()
+    if loops is None:
+        return False
+    from sparsekit.kernels import PARALLEL_MIN_SIZE, split_run
+
+    fn = getattr(loops, name)
+    key = (name, arrays[0].dtype.str)
+    try:
+        if key not in _ready:
+            fn(*(a[:0] for a in arrays), *scalars)
+            _ready.add(key)
+    except Exception as exc:
+        disable(f"{type(exc).__name__}: {exc}".splitlines()[0])
+        return False
+    rows, cols = arrays[0].shape
+    split_run(
+        lambda lo, hi: fn(*(a[lo:hi] for a in arrays), *scalars),
+        rows,
+        min_size=max(2, PARALLEL_MIN_SIZE // max(1, cols)),
+    )
+    return True

@@ -581,3 +581,73 @@ def test_count_active_off(numpy_path):
     counts = np.zeros(3, np.int64)
     assert _jit.count_active(counts, np.ones((4, 3), np.float32), 0.5) is False
     assert np.all(counts == 0)
+
+
+# -- Arora's decoding and atom update ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+def test_threshold_code_matches_numpy_bitwise(dtype, fused_kernels):
+    """Arora's fused decoding gives NumPy's support, code and sign bit for bit, including
+    values exactly at τ, ±0, NaN and ±inf."""
+    tau = 0.5
+    rng = np.random.default_rng(3)
+    z = rng.standard_normal((37, 53)).astype(dtype)
+    z.flat[:8] = [tau, -tau, 0.0, -0.0, np.nan, np.inf, -np.inf, np.nextafter(dtype(tau), 0)]
+    code, sgn, support = np.empty_like(z), np.empty_like(z), np.empty_like(z)
+    assert _jit.run("threshold_code", (z, code, sgn, support), (tau, 1.0, 0.0))
+
+    expected_support = (np.abs(z) >= tau).astype(dtype)
+    expected_code = z * expected_support
+    for got, want in [
+        (support, expected_support),
+        (code, expected_code),
+        (sgn, np.sign(expected_code)),
+    ]:
+        assert got.dtype == dtype
+        assert np.array_equal(got, want, equal_nan=True)
+        assert np.array_equal(np.signbit(got), np.signbit(want))
+
+
+@pytest.mark.parametrize("renormalize", [True, False])
+def test_atom_update_matches_numpy(renormalize, fused_kernels):
+    """w ← w − step and the rows renormalised: the NumPy formula to float32 rounding."""
+    rng = np.random.default_rng(4)
+    w = rng.standard_normal((700, 787)).astype(np.float32)
+    step = (0.1 * rng.standard_normal(w.shape)).astype(np.float32)
+    w[3] = step[3]  # a row that becomes exactly zero: kept at zero, not NaN
+    expected = w - step
+    if renormalize:
+        norms = np.sqrt(np.einsum("hd,hd->h", expected, expected))
+        expected *= (1.0 / np.maximum(norms, 1e-12))[:, None]
+    assert _jit.run_rows("atom_update", (w, step), (renormalize, 1e-12))
+    assert w.dtype == np.float32
+    np.testing.assert_allclose(w, expected, rtol=2e-6, atol=1e-7)
+    assert np.all(w[3] == 0)
+    if renormalize:
+        np.testing.assert_allclose(np.linalg.norm(np.delete(w, 3, 0), axis=1), 1.0, rtol=1e-6)
+
+
+def test_arora_training_fused_matches_numpy(monkeypatch, fused_path):
+    """Arora trains to the same atoms with the fused loops as with NumPy (float32 rounding
+    apart: the fused row norms are summed in float64) and the same codes."""
+    spy, calls = fused_path
+    x = np.random.default_rng(0).uniform(0, 1, (600, 50)).astype(np.float32)
+
+    def run():
+        method = sparsekit.make_method("arora")
+        config = sparsekit.resolve_config(method, hidden=40, epochs=3, batch_size=64, seed=0)
+        trainer = sparsekit.Trainer(method, x, config)
+        trainer.fit()
+        return trainer.params, trainer.history
+
+    params_f, history_f = run()
+    assert calls["threshold_code"] > 0 and calls["atom_update"] > 0
+    monkeypatch.setitem(_jit._state, "kernels", None)
+    calls.clear()
+    params_n, history_n = run()
+    assert not calls
+    np.testing.assert_allclose(params_f["W_enc"], params_n["W_enc"], rtol=1e-5, atol=1e-6)
+    for h_f, h_n in zip(history_f, history_n, strict=True):
+        assert h_f["mean_active"] == h_n["mean_active"]
+        assert h_f["loss"] == pytest.approx(h_n["loss"], rel=1e-5)

@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from sparsekit.autoencoder import forward
+from sparsekit import _jit
+from sparsekit.autoencoder import Forward, forward, pre_activation
 from sparsekit.hookspecs import hookimpl
 from sparsekit.kernels import PARALLEL_MIN_SIZE, split_run
 from sparsekit.methods.base import Method, Param, non_negative
@@ -94,25 +95,52 @@ class Arora(Method):
         return None
 
     def direction(self, backend, params, y):
-        """ĝ = (1/B) sgn(X)ᵀ R and the forward pass it came from."""
-        return self._scaled_direction(backend, params, y, 1.0)
-
-    def _scaled_direction(self, backend, params, y, scale):
-        """scale·ĝ, scaling the B×D residual rather than the H×D product (fewer passes)."""
+        """ĝ = (1/B) sgn(X)ᵀ R, the forward pass it came from and the residual R."""
         fwd = forward(self, backend, params, y)
         residual = fwd.xhat - y
-        scaled = residual * (scale / y.shape[0])
+        scaled = residual * (1.0 / y.shape[0])
         return backend.xp.sign(fwd.code).T @ scaled, fwd, residual
+
+    def _forward_and_signs(self, backend, params, y):
+        """The forward pass and sgn(X); the decoding in one fused loop when it can be."""
+        xp = backend.xp
+        if not all(
+            getattr(type(self), name) is getattr(Arora, name)
+            for name in ("activation", "mask", "output")
+        ):  # a subclass decodes differently: the generic pass
+            fwd = forward(self, backend, params, y)
+            return fwd, xp.sign(fwd.code)
+        z = pre_activation(xp, params, y)
+        code, sgn, support = xp.empty_like(z), xp.empty_like(z), xp.empty_like(z)
+        if not _jit.run("threshold_code", (z, code, sgn, support), (self.tau, 1.0, 0.0)):
+            support = self.mask(xp, z, z, True)
+            code = z * support
+            sgn = xp.sign(code)
+        out = code @ params["W_enc"]
+        out += params["b_dec"]
+        return Forward(z, z, support, code, None, out, out), sgn
+
+    def _step_direction(self, backend, params, y, lr):
+        """lr·ĝ, the forward pass and the loss (1/2B)‖R‖²; the step size scales the B×D
+        residual rather than the H×D product."""
+        xp, batch = backend.xp, y.shape[0]
+        fwd, sgn = self._forward_and_signs(backend, params, y)
+        residual = fwd.xhat - y
+        step = sgn.T @ (residual * (lr / batch))
+        return step, fwd, 0.5 * xp.vdot(residual, residual) / batch
 
     def update(self, backend, params, x, lr):
         xp = backend.xp
         if type(self).direction is Arora.direction:
-            step, fwd, residual = self._scaled_direction(backend, params, x, lr)
+            step, fwd, loss = self._step_direction(backend, params, x, lr)
         else:  # a subclass with its own direction
             step, fwd, residual = self.direction(backend, params, x)
             step *= lr
+            loss = 0.5 * xp.vdot(residual, residual) / x.shape[0]
         w = params["W_enc"]
         renormalize = self.renormalize
+        if _jit.run_rows("atom_update", (w, step), (renormalize, 1e-12)):
+            return {"loss": loss, "reconstruction": loss, "forward": fwd}
 
         def apply(lo, hi):  # on blocks of atoms, in parallel on the CPU
             block = w[lo:hi]
@@ -126,7 +154,6 @@ class Arora(Method):
             split_run(apply, w.shape[0], min_size=max(2, PARALLEL_MIN_SIZE // max(1, w.shape[1])))
         else:
             apply(0, w.shape[0])
-        loss = 0.5 * xp.vdot(residual, residual) / x.shape[0]
         return {"loss": loss, "reconstruction": loss, "forward": fwd}
 
 
