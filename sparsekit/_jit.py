@@ -123,6 +123,12 @@ def _sigmoid_grad_into(d, a, scale, one):  # pragma: no cover - runs compiled
         d[i] = (d[i] * scale) * (ai * (one - ai))
 
 
+def _sigmoid_tail(t, one, half):  # pragma: no cover - runs compiled
+    """t ← (t + 1)·½: the sigmoid ½(1 + tanh(z/2)) from its tanh, in one pass."""
+    for i in range(t.size):
+        t[i] = (t[i] + one) * half
+
+
 def _sign(c, one, zero):  # pragma: no cover - runs compiled
     """np.sign's value: ±1, +0 for ±0, NaN for NaN (Numba's own sign keeps −0)."""
     if c > zero:
@@ -180,6 +186,7 @@ _LOOPS = {
     "sgd": _sgd,
     "add_scaled": _add_scaled,
     "sigmoid_grad_into": _sigmoid_grad_into,
+    "sigmoid_tail": _sigmoid_tail,
     "count_active": _count_active,
     "threshold_code": _threshold_code,
     "atom_update": _atom_update,

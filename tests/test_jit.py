@@ -651,3 +651,19 @@ def test_arora_training_fused_matches_numpy(monkeypatch, fused_path):
     for h_f, h_n in zip(history_f, history_n, strict=True):
         assert h_f["mean_active"] == h_n["mean_active"]
         assert h_f["loss"] == pytest.approx(h_n["loss"], rel=1e-5)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+def test_sigmoid_fused_matches_numpy_bitwise(dtype, monkeypatch, fused_path):
+    """The sigmoid's last two passes fused into one: NumPy's bits, saturated ends included."""
+    from sparsekit.methods.base import sigmoid
+
+    _, calls = fused_path
+    z = np.random.default_rng(7).standard_normal((300, 900)).astype(dtype) * 8
+    z.flat[:5] = [0.0, -0.0, 1e30, -1e30, np.nan]
+    fused = sigmoid(np, z)
+    assert calls["sigmoid_tail"] >= 1
+    monkeypatch.setitem(_jit._state, "kernels", None)
+    plain = sigmoid(np, z)
+    assert fused.dtype == plain.dtype == dtype
+    assert np.array_equal(fused, plain, equal_nan=True)

@@ -27,6 +27,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from sparsekit import _jit
 from sparsekit.errors import ParameterError
 
 
@@ -352,6 +353,7 @@ def sigmoid(xp: Any, z: Any) -> Any:
     """The logistic function as ½(1 + tanh(z/2)): no overflow for large |z|, z's dtype."""
     out = xp.multiply(z, 0.5)
     xp.tanh(out, out=out)  # in place: one B×H temporary, not two
-    out += 1
-    out *= 0.5
+    if not _jit.run("sigmoid_tail", (out,), (1.0, 0.5)):  # the next two in one pass
+        out += 1
+        out *= 0.5
     return out
