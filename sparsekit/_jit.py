@@ -270,7 +270,7 @@ def count_active(counts: Any, code: Any, threshold: float) -> bool:
     loops = kernels()
     if loops is None:
         return False
-    key = ("count_active", code.dtype.str)
+    key = ("count_active", code.dtype.char)
     try:
         loops.count_active(counts, code, code.dtype.type(threshold))
     except Exception as exc:
@@ -297,29 +297,31 @@ def run_sum(name: str, arrays: tuple[Any, ...], scalars: tuple[float, ...]) -> f
     Σp²; 0.0 for loops that return nothing), or ``None`` when it did not run."""
     if not usable(*arrays):  # checked first: a GPU run never loads Numba
         return None
-    loops = kernels()
+    loops = _state["kernels"] if "kernels" in _state else kernels()
     if loops is None:
         return None
-    from sparsekit.kernels import split_run
+    from sparsekit import kernels as _kernels
 
     fn = getattr(loops, name)
-    cast = arrays[0].dtype.type
-    args = tuple(cast(s) for s in scalars)
+    dtype = arrays[0].dtype
+    args = tuple(map(dtype.type, scalars))
     flat = [a.reshape(-1) for a in arrays]
-    key = (name, arrays[0].dtype.str)
-    try:
-        if key not in _ready:  # compile (or load from the cache) once, on this thread
+    key = (name, dtype.char)
+    if key not in _ready:
+        try:  # compile (or load from the cache) once, on this thread
             fn(*(a[:0] for a in flat), *args)
-            _ready.add(key)
-    except Exception as exc:  # a platform where Numba cannot compile: fall back for good
-        disable(f"{type(exc).__name__}: {exc}".splitlines()[0])
-        return None
+        except Exception as exc:  # a platform where Numba cannot compile: fall back for good
+            disable(f"{type(exc).__name__}: {exc}".splitlines()[0])
+            return None
+        _ready.add(key)
+    if flat[0].size < _kernels.PARALLEL_MIN_SIZE:  # what split_run would do, minus its cost
+        return float(fn(*flat, *args) or 0.0)
     parts: dict[int, Any] = {}
 
     def part(lo: int, hi: int) -> None:
         parts[lo] = fn(*(a[lo:hi] for a in flat), *args)
 
-    split_run(part, flat[0].size)
+    _kernels.split_run(part, flat[0].size)
     return float(sum(parts[lo] or 0.0 for lo in sorted(parts)))  # in order: deterministic
 
 
@@ -338,7 +340,7 @@ def run_rows(name: str, arrays: tuple[Any, ...], scalars: tuple[Any, ...]) -> bo
     from sparsekit.kernels import PARALLEL_MIN_SIZE, split_run
 
     fn = getattr(loops, name)
-    key = (name, arrays[0].dtype.str)
+    key = (name, arrays[0].dtype.char)
     try:
         if key not in _ready:
             fn(*(a[:0] for a in arrays), *scalars)

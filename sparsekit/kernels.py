@@ -46,11 +46,22 @@ def cpu_threads() -> int:
             return max(1, int(env))
         except ValueError:
             pass
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # pragma: no cover - not Linux
-        usable = os.cpu_count() or 1
-    return max(1, min(usable, 4))
+    return max(1, min(_usable_cpus(), 4))
+
+
+_affinity: tuple[int, int] | None = None  # (pid, usable CPUs): one system call per process
+
+
+def _usable_cpus() -> int:
+    global _affinity
+    pid = os.getpid()
+    if _affinity is None or _affinity[0] != pid:
+        try:
+            usable = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):  # pragma: no cover - not Linux
+            usable = os.cpu_count() or 1
+        _affinity = (pid, usable)
+    return _affinity[1]
 
 
 def _executor(workers: int) -> ThreadPoolExecutor:
