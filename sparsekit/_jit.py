@@ -3,16 +3,19 @@
 NumPy runs an expression such as Adam's update as a dozen separate passes over each weight
 matrix, each reading and writing megabytes; the loops here do the same arithmetic in one
 pass, element by element: Adam with weight decay takes a third of the time inside a
-training step (``docs/performance.md``).
-They are an optimisation only: every caller keeps its plain NumPy formula and uses it when
-:func:`kernels` returns ``None`` (Numba missing or broken, ``SPARSEKIT_JIT=0``, a CuPy
-array, a non-contiguous view).
+training step (``docs/performance.md``). They keep the NumPy formula's order of operations,
+so results are the same bits (``tests/test_jit.py``); only sums of squares (weight decay's
+value, Arora's row norms) are accumulated differently, in float64.
+
+They are an optimisation only: every caller keeps its plain NumPy formula and runs it when a
+loop cannot (:func:`run` returns False: Numba missing or broken, ``SPARSEKIT_JIT=0``, a
+CuPy array, a non-contiguous or read-only array).
 
 The loops are compiled on first use for the dtype they meet (float32 on the hot path,
-float64 in gradient checks) and cached on disk by Numba, so later processes load them in
-milliseconds. They release the GIL, so :func:`sparsekit.kernels.split_run` can run them on
-disjoint slices in parallel. Scalars are passed already converted to the arrays' dtype:
-a Python float would make Numba compute in float64.
+float64 in gradient checks) and cached on disk by Numba, so later processes load them in a
+fraction of a second. They release the GIL, so :func:`sparsekit.kernels.split_run` runs them
+on disjoint slices in parallel (Numba's own thread pool is never used). Scalars are passed
+already converted to the arrays' dtype: a Python float would make Numba compute in float64.
 """
 
 from __future__ import annotations
