@@ -103,7 +103,13 @@ class SGD(Optimizer):
     name = "sgd"
     folds_decay = True
 
-    def step(self, xp, params, grads, decay=None) -> dict[str, Any]:
+    def step(
+        self,
+        xp: Any,
+        params: dict[str, Any],
+        grads: dict[str, Any],
+        decay: Mapping[str, float] | None = None,
+    ) -> dict[str, Any]:
         decay, squares = decay or {}, {}
         for key, g in grads.items():
             p = params[key]
@@ -131,7 +137,13 @@ class Momentum(Optimizer):
         self.momentum = float(momentum)
         self.velocity: dict[str, Any] = {}
 
-    def step(self, xp, params, grads, decay=None) -> dict[str, Any]:
+    def step(
+        self,
+        xp: Any,
+        params: dict[str, Any],
+        grads: dict[str, Any],
+        decay: Mapping[str, float] | None = None,
+    ) -> dict[str, Any]:
         decay, squares = decay or {}, {}
         for key, g in grads.items():
             p = params[key]
@@ -172,7 +184,13 @@ class Adam(Optimizer):
         self.m: dict[str, Any] = {}
         self.v: dict[str, Any] = {}
 
-    def step(self, xp, params, grads, decay=None) -> dict[str, Any]:
+    def step(
+        self,
+        xp: Any,
+        params: dict[str, Any],
+        grads: dict[str, Any],
+        decay: Mapping[str, float] | None = None,
+    ) -> dict[str, Any]:
         decay, squares = decay or {}, {}
         self.steps += 1
         t = self.steps

@@ -115,8 +115,10 @@ class WeightDecay:
     :meth:`Method.weight_penalty` may return ``WeightDecay(xp, weights, λ)`` instead of a
     ``(value, gradients)`` pair. It *is* such a pair for anyone who reads it
     (``value, grads = penalty`` or ``penalty[0]``: computed when first asked for), and it
-    tells the trainer that the gradient is λW, which it then adds to each weight gradient
-    in one fused pass without allocating λW (:meth:`add_to`).
+    tells the trainer that the gradient is λW: the trainer's optimizer then adds λW as it
+    updates each weight, and returns the Σ‖W‖² it read on the way for the value, so
+    weight decay costs no pass and no temporary of its own. :meth:`add_to` adds λW to
+    gradients directly (for an optimizer that cannot fold it in).
     """
 
     __slots__ = ("xp", "weights", "strength", "_value", "_grads")
@@ -153,8 +155,6 @@ class WeightDecay:
 
     def add_to(self, grads: dict[str, Any]) -> None:
         """``grads[name] += λW`` for every weight, in place (one pass each on the CPU)."""
-        from sparsekit import _jit
-
         for name, w in self.weights.items():
             if not _jit.run("add_scaled", (grads[name], w), (self.strength,)):
                 grads[name] += self.strength * w
@@ -303,7 +303,7 @@ class Method:
 
     def weight_penalty(
         self, xp: Any, weights: Mapping[str, Any]
-    ) -> tuple[Any, dict[str, Any]] | None:
+    ) -> tuple[Any, dict[str, Any]] | WeightDecay | None:
         """Ω_W and its gradient for each weight matrix (``W_enc``, and ``W_dec`` if untied).
 
         Return ``(value, {name: gradient})``, ``None`` for no penalty, or for plain L2 decay
