@@ -667,3 +667,13 @@ def test_sigmoid_fused_matches_numpy_bitwise(dtype, monkeypatch, fused_path):
     plain = sigmoid(np, z)
     assert fused.dtype == plain.dtype == dtype
     assert np.array_equal(fused, plain, equal_nan=True)
+
+
+def test_without_numba_the_loops_are_off(monkeypatch):
+    """Numba missing (ImportError): no loops, no error; callers take the NumPy path."""
+    monkeypatch.setitem(sys.modules, "numba", None)  # `import numba` now raises ImportError
+    monkeypatch.delitem(_jit._state, "kernels", raising=False)
+    assert _jit.kernels() is None
+    p, g = np.ones(8, np.float32), np.full(8, 2.0, np.float32)
+    assert _jit.run("sgd", (p, g), (0.0, 0.5)) is False
+    assert np.all(p == 1)
