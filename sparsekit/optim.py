@@ -46,23 +46,34 @@ def _adam_update(
 
 
 class Optimizer:
-    """Base class: ``step(params, grads)`` updates ``params`` in place.
+    """Base class: ``step(xp, params, grads)`` updates ``params`` in place.
+
+    A subclass describes one parameter's update and :meth:`step` applies it to every
+    parameter: :meth:`state_for` (the state arrays of one parameter, created on first use),
+    :meth:`scalars` (this step's constants), ``loop`` (the name of the fused loop in
+    :mod:`sparsekit._jit` that takes ``(p, g, *state, λ, *scalars)``, or ``""``) and
+    :meth:`update_numpy` (the same update as array operations, for every backend).
 
     ``decay`` (``{name: λ}``) asks for L2 weight decay folded into the update: the gradient
-    of ``params[name]`` is taken as ``grads[name] + λ·params[name]``. The built-in
-    optimizers fuse it into their update pass (``folds_decay``); the trainer adds λW to the
-    gradients itself for an optimizer that does not.
+    of ``params[name]`` is taken as ``grads[name] + λ·params[name]``, and :meth:`step`
+    returns ``{name: Σ params[name]²}`` (before the update) for those keys, which weight
+    decay's value needs: the fused loops get both from the pass they make anyway.
     """
 
     name: ClassVar[str] = ""
-    #: Whether :meth:`step` accepts ``decay``.
-    folds_decay: ClassVar[bool] = False
+    #: The fused loop of :mod:`sparsekit._jit` doing this update ("" for none).
+    loop: ClassVar[str] = ""
 
     def __init__(self, lr: float) -> None:
         if not (lr > 0 and math.isfinite(lr)):
             raise ParameterError(f"learning rate must be > 0, got {lr}")
         self.lr = float(lr)
         self.steps = 0
+
+    @property
+    def folds_decay(self) -> bool:
+        """Whether :meth:`step` takes ``decay`` (not when a subclass replaces it)."""
+        return type(self).step is Optimizer.step
 
     def step(
         self,
@@ -74,9 +85,36 @@ class Optimizer:
         """Update ``params`` in place; ``grads`` may be overwritten (scratch).
 
         Returns ``{name: Σ params[name]²}`` for the keys of ``decay``, taken *before* the
-        update (weight decay's value needs it; the built-ins get it from their update pass):
-        a Python float or a 0-d array.
+        update: a Python float (from a fused loop) or a 0-d array.
         """
+        decay = decay or {}
+        squares: dict[str, Any] = {}
+        self.steps += 1
+        scalars = self.scalars()
+        for key, g in grads.items():
+            p, lam = params[key], decay.get(key, 0.0)
+            state = self.state_for(xp, key, p)
+            sq = _jit.run_sum(self.loop, (p, g, *state), (lam, *scalars)) if self.loop else None
+            if sq is None:  # the array operations
+                if key in decay:
+                    sq = xp.vdot(p, p)
+                    if lam:
+                        g += lam * p
+                self.update_numpy(xp, p, g, *state, *scalars)
+            if key in decay:
+                squares[key] = sq
+        return squares
+
+    def state_for(self, xp: Any, key: str, p: Any) -> tuple[Any, ...]:
+        """The state arrays of parameter ``key`` (created on first use)."""
+        return ()
+
+    def scalars(self) -> tuple[float, ...]:
+        """This step's constants, after ``self.steps`` has counted it."""
+        return ()
+
+    def update_numpy(self, xp: Any, p: Any, g: Any, *state_and_scalars: Any) -> None:
+        """One parameter's update as array operations (``g`` is scratch)."""
         raise NotImplementedError
 
     def state_dict(self) -> dict[str, Any]:
@@ -87,48 +125,25 @@ class Optimizer:
         self.steps = int(state["steps"])
 
 
-def _add_decay(
-    xp: Any, p: Any, g: Any, key: str, decay: Mapping[str, float], squares: dict
-) -> None:
-    """g ← g + λ·p and Σp², the NumPy way (the fused loops do both in their own pass)."""
-    if key in decay:
-        squares[key] = xp.vdot(p, p)
-        if decay[key]:
-            g += decay[key] * p
-
-
 class SGD(Optimizer):
     """θ ← θ − lr·g."""
 
     name = "sgd"
-    folds_decay = True
+    loop = "sgd"
 
-    def step(
-        self,
-        xp: Any,
-        params: dict[str, Any],
-        grads: dict[str, Any],
-        decay: Mapping[str, float] | None = None,
-    ) -> dict[str, Any]:
-        decay, squares = decay or {}, {}
-        for key, g in grads.items():
-            p = params[key]
-            sq = _jit.run_sum("sgd", (p, g), (decay.get(key, 0.0), self.lr))
-            if sq is None:
-                _add_decay(xp, p, g, key, decay, squares)
-                g *= self.lr
-                p -= g
-            elif key in decay:
-                squares[key] = sq
-        self.steps += 1
-        return squares
+    def scalars(self) -> tuple[float, ...]:
+        return (self.lr,)
+
+    def update_numpy(self, xp: Any, p: Any, g: Any, lr: float) -> None:
+        g *= lr
+        p -= g
 
 
 class Momentum(Optimizer):
     """Classical momentum: v ← μ·v − lr·g;  θ ← θ + v."""
 
     name = "momentum"
-    folds_decay = True
+    loop = "momentum"
 
     def __init__(self, lr: float, momentum: float = 0.9) -> None:
         super().__init__(lr)
@@ -137,30 +152,19 @@ class Momentum(Optimizer):
         self.momentum = float(momentum)
         self.velocity: dict[str, Any] = {}
 
-    def step(
-        self,
-        xp: Any,
-        params: dict[str, Any],
-        grads: dict[str, Any],
-        decay: Mapping[str, float] | None = None,
-    ) -> dict[str, Any]:
-        decay, squares = decay or {}, {}
-        for key, g in grads.items():
-            p = params[key]
-            v = self.velocity.get(key)
-            if v is None:
-                v = self.velocity[key] = xp.zeros_like(p)
-            sq = _jit.run_sum("momentum", (p, g, v), (decay.get(key, 0.0), self.momentum, self.lr))
-            if sq is None:
-                _add_decay(xp, p, g, key, decay, squares)
-                v *= self.momentum
-                g *= self.lr
-                v -= g
-                p += v
-            elif key in decay:
-                squares[key] = sq
-        self.steps += 1
-        return squares
+    def state_for(self, xp: Any, key: str, p: Any) -> tuple[Any, ...]:
+        if key not in self.velocity:
+            self.velocity[key] = xp.zeros_like(p)
+        return (self.velocity[key],)
+
+    def scalars(self) -> tuple[float, ...]:
+        return (self.momentum, self.lr)
+
+    def update_numpy(self, xp: Any, p: Any, g: Any, v: Any, mu: float, lr: float) -> None:
+        v *= mu
+        g *= lr
+        v -= g
+        p += v
 
     def state_dict(self) -> dict[str, Any]:
         return {"steps": self.steps, **{f"velocity.{k}": v for k, v in self.velocity.items()}}
@@ -174,7 +178,7 @@ class Adam(Optimizer):
     """Adam (Kingma & Ba 2015) with bias correction."""
 
     name = "adam"
-    folds_decay = True
+    loop = "adam"
 
     def __init__(
         self, lr: float, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8
@@ -184,45 +188,30 @@ class Adam(Optimizer):
         self.m: dict[str, Any] = {}
         self.v: dict[str, Any] = {}
 
-    def step(
-        self,
-        xp: Any,
-        params: dict[str, Any],
-        grads: dict[str, Any],
-        decay: Mapping[str, float] | None = None,
-    ) -> dict[str, Any]:
-        decay, squares = decay or {}, {}
-        self.steps += 1
+    def state_for(self, xp: Any, key: str, p: Any) -> tuple[Any, ...]:
+        if key not in self.m:
+            self.m[key] = xp.zeros_like(p)
+            self.v[key] = xp.zeros_like(p)
+        return (self.m[key], self.v[key])
+
+    def scalars(self) -> tuple[float, ...]:
+        """β1, β2, and the bias corrections folded into epsilon and the step size."""
         t = self.steps
-        # Bias corrections folded into the step size and epsilon (one scalar each).
-        step_size = self.lr * math.sqrt(1 - self.beta2**t) / (1 - self.beta1**t)
         eps_hat = self.eps * math.sqrt(1 - self.beta2**t)
-        b1, b2 = self.beta1, self.beta2
-        for key, g in grads.items():
-            p = params[key]
-            m = self.m.get(key)
-            if m is None:
-                m = self.m[key] = xp.zeros_like(p)
-                self.v[key] = xp.zeros_like(p)
-            v = self.v[key]
-            lam = decay.get(key, 0.0)
-            sq = _jit.run_sum("adam", (p, g, m, v), (lam, b1, b2, eps_hat, step_size))
-            if sq is not None:  # one fused pass (sparsekit._jit)
-                if key in decay:
-                    squares[key] = sq
-                continue
-            _add_decay(xp, p, g, key, decay, squares)
-            if _flat_ok(p, g, m, v):
-                flat = [a.reshape(-1) for a in (p, g, m, v)]
-                split_run(
-                    lambda lo, hi, flat=flat: _adam_update(
-                        xp, *(a[lo:hi] for a in flat), b1, b2, eps_hat, step_size
-                    ),
-                    p.size,
-                )
-            else:
-                _adam_update(xp, p, g, m, v, b1, b2, eps_hat, step_size)
-        return squares
+        step_size = self.lr * math.sqrt(1 - self.beta2**t) / (1 - self.beta1**t)
+        return (self.beta1, self.beta2, eps_hat, step_size)
+
+    def update_numpy(
+        self, xp: Any, p: Any, g: Any, m: Any, v: Any, b1: float, b2: float, eps: float, step: float
+    ) -> None:
+        if _flat_ok(p, g, m, v):  # contiguous halves on split_run's threads
+            flat = [a.reshape(-1) for a in (p, g, m, v)]
+            split_run(
+                lambda lo, hi: _adam_update(xp, *(a[lo:hi] for a in flat), b1, b2, eps, step),
+                p.size,
+            )
+        else:
+            _adam_update(xp, p, g, m, v, b1, b2, eps, step)
 
     def state_dict(self) -> dict[str, Any]:
         state: dict[str, Any] = {"steps": self.steps}
