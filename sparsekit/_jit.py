@@ -39,7 +39,9 @@ _ready: set[tuple[str, str]] = set()
 
 # The optimizer loops also return Σp² over their slice (p before the update, in float64):
 # weight decay's value (λ/2)‖W‖² then costs no pass of its own. The sum runs in 16 lanes,
-# which keeps the loop vectorised without reordering any float32 arithmetic.
+# which keeps the loop vectorised without reordering any float32 arithmetic. Each loop
+# repeats the few lines of that lane skeleton around its own `update`: a shared driver
+# taking the update as an argument compiles, but is not vectorised (7x slower, measured).
 LANES = 16
 
 
