@@ -63,17 +63,15 @@ class Optimizer:
     name: ClassVar[str] = ""
     #: The fused loop of :mod:`sparsekit._jit` doing this update ("" for none).
     loop: ClassVar[str] = ""
+    #: Whether :meth:`step` takes ``decay`` (set it to False in a subclass whose own
+    #: ``step`` does not: the trainer then adds λW to the gradients itself).
+    folds_decay: ClassVar[bool] = True
 
     def __init__(self, lr: float) -> None:
         if not (lr > 0 and math.isfinite(lr)):
             raise ParameterError(f"learning rate must be > 0, got {lr}")
         self.lr = float(lr)
         self.steps = 0
-
-    @property
-    def folds_decay(self) -> bool:
-        """Whether :meth:`step` takes ``decay`` (not when a subclass replaces it)."""
-        return type(self).step is Optimizer.step
 
     def step(
         self,
