@@ -261,6 +261,25 @@ def usable(*arrays: Any) -> bool:
     )
 
 
+def _compiled(name: str, dtype: np.dtype, *warm: Any) -> Any:
+    """Loop ``name``, ready for ``dtype``: the first time, compiled (or loaded from Numba's
+    cache) on this thread by calling it on ``warm`` (empty arrays, so nothing changes).
+    None when the loops are off, or when this one fails to compile (then all are off)."""
+    loops = _state["kernels"] if "kernels" in _state else kernels()
+    if loops is None:
+        return None
+    fn = getattr(loops, name)
+    key = (name, dtype.char)
+    if key not in _ready:
+        try:
+            fn(*warm)
+        except Exception as exc:  # a platform where Numba cannot compile: fall back for good
+            disable(f"{type(exc).__name__}: {exc}".splitlines()[0])
+            return None
+        _ready.add(key)
+    return fn
+
+
 def count_active(counts: Any, code: Any, threshold: float) -> bool:
     """``counts += (|code| > threshold).sum(axis=0)`` in one pass; False when unavailable."""
     if (
@@ -272,18 +291,11 @@ def count_active(counts: Any, code: Any, threshold: float) -> bool:
         or not counts.flags.writeable
     ):
         return False
-    loops = kernels()
-    if loops is None:
+    threshold = code.dtype.type(threshold)
+    fn = _compiled("count_active", code.dtype, counts, code[:0], threshold)
+    if fn is None:
         return False
-    key = ("count_active", code.dtype.char)
-    try:
-        loops.count_active(counts, code, code.dtype.type(threshold))
-    except Exception as exc:
-        if key in _ready:
-            raise
-        disable(f"{type(exc).__name__}: {exc}".splitlines()[0])
-        return False
-    _ready.add(key)
+    fn(counts, code, threshold)
     return True
 
 
@@ -302,23 +314,14 @@ def run_sum(name: str, arrays: tuple[Any, ...], scalars: tuple[float, ...]) -> f
     Σp²; 0.0 for loops that return nothing), or ``None`` when it did not run."""
     if not usable(*arrays):  # checked first: a GPU run never loads Numba
         return None
-    loops = _state["kernels"] if "kernels" in _state else kernels()
-    if loops is None:
-        return None
     from sparsekit import kernels as _kernels
 
-    fn = getattr(loops, name)
     dtype = arrays[0].dtype
     args = tuple(map(dtype.type, scalars))
     flat = [a.reshape(-1) for a in arrays]
-    key = (name, dtype.char)
-    if key not in _ready:
-        try:  # compile (or load from the cache) once, on this thread
-            fn(*(a[:0] for a in flat), *args)
-        except Exception as exc:  # a platform where Numba cannot compile: fall back for good
-            disable(f"{type(exc).__name__}: {exc}".splitlines()[0])
-            return None
-        _ready.add(key)
+    fn = _compiled(name, dtype, *(a[:0] for a in flat), *args)
+    if fn is None:
+        return None
     if flat[0].size < _kernels.PARALLEL_MIN_SIZE:  # what split_run would do, minus its cost
         return float(fn(*flat, *args) or 0.0)
     parts: dict[int, Any] = {}
@@ -339,19 +342,10 @@ def run_rows(name: str, arrays: tuple[Any, ...], scalars: tuple[Any, ...]) -> bo
     """
     if not usable(*arrays) or arrays[0].ndim != 2:
         return False
-    loops = kernels()
-    if loops is None:
-        return False
     from sparsekit.kernels import PARALLEL_MIN_SIZE, split_run
 
-    fn = getattr(loops, name)
-    key = (name, arrays[0].dtype.char)
-    try:
-        if key not in _ready:
-            fn(*(a[:0] for a in arrays), *scalars)
-            _ready.add(key)
-    except Exception as exc:
-        disable(f"{type(exc).__name__}: {exc}".splitlines()[0])
+    fn = _compiled(name, arrays[0].dtype, *(a[:0] for a in arrays), *scalars)
+    if fn is None:
         return False
     rows, cols = arrays[0].shape
     split_run(

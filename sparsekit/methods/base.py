@@ -132,15 +132,16 @@ class WeightDecay:
 
     @property
     def value(self) -> Any:
-        """(λ/2) Σ ‖W‖², a 0-d backend array."""
+        """(λ/2) Σ ‖W‖², a 0-d backend array (computed on first use)."""
         if self._value is None:
-            lam, xp = self.strength, self.xp
-            self._value = sum(0.5 * lam * xp.vdot(w, w) for w in self.weights.values())
+            xp = self.xp
+            squares = {name: xp.vdot(w, w) for name, w in self.weights.items()}
+            self._value = self.value_from_squares(squares)
         return self._value
 
     @property
     def grads(self) -> dict[str, Any]:
-        """``{name: λW}`` (allocated on first use; the trainer does not need it)."""
+        """``{name: λW}`` (allocated on first use; the trainer never asks)."""
         if self._grads is None:
             self._grads = {name: self.strength * w for name, w in self.weights.items()}
         return self._grads
@@ -163,7 +164,11 @@ class WeightDecay:
         return 2
 
     def __getitem__(self, index: int) -> Any:
-        return (self.value, self.grads)[index]
+        if index in (0, -2):  # only what is asked for: penalty[0] allocates no λW
+            return self.value
+        if index in (1, -1):
+            return self.grads
+        raise IndexError(f"WeightDecay is a (value, gradients) pair: no item {index!r}")
 
     def __iter__(self):
         yield self.value
