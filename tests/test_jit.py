@@ -500,14 +500,19 @@ print("ok")
 # -- 8: a loop that fails on first use -------------------------------------------------------
 
 
-def test_loop_failing_on_first_use_disables_the_loops(monkeypatch):
-    """A loop raising on first use: run() returns False, warns, and the loops stay off."""
+def _install_failing_loop(monkeypatch, name: str, error: Exception) -> None:
+    """Loops where ``name`` raises ``error`` when called (as a failed compilation would)."""
 
     def broken(*args):
-        raise RuntimeError("cannot compile\nsecond line")
+        raise error
 
-    monkeypatch.setitem(_jit._state, "kernels", SimpleNamespace(sgd=broken))
+    monkeypatch.setitem(_jit._state, "kernels", SimpleNamespace(**{name: broken}))
     monkeypatch.setattr(_jit, "_ready", set())
+
+
+def test_loop_failing_on_first_use_disables_the_loops(monkeypatch):
+    """A loop raising on first use: run() returns False, warns, and the loops stay off."""
+    _install_failing_loop(monkeypatch, "sgd", RuntimeError("cannot compile\nsecond line"))
     p = np.ones(5, np.float32)
     g = np.full(5, 2.0, np.float32)
     with pytest.warns(RuntimeWarning, match="fused loops off.*RuntimeError: cannot compile"):
@@ -521,12 +526,7 @@ def test_loop_failing_on_first_use_disables_the_loops(monkeypatch):
 
 def test_count_active_failing_on_first_use_disables_the_loops(monkeypatch):
     """count_active raising on first use: returns False, warns, counts unchanged, loops off."""
-
-    def broken(*args):
-        raise ValueError("no")
-
-    monkeypatch.setitem(_jit._state, "kernels", SimpleNamespace(count_active=broken))
-    monkeypatch.setattr(_jit, "_ready", set())
+    _install_failing_loop(monkeypatch, "count_active", ValueError("no"))
     counts = np.zeros(3, np.int64)
     with pytest.warns(RuntimeWarning, match="fused loops off"):
         assert _jit.count_active(counts, np.ones((2, 3), np.float32), 0.5) is False
