@@ -653,6 +653,56 @@ def test_arora_training_fused_matches_numpy(monkeypatch, fused_path):
         assert h_f["loss"] == pytest.approx(h_n["loss"], rel=1e-5)
 
 
+def _arora_params(rng, hidden=30, dim=20):
+    w = rng.standard_normal((hidden, dim))
+    w /= np.linalg.norm(w, axis=1, keepdims=True)
+    return {"W_enc": w, "b_enc": np.zeros(hidden), "b_dec": np.zeros(dim)}
+
+
+def test_arora_subclass_direction_is_the_step(fused_kernels):
+    """A subclass's own direction() is what update() steps along: W ← W − lr·direction."""
+    from sparsekit.methods.arora import Arora
+
+    class Halved(Arora):
+        def direction(self, backend, params, y):
+            step, fwd, residual = super().direction(backend, params, y)
+            return 0.5 * step, fwd, residual
+
+    rng = np.random.default_rng(5)
+    x = rng.uniform(0, 1, (40, 20))
+    backend = sparsekit.get_backend(dtype="float64")
+    halved, plain = Halved(tau=0.2, renormalize=False), Arora(tau=0.2, renormalize=False)
+    p_halved = _arora_params(rng)
+    p_plain = {k: v.copy() for k, v in p_halved.items()}
+    out_halved = halved.update(backend, p_halved, x, 0.3)
+    out_plain = plain.update(backend, p_plain, x, 0.15)
+    np.testing.assert_allclose(p_halved["W_enc"], p_plain["W_enc"], rtol=1e-12, atol=1e-14)
+    assert float(out_halved["loss"]) == pytest.approx(float(out_plain["loss"]), rel=1e-12)
+
+
+def test_arora_subclass_mask_takes_the_generic_decoding(fused_path):
+    """A subclass with its own mask is decoded by it (not by the fused threshold loop)."""
+    from sparsekit.methods.arora import Arora
+
+    spy, calls = fused_path
+
+    class KeepAll(Arora):
+        def mask(self, xp, z, a, training):
+            return xp.ones_like(z)
+
+    rng = np.random.default_rng(6)
+    x = rng.uniform(0, 1, (40, 20))
+    params = _arora_params(rng)
+    w0 = params["W_enc"].copy()
+    backend = sparsekit.get_backend(dtype="float64")
+    KeepAll(tau=0.2, renormalize=False).update(backend, params, x, 0.1)
+    assert calls["threshold_code"] == 0
+    code = x @ w0.T  # every unit kept
+    residual = code @ w0 - x
+    expected = w0 - np.sign(code).T @ (residual * (0.1 / len(x)))
+    np.testing.assert_allclose(params["W_enc"], expected, rtol=1e-12, atol=1e-14)
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
 def test_sigmoid_fused_matches_numpy_bitwise(dtype, monkeypatch, fused_path):
     """The sigmoid's last two passes fused into one: NumPy's bits, saturated ends included."""

@@ -96,10 +96,13 @@ class Arora(Method):
 
     def direction(self, backend, params, y):
         """ĝ = (1/B) sgn(X)ᵀ R, the forward pass it came from and the residual R."""
-        fwd = forward(self, backend, params, y)
+        return self._scaled_direction(backend, params, y, 1.0)
+
+    def _scaled_direction(self, backend, params, y, scale):
+        """scale·ĝ, scaling the B×D residual rather than the H×D product (fewer passes)."""
+        fwd, sgn = self._forward_and_signs(backend, params, y)
         residual = fwd.xhat - y
-        scaled = residual * (1.0 / y.shape[0])
-        return backend.xp.sign(fwd.code).T @ scaled, fwd, residual
+        return sgn.T @ (residual * (scale / y.shape[0])), fwd, residual
 
     def _forward_and_signs(self, backend, params, y):
         """The forward pass and sgn(X); the decoding in one fused loop when it can be."""
@@ -120,23 +123,14 @@ class Arora(Method):
         out += params["b_dec"]
         return Forward(z, z, support, code, None, out, out), sgn
 
-    def _step_direction(self, backend, params, y, lr):
-        """lr·ĝ, the forward pass and the loss (1/2B)‖R‖²; the step size scales the B×D
-        residual rather than the H×D product."""
-        xp, batch = backend.xp, y.shape[0]
-        fwd, sgn = self._forward_and_signs(backend, params, y)
-        residual = fwd.xhat - y
-        step = sgn.T @ (residual * (lr / batch))
-        return step, fwd, 0.5 * xp.vdot(residual, residual) / batch
-
     def update(self, backend, params, x, lr):
         xp = backend.xp
         if type(self).direction is Arora.direction:
-            step, fwd, loss = self._step_direction(backend, params, x, lr)
+            step, fwd, residual = self._scaled_direction(backend, params, x, lr)
         else:  # a subclass with its own direction
             step, fwd, residual = self.direction(backend, params, x)
             step *= lr
-            loss = 0.5 * xp.vdot(residual, residual) / x.shape[0]
+        loss = 0.5 * xp.vdot(residual, residual) / x.shape[0]
         w = params["W_enc"]
         renormalize = self.renormalize
         if _jit.run_rows("atom_update", (w, step), (renormalize, 1e-12)):
