@@ -23,10 +23,15 @@ results as the NumPy formulas.
 
 When the mask is a :class:`~sparsekit.methods.base.TopK` support, every term but the encoder
 product is computed on the k kept units of each row (:mod:`sparsekit.kernels`).
+
+The trainer hands each gradient to its optimizer as soon as it is final (a *sink*, see
+:func:`loss_and_grads_before_decay`): with untied weights ``W_enc`` is updated while its
+gradient is still in cache, before ``Hcᵀ G`` is computed.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -109,19 +114,57 @@ def loss_and_grads(
     return loss, grads, fwd, reconstruction
 
 
+#: Receives each gradient as soon as it is final: ``sink(name, grad, decay)``, where
+#: ``decay`` is the λ of a :class:`WeightDecay` on that parameter (else ``None``).
+GradientSink = Callable[[str, Any, "float | None"], None]
+
+
 def loss_and_grads_before_decay(
-    method: Method, backend: Backend, params: dict[str, Any], x: Any
+    method: Method,
+    backend: Backend,
+    params: dict[str, Any],
+    x: Any,
+    sink: GradientSink | None = None,
 ) -> tuple[Any, dict[str, Any], Forward, Any, WeightDecay | None]:
     """As :func:`loss_and_grads`, but a :class:`WeightDecay` penalty is returned, not applied.
 
     Neither the loss nor the gradients include it: the trainer's optimizer adds λW inside
-    its own update pass (``Optimizer.step(..., decay=...)``), which also returns the Σ‖W‖²
+    its own update pass (``Optimizer.update(..., decay=λ)``), which also returns the Σ‖W‖²
     for the decay's value (:meth:`WeightDecay.value_from_squares`), so weight decay costs
     no pass of its own over the weights.
+
+    With a ``sink``, each parameter's gradient is handed to ``sink(name, grad, λ or None)``
+    as soon as it is final instead of being returned (the dict is then empty). At that
+    moment nothing later in the step reads ``params[name]``, so the sink may update it in
+    place: with untied weights the trainer updates ``W_enc`` and both biases before the
+    decoder's gradient is computed, while the encoder's gradient is still in cache, and the
+    step never holds both H×D gradients at once.
     """
     xp = backend.xp
     batch = x.shape[0]
     fwd = forward(method, backend, params, x, training=True)
+    weights = {name: params[name] for name in ("W_enc", "W_dec") if name in params}
+    # Penalties on the weights read them before any update (a sink may update them).
+    weight_penalty = method.weight_penalty(xp, weights)
+    decay = weight_penalty if isinstance(weight_penalty, WeightDecay) else None
+    extra: dict[str, list[Any]] = {}  # gradient terms to add to the products' gradients
+    loss_terms: list[Any] = []
+    if decay is None and weight_penalty is not None:
+        value, d_weights = weight_penalty
+        loss_terms.append(value)
+        for name, d in d_weights.items():
+            extra.setdefault(name, []).append(d)
+    lams = decay.strengths() if decay is not None else {}
+    grads: dict[str, Any] = {}
+
+    def final(name: str, grad: Any) -> None:
+        for d in extra.get(name, ()):
+            grad += d
+        if sink is None:
+            grads[name] = grad
+        else:
+            sink(name, grad, lams.get(name))
+
     diff = fwd.xhat - x
     reconstruction = 0.5 * xp.vdot(diff, diff) / batch
     loss = reconstruction
@@ -138,9 +181,7 @@ def loss_and_grads_before_decay(
     tied = "W_dec" not in params
     w_dec = decoder_weights(params)
     hidden = w_dec.shape[0]
-    grads: dict[str, Any] = {"b_dec": g.sum(axis=0)}
-    weights = {name: params[name] for name in ("W_enc", "W_dec") if name in params}
-    coupled_grads: dict[str, Any] = {}
+    b_dec_grad = g.sum(axis=0)
 
     if isinstance(fwd.support, TopK):
         idx = fwd.support.indices
@@ -158,19 +199,22 @@ def loss_and_grads_before_decay(
             value, d_code, coupled_grads = coupled
             loss = loss + value
             d_values += xp.take_along_axis(d_code, idx, axis=1)
+            for name, d in coupled_grads.items():
+                extra.setdefault(name, []).append(d)
         z_kept = xp.take_along_axis(fwd.z, idx, axis=1)
         f_prime = method.activation_grad(xp, z_kept, method.activation(xp, z_kept))
         if f_prime is not None:
             d_values *= f_prime
-        grads["b_enc"] = kernels.column_sums(backend, idx, d_values, hidden)
+        b_enc_grad = kernels.column_sums(backend, idx, d_values, hidden)
         if tied:  # dZᵀX + Hcᵀ G in one pass over the kept entries
             grad_enc = kernels.code_transpose_times(
                 backend, idx, (d_values, fwd.code_values), (x, g), hidden
             )
-            grad_dec = None
         else:
             grad_enc = kernels.code_transpose_times(backend, idx, d_values, x, hidden)
-            grad_dec = kernels.code_transpose_times(backend, idx, fwd.code_values, g, hidden)
+
+        def decoder_grad() -> Any:
+            return kernels.code_transpose_times(backend, idx, fwd.code_values, g, hidden)
     else:
         d_code = g @ w_dec.T
         penalty = method.code_penalty(xp, fwd.code)
@@ -183,6 +227,8 @@ def loss_and_grads_before_decay(
             value, d_penalty, coupled_grads = coupled
             loss = loss + value
             d_code += d_penalty
+            for name, d in coupled_grads.items():
+                extra.setdefault(name, []).append(d)
         if fwd.support is not None:
             d_code *= fwd.support
         if _overrides(method, "activation_grad") or not _jit.run(
@@ -191,29 +237,25 @@ def loss_and_grads_before_decay(
             f_prime = method.activation_grad(xp, fwd.z, fwd.a)
             if f_prime is not None:
                 d_code *= f_prime
-        grads["b_enc"] = d_code.sum(axis=0)
+        b_enc_grad = d_code.sum(axis=0)
         grad_enc = d_code.T @ x
-        grad_dec = fwd.code.T @ g
+        code = fwd.code
 
+        def decoder_grad() -> Any:
+            return code.T @ g
+
+    final("b_dec", b_dec_grad)
+    final("b_enc", b_enc_grad)
     if tied:
-        if grad_dec is not None:
-            grad_enc += grad_dec
-        grads["W_enc"] = grad_enc
-    else:
-        grads["W_enc"] = grad_enc
-        grads["W_dec"] = grad_dec
-
-    weight_penalty = method.weight_penalty(xp, weights)
-    decay = None
-    if isinstance(weight_penalty, WeightDecay):  # value and λW added later
-        decay = weight_penalty
-    elif weight_penalty is not None:
-        value, d_weights = weight_penalty
+        if not isinstance(fwd.support, TopK):  # (the TopK kernel summed both terms)
+            grad_enc += decoder_grad()
+        final("W_enc", grad_enc)
+    else:  # W_enc is not read again: it may be updated before W_dec's gradient exists
+        final("W_enc", grad_enc)
+        del grad_enc
+        final("W_dec", decoder_grad())
+    for value in loss_terms:
         loss = loss + value
-        for name, d in d_weights.items():
-            grads[name] += d
-    for name, d in coupled_grads.items():
-        grads[name] += d
     return loss, grads, fwd, reconstruction, decay
 
 

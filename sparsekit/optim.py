@@ -48,8 +48,8 @@ def _adam_update(
 class Optimizer:
     """Base class: ``step(xp, params, grads)`` updates ``params`` in place.
 
-    A subclass describes one parameter's update and :meth:`step` applies it to every
-    parameter: :meth:`state_for` (the state arrays of one parameter, created on first use),
+    A subclass describes one parameter's update, which :meth:`update` applies to one
+    parameter and :meth:`step` to every parameter: :meth:`state_for` (the state arrays of one parameter, created on first use),
     :meth:`scalars` (this step's constants), ``loop`` (the name of the fused loop in
     :mod:`sparsekit._jit` that takes ``(p, g, *state, λ, *scalars)``, or ``""``) and
     :meth:`update_numpy` (the same update as array operations, for every backend).
@@ -72,6 +72,7 @@ class Optimizer:
             raise ParameterError(f"learning rate must be > 0, got {lr}")
         self.lr = float(lr)
         self.steps = 0
+        self._scalars: tuple[float, ...] = ()
 
     def step(
         self,
@@ -86,22 +87,43 @@ class Optimizer:
         update: a Python float (from a fused loop) or a 0-d array.
         """
         decay = decay or {}
+        self.start_step()
         squares: dict[str, Any] = {}
-        self.steps += 1
-        scalars = self.scalars()
         for key, g in grads.items():
-            p, lam = params[key], decay.get(key, 0.0)
-            state = self.state_for(xp, key, p)
-            sq = _jit.run_sum(self.loop, (p, g, *state), (lam, *scalars)) if self.loop else None
-            if sq is None:  # the array operations
-                if key in decay:
-                    sq = xp.vdot(p, p)
-                    if lam:
-                        g += lam * p
-                self.update_numpy(xp, p, g, *state, *scalars)
+            sq = self.update(xp, params, key, g, decay.get(key))
             if key in decay:
                 squares[key] = sq
         return squares
+
+    def start_step(self) -> None:
+        """Count a new step; :meth:`update` then applies it to one parameter at a time.
+
+        ``step(xp, params, grads)`` is ``start_step()`` followed by :meth:`update` for every
+        gradient; the trainer calls the two itself to update each weight as soon as its
+        gradient is known (:func:`sparsekit.autoencoder.loss_and_grads_before_decay`).
+        """
+        self.steps += 1
+        self._scalars = self.scalars()
+
+    def update(
+        self, xp: Any, params: dict[str, Any], key: str, g: Any, decay: float | None = None
+    ) -> Any:
+        """Update ``params[key]`` with gradient ``g`` (scratch) in this step.
+
+        ``decay`` (λ) adds λ·params[key] to the gradient; the sum of squares of
+        ``params[key]`` before the update is then returned (else ``None``).
+        """
+        p, lam = params[key], decay or 0.0
+        state = self.state_for(xp, key, p)
+        scalars = self._scalars
+        sq = _jit.run_sum(self.loop, (p, g, *state), (lam, *scalars)) if self.loop else None
+        if sq is None:  # the array operations
+            if decay is not None:
+                sq = xp.vdot(p, p)
+                if lam:
+                    g += lam * p
+            self.update_numpy(xp, p, g, *state, *scalars)
+        return None if decay is None else sq
 
     def state_for(self, xp: Any, key: str, p: Any) -> tuple[Any, ...]:
         """The state arrays of parameter ``key`` (created on first use)."""

@@ -153,18 +153,7 @@ class Trainer:
                 out = method.update(backend, self.params, x, cfg.lr)
                 loss, rec, fwd = out["loss"], out["reconstruction"], out["forward"]
             else:
-                loss, grads, fwd, rec, decay = autoencoder.loss_and_grads_before_decay(
-                    method, backend, self.params, x
-                )
-                if decay is not None and not self.optimizer.folds_decay:
-                    loss = loss + decay.value
-                    decay.add_to(grads)
-                    decay = None
-                squares = self.optimizer.step(
-                    xp, self.params, grads, decay=None if decay is None else decay.strengths()
-                )
-                if decay is not None:  # Σ‖W‖² came from the update pass
-                    loss = loss + decay.value_from_squares(squares)
+                loss, fwd, rec = self._gradient_step(x)
             batch = x.shape[0]
             loss_sum += loss * batch
             rec_sum += rec * batch
@@ -218,6 +207,43 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_epoch_end(self, metrics)
         return metrics
+
+    def _gradient_step(self, x: Any) -> tuple[Any, autoencoder.Forward, Any]:
+        """One optimizer step on minibatch ``x``: (loss, forward pass, reconstruction term)."""
+        backend, xp, optimizer = self.backend, self.backend.xp, self.optimizer
+        assert optimizer is not None
+        if optimizer.folds_decay and type(optimizer).step is Optimizer.step:
+            # Each weight is updated as soon as its gradient is final (in cache, and the
+            # step holds one H×D gradient at a time); Σ‖W‖² for weight decay comes back
+            # from the update pass.
+            squares: dict[str, Any] = {}
+
+            def sink(name: str, grad: Any, decay: float | None) -> None:
+                square = optimizer.update(xp, self.params, name, grad, decay)
+                if decay is not None:
+                    squares[name] = square
+
+            optimizer.start_step()
+            loss, _, fwd, rec, decay = autoencoder.loss_and_grads_before_decay(
+                self.method, backend, self.params, x, sink=sink
+            )
+            if decay is not None:
+                loss = loss + decay.value_from_squares(squares)
+            return loss, fwd, rec
+        # An optimizer with its own step(): all gradients first, then one call.
+        loss, grads, fwd, rec, decay = autoencoder.loss_and_grads_before_decay(
+            self.method, backend, self.params, x
+        )
+        if decay is not None and not optimizer.folds_decay:
+            loss = loss + decay.value
+            decay.add_to(grads)
+            decay = None
+        squares = optimizer.step(
+            xp, self.params, grads, decay=None if decay is None else decay.strengths()
+        )
+        if decay is not None:  # Σ‖W‖² came from the update pass
+            loss = loss + decay.value_from_squares(squares)
+        return loss, fwd, rec
 
     # -- exact save and restore ------------------------------------------------------------
 
