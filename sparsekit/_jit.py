@@ -185,6 +185,14 @@ def _count_active(counts, code, threshold):  # pragma: no cover - runs compiled
                 counts[j] += 1
 
 
+def _take_scaled(out, data, rows, scale):  # pragma: no cover - runs compiled
+    """out[i] ← data[rows[i]] · scale, converted to out's dtype first (a minibatch of pixels)."""
+    for i in range(rows.size):
+        src, dst = data[rows[i]], out[i]
+        for j in range(dst.size):
+            dst[j] = out.dtype.type(src[j]) * scale
+
+
 _LOOPS = {
     "adam": _adam,
     "momentum": _momentum,
@@ -195,6 +203,7 @@ _LOOPS = {
     "count_active": _count_active,
     "threshold_code": _threshold_code,
     "atom_update": _atom_update,
+    "take_scaled": _take_scaled,
 }
 #: Extra Numba options per loop.
 _OPTIONS = {"atom_update": {"fastmath": {"reassoc"}}}
@@ -261,7 +270,7 @@ def usable(*arrays: Any) -> bool:
     )
 
 
-def _compiled(name: str, dtype: np.dtype, *warm: Any) -> Any:
+def _compiled(name: str, dtype: np.dtype | str, *warm: Any) -> Any:
     """Loop ``name``, ready for ``dtype``: the first time, compiled (or loaded from Numba's
     cache) on this thread by calling it on ``warm`` (empty arrays, so nothing changes).
     None when the loops are off, or when this one fails to compile (then all are off)."""
@@ -269,7 +278,7 @@ def _compiled(name: str, dtype: np.dtype, *warm: Any) -> Any:
     if loops is None:
         return None
     fn = getattr(loops, name)
-    key = (name, dtype.char)
+    key = (name, dtype if isinstance(dtype, str) else dtype.char)
     if key not in _ready:
         try:
             fn(*warm)
@@ -297,6 +306,36 @@ def count_active(counts: Any, code: Any, threshold: float) -> bool:
         return False
     fn(counts, code, threshold)
     return True
+
+
+def take_scaled(data: Any, rows: Any, dtype: Any, scale: float) -> np.ndarray | None:
+    """``np.asarray(data[rows], dtype) * scale`` (for ``scale != 1``) in one pass, or None.
+
+    ``data`` is a C-contiguous 2-D NumPy array of integers (pixels), ``rows`` a 1-D integer
+    array of row numbers; anything else (negative or out-of-range rows included, which the
+    loop would not check) returns None and the caller indexes with NumPy.
+    """
+    dtype = np.dtype(dtype)
+    if (
+        not isinstance(data, np.ndarray)
+        or data.ndim != 2
+        or data.dtype.kind not in "iu"
+        or not data.flags.c_contiguous
+        or dtype not in (np.float32, np.float64)
+        or not isinstance(rows, np.ndarray)
+        or rows.ndim != 1
+        or rows.dtype.kind not in "iu"
+        or (rows.size and (rows.min() < 0 or rows.max() >= data.shape[0]))
+    ):
+        return None
+    out = np.empty((rows.size, data.shape[1]), dtype)
+    factor = dtype.type(scale)
+    types = f"{dtype.char}{data.dtype.char}{rows.dtype.char}"  # one compiled version each
+    fn = _compiled("take_scaled", types, out[:0], data, rows[:0], factor)
+    if fn is None:
+        return None
+    fn(out, data, rows, factor)
+    return out
 
 
 def run(name: str, arrays: tuple[Any, ...], scalars: tuple[float, ...]) -> bool:

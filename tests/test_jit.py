@@ -727,3 +727,35 @@ def test_without_numba_the_loops_are_off(monkeypatch):
     p, g = np.ones(8, np.float32), np.full(8, 2.0, np.float32)
     assert _jit.run("sgd", (p, g), (0.0, 0.5)) is False
     assert np.all(p == 1)
+
+
+# -- minibatch gathering ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("source", ["uint8", "int16"])
+def test_take_gathers_converts_and_scales_like_numpy(dtype, source, monkeypatch):
+    from sparsekit.data.dataset import ArrayDataset
+
+    rng = np.random.default_rng(4)
+    pixels = rng.integers(0, 256, size=(300, 37)).astype(source)
+    dataset = ArrayDataset(pixels, scale=1 / 255)
+    rows = np.concatenate([rng.permutation(300)[:64], [0, 299, 7, 7]])  # unsorted, repeats
+    expected = np.asarray(pixels[rows], dtype=dtype) * np.dtype(dtype).type(1 / 255)
+    spy = []
+    real = _jit.take_scaled
+    monkeypatch.setattr(_jit, "take_scaled", lambda *a: spy.append(real(*a)) or spy[-1])
+    got = dataset.take(rows, np.dtype(dtype))
+    assert spy and spy[-1] is not None, "the fused gather ran"
+    assert got.dtype == np.dtype(dtype) and got.flags.c_contiguous
+    assert np.array_equal(got, expected)
+
+    # Rows the loop does not check (negative, past the end) go to NumPy's indexing.
+    numpy_rows = np.asarray(pixels[[-1, 2]], dtype=dtype) * np.dtype(dtype).type(1 / 255)
+    assert np.array_equal(dataset.take(np.array([-1, 2]), dtype), numpy_rows)
+    assert spy[-1] is None
+    with pytest.raises(IndexError):
+        dataset.take(np.array([300]), dtype)
+
+    monkeypatch.setitem(_jit._state, "kernels", None)  # loops off: the same values
+    assert np.array_equal(dataset.take(rows, np.dtype(dtype)), expected)

@@ -97,6 +97,12 @@ class ArrayDataset(Dataset):
         return int(self._data.shape[1])
 
     def take(self, indices: np.ndarray, dtype: Any = np.float32) -> np.ndarray:
+        if self._scale != 1.0:  # integer pixels: gather, convert and scale in one pass
+            from sparsekit import _jit
+
+            rows = _jit.take_scaled(self._data, indices, dtype, self._scale)
+            if rows is not None:
+                return rows
         rows = np.asarray(self._data[indices], dtype=dtype)
         if self._scale != 1.0:
             rows *= (
