@@ -128,6 +128,58 @@ def _sigmoid_grad_into(d, a, scale, one):  # pragma: no cover - runs compiled
         d[i] = (d[i] * scale) * (ai * (one - ai))
 
 
+def _output_grad(g, xhat, x, colsum, scale, one):  # pragma: no cover - runs compiled
+    """The output layer's backward pass for a sigmoid output, in one pass over B×D::
+
+    g ← ((X̂ − X)·scale) ∘ (X̂ ∘ (1 − X̂));  colsum ← Σ_rows g;  returns Σ (X̂ − X)²
+
+    ``colsum`` is accumulated row after row, as NumPy's ``g.sum(axis=0)`` does (the same
+    bits); the sum of squares in float64 (16 lanes per row, so the loop stays vectorised).
+    """
+    rows, cols = g.shape
+    for j in range(cols):
+        colsum[j] = 0
+    lanes = np.zeros(LANES, np.float64)
+    full = cols - cols % LANES
+    for r in range(rows):
+        gr, hr, xr = g[r], xhat[r], x[r]
+        for start in range(0, full, LANES):
+            for lane in range(LANES):
+                j = start + lane
+                h = hr[j]
+                d = h - xr[j]
+                v = (d * scale) * (h * (one - h))
+                gr[j] = v
+                colsum[j] += v
+                lanes[lane] += np.float64(d) * np.float64(d)
+        for j in range(full, cols):
+            h = hr[j]
+            d = h - xr[j]
+            v = (d * scale) * (h * (one - h))
+            gr[j] = v
+            colsum[j] += v
+            lanes[0] += np.float64(d) * np.float64(d)
+    return lanes.sum()
+
+
+def _hidden_grad(d, a, row, colsum, scale, one):  # pragma: no cover - runs compiled
+    """d ← ((d + row)·scale) ∘ (A ∘ (1 − A));  colsum ← Σ_rows d (B×H, one pass).
+
+    ``row`` is a code penalty's gradient when it is the same for every sample (KL), else
+    zeros. The order of operations of ``d += row; d *= scale·f′`` and ``d.sum(axis=0)``.
+    """
+    rows, cols = d.shape
+    for j in range(cols):
+        colsum[j] = 0
+    for r in range(rows):
+        dr, ar = d[r], a[r]
+        for j in range(cols):
+            ai = ar[j]
+            v = ((dr[j] + row[j]) * scale) * (ai * (one - ai))
+            dr[j] = v
+            colsum[j] += v
+
+
 def _sigmoid_tail(t, one, half):  # pragma: no cover - runs compiled
     """t ← (t + 1)·½: the sigmoid ½(1 + tanh(z/2)) from its tanh, in one pass."""
     for i in range(t.size):
@@ -204,6 +256,8 @@ _LOOPS = {
     "threshold_code": _threshold_code,
     "atom_update": _atom_update,
     "take_scaled": _take_scaled,
+    "output_grad": _output_grad,
+    "hidden_grad": _hidden_grad,
 }
 #: Extra Numba options per loop.
 _OPTIONS = {"atom_update": {"fastmath": {"reassoc"}}}
@@ -306,6 +360,43 @@ def count_active(counts: Any, code: Any, threshold: float) -> bool:
         return False
     fn(counts, code, threshold)
     return True
+
+
+def output_grad(xhat: Any, x: Any, scale: float) -> tuple[Any, Any, float] | None:
+    """For a sigmoid output: ``(G, Σ_rows G, Σ (X̂ − X)²)`` with
+    ``G = ((X̂ − X)·scale) ∘ X̂(1 − X̂)``, in one pass; None when the loops cannot run."""
+    if not usable(xhat, x) or xhat.ndim != 2:
+        return None
+    g = np.empty_like(xhat)
+    colsum = np.empty(xhat.shape[1], xhat.dtype)
+    args = (xhat.dtype.type(scale), xhat.dtype.type(1.0))
+    fn = _compiled("output_grad", xhat.dtype, g[:0], xhat[:0], x[:0], colsum, *args)
+    if fn is None:
+        return None
+    return g, colsum, float(fn(g, xhat, x, colsum, *args))
+
+
+def hidden_grad(d: Any, a: Any, row: Any, scale: float) -> Any:
+    """For a sigmoid hidden layer: ``d ← ((d + row)·scale) ∘ A(1 − A)`` in place, returning
+    ``Σ_rows d`` (``row``: a length-H vector or None); None when the loops cannot run."""
+    if not usable(d, a) or d.ndim != 2:
+        return None
+    if row is None:
+        row = np.zeros(d.shape[1], d.dtype)
+    if not (
+        isinstance(row, np.ndarray)
+        and row.dtype == d.dtype
+        and row.shape == d.shape[1:]
+        and row.flags.c_contiguous
+    ):
+        return None
+    colsum = np.empty(d.shape[1], d.dtype)
+    args = (d.dtype.type(scale), d.dtype.type(1.0))
+    fn = _compiled("hidden_grad", d.dtype, d[:0], a[:0], row, colsum, *args)
+    if fn is None:
+        return None
+    fn(d, a, row, colsum, *args)
+    return colsum
 
 
 def take_scaled(data: Any, rows: Any, dtype: Any, scale: float) -> np.ndarray | None:

@@ -35,6 +35,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from sparsekit import _jit, kernels
 from sparsekit.backend import Backend
 from sparsekit.methods.base import Method, TopK, WeightDecay
@@ -165,23 +167,28 @@ def loss_and_grads_before_decay(
         else:
             sink(name, grad, lams.get(name))
 
-    diff = fwd.xhat - x
-    reconstruction = 0.5 * xp.vdot(diff, diff) / batch
+    # A sigmoid output: G, its column sums and Σ(X̂ − X)² in one fused pass (CPU).
+    fused = None if _overrides(method, "output_grad") else _jit.output_grad(fwd.xhat, x, 1 / batch)
+    if fused is not None:
+        g, b_dec_grad, squares = fused
+        reconstruction = x.dtype.type(0.5 * squares / batch)
+    else:
+        diff = fwd.xhat - x
+        reconstruction = 0.5 * xp.vdot(diff, diff) / batch
+        g = diff
+        if _overrides(method, "output_grad") or not _jit.run(
+            "sigmoid_grad_into", (g, fwd.xhat), (1.0 / batch, 1.0)
+        ):
+            g *= 1.0 / batch
+            g_out = method.output_grad(xp, fwd.y, fwd.xhat)
+            if g_out is not None:
+                g *= g_out
+        b_dec_grad = g.sum(axis=0)
     loss = reconstruction
-
-    g = diff
-    if _overrides(method, "output_grad") or not _jit.run(
-        "sigmoid_grad_into", (g, fwd.xhat), (1.0 / batch, 1.0)
-    ):
-        g *= 1.0 / batch
-        g_out = method.output_grad(xp, fwd.y, fwd.xhat)
-        if g_out is not None:
-            g *= g_out
 
     tied = "W_dec" not in params
     w_dec = decoder_weights(params)
     hidden = w_dec.shape[0]
-    b_dec_grad = g.sum(axis=0)
 
     if isinstance(fwd.support, TopK):
         idx = fwd.support.indices
@@ -217,11 +224,22 @@ def loss_and_grads_before_decay(
             return kernels.code_transpose_times(backend, idx, fwd.code_values, g, hidden)
     else:
         d_code = g @ w_dec.T
+        # A sigmoid hidden layer, every unit kept: the code penalty's gradient (when it is
+        # one row for every sample, as KL's), f′ and the bias gradient in one fused pass.
+        fuse = (
+            fwd.support is None
+            and not _overrides(method, "activation_grad")
+            and not _overrides(method, "code_weight_penalty")
+        )
+        row = None
         penalty = method.code_penalty(xp, fwd.code)
         if penalty is not None:
             value, d_penalty = penalty
             loss = loss + value
-            d_code += d_penalty
+            if fuse and _repeated_row(d_penalty, d_code.shape):
+                row = d_penalty[0]
+            else:
+                d_code += d_penalty
         coupled = method.code_weight_penalty(xp, fwd.code, weights)
         if coupled is not None:
             value, d_penalty, coupled_grads = coupled
@@ -229,15 +247,19 @@ def loss_and_grads_before_decay(
             d_code += d_penalty
             for name, d in coupled_grads.items():
                 extra.setdefault(name, []).append(d)
-        if fwd.support is not None:
-            d_code *= fwd.support
-        if _overrides(method, "activation_grad") or not _jit.run(
-            "sigmoid_grad_into", (d_code, fwd.a), (1.0, 1.0)
-        ):
-            f_prime = method.activation_grad(xp, fwd.z, fwd.a)
-            if f_prime is not None:
-                d_code *= f_prime
-        b_enc_grad = d_code.sum(axis=0)
+        b_enc_grad = _jit.hidden_grad(d_code, fwd.a, row, 1.0) if fuse else None
+        if b_enc_grad is None:
+            if row is not None:
+                d_code += row
+            if fwd.support is not None:
+                d_code *= fwd.support
+            if _overrides(method, "activation_grad") or not _jit.run(
+                "sigmoid_grad_into", (d_code, fwd.a), (1.0, 1.0)
+            ):
+                f_prime = method.activation_grad(xp, fwd.z, fwd.a)
+                if f_prime is not None:
+                    d_code *= f_prime
+            b_enc_grad = d_code.sum(axis=0)
         grad_enc = d_code.T @ x
         code = fwd.code
 
@@ -257,6 +279,16 @@ def loss_and_grads_before_decay(
     for value in loss_terms:
         loss = loss + value
     return loss, grads, fwd, reconstruction, decay
+
+
+def _repeated_row(array: Any, shape: tuple[int, ...]) -> bool:
+    """Whether ``array`` is one row broadcast to ``shape`` (a NumPy view with row stride 0)."""
+    return (
+        isinstance(array, np.ndarray)
+        and array.shape == shape
+        and array.ndim == 2
+        and array.strides[0] == 0
+    )
 
 
 def _overrides(method: Method, name: str) -> bool:
