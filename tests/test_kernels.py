@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 
@@ -162,6 +164,76 @@ def test_split_run_reports_a_worker_error(monkeypatch):
 
     with pytest.raises(ValueError, match="boom"):
         kernels.split_run(fail_late, 10, min_size=1)
+
+
+def test_split_run_uses_one_worker_per_part_and_survives_errors(monkeypatch):
+    """Parts run on distinct threads; after a part raises (on the caller or a worker), the
+    next call still gets every part done."""
+    monkeypatch.setenv("SPARSEKIT_NUM_THREADS", "3")
+    threads: dict[int, str] = {}
+
+    def where(lo, hi):
+        threads[lo] = threading.current_thread().name
+
+    kernels.split_run(where, 9, min_size=1)
+    assert sorted(threads) == [0, 3, 6] and len(set(threads.values())) == 3
+    assert threads[0] == threading.current_thread().name
+
+    def fail_first(lo, hi):
+        if lo == 0:
+            raise KeyError("caller")
+
+    with pytest.raises(KeyError, match="caller"):
+        kernels.split_run(fail_first, 9, min_size=1)
+    seen = np.zeros(9, dtype=int)
+    kernels.split_run(
+        lambda lo, hi: seen.__setitem__(slice(lo, hi), seen[lo:hi] + 1), 9, min_size=1
+    )
+    assert np.all(seen == 1)
+
+
+def test_split_run_nested_or_concurrent_calls_run_whole(monkeypatch):
+    """A split_run inside a part, or from another thread while one runs, does its range on
+    its own thread instead of waiting for the workers (no deadlock, the same result)."""
+    monkeypatch.setenv("SPARSEKIT_NUM_THREADS", "2")
+    inner: list[tuple[int, int, str]] = []
+
+    def outer(lo, hi):
+        kernels.split_run(
+            lambda a, b: inner.append((a, b, threading.current_thread().name)), 50, min_size=1
+        )
+
+    kernels.split_run(outer, 10, min_size=1)
+    assert sorted((a, b) for a, b, _ in inner) == [(0, 50), (0, 50)]  # once per outer part
+
+    release = threading.Event()
+    started = threading.Event()
+
+    def slow(lo, hi):
+        started.set()
+        release.wait(5)
+
+    holder = threading.Thread(target=kernels.split_run, args=(slow, 10), kwargs={"min_size": 1})
+    holder.start()
+    try:
+        assert started.wait(5)
+        seen = np.zeros(20, dtype=int)
+        kernels.split_run(lambda lo, hi: seen.__setitem__(slice(lo, hi), 1), 20, min_size=1)
+        assert np.all(seen == 1)
+    finally:
+        release.set()
+        holder.join(5)
+    assert not holder.is_alive()
+
+
+def test_split_run_makes_new_workers_when_the_thread_count_changes(monkeypatch):
+    monkeypatch.setenv("SPARSEKIT_NUM_THREADS", "2")
+    kernels.split_run(lambda lo, hi: None, 10, min_size=1)
+    first = kernels._workers
+    monkeypatch.setenv("SPARSEKIT_NUM_THREADS", "4")
+    names: set[str] = set()
+    kernels.split_run(lambda lo, hi: names.add(threading.current_thread().name), 40, min_size=1)
+    assert kernels._workers is not first and len(names) == 4
 
 
 # -- top-k ---------------------------------------------------------------------------------
