@@ -180,6 +180,37 @@ def _hidden_grad(d, a, row, colsum, scale, one):  # pragma: no cover - runs comp
             colsum[j] += v
 
 
+def _kl_penalty(code, d_row, rho, rho1, neg_rho, scale, lo, hi, one):  # pragma: no cover
+    """KL's penalty on mean activations in one pass over the B×H code (see methods/kl.py)::
+
+    ρ̂ ← clip(Σ_rows code / B, lo, hi);  d_row ← scale·(−ρ/ρ̂ + ρ1/(1 − ρ̂))
+    returns Σ_j ρ log(ρ/ρ̂_j) + ρ1 log(ρ1/(1 − ρ̂_j))   (ρ1 = 1 − ρ; summed in float64)
+
+    ρ̂ and d_row in NumPy's order of operations (``code.mean(axis=0)`` sums row after row,
+    then divides in float64 and rounds): the same bits; the sum differs from NumPy's
+    float32 one by rounding only.
+    """
+    rows, cols = code.shape
+    for j in range(cols):
+        d_row[j] = 0
+    for r in range(rows):
+        cr = code[r]
+        for j in range(cols):
+            d_row[j] += cr[j]
+    total = 0.0
+    for j in range(cols):
+        d_row[j] = d_row[j] / rows  # (a float64 quotient, rounded to the dtype on storing)
+        rh = d_row[j]
+        if rh < lo:  # NumPy's clip; NaN stays NaN
+            rh = lo
+        elif rh > hi:
+            rh = hi
+        rest = one - rh
+        total += np.float64(rho * np.log(rho / rh) + rho1 * np.log(rho1 / rest))
+        d_row[j] = scale * (neg_rho / rh + rho1 / rest)
+    return total
+
+
 def _sigmoid_tail(t, one, half):  # pragma: no cover - runs compiled
     """t ← (t + 1)·½: the sigmoid ½(1 + tanh(z/2)) from its tanh, in one pass."""
     for i in range(t.size):
@@ -258,6 +289,7 @@ _LOOPS = {
     "take_scaled": _take_scaled,
     "output_grad": _output_grad,
     "hidden_grad": _hidden_grad,
+    "kl_penalty": _kl_penalty,
 }
 #: Extra Numba options per loop.
 _OPTIONS = {"atom_update": {"fastmath": {"reassoc"}}}
@@ -397,6 +429,21 @@ def hidden_grad(d: Any, a: Any, row: Any, scale: float) -> Any:
         return None
     fn(d, a, row, colsum, *args)
     return colsum
+
+
+def kl_penalty(code: Any, rho: float, beta: float, floor: float) -> tuple[float, Any] | None:
+    """KL's ``(Σ_j KL(ρ‖ρ̂_j), (β/B)(−ρ/ρ̂ + (1 − ρ)/(1 − ρ̂)))`` for a B×H code, ρ̂ its
+    column means clipped to [floor, 1 − floor], in one pass; None when the loops cannot run."""
+    if not usable(code) or code.ndim != 2 or code.shape[0] == 0:
+        return None
+    t = code.dtype.type
+    d_row = np.empty(code.shape[1], code.dtype)
+    # Scalars as NumPy rounds them (each Python-float expression, then the array's dtype).
+    args = (t(rho), t(1 - rho), t(-rho), t(beta / code.shape[0]), t(floor), t(1 - floor), t(1))
+    fn = _compiled("kl_penalty", code.dtype, code[:0], d_row, *args)
+    if fn is None:
+        return None
+    return float(fn(code, d_row, *args)), d_row
 
 
 def take_scaled(data: Any, rows: Any, dtype: Any, scale: float) -> np.ndarray | None:

@@ -246,6 +246,7 @@ def test_loss_and_grads_fused_equals_numpy(name, tied, dtype, monkeypatch, fused
     # g′(Y) with the output error and b_dec's gradient; f′(Z) with b_enc's (and KL's row)
     assert calls["output_grad"] >= 1 and calls["hidden_grad"] >= 1  # (+ a first warm-up call)
     assert calls["sigmoid_grad_into"] == 0
+    assert (calls["kl_penalty"] >= 1) == (name == "kl")
     ran = Counter(n for n, ok in spy.results if ok)
     assert ran["add_scaled"] == (0 if name == "plain" else 1 if tied else 2)
     assert all(ok for _, ok in spy.results)
@@ -725,6 +726,46 @@ def test_sigmoid_fused_matches_numpy_bitwise(dtype, monkeypatch, fused_path):
     plain = sigmoid(np, z)
     assert fused.dtype == plain.dtype == dtype
     assert np.array_equal(fused, plain, equal_nan=True)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+@pytest.mark.parametrize("batch", [256, 7])
+def test_kl_penalty_fused_matches_numpy(dtype, batch, monkeypatch, fused_path):
+    """KL's penalty in one pass: its gradient row NumPy's bits (means clipped at both ends,
+    NaN kept); its value the same to the dtype's rounding (summed in float64)."""
+    from sparsekit.methods.kl import KLSparse
+
+    _, calls = fused_path
+    method = KLSparse(rho=0.05, beta=2.5)
+    code = np.random.default_rng(batch).uniform(0, 1, (batch, 300)).astype(dtype)
+    code[:, 0], code[:, 1], code[:, 2] = 0.0, 1.0, 1e-9  # ρ̂ below, above and at the floor
+    code[0, 3] = np.nan
+    clean = code.copy()
+    clean[0, 3] = 0.5
+    loops = _jit._state["kernels"]
+    value_f, d_f = method.code_penalty(np, code)
+    nan_calls = calls["kl_penalty"]
+    value_f_clean, _ = method.code_penalty(np, clean)
+    assert nan_calls >= 1 and calls["kl_penalty"] == nan_calls + 1
+    monkeypatch.setitem(_jit._state, "kernels", None)
+    value_n, d_n = method.code_penalty(np, code)
+    value_n_clean, _ = method.code_penalty(np, clean)
+    monkeypatch.setitem(_jit._state, "kernels", loops)
+    assert d_f.shape == d_n.shape == code.shape and d_f.dtype == d_n.dtype == dtype
+    assert np.array_equal(d_f, d_n, equal_nan=True)
+    assert np.isnan(d_f[:, 3]).all() and np.isfinite(d_f[:, [0, 1, 2, 4]]).all()
+    assert np.isnan(value_f) and np.isnan(value_n)  # the NaN column poisons the sum
+    value_f, value_n = value_f_clean, value_n_clean
+    assert type(value_f) is type(value_n) is np.dtype(dtype).type
+    assert value_f == pytest.approx(value_n, rel=2e-6 if dtype == np.float32 else 1e-13)
+
+
+def test_kl_penalty_refuses_what_it_cannot_take(fused_kernels):
+    code = np.random.default_rng(1).uniform(0, 1, (20, 30)).astype(np.float32)
+    assert _jit.kl_penalty(code[:, ::2], 0.1, 3.0, 1e-6) is None  # not contiguous
+    assert _jit.kl_penalty(code[:0], 0.1, 3.0, 1e-6) is None  # no rows
+    assert _jit.kl_penalty(code.astype(np.float16), 0.1, 3.0, 1e-6) is None
+    assert _jit.kl_penalty(code.reshape(-1), 0.1, 3.0, 1e-6) is None  # not B×H
 
 
 def test_without_numba_the_loops_are_off(monkeypatch):
