@@ -145,9 +145,9 @@ def loss_and_grads_before_decay(
     xp = backend.xp
     batch = x.shape[0]
     fwd = forward(method, backend, params, x, training=True)
-    # A code penalty on a dense code reads the B×H code now, while the forward pass has just
-    # written it (later, after two more products, it would come from memory again).
-    early_penalty = method.code_penalty(xp, fwd.code) if not isinstance(fwd.support, TopK) else None
+    # A penalty on a dense code reads the B×H code now, still in cache from the forward pass
+    # (after the next two products it would come from memory again). TopK: further down.
+    dense_penalty = method.code_penalty(xp, fwd.code) if not isinstance(fwd.support, TopK) else None
     weights = {name: params[name] for name in ("W_enc", "W_dec") if name in params}
     # Penalties on the weights read them before any update (a sink may update them).
     weight_penalty = method.weight_penalty(xp, weights)
@@ -235,7 +235,7 @@ def loss_and_grads_before_decay(
             and not _overrides(method, "code_weight_penalty")
         )
         row = None
-        penalty = early_penalty
+        penalty = dense_penalty
         if penalty is not None:
             value, d_penalty = penalty
             loss = loss + value
