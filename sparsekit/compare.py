@@ -57,6 +57,8 @@ __all__ = [
     "ComparisonError",
     "MethodJob",
     "MethodResult",
+    "PRESETS",
+    "Preset",
     "compare",
     "default_jobs",
     "load_plugin",
@@ -73,6 +75,44 @@ COMPARE_DEFAULTS = {"hidden": 196, "epochs": 10, "batch_size": 128}
 PER_METHOD_SETTINGS = ("lr", "optimizer", "momentum", "tied")
 #: Settings every method shares; ``method.name=value`` may not change them.
 SHARED_SETTINGS = ("hidden", "epochs", "batch_size", "seed", "dtype", "gpu")
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named comparison: its methods, shared settings and per-method parameters.
+
+    A preset's comparison lives in a fixed directory, ``OUT/<name>``, so that running the
+    same command again continues it: finished methods are kept, interrupted ones resume
+    from their checkpoints (bit for bit as if never stopped), the rest start.
+    """
+
+    name: str
+    description: str
+    methods: tuple[str, ...]
+    settings: Mapping[str, Any]
+    params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    title: str = ""
+
+
+#: The comparisons that ``compare --preset NAME`` runs (docs/study.md explains the choices).
+PRESETS: dict[str, Preset] = {
+    "seed-study": Preset(
+        name="seed-study",
+        description=(
+            "the original write-up's study: plain, l2, kl, arora and ksparse on the 60,000 "
+            "MNIST training images, 196 hidden units, batch 128, 500 epochs, same seed"
+        ),
+        methods=("plain", "l2", "kl", "arora", "ksparse"),
+        # The write-up used the same hyperparameters for every case and 500 epochs; 196
+        # units (a 14x14 grid) as in CS294A's MNIST exercise, which case c follows. A frame
+        # every 5 epochs: 100 frames, of which the GIF shows 50.
+        settings={"hidden": 196, "epochs": 500, "batch_size": 128, "snapshot_every": 5},
+        # Every method sees the same raw pixels in [0, 1], as in the write-up.
+        params={},
+        title="The seed study: five ways to learn sparse codes on MNIST, 500 epochs",
+    ),
+}
+
 #: Seconds between two progress messages of a worker (the end of an epoch always sends one).
 PROGRESS_INTERVAL = 0.2
 #: Environment variables that size the BLAS/OpenMP thread pools of each worker.
@@ -80,6 +120,7 @@ THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 MEASURES = "measures.json"
 FAILURE = "failure.json"
+CHECKPOINT = "checkpoint.npz"
 COMPARISON = "comparison.json"
 
 
@@ -152,6 +193,8 @@ class MethodJob:
     settings: CompareSettings
     run_dir: str
     plugins: tuple[str, ...] = ()
+    #: Continue from ``run_dir/checkpoint.npz`` when there is one (a preset's comparison).
+    resume: bool = False
 
 
 @dataclass
@@ -471,17 +514,19 @@ def _train_and_measure(
     dataset = load_dataset(
         settings.dataset, settings.data, split="train", subset=settings.subset, download=False
     )
-    trainer = Trainer(
-        method,
-        dataset,
-        config,
-        callbacks=[
-            RunWriter(
-                run_dir, data_spec=settings.data_spec(), snapshot_every=settings.snapshot_every
-            ),
-            _Reporter(emit),
-        ],
-    )
+    callbacks = [
+        RunWriter(run_dir, data_spec=settings.data_spec(), snapshot_every=settings.snapshot_every),
+        _Reporter(emit),
+    ]
+    if job.resume and (run_dir / CHECKPOINT).is_file():
+        from sparsekit.checkpoint import restore_trainer
+
+        (run_dir / FAILURE).unlink(missing_ok=True)
+        trainer = restore_trainer(
+            run_dir, dataset, registry, epochs=settings.epochs, callbacks=callbacks
+        )
+    else:
+        trainer = Trainer(method, dataset, config, callbacks=callbacks)
     trainer.fit()
     emit("status", {"text": "measuring"})
     return model_measures(trainer.model, dataset, trainer.history)
@@ -568,6 +613,7 @@ def compare(
     report: bool = True,
     title: str | None = None,
     download_progress: Any = None,
+    preset: str | Preset | None = None,
     **overrides: Any,
 ) -> Comparison:
     """Train ``methods`` (default: every registered one) under the same settings.
@@ -583,10 +629,24 @@ def compare(
     Raises :class:`~sparsekit.errors.ParameterError` and friends for bad settings before
     anything is trained; a method that fails while training does not raise (see
     :attr:`Comparison.failed`).
+
+    ``preset`` (a name in :data:`PRESETS` or a :class:`Preset`) supplies the methods, the
+    shared settings and method parameters; ``methods``, ``params`` and ``overrides`` still
+    take precedence. A preset's comparison is written to ``out/<preset name>``; calling
+    again with the same preset continues it (finished methods are kept, interrupted ones
+    resume from their checkpoints).
     """
     from sparsekit.run import create_run_dir
 
-    settings = replace(settings or CompareSettings(), **overrides).validate()
+    chosen = resolve_preset(preset) if preset is not None else None
+    if chosen is not None:
+        methods = list(methods) if methods else list(chosen.methods)
+        base = replace(settings or CompareSettings(), **chosen.settings)
+        params = _merge_params(chosen.params, params)
+        title = title or chosen.title or None
+    else:
+        base = settings or CompareSettings()
+    settings = replace(base, **overrides).validate()
     if settings.gpu:
         from sparsekit.backend import get_backend
 
@@ -597,10 +657,17 @@ def compare(
     # Check the methods first (cheap), then the data (downloading once, here, if allowed).
     plan_jobs(methods, settings, params, plugin_specs, Path(out))
     dim = _check_data(settings, download_progress)
-    directory = create_run_dir(out, "compare")
-    planned = plan_jobs(methods, settings, params, plugin_specs, directory, dim=dim)
+    if chosen is not None:
+        directory = _preset_directory(Path(out) / chosen.name, settings)
+        planned = [
+            replace(job, resume=True)
+            for job in plan_jobs(methods, settings, params, plugin_specs, directory, dim=dim)
+        ]
+    else:
+        directory = create_run_dir(out, "compare")
+        planned = plan_jobs(methods, settings, params, plugin_specs, directory, dim=dim)
     for job in planned:
-        Path(job.run_dir).mkdir()
+        Path(job.run_dir).mkdir(exist_ok=chosen is not None)
     n_jobs = jobs if jobs is not None else default_jobs(len(planned))
     title = title or f"sparsekit comparison {directory.name}"
     _write_json(
@@ -613,7 +680,11 @@ def compare(
                 "queued", job.method, {"epochs": settings.epochs, "directory": str(directory)}
             )
         )
-    results = _run_all(planned, n_jobs, emit)
+    finished = {job.method: done for job in planned if (done := _finished(job)) is not None}
+    for method, result in finished.items():
+        emit(CompareEvent("finished", method, {"result": result}))
+    results = _run_all([job for job in planned if job.method not in finished], n_jobs, emit)
+    results.update(finished)
     ordered = [results[job.method] for job in planned]
     _write_json(
         directory / COMPARISON, _comparison_json(settings, planned, ordered, plugin_specs, title)
@@ -629,6 +700,77 @@ def compare(
             registry=_registry(plugin_specs),
         )
     return comparison
+
+
+def resolve_preset(preset: str | Preset) -> Preset:
+    """The :class:`Preset` named ``preset`` (or ``preset`` itself)."""
+    if isinstance(preset, Preset):
+        return preset
+    if preset not in PRESETS:
+        raise ParameterError(f"unknown preset {preset!r} (presets: {', '.join(sorted(PRESETS))})")
+    return PRESETS[preset]
+
+
+def _merge_params(
+    preset: Mapping[str, Mapping[str, Any]],
+    given: Mapping[str, Mapping[str, Any]] | Sequence[str] | None,
+) -> dict[str, dict[str, Any]]:
+    """The preset's method parameters, overridden by the caller's."""
+    if given is not None and not isinstance(given, Mapping):
+        given = parse_param_specs(list(given))
+    merged = {method: dict(values) for method, values in preset.items()}
+    for method, values in (given or {}).items():
+        merged.setdefault(method, {}).update(values)
+    return merged
+
+
+#: Settings that may change when a preset's comparison is continued (the length grows).
+_CONTINUABLE = ("epochs", "data", "download")
+
+
+def _preset_directory(directory: Path, settings: CompareSettings) -> Path:
+    """``directory``, created or checked to hold a comparison under the same settings."""
+    listing = directory / COMPARISON
+    if listing.is_file():
+        try:
+            stored = json.loads(listing.read_text(encoding="utf-8"))["settings"]
+        except (OSError, ValueError, KeyError, TypeError):
+            raise ParameterError(
+                f"{listing}: unreadable; move {directory} away to start the comparison anew"
+            ) from None
+        current = asdict(settings)
+        changed = [k for k in current if k not in _CONTINUABLE and stored.get(k) != current[k]]
+        if changed:
+            k = changed[0]
+            raise ParameterError(
+                f"{directory} was run with {k} = {stored.get(k)!r}, not {current[k]!r}; "
+                "use another --out to compare under other settings"
+            )
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ParameterError(f"cannot create {directory}: {exc.strerror or exc}") from None
+    return directory
+
+
+def _finished(job: MethodJob) -> MethodResult | None:
+    """The result of ``job`` when its run directory already holds all its epochs."""
+    run_dir = Path(job.run_dir)
+    try:
+        measures = json.loads((run_dir / MEASURES).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    from sparsekit.run import read_metrics
+
+    if not isinstance(measures, dict) or len(read_metrics(run_dir)) != job.settings.epochs:
+        return None
+    return MethodResult(
+        method=job.method,
+        run_dir=str(run_dir),
+        status="finished",
+        measures=measures,
+        seconds=float(measures.get("total_seconds", 0.0)),
+    )
 
 
 def _check_data(settings: CompareSettings, progress: Any) -> int:

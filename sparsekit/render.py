@@ -7,6 +7,7 @@
 * :func:`reconstruction_grid` / :func:`save_reconstructions`: inputs above their
   reconstructions.
 * :func:`plot_curves`: training metrics against epoch (matplotlib, imported only when called).
+* :func:`plot_methods`: the same metric of several runs on one plot (one line per method).
 
 Inputs are NumPy arrays; a CuPy array is copied to the host with ``.get()`` as a convenience,
 without importing CuPy. Images are returned as 2-D ``uint8`` arrays (0 = black, 255 = white) and
@@ -25,6 +26,7 @@ import numpy as np
 from sparsekit.errors import ParameterError
 
 __all__ = [
+    "plot_methods",
     "BACKGROUND",
     "RECON_BORDER",
     "RECON_SEPARATOR",
@@ -481,6 +483,62 @@ def plot_curves(
     for ax in axes[len(series) :]:
         ax.set_visible(False)
 
+    p = _prepare_path(path)
+    fig.savefig(p, format="png")
+    return p
+
+
+def plot_methods(
+    histories: Mapping[str, Sequence[Mapping[str, Any]]],
+    path: str | Path,
+    *,
+    keys: Sequence[str] = ("loss", "mse"),
+    log_epochs: bool = True,
+    log_values: bool = False,
+) -> Path | None:
+    """One subplot per metric in ``keys``, one line per run of ``histories`` (name -> the
+    per-epoch metrics), into a PNG; ``None`` when no run has any of the keys.
+
+    Logarithmic epochs (the default) show the first epochs, where most of the change
+    happens, beside the long tail of a 500-epoch run.
+    """
+    panels = []
+    for key in keys:
+        lines = []
+        for name, metrics in histories.items():
+            xs, ys = [], []
+            for i, row in enumerate(metrics):
+                y = _as_float(row.get(key))
+                if y is None:
+                    continue
+                x = _as_float(row.get("epoch", i + 1))
+                xs.append(float(i + 1) if x is None or math.isnan(x) else x)
+                ys.append(y)
+            if ys:
+                lines.append((name, xs, ys))
+        if lines:
+            panels.append((key, lines))
+    if not panels:
+        return None
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5.0 * len(panels), 3.6), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(panels), squeeze=False).ravel()
+    for ax, (key, lines) in zip(axes, panels, strict=True):
+        for name, xs, ys in lines:
+            ax.plot(xs, ys, linewidth=1.5, label=name)
+        if log_epochs:
+            ax.set_xscale("log")
+        if log_values and all(y > 0 for _, _, ys in lines for y in ys if not math.isnan(y)):
+            ax.set_yscale("log")
+        ax.set_title(_TITLES.get(key, key.replace("_", " ").capitalize()))
+        ax.set_xlabel("epoch (log scale)" if log_epochs else "epoch")
+        ax.set_ylabel(key)
+        ax.grid(True, alpha=0.3, which="both")
+        ax.legend(fontsize="small")
     p = _prepare_path(path)
     fig.savefig(p, format="png")
     return p

@@ -568,7 +568,47 @@ def _section_html(record: RunRecord, anchor: str) -> str:
     return "\n".join(parts)
 
 
-def render_html(records: Sequence[RunRecord], *, title: str = "sparsekit report") -> str:
+#: Plots across runs, written beside the report: (file suffix, title, caption, keys, log values).
+ACROSS_FIGURES = (
+    (
+        "curves",
+        "Loss and reconstruction error",
+        "every method's training loss and reconstruction MSE per epoch (logarithmic epochs)",
+        ("loss", "mse"),
+        True,
+    ),
+    (
+        "seconds",
+        "Seconds per epoch",
+        "training time of each epoch (methods trained in parallel share the CPUs)",
+        ("seconds",),
+        False,
+    ),
+)
+
+
+def write_across_figures(records: Sequence[RunRecord], html: Path) -> list[tuple[str, str, Path]]:
+    """The plots of :data:`ACROSS_FIGURES` as ``<report>-<suffix>.png`` beside ``html``:
+    ``(title, caption, path)`` of each one drawn (none for fewer than two runs)."""
+    from sparsekit.render import plot_methods
+
+    histories = {r.name: r.history for r in records if r.history}
+    if len(histories) < 2:
+        return []
+    out = []
+    for suffix, title, caption, keys, log_values in ACROSS_FIGURES:
+        path = html.with_name(f"{html.stem}-{suffix}.png")
+        if plot_methods(histories, path, keys=keys, log_values=log_values) is not None:
+            out.append((title, caption, path))
+    return out
+
+
+def render_html(
+    records: Sequence[RunRecord],
+    *,
+    title: str = "sparsekit report",
+    across: Sequence[tuple[str, str, Path]] = (),
+) -> str:
     """The report as one HTML document (no external resources, no script)."""
     from sparsekit import __version__
 
@@ -618,6 +658,18 @@ def render_html(records: Sequence[RunRecord], *, title: str = "sparsekit report"
         "is highlighted. Seconds per epoch count training only; total seconds include data "
         "loading, figures and checkpoints. Methods trained in parallel share the CPUs.</p>"
     )
+    plots = [(t, c, uri) for t, c, p in across if (uri := _data_uri(p)) is not None]
+    if plots:
+        out.append("<h2>Across methods</h2>")
+        out.append(
+            '<div class="figures">'
+            + "".join(
+                f'<figure><h3>{_e(t)}</h3><img class="plot" src="{uri}" alt="{_e(t)}">'
+                f"<figcaption>{_e(c)}</figcaption></figure>"
+                for t, c, uri in plots
+            )
+            + "</div>"
+        )
     overview = [
         (i, r, _data_uri(r.figures["filters.png"]))
         for i, r in enumerate(records)
@@ -691,7 +743,8 @@ def write_report(
         raise OutputError(f"cannot create {out.parent}: {exc.strerror or exc}") from None
     paths = {"html": out, "csv": out.with_suffix(".csv"), "markdown": out.with_suffix(".md")}
     heading = title or _comparison_title(run_dirs) or "sparsekit report"
-    write_atomic(paths["html"], render_html(records, title=heading).encode("utf-8"))
+    across = write_across_figures(records, out)
+    write_atomic(paths["html"], render_html(records, title=heading, across=across).encode("utf-8"))
     write_atomic(paths["csv"], csv_text(records).encode("utf-8"))
     write_atomic(paths["markdown"], (f"# {heading}\n\n" + markdown_table(records)).encode("utf-8"))
     return paths

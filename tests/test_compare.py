@@ -120,8 +120,9 @@ def test_html_is_self_contained(builtins_comparison):
     comparison, _ = builtins_comparison
     text = comparison.report["html"].read_text(encoding="utf-8")
     sources = re.findall(r'\ssrc="([^"]*)"', text)
-    # Per method: progression, filters, reconstructions, curves; and the filters overview.
-    assert len(sources) == 5 * 4 + 5
+    # Per method: progression, filters, reconstructions, curves; the filters overview; and
+    # the two plots across methods (loss and error, seconds per epoch).
+    assert len(sources) == 5 * 4 + 5 + 2
     assert all(s.startswith(("data:image/gif;base64,", "data:image/png;base64,")) for s in sources)
     assert "data:image/gif;base64," in text
     assert not re.search(r"""(src|href)=["']?(https?:|//|file:)""", text)
