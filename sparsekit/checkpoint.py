@@ -67,6 +67,7 @@ _PARAMS = "params/"
 _OPTIM = "optimizer/"
 _METHOD = "method/"
 _EXTRA = "extra/"
+_INPUT_MEAN = "input/mean"
 
 
 # --------------------------------------------------------------------------- writing
@@ -134,6 +135,8 @@ def checkpoint_arrays(
         arrays[_OPTIM + key] = np.ascontiguousarray(value)
     for key, value in method_arrays.items():
         arrays[_METHOD + key] = np.ascontiguousarray(value)
+    if state.get("input_mean") is not None:
+        arrays[_INPUT_MEAN] = np.ascontiguousarray(state["input_mean"])
     for key, value in (extra or {}).items():
         arrays[_EXTRA + key] = np.ascontiguousarray(value)
     for key, value in arrays.items():
@@ -398,6 +401,9 @@ def load_checkpoint(path: str | os.PathLike[str], *, registry: Any = None) -> di
             f"{path}: epoch {epoch} does not match the {len(history)} epochs of history"
         )
 
+    # Centred training: the data's mean sample is part of the model.
+    input_mean = check(_INPUT_MEAN, (dim,)) if config.center else None
+
     extra = {k[len(_EXTRA) :]: v for k, v in members.items() if k.startswith(_EXTRA)}
     state = {
         "params": params,
@@ -406,6 +412,7 @@ def load_checkpoint(path: str | os.PathLike[str], *, registry: Any = None) -> di
         "shuffle_rng": rng_state,
         "epoch": epoch,
         "history": history,
+        "input_mean": input_mean,
     }
     return {
         "path": path,
@@ -596,6 +603,8 @@ def load_run(location: str | os.PathLike[str], *, registry: Any = None, gpu: boo
     params = {k: backend.asarray(v) for k, v in ckpt["state"]["params"].items()}
     shape = meta["data"].get("image_shape")
     image_shape = (int(shape[0]), int(shape[1])) if shape else None
-    model = Model(method, params, backend, image_shape=image_shape)
+    model = Model(
+        method, params, backend, image_shape=image_shape, input_mean=ckpt["state"]["input_mean"]
+    )
     model.run_meta = meta
     return model

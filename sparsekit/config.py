@@ -27,6 +27,9 @@ class TrainConfig:
     optimizer: str = "adam"
     momentum: float = 0.9
     tied: bool = False
+    #: Subtract the training data's mean sample from every sample (the mean is part of the
+    #: model: encode subtracts it, decode adds it back).
+    center: bool = False
     seed: int = 0
     dtype: str = "float32"
     gpu: bool = False

@@ -277,3 +277,28 @@ def layouts(method: Method | type[Method]) -> list[bool]:
 
 def _copy(params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {k: v.copy() for k, v in params.items()}
+
+
+#: The random problem's sizes when nothing asks for more.
+PROBLEM_HIDDEN = 8
+PROBLEM_DIM = 12
+#: The largest hidden size :func:`problem_hidden` tries.
+MAX_PROBLEM_HIDDEN = 4096
+
+
+def problem_hidden(method: Method, *, dim: int = PROBLEM_DIM, start: int = PROBLEM_HIDDEN) -> int:
+    """The hidden size of the random problem for ``method``'s parameter values: ``start``,
+    doubled until the method's own parameter checks accept it (k-sparse's k = 25 needs at
+    least 25 units, so 32). Raises the method's :class:`~sparsekit.errors.ParameterError`
+    when no size up to :data:`MAX_PROBLEM_HIDDEN` is accepted."""
+    from sparsekit.errors import ParameterError
+
+    hidden = start
+    while True:
+        try:
+            method.validate(hidden, dim)
+            return hidden
+        except ParameterError:
+            if hidden >= MAX_PROBLEM_HIDDEN:
+                raise
+            hidden = min(2 * hidden, MAX_PROBLEM_HIDDEN)

@@ -209,6 +209,8 @@ def evaluate(
     for start in range(0, n, batch_size):
         rows = np.arange(start, min(start + batch_size, n))
         x = backend.asarray(dataset.take(rows, backend.dtype))
+        if model.input_mean is not None:
+            x -= model.input_mean  # the model codes centred samples (SSE and SST unchanged)
         fwd = forward(model.method, backend, model.params, x, training=training)
         diff = fwd.xhat - x
         sse += float(xp.vdot(diff, diff))

@@ -27,11 +27,15 @@ class Model:
         backend: Backend,
         *,
         image_shape: tuple[int, int] | None = None,
+        input_mean: Any = None,
     ) -> None:
         self.method = method
         self.params = params
         self.backend = backend
         self.image_shape = image_shape
+        #: The training data's mean sample when the model was trained on centred data
+        #: (``encode`` subtracts it, ``decode`` and ``reconstruct`` add it back); else None.
+        self.input_mean = None if input_mean is None else backend.asarray(input_mean)
 
     @property
     def tied(self) -> bool:
@@ -70,7 +74,10 @@ class Model:
             )
         for start in range(0, len(dataset), batch_size):
             rows = np.arange(start, min(start + batch_size, len(dataset)))
-            yield self.backend.asarray(dataset.take(rows, self.backend.dtype))
+            x = self.backend.asarray(dataset.take(rows, self.backend.dtype))
+            if self.input_mean is not None:
+                x -= self.input_mean
+            yield x
 
     def encode(self, data: Any, *, training: bool = False, batch_size: int = 1024) -> np.ndarray:
         """Codes (N×H) of the rows of ``data`` (array or Dataset).
@@ -94,7 +101,7 @@ class Model:
             h = self.backend.asarray(codes[start : start + batch_size])
             y = h @ w_dec
             y += self.params["b_dec"]
-            out.append(self.backend.to_numpy(self.method.output(xp, y)))
+            out.append(self.backend.to_numpy(self._uncentred(self.method.output(xp, y))))
         return np.concatenate(out)
 
     def reconstruct(
@@ -104,8 +111,12 @@ class Model:
         out = []
         for x in self._batches(data, batch_size):
             fwd = forward(self.method, self.backend, self.params, x, training=training)
-            out.append(self.backend.to_numpy(fwd.xhat))
+            out.append(self.backend.to_numpy(self._uncentred(fwd.xhat)))
         return np.concatenate(out)
+
+    def _uncentred(self, xhat: Any) -> Any:
+        """Reconstructions back in the data's own space (the mean added back)."""
+        return xhat if self.input_mean is None else xhat + self.input_mean
 
     def active_units(self, data: Any, *, training: bool = True) -> np.ndarray:
         """How many units are nonzero in each sample's code."""

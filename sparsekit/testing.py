@@ -42,6 +42,7 @@ import math
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import fields
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -562,3 +563,23 @@ def method_contract_tests(method_cls: type[Method], **params: Any) -> Callable[.
 
     test_contract.__doc__ = f"The sparsekit method contract for {method_cls.__name__}."
     return test_contract
+
+
+# --------------------------------------------------------------------------- test data
+
+
+#: Environment variable naming the folder (holding ``mnist/``) a test suite reads MNIST from.
+TEST_DATA_ENV = "SPARSEKIT_TEST_DATA"
+
+
+def mnist_data_dir() -> Path:
+    """The folder holding ``mnist/`` that tests read: ``$SPARSEKIT_TEST_DATA`` if set, else
+    the folder sparsekit itself uses (``$SPARSEKIT_DATA``, else the per-user cache, where
+    ``sparsekit train`` downloads MNIST). A test suite never downloads; it finds the files
+    a first training run left, or the folder a CI job names."""
+    import os
+
+    from sparsekit.data.paths import resolve_data_dir
+
+    named = os.environ.get(TEST_DATA_ENV, "").strip()
+    return (Path(named).expanduser() if named else resolve_data_dir(None)).resolve()

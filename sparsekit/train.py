@@ -97,7 +97,14 @@ class Trainer:
         init_rng = np.random.default_rng(init_seed)
         self.shuffle_rng = np.random.default_rng(shuffle_seed)
         sample_rows = np.sort(init_rng.choice(n, size=min(n, INIT_SAMPLE), replace=False))
+        #: The data's mean sample (config.center), subtracted from every batch; else None.
+        self.input_mean: Any = None
+        if config.center:
+            mean = data_mean(self.dataset)
+            self.input_mean = self.backend.asarray(mean.astype(self.backend.dtype))
         sample = self.dataset.take(sample_rows, np.float64)
+        if config.center:
+            sample = sample - mean
         initial = method.init_params(init_rng, dim, config.hidden, config.tied, sample)
         self.params: dict[str, Any] = {k: self.backend.asarray(v) for k, v in initial.items()}
         self.optimizer: Optimizer | None = (
@@ -114,7 +121,13 @@ class Trainer:
 
     @property
     def model(self) -> Model:
-        return Model(self.method, self.params, self.backend, image_shape=self.dataset.image_shape)
+        return Model(
+            self.method,
+            self.params,
+            self.backend,
+            image_shape=self.dataset.image_shape,
+            input_mean=self.input_mean,
+        )
 
     def fit(self) -> Model:
         """Train until ``config.epochs`` epochs are done (or a callback asks to stop)."""
@@ -149,6 +162,8 @@ class Trainer:
         for step in range(steps):
             rows = np.sort(order[step * cfg.batch_size : (step + 1) * cfg.batch_size])
             x = backend.asarray(self.dataset.take(rows, backend.dtype))
+            if self.input_mean is not None:
+                x -= self.input_mean
             if method.own_update:
                 out = method.update(backend, self.params, x, cfg.lr)
                 loss, rec, fwd = out["loss"], out["reconstruction"], out["forward"]
@@ -259,6 +274,9 @@ class Trainer:
             "shuffle_rng": self.shuffle_rng.bit_generator.state,
             "epoch": self.epoch,
             "history": list(self.history),
+            "input_mean": None
+            if self.input_mean is None
+            else self.backend.to_numpy(self.input_mean),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -279,6 +297,17 @@ class Trainer:
         self.shuffle_rng.bit_generator.state = state["shuffle_rng"]
         self.epoch = int(state["epoch"])
         self.history = list(state.get("history", []))
+        if state.get("input_mean") is not None:
+            self.input_mean = self.backend.asarray(state["input_mean"])
+
+
+def data_mean(dataset: Dataset, chunk: int = 8192) -> np.ndarray:
+    """The mean sample of ``dataset`` (float64, one pass in chunks of ``chunk`` rows)."""
+    total = np.zeros(dataset.dim, dtype=np.float64)
+    for start in range(0, len(dataset), chunk):
+        rows = np.arange(start, min(start + chunk, len(dataset)))
+        total += dataset.take(rows, np.float64).sum(axis=0)
+    return total / len(dataset)
 
 
 def _add_active_counts(xp: Any, counts: Any, fwd: autoencoder.Forward, hidden: int) -> None:
@@ -300,6 +329,7 @@ def train(
     optimizer: str | None = None,
     momentum: float | None = None,
     tied: bool | None = None,
+    center: bool | None = None,
     seed: int | None = None,
     dtype: str | None = None,
     gpu: bool | None = None,
@@ -312,7 +342,9 @@ def train(
     ``method`` is a registered name (``"ksparse"``), a :class:`Method` class or an
     instance. ``data`` is an (N, D) or (N, h, w) array (``uint8`` is scaled to [0, 1]) or a
     :class:`~sparsekit.data.dataset.Dataset`. Settings left as ``None`` take the method's
-    recommended value. Extra keyword arguments are the method's own parameters::
+    recommended value (``center``: k-sparse subtracts the data's mean sample, which the
+    returned model then subtracts in ``encode`` and adds back in ``decode``). Extra keyword
+    arguments are the method's own parameters::
 
         model = sparsekit.train("ksparse", images, hidden=1000, epochs=10, k=25)
         codes = model.encode(images)
@@ -327,6 +359,7 @@ def train(
         optimizer=optimizer,
         momentum=momentum,
         tied=tied,
+        center=center,
         seed=seed,
         dtype=dtype,
         gpu=gpu,

@@ -1,24 +1,23 @@
-"""Shared fixtures: the real MNIST files from the shared data folder, small subsets of it."""
+"""Shared fixtures: the real MNIST files (see sparsekit.testing.mnist_data_dir), small subsets."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-#: The folder that holds mnist/ (CI points SPARSEKIT_TEST_DATA at ../shared/data).
-DATA_DIR = Path(
-    os.environ.get("SPARSEKIT_TEST_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
-).resolve()
+from sparsekit.testing import mnist_data_dir
+
+#: The folder that holds mnist/ ($SPARSEKIT_TEST_DATA, else where sparsekit downloads MNIST).
+DATA_DIR = mnist_data_dir()
 
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     if not (DATA_DIR / "mnist").is_dir():
         pytest.fail(
-            f"MNIST not found in {DATA_DIR}/mnist: set SPARSEKIT_TEST_DATA to ../shared/data"
+            f"MNIST not found in {DATA_DIR}/mnist: run `sparsekit download mnist` or set SPARSEKIT_TEST_DATA to a folder holding mnist/"
         )
     return DATA_DIR
 

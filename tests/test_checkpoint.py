@@ -21,11 +21,10 @@ from sparsekit.data import load_mnist
 from sparsekit.errors import CheckpointError
 from sparsekit.render import filter_grid
 from sparsekit.run import RunWriter, read_metrics
+from sparsekit.testing import mnist_data_dir
 from sparsekit.train import Callback, Trainer, make_method
 
-DATA_DIR = Path(
-    os.environ.get("SPARSEKIT_TEST_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
-).resolve()
+DATA_DIR = mnist_data_dir()
 N = 1000
 SPEC = {"spec": "mnist", "data": str(DATA_DIR), "split": "train", "subset": N}
 #: Short runs that still exercise each update rule: k-sparse anneals k over epochs 0-1.
@@ -38,7 +37,9 @@ CASES = {
 @pytest.fixture(scope="module")
 def mnist():
     if not (DATA_DIR / "mnist").is_dir():
-        pytest.fail(f"MNIST not found in {DATA_DIR}/mnist: set SPARSEKIT_TEST_DATA")
+        pytest.fail(
+            f"MNIST not found in {DATA_DIR}/mnist: run `sparsekit download mnist` or set SPARSEKIT_TEST_DATA to a folder holding mnist/"
+        )
     return load_mnist(DATA_DIR, subset=N)
 
 

@@ -121,3 +121,24 @@ def test_list_shows_every_method_with_origin_and_parameters():
         assert name in result.stdout
     assert "builtin" in result.stdout and "--k (25)" in result.stdout
     assert "--rho (0.1)" in result.stdout
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_train_help_lists_the_methods_own_options(flag):
+    result = run("train", "ksparse", flag)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "--epochs" in out and "--center" in out  # the command's own options
+    assert "Options of ksparse" in out
+    for option, default in (("--k ", "25"), ("--alpha", "3.0"), ("--k-start", "100")):
+        line = next(line for line in out.splitlines() if line.strip().startswith(option))
+        assert default in line, line
+    assert "units kept per sample during training" in out
+    assert "--center" in out.split("Options of ksparse")[1]  # its recommended settings
+
+
+def test_train_help_without_a_method_and_for_an_unknown_one():
+    result = run("train", "--help")
+    assert result.returncode == 0 and "Name a METHOD before --help" in result.stdout
+    unknown = run("train", "nope", "--help")
+    assert unknown.returncode != 0 and "unknown method 'nope'" in unknown.stderr

@@ -325,3 +325,106 @@ def test_ctrl_c_stops_the_workers_and_records_it(data_dir, tmp_path):
     paths = write_report([directory], directory / "report.html")
     rows = read_csv(paths["csv"])
     assert [r["status"] for r in rows] == ["interrupted", "interrupted"]
+
+
+# --------------------------------------------------------------------------- presets
+
+
+def _tiny_preset():
+    from sparsekit.compare import Preset
+
+    return Preset(
+        name="tiny-study",
+        description="two methods, a few hundred images",
+        methods=("plain", "ksparse"),
+        settings={"hidden": 16, "epochs": 1, "batch_size": 50, "subset": 300},
+        params={"ksparse": {"k": 4, "k_start": 4, "center": False}},
+        title="tiny study",
+    )
+
+
+def _weights(run_dir: Path) -> dict:
+    from sparsekit.checkpoint import load_checkpoint
+
+    return load_checkpoint(run_dir)["state"]["params"]
+
+
+def test_seed_study_preset_is_the_write_ups_settings():
+    from sparsekit.compare import PRESETS
+
+    study = PRESETS["seed-study"]
+    assert study.methods == ("plain", "l2", "kl", "arora", "ksparse")
+    assert study.settings["epochs"] == 500
+    assert study.settings["hidden"] == 196
+    assert study.params["ksparse"] == {"center": False}  # the same raw pixels for all five
+
+
+def test_a_preset_continues_where_it_stopped(data_dir, tmp_path):
+    from sparsekit.compare import compare
+
+    preset = _tiny_preset()
+    first = compare(preset=preset, out=tmp_path / "a", data=str(data_dir), jobs=1)
+    directory = tmp_path / "a" / "tiny-study"
+    assert first.directory == directory and len(first.succeeded) == 2
+    assert json.loads((directory / "comparison.json").read_text())["title"] == "tiny study"
+
+    # Longer: both runs resume from their checkpoints (epoch 1) and end where a run that was
+    # never stopped ends, bit for bit.
+    longer = compare(preset=preset, out=tmp_path / "a", data=str(data_dir), jobs=1, epochs=3)
+    straight = compare(preset=preset, out=tmp_path / "b", data=str(data_dir), jobs=1, epochs=3)
+    assert len(longer.succeeded) == len(straight.succeeded) == 2
+    for method in ("plain", "ksparse"):
+        resumed, reference = _weights(directory / method), _weights(straight.directory / method)
+        for key, value in reference.items():
+            assert (resumed[key] == value).all(), (method, key)
+        assert len((directory / method / "metrics.jsonl").read_text().splitlines()) == 3
+
+    # Finished runs are kept as they are: nothing is trained again.
+    stamp = (directory / "plain" / "checkpoint.npz").stat().st_mtime_ns
+    again = compare(preset=preset, out=tmp_path / "a", data=str(data_dir), jobs=1, epochs=3)
+    assert [r.status for r in again.results] == ["finished", "finished"]
+    assert (directory / "plain" / "checkpoint.npz").stat().st_mtime_ns == stamp
+
+
+def test_an_interrupted_preset_run_resumes(data_dir, tmp_path):
+    from sparsekit.compare import compare
+
+    preset = _tiny_preset()
+    compare(preset=preset, out=tmp_path, data=str(data_dir), jobs=1, epochs=2)
+    run = tmp_path / "tiny-study" / "plain"
+    reference = _weights(run)
+    # As a Ctrl-C after the first epoch leaves it: a checkpoint at epoch 1 and failure.json.
+    compare(preset=preset, out=tmp_path / "stopped", data=str(data_dir), jobs=1, epochs=1)
+    stopped = tmp_path / "stopped" / "tiny-study" / "plain"
+    (stopped / "measures.json").unlink()
+    (stopped / "failure.json").write_text('{"status": "interrupted", "reason": "interrupted"}')
+    result = compare(preset=preset, out=tmp_path / "stopped", data=str(data_dir), jobs=1, epochs=2)
+    assert [r.status for r in result.results] == ["finished", "finished"]
+    assert not (stopped / "failure.json").exists()
+    for key, value in reference.items():
+        assert (_weights(stopped)[key] == value).all(), key
+
+
+def test_a_preset_refuses_other_settings_in_its_directory(data_dir, tmp_path):
+    from sparsekit.compare import compare
+
+    preset = _tiny_preset()
+    compare(preset=preset, out=tmp_path, data=str(data_dir), jobs=1)
+    with pytest.raises(ParameterError, match="was run with hidden = 16, not 8"):
+        compare(preset=preset, out=tmp_path, data=str(data_dir), hidden=8)
+    with pytest.raises(ParameterError, match="unknown preset 'nope'"):
+        compare(preset="nope", out=tmp_path, data=str(data_dir))
+
+
+def test_compare_command_takes_a_preset(data_dir, tmp_path):
+    result = cli(
+        "compare", "--preset", "seed-study", "--hidden", "9", "--epochs", "1", "--subset",
+        "200", "--data", str(data_dir), "--out", str(tmp_path), "--no-download",
+        "-p", "ksparse.k=3", "-p", "ksparse.k_start=3", "plain", "ksparse",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    listing = json.loads((tmp_path / "seed-study" / "comparison.json").read_text())
+    assert [m["method"] for m in listing["methods"]] == ["plain", "ksparse"]
+    assert listing["settings"]["hidden"] == 9 and listing["settings"]["snapshot_every"] == 5
+    assert (tmp_path / "seed-study" / "report-curves.png").is_file()
+    assert (tmp_path / "seed-study" / "report-seconds.png").is_file()

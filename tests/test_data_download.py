@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import os
 import shutil
 import socket
 import threading
@@ -20,17 +19,18 @@ from sparsekit.data import check_file, download_dataset, ensure_files, load_mnis
 from sparsekit.data.download import FolderError
 from sparsekit.data.sources import FASHION_MNIST, MNIST, DataFile
 from sparsekit.errors import DataError, DownloadError
+from sparsekit.testing import mnist_data_dir
 
-SHARED = Path(
-    os.environ.get("SPARSEKIT_TEST_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
-)
+SHARED = mnist_data_dir()
 TEST_FILES = [spec.name for spec in MNIST.splits["test"]]
 
 
 @pytest.fixture(scope="module")
 def real_files() -> dict[str, bytes]:
     if not (SHARED / "mnist").is_dir():
-        pytest.skip(f"shared MNIST data not found at {SHARED} (set SPARSEKIT_TEST_DATA)")
+        pytest.fail(
+            f"MNIST not found in {SHARED}/mnist: run `sparsekit download mnist` or set SPARSEKIT_TEST_DATA to a folder holding mnist/"
+        )
     return {name: (SHARED / "mnist" / name).read_bytes() for name in TEST_FILES}
 
 

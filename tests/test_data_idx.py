@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import os
 import tempfile
 from pathlib import Path
 
@@ -21,10 +20,9 @@ from sparsekit.data.idx import (
     write_idx,
 )
 from sparsekit.errors import DataError
+from sparsekit.testing import mnist_data_dir
 
-SHARED = Path(
-    os.environ.get("SPARSEKIT_TEST_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
-)
+SHARED = mnist_data_dir()
 
 DTYPES = [np.uint8, np.int8, np.int16, np.int32, np.float32, np.float64]
 
@@ -155,7 +153,9 @@ def test_missing_file_and_directory(tmp_path: Path) -> None:
 def test_sha256_of_real_labels_file() -> None:
     path = SHARED / "mnist" / "t10k-labels-idx1-ubyte.gz"
     if not path.exists():
-        pytest.skip(f"shared MNIST data not found at {SHARED}")
+        pytest.fail(
+            f"MNIST not found in {SHARED}/mnist: run `sparsekit download mnist` or set SPARSEKIT_TEST_DATA"
+        )
     assert sha256_uncompressed(path) == (
         "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2"
     )
@@ -236,5 +236,7 @@ def test_random_headers_only_raise_data_error(header: bytes, payload: bytes) -> 
 def test_mutated_real_labels_file(mutation: tuple) -> None:
     path = SHARED / "mnist" / "t10k-labels-idx1-ubyte.gz"
     if not path.exists():
-        pytest.skip(f"shared MNIST data not found at {SHARED}")
+        pytest.fail(
+            f"MNIST not found in {SHARED}/mnist: run `sparsekit download mnist` or set SPARSEKIT_TEST_DATA"
+        )
     _check_read(_mutate(path.read_bytes(), *mutation))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import os
 import shutil
 from pathlib import Path
 
@@ -23,16 +22,17 @@ from sparsekit.data import (
 from sparsekit.data.paths import DATA_ENV, default_data_dir
 from sparsekit.data.sources import MNIST
 from sparsekit.errors import DataError, ParameterError
+from sparsekit.testing import mnist_data_dir
 
-SHARED = Path(
-    os.environ.get("SPARSEKIT_TEST_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
-)
+SHARED = mnist_data_dir()
 
 
 @pytest.fixture(scope="module")
 def data_dir() -> Path:
     if not (SHARED / "mnist").is_dir():
-        pytest.skip(f"shared MNIST data not found at {SHARED} (set SPARSEKIT_TEST_DATA)")
+        pytest.fail(
+            f"MNIST not found in {SHARED}/mnist: run `sparsekit download mnist` or set SPARSEKIT_TEST_DATA to a folder holding mnist/"
+        )
     return SHARED
 
 

@@ -10,6 +10,7 @@ import sparsekit
 from sparsekit import hookimpl
 from sparsekit.cli import plugin_cmd
 from sparsekit.cli.main import app
+from sparsekit.errors import ParameterError
 from sparsekit.gradcheck import check_gradients
 from sparsekit.methods.l2 import L2
 
@@ -87,11 +88,42 @@ def test_own_update_methods_are_checked_on_their_model(cli):
     assert "not the gradient" in result.output
 
 
-def test_parameters_that_do_not_fit_get_a_hint(cli):
-    result = cli("gradcheck", "ksparse")
+def test_parameters_that_do_not_fit_an_explicit_size_get_a_hint(cli):
+    result = cli("gradcheck", "ksparse", "--hidden", "8")
     assert "pass smaller method parameters or a larger --hidden" in str(result.exception)
     assert cli("gradcheck", "ksparse", "--k", "3", "--k-start", "3").exit_code == 0
     assert cli("gradcheck", "ksparse", "--hidden", "30", "--tied").exit_code == 0
+
+
+def _installed_methods() -> list[str]:
+    from sparsekit.registry import load_registry
+
+    return sorted(info.name for info in load_registry())
+
+
+@pytest.mark.parametrize("method", _installed_methods())
+def test_every_installed_method_checks_with_no_options(method):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    command = [str(Path(sys.executable).parent / "sparsekit"), "gradcheck", method]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "gradients match" in result.stdout or "not the gradient" in result.stdout
+
+
+def test_the_problem_is_sized_from_the_method_parameters():
+    from sparsekit.gradcheck import PROBLEM_HIDDEN, problem_hidden
+    from sparsekit.registry import load_registry
+
+    registry = load_registry()
+    assert problem_hidden(registry.create("plain")) == PROBLEM_HIDDEN
+    assert problem_hidden(registry.create("ksparse")) == 32  # k = 25 needs 25 units
+    assert problem_hidden(registry.create("ksparse", k=40)) == 64
+    assert problem_hidden(registry.create("ksparse", k=3)) == PROBLEM_HIDDEN
+    with pytest.raises(ParameterError):
+        problem_hidden(registry.create("ksparse", k=5000))
 
 
 def test_unknown_method_and_bad_options(cli):

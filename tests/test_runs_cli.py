@@ -17,10 +17,9 @@ from PIL import Image
 import sparsekit
 from sparsekit.data import load_mnist
 from sparsekit.render import filter_grid
+from sparsekit.testing import mnist_data_dir
 
-DATA_DIR = Path(
-    os.environ.get("SPARSEKIT_TEST_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
-).resolve()
+DATA_DIR = mnist_data_dir()
 
 
 def sk(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -46,7 +45,9 @@ def one_line_error(result: subprocess.CompletedProcess) -> str:
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
     if not (DATA_DIR / "mnist").is_dir():
-        pytest.fail(f"MNIST not found in {DATA_DIR}/mnist: set SPARSEKIT_TEST_DATA")
+        pytest.fail(
+            f"MNIST not found in {DATA_DIR}/mnist: run `sparsekit download mnist` or set SPARSEKIT_TEST_DATA to a folder holding mnist/"
+        )
     out = tmp_path_factory.mktemp("runs")
     result = sk(
         "train", "ksparse", "--data", str(DATA_DIR), "--subset", "600", "--epochs", "3",

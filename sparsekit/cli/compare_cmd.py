@@ -164,7 +164,7 @@ def compare(
             "--param",
             "-p",
             help="METHOD.NAME=VALUE: a method parameter (ksparse.k=40) or a per-method "
-            "lr, optimizer, momentum or tied (arora.lr=0.05). Repeat as needed.",
+            "lr, optimizer, momentum, tied or center (arora.lr=0.05). Repeat as needed.",
         ),
     ] = None,
     plugin: Annotated[

@@ -14,7 +14,13 @@ from rich.table import Table
 
 from sparsekit.cli.train_cmd import parse_method_options
 from sparsekit.errors import ParameterError, SparsekitError
-from sparsekit.gradcheck import GradientReport, check_gradients, layouts
+from sparsekit.gradcheck import (
+    PROBLEM_HIDDEN,
+    GradientReport,
+    check_gradients,
+    layouts,
+    problem_hidden,
+)
 from sparsekit.registry import load_registry
 
 #: Unknown ``--name value`` options are the method's own parameters.
@@ -38,7 +44,13 @@ def gradcheck(
     both: Annotated[
         bool, typer.Option("--both", help="Check every layout the method allows (the default).")
     ] = False,
-    hidden: Annotated[int, typer.Option(help="Hidden units of the random problem.")] = 8,
+    hidden: Annotated[
+        int | None,
+        typer.Option(
+            help="Hidden units of the random problem (default: 8, or the smallest power of "
+            "two the method's parameters allow, e.g. 32 for k = 25)."
+        ),
+    ] = None,
     dim: Annotated[int, typer.Option(help="Input size of the random problem.")] = 12,
     batch: Annotated[int, typer.Option(help="Rows of the random minibatch.")] = 6,
     seed: Annotated[int, typer.Option(help="Seed of the random problem.")] = 0,
@@ -55,6 +67,8 @@ def gradcheck(
     registry = load_registry()
     method_cls = registry.get(method)
     instance = method_cls(**parse_method_options(method_cls, list(ctx.args)))
+    if hidden is None:
+        hidden = problem_hidden(instance, dim=dim) if dim >= 1 else PROBLEM_HIDDEN
     for name, value in (("hidden", hidden), ("dim", dim), ("batch", batch)):
         if value < 1:
             raise ParameterError(f"--{name} must be a positive integer, got {value}")

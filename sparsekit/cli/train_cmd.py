@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.progress import Progress
+from rich.table import Table
 
 from sparsekit.backend import get_backend
 from sparsekit.cli.data_cmd import download_progress
@@ -25,7 +26,33 @@ from sparsekit.registry import load_registry
 from sparsekit.train import Callback, Trainer
 
 #: Unknown ``--name value`` options are the method's own parameters.
-CONTEXT = {"allow_extra_args": True, "ignore_unknown_options": True}
+# --help is the command's own option: with a METHOD it also lists that method's options.
+CONTEXT = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
+
+
+def method_options_table(method_cls: type[Method]) -> Table:
+    """The options a method adds to ``sparsekit train``: flag, default and meaning."""
+    table = Table(
+        title=f"Options of {method_cls.name}",
+        title_justify="left",
+        show_edge=False,
+        header_style="bold",
+    )
+    table.add_column("option", no_wrap=True)
+    table.add_column("default", no_wrap=True)
+    table.add_column("meaning")
+    for p in method_cls.params:
+        table.add_row(f"--{p.name.replace('_', '-')}", repr(p.default), p.help)
+    if not method_cls.params:
+        table.add_row("(none)", "", f"{method_cls.name} has no options of its own")
+    defaults = dict(method_cls.training_defaults)
+    if defaults:
+        table.caption = "recommended training settings: " + ", ".join(
+            (f"--{k}" if v else f"--no-{k}") if isinstance(v, bool) else f"--{k} {v}"
+            for k, v in ((k.replace("_", "-"), v) for k, v in defaults.items())
+        )
+        table.caption_justify = "left"
+    return table
 
 
 def parse_method_options(method_cls: type[Method], args: list[str]) -> dict[str, Any]:
@@ -120,6 +147,14 @@ def train(
     tied: Annotated[
         bool | None, typer.Option("--tied/--untied", help="Share encoder and decoder weights.")
     ] = None,
+    center: Annotated[
+        bool | None,
+        typer.Option(
+            "--center/--no-center",
+            help="Subtract the training data's mean image (stored with the model; encode "
+            "and eval apply it). Default: the method's (on for ksparse).",
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed for initialisation and shuffling.")] = 0,
     dtype: Annotated[str, typer.Option(help="float32 or float64.")] = "float32",
     gpu: Annotated[bool, typer.Option("--gpu", help="Train on a CUDA GPU with CuPy.")] = False,
@@ -136,6 +171,10 @@ def train(
         Path | None,
         typer.Option(help="Continue RUN_DIR from its checkpoint (--epochs may extend it)."),
     ] = None,
+    show_help: Annotated[
+        bool,
+        typer.Option("--help", "-h", help="Show this message (and METHOD's own options) and exit."),
+    ] = False,
 ) -> None:
     """Train METHOD and write filters, configuration and metrics to a run directory.
 
@@ -145,6 +184,13 @@ def train(
     from sparsekit.data import Preprocessed, load_dataset, preprocess
     from sparsekit.run import RunWriter, create_run_dir
 
+    if show_help:
+        typer.echo(ctx.get_help(), nl=False)
+        if method is not None:
+            Console().print(method_options_table(load_registry().get(method)))
+        else:
+            typer.echo("Name a METHOD before --help to see its own options.")
+        raise typer.Exit()
     if resume is not None:
         from sparsekit.cli import runs_cmd
 
@@ -172,6 +218,7 @@ def train(
         optimizer=optimizer,
         momentum=momentum,
         tied=tied,
+        center=center,
         seed=seed,
         dtype=dtype,
         gpu=gpu,

@@ -110,7 +110,15 @@ def load_mnist(
     if missing:
         if not download:
             raise DataError(_missing_message(source, folder, missing))
-        ensure_files(source, folder, missing, mirrors=mirrors, progress=progress, timeout=timeout)
+        # The whole data set at once (the other split is a few MB more), so that evaluating
+        # on the test images later needs no second download.
+        every = [
+            spec
+            for files in source.splits.values()
+            for spec in files
+            if find_data_file(folder, spec.name) is None
+        ]
+        ensure_files(source, folder, every, mirrors=mirrors, progress=progress, timeout=timeout)
     arrays: list[np.ndarray] = []
     paths: list[Path] = []
     for spec in specs:

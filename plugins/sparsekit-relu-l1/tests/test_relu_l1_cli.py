@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from sparsekit.testing import mnist_data_dir
+
 BIN = Path(sys.executable).parent
-DATA = Path(
-    os.environ.get("SPARSEKIT_TEST_DATA", Path(__file__).resolve().parents[4] / "shared" / "data")
-)
+DATA = mnist_data_dir()
 
 pytestmark = pytest.mark.skipif(
     not any(ep.name == "relu-l1" for ep in entry_points(group="sparsekit")),
@@ -47,7 +47,9 @@ def test_gradcheck_passes_both_layouts():
 
 def test_trains_on_mnist(tmp_path):
     if not (DATA / "mnist").is_dir():
-        pytest.skip(f"no MNIST in {DATA} (set SPARSEKIT_TEST_DATA)")
+        pytest.fail(
+            f"MNIST not found in {DATA}/mnist: run `sparsekit download mnist` or set SPARSEKIT_TEST_DATA to a folder holding mnist/"
+        )
     result = sparsekit(
         "train", "relu-l1", "--subset", "500", "--epochs", "1", "--data", str(DATA),
         "--out", str(tmp_path),
