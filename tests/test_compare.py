@@ -426,5 +426,6 @@ def test_compare_command_takes_a_preset(data_dir, tmp_path):
     listing = json.loads((tmp_path / "seed-study" / "comparison.json").read_text())
     assert [m["method"] for m in listing["methods"]] == ["plain", "ksparse"]
     assert listing["settings"]["hidden"] == 9 and listing["settings"]["snapshot_every"] == 5
+    assert listing["settings"]["gif_frames"] == 25
     assert (tmp_path / "seed-study" / "report-curves.png").is_file()
     assert (tmp_path / "seed-study" / "report-seconds.png").is_file()

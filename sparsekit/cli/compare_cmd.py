@@ -187,6 +187,10 @@ def compare(
     snapshot_every: Annotated[
         int | None, typer.Option(help="Add a frame to each progression.gif every N epochs [1].")
     ] = None,
+    gif_frames: Annotated[
+        int | None,
+        typer.Option(help="Frames each progression.gif shows at most, spread evenly [60]."),
+    ] = None,
     title: Annotated[str | None, typer.Option(help="Title of the report.")] = None,
     strict: Annotated[
         bool, typer.Option("--strict", help="Exit 10 if any method fails (not only all).")
@@ -216,6 +220,7 @@ def compare(
         "epochs": epochs,
         "batch_size": batch_size,
         "snapshot_every": snapshot_every,
+        "gif_frames": gif_frames,
     }
     overrides = {k: v for k, v in sizes.items() if v is not None}
     with Progress(
