@@ -524,7 +524,7 @@ CASES: tuple[Case, ...] = (
     Case(
         "diverges",
         "training diverges (loss becomes NaN/inf)",
-        _train("ksparse", "--lr", "1e6", "--optimizer", "sgd", small=SMALL_K),
+        _train("ksparse", "--lr", "1e12", "--optimizer", "sgd", small=SMALL_K),
         7,
         "training diverged at epoch 1, step",
         before_training=False,

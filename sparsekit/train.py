@@ -301,8 +301,9 @@ class Trainer:
             self.input_mean = self.backend.asarray(state["input_mean"])
 
 
-def data_mean(dataset: Dataset, chunk: int = 8192) -> np.ndarray:
-    """The mean sample of ``dataset`` (float64, one pass in chunks of ``chunk`` rows)."""
+def data_mean(dataset: Dataset, chunk: int = 1024) -> np.ndarray:
+    """The mean sample of ``dataset`` (float64, one pass in chunks of ``chunk`` rows: a few
+    MB at a time, so a memory-mapped data set is never held whole)."""
     total = np.zeros(dataset.dim, dtype=np.float64)
     for start in range(0, len(dataset), chunk):
         rows = np.arange(start, min(start + chunk, len(dataset)))

@@ -127,7 +127,22 @@ def test_load_mnist_downloads_when_asked(
     assert server.requests == []
     ds = load_mnist(tmp_path, split="test", download=True, mirrors=[server.url], subset=5)
     assert len(ds) == 5
-    assert sorted(server.requests) == sorted("/" + n for n in TEST_FILES)
+    # The test split, then the other split too (which this server lacks: that is no error).
+    wanted = sorted("/" + n for n in TEST_FILES)
+    assert sorted(server.requests[: len(wanted)]) == wanted
+    assert {"/" + spec.name for spec in MNIST.splits["train"]} <= set(server.requests)
+
+
+def test_a_download_fetches_the_other_split_too(tmp_path: Path, server: Server) -> None:
+    files = {
+        spec.name: (SHARED / "mnist" / spec.name).read_bytes()
+        for split in MNIST.splits.values()
+        for spec in split
+    }
+    _serve(server, files)
+    load_mnist(tmp_path, split="train", download=True, mirrors=[server.url], subset=5)
+    assert sorted(p.name for p in (tmp_path / "mnist").iterdir()) == sorted(files)
+    assert len(load_mnist(tmp_path, split="test")) == 10000  # no second download needed
 
 
 def test_present_valid_files_are_not_downloaded_again(

@@ -8,6 +8,7 @@ the trainer takes a minibatch.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from collections.abc import Sequence
@@ -110,15 +111,21 @@ def load_mnist(
     if missing:
         if not download:
             raise DataError(_missing_message(source, folder, missing))
-        # The whole data set at once (the other split is a few MB more), so that evaluating
-        # on the test images later needs no second download.
-        every = [
+        ensure_files(source, folder, missing, mirrors=mirrors, progress=progress, timeout=timeout)
+        # The other split too while we are at it (a few MB), so that evaluating on the test
+        # images later needs no second download; a failure there is not this call's.
+        others = [
             spec
-            for files in source.splits.values()
+            for name, files in source.splits.items()
+            if name != split
             for spec in files
             if find_data_file(folder, spec.name) is None
         ]
-        ensure_files(source, folder, every, mirrors=mirrors, progress=progress, timeout=timeout)
+        if others:
+            with contextlib.suppress(DataError):
+                ensure_files(
+                    source, folder, others, mirrors=mirrors, progress=progress, timeout=timeout
+                )
     arrays: list[np.ndarray] = []
     paths: list[Path] = []
     for spec in specs:
