@@ -19,12 +19,14 @@ Measures (each defined once here; docs/study.md says why each was chosen):
 * ``recognisable``: accuracy, on the reconstructions of the test images, of a logistic
   regression trained on the original training images; ``recognisable_originals`` is its
   accuracy on the test originals.
-* ``locality``: per filter, the share of Σw² held by its 10% (78) largest-|w| pixels
-  (after subtracting the filter's mean); 0.1 for a filter with equal energy everywhere, 1
-  for one that lives on 78 pixels. The median over units.
-* ``digit_likeness``: per filter, the largest |correlation| with the ten class-mean test
-  digits; the median over units. A filter that looks like a whole digit scores high, a
-  stroke or a texture low.
+* ``locality``: per filter, the share of its response energy Σ(w_i σ_i)² held by its 10%
+  (78) strongest pixels, where σ_i is pixel i's standard deviation over the training
+  images; 0.1 for a filter spread evenly, 1 for one that lives on 78 pixels. Weighting by σ
+  counts what a weight contributes to the unit's input: a large weight on a border pixel
+  that is almost never inked (Adam inflates those) moves nothing. The median over units.
+* ``digit_likeness``: per filter, the largest |correlation| of its σ-weighted form with the
+  ten class-mean test digits; the median over units. A filter that looks like a whole digit
+  scores high, a stroke or a texture low.
 * ``epochs_to_95``: the first epoch whose running FVE reaches 95% of the final epoch's.
 """
 
@@ -58,8 +60,7 @@ def contrast(x: np.ndarray, xhat: np.ndarray) -> tuple[float, float]:
 
 
 def locality(filters: np.ndarray, top: float = 0.1) -> np.ndarray:
-    centred = filters - filters.mean(axis=1, keepdims=True)
-    energy = np.sort(centred.astype(np.float64) ** 2, axis=1)[:, ::-1]
+    energy = np.sort(filters.astype(np.float64) ** 2, axis=1)[:, ::-1]
     k = max(1, int(round(top * filters.shape[1])))
     return energy[:, :k].sum(axis=1) / np.maximum(energy.sum(axis=1), 1e-30)
 
@@ -82,7 +83,9 @@ def epochs_to(history: list[dict[str, Any]], fraction: float = 0.95) -> int | No
     )
 
 
-def measure(run_dir: Path, test: Any, probe: Any, class_means: np.ndarray) -> dict[str, Any]:
+def measure(
+    run_dir: Path, test: Any, probe: Any, class_means: np.ndarray, pixel_std: np.ndarray
+) -> dict[str, Any]:
     from sparsekit.checkpoint import load_run
     from sparsekit.measures import evaluate
     from sparsekit.run import read_metrics
@@ -92,7 +95,7 @@ def measure(run_dir: Path, test: Any, probe: Any, class_means: np.ndarray) -> di
     xhat = np.clip(model.reconstruct(x, training=True), 0.0, 1.0)
     history = read_metrics(run_dir)
     measured = evaluate(model, x)
-    filters = model.encoder_weights
+    filters = model.encoder_weights * pixel_std  # what each weight moves, see locality
     local = locality(filters)
     likeness = digit_likeness(filters, class_means)
     ratio, _ = contrast(x, xhat)
@@ -123,7 +126,7 @@ def small_gif(run_dir: Path, out: Path) -> Path | None:
     if not frames:
         return None
     return save_progression_gif(
-        out, frames, max_filters=SAMPLE_FILTERS, max_frames=GIF_FRAMES, scale=2
+        out, frames, max_filters=SAMPLE_FILTERS, max_frames=GIF_FRAMES, scale=1
     )
 
 
@@ -139,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     from sparsekit.data import load_mnist
 
     train = load_mnist(args.data, split="train", subset=20000)
+    pixel_std = train.to_array(np.float32).std(axis=0)
     test = load_mnist(args.data, split="test")
     x_test = test.to_array(np.float32)
     class_means = np.stack([x_test[test.labels == c].mean(axis=0) for c in range(10)])
@@ -155,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         if not (run_dir / "checkpoint.npz").is_file():
             print(f"{method}: no run in {run_dir}", file=sys.stderr)
             continue
-        results["methods"][method] = measure(run_dir, test, probe, class_means)
+        results["methods"][method] = measure(run_dir, test, probe, class_means, pixel_std)
         small_gif(run_dir, args.out / f"{method}-progression.gif")
         for name in ("filters.png", "reconstructions.png"):
             if (run_dir / name).is_file():
