@@ -431,6 +431,21 @@ def _as_float(value: Any) -> float | None:
     return f if math.isfinite(f) else math.nan
 
 
+def _series(metrics: Sequence[Mapping[str, Any]], key: str) -> tuple[list[float], list[float]]:
+    """(epochs, values) of ``key`` over the rows that have a number for it; a row without
+    ``"epoch"`` counts as epoch ``position + 1``."""
+    xs: list[float] = []
+    ys: list[float] = []
+    for i, row in enumerate(metrics):
+        y = _as_float(row.get(key))
+        if y is None:
+            continue
+        x = _as_float(row.get("epoch", i + 1))
+        xs.append(float(i + 1) if x is None or math.isnan(x) else x)
+        ys.append(y)
+    return xs, ys
+
+
 def plot_curves(
     metrics: Sequence[Mapping[str, Any]],
     path: str | Path,
@@ -451,15 +466,7 @@ def plot_curves(
         raise ParameterError("no metrics to plot")
     series: list[tuple[str, list[float], list[float]]] = []
     for key in keys:
-        xs: list[float] = []
-        ys: list[float] = []
-        for i, row in enumerate(metrics):
-            y = _as_float(row.get(key))
-            if y is None:
-                continue
-            x = _as_float(row.get("epoch", i + 1))
-            xs.append(float(i + 1) if x is None or math.isnan(x) else x)
-            ys.append(y)
+        xs, ys = _series(metrics, key)
         if ys:
             series.append((key, xs, ys))
     if not series:
@@ -506,14 +513,7 @@ def plot_methods(
     for key in keys:
         lines = []
         for name, metrics in histories.items():
-            xs, ys = [], []
-            for i, row in enumerate(metrics):
-                y = _as_float(row.get(key))
-                if y is None:
-                    continue
-                x = _as_float(row.get("epoch", i + 1))
-                xs.append(float(i + 1) if x is None or math.isnan(x) else x)
-                ys.append(y)
+            xs, ys = _series(metrics, key)
             if ys:
                 lines.append((name, xs, ys))
         if lines:
