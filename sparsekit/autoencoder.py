@@ -39,7 +39,7 @@ import numpy as np
 
 from sparsekit import _jit, kernels
 from sparsekit.backend import Backend
-from sparsekit.methods.base import Method, TopK, WeightDecay
+from sparsekit.methods.base import Method, StepState, TopK, WeightDecay
 
 
 @dataclass
@@ -72,6 +72,8 @@ def pre_activation(xp: Any, params: dict[str, Any], x: Any) -> Any:
 def forward(
     method: Method, backend: Backend, params: dict[str, Any], x: Any, training: bool = True
 ) -> Forward:
+    if method.own_objective:
+        return method.forward(backend, params, x, training)
     xp = backend.xp
     z = pre_activation(xp, params, x)
     a = method.activation(xp, z)
@@ -101,14 +103,19 @@ def dense_code(backend: Backend, fwd: Forward) -> Any:
 
 
 def loss_and_grads(
-    method: Method, backend: Backend, params: dict[str, Any], x: Any
+    method: Method,
+    backend: Backend,
+    params: dict[str, Any],
+    x: Any,
+    state: StepState | None = None,
 ) -> tuple[Any, dict[str, Any], Forward, Any]:
     """The objective, its gradient for every parameter, the forward pass and the MSE term.
 
-    The loss and the reconstruction term are 0-d backend arrays (no device sync).
+    The loss and the reconstruction term are 0-d backend arrays (no device sync). ``state``
+    (dead units, ...) is only read by methods with their own objective.
     """
     loss, grads, fwd, reconstruction, decay = loss_and_grads_before_decay(
-        method, backend, params, x
+        method, backend, params, x, state=state
     )
     if decay is not None:
         loss = loss + decay.value
@@ -127,6 +134,7 @@ def loss_and_grads_before_decay(
     params: dict[str, Any],
     x: Any,
     sink: GradientSink | None = None,
+    state: StepState | None = None,
 ) -> tuple[Any, dict[str, Any], Forward, Any, WeightDecay | None]:
     """As :func:`loss_and_grads`, but a :class:`WeightDecay` penalty is returned, not applied.
 
@@ -142,6 +150,14 @@ def loss_and_grads_before_decay(
     decoder's gradient is computed, while the encoder's gradient is still in cache, and the
     step never holds both H×D gradients at once.
     """
+    if method.own_objective:  # the method's own forward, loss and gradients
+        loss, grads, fwd, reconstruction = method.loss_and_grads(
+            backend, params, x, state if state is not None else StepState()
+        )
+        if sink is not None:
+            for name in list(grads):
+                sink(name, grads.pop(name), None)
+        return loss, grads, fwd, reconstruction, None
     xp = backend.xp
     batch = x.shape[0]
     fwd = forward(method, backend, params, x, training=True)
@@ -299,6 +315,12 @@ def _overrides(method: Method, name: str) -> bool:
     return getattr(type(method), name, None) is not getattr(Method, name)
 
 
-def objective(method: Method, backend: Backend, params: dict[str, Any], x: Any) -> Any:
+def objective(
+    method: Method,
+    backend: Backend,
+    params: dict[str, Any],
+    x: Any,
+    state: StepState | None = None,
+) -> Any:
     """The training objective alone (used by gradient checks and evaluation)."""
-    return loss_and_grads(method, backend, params, x)[0]
+    return loss_and_grads(method, backend, params, x, state)[0]

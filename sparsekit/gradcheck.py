@@ -15,6 +15,16 @@ Two levels:
 
 Methods with their own update (``own_update``) are checked on the model they define; their
 update is not a gradient, so only the model's loss is differentiated.
+
+Methods with their own objective (``own_objective``) are checked the same way on
+:meth:`Method.loss_and_grads`, given a :meth:`Method.check_state` (e.g. which units are dead),
+and with ``terms=True`` each of their :attr:`Method.terms` on its own. When a method declares
+stop-gradient quantities or surrogate (straight-through) gradients, the finite differences
+are those of :meth:`Method.anchored_loss` around the problem's point: there the stopped
+quantities are constants and each step function with a pseudo-derivative is replaced by the
+smoothed function that pseudo-derivative differentiates. The gradients of the parameters in
+:attr:`Method.surrogates` are reported as ``surrogate: ...``; every other gradient is a true
+derivative of the (anchored) loss.
 """
 
 from __future__ import annotations
@@ -27,7 +37,7 @@ import numpy as np
 
 from sparsekit import autoencoder
 from sparsekit.backend import get_backend
-from sparsekit.methods.base import Method
+from sparsekit.methods.base import Method, StepState
 
 #: Names of the per-term checks, in the order they are reported.
 TERM_ACTIVATION = "activation: f′(Z)"
@@ -54,6 +64,8 @@ class GradientReport:
     terms: dict[str, float] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    #: Parameters whose gradient is (partly) a declared straight-through estimator.
+    surrogates: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -69,7 +81,13 @@ class GradientReport:
     @property
     def all_errors(self) -> dict[str, float]:
         """Every checked quantity: the parameters' gradients, then the terms."""
-        return {**{f"loss: ∂L/∂{k}": v for k, v in self.errors.items()}, **self.terms}
+        return {
+            **{
+                f"{'surrogate' if k in self.surrogates else 'loss'}: ∂L/∂{k}": v
+                for k, v in self.errors.items()
+            },
+            **self.terms,
+        }
 
     @property
     def failures(self) -> dict[str, float]:
@@ -156,10 +174,16 @@ def check_gradients(
     backend = get_backend(gpu=False, dtype="float64")
     method.validate(hidden, dim)
     params, x = random_problem(method, tied=tied, dim=dim, hidden=hidden, batch=batch, seed=seed)
-    _, grads, _, _ = autoencoder.loss_and_grads(method, backend, _copy(params), x.copy())
-
-    def loss(p: dict[str, Any]) -> float:
-        return float(autoencoder.loss_and_grads(method, backend, _copy(p), x.copy())[0])
+    state = None
+    if method.own_objective:
+        rng = np.random.default_rng([seed, 1])
+        state = method.check_state(rng, hidden)
+        params = {
+            k: np.asarray(v, dtype=np.float64)
+            for k, v in method.check_problem(rng, _copy(params), x.copy()).items()
+        }
+    _, grads, _, _ = autoencoder.loss_and_grads(method, backend, _copy(params), x.copy(), state)
+    loss = _loss_function(method, backend, params, x, state)
 
     errors = {}
     for name, value in params.items():
@@ -167,7 +191,10 @@ def check_gradients(
         errors[name] = relative_error(numeric, np.asarray(grads[name]))
     term_errors: dict[str, float] = {}
     skipped: dict[str, str] = {}
-    if terms:
+    if terms and method.own_objective:
+        assert state is not None
+        term_errors, skipped = check_own_terms(method, params, x, state, eps=eps)
+    elif terms:
         term_errors, skipped = check_terms(method, params, x, eps=eps)
     notes: tuple[str, ...] = ()
     if method.own_update:
@@ -175,7 +202,74 @@ def check_gradients(
             f"{method.name} trains with its own update (Method.update), which is not the "
             "gradient of this loss: the check covers the model's loss and its pieces only.",
         )
-    return GradientReport(method.name, tied, errors, tolerance, term_errors, skipped, notes)
+    surrogates = tuple(k for k in method.surrogates if k in params)
+    return GradientReport(
+        method.name, tied, errors, tolerance, term_errors, skipped, notes, surrogates
+    )
+
+
+def _anchored(method: Method) -> bool:
+    """Whether the method's gradient is that of its anchored loss (see the module doc)."""
+    return bool(method.surrogates or method.stop_gradients)
+
+
+def _loss_function(
+    method: Method,
+    backend: Any,
+    anchor: dict[str, np.ndarray],
+    x: np.ndarray,
+    state: StepState | None,
+    term: str | None = None,
+) -> Callable[[dict[str, np.ndarray]], float]:
+    """``p -> loss`` whose finite differences the gradients are checked against."""
+    if method.own_objective and _anchored(method):
+        fixed = _copy(anchor)  # the point the stopped quantities are taken at
+        assert state is not None
+
+        def anchored(p: dict[str, np.ndarray]) -> float:
+            return float(method.anchored_loss(backend, _copy(p), x.copy(), state, fixed, term))
+
+        return anchored
+    if method.own_objective:
+        assert state is not None
+
+        def own(p: dict[str, np.ndarray]) -> float:
+            return float(method.loss_and_grads(backend, _copy(p), x.copy(), state, term)[0])
+
+        return own
+
+    def plain(p: dict[str, np.ndarray]) -> float:
+        return float(autoencoder.loss_and_grads(method, backend, _copy(p), x.copy())[0])
+
+    return plain
+
+
+def check_own_terms(
+    method: Method,
+    params: dict[str, np.ndarray],
+    x: np.ndarray,
+    state: StepState,
+    *,
+    eps: float = 1e-6,
+) -> tuple[dict[str, float], dict[str, str]]:
+    """Each term of an own objective, every parameter: analytic vs finite differences.
+
+    Keys read ``term NAME: ∂/∂PARAM`` (``surrogate term ...`` for a surrogate parameter).
+    """
+    backend = get_backend(gpu=False, dtype="float64")
+    errors: dict[str, float] = {}
+    skipped: dict[str, str] = {}
+    if not method.terms:
+        skipped["terms"] = "the method names no separate loss terms"
+    for term in method.terms:
+        _, grads, _, _ = method.loss_and_grads(backend, _copy(params), x.copy(), state, term)
+        loss = _loss_function(method, backend, params, x, state, term)
+        for name in params:
+            probe = _copy(params)
+            numeric = numeric_gradient(lambda p=probe, f=loss: f(p), probe[name], eps)
+            kind = "surrogate term" if name in method.surrogates else "term"
+            errors[f"{kind} {term}: ∂/∂{name}"] = relative_error(numeric, np.asarray(grads[name]))
+    return errors, skipped
 
 
 def check_terms(

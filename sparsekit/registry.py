@@ -34,6 +34,11 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "sparsekit.methods.kl",
     "sparsekit.methods.arora",
     "sparsekit.methods.ksparse",
+    "sparsekit.methods.topk",
+    "sparsekit.methods.batchtopk",
+    "sparsekit.methods.jumprelu",
+    "sparsekit.methods.gated",
+    "sparsekit.methods.matryoshka",
 )
 
 ENTRY_POINT_GROUP = "sparsekit"

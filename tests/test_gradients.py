@@ -8,9 +8,19 @@ import pytest
 from sparsekit import autoencoder, get_backend, load_registry, make_plugin_manager
 from sparsekit.gradcheck import check_gradients, random_problem
 
-BUILTINS = ["plain", "l2", "kl", "arora", "ksparse"]
+BUILTINS = [
+    "plain", "l2", "kl", "arora", "ksparse", "topk", "batchtopk", "jumprelu", "gated", "matryoshka"
+]  # fmt: skip
 # Small problems; k below the hidden size so the top-k mask really drops units.
-PARAMS = {"ksparse": {"k": 3, "k_start": 3}, "kl": {"rho": 0.2, "beta": 3.0}, "arora": {"tau": 0.4}}
+PARAMS = {
+    "ksparse": {"k": 3, "k_start": 3},
+    "kl": {"rho": 0.2, "beta": 3.0},
+    "arora": {"tau": 0.4},
+    "topk": {"k": 3, "k_aux": 2},
+    "batchtopk": {"k": 3, "k_aux": 2},
+    "matryoshka": {"k": 3, "k_aux": 2, "prefixes": "0.25,0.5,1"},
+    "gated": {"l1_coef": 0.3},
+}
 
 
 def cases():
@@ -27,7 +37,8 @@ def cases():
 def test_gradient_matches_finite_differences(cls, tied, seed):
     method = cls(**PARAMS.get(cls.name, {}))
     report = check_gradients(method, tied=tied, seed=seed, tolerance=1e-6)
-    assert set(report.errors) == ({"W_enc", "b_enc", "b_dec"} | (set() if tied else {"W_dec"}))
+    expected = {"W_enc", "b_enc", "b_dec"} | (set() if tied else {"W_dec"})
+    assert set(report.errors) == expected | set(cls.extra_params)
     assert report.ok, f"{cls.name} tied={tied}: relative errors {report.errors}"
 
 

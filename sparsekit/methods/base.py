@@ -178,6 +178,54 @@ class WeightDecay:
         return f"WeightDecay(strength={self.strength!r}, weights={sorted(self.weights)})"
 
 
+@dataclass(frozen=True)
+class Upkeep:
+    """What a method asks of the trainer beyond the gradient step (see ``docs/methods.md``).
+
+    A method declares it by returning one from :meth:`Method.upkeep`; the trainer applies it
+    to any method, built-in or plugin:
+
+    * ``unit_norm_decoder`` – decoder rows (atoms) kept at unit norm: initialised so, the
+      component of each row's gradient parallel to the row removed before the optimizer
+      step, the rows renormalised after it.
+    * ``b_dec_init`` – ``"mean"`` or ``"geometric_median"`` (Weiszfeld) of the initial data
+      sample replaces ``b_dec`` at initialisation; ``None`` leaves ``init_params``'s.
+    * ``dead_after`` – a unit is *dead* when it has not fired (code value > 0) for this many
+      training samples; the trainer counts samples since each unit last fired and hands the
+      dead mask to the method (:class:`StepState`). ``0`` tracks nothing.
+    * ``resample_every`` – every this many optimizer steps, dead units are re-initialised
+      from poorly reconstructed inputs of the current batch and their optimizer moments
+      reset (needs ``dead_after``). ``0`` never resamples.
+    """
+
+    unit_norm_decoder: bool = False
+    b_dec_init: str | None = None
+    dead_after: int = 0
+    resample_every: int = 0
+
+    def __post_init__(self) -> None:
+        if self.b_dec_init not in (None, "mean", "geometric_median"):
+            raise ParameterError(
+                f"b_dec_init must be 'mean', 'geometric_median' or None, got {self.b_dec_init!r}"
+            )
+        if self.dead_after < 0 or self.resample_every < 0:
+            raise ParameterError("dead_after and resample_every must be >= 0")
+        if self.resample_every and not self.dead_after:
+            raise ParameterError("resampling needs dead-unit tracking (dead_after > 0)")
+
+
+@dataclass
+class StepState:
+    """What the trainer knows beyond the minibatch, handed to :meth:`Method.loss_and_grads`.
+
+    ``dead`` is a boolean (H,) backend array, true for units dead by
+    :attr:`Upkeep.dead_after`, or ``None`` when nothing is tracked. A gradient check builds
+    its own (:meth:`Method.check_state`).
+    """
+
+    dead: Any = None
+
+
 #: What :meth:`Method.mask` returns: ``None`` (keep every unit), a B×H array of 0/1 in the
 #: compute dtype, or a :class:`TopK`.
 Support = Any
@@ -343,6 +391,96 @@ class Method:
         the trainer's statistics). Only called when ``own_update`` is true.
         """
         raise NotImplementedError(f"{self.name} does not define its own update")
+
+    # -- a whole objective of the method's own --------------------------------------------
+
+    #: True when the method computes its forward pass and its loss and gradients itself
+    #: (:meth:`forward`, :meth:`loss_and_grads`) instead of the generic step's pieces
+    #: (activation, mask, output, penalties), e.g. sparse autoencoders with a pre-encoder
+    #: bias, an auxiliary loss or parameters beyond the four.
+    own_objective: ClassVar[bool] = False
+    #: Names of the separately checkable terms of an own objective (each is a loss with its
+    #: gradients, :meth:`loss_and_grads` with ``term=name``; they sum to the objective).
+    terms: ClassVar[tuple[str, ...]] = ()
+    #: Parameters beyond W_enc, b_enc, b_dec, W_dec that :meth:`init_params` creates, with
+    #: their shape as a tuple of ``"hidden"``, ``"dim"`` (e.g. ``("hidden",)``).
+    extra_params: ClassVar[Mapping[str, tuple[str, ...]]] = {}
+    #: Parameters with one entry per unit along their first axis (besides W_enc, b_enc and
+    #: W_dec): the trainer resets their optimizer moments when it resamples a unit.
+    unit_params: ClassVar[tuple[str, ...]] = ()
+    #: Parameters whose gradient holds a straight-through (surrogate) part, with what it is:
+    #: ``{name: description}``. The gradient check compares them with finite differences of
+    #: :meth:`anchored_loss`, where each step function is smoothed as the pseudo-derivative
+    #: says; every other gradient is a true derivative.
+    surrogates: ClassVar[Mapping[str, str]] = {}
+    #: Quantities the objective holds constant (stop-gradient, e.g. AuxK's residual or
+    #: Gated's frozen decoder copy): ``{quantity: description}``. The gradient check then
+    #: differentiates :meth:`anchored_loss`, where they are taken at the unperturbed point.
+    stop_gradients: ClassVar[Mapping[str, str]] = {}
+
+    def forward(self, backend: Any, params: dict[str, Any], x: Any, training: bool) -> Any:
+        """The forward pass (a :class:`sparsekit.autoencoder.Forward`) of an own objective."""
+        raise NotImplementedError(f"{self.name} has no forward pass of its own")
+
+    def loss_and_grads(
+        self,
+        backend: Any,
+        params: dict[str, Any],
+        x: Any,
+        state: StepState,
+        term: str | None = None,
+    ) -> tuple[Any, dict[str, Any], Any, Any]:
+        """``(loss, {name: gradient}, forward, reconstruction)`` of an own objective.
+
+        ``loss`` and ``reconstruction`` ((1/2B)‖X̂ − X‖², for the trainer's MSE) are 0-d
+        backend arrays; there is a gradient for every parameter. With ``term`` (one of
+        :attr:`terms`), only that term's loss and gradients.
+        """
+        raise NotImplementedError(f"{self.name} has no objective of its own")
+
+    def anchored_loss(
+        self,
+        backend: Any,
+        params: dict[str, Any],
+        x: Any,
+        state: StepState,
+        anchor: dict[str, Any],
+        term: str | None = None,
+    ) -> Any:
+        """The function whose true gradient at ``params = anchor`` the method's gradient is.
+
+        Needed when :attr:`surrogates` or :attr:`stop_gradients` is not empty. Every
+        stop-gradient quantity is computed from ``anchor``; every step function whose
+        derivative is a pseudo-derivative is evaluated as
+        ``step(anchor) + smooth(params) − smooth(anchor)``: its value is the true one at
+        ``anchor`` and the dependence on the parameters goes through the smoothed function the
+        pseudo-derivative differentiates (what a straight-through estimator computes). The
+        gradient check differentiates it by finite differences. A 0-d array or float.
+        """
+        raise NotImplementedError(f"{self.name} declares no anchored loss")
+
+    def check_state(self, rng: np.random.Generator, hidden: int) -> StepState:
+        """The :class:`StepState` a gradient check uses: here, a random third of units dead."""
+        return StepState(dead=rng.uniform(size=hidden) < 1 / 3)
+
+    def check_problem(
+        self, rng: np.random.Generator, params: dict[str, np.ndarray], x: np.ndarray
+    ) -> dict[str, np.ndarray]:
+        """Adjust a gradient check's random float64 problem so every term matters.
+
+        E.g. put some pre-activations inside a pseudo-derivative's window. Default: as is.
+        """
+        return params
+
+    # -- what the trainer does around the step ----------------------------------------------
+
+    def upkeep(self) -> Upkeep:
+        """What the trainer maintains for this method (unit-norm decoder, dead units, ...)."""
+        return Upkeep()
+
+    def after_step(self, backend: Any, params: dict[str, Any], fwd: Any) -> None:
+        """Called after each optimizer step with that step's forward pass (e.g. to update an
+        inference threshold). State it changes must go through :meth:`state_dict`."""
 
     # -- state for checkpoints -------------------------------------------------------------
 

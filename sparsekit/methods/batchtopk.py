@@ -1,0 +1,179 @@
+"""BatchTopK sparse autoencoder (Bussmann, Leask & Nanda 2024, "BatchTopK Sparse
+Autoencoders", arXiv:2412.06410).
+
+Training forward (§3, eq. 3-4): the B·k largest entries of the whole batch's ReLU'd
+pre-activations are kept, so samples share a budget of k latents on average::
+
+    X̃ = X − b_dec ;  Z = X̃ W_encᵀ + b_enc ;  P = ReLU(Z)
+    M = 1[P among the B·k largest entries of P] ;  A = P ⊙ M ;  X̂ = A W_dec + b_dec
+
+Inference (§3.1) drops the batch dependence with one global threshold θ: A = Z ⊙ 1[Z > θ]
+(a JumpReLU with a scalar θ). Estimator used here (documented in ``docs/methods.md``): after
+each training step θ ← (1 − r)θ + r·min{A > 0} with r = ``threshold_rate`` (0.01), the
+minimum positive activation kept in that batch (the authors' released code does this EMA
+from θ₀ = 0; we start θ at the first batch's minimum instead of 0, so no warm-up bias).
+Before any training step, encoding falls back to the batch top-k.
+
+Loss and gradient as TopK (:mod:`sparsekit.methods.topk`) with this mask, including the AuxK
+term on dead latents (the authors use it with α = 1/32, k_aux = 512); G = (X̂ − X)/B::
+
+    ∇W_dec = Aᵀ G (+ AuxK) ;  dZ = (G W_decᵀ) ⊙ M ⊙ 1[Z > 0] (+ AuxK)
+    ∇W_enc = dZᵀ X̃ ;  ∇b_enc = Σ_rows dZ ;  ∇b_dec = Σ_rows G − (Σ_rows dZ) W_enc
+
+The batch selection is piecewise constant: exact derivatives almost everywhere. θ is not a
+trained parameter: it is method state, saved in checkpoints.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sparsekit.autoencoder import Forward
+from sparsekit.hookspecs import hookimpl
+from sparsekit.methods import _sae
+from sparsekit.methods.base import Param, between_one_and_hidden, open_unit_interval
+
+
+class BatchTopKSAE(_sae.SAEMethod):
+    name = "batchtopk"
+    description = "BatchTopK sparse autoencoder: the B*k largest activations of the batch."
+    citation = "Bussmann, Leask & Nanda, 'BatchTopK Sparse Autoencoders', 2024, arXiv:2412.06410"
+    params = (
+        Param("k", int, 32, "mean latents kept per sample (B*k per batch)", between_one_and_hidden),
+        *_sae.AUXK_PARAMS,
+        Param(
+            "threshold_rate",
+            float,
+            0.01,
+            "rate of the moving average of the batch's smallest kept activation (inference θ)",
+            open_unit_interval,
+        ),
+        _sae.B_DEC_INIT_PARAM,
+        _sae.RESAMPLE_PARAM,
+    )
+    terms = ("reconstruction", "auxk")
+    stop_gradients = {
+        "AuxK residual": "R = X − X̂ and its variance N_R are constants of the aux term",
+    }
+
+    def __init__(self, **values: Any) -> None:
+        super().__init__(**values)
+        #: The inference threshold θ (None until the first training step).
+        self.threshold: float | None = None
+        self.threshold_updates = 0
+
+    # -- forward ----------------------------------------------------------------------------
+
+    def encode_batch(self, backend: Any, z: Any, training: bool) -> Any:
+        """The dense code from pre-activations: batch top-k (training) or Z ⊙ 1[Z > θ]."""
+        xp = backend.xp
+        if not training and self.threshold is not None:
+            code = z * (z > max(self.threshold, 0.0))
+            return code
+        code = xp.maximum(z, 0)
+        n = min(self.k * z.shape[0], z.size)
+        flat = code.reshape(-1)
+        if n < flat.size:
+            drop = xp.argpartition(flat, flat.size - n)[: flat.size - n]
+            flat[drop] = 0
+        return code
+
+    def forward(self, backend, params, x, training):
+        x_tilde = x - params["b_dec"]
+        z = x_tilde @ params["W_enc"].T
+        z += params["b_enc"]
+        code = self.encode_batch(backend, z, training)
+        xhat = code @ params["W_dec"]
+        xhat += params["b_dec"]
+        return Forward(z, z, None, code, None, xhat, xhat)
+
+    # -- loss and gradients -------------------------------------------------------------------
+
+    def main_term(
+        self, backend: Any, params: dict[str, Any], x: Any, fwd: Forward, want_grads: bool
+    ) -> tuple[Any, Any, Any, Any]:
+        """The reconstruction term: ``(loss, ∇W_dec, ∇b_dec (output part), ∂L/∂A)``."""
+        xp = backend.xp
+        batch = x.shape[0]
+        g = fwd.xhat - x
+        loss = (0.5 / batch) * xp.vdot(g, g)
+        if not want_grads:
+            return loss, None, None, None
+        g *= 1.0 / batch
+        return loss, fwd.code.T @ g, g.sum(axis=0), g @ params["W_dec"].T
+
+    def _objective(self, backend, params, x, state, term, anchor, want_grads):
+        self._check_term(term)
+        xp = backend.xp
+        batch, hidden = x.shape[0], params["W_enc"].shape[0]
+        fwd = self.forward(backend, params, x, True)
+        diff = fwd.xhat - x
+        reconstruction = (0.5 / batch) * xp.vdot(diff, diff)
+        main = term in (None, self.terms[0])
+        if main:
+            loss, grad_w_dec, grad_b_dec, d_code = self.main_term(
+                backend, params, x, fwd, want_grads
+            )
+        else:
+            loss = 0 * reconstruction
+        aux = None
+        if term in (None, "auxk") and self.aux_coef > 0:
+            aux = _sae.select_dead(backend, fwd.z, state.dead, self.k_aux)
+        if aux is not None:
+            ref = fwd if anchor is None else self.forward(backend, anchor, x, True)
+            residual = x - ref.xhat
+            scale = _sae.auxk_scale(backend, x, residual, self.aux_coef)
+            aux_loss, grad_w_aux, d_aux = _sae.auxk_loss_and_grads(
+                backend, params["W_dec"], x, residual, aux, scale, hidden, want_grads
+            )
+            loss = loss + aux_loss
+        if not want_grads:
+            return loss, {}, fwd, reconstruction
+        x_tilde = x - params["b_dec"]
+        if main:
+            d_code *= fwd.code > 0  # dZ
+            grad_w_enc = d_code.T @ x_tilde
+            grad_b_enc = d_code.sum(axis=0)
+        else:
+            grad_w_dec = xp.zeros_like(params["W_dec"])
+            grad_b_dec = xp.zeros_like(params["b_dec"])
+            grad_w_enc = xp.zeros_like(params["W_enc"])
+            grad_b_enc = xp.zeros_like(params["b_enc"])
+        if aux is not None:
+            grad_w_dec += grad_w_aux
+            w_aux, b_aux, _ = _sae.encoder_grads_sparse(
+                backend, [(aux.indices, d_aux)], x_tilde, params["W_enc"], hidden, False
+            )
+            grad_w_enc += w_aux
+            grad_b_enc += b_aux
+        grad_b_dec -= grad_b_enc @ params["W_enc"]
+        grads = {"W_enc": grad_w_enc, "b_enc": grad_b_enc, "b_dec": grad_b_dec, "W_dec": grad_w_dec}
+        return loss, grads, fwd, reconstruction
+
+    # -- the inference threshold ----------------------------------------------------------------
+
+    def after_step(self, backend, params, fwd):
+        code = fwd.code
+        positive = code[code > 0]
+        if positive.size == 0:
+            return
+        smallest = float(positive.min())
+        if self.threshold is None:
+            self.threshold = smallest
+        else:
+            rate = self.threshold_rate
+            self.threshold = (1 - rate) * self.threshold + rate * smallest
+        self.threshold_updates += 1
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"threshold": self.threshold, "threshold_updates": self.threshold_updates}
+
+    def load_state_dict(self, state) -> None:
+        threshold = state.get("threshold")
+        self.threshold = None if threshold is None else float(threshold)
+        self.threshold_updates = int(state.get("threshold_updates", 0))
+
+
+@hookimpl
+def sparsekit_register_methods(register) -> None:
+    register.add(BatchTopKSAE)
