@@ -12,6 +12,8 @@ A checkpoint is a NumPy ``.npz`` archive written with :func:`numpy.savez` and re
 ``params/<name>``          the parameters (``W_enc``, ``b_enc``, ``b_dec``, ``W_dec``)
 ``optimizer/<name>``       the optimizer's moment / velocity arrays (gradient methods)
 ``method/<name>``          array state a method returns from ``state_dict()`` (rare)
+``upkeep/<name>``          the trainer's upkeep arrays (samples since each unit fired); its
+                           scalars (step count, resampling generator) are in ``meta``
 ``extra/<name>``           what the run directory keeps for its figures (held-out images)
 =========================  ===============================================================
 
@@ -68,6 +70,7 @@ _OPTIM = "optimizer/"
 _METHOD = "method/"
 _EXTRA = "extra/"
 _INPUT_MEAN = "input/mean"
+_UPKEEP = "upkeep/"
 
 
 # --------------------------------------------------------------------------- writing
@@ -111,6 +114,9 @@ def checkpoint_arrays(
     state = trainer.state_dict()
     optim_arrays, optim_scalars = _split_state(state["optimizer"])
     method_arrays, method_scalars = _split_state(state["method_state"])
+    upkeep = state.get("upkeep", {})
+    upkeep_arrays = {k: v for k, v in upkeep.items() if isinstance(v, np.ndarray)}
+    upkeep_scalars = {k: v for k, v in upkeep.items() if k not in upkeep_arrays}
     meta = {
         "format": _FORMAT,
         "format_version": FORMAT_VERSION,
@@ -127,6 +133,7 @@ def checkpoint_arrays(
         "optimizer": trainer.config.optimizer if trainer.optimizer is not None else None,
         "optimizer_scalars": optim_scalars,
         "method_scalars": method_scalars,
+        "upkeep": upkeep_scalars,
     }
     arrays: dict[str, np.ndarray] = {"meta": _encode_json(meta)}
     for key, value in state["params"].items():
@@ -137,6 +144,8 @@ def checkpoint_arrays(
         arrays[_METHOD + key] = np.ascontiguousarray(value)
     if state.get("input_mean") is not None:
         arrays[_INPUT_MEAN] = np.ascontiguousarray(state["input_mean"])
+    for key, value in upkeep_arrays.items():
+        arrays[_UPKEEP + key] = np.ascontiguousarray(value)
     for key, value in (extra or {}).items():
         arrays[_EXTRA + key] = np.ascontiguousarray(value)
     for key, value in arrays.items():
@@ -389,6 +398,17 @@ def load_checkpoint(path: str | os.PathLike[str], *, registry: Any = None) -> di
         if key.startswith(_METHOD):
             method_state[key[len(_METHOD) :]] = arr
 
+    upkeep = dict(meta.get("upkeep") or {})
+    for key, arr in members.items():
+        if key.startswith(_UPKEEP):
+            name_ = key[len(_UPKEEP) :]
+            if arr.shape != (config.hidden,) or arr.dtype.kind not in "iu":
+                raise CheckpointError(
+                    f"{path}: array {key!r} has shape {arr.shape} and dtype {arr.dtype}, "
+                    f"expected ({config.hidden},) integers"
+                )
+            upkeep[name_] = arr
+
     rng_state = meta["shuffle_rng"]
     try:
         np.random.default_rng(0).bit_generator.state = rng_state
@@ -409,6 +429,7 @@ def load_checkpoint(path: str | os.PathLike[str], *, registry: Any = None) -> di
         "params": params,
         "optimizer": optimizer,
         "method_state": method_state,
+        "upkeep": upkeep,
         "shuffle_rng": rng_state,
         "epoch": epoch,
         "history": history,

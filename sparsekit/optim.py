@@ -137,6 +137,10 @@ class Optimizer:
         """One parameter's update as array operations (``g`` is scratch)."""
         raise NotImplementedError
 
+    def reset_rows(self, key: str, rows: Any) -> None:
+        """Zero the state (moments, velocity) of entries ``rows`` along the first axis of
+        parameter ``key`` (used when the trainer resamples units). Stateless: nothing."""
+
     def state_dict(self) -> dict[str, Any]:
         """Arrays and counters to restore this optimizer exactly."""
         return {"steps": self.steps}
@@ -186,6 +190,10 @@ class Momentum(Optimizer):
         v -= g
         p += v
 
+    def reset_rows(self, key: str, rows: Any) -> None:
+        if key in self.velocity:
+            self.velocity[key][rows] = 0
+
     def state_dict(self) -> dict[str, Any]:
         return {"steps": self.steps, **{f"velocity.{k}": v for k, v in self.velocity.items()}}
 
@@ -232,6 +240,14 @@ class Adam(Optimizer):
             )
         else:
             _adam_update(xp, p, g, m, v, b1, b2, eps, step)
+
+    def reset_rows(self, key: str, rows: Any) -> None:
+        """Zero m and v of the entries ``rows`` (the global step count and so the bias
+        correction are shared: the first update of a reset entry is about lr·sign(g)·(1−β1)
+        /√(1−β2) larger than a fresh parameter's, as in the reference implementations)."""
+        if key in self.m:
+            self.m[key][rows] = 0
+            self.v[key][rows] = 0
 
     def state_dict(self) -> dict[str, Any]:
         state: dict[str, Any] = {"steps": self.steps}

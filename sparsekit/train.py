@@ -24,6 +24,7 @@ from sparsekit.measures import VarianceAccumulator, coherence, fve_from_sums
 from sparsekit.methods.base import Method, TopK
 from sparsekit.model import Model
 from sparsekit.optim import Optimizer, make_optimizer
+from sparsekit.upkeep import Upkeeper
 
 #: A code entry with |h| above this counts as active (for L0 and dead units).
 ACTIVE_THRESHOLD = 1e-3
@@ -106,6 +107,10 @@ class Trainer:
         if config.center:
             sample = sample - mean
         initial = method.init_params(init_rng, dim, config.hidden, config.tied, sample)
+        # What the method asks the trainer to maintain (unit-norm decoder, b_dec from the
+        # data, dead units, resampling): see sparsekit.upkeep.
+        self.upkeep = Upkeeper(method.upkeep(), method, self.backend, config.hidden, config.seed)
+        initial = self.upkeep.init_params(initial, sample)
         self.params: dict[str, Any] = {k: self.backend.asarray(v) for k, v in initial.items()}
         self.optimizer: Optimizer | None = (
             None
@@ -225,7 +230,17 @@ class Trainer:
 
     def _gradient_step(self, x: Any) -> tuple[Any, autoencoder.Forward, Any]:
         """One optimizer step on minibatch ``x``: (loss, forward pass, reconstruction term)."""
-        backend, xp, optimizer = self.backend, self.backend.xp, self.optimizer
+        backend, optimizer = self.backend, self.optimizer
+        assert optimizer is not None
+        upkeep = self.upkeep
+        state = upkeep.step_state()
+        loss, fwd, rec = self._optimizer_step(x, state)
+        self.method.after_step(backend, self.params, fwd)
+        upkeep.after_step(self.params, x, fwd, optimizer)
+        return loss, fwd, rec
+
+    def _optimizer_step(self, x: Any, state: Any) -> tuple[Any, autoencoder.Forward, Any]:
+        backend, xp, optimizer, upkeep = self.backend, self.backend.xp, self.optimizer, self.upkeep
         assert optimizer is not None
         if optimizer.folds_decay and type(optimizer).step is Optimizer.step:
             # Each weight is updated as soon as its gradient is final (in cache, and the
@@ -234,28 +249,34 @@ class Trainer:
             squares: dict[str, Any] = {}
 
             def sink(name: str, grad: Any, decay: float | None) -> None:
+                upkeep.project(name, grad, self.params)
                 square = optimizer.update(xp, self.params, name, grad, decay)
+                upkeep.renormalise(name, self.params)
                 if decay is not None:
                     squares[name] = square
 
             optimizer.start_step()
             loss, _, fwd, rec, decay = autoencoder.loss_and_grads_before_decay(
-                self.method, backend, self.params, x, sink=sink
+                self.method, backend, self.params, x, sink=sink, state=state
             )
             if decay is not None:
                 loss = loss + decay.value_from_squares(squares)
             return loss, fwd, rec
         # An optimizer with its own step(): all gradients first, then one call.
         loss, grads, fwd, rec, decay = autoencoder.loss_and_grads_before_decay(
-            self.method, backend, self.params, x
+            self.method, backend, self.params, x, state=state
         )
         if decay is not None and not optimizer.folds_decay:
             loss = loss + decay.value
             decay.add_to(grads)
             decay = None
+        for name, grad in grads.items():
+            upkeep.project(name, grad, self.params)
         squares = optimizer.step(
             xp, self.params, grads, decay=None if decay is None else decay.strengths()
         )
+        for name in list(self.params):
+            upkeep.renormalise(name, self.params)
         if decay is not None:  # Σ‖W‖² came from the update pass
             loss = loss + decay.value_from_squares(squares)
         return loss, fwd, rec
@@ -271,6 +292,7 @@ class Trainer:
                 for k, v in (self.optimizer.state_dict() if self.optimizer else {}).items()
             },
             "method_state": self.method.state_dict(),
+            "upkeep": self.upkeep.state_dict(),
             "shuffle_rng": self.shuffle_rng.bit_generator.state,
             "epoch": self.epoch,
             "history": list(self.history),
@@ -294,6 +316,7 @@ class Trainer:
                 }
             )
         self.method.load_state_dict(state.get("method_state", {}))
+        self.upkeep.load_state_dict(state.get("upkeep", {}))
         self.shuffle_rng.bit_generator.state = state["shuffle_rng"]
         self.epoch = int(state["epoch"])
         self.history = list(state.get("history", []))
