@@ -218,6 +218,18 @@ def check_class_attributes(cls: type[Method], params: Mapping[str, Any]) -> None
         _fail(cls, c, f"the default layout (tied={cls.tied}) is not allowed by the method")
     if cls.own_update and cls.update is Method.update:
         _fail(cls, c, "own_update is true but update() is not overridden")
+    for name, spec in cls.extra_params.items():
+        if name in ("W_enc", "b_enc", "b_dec", "W_dec") or not name.isidentifier():
+            _fail(cls, c, f"extra_params: {name!r} is not a new parameter name")
+        if not isinstance(spec, tuple) or not all(s in ("hidden", "dim") for s in spec):
+            _fail(cls, c, f"extra_params[{name!r}] must be a tuple of 'hidden' and 'dim'")
+    known_params = {"W_enc", "b_enc", "b_dec", "W_dec", *cls.extra_params}
+    for attr in ("unit_params", "surrogates"):
+        unknown_params = sorted(set(getattr(cls, attr)) - known_params)
+        if unknown_params:
+            _fail(cls, c, f"{attr} names {unknown_params}, not parameters of the method")
+    if (cls.surrogates or cls.stop_gradients) and not cls.own_objective:
+        _fail(cls, c, "surrogates and stop_gradients need an own objective (own_objective)")
     known = {f.name for f in fields(TrainConfig)}
     unknown = sorted(set(cls.training_defaults) - known)
     if unknown:
@@ -306,6 +318,9 @@ def check_init_params(cls: type[Method], params: Mapping[str, Any]) -> None:
         expected = {"W_enc": (HIDDEN, DIM), "b_enc": (HIDDEN,), "b_dec": (DIM,)}
         if not tied:
             expected["W_dec"] = (HIDDEN, DIM)
+        sizes = {"hidden": HIDDEN, "dim": DIM}
+        for name, spec in cls.extra_params.items():
+            expected[name] = tuple(sizes[s] for s in spec)
         if not isinstance(got, dict) or set(got) != set(expected):
             keys = sorted(got) if isinstance(got, dict) else type(got).__name__
             _fail(cls, c, f"tied={tied}: expected parameters {sorted(expected)}, got {keys}")
@@ -353,6 +368,9 @@ def _dtypes_one_layout(
     arr = _ArrayChecker(cls, c, backend)
     bh, bd = (BATCH, HIDDEN), (BATCH, DIM)
 
+    if method.own_objective:
+        _dtypes_own_objective(cls, method, p, x, backend, c)
+        return
     z = autoencoder.pre_activation(xp, p, x)
     a = method.activation(xp, z)
     arr("activation(z)", a, bh)
@@ -412,6 +430,33 @@ def _dtypes_one_layout(
         arr("the reconstruction term", rec, ())
         for name, value in p.items():
             arr(f"gradient of {name}", grads[name], value.shape)
+
+
+def _dtypes_own_objective(
+    cls: type[Method], method: Method, p: dict[str, Any], x: Any, backend: Backend, c: str
+) -> None:
+    """The arrays of an own objective: forward passes, loss, terms and every gradient."""
+    arr = _ArrayChecker(cls, c, backend)
+    for training in (True, False):
+        fwd = method.forward(backend, _copy(p), x, training)
+        arr(f"forward(training={training}).xhat", fwd.xhat, (BATCH, DIM))
+        arr(
+            f"forward(training={training}) code",
+            autoencoder.dense_code(backend, fwd),
+            (BATCH, HIDDEN),
+        )
+    state = method.check_state(np.random.default_rng(2), HIDDEN)
+    if state.dead is not None:
+        state.dead = backend.xp.asarray(state.dead)
+    for term in (None, *method.terms):
+        what = "loss_and_grads" + ("" if term is None else f"(term={term!r})")
+        loss, grads, _, rec = method.loss_and_grads(backend, _copy(p), x, state, term)
+        arr(f"{what} loss", loss, ())
+        arr(f"{what} reconstruction", rec, ())
+        if set(grads) != set(p):
+            _fail(cls, c, f"{what} returns gradients for {sorted(grads)}, expected {sorted(p)}")
+        for name, value in p.items():
+            arr(f"{what} gradient of {name}", grads[name], value.shape)
 
 
 def _train(cls: type[Method], params: Mapping[str, Any], c: str, epochs: int) -> tuple[Any, ...]:

@@ -31,6 +31,17 @@ SPEC = {"spec": "mnist", "data": str(DATA_DIR), "split": "train", "subset": N}
 CASES = {
     "ksparse": ({"k": 10, "k_start": 30}, {"hidden": 36, "epochs": 4}),
     "arora": ({}, {"hidden": 36, "epochs": 4}),
+    # The trainer's upkeep: unit-norm decoder, b_dec from the data, dead-unit counters (AuxK
+    # reads them) and resampling every 3 steps, whose generator and counters must resume.
+    "topk": (
+        {"k": 2, "k_aux": 16, "dead_after": 100, "resample_every": 3},
+        {"hidden": 64, "epochs": 4, "batch_size": 100},
+    ),
+    # An inference threshold learned as method state.
+    "batchtopk": (
+        {"k": 5, "k_aux": 16, "dead_after": 200},
+        {"hidden": 36, "epochs": 4, "batch_size": 100},
+    ),
 }
 
 
@@ -82,7 +93,10 @@ def full_runs(mnist, tmp_path_factory):
     runs = {}
     for name in CASES:
         run_dir = tmp_path_factory.mktemp(f"{name}-full")
-        make_trainer(name, mnist, [RunWriter(run_dir, data_spec=SPEC)]).fit()
+        trainer = make_trainer(name, mnist, [RunWriter(run_dir, data_spec=SPEC)])
+        trainer.fit()
+        if name == "topk":  # the case must exercise resampling, or it proves nothing
+            assert trainer.upkeep.resampled > 0
         runs[name] = run_dir
     return runs
 
@@ -102,6 +116,15 @@ def test_resume_after_a_stop_is_bit_for_bit(name, mnist, full_runs, tmp_path):
 
     reference = final_params(full_runs[name])
     resumed = final_params(tmp_path)
+    full_state = load_checkpoint(full_runs[name])["state"]
+    resumed_state = load_checkpoint(tmp_path)["state"]
+    assert full_state["method_state"] == resumed_state["method_state"]
+    for key, value in full_state["upkeep"].items():
+        assert (
+            np.array_equal(value, resumed_state["upkeep"][key])
+            if isinstance(value, np.ndarray)
+            else value == resumed_state["upkeep"][key]
+        ), key
     assert reference.keys() == resumed.keys()
     for key in reference:
         assert reference[key].dtype == resumed[key].dtype
