@@ -1,13 +1,13 @@
 """BatchTopK sparse autoencoder (Bussmann, Leask & Nanda 2024, "BatchTopK Sparse
 Autoencoders", arXiv:2412.06410).
 
-Training forward (§3, eq. 3-4): the B·k largest entries of the whole batch's ReLU'd
+Training forward: the B·k largest entries of the whole batch's ReLU'd
 pre-activations are kept, so samples share a budget of k latents on average::
 
     X̃ = X − b_dec ;  Z = X̃ W_encᵀ + b_enc ;  P = ReLU(Z)
     M = 1[P among the B·k largest entries of P] ;  A = P ⊙ M ;  X̂ = A W_dec + b_dec
 
-Inference (§3.1) drops the batch dependence with one global threshold θ: A = Z ⊙ 1[Z > θ]
+Inference drops the batch dependence with one global threshold θ: A = Z ⊙ 1[Z > θ]
 (a JumpReLU with a scalar θ). Estimator used here (documented in ``docs/methods.md``): after
 each training step θ ← (1 − r)θ + r·min{A > 0} with r = ``threshold_rate`` (0.01), the
 minimum positive activation kept in that batch (the authors' released code does this EMA

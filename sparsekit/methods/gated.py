@@ -1,14 +1,14 @@
 """Gated sparse autoencoder (Rajamanoharan, Conmy, Smith, Lieberum, Varma, Kramár, Shah &
 Nanda 2024, "Improving Dictionary Learning with Gated Sparse Autoencoders", arXiv:2404.16014).
 
-Forward (eq. 6-8), gate and magnitude paths sharing the encoder through r_mag (eq. 9)::
+Forward, gate and magnitude paths sharing the encoder through r_mag::
 
     X̃ = X − b_dec ;  U = X̃ W_encᵀ
     π_gate = U + b_enc                  (b_enc is the paper's b_gate)
     π_mag  = U ⊙ exp(r_mag) + b_mag     (W_mag = W_gate with row j scaled by exp(r_mag[j]))
     A = H(π_gate) ⊙ ReLU(π_mag) ;  X̂ = A W_dec + b_dec
 
-Loss (eq. 10), the decoder rows kept at unit norm by the trainer::
+Loss, the decoder rows kept at unit norm by the trainer::
 
     L = (1/2B)‖X̂ − X‖² + (λ/B) Σ ReLU(π_gate) + (1/2B)‖ReLU(π_gate) sg(W_dec) + sg(b_dec) − X‖²
 

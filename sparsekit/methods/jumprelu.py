@@ -2,12 +2,12 @@
 Nanda 2024, "Jumping Ahead: Improving Reconstruction Fidelity with JumpReLU Sparse
 Autoencoders", arXiv:2407.14435).
 
-Forward (eq. 4-5), with learned per-unit thresholds θ = exp(t) (t = ``log_threshold``)::
+Forward, with learned per-unit thresholds θ = exp(t) (t = ``log_threshold``)::
 
     X̃ = X − b_dec if pre_bias else X ;  Z = X̃ W_encᵀ + b_enc
     F = JumpReLU_θ(Z) = Z ⊙ H(Z − θ) ;  X̂ = F W_dec + b_dec
 
-Loss (eq. 7): L = (1/2B)‖X̂ − X‖² + (λ/B) Σ_ij H(Z_ij − θ_j) (the batch-mean L0).
+Loss: L = (1/2B)‖X̂ − X‖² + (λ/B) Σ_ij H(Z_ij − θ_j) (the batch-mean L0).
 
 Pseudo-derivatives (eq. 11-12), rectangle kernel K(u) = 1[|u| < ½], bandwidth ε::
 

@@ -2,7 +2,7 @@
 "Learning Multi-Level Features with Matryoshka Sparse Autoencoders", arXiv:2503.17547).
 
 The latents are ordered and split at nested prefix ends m_1 < … < m_Q = H; each prefix must
-reconstruct the input alone (§3, eq. 2)::
+reconstruct the input alone::
 
     X̂^(g) = A[:, :m_g] W_dec[:m_g] + b_dec ;  L = Σ_g (1/2B)‖X̂^(g) − X‖² + AuxK
 

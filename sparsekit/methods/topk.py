@@ -1,7 +1,7 @@
 """TopK sparse autoencoder with the AuxK loss (Gao et al. 2024, "Scaling and evaluating sparse
 autoencoders", arXiv:2406.04093).
 
-Forward (§2.3, eq. 3 with the pre-encoder bias of §2.1)::
+Forward (the paper's TopK activation, with its pre-encoder bias b_pre = b_dec)::
 
     X̃ = X − b_dec ;  Z = X̃ W_encᵀ + b_enc ;  A = ReLU(TopK_k(Z)) ;  X̂ = A W_dec + b_dec
 
