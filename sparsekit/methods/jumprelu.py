@@ -93,9 +93,8 @@ class JumpReLUSAE(_sae.SAEMethod):
         "derivative of the step smoothed to a clipped ramp, of JumpReLU to J_ε",
     }
 
-    @property
-    def terms(self) -> tuple[str, ...]:  # type: ignore[override]
-        return ("reconstruction", "l0") if self.sparsity == "l0" else ("reconstruction", "tanh")
+    #: "sparsity" is the L0 term, or the tanh and pre-activation terms with sparsity="tanh".
+    terms = ("reconstruction", "sparsity")
 
     def init_params(self, rng, dim, hidden, tied, sample):
         params = _sae.unit_rows_init(rng, dim, hidden)
@@ -161,10 +160,10 @@ class JumpReLUSAE(_sae.SAEMethod):
         d_code = g @ w_dec.T
         grad_theta = xp.zeros_like(theta)
         d_z_extra = None
-        if self.sparsity == "l0" and term in (None, "l0"):
+        if self.sparsity == "l0" and term in (None, "sparsity"):
             loss = loss + (self.l0_coef / batch) * on.sum(dtype=z.dtype)
             grad_theta -= (self.l0_coef / (batch * eps)) * window.sum(axis=0, dtype=z.dtype)
-        if self.sparsity == "tanh" and term in (None, "tanh"):
+        if self.sparsity == "tanh" and term in (None, "sparsity"):
             norms = xp.sqrt((w_dec * w_dec).sum(axis=1))
             c = self.tanh_scale
             t = xp.tanh(c * code * norms)
@@ -208,10 +207,10 @@ class JumpReLUSAE(_sae.SAEMethod):
         loss = 0.0
         if term in (None, "reconstruction"):
             loss += 0.5 / batch * float(xp.vdot(xhat - x, xhat - x))
-        if self.sparsity == "l0" and term in (None, "l0"):
+        if self.sparsity == "l0" and term in (None, "sparsity"):
             steps = on0 + _ramp(xp, z - theta, eps) - _ramp(xp, z - theta0, eps)
             loss += self.l0_coef / batch * float(steps.sum())
-        if self.sparsity == "tanh" and term in (None, "tanh"):
+        if self.sparsity == "tanh" and term in (None, "sparsity"):
             norms = xp.sqrt((w_dec * w_dec).sum(axis=1))
             loss += self.tanh_coef / batch * float(xp.tanh(self.tanh_scale * code * norms).sum())
             below = xp.maximum(theta - z, 0)
