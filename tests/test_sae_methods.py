@@ -343,3 +343,24 @@ def test_resampling_reinitialises_dead_units_and_their_moments():
 def test_resampling_needs_dead_unit_tracking():
     with pytest.raises(sparsekit.ParameterError, match="dead_after"):
         TopKSAE(k=2, dead_after=0, resample_every=5).validate(8, 4)
+
+
+def test_checkpoint_round_trips_the_upkeep_and_refuses_a_bad_counter(tmp_path):
+    from sparsekit.checkpoint import load_checkpoint, save_checkpoint
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((200, 6)).astype(np.float32)
+    method = TopKSAE(k=2, dead_after=50, resample_every=2)
+    config = sparsekit.resolve_config(method, hidden=16, epochs=1, batch_size=50)
+    trainer = sparsekit.Trainer(method, x, config)
+    trainer.fit()
+    path = save_checkpoint(tmp_path / "c.npz", trainer)
+    upkeep = load_checkpoint(path)["state"]["upkeep"]
+    assert np.array_equal(upkeep["since_fired"], trainer.upkeep.since_fired)
+    assert upkeep["steps"] == 4 and upkeep["rng"] == trainer.upkeep.rng.bit_generator.state
+
+    members = dict(np.load(path))
+    members["upkeep/since_fired"] = members["upkeep/since_fired"][:5]
+    np.savez(tmp_path / "bad.npz", **members)
+    with pytest.raises(sparsekit.CheckpointError, match="upkeep/since_fired"):
+        load_checkpoint(tmp_path / "bad.npz")
