@@ -381,17 +381,19 @@ MAX_PROBLEM_HIDDEN = 4096
 
 
 def problem_hidden(method: Method, *, dim: int = PROBLEM_DIM, start: int = PROBLEM_HIDDEN) -> int:
-    """The hidden size of the random problem for ``method``'s parameter values: ``start``,
-    doubled until the method's own parameter checks accept it (k-sparse's k = 25 needs at
-    least 25 units, so 32). Raises the method's :class:`~sparsekit.errors.ParameterError`
-    when no size up to :data:`MAX_PROBLEM_HIDDEN` is accepted."""
+    """The hidden size of the random problem for ``method``'s parameter values: ``start``
+    when the method's own parameter checks accept it; otherwise the first doubling of
+    ``start`` they accept, doubled once more, so that a size-bound parameter does not take
+    every unit (k-sparse's k = 25 needs 25 units: 64, where a top-k really drops units).
+    Raises the method's :class:`~sparsekit.errors.ParameterError` when no size up to
+    :data:`MAX_PROBLEM_HIDDEN` is accepted."""
     from sparsekit.errors import ParameterError
 
     hidden = start
     while True:
         try:
             method.validate(hidden, dim)
-            return hidden
+            return hidden if hidden == start else min(2 * hidden, MAX_PROBLEM_HIDDEN)
         except ParameterError:
             if hidden >= MAX_PROBLEM_HIDDEN:
                 raise

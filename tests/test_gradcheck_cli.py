@@ -119,8 +119,9 @@ def test_the_problem_is_sized_from_the_method_parameters():
 
     registry = load_registry()
     assert problem_hidden(registry.create("plain")) == PROBLEM_HIDDEN
-    assert problem_hidden(registry.create("ksparse")) == 32  # k = 25 needs 25 units
-    assert problem_hidden(registry.create("ksparse", k=40)) == 64
+    # k = 25 needs 25 units (32); twice that, so that the top k drops units.
+    assert problem_hidden(registry.create("ksparse")) == 64
+    assert problem_hidden(registry.create("ksparse", k=40)) == 128
     assert problem_hidden(registry.create("ksparse", k=3)) == PROBLEM_HIDDEN
     with pytest.raises(ParameterError):
         problem_hidden(registry.create("ksparse", k=5000))

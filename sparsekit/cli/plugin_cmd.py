@@ -47,8 +47,8 @@ def gradcheck(
     hidden: Annotated[
         int | None,
         typer.Option(
-            help="Hidden units of the random problem (default: 8, or the smallest power of "
-            "two the method's parameters allow, e.g. 32 for k = 25)."
+            help="Hidden units of the random problem (default: 8, or twice the smallest "
+            "power of two the method's parameters allow, e.g. 64 for k = 25)."
         ),
     ] = None,
     dim: Annotated[int, typer.Option(help="Input size of the random problem.")] = 12,
