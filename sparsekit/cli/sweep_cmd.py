@@ -33,14 +33,6 @@ class SweepDisplay:
         self.total = 0
         self.directory: str | None = None
 
-    def download(self, filename: str, done: int, total: int | None) -> None:
-        key = f"download:{filename}"
-        if key not in self.running:
-            self.running[key] = self.progress.add_task(
-                "downloading", total=total, status=escape(filename)
-            )
-        self.progress.update(self.running[key], completed=done, total=total)
-
     def __call__(self, event: Any) -> None:
         kind, trial, data = event.kind, event.trial, event.data
         console = self.progress.console
@@ -90,7 +82,7 @@ class SweepDisplay:
         self._overall()
 
     def _overall(self) -> None:
-        running = sum(1 for k in self.running if not k.startswith("download:"))
+        running = len(self.running)
         self.progress.update(
             self.overall,
             total=self.total or None,
@@ -155,11 +147,13 @@ def sweep(
     Running the same command again trains only what is missing: finished trials are kept and
     trials that stopped part way resume from their checkpoint. Writes OUT/NAME/results.csv and OUT/NAME/report.html.
     """
+    from sparsekit.executor import check_scheduler
     from sparsekit.sweep import SweepFailedError, plan_sweep, run_sweep, summary_line, trial_status
 
     console = Console(stderr=True)
+    # Every mistake (file, data, options, a missing Dask) is one line before any display.
+    plan = plan_sweep(sweep_file, out, name=name)
     if dry_run:
-        plan = plan_sweep(sweep_file, out, name=name)
         table = Table(title=f"{len(plan.trials)} trials", show_edge=False, header_style="bold")
         for column in ("trial", "method", "grid values", "state"):
             table.add_column(column)
@@ -169,6 +163,12 @@ def sweep(
             table.add_row(escape(trial.id), escape(trial.method), escape(label), state)
         Console(width=200 if not console.is_terminal else None).print(table)
         return
+    check_scheduler(
+        scheduler,
+        workers=workers,
+        threads_per_worker=threads_per_worker,
+        feature="sparsekit sweep",
+    )
     start = time.monotonic()
     with Progress(
         TextColumn("{task.description:<14}"),
@@ -182,14 +182,12 @@ def sweep(
         display = SweepDisplay(progress)
         try:
             result = run_sweep(
-                sweep_file,
+                plan,
                 out=out,
                 scheduler=scheduler,
                 workers=workers,
                 threads_per_worker=threads_per_worker,
                 on_event=display,
-                name=name,
-                download_progress=display.download,
             )
         except KeyboardInterrupt:
             if display.directory is not None:
