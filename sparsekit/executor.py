@@ -153,6 +153,7 @@ class DaskExecutor:
         self.client: Any = None
         self.cluster: Any = None
         self.worker_env: dict[str, str] = {}
+        self._dashboard = False
 
     # -- lifetime --------------------------------------------------------------------------
 
@@ -168,7 +169,7 @@ class DaskExecutor:
             threads = self.threads_per_worker or 1
             per_job = str(blas_threads(workers, threads, cpus))
             self.worker_env = {k: os.environ.get(k, per_job) for k in WORKER_THREAD_VARS}
-            dashboard = None
+            dashboard: str | None = None
             if self.dashboard:
                 try:
                     import bokeh  # noqa: F401
@@ -176,6 +177,7 @@ class DaskExecutor:
                     dashboard = ":8787"
                 except ImportError:
                     dashboard = None
+            self._dashboard = dashboard is not None
             try:
                 self.cluster = LocalCluster(
                     n_workers=workers,
@@ -213,15 +215,12 @@ class DaskExecutor:
     @property
     def dashboard_link(self) -> str | None:
         """The address of the Dask dashboard, or None when none is served."""
-        if self.client is None:
+        if self.client is None or (self.cluster is not None and not self._dashboard):
             return None
         try:
-            info = self.client.scheduler_info()
+            return str(self.client.dashboard_link)
         except Exception:
             return None
-        if not info.get("services", {}).get("dashboard"):
-            return None
-        return self.client.dashboard_link
 
     @property
     def scheduler_address(self) -> str | None:
@@ -229,9 +228,21 @@ class DaskExecutor:
 
     @property
     def n_workers(self) -> int:
+        """Workers connected to the scheduler now."""
+        return len(self._workers())
+
+    @property
+    def n_threads(self) -> int:
+        """Jobs the cluster runs at once (the workers' threads, all together)."""
+        return sum(int(w.get("nthreads", 0)) for w in self._workers().values())
+
+    def _workers(self) -> dict[str, Any]:
         if self.client is None:
-            return 0
-        return len(self.client.scheduler_info().get("workers", {}))
+            return {}
+        try:
+            return dict(self.client.scheduler_info().get("workers", {}))
+        except Exception:
+            return {}
 
     # -- running ---------------------------------------------------------------------------
 

@@ -149,8 +149,9 @@ class SweepPlan:
 class SweepEvent:
     """Progress of a sweep, as ``on_event`` receives it.
 
-    ``kind``: ``"planned"`` (``trials``, ``todo``, ``directory``), ``"cluster"``
-    (``dashboard``: the address or None, ``scheduler``, ``workers``), then per trial the
+    ``kind``: ``"planned"`` (``trials``, ``todo``, ``skipped``, ``directory``), ``"cluster"``
+    (``dashboard``: the address or None, ``scheduler``, ``workers``, ``threads``: trials
+    at once, ``env``: the thread variables of a local cluster's workers), then per trial the
     kinds of :class:`~sparsekit.compare.CompareEvent` (``"status"``, ``"started"``,
     ``"progress"``, ``"epoch"``; ``data["worker"]`` is the worker's address) and
     ``"finished"`` / ``"failed"`` (``result``: a :class:`~sparsekit.compare.MethodResult`).
@@ -679,6 +680,7 @@ def run_sweep(
                             "dashboard": dashboard,
                             "scheduler": executor.scheduler_address,
                             "workers": executor.n_workers,
+                            "threads": executor.n_threads,
                             "env": dict(executor.worker_env),
                         },
                     )

@@ -24,6 +24,7 @@ import failing_plugin
 import numpy as np
 import pytest
 
+from sparsekit.compare import _cpus
 from sparsekit.errors import ParameterError, UnknownMethodError
 from sparsekit.sweep import SweepFileError, plan_sweep, run_sweep, trial_status
 
@@ -457,6 +458,7 @@ def test_the_command_starts_its_own_cluster(data_dir, tmp_path):
     result = cli("sweep", str(path), "--out", str(tmp_path / "out"))
     assert result.returncode == 0, result.stderr
     assert "dashboard: " in result.stderr
+    assert "2 trials at once, 1 BLAS thread each" in result.stderr or _cpus() != 2
     assert "4 trials, 0 already finished, 4 to train" in result.stderr
     assert "4 trials: 4 finished" in result.stderr
     report = Path(result.stdout.strip().splitlines()[-1])
@@ -471,3 +473,37 @@ def test_the_command_starts_its_own_cluster(data_dir, tmp_path):
     assert "4 trials: 4 finished (4 already)" in again.stderr
     assert "dashboard" not in again.stderr  # nothing to train: no cluster started
     assert time.monotonic() - started < 240
+
+
+def test_blas_threads_share_the_cpus_once():
+    from sparsekit.executor import blas_threads
+
+    assert blas_threads(1, 1, cpus=8) == 8
+    assert blas_threads(2, 1, cpus=8) == 4
+    assert blas_threads(2, 2, cpus=8) == 2
+    assert blas_threads(3, 1, cpus=8) == 2
+    assert blas_threads(16, 1, cpus=8) == 1
+
+
+def test_a_local_cluster_is_sized_as_asked(monkeypatch):
+    from sparsekit.compare import _cpus
+    from sparsekit.executor import WORKER_THREAD_VARS, DaskExecutor
+
+    for key in WORKER_THREAD_VARS:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("MKL_NUM_THREADS", "3")  # set by the user: kept
+    with DaskExecutor(workers=1, threads_per_worker=2, dashboard=False) as executor:
+        assert (executor.n_workers, executor.n_threads) == (1, 2)
+        assert executor.dashboard_link is None
+        (seen,) = executor.client.run(
+            lambda: {k: os.environ.get(k) for k in WORKER_THREAD_VARS}
+        ).values()
+        (pid,) = executor.client.run(os.getpid).values()
+    want = str(max(1, _cpus() // 2))
+    assert seen == {
+        "OMP_NUM_THREADS": want,
+        "OPENBLAS_NUM_THREADS": want,
+        "MKL_NUM_THREADS": "3",
+        "SPARSEKIT_NUM_THREADS": want,
+    }
+    assert pid != os.getpid()  # a worker process, not a thread of this one

@@ -45,7 +45,14 @@ class SweepDisplay:
             )
         elif kind == "cluster":
             where = data.get("scheduler") or "?"
-            console.print(f"Dask scheduler {escape(where)}, {data.get('workers')} workers")
+            text = (
+                f"Dask scheduler {escape(where)}: {data.get('workers')} workers, "
+                f"{data.get('threads')} trials at once"
+            )
+            blas = (data.get("env") or {}).get("OMP_NUM_THREADS")
+            if blas:
+                text += f", {blas} BLAS thread{'s' if blas != '1' else ''} each"
+            console.print(text, soft_wrap=True)
             dashboard = data.get("dashboard")
             console.print(
                 f"dashboard: {escape(dashboard)}"
