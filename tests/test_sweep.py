@@ -507,3 +507,15 @@ def test_a_local_cluster_is_sized_as_asked(monkeypatch):
         "SPARSEKIT_NUM_THREADS": want,
     }
     assert pid != os.getpid()  # a worker process, not a thread of this one
+
+
+def test_the_documented_examples_are_valid(data_dir, monkeypatch):
+    monkeypatch.setenv("SPARSEKIT_DATA", str(data_dir))
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    plan = plan_sweep(docs / "examples" / "sweep-mnist.toml", "runs")
+    assert plan.name == "mnist-sparsity" and len(plan.trials) == 36
+    assert plan_sweep(docs / "examples" / "sweep-scaling.toml", "runs").trials
+    text = (docs / "sweeps.md").read_text(encoding="utf-8")
+    example = (docs / "examples" / "sweep-mnist.toml").read_text(encoding="utf-8")
+    body = "[data]" + example.split("\n[data]", 1)[1].split("\n[report]")[0]
+    assert body in text  # the docs show the file as it is
