@@ -95,11 +95,20 @@ SOURCE = "sweep.toml"
 
 #: The keys of ``[data]`` and ``[train]`` and the fields of :class:`CompareSettings` they set.
 DATA_KEYS = ("dataset", "data", "subset", "download")
-TRAIN_KEYS = ("hidden", "epochs", "batch_size", "seed", "dtype", "gpu", "snapshot_every")
+TRAIN_KEYS = (
+    "hidden",
+    "epochs",
+    "batch_size",
+    "seed",
+    "dtype",
+    "gpu",
+    "snapshot_every",
+    "gif_frames",
+)
 TOP_KEYS = ("name", "plugins", "data", "train", "methods", "report", "resources")
 REPORT_KEYS = ("best_by", "title")
 #: Settings that describe how a run is shown, not what it learns (left out of a trial's hash).
-COSMETIC = ("snapshot_every", "download")
+COSMETIC = ("snapshot_every", "gif_frames", "download")
 #: Measures a best setting may be chosen by, and whether higher is better.
 BEST_BY = {"fve": True, "mse": False, "loss": False}
 

@@ -86,7 +86,7 @@ def _settings_without_seed(job: Any) -> dict[str, Any]:
     from dataclasses import asdict
 
     out = asdict(job.settings)
-    for key in ("seed", "snapshot_every", "download"):
+    for key in ("seed", "snapshot_every", "gif_frames", "download"):
         out.pop(key, None)
     return out
 
