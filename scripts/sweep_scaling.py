@@ -38,6 +38,7 @@ def run_once(sweep_file: Path, workers: int) -> dict[str, float]:
         elif event.kind == "started" and event.trial in loading:
             load_seconds.append(now - loading.pop(event.trial))
 
+    load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="sweep-scaling-") as out:
         start = time.perf_counter()
         sweep = run_sweep(sweep_file, out=out, workers=workers, on_event=on_event, report=False)
@@ -47,6 +48,7 @@ def run_once(sweep_file: Path, workers: int) -> dict[str, float]:
         raise SystemExit(f"{len(sweep.failed)} trials failed: {sweep.failed}")
     return {
         "workers": workers,
+        "load": load,
         "trials": n,
         "wall": wall,
         "startup": stamps.get("cluster", start) - start,
@@ -75,7 +77,9 @@ print(f"{len(ds)} {ds.dim} {wall:.2f} {cpu:.2f} {x.nbytes / 2**20:.0f} {grown:.0
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sweep_file", type=Path)
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument(
+        "--workers", type=int, nargs="+", default=[1, 2], help="worker counts, run in this order"
+    )
     args = parser.parse_args(argv)
     probe = subprocess.run(
         [sys.executable, "-c", DATA_PROBE, str(args.sweep_file)],
@@ -84,7 +88,6 @@ def main(argv: list[str] | None = None) -> None:
         check=True,
     )
     n, dim, seconds, cpu, mib, grown = probe.stdout.split()
-    rows = [run_once(args.sweep_file, w) for w in args.workers]
     load = os.getloadavg()
     print(
         f"machine: {os.cpu_count()} CPUs, load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}"
@@ -94,13 +97,17 @@ def main(argv: list[str] | None = None) -> None:
         f"{mib} MiB as float32, peak memory +{grown} MiB\n"
     )
     print(
-        "| workers | trials | wall s | cluster start s | trials / hour | s / trial | data loading s / trial |"
+        "| workers | load before | trials | wall s | cluster start s | trials / hour "
+        "| s / trial | data loading s / trial |"
     )
-    print("|---:|---:|---:|---:|---:|---:|---:|")
-    for r in rows:
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|", flush=True)
+    for workers in args.workers:
+        r = run_once(args.sweep_file, workers)
         print(
-            f"| {r['workers']} | {r['trials']} | {r['wall']:.0f} | {r['startup']:.1f} | "
-            f"{r['per_hour']:.0f} | {r['per_trial']:.1f} | {r['loading']:.2f} |"
+            f"| {r['workers']} | {r['load']:.1f} | {r['trials']} | {r['wall']:.0f} | "
+            f"{r['startup']:.1f} | {r['per_hour']:.0f} | {r['per_trial']:.1f} | "
+            f"{r['loading']:.2f} |",
+            flush=True,
         )
 
 

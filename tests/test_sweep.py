@@ -13,6 +13,7 @@ import io
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -461,6 +462,7 @@ def test_the_command_starts_its_own_cluster(data_dir, tmp_path):
     assert "2 trials at once, 1 BLAS thread each" in result.stderr or _cpus() != 2
     assert "4 trials, 0 already finished, 4 to train" in result.stderr
     assert "4 trials: 4 finished" in result.stderr
+    assert re.search(r"trials .* 4/4 .*0 running, 0 failed", result.stderr)  # the display
     report = Path(result.stdout.strip().splitlines()[-1])
     assert report == tmp_path / "out" / "cmd" / "report.html" and report.exists()
     rows = read_csv(report.parent / "results.csv")
