@@ -637,9 +637,10 @@ def run_sweep(
     trials = []
     for trial in plan.trials:
         found = existing.get(trial.id.rsplit("-", 1)[1])
-        if found is not None and found.name != trial.id:
-            trial = replace(trial, id=found.name, job=replace(trial.job, run_dir=str(found)))
-        trials.append(trial)
+        name = found.name if found is not None else trial.id
+        # (a plan made for another ``out`` is placed here)
+        run_dir = str(directory / name)
+        trials.append(replace(trial, id=name, job=replace(trial.job, run_dir=run_dir)))
     plan = replace(plan, trials=trials)
     if plan.source is not None:
         write_atomic(directory / SOURCE, plan.source.encode("utf-8"))

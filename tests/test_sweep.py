@@ -302,9 +302,11 @@ def test_a_killed_worker_costs_nothing_but_time(cluster, reference, data_dir, tm
         lines = (Path(sweep.directory) / trial.id / "metrics.jsonl").read_text().splitlines()
         assert [json.loads(line)["epoch"] for line in lines] == list(range(1, EPOCHS + 1))
 
-    # The same command again: everything is there, nothing is trained.
+    # The same command again: everything is there, nothing is trained (a plan made for
+    # another folder is placed in ``out``).
     again: list = []
-    rerun = run_sweep(sweep_doc(data_dir), out=tmp_path, scheduler=address, on_event=again.append)
+    plan = plan_sweep(sweep_doc(data_dir), tmp_path / "elsewhere")
+    rerun = run_sweep(plan, out=tmp_path, scheduler=address, on_event=again.append)
     assert again[0].kind == "planned" and again[0].data["todo"] == []
     assert sorted(rerun.skipped) == sorted(sweep.finished)
     assert {e.kind for e in again} == {"planned"}
