@@ -632,6 +632,7 @@ def compare(
     title: str | None = None,
     download_progress: Any = None,
     preset: str | Preset | None = None,
+    scheduler: str | None = None,
     **overrides: Any,
 ) -> Comparison:
     """Train ``methods`` (default: every registered one) under the same settings.
@@ -641,7 +642,9 @@ def compare(
     settings, as a mapping ``{"ksparse": {"k": 40}}`` or specs ``["ksparse.k=40"]``.
     ``plugins`` are extra plugin modules or import specs (each worker imports them again).
     Runs at most ``jobs`` methods at once (default :func:`default_jobs`), each in its own
-    process. Returns the :class:`Comparison`; with ``report`` (default) ``report.html``,
+    process; with ``scheduler`` the methods run as Dask tasks instead (``"local"``: a local
+    Dask cluster of ``jobs`` workers; ``"tcp://host:port"``: an existing cluster), through
+    :class:`sparsekit.executor.DaskExecutor`, as ``sparsekit sweep`` does. Returns the :class:`Comparison`; with ``report`` (default) ``report.html``,
     ``report.csv`` and ``report.md`` are written into the comparison directory.
 
     Raises :class:`~sparsekit.errors.ParameterError` and friends for bad settings before
@@ -672,6 +675,10 @@ def compare(
     plugin_specs = [_plugin_spec(p) for p in plugins]
     if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
         raise ParameterError(f"jobs must be a positive integer, got {jobs!r}")
+    if scheduler is not None:
+        from sparsekit.executor import check_scheduler
+
+        check_scheduler(scheduler, workers=jobs, feature="compare --scheduler")
     # Check the methods first (cheap), then the data (downloading once, here, if allowed).
     plan_jobs(methods, settings, params, plugin_specs, Path(out))
     dim = _check_data(settings, download_progress)
@@ -701,7 +708,13 @@ def compare(
     finished = {job.method: done for job in planned if (done := _finished(job)) is not None}
     for method, result in finished.items():
         emit(CompareEvent("finished", method, {"result": result}))
-    results = _run_all([job for job in planned if job.method not in finished], n_jobs, emit)
+    todo = [job for job in planned if job.method not in finished]
+    if scheduler is None:
+        results = _run_all(todo, n_jobs, emit)
+    else:
+        from sparsekit.executor import run_compare_jobs
+
+        results = run_compare_jobs(todo, scheduler, jobs, emit)
     results.update(finished)
     ordered = [results[job.method] for job in planned]
     _write_json(

@@ -195,6 +195,13 @@ def compare(
     strict: Annotated[
         bool, typer.Option("--strict", help="Exit 10 if any method fails (not only all).")
     ] = False,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(
+            help="Run the methods on Dask: 'local' (a local cluster of --jobs workers) or the "
+            "address of an existing scheduler, tcp://HOST:PORT (see docs/sweeps.md)."
+        ),
+    ] = None,
 ) -> None:
     """Train several methods under identical settings and write one report.
 
@@ -247,6 +254,7 @@ def compare(
                 download_progress=display.download,
                 preset=preset,
                 **overrides,
+                scheduler=scheduler,
             )
         except KeyboardInterrupt:
             if preset is not None:

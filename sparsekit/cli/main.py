@@ -20,6 +20,7 @@ from sparsekit.cli import (
     methods_cmd,
     plugin_cmd,
     runs_cmd,
+    sweep_cmd,
     train_cmd,
 )
 from sparsekit.errors import SparsekitError
@@ -42,6 +43,7 @@ app.command("show")(runs_cmd.show)
 app.command("eval")(eval_cmd.eval_run)
 app.command("compare")(compare_cmd.compare)
 app.command("report")(compare_cmd.report)
+app.command("sweep")(sweep_cmd.sweep)
 
 EXIT_INTERRUPTED = 130
 
