@@ -245,6 +245,46 @@ def print_table(summary: dict[str, Any]) -> None:
             )
 
 
+def markdown(report: dict[str, Any]) -> str:
+    """The per-method table of a results JSON, for docs/results.md."""
+    lines = [
+        "| method | framework | seeds | MCC | L0 | variance explained | sparsekit mean inside "
+        "PyTorch's range (MCC / L0 / FVE) |",
+        "| --- | --- | ---: | --- | --- | --- | --- |",
+    ]
+    for method, row in report["summary"].items():
+        for fw in ("torch", "sparsekit"):
+            cells = []
+            seeds = None
+            for measure in MEASURES:
+                e = row.get(measure, {}).get(fw)
+                if e is None:
+                    cells.append("-")
+                    continue
+                seeds = e["seeds"]
+                cells.append(
+                    f"{e['mean']:.3f} ({e['min']:.3f}–{e['max']:.3f})"
+                    if measure != "l0"
+                    else f"{e['mean']:.1f} ({e['min']:.1f}–{e['max']:.1f})"
+                )
+            if seeds is None:
+                why = report.get("skipped", {}).get(method, "no run")
+                lines.append(f"| {method} | {fw} | 0 | {why} | | | |")
+                continue
+            inside = (
+                ""
+                if fw == "torch"
+                else " / ".join(
+                    {True: "yes", False: "no", None: "-"}[
+                        row.get(m, {}).get("sparsekit_mean_within_torch_range")
+                    ]
+                    for m in MEASURES
+                )
+            )
+            lines.append(f"| {method} | {fw} | {seeds} | " + " | ".join(cells) + f" | {inside} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--methods", default=",".join(METHODS))
@@ -260,10 +300,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--torch-python", default=None)
     parser.add_argument("--timeout", type=float, default=3600)
     parser.add_argument("--json", default=str(BENCH / "results" / "sae-compare.json"))
+    parser.add_argument(
+        "--table", default=None, help="print the Markdown table of an existing results JSON"
+    )
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         sparsekit_worker(json.loads(Path(args.worker).read_text()))
+        return 0
+    if args.table:
+        print(markdown(json.loads(Path(args.table).read_text())), end="")
         return 0
 
     import numpy as np
@@ -306,21 +352,56 @@ def main(argv: list[str] | None = None) -> int:
         "lr": args.lr,
         "threads": args.threads,
     }
+    import sparsekit
+
     runs: list[dict[str, Any]] = []
     skipped: dict[str, str] = {}
-    for method in methods:
-        for framework in frameworks:
-            if framework == "sparsekit" and method not in registered:
-                skipped[method] = "not registered in sparsekit (yet): skipped"
-                print(f"[sae-compare] sparsekit {method}: {skipped[method]}", file=sys.stderr)
-                continue
-            for seed in seeds:
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def write_report() -> dict[str, Any]:
+        """The JSON so far (rewritten after every run, so a stopped run keeps what it did)."""
+        summary = _summary([r for r in runs if "error" not in r["result"]], methods)
+        report = {
+            "settings": {
+                "world": args.world,
+                "world_params": world.params.__dict__,
+                "n_train": world.split_size("train"),
+                "n_test": world.split_size("test"),
+                **{k: base[k] for k in ("hidden", "epochs", "batch_size", "lr", "threads")},
+                "optimizer": "adam (0.9, 0.999, 1e-8)",
+                "seeds": seeds,
+                "methods": settings,
+            },
+            "environment": {
+                "cpu": cpu_model(),
+                "python": platform.python_version(),
+                "sparsekit": sparsekit.__version__,
+                "numpy": np.__version__,
+                "torch_python": torch_python,
+                "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+                "note": "shared, busy 2-core machine",
+            },
+            "skipped": skipped,
+            "runs": runs,
+            "summary": summary,
+        }
+        out.write_text(json.dumps(report, indent=2) + "\n")
+        return summary
+
+    # seed by seed, so that a run stopped early has every method at least once
+    for seed in seeds:
+        for method in methods:
+            for framework in frameworks:
+                if framework == "sparsekit" and method not in registered:
+                    if method not in skipped:
+                        skipped[method] = "not registered in sparsekit (yet): skipped"
+                        print(f"[sae-compare] sparsekit {method}: skipped", file=sys.stderr)
+                    continue
                 job = {**base, "framework": framework, "method": method, "seed": seed}
                 job["params"] = settings[method]
                 script = (
-                    Path(__file__).resolve()
-                    if framework == "sparsekit"
-                    else (BENCH / "sae_torch.py")
+                    Path(__file__).resolve() if framework == "sparsekit" else BENCH / "sae_torch.py"
                 )
                 python = sys.executable if framework == "sparsekit" else torch_python
                 print(f"[sae-compare] {framework} {method} seed {seed} ...", file=sys.stderr)
@@ -336,36 +417,8 @@ def main(argv: list[str] | None = None) -> int:
                     }
                 )
                 print(f"[sae-compare]   {json.dumps(result)}", file=sys.stderr)
-    summary = _summary([r for r in runs if "error" not in r["result"]], methods)
-    import sparsekit
-
-    report = {
-        "settings": {
-            "world": args.world,
-            "world_params": world.params.__dict__,
-            "n_train": world.split_size("train"),
-            "n_test": world.split_size("test"),
-            **{k: base[k] for k in ("hidden", "epochs", "batch_size", "lr", "threads")},
-            "optimizer": "adam (0.9, 0.999, 1e-8)",
-            "seeds": seeds,
-            "methods": settings,
-        },
-        "environment": {
-            "cpu": cpu_model(),
-            "python": platform.python_version(),
-            "sparsekit": sparsekit.__version__,
-            "numpy": np.__version__,
-            "torch_python": torch_python,
-            "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-            "note": "shared, busy 2-core machine",
-        },
-        "skipped": skipped,
-        "runs": runs,
-        "summary": summary,
-    }
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+                write_report()
+    summary = write_report()
     print_table(summary)
     for method, why in skipped.items():
         print(f"sparsekit {method}: {why}")
