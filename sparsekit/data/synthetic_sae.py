@@ -166,6 +166,15 @@ def _inverse_share(q: np.ndarray) -> np.ndarray:
     return out
 
 
+class SyntheticSAEDataset(ArrayFileDataset):
+    """The signals of a split, with the world's true dictionary as :attr:`ground_truth`."""
+
+    def __init__(self, signals: np.ndarray, *, name: str, source: dict[str, Any], truth: Any):
+        super().__init__(signals, name=name, source=source)
+        #: ``dim × features`` unit columns: the dictionary the signals were made from.
+        self.ground_truth: np.ndarray = truth
+
+
 @dataclass
 class SyntheticSAEWorld:
     """The fixed part of a world: feature vectors, rates, magnitudes, trees, copula factor."""
@@ -318,7 +327,7 @@ class SyntheticSAEWorld:
         """Rows of a split: ``n`` for ``"train"``, ``n // 10`` (at least 1) for ``"test"``."""
         return self.params.n if split == "train" else max(1, self.params.n // 10)
 
-    def dataset(self, split: str = "train", n: int | None = None) -> ArrayFileDataset:
+    def dataset(self, split: str = "train", n: int | None = None) -> SyntheticSAEDataset:
         """The training split (``n`` rows, default ``params.n``) or the test split (default
         ``n // 10`` rows, an independent stream) as a data set, with ``ground_truth`` set."""
         if split not in ("train", "test"):
@@ -327,11 +336,8 @@ class SyntheticSAEWorld:
             n = self.split_size(split)
         signals = self.sample(n, 1 if split == "train" else 2)
         name = NAME if split == "train" else f"{NAME}-test"
-        ds = ArrayFileDataset(
-            signals, name=name, source={"kind": NAME, "split": split, **asdict(self.params)}
-        )
-        ds.ground_truth = self.dictionary  # type: ignore[attr-defined]
-        return ds
+        source = {"kind": NAME, "split": split, **asdict(self.params)}
+        return SyntheticSAEDataset(signals, name=name, source=source, truth=self.dictionary)
 
     def true_l0(self, n: int = 20_000, stream: int = 3) -> float:
         """The mean number of active features per sample, estimated from ``n`` samples."""
