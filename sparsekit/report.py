@@ -16,7 +16,10 @@ variance explained, the mean number of active units per sample, the dead units (
 no sample) and the mutual coherence of the dictionary (:mod:`sparsekit.measures`); then the
 mean training seconds per epoch and the total seconds. ``sparsekit compare`` stores them in
 each run's ``measures.json``; for other runs they are computed from the checkpoint and the
-run's data when that can be loaded, else taken from the last epoch's metrics.
+run's data when that can be loaded, else taken from the last epoch's metrics. On data with a
+ground truth (``synthetic-sae``, ``synthetic``) the table also shows the MCC against the true
+dictionary (:data:`TRUTH_COLUMNS`) and the report plots variance explained against L0
+(:mod:`sparsekit.tradeoff`).
 
 This module imports neither typer nor rich; all text that reaches the page is escaped.
 """
