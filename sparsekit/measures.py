@@ -11,8 +11,13 @@ The measures of ``docs/methods.md`` ("Measures worth reporting for every run"):
 * **dead_units** – units active for no sample of the data.
 * **coherence** – mutual coherence ``max_{i≠j} |⟨d_i, d_j⟩|`` of the unit-normalised atoms
   (decoder rows).
+* **dense_units** – units active for more than :data:`DENSE_FRACTION` (10%) of the samples.
+* **shrinkage** – the mean over samples of ``‖x̂‖ / ‖x‖`` (samples with ``‖x‖ > 1e-6``; ``x̂``
+  includes the decoder bias): below 1 when the code shrinks magnitudes, as an L1 penalty does.
 * **recovery** – on synthetic data, the distance of the matched atoms to the ground truth
   (:func:`sparsekit.data.recovery_summary`).
+* **mcc** – on data with a ground truth, the mean ``|cos|`` between decoder atoms and true
+  features paired one to one by the Hungarian algorithm (:func:`mcc`; SynthSAEBench's MCC).
 * **linear probe** – test error of a multinomial logistic regression trained on the codes
   (:func:`linear_probe`).
 
@@ -38,6 +43,8 @@ __all__ = [
     "VarianceAccumulator",
     "coherence",
     "dead_units",
+    "dense_units",
+    "mcc",
     "evaluate",
     "fraction_variance_explained",
     "fve_from_sums",
@@ -48,6 +55,8 @@ __all__ = [
 
 #: Atoms per block of the Gram matrix: the full H×H Gram up to this many, blocks beyond.
 COHERENCE_CHUNK = 4000
+#: A unit is *dense* when it is active on more than this fraction of the samples.
+DENSE_FRACTION = 0.1
 #: Default inverse regularisation strength of the probe (scikit-learn's ``C``). Chosen by
 #: :func:`select_C` on the last 10,000 MNIST training images from {0.001, ..., 1}: 0.01 won for
 #: raw pixels and for every k-sparse code tried (docs/results.md).
@@ -164,6 +173,40 @@ def dead_units(active_counts: Any) -> int:
     return int((np.asarray(active_counts) == 0).sum())
 
 
+def dense_units(active_counts: Any, n: int, *, fraction: float = DENSE_FRACTION) -> int:
+    """Units active on more than ``fraction`` of the ``n`` samples (default 10%)."""
+    return int((np.asarray(active_counts) > fraction * n).sum())
+
+
+def mcc(true_features: Any, learned: Any) -> float:
+    """Mean max cosine after one-to-one matching: the MCC of SynthSAEBench.
+
+    ``true_features`` (N×D) and ``learned`` (H×D, e.g. decoder rows) are compared row by row
+    after normalising every row to unit length; ``C = |cos|`` (sign ignored) and the Hungarian
+    algorithm (``scipy.optimize.linear_sum_assignment``, rectangular) pairs ``min(N, H)``
+    rows so that the total ``|cos|`` is largest. The MCC is the mean of the paired ``|cos|``:
+    1 when every learned row is a true feature (or every true feature is learned), about the
+    typical largest chance overlap for random directions. Zero rows match nothing (cos 0).
+    """
+    from scipy.optimize import linear_sum_assignment  # imported here: scipy is slow to import
+
+    t = np.asarray(true_features, dtype=np.float64)
+    e = np.asarray(learned, dtype=np.float64)
+    if t.ndim != 2 or e.ndim != 2 or t.shape[1] != e.shape[1]:
+        raise ParameterError(
+            f"mcc needs two (rows x dim) arrays of the same dim, got {t.shape} and {e.shape}"
+        )
+    if t.shape[0] == 0 or e.shape[0] == 0:
+        raise ParameterError("mcc needs at least one row on each side")
+    if not (np.isfinite(t).all() and np.isfinite(e).all()):
+        raise ParameterError("mcc: the features contain NaN or infinite values")
+    t = t / np.maximum(np.linalg.norm(t, axis=1, keepdims=True), 1e-300)
+    e = e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-300)
+    similarity = np.abs(t @ e.T)
+    rows, cols = linear_sum_assignment(similarity, maximize=True)
+    return float(similarity[rows, cols].mean())
+
+
 # --------------------------------------------------------------------------- whole runs
 
 
@@ -180,10 +223,13 @@ def evaluate(
     One pass: ``mse``, ``fve``, ``mean_active`` (L0) and ``dead_units`` of the code
     (``training=True``: the support used in training, e.g. k units for k-sparse, as the
     trainer reports; ``False``: the encoding-time support, e.g. αk), ``coherence`` of the
-    decoder atoms, and ``n``. With a ground-truth dictionary (``truth``: D×atoms columns, or
-    ``data`` a :class:`~sparsekit.data.SparseCodingProblem`) also ``recovery_max``,
-    ``recovery_mean``, ``recovery_median`` and ``recovered`` (fraction of true atoms within
-    0.1) of the decoder atoms.
+    decoder atoms, ``dense_units`` (active on more than 10% of the samples), ``shrinkage``
+    (mean ``‖x̂‖/‖x‖``) and ``n``. With a ground-truth dictionary (``truth``: D×atoms columns;
+    by default ``data.ground_truth`` when ``data`` has one, e.g. a ``synthetic-sae`` data set,
+    or ``data.dictionary`` for a :class:`~sparsekit.data.SparseCodingProblem`) also ``mcc``
+    (:func:`mcc` of the decoder atoms) and, when the model has at least as many units as
+    there are true atoms, ``recovery_max``, ``recovery_mean``, ``recovery_median`` and
+    ``recovered`` (fraction of true atoms within 0.1).
     """
     from sparsekit.autoencoder import forward
     from sparsekit.data.dataset import ArrayDataset, Dataset
@@ -194,6 +240,8 @@ def evaluate(
         if truth is None:
             truth = data.dictionary
         data = data.dataset
+    if truth is None:
+        truth = getattr(data, "ground_truth", None)
     dataset = data if isinstance(data, Dataset) else ArrayDataset(np.asarray(data), name="input")
     if dataset.dim != model.dim:
         raise ParameterError(
@@ -205,6 +253,7 @@ def evaluate(
     backend, xp = model.backend, model.backend.xp
     variance = VarianceAccumulator()
     sse = 0.0
+    ratio_sum, ratio_n = 0.0, 0
     active = xp.zeros(model.hidden, dtype=xp.int64)
     for start in range(0, n, batch_size):
         rows = np.arange(start, min(start + batch_size, n))
@@ -214,6 +263,11 @@ def evaluate(
         fwd = forward(model.method, backend, model.params, x, training=training)
         diff = fwd.xhat - x
         sse += float(xp.vdot(diff, diff))
+        x_norm = xp.sqrt(xp.einsum("ij,ij->i", x, x))
+        xhat_norm = xp.sqrt(xp.einsum("ij,ij->i", fwd.xhat, fwd.xhat))
+        keep = x_norm > 1e-6
+        ratio_sum += float((xhat_norm[keep] / x_norm[keep]).sum(dtype=xp.float64))
+        ratio_n += int(keep.sum())
         variance.add(x)
         _add_active_counts(xp, active, fwd, model.hidden)
     counts = backend.to_numpy(active)
@@ -223,18 +277,24 @@ def evaluate(
         "fve": fve_from_sums(sse, variance.sst),
         "mean_active": float(counts.sum()) / n,
         "dead_units": dead_units(counts),
+        "dense_units": dense_units(counts, n),
+        "shrinkage": ratio_sum / ratio_n if ratio_n else None,
         "coherence": coherence(model.decoder_weights),
     }
     if truth is not None:
         from sparsekit.data.recovery import recovery_summary
 
-        summary = recovery_summary(np.asarray(truth), model.decoder_weights.T)
-        result.update(
-            recovery_max=summary["max"],
-            recovery_mean=summary["mean"],
-            recovery_median=summary["median"],
-            recovered=summary["recovered"],
-        )
+        truth = np.asarray(truth)
+        decoder = np.asarray(model.decoder_weights)
+        result["mcc"] = mcc(truth.T, decoder)
+        if decoder.shape[0] >= truth.shape[1]:
+            summary = recovery_summary(truth, decoder.T)
+            result.update(
+                recovery_max=summary["max"],
+                recovery_mean=summary["mean"],
+                recovery_median=summary["median"],
+                recovered=summary["recovered"],
+            )
     return result
 
 

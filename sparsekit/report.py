@@ -16,7 +16,10 @@ variance explained, the mean number of active units per sample, the dead units (
 no sample) and the mutual coherence of the dictionary (:mod:`sparsekit.measures`); then the
 mean training seconds per epoch and the total seconds. ``sparsekit compare`` stores them in
 each run's ``measures.json``; for other runs they are computed from the checkpoint and the
-run's data when that can be loaded, else taken from the last epoch's metrics.
+run's data when that can be loaded, else taken from the last epoch's metrics. On data with a
+ground truth (``synthetic-sae``, ``synthetic``) the table also shows the MCC against the true
+dictionary (:data:`TRUTH_COLUMNS`) and the report plots variance explained against L0
+(:mod:`sparsekit.tradeoff`).
 
 This module imports neither typer nor rich; all text that reaches the page is escaped.
 """
@@ -38,6 +41,7 @@ from typing import Any
 __all__ = [
     "COLUMNS",
     "Column",
+    "TRUTH_COLUMNS",
     "RunRecord",
     "expand_run_dirs",
     "load_record",
@@ -92,6 +96,26 @@ COLUMNS: tuple[Column, ...] = (
     ),
 )
 
+#: Columns shown only when at least one run has a value for them (data with a ground truth).
+TRUTH_COLUMNS: tuple[Column, ...] = (
+    Column(
+        "mcc",
+        "MCC",
+        ".3f",
+        "high",
+        "mean |cos| between decoder rows and the true features, paired one to one by the "
+        "Hungarian algorithm (data with a ground truth only)",
+        "MCC",
+    ),
+)
+
+
+def shown_columns(records: Sequence[RunRecord]) -> tuple[Column, ...]:
+    """:data:`COLUMNS`, then each of :data:`TRUTH_COLUMNS` that some record has a value for."""
+    extra = tuple(c for c in TRUTH_COLUMNS if any(_number(r.measures.get(c.key)) for r in records))
+    return COLUMNS + extra
+
+
 #: The figures of a section, in order: (file, title, caption).
 FIGURES = (
     ("progression.gif", "Filter progression", "the filters after each epoch, as an animation"),
@@ -130,6 +154,7 @@ def model_measures(
         "total_seconds": sum(seconds) if seconds else None,
         "epochs": len(history),
         "evaluated_on": f"{getattr(dataset, 'name', 'data')} ({len(dataset)} samples)",
+        **({"mcc": float(values["mcc"])} if "mcc" in values else {}),  # data with a truth
     }
 
 
@@ -302,7 +327,7 @@ def format_value(column: Column, value: Any) -> str:
 
 def _best(records: Sequence[RunRecord]) -> dict[str, float]:
     best: dict[str, float] = {}
-    for column in COLUMNS:
+    for column in shown_columns(records):
         if not column.better:
             continue
         values = [
@@ -319,8 +344,9 @@ def _best(records: Sequence[RunRecord]) -> dict[str, float]:
 
 def table_rows(records: Sequence[RunRecord]) -> list[dict[str, Any]]:
     """One dict per run: ``method``, ``status`` and every column's raw value."""
+    columns = shown_columns(records)
     return [
-        {"method": r.name, "status": r.status, **{c.key: r.measures.get(c.key) for c in COLUMNS}}
+        {"method": r.name, "status": r.status, **{c.key: r.measures.get(c.key) for c in columns}}
         for r in records
     ]
 
@@ -328,10 +354,11 @@ def table_rows(records: Sequence[RunRecord]) -> list[dict[str, Any]]:
 def csv_text(records: Sequence[RunRecord]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["method", "status", *(c.key for c in COLUMNS), "reason"])
+    columns = shown_columns(records)
+    writer.writerow(["method", "status", *(c.key for c in columns), "reason"])
     for r in records:
         row = [r.name, r.status]
-        for c in COLUMNS:
+        for c in columns:
             value = r.measures.get(c.key)
             row.append("" if not _number(value) else repr(value))
         row.append(r.reason or "")
@@ -345,14 +372,15 @@ def _md_cell(text: str) -> str:
 
 def markdown_table(records: Sequence[RunRecord]) -> str:
     """The measures as a GitHub-flavoured Markdown table (failed runs say why below it)."""
-    headers = ["method", "status", *(c.header for c in COLUMNS)]
+    columns = shown_columns(records)
+    headers = ["method", "status", *(c.header for c in columns)]
     lines = [
         "| " + " | ".join(headers) + " |",
-        "| " + " | ".join(["---", "---", *("---:" for _ in COLUMNS)]) + " |",
+        "| " + " | ".join(["---", "---", *("---:" for _ in columns)]) + " |",
     ]
     for r in records:
         cells = [_md_cell(r.name), _md_cell(r.status)]
-        cells += [format_value(c, r.measures.get(c.key)) for c in COLUMNS]
+        cells += [format_value(c, r.measures.get(c.key)) for c in columns]
         lines.append("| " + " | ".join(cells) + " |")
     failed = [r for r in records if r.failed]
     if failed:
@@ -498,11 +526,12 @@ def _shared_settings(records: Sequence[RunRecord]) -> tuple[list[tuple[str, str]
 
 def _table_html(records: Sequence[RunRecord], anchors: Mapping[int, str]) -> str:
     best = _best(records)
-    head = "".join(f'<th title="{_e(c.help)}">{_e(c.header)}</th>' for c in COLUMNS)
+    columns = shown_columns(records)
+    head = "".join(f'<th title="{_e(c.help)}">{_e(c.header)}</th>' for c in columns)
     rows = []
     for i, r in enumerate(records):
         cells = []
-        for c in COLUMNS:
+        for c in columns:
             value = r.measures.get(c.key)
             is_best = not r.failed and c.key in best and _number(value) and value == best[c.key]
             cls = ' class="best"' if is_best else ""
@@ -670,6 +699,19 @@ def render_html(
             )
             + "</div>"
         )
+    if len(shown_columns(records)) > len(COLUMNS):  # data with a ground truth: the trade-off
+        from sparsekit.tradeoff import tradeoff_png
+
+        png = tradeoff_png(records)
+        if png is not None:
+            uri = f"data:image/png;base64,{base64.b64encode(png).decode('ascii')}"
+            out.append("<h2>Variance explained against L0</h2>")
+            out.append(
+                f'<figure class="tradeoff"><img class="plot" id="tradeoff" src="{uri}" '
+                'alt="Variance explained against L0, one point per method"><figcaption>one '
+                "point per method, measured as in the table: up and to the left is better"
+                "</figcaption></figure>"
+            )
     overview = [
         (i, r, _data_uri(r.figures["filters.png"]))
         for i, r in enumerate(records)

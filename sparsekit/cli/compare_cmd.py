@@ -119,15 +119,16 @@ class ComparisonDisplay:
 
 
 def _measures_table(records: list[Any]) -> Table:
-    from sparsekit.report import COLUMNS, format_value
+    from sparsekit.report import format_value, shown_columns
 
+    columns = shown_columns(records)  # MCC too when the data has a ground truth
     table = Table(show_edge=False, header_style="bold")
     table.add_column("method", no_wrap=True)
-    for column in COLUMNS:
+    for column in columns:
         table.add_column(column.short or column.header, justify="right", no_wrap=True)
     for r in records:
         name = f"[red]{escape(r.name)} (failed)[/red]" if r.failed else escape(r.name)
-        table.add_row(name, *(format_value(c, r.measures.get(c.key)) for c in COLUMNS))
+        table.add_row(name, *(format_value(c, r.measures.get(c.key)) for c in columns))
     return table
 
 

@@ -1,7 +1,8 @@
 """``sparsekit eval RUN_DIR``: what the codes of a run are worth.
 
 Measures on the test images (reconstruction MSE, fraction of variance explained, L0, dead
-units, dictionary coherence) and a linear probe: multinomial logistic regression trained on
+and dense units, shrinkage, dictionary coherence; on data with a ground truth such as
+``synthetic-sae``, the MCC against the true dictionary) and a linear probe: multinomial logistic regression trained on
 the codes of the training images (``model.encode``, the encoding-time support, e.g. αk for
 k-sparse), its error on the test images, beside the same probe on raw pixels. The probe
 (:func:`sparsekit.measures.linear_probe`) standardises every feature with training-set
@@ -91,13 +92,9 @@ def evaluate_run(
         "n_train": len(train_set),
         "n_test": len(test_set),
     }
-    truth = None
-    name = str(spec.get("spec", ""))
-    if name == "synthetic" or name.startswith("synthetic:"):  # the ground truth is known
-        from sparsekit.data import make_sparse_coding
-        from sparsekit.data.loaders import _parse_synthetic
+    from sparsekit.data import ground_truth
 
-        truth = make_sparse_coding(**_parse_synthetic(name)).dictionary
+    truth = ground_truth(str(spec.get("spec", "")))  # None unless the data has one
     start = time.perf_counter()
     result["test"] = evaluate(model, test_set, truth=truth)
     labels_train, labels_test = train_raw.labels, test_raw.labels
@@ -193,6 +190,10 @@ def eval_run(
     table.add_row("variance explained", _fmt(test["fve"], ".4f"))
     table.add_row("mean active (L0)", _fmt(test["mean_active"], ".2f"))
     table.add_row("dead units", _fmt(test["dead_units"], "d"))
+    table.add_row("dense units (active on >10%)", _fmt(test.get("dense_units"), "d"))
+    table.add_row("shrinkage (mean |x^|/|x|)", _fmt(test.get("shrinkage"), ".4f"))
+    if "mcc" in test:
+        table.add_row("MCC (vs the true dictionary)", _fmt(test["mcc"], ".4f"))
     table.add_row("coherence", _fmt(test["coherence"], ".4f"))
     if probe is None:
         table.add_row("linear probe", result.get("note", "-"))

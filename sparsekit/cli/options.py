@@ -10,7 +10,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 DatasetOption = Annotated[
-    str, typer.Option(help="mnist, fashion-mnist, synthetic, or a .npy/.npz/IDX file.")
+    str,
+    typer.Option(
+        help="mnist, fashion-mnist, synthetic, synthetic-sae (see docs/data.md), or a "
+        ".npy/.npz/IDX file."
+    ),
 ]
 DataDirOption = Annotated[
     Path | None,

@@ -10,7 +10,7 @@ from sparsekit.data.download import (
     fetch_file,
 )
 from sparsekit.data.idx import read_idx, read_idx_header, sha256_uncompressed, write_idx
-from sparsekit.data.loaders import load_dataset
+from sparsekit.data.loaders import ground_truth, load_dataset
 from sparsekit.data.mnist import ChecksumError, load_mnist
 from sparsekit.data.paths import DATA_ENV, default_data_dir, resolve_data_dir
 from sparsekit.data.preprocess import (
@@ -24,6 +24,7 @@ from sparsekit.data.preprocess import (
 from sparsekit.data.recovery import match_dictionaries, recovery_distance, recovery_summary
 from sparsekit.data.sources import SOURCES, DataFile, DataSource
 from sparsekit.data.synthetic import SparseCodingProblem, make_sparse_coding, mutual_coherence
+from sparsekit.data.synthetic_sae import SyntheticSAEParams, SyntheticSAEWorld, make_synthetic_sae
 
 __all__ = [
     "DATA_ENV",
@@ -39,16 +40,20 @@ __all__ = [
     "ProgressCallback",
     "SparseCodingProblem",
     "SubsetDataset",
+    "SyntheticSAEParams",
+    "SyntheticSAEWorld",
     "check_file",
     "default_data_dir",
     "download_dataset",
     "ensure_files",
     "fetch_file",
+    "ground_truth",
     "load_array_file",
     "load_dataset",
     "load_idx_file",
     "load_mnist",
     "make_sparse_coding",
+    "make_synthetic_sae",
     "match_dictionaries",
     "mutual_coherence",
     "preprocess",

@@ -6,6 +6,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 from sparsekit.data._files import os_reason
 from sparsekit.data.arrays import load_array_file, load_idx_file, split_npz_spec
 from sparsekit.data.dataset import Dataset
@@ -15,6 +17,9 @@ from sparsekit.data.preprocess import subset as take_subset
 from sparsekit.data.preprocess import train_test_split
 from sparsekit.data.sources import SOURCES
 from sparsekit.data.synthetic import make_sparse_coding
+from sparsekit.data.synthetic_sae import NAME as SYNTHETIC_SAE
+from sparsekit.data.synthetic_sae import SyntheticSAEWorld
+from sparsekit.data.synthetic_sae import parse_spec as parse_synthetic_sae
 from sparsekit.errors import DataError, ParameterError
 
 _SPLITS = ("train", "test")
@@ -77,6 +82,10 @@ def load_dataset(
       raw): all rows, or with ``split="train"``/``"test"`` a seeded split that holds out
       ``test_fraction`` of the rows.
 
+    * ``"synthetic-sae"`` or ``"synthetic-sae:features=4096,dim=256,n=100000,seed=0,..."``:
+      signals of a :mod:`~sparsekit.data.synthetic_sae` world (SynthSAEBench-style);
+      ``split="test"`` gives an independent stream of the same world.
+
     ``subset`` keeps the first ``subset`` samples (after splitting).
     """
     if split is not None and split not in _SPLITS:
@@ -93,6 +102,16 @@ def load_dataset(
             mirrors=mirrors,
             progress=progress,
         )
+    if key == SYNTHETIC_SAE or key.startswith(SYNTHETIC_SAE + ":"):
+        world = SyntheticSAEWorld.create(parse_synthetic_sae(text))
+        which = split or "train"
+        n_split = world.split_size(which)
+        if subset is not None and not 1 <= subset <= n_split:
+            raise ParameterError(
+                f"subset={subset} must be between 1 and the {n_split} samples of the "
+                f"{SYNTHETIC_SAE} {which} split"
+            )
+        return world.dataset(which, n_split if subset is None else int(subset))
     if key == "synthetic" or key.startswith("synthetic:"):
         kwargs = _parse_synthetic(text)
         problem = make_sparse_coding(**kwargs)  # type: ignore[arg-type]
@@ -104,7 +123,7 @@ def load_dataset(
         return ds if subset is None else take_subset(ds, subset)
     path, npz_key = split_npz_spec(text)
     if not path.exists():
-        known = ", ".join(sorted(SOURCES) + ["synthetic"])
+        known = ", ".join(sorted(SOURCES) + ["synthetic", SYNTHETIC_SAE])
         raise DataError(
             f"{text}: no such file, and not a known data set name ({known}); expected a "
             ".npy, .npz or IDX file"
@@ -122,3 +141,15 @@ def load_dataset(
         train, test = train_test_split(ds, test_fraction, seed=seed)
         ds = train if split == "train" else test
     return ds if subset is None else take_subset(ds, subset)
+
+
+def ground_truth(spec: str | os.PathLike[str]) -> np.ndarray | None:
+    """The true dictionary (``dim × atoms`` unit columns) behind a data specification, or
+    ``None`` when the data has none (anything but ``synthetic`` and ``synthetic-sae``)."""
+    text = os.fspath(spec)
+    key = text.lower()
+    if key == SYNTHETIC_SAE or key.startswith(SYNTHETIC_SAE + ":"):
+        return SyntheticSAEWorld.create(parse_synthetic_sae(text)).dictionary
+    if key == "synthetic" or key.startswith("synthetic:"):
+        return make_sparse_coding(**_parse_synthetic(text)).dictionary  # type: ignore[arg-type]
+    return None

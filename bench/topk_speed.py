@@ -1,0 +1,313 @@
+"""Speed and memory of a TopK + AuxK training step: sparsekit against PyTorch eager and compiled.
+
+    .venv/bin/python bench/topk_speed.py                      # both shapes, all three
+    .venv/bin/python bench/topk_speed.py --shapes 256x4096 --steps 3 --warmup 1   # quicker
+    .venv/bin/python bench/topk_speed.py --frameworks torch,torch-compile  # without sparsekit
+
+Shapes (input dim x latents) 256 -> 4,096 and 768 -> 16,384, k = 32, batch 4,096, float32,
+Adam, decoder rows kept at unit norm, AuxK on (``dead_after`` samples without firing, default
+one batch, so that AuxK really runs; the number of dead latents is recorded). The data are
+Gaussian rows of rank 16 (``DATA_RANK``): speed does not depend on what the rows mean, but
+with full-rank rows every latent fires in every batch and AuxK would never run.
+
+Every (shape, framework) pair runs in a fresh worker process, one after the other:
+
+* ``sparsekit``: ``sparsekit.train("topk", ...)``'s trainer, timed per step with a callback.
+  Skipped with a note when this sparsekit has no ``topk`` method.
+* ``torch``: the ordinary PyTorch model of ``bench/sae_torch.py`` (autograd, dense B×H code,
+  ``torch.optim.Adam``), eager.
+* ``torch-compile``: the same loss function through ``torch.compile`` (compilation happens in
+  the warm-up steps, which are not timed; its seconds are recorded).
+
+Reported per run: median seconds per step over ``--steps`` timed steps after ``--warmup``
+steps, the peak resident memory of the worker (``ru_maxrss``) and the same before training
+(data and imports), their difference, the dead latents at the end, thread counts, and the
+ratio sparsekit / torch eager. The CPU vendor and model (``/proc/cpuinfo``) and the load
+average are recorded. PyTorch runs with ``--torch-python`` (default ``/work/benchenv/bin/
+python`` when it exists); it is never a sparsekit dependency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = Path(__file__).resolve().parent
+SHAPES = ("256x4096", "768x16384")
+FRAMEWORKS = ("sparsekit", "torch", "torch-compile")
+
+
+def _rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _current_rss_mib() -> float | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return None
+
+
+#: Rank of the benchmark data: with rank-16 rows, 10-40% of fresh latents win no top-k slot in
+#: a batch, so with ``dead_after`` = one batch the AuxK term really runs (full-rank Gaussian
+#: rows make every latent fire and AuxK idle).
+DATA_RANK = 16
+
+
+def _data(dim: int, rows: int, seed: int) -> Any:
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    basis = rng.standard_normal((DATA_RANK, dim), dtype=np.float32) / np.float32(DATA_RANK**0.5)
+    return rng.standard_normal((rows, DATA_RANK), dtype=np.float32) @ basis
+
+
+# --------------------------------------------------------------------------- workers
+
+
+def worker_sparsekit(job: dict[str, Any]) -> dict[str, Any]:
+    import numpy as np
+
+    import sparsekit
+    from sparsekit.data import ArrayDataset
+    from sparsekit.registry import load_registry
+    from sparsekit.train import Callback, Trainer, make_method
+
+    if "topk" not in load_registry().methods:
+        return {"skipped": "this sparsekit has no topk method yet"}
+    from sparsekit.config import resolve_config
+
+    steps = job["warmup"] + job["steps"]
+    x = _data(job["dim"], job["batch"] * steps, job["seed"])
+    rss_before = _current_rss_mib()
+    method = make_method(
+        "topk",
+        k=job["k"],
+        k_aux=job["k_aux"],
+        aux_coef=job["aux_coef"],
+        dead_after=job["dead_after"],
+    )
+    config = resolve_config(
+        method,
+        hidden=job["hidden"],
+        epochs=1,
+        batch_size=job["batch"],
+        lr=1e-4,
+        optimizer="adam",
+        seed=job["seed"],
+        dtype="float32",
+    )
+    times: list[float] = []
+
+    class Timer(Callback):
+        def on_epoch_begin(self, trainer: Any, epoch: int) -> None:
+            times.append(time.perf_counter())
+
+        def on_step_end(self, trainer: Any, step: int, steps: int) -> None:
+            times.append(time.perf_counter())
+
+    trainer = Trainer(method, ArrayDataset(x, name="normal"), config, callbacks=[Timer()])
+    trainer.fit()
+    per_step = np.diff(times)[job["warmup"] :]
+    out: dict[str, Any] = {
+        "seconds_per_step": statistics.median(per_step.tolist()),
+        "step_seconds": per_step.tolist(),
+        "rss_before_mib": rss_before,
+        "peak_rss_mib": _rss_mib(),
+        "sparsekit": sparsekit.__version__,
+        "threads_env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")},
+    }
+    dead = getattr(trainer, "dead_mask", None)
+    if callable(dead):
+        try:
+            out["dead_latents"] = int(np.asarray(dead()).sum())
+        except Exception:  # bookkeeping only: never fail the timing for it
+            pass
+    return out
+
+
+def worker_torch(job: dict[str, Any], compiled: bool) -> dict[str, Any]:
+    import torch
+
+    sys.path.insert(0, str(BENCH))
+    from sae_torch import TorchSAE
+
+    steps = job["warmup"] + job["steps"]
+    x_all = torch.from_numpy(_data(job["dim"], job["batch"] * steps, job["seed"]))
+    rss_before = _current_rss_mib()
+    torch.manual_seed(job["seed"])
+    gen = torch.Generator().manual_seed(job["seed"])
+    model = TorchSAE(
+        "topk",
+        job["dim"],
+        job["hidden"],
+        {
+            "k": job["k"],
+            "k_aux": job["k_aux"],
+            "aux_coef": job["aux_coef"],
+            "dead_after": job["dead_after"],
+        },
+        gen,
+        x_all[:1000],
+    )
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    loss_fn = torch.compile(model.loss) if compiled else model.loss
+    times = []
+    compile_seconds = None
+    for step in range(steps):
+        x = x_all[step * job["batch"] : (step + 1) * job["batch"]]
+        t = time.perf_counter()
+        loss, code = loss_fn(x)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        model.project_decoder_grad()
+        opt.step()
+        model.normalize_decoder()
+        model.after_step(code.detach())
+        elapsed = time.perf_counter() - t
+        if step == 0 and compiled:
+            compile_seconds = elapsed
+        times.append(elapsed)
+    dead = model.dead_mask()
+    return {
+        "seconds_per_step": statistics.median(times[job["warmup"] :]),
+        "step_seconds": times[job["warmup"] :],
+        "first_step_seconds": compile_seconds,
+        "rss_before_mib": rss_before,
+        "peak_rss_mib": _rss_mib(),
+        "dead_latents": int(dead.sum()) if dead is not None else None,
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+# --------------------------------------------------------------------------- driver
+
+
+def _spawn(python: str, job: dict[str, Any], timeout: float) -> dict[str, Any]:
+    cmd = [python, str(Path(__file__).resolve()), "--worker", json.dumps(job)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:.0f} s"}
+    if proc.returncode != 0:
+        lines = (proc.stderr or proc.stdout).strip().splitlines()
+        return {"error": lines[-1] if lines else f"exit code {proc.returncode}"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--shapes", default=",".join(SHAPES))
+    parser.add_argument("--frameworks", default=",".join(FRAMEWORKS))
+    parser.add_argument("--k", type=int, default=32)
+    parser.add_argument("--k-aux", type=int, default=512)
+    parser.add_argument("--aux-coef", type=float, default=1 / 32)
+    parser.add_argument("--batch", type=int, default=4096)
+    parser.add_argument("--dead-after", type=int, default=None, help="default: one batch")
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--torch-python", default=None)
+    parser.add_argument("--timeout", type=float, default=3600)
+    parser.add_argument("--json", default=str(BENCH / "results" / "topk-speed.json"))
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        job = json.loads(args.worker)
+        fw = job["framework"]
+        out = worker_sparsekit(job) if fw == "sparsekit" else worker_torch(job, fw != "torch")
+        print(json.dumps(out))
+        return 0
+
+    sys.path.insert(0, str(BENCH))
+    from sae_compare import cpu_model
+
+    torch_python = args.torch_python or (
+        "/work/benchenv/bin/python"
+        if Path("/work/benchenv/bin/python").exists()
+        else sys.executable
+    )
+    results = []
+    for shape in args.shapes.split(","):
+        dim, hidden = (int(v) for v in shape.split("x"))
+        row: dict[str, Any] = {"shape": shape, "dim": dim, "hidden": hidden}
+        for fw in args.frameworks.split(","):
+            if fw not in FRAMEWORKS:
+                raise SystemExit(f"unknown framework {fw!r}; use {', '.join(FRAMEWORKS)}")
+            job = {
+                "framework": fw,
+                "dim": dim,
+                "hidden": hidden,
+                "k": args.k,
+                "k_aux": args.k_aux,
+                "aux_coef": args.aux_coef,
+                "batch": args.batch,
+                "dead_after": args.dead_after if args.dead_after is not None else args.batch,
+                "steps": args.steps,
+                "warmup": args.warmup,
+                "seed": 0,
+            }
+            python = sys.executable if fw == "sparsekit" else torch_python
+            print(f"[topk-speed] {shape} {fw} ...", file=sys.stderr, flush=True)
+            load = os.getloadavg()
+            out = _spawn(python, job, args.timeout)
+            out["load_average_before"] = [round(v, 2) for v in load]
+            if "peak_rss_mib" in out and out.get("rss_before_mib") is not None:
+                out["training_rss_mib"] = out["peak_rss_mib"] - out["rss_before_mib"]
+            row[fw] = out
+            print(f"[topk-speed]   {json.dumps(out)}", file=sys.stderr, flush=True)
+        sk, eager = row.get("sparsekit", {}), row.get("torch", {})
+        if "seconds_per_step" in sk and "seconds_per_step" in eager:
+            row["sparsekit_vs_torch_eager"] = sk["seconds_per_step"] / eager["seconds_per_step"]
+        comp = row.get("torch-compile", {})
+        if "seconds_per_step" in sk and "seconds_per_step" in comp:
+            row["sparsekit_vs_torch_compile"] = sk["seconds_per_step"] / comp["seconds_per_step"]
+        results.append(row)
+    report = {
+        "settings": {k: v for k, v in vars(args).items() if k not in ("worker", "json")},
+        "environment": {
+            "cpu": cpu_model(),
+            "torch_python": torch_python,
+            "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+            "note": "shared, busy 2-core machine",
+        },
+        "results": results,
+    }
+    out_path = Path(args.json)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"{'shape':<10} {'framework':<14} {'s/step':>8} {'peak MiB':>9} {'train MiB':>9}")
+    for row in results:
+        for fw in FRAMEWORKS:
+            r = row.get(fw)
+            if r is None:
+                continue
+            if "seconds_per_step" not in r:
+                print(f"{row['shape']:<10} {fw:<14} {r.get('error') or r.get('skipped')}")
+                continue
+            print(
+                f"{row['shape']:<10} {fw:<14} {r['seconds_per_step']:>8.3f} "
+                f"{r['peak_rss_mib']:>9.0f} {r.get('training_rss_mib', float('nan')):>9.0f}"
+            )
+        if "sparsekit_vs_torch_eager" in row:
+            print(
+                f"{row['shape']:<10} sparsekit / torch eager = {row['sparsekit_vs_torch_eager']:.2f}"
+            )
+    print(f"results written to {out_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
