@@ -13,6 +13,7 @@ from sparsekit.data.arrays import load_array_file, load_idx_file, split_npz_spec
 from sparsekit.data.dataset import Dataset
 from sparsekit.data.download import ProgressCallback
 from sparsekit.data.mnist import load_mnist
+from sparsekit.data.patches import make_patches, parse_patches
 from sparsekit.data.preprocess import subset as take_subset
 from sparsekit.data.preprocess import train_test_split
 from sparsekit.data.sources import SOURCES
@@ -78,6 +79,9 @@ def load_dataset(
     * ``"synthetic"`` or ``"synthetic:dim=64,atoms=100,k=10,noise=0,seed=0,n=30000"``: the
       signals of :func:`~sparsekit.data.synthetic.make_sparse_coding`; ``split="test"`` gives
       fresh signals from the same dictionary.
+    * ``"patches"`` or ``"patches:size=12,n=50000,seed=0,range=none"``: whitened,
+      contrast-normalised natural-image patches (:mod:`sparsekit.data.patches`);
+      ``split="test"`` cuts them at other places (seed + 1).
     * a path to a ``.npy``, ``.npz`` (``file.npz:name`` picks an array) or IDX file (gzip or
       raw): all rows, or with ``split="train"``/``"test"`` a seeded split that holds out
       ``test_fraction`` of the rows.
@@ -121,9 +125,15 @@ def load_dataset(
             ds = problem.sample(test_n, seed=int(problem.params["seed"]) + 1).dataset
             ds.name = "synthetic-test"
         return ds if subset is None else take_subset(ds, subset)
+    if key == "patches" or key.startswith("patches:"):
+        kwargs = parse_patches(text)
+        if split == "test":  # other places of the same photographs
+            kwargs["seed"] = int(kwargs.get("seed", 0)) + 1
+        ds = make_patches(**kwargs)
+        return ds if subset is None else take_subset(ds, subset)
     path, npz_key = split_npz_spec(text)
     if not path.exists():
-        known = ", ".join(sorted(SOURCES) + ["synthetic", SYNTHETIC_SAE])
+        known = ", ".join(sorted(SOURCES) + ["synthetic", SYNTHETIC_SAE, "patches"])
         raise DataError(
             f"{text}: no such file, and not a known data set name ({known}); expected a "
             ".npy, .npz or IDX file"
