@@ -30,6 +30,7 @@ from sparsekit.methods.base import Method, Param, TopK, WeightDecay
 from sparsekit.model import Model
 from sparsekit.registry import MethodRegistry, load_registry, make_plugin_manager
 from sparsekit.run import RunWriter, render_run
+from sparsekit.saelens import SAELensArch, export_saelens, import_saelens, load_saelens
 from sparsekit.train import Callback, Trainer, make_method, train
 
 __version__ = "0.1.0"
@@ -48,17 +49,21 @@ __all__ = [
     "ParameterError",
     "PluginError",
     "RunWriter",
+    "SAELensArch",
     "SparsekitError",
     "TopK",
     "WeightDecay",
     "TrainConfig",
     "Trainer",
     "UnknownMethodError",
+    "export_saelens",
     "get_backend",
+    "import_saelens",
     "hookimpl",
     "load_checkpoint",
     "load_registry",
     "load_run",
+    "load_saelens",
     "make_method",
     "make_plugin_manager",
     "render_run",

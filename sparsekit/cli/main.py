@@ -38,6 +38,7 @@ app.command("gradcheck", context_settings=plugin_cmd.CONTEXT)(plugin_cmd.gradche
 app.command("new-plugin")(plugin_cmd.new_plugin)
 app.command("download")(data_cmd.download)
 app.command("export")(runs_cmd.export)
+app.command("import-saelens")(runs_cmd.import_saelens)
 app.command("encode")(runs_cmd.encode)
 app.command("show")(runs_cmd.show)
 app.command("eval")(eval_cmd.eval_run)

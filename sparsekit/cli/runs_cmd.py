@@ -1,5 +1,5 @@
-"""Commands on finished (or interrupted) runs: ``export``, ``encode``, ``show`` and the
-``--resume`` side of ``sparsekit train``."""
+"""Commands on finished (or interrupted) runs: ``export``, ``encode``, ``show``,
+``import-saelens`` and the ``--resume`` side of ``sparsekit train``."""
 
 from __future__ import annotations
 
@@ -99,20 +99,75 @@ def resume_training(
     return run_dir
 
 
+EXPORT_FORMATS = ("figures", "saelens")
+
+
 def export(
     run_dir: Annotated[Path, typer.Argument(help="A run directory.")],
+    format: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="figures: draw the run's figures again; saelens: SAELens cfg.json + "
+            "sae_weights.safetensors.",
+        ),
+    ] = "figures",
     cols: Annotated[int | None, typer.Option(help="Filters per row (default: square).")] = None,
     scale: Annotated[int, typer.Option(help="Enlarge every pixel of the filter grids.")] = 1,
     max_filters: Annotated[int, typer.Option(help="Draw at most this many filters.")] = 400,
     out: Annotated[
-        Path | None, typer.Option(help="Folder for the figures (default: the run directory).")
+        Path | None,
+        typer.Option(
+            help="Output folder (default: the run directory for figures, RUN_DIR/saelens "
+            "for SAELens files)."
+        ),
     ] = None,
 ) -> None:
-    """Draw every figure of RUN_DIR again from its checkpoint."""
+    """Draw every figure of RUN_DIR again, or write its model in another format."""
+    if format not in EXPORT_FORMATS:
+        raise ParameterError(
+            f"unknown export format {format!r} (choose from {', '.join(EXPORT_FORMATS)})"
+        )
+    run_dir = _run_dir(run_dir)
+    if format == "saelens":
+        from sparsekit.saelens import CFG_FILE, WEIGHTS_FILE, export_saelens
+
+        target = out if out is not None else run_dir / "saelens"
+        cfg = export_saelens(run_dir, target)
+        Console(stderr=True).print(
+            f"SAELens {cfg['architecture']} SAE, d_in {cfg['d_in']}, d_sae {cfg['d_sae']}"
+        )
+        typer.echo(str(target / CFG_FILE))
+        typer.echo(str(target / WEIGHTS_FILE))
+        return
     from sparsekit.run import render_run
 
-    for path in render_run(_run_dir(run_dir), out, cols=cols, scale=scale, max_filters=max_filters):
+    for path in render_run(run_dir, out, cols=cols, scale=scale, max_filters=max_filters):
         typer.echo(str(path))
+
+
+def import_saelens(
+    folder: Annotated[
+        Path, typer.Argument(help="A SAELens directory (cfg.json + sae_weights.safetensors).")
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option(help="The run directory to write (default: runs/<FOLDER name>-saelens)."),
+    ] = None,
+    dataset: Annotated[
+        str | None,
+        typer.Option(help="The data the SAE reads (a --dataset spec), for eval and figures."),
+    ] = None,
+    data: Annotated[
+        Path | None, typer.Option(help="Data directory for mnist / fashion-mnist.")
+    ] = None,
+) -> None:
+    """Write a run directory from SAELens files, for encode, eval and export."""
+    from sparsekit.saelens import import_saelens as run_import
+
+    target = out if out is not None else Path("runs") / f"{folder.name}-saelens"
+    run_dir = run_import(folder, target, dataset=dataset, data=data)
+    typer.echo(str(run_dir))
 
 
 def encode(

@@ -247,6 +247,9 @@ class Method:
       the method supports.
     * ``training_defaults`` – trainer settings the method works best with (optimizer, lr,
       batch_size, hidden, epochs, ...); a user's explicit choice wins.
+    * ``saelens`` – the SAELens architecture the method is, as a
+      :class:`sparsekit.saelens.SAELensArch`, or ``None`` when it has no counterpart
+      (``sparsekit export --format saelens``).
 
     Instances store the parameter values as attributes (``self.k``). Methods must be cheap
     to construct and must not hold arrays between steps except through
@@ -261,6 +264,7 @@ class Method:
     allows_tied: ClassVar[bool] = True
     allows_untied: ClassVar[bool] = True
     training_defaults: ClassVar[Mapping[str, Any]] = {}
+    saelens: ClassVar[Any] = None
 
     def __init__(self, **values: Any) -> None:
         declared = {p.name: p for p in self.params}

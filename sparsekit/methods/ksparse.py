@@ -23,6 +23,7 @@ import numpy as np
 from sparsekit.hookspecs import hookimpl
 from sparsekit.kernels import top_k_indices
 from sparsekit.methods.base import Method, Param, TopK, between_one_and_hidden
+from sparsekit.saelens import SAELensArch
 
 
 def _at_least_one(value: float, _size) -> str | None:
@@ -46,6 +47,15 @@ class KSparse(Method):
         Param("anneal", float, 0.5, "fraction of the epochs over which k is annealed", _fraction),
     )
     tied = True
+    # SAELens' TopK keeps the k largest pre-activations and applies a ReLU to them; k-sparse
+    # keeps their sign. Exported with k = the encoding-time αk; not read from foreign files.
+    saelens = SAELensArch(
+        "topk",
+        cfg=lambda m: {"k": int(round(m.alpha * m.k)), "rescale_acts_by_decoder_norm": False},
+        params=lambda cfg: {"k": int(cfg["k"]), "alpha": 1.0},
+        reads=False,
+        note="SAELens applies a ReLU to the k kept values; k-sparse keeps negative ones",
+    )
     training_defaults = {
         # The authors used momentum 0.9, lr 0.01 (``--optimizer momentum --lr 0.01``); Adam at
         # 1e-3 leaves far fewer dead units in a short run on MNIST.

@@ -29,6 +29,7 @@ from typing import Any
 
 from sparsekit import Method, Param, hookimpl
 from sparsekit.methods.base import non_negative
+from sparsekit.saelens import SAELensArch
 
 __all__ = ["ReluL1", "decoder_norm_l1", "sparsekit_register_methods"]
 
@@ -69,6 +70,8 @@ class ReluL1(Method):
         ),
     )
     tied = False
+    # ReLU(x W_encᵀ + b_enc), linear decoder: SAELens' "standard" SAE, exactly.
+    saelens = SAELensArch("standard")
     training_defaults = {
         "optimizer": "adam",
         "lr": 1e-3,
