@@ -167,12 +167,14 @@ def orientation_selectivity(filters: Any, shape: tuple[int, int]) -> np.ndarray:
 
 
 def localisation(filters: Any, shape: tuple[int, int]) -> np.ndarray:
-    """Per filter, how concentrated its energy is in space, in [0, 1].
+    """Per filter, how concentrated its energy is in space: at most 1, 0 for no concentration.
 
     With the filter's energy w² as a distribution over pixel positions, ``σ`` the root mean
     square distance of that distribution from its centroid and ``σ_u`` the same for a filter
-    of equal energy everywhere, ``L = 1 − σ/σ_u``: 0 for a filter spread over the whole
-    patch, close to 1 for one concentrated on a few pixels.
+    of equal energy everywhere, ``L = 1 − σ/σ_u``: 0 for a filter spread evenly over the
+    whole patch, close to 1 for one concentrated on a few pixels, below 0 when the energy
+    sits in the corners and along the border (a grating's edges weigh as much as its
+    centre, so gratings and principal components score about 0).
     """
     w = np.asarray(filters, dtype=np.float64).reshape(-1, *shape)
     energy = w * w
