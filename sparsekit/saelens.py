@@ -83,8 +83,9 @@ class SAELensArch:
       (a JumpReLU's ``{"threshold": "threshold"}``), written and read as they are (H,).
     * ``reads`` – whether a SAELens file of this architecture that names no sparsekit method
       may be read as this method: only when the method computes exactly SAELens' code.
-    * ``note`` – where the method's code differs from SAELens' (shown in the docs and
-      returned by :func:`export_saelens`); empty when they agree exactly.
+    * ``note`` – where the method's code differs from SAELens' (written to the exported
+      ``metadata`` as ``sparsekit_note`` and printed by the command line); empty when they
+      agree exactly.
     """
 
     architecture: str
@@ -163,6 +164,8 @@ def export_saelens(
         "sparsekit_method_params": method.get_params(),
         "sparsekit_tied": model.tied,
     }
+    if arch.note:
+        sparsekit_meta["sparsekit_note"] = arch.note
     if meta.get("data"):
         sparsekit_meta["sparsekit_data"] = meta["data"]
     if meta.get("data_spec"):

@@ -76,6 +76,7 @@ def test_ksparse_round_trip_and_file_layout(x, tmp_path):
     on_disk = json.loads((tmp_path / "sae" / "cfg.json").read_text())
     assert on_disk["d_in"] == 20 and on_disk["d_sae"] == 32 and on_disk["dtype"] == "float32"
     assert on_disk["apply_b_dec_to_input"] is False and on_disk["normalize_activations"] == "none"
+    assert "ReLU" in on_disk["metadata"]["sparsekit_note"]  # how TopK differs from k-sparse
 
     back = sparsekit.load_saelens(tmp_path / "sae")
     assert back.method.name == "ksparse" and back.method.get_params() == model.method.get_params()

@@ -134,9 +134,13 @@ def export(
 
         target = out if out is not None else run_dir / "saelens"
         cfg = export_saelens(run_dir, target)
-        Console(stderr=True).print(
+        console = Console(stderr=True)
+        console.print(
             f"SAELens {cfg['architecture']} SAE, d_in {cfg['d_in']}, d_sae {cfg['d_sae']}"
         )
+        note = cfg["metadata"].get("sparsekit_note")
+        if note:
+            console.print(f"note: {note}")
         typer.echo(str(target / CFG_FILE))
         typer.echo(str(target / WEIGHTS_FILE))
         return
