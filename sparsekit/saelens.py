@@ -81,6 +81,13 @@ class SAELensArch:
     * ``params`` – the method's parameters from a ``cfg.json`` of a file from elsewhere.
     * ``tensors`` – extra learned arrays, sparsekit parameter name → SAELens tensor name
       (a JumpReLU's ``{"threshold": "threshold"}``), written and read as they are (H,).
+    * ``export_tensors`` / ``import_tensors`` – for extra arrays that need converting: a
+      function of (method, sparsekit parameters) returning SAELens tensors, and one of
+      (cfg, SAELens tensors) returning sparsekit parameters. A JumpReLU that learns log θ:
+      ``export_tensors=lambda m, p: {"threshold": np.exp(p["log_threshold"])}``,
+      ``import_tensors=lambda cfg, t: {"log_threshold": np.log(t["threshold"])}``. (SAELens
+      saves a trained BatchTopK SAE as ``"jumprelu"`` with its one threshold repeated in
+      ``threshold``: ``sae_lens/saes/batchtopk_sae.py``.)
     * ``reads`` – whether a SAELens file of this architecture that names no sparsekit method
       may be read as this method: only when the method computes exactly SAELens' code.
     * ``note`` – where the method's code differs from SAELens' (written to the exported
@@ -92,6 +99,10 @@ class SAELensArch:
     cfg: Callable[[Any], dict[str, Any]] = _no_fields
     params: Callable[[Mapping[str, Any]], dict[str, Any]] = _no_params
     tensors: Mapping[str, str] = field(default_factory=dict)
+    export_tensors: Callable[[Any, Mapping[str, np.ndarray]], dict[str, np.ndarray]] | None = None
+    import_tensors: (
+        Callable[[Mapping[str, Any], Mapping[str, np.ndarray]], dict[str, np.ndarray]] | None
+    ) = None
     reads: bool = True
     note: str = ""
 
@@ -157,6 +168,9 @@ def export_saelens(
     }
     for ours, theirs in arch.tensors.items():
         tensors[theirs] = np.ascontiguousarray(params[ours])
+    if arch.export_tensors is not None:
+        extra = arch.export_tensors(method, params)
+        tensors.update({k: np.ascontiguousarray(v, dtype=dtype) for k, v in extra.items()})
     meta = getattr(model, "run_meta", None) or {}
     sparsekit_meta = {
         "sparsekit_version": __version__,
@@ -354,6 +368,9 @@ def _as_model_parts(
         params["W_dec"] = w_dec
     for ours, theirs in arch.tensors.items():
         params[ours] = tensors[theirs].astype(np.float64)
+    if arch.import_tensors is not None:
+        extra = arch.import_tensors(cfg, tensors)
+        params.update({k: np.asarray(v, dtype=np.float64) for k, v in extra.items()})
     return method, params, cfg, dtype
 
 

@@ -181,6 +181,41 @@ def test_a_declared_reader_folds_rescale_acts_by_decoder_norm(x, tmp_path):
         sparsekit.load_saelens(folder)
 
 
+class LogThresholdTest(Method):
+    """A stand-in for a JumpReLU that learns log θ: only its SAELens declaration matters."""
+
+    name = "log-threshold-test"
+    tied = False
+    saelens = SAELensArch(
+        "jumprelu",
+        export_tensors=lambda m, p: {"threshold": np.exp(p["log_threshold"])},
+        import_tensors=lambda cfg, t: {"log_threshold": np.log(t["threshold"])},
+    )
+
+
+def test_declared_tensor_conversions_both_ways(tmp_path):
+    from sparsekit.backend import get_backend
+    from sparsekit.model import Model
+
+    registry = MethodRegistry()
+    registry.add(LogThresholdTest)
+    rng = np.random.default_rng(5)
+    params = {
+        "W_enc": rng.standard_normal((6, 4)), "b_enc": rng.standard_normal(6),
+        "W_dec": rng.standard_normal((6, 4)), "b_dec": rng.standard_normal(4),
+        "log_threshold": rng.standard_normal(6),
+    }  # fmt: skip
+    backend = get_backend(False, "float64")
+    model = Model(LogThresholdTest(), {k: backend.asarray(v) for k, v in params.items()}, backend)
+    cfg = sparsekit.export_saelens(model, tmp_path / "jr")
+    assert cfg["architecture"] == "jumprelu" and cfg["dtype"] == "float64"
+    tensors = safetensors_numpy.load_file(str(tmp_path / "jr" / "sae_weights.safetensors"))
+    np.testing.assert_allclose(tensors["threshold"], np.exp(params["log_threshold"]))
+    back = sparsekit.load_saelens(tmp_path / "jr", registry=registry)
+    for name, value in params.items():
+        np.testing.assert_allclose(back.params[name], value, rtol=1e-12, err_msg=name)
+
+
 def test_bad_files_and_methods_without_a_counterpart(x, tmp_path):
     model = sparsekit.train("l2", x, hidden=8, epochs=1)
     with pytest.raises(ParameterError, match="method 'l2' has no SAELens counterpart"):
