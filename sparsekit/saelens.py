@@ -14,8 +14,9 @@ SAELens encodes ``h = σ((x − b_dec·[apply_b_dec_to_input]) W_enc + b_enc)`` 
 ``x̂ = h W_dec + b_dec``, with σ = ReLU for ``"standard"`` and "keep the k largest, then
 ReLU" for ``"topk"``. sparsekit stores ``W_enc`` and ``W_dec`` as H×D (one row per unit) and
 encodes ``Z = X W_encᵀ + b_enc`` without subtracting ``b_dec``, so an export writes
-``W_enc`` transposed and ``apply_b_dec_to_input = false`` (exactly the same codes, no
-arithmetic on the weights), and an import folds a file's ``b_dec`` subtraction into the
+``W_enc`` transposed and ``apply_b_dec_to_input = false`` (the same codes; a model trained
+on centred data has its mean m folded into the biases, ``b_enc − W_enc m`` and
+``b_dec + m``, the same codes to float32 rounding), and an import folds a file's ``b_dec`` subtraction into the
 encoder bias (``b_enc − b_dec W_enc``) and a TopK file's ``rescale_acts_by_decoder_norm``
 into the weights, as SAELens' own ``fold_W_dec_norm`` does.
 
@@ -160,11 +161,19 @@ def export_saelens(
     dtype = np.dtype(params["W_enc"].dtype)
     w_enc = params["W_enc"]
     w_dec = params.get("W_dec", w_enc)
+    b_enc, b_dec = params["b_enc"], params["b_dec"]
+    mean = getattr(model, "input_mean", None)
+    if mean is not None:
+        # A centred model encodes x − m and adds m back: fold m into the biases,
+        # b_enc − W_enc m and b_dec + m (in float64, then the model's dtype).
+        m = model.backend.to_numpy(mean).astype(np.float64)
+        b_enc = (b_enc - w_enc.astype(np.float64) @ m).astype(dtype)
+        b_dec = (b_dec + m).astype(dtype)
     tensors = {
         "W_enc": np.ascontiguousarray(w_enc.T),
-        "b_enc": np.ascontiguousarray(params["b_enc"]),
+        "b_enc": np.ascontiguousarray(b_enc),
         "W_dec": np.ascontiguousarray(w_dec),
-        "b_dec": np.ascontiguousarray(params["b_dec"]),
+        "b_dec": np.ascontiguousarray(b_dec),
     }
     for ours, theirs in arch.tensors.items():
         tensors[theirs] = np.ascontiguousarray(params[ours])
@@ -445,7 +454,10 @@ def import_saelens(
         data_desc.update({"name": probe.name, "image_shape": probe.image_shape})
     if data_desc.get("image_shape") is not None:
         data_desc["image_shape"] = [int(v) for v in data_desc["image_shape"]]
-    config = resolve_config(method, hidden=d_sae, tied="W_dec" not in params, dtype=dtype, epochs=1)
+    # The data mean of a centred model is folded into the biases: the run is not centred.
+    config = resolve_config(
+        method, hidden=d_sae, tied="W_dec" not in params, dtype=dtype, epochs=1, center=False
+    )
     meta = {
         "format": _FORMAT,
         "format_version": FORMAT_VERSION,

@@ -53,6 +53,7 @@ _SETTINGS = (
     "optimizer",
     "momentum",
     "tied",
+    "center",
     "dtype",
     "random_state",
 )
@@ -79,7 +80,7 @@ class SparseCoding(TransformerMixin, BaseEstimator):
     ----------
     method : str or Method subclass, default="ksparse"
         A registered method name (``sparsekit list``) or a :class:`sparsekit.Method` class.
-    hidden, epochs, batch_size, lr, optimizer, momentum, tied : optional
+    hidden, epochs, batch_size, lr, optimizer, momentum, tied, center : optional
         Training settings as for :func:`sparsekit.train`; ``None`` takes the method's
         recommended value.
     dtype : {"float32", "float64"}, default="float32"
@@ -116,7 +117,8 @@ class SparseCoding(TransformerMixin, BaseEstimator):
     ``inverse_transform(transform(X))`` (higher is better, as scikit-learn expects).
     ``partial_fit`` trains one epoch on the batch it is given, continuing the optimizer state
     of earlier ``fit``/``partial_fit`` calls; schedules (k-sparse's annealed k) count these
-    epochs against ``epochs``.
+    epochs against ``epochs``. With ``center`` (k-sparse's default) the mean sample of the
+    data given to ``fit`` (or to the first ``partial_fit``) is part of the model.
     """
 
     def __init__(
@@ -130,6 +132,7 @@ class SparseCoding(TransformerMixin, BaseEstimator):
         optimizer: str | None = None,
         momentum: float | None = None,
         tied: bool | None = None,
+        center: bool | None = None,
         dtype: str = "float32",
         random_state: Any = None,
         **method_params: Any,
@@ -142,6 +145,7 @@ class SparseCoding(TransformerMixin, BaseEstimator):
         self.optimizer = optimizer
         self.momentum = momentum
         self.tied = tied
+        self.center = center
         self.dtype = dtype
         self.random_state = random_state
         # Private, so that scikit-learn's checks see only the declared parameters.
@@ -226,6 +230,7 @@ class SparseCoding(TransformerMixin, BaseEstimator):
             optimizer=self.optimizer,
             momentum=self.momentum,
             tied=self.tied,
+            center=self.center,
             seed=self._seed(),
             dtype=self.dtype,
             gpu=False,
@@ -277,7 +282,9 @@ class SparseCoding(TransformerMixin, BaseEstimator):
     def _model(self) -> Model:
         backend = get_backend(False, str(resolve_dtype(self._config.dtype)))
         params = {k: backend.asarray(v) for k, v in self.params_.items()}
-        return Model(self.method_, params, backend)
+        return Model(
+            self.method_, params, backend, input_mean=self._trainer_state.get("input_mean")
+        )
 
     def transform(self, X: Any) -> np.ndarray:
         """The codes (n_samples × hidden) of the rows of ``X``."""

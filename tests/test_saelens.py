@@ -91,6 +91,9 @@ def test_ksparse_round_trip_and_file_layout(x, tmp_path):
     # Where every kept value is positive, SAELens' TopK (ReLU after top-k) gives our codes.
     ref = saelens_encode(on_disk, tensors, x.astype(np.float64))
     codes = model.encode(x)
+    np.testing.assert_allclose(
+        saelens_decode(on_disk, tensors, codes), model.decode(codes), rtol=1e-4, atol=1e-4
+    )
     positive = (codes >= 0).all(axis=1)
     assert positive.any()
     np.testing.assert_allclose(codes[positive], ref[positive], rtol=1e-4, atol=1e-5)
@@ -268,7 +271,7 @@ def test_cli_export_import_encode_eval(tmp_path):
                     "--split", "test", "--subset", "100")  # fmt: skip
         assert result.returncode == 0, result.stderr
         codes[name] = np.load(out)
-    np.testing.assert_allclose(codes["back"], codes["orig"], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(codes["back"], codes["orig"], rtol=1e-5, atol=1e-5)
     result = sk("eval", str(tmp_path / "imported"), "--subset", "300", "--test-subset", "100",
                 "--data", str(DATA_DIR))  # fmt: skip
     assert result.returncode == 0, result.stderr
