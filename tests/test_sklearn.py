@@ -30,8 +30,10 @@ METHODS = sorted(info.name for info in sparsekit.load_registry())
 
 
 def small(method: str, **extra) -> SparseCoding:
-    params = {"k": 3} if method == "ksparse" else {}
-    return SparseCoding(method, hidden=8, epochs=2, **params, **extra)
+    """16 units, 2 epochs; size-bound parameters (k, k_aux) scaled down to fit."""
+    declared = {p.name for p in sparsekit.load_registry().get(method).params}
+    params = {k: v for k, v in {"k": 3, "k_aux": 4}.items() if k in declared}
+    return SparseCoding(method, hidden=16, epochs=2, **params, **extra)
 
 
 @pytest.mark.parametrize("method", METHODS)
