@@ -13,11 +13,13 @@ tools around it (SAEBench, Neuronpedia) read a sparse autoencoder from a directo
 SAELens encodes ``h = σ((x − b_dec·[apply_b_dec_to_input]) W_enc + b_enc)`` and decodes
 ``x̂ = h W_dec + b_dec``, with σ = ReLU for ``"standard"`` and "keep the k largest, then
 ReLU" for ``"topk"``. sparsekit stores ``W_enc`` and ``W_dec`` as H×D (one row per unit) and
-encodes ``Z = X W_encᵀ + b_enc`` without subtracting ``b_dec``, so an export writes
-``W_enc`` transposed and ``apply_b_dec_to_input = false`` (the same codes; a model trained
-on centred data has its mean m folded into the biases, ``b_enc − W_enc m`` and
-``b_dec + m``, the same codes to float32 rounding), and an import folds a file's ``b_dec`` subtraction into the
-encoder bias (``b_enc − b_dec W_enc``) and a TopK file's ``rescale_acts_by_decoder_norm``
+encodes ``Z = X W_encᵀ + b_enc``, subtracting ``b_dec`` first only in the methods that
+declare it (the sparse autoencoders' pre-encoder bias). An export writes ``W_enc``
+transposed and ``apply_b_dec_to_input`` as the method does it (a model trained on centred
+data has its mean m folded into the biases: ``b_dec + m``, and ``b_enc − W_enc m`` when
+b_dec is not subtracted; the same codes to float32 rounding). An import folds a difference
+between the file's ``apply_b_dec_to_input`` and the method's into the encoder bias
+(``b_enc ∓ b_dec W_enc``) and a TopK file's ``rescale_acts_by_decoder_norm``
 into the weights, as SAELens' own ``fold_W_dec_norm`` does.
 
 Which methods have a SAELens counterpart is declared by the method class itself, in its
@@ -89,6 +91,9 @@ class SAELensArch:
       ``import_tensors=lambda cfg, t: {"log_threshold": np.log(t["threshold"])}``. (SAELens
       saves a trained BatchTopK SAE as ``"jumprelu"`` with its one threshold repeated in
       ``threshold``: ``sae_lens/saes/batchtopk_sae.py``.)
+    * ``subtracts_b_dec`` – whether the method itself encodes ``x − b_dec`` (SAELens'
+      ``apply_b_dec_to_input``; the SAE methods' pre-encoder bias), as a bool or a function
+      of the method instance (JumpReLU's ``pre_bias``).
     * ``reads`` – whether a SAELens file of this architecture that names no sparsekit method
       may be read as this method: only when the method computes exactly SAELens' code.
     * ``note`` – where the method's code differs from SAELens' (written to the exported
@@ -104,8 +109,14 @@ class SAELensArch:
     import_tensors: (
         Callable[[Mapping[str, Any], Mapping[str, np.ndarray]], dict[str, np.ndarray]] | None
     ) = None
+    subtracts_b_dec: bool | Callable[[Any], bool] = False
     reads: bool = True
     note: str = ""
+
+    def pre_bias(self, method: Any) -> bool:
+        """Whether ``method`` subtracts b_dec from its input before encoding."""
+        flag = self.subtracts_b_dec
+        return bool(flag(method) if callable(flag) else flag)
 
 
 def _safetensors_numpy() -> Any:
@@ -162,12 +173,15 @@ def export_saelens(
     w_enc = params["W_enc"]
     w_dec = params.get("W_dec", w_enc)
     b_enc, b_dec = params["b_enc"], params["b_dec"]
+    pre_bias = arch.pre_bias(method)
     mean = getattr(model, "input_mean", None)
     if mean is not None:
-        # A centred model encodes x − m and adds m back: fold m into the biases,
-        # b_enc − W_enc m and b_dec + m (in float64, then the model's dtype).
+        # A centred model encodes x − m (− b_dec) and adds m back: fold m into the biases,
+        # b_dec + m, and b_enc − W_enc m unless b_dec is subtracted anyway (float64, then
+        # the model's dtype).
         m = model.backend.to_numpy(mean).astype(np.float64)
-        b_enc = (b_enc - w_enc.astype(np.float64) @ m).astype(dtype)
+        if not pre_bias:
+            b_enc = (b_enc - w_enc.astype(np.float64) @ m).astype(dtype)
         b_dec = (b_dec + m).astype(dtype)
     tensors = {
         "W_enc": np.ascontiguousarray(w_enc.T),
@@ -201,7 +215,7 @@ def export_saelens(
         "d_sae": model.hidden,
         "dtype": str(dtype),
         "device": "cpu",
-        "apply_b_dec_to_input": False,
+        "apply_b_dec_to_input": pre_bias,
         "normalize_activations": _NORMALIZE_NONE,
         "reshape_activations": "none",
         **arch.cfg(method),
@@ -360,8 +374,11 @@ def _as_model_parts(
     w_dec = tensors["W_dec"].astype(np.float64)
     b_enc = tensors["b_enc"].astype(np.float64)
     b_dec = tensors["b_dec"].astype(np.float64)
-    if cfg.get("apply_b_dec_to_input", True):  # SAELens' default: encode x − b_dec
-        b_enc = b_enc - w_enc @ b_dec
+    # SAELens encodes x − b_dec when apply_b_dec_to_input (its default); the method does when
+    # it declares subtracts_b_dec. Where they differ, the difference goes into b_enc.
+    shift = int(bool(cfg.get("apply_b_dec_to_input", True))) - int(arch.pre_bias(method))
+    if shift:
+        b_enc = b_enc - shift * (w_enc @ b_dec)
     if cfg.get("rescale_acts_by_decoder_norm"):
         # TopK selects on h_j·‖d_j‖ and decodes h_j/‖d_j‖: scale unit j's encoder row and
         # bias by ‖d_j‖ and its decoder row by 1/‖d_j‖ (SAELens' fold_W_dec_norm).

@@ -179,9 +179,29 @@ def test_a_declared_reader_folds_rescale_acts_by_decoder_norm(x, tmp_path):
     np.testing.assert_allclose(
         model.decode(model.encode(x)), saelens_decode(cfg, tensors, ref), rtol=1e-4, atol=1e-3
     )
-    # Without a declared reader (k-sparse exports to topk but keeps negative values):
+    # The installed reader of topk files is the topk SAE (k-sparse exports to topk but keeps
+    # negative values, so it does not read them).
+    topk = sparsekit.load_saelens(folder)
+    assert topk.method.name == "topk" and topk.method.k == 3
+    np.testing.assert_allclose(topk.encode(x), ref, rtol=1e-4, atol=1e-4)
+    blocked = MethodRegistry()
+    blocked.add(load_registry().get("ksparse"))
     with pytest.raises(ParameterError, match="no installed method reads SAELens architecture"):
-        sparsekit.load_saelens(folder)
+        sparsekit.load_saelens(folder, registry=blocked)
+
+
+def test_topk_sae_is_saelens_topk_with_b_dec_subtracted(x, tmp_path):
+    model = sparsekit.train("topk", x, hidden=32, epochs=2, k=4, k_aux=4, batch_size=64, seed=3)
+    cfg = sparsekit.export_saelens(model, tmp_path / "topk")
+    assert cfg["architecture"] == "topk" and cfg["k"] == 4
+    assert cfg["apply_b_dec_to_input"] is True  # its pre-encoder bias, as SAELens does it
+    tensors = safetensors_numpy.load_file(str(tmp_path / "topk" / "sae_weights.safetensors"))
+    assert np.abs(tensors["b_dec"]).max() > 0  # so the convention is really tested
+    ref = saelens_encode(cfg, tensors, x.astype(np.float64))
+    np.testing.assert_allclose(model.encode(x), ref, rtol=1e-4, atol=1e-4)
+    back = sparsekit.load_saelens(tmp_path / "topk")
+    assert back.method.name == "topk"
+    np.testing.assert_allclose(back.encode(x), model.encode(x), rtol=1e-5, atol=1e-5)
 
 
 class LogThresholdTest(Method):

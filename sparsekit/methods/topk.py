@@ -33,6 +33,7 @@ from sparsekit.hookspecs import hookimpl
 from sparsekit.kernels import code_times, code_transpose_times, gathered_dot, top_k_indices
 from sparsekit.methods import _sae
 from sparsekit.methods.base import Param, TopK, between_one_and_hidden
+from sparsekit.saelens import SAELensArch
 
 
 class TopKSAE(_sae.SAEMethod):
@@ -47,6 +48,13 @@ class TopKSAE(_sae.SAEMethod):
         *_sae.AUXK_PARAMS,
         _sae.B_DEC_INIT_PARAM,
         _sae.RESAMPLE_PARAM,
+    )
+    # x − b_dec, the k largest pre-activations, ReLU: SAELens' "topk" SAE, exactly.
+    saelens = SAELensArch(
+        "topk",
+        cfg=lambda m: {"k": m.k, "rescale_acts_by_decoder_norm": False},
+        params=lambda cfg: {"k": int(cfg["k"])},
+        subtracts_b_dec=True,
     )
     terms = ("reconstruction", "auxk")
     stop_gradients = {
