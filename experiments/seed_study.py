@@ -78,9 +78,7 @@ def epochs_to(history: list[dict[str, Any]], fraction: float = 0.95) -> int | No
     if not values or values[-1] is None:
         return None
     target = fraction * values[-1]
-    return next(
-        (row["epoch"] for row, v in zip(history, values, strict=True) if v >= target), None
-    )
+    return next((row["epoch"] for row, v in zip(history, values, strict=True) if v >= target), None)
 
 
 def measure(
