@@ -91,6 +91,9 @@ class SAELensArch:
       ``import_tensors=lambda cfg, t: {"log_threshold": np.log(t["threshold"])}``. (SAELens
       saves a trained BatchTopK SAE as ``"jumprelu"`` with its one threshold repeated in
       ``threshold``: ``sae_lens/saes/batchtopk_sae.py``.)
+    * ``import_state`` – for a method whose inference depends on its state rather than its
+      parameters: a function of (cfg, SAELens tensors) returning what the method's
+      ``load_state_dict`` takes (BatchTopK's one threshold).
     * ``subtracts_b_dec`` – whether the method itself encodes ``x − b_dec`` (SAELens'
       ``apply_b_dec_to_input``; the SAE methods' pre-encoder bias), as a bool or a function
       of the method instance (JumpReLU's ``pre_bias``).
@@ -109,6 +112,9 @@ class SAELensArch:
     import_tensors: (
         Callable[[Mapping[str, Any], Mapping[str, np.ndarray]], dict[str, np.ndarray]] | None
     ) = None
+    import_state: Callable[[Mapping[str, Any], Mapping[str, np.ndarray]], dict[str, Any]] | None = (
+        None
+    )
     subtracts_b_dec: bool | Callable[[Any], bool] = False
     reads: bool = True
     note: str = ""
@@ -356,6 +362,8 @@ def _as_model_parts(
         method.validate(d_sae, d_in)
     except ParameterError as exc:
         raise DataError(f"{folder}: {exc}") from None
+    if arch.import_state is not None and "threshold" in tensors:
+        method.load_state_dict({**method.state_dict(), **arch.import_state(cfg, tensors)})
 
     shapes = {"W_enc": (d_in, d_sae), "b_enc": (d_sae,), "W_dec": (d_sae, d_in), "b_dec": (d_in,)}
     shapes.update({theirs: (d_sae,) for theirs in arch.tensors.values()})

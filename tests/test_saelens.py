@@ -19,10 +19,9 @@ from sparsekit.kernels import top_k_indices  # noqa: E402
 from sparsekit.methods.base import Method, TopK  # noqa: E402
 from sparsekit.registry import MethodRegistry, load_registry  # noqa: E402
 from sparsekit.saelens import SAELensArch  # noqa: E402
+from sparsekit.testing import mnist_data_dir  # noqa: E402
 
-DATA_DIR = Path(
-    os.environ.get("SPARSEKIT_TEST_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
-).resolve()
+DATA_DIR = mnist_data_dir()
 HAS_RELU_L1 = "relu-l1" in load_registry()
 
 
@@ -313,3 +312,62 @@ def test_cli_export_import_encode_eval(tmp_path):
         result = sk(*args)
         lines = [line for line in result.stderr.splitlines() if line.strip()]
         assert result.returncode != 0 and len(lines) == 1 and text in lines[0], result.stderr
+
+
+def saelens_jumprelu_encode(cfg: dict, t: dict, x: np.ndarray) -> np.ndarray:
+    """SAELens' JumpReLU encode: ReLU(pre) ⊙ 1[pre > θ] (float64)."""
+    t = {k: v.astype(np.float64) for k, v in t.items()}
+    sae_in = x - t["b_dec"] if cfg.get("apply_b_dec_to_input", True) else x
+    pre = sae_in @ t["W_enc"] + t["b_enc"]
+    return relu(pre) * (pre > t["threshold"])
+
+
+@pytest.mark.parametrize("pre_bias", [False, True])
+def test_jumprelu_is_saelens_jumprelu(x, tmp_path, pre_bias):
+    model = sparsekit.train(
+        "jumprelu", x, hidden=32, epochs=2, batch_size=64, seed=1, pre_bias=pre_bias,
+        threshold_init=0.05, bandwidth=0.05, l0_coef=0.01,
+    )  # fmt: skip
+    cfg = sparsekit.export_saelens(model, tmp_path / "jr")
+    assert cfg["architecture"] == "jumprelu" and cfg["apply_b_dec_to_input"] is pre_bias
+    tensors = safetensors_numpy.load_file(str(tmp_path / "jr" / "sae_weights.safetensors"))
+    np.testing.assert_allclose(tensors["threshold"], np.exp(model.params["log_threshold"]))
+    codes = model.encode(x)
+    assert 0 < (codes != 0).mean() < 1  # some units jump, some do not: the threshold matters
+    ref = saelens_jumprelu_encode(cfg, tensors, x.astype(np.float64))
+    np.testing.assert_allclose(codes, ref, rtol=1e-4, atol=1e-4)
+    back = sparsekit.load_saelens(tmp_path / "jr")
+    assert back.method.name == "jumprelu"
+    np.testing.assert_allclose(back.encode(x), codes, rtol=1e-5, atol=1e-5)
+
+
+def test_batchtopk_exports_its_threshold_as_saelens_does(x, tmp_path):
+    model = sparsekit.train("batchtopk", x, hidden=32, epochs=2, k=4, k_aux=4, batch_size=64)
+    theta = model.method.threshold
+    assert theta is not None and theta > 0
+    cfg = sparsekit.export_saelens(model, tmp_path / "btk")
+    assert cfg["architecture"] == "jumprelu" and cfg["apply_b_dec_to_input"] is True
+    tensors = safetensors_numpy.load_file(str(tmp_path / "btk" / "sae_weights.safetensors"))
+    np.testing.assert_allclose(tensors["threshold"], np.full(32, theta))
+    codes = model.encode(x)  # inference: Z ⊙ 1[Z > θ], no batch dependence
+    ref = saelens_jumprelu_encode(cfg, tensors, x.astype(np.float64))
+    np.testing.assert_allclose(codes, ref, rtol=1e-4, atol=1e-4)
+    back = sparsekit.load_saelens(tmp_path / "btk")
+    assert back.method.name == "batchtopk" and back.method.threshold == pytest.approx(theta)
+    np.testing.assert_allclose(back.encode(x), codes, rtol=1e-5, atol=1e-5)
+
+
+def test_an_untrained_batchtopk_has_no_threshold_to_export(x, tmp_path):
+    from sparsekit.backend import get_backend
+    from sparsekit.model import Model
+
+    method = load_registry().create("batchtopk", k=4)
+    rng = np.random.default_rng(0)
+    params = {
+        "W_enc": rng.standard_normal((8, 20)), "b_enc": np.zeros(8),
+        "W_dec": rng.standard_normal((8, 20)), "b_dec": np.zeros(20),
+    }  # fmt: skip
+    backend = get_backend(False, "float64")
+    model = Model(method, {k: backend.asarray(v) for k, v in params.items()}, backend)
+    with pytest.raises(ParameterError, match="no inference threshold"):
+        sparsekit.export_saelens(model, tmp_path / "none")

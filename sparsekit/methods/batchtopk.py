@@ -28,10 +28,27 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from sparsekit.autoencoder import Forward
+from sparsekit.errors import ParameterError
 from sparsekit.hookspecs import hookimpl
 from sparsekit.methods import _sae
 from sparsekit.methods.base import Param, between_one_and_hidden, open_unit_interval
+from sparsekit.saelens import SAELensArch
+
+
+def _threshold_tensor(method: Any, params: Any) -> dict[str, Any]:
+    if method.threshold is None:
+        raise ParameterError(
+            f"{method.name} has no inference threshold before its first training step"
+        )
+    hidden = params["W_enc"].shape[0]
+    return {"threshold": np.full(hidden, max(method.threshold, 0.0), dtype=np.float64)}
+
+
+def _threshold_state(cfg: Any, tensors: Any) -> dict[str, Any]:
+    return {"threshold": float(np.asarray(tensors["threshold"]).max())}
 
 
 class BatchTopKSAE(_sae.SAEMethod):
@@ -50,6 +67,17 @@ class BatchTopKSAE(_sae.SAEMethod):
         ),
         _sae.B_DEC_INIT_PARAM,
         _sae.RESAMPLE_PARAM,
+    )
+    # At inference Z ⊙ 1[Z > θ] with one θ for every latent, on x − b_dec: SAELens saves a
+    # trained BatchTopK SAE the same way, as a "jumprelu" with θ repeated per latent.
+    saelens = SAELensArch(
+        "jumprelu",
+        export_tensors=_threshold_tensor,
+        import_state=_threshold_state,
+        subtracts_b_dec=True,
+        reads=False,
+        note="a BatchTopK model exported for inference: its learned global threshold "
+        "repeated per latent, as SAELens saves BatchTopK SAEs",
     )
     terms = ("reconstruction", "auxk")
     stop_gradients = {

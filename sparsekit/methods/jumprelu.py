@@ -49,6 +49,13 @@ from sparsekit.autoencoder import Forward
 from sparsekit.hookspecs import hookimpl
 from sparsekit.methods import _sae
 from sparsekit.methods.base import Param, Upkeep, non_negative, positive
+from sparsekit.saelens import SAELensArch
+
+
+def _log_thresholds(cfg: Any, tensors: Any) -> dict[str, Any]:
+    # SAELens' ReLU(z)·1[z > θ] with θ <= 0 is ReLU(z): the smallest positive θ does that.
+    threshold = np.asarray(tensors["threshold"], dtype=np.float64)
+    return {"log_threshold": np.log(np.maximum(threshold, np.finfo(np.float64).tiny))}
 
 
 def _sparsity(value: str, _size: Any) -> str | None:
@@ -94,6 +101,14 @@ class JumpReLUSAE(_sae.SAEMethod):
     }
 
     #: "sparsity" is the L0 term, or the tanh and pre-activation terms with sparsity="tanh".
+    # Z ⊙ 1[Z > θ] with θ = exp(t) > 0 is SAELens' ReLU(Z) ⊙ 1[Z > θ], exactly; b_dec is
+    # subtracted from the input when pre_bias (SAELens' apply_b_dec_to_input).
+    saelens = SAELensArch(
+        "jumprelu",
+        export_tensors=lambda m, p: {"threshold": np.exp(p["log_threshold"])},
+        import_tensors=_log_thresholds,
+        subtracts_b_dec=lambda m: m.pre_bias,
+    )
     terms = ("reconstruction", "sparsity")
 
     def init_params(self, rng, dim, hidden, tied, sample):
