@@ -111,7 +111,9 @@ def test_report_renders_in_chromium(browser, report):
         ".map(c => c.textContent)"
     )
     assert overview[:5] == BUILTINS  # the final filters of every method, side by side
-    assert len(images) == sum(per_section) + len(overview)
+    across = [i["alt"] for i in images[:2]]  # the plots across methods come first
+    assert across == ["Loss and reconstruction error", "Seconds per epoch"], across
+    assert len(images) == len(across) + sum(per_section) + len(overview)
     broken = [i for i in images if not (i["w"] > 0 and i["h"] > 0 and i["shown"] > 0)]
     assert not broken, broken
     rows = browser.execute_script(
