@@ -159,10 +159,9 @@ class CompareSettings:
     gif_frames: int = 60
 
     def validate(self) -> CompareSettings:
-        if isinstance(self.gif_frames, bool) or not isinstance(self.gif_frames, int):
-            raise ParameterError(f"gif frames must be an integer >= 2, got {self.gif_frames!r}")
-        if self.gif_frames < 2:
-            raise ParameterError(f"gif frames must be an integer >= 2, got {self.gif_frames!r}")
+        frames = self.gif_frames
+        if isinstance(frames, bool) or not isinstance(frames, int) or frames < 2:
+            raise ParameterError(f"gif frames must be an integer >= 2, got {frames!r}")
         for name in ("hidden", "epochs", "batch_size", "snapshot_every"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -255,11 +255,7 @@ def evaluate(
     sse = 0.0
     ratio_sum, ratio_n = 0.0, 0
     active = xp.zeros(model.hidden, dtype=xp.int64)
-    for start in range(0, n, batch_size):
-        rows = np.arange(start, min(start + batch_size, n))
-        x = backend.asarray(dataset.take(rows, backend.dtype))
-        if model.input_mean is not None:
-            x -= model.input_mean  # the model codes centred samples (SSE and SST unchanged)
+    for x in model.batches(dataset, batch_size):  # centred for a centred model: same SSE, SST
         fwd = forward(model.method, backend, model.params, x, training=training)
         diff = fwd.xhat - x
         sse += float(xp.vdot(diff, diff))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -62,7 +63,9 @@ class Model:
     def numpy_params(self) -> dict[str, np.ndarray]:
         return {k: self.backend.to_numpy(v) for k, v in self.params.items()}
 
-    def _batches(self, data: Any, batch_size: int):
+    def batches(self, data: Any, batch_size: int = 1024) -> Iterator[Any]:
+        """``data`` (array or Dataset) in backend batches of ``batch_size`` rows, as the model
+        takes them: in its dtype, with ``input_mean`` subtracted for a centred model."""
         dataset = (
             data if isinstance(data, Dataset) else ArrayDataset(np.asarray(data), name="input")
         )
@@ -86,7 +89,7 @@ class Model:
         k-sparse); ``training=True`` the support used while training.
         """
         out = []
-        for x in self._batches(data, batch_size):
+        for x in self.batches(data, batch_size):
             fwd = forward(self.method, self.backend, self.params, x, training=training)
             out.append(self.backend.to_numpy(dense_code(self.backend, fwd)))
         return np.concatenate(out)
@@ -109,7 +112,7 @@ class Model:
     ) -> np.ndarray:
         """X̂ for the rows of ``data``, through the training-time code by default."""
         out = []
-        for x in self._batches(data, batch_size):
+        for x in self.batches(data, batch_size):
             fwd = forward(self.method, self.backend, self.params, x, training=training)
             out.append(self.backend.to_numpy(self._uncentred(fwd.xhat)))
         return np.concatenate(out)
@@ -121,7 +124,7 @@ class Model:
     def active_units(self, data: Any, *, training: bool = True) -> np.ndarray:
         """How many units are nonzero in each sample's code."""
         out = []
-        for x in self._batches(data, 1024):
+        for x in self.batches(data, 1024):
             fwd = forward(self.method, self.backend, self.params, x, training=training)
             if isinstance(fwd.support, TopK):
                 out.append(np.full(x.shape[0], fwd.support.indices.shape[1]))

@@ -61,6 +61,15 @@ AUXK_PARAMS = (
 )
 
 #: Resampling dead units (the trainer's, see Upkeep), off by default.
+#: Dead-unit tracking for a method that needs it only to resample (off by default).
+DEAD_AFTER_PARAM = Param(
+    "dead_after",
+    int,
+    0,
+    "track units without firing for this many samples (0: off; needed to resample)",
+    non_negative_int,
+)
+
 RESAMPLE_PARAM = Param(
     "resample_every",
     int,

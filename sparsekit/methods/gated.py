@@ -47,13 +47,7 @@ class GatedSAE(_sae.SAEMethod):
     params = (
         Param("l1_coef", float, 0.05, "L1 coefficient lambda on ReLU(pi_gate)", non_negative),
         _sae.B_DEC_INIT_PARAM,
-        Param(
-            "dead_after",
-            int,
-            0,
-            "track units without firing for this many samples (0: off; needed to resample)",
-            _sae.non_negative_int,
-        ),
+        _sae.DEAD_AFTER_PARAM,
         _sae.RESAMPLE_PARAM,
     )
     extra_params = {"r_mag": ("hidden",), "b_mag": ("hidden",)}

@@ -84,13 +84,7 @@ class JumpReLUSAE(_sae.SAEMethod):
         ),
         Param("pre_bias", bool, False, "subtract b_dec from the input before encoding"),
         _sae.B_DEC_INIT_PARAM,
-        Param(
-            "dead_after",
-            int,
-            0,
-            "track units without firing for this many samples (0: off; needed to resample)",
-            _sae.non_negative_int,
-        ),
+        _sae.DEAD_AFTER_PARAM,
         _sae.RESAMPLE_PARAM,
     )
     extra_params = {"log_threshold": ("hidden",)}
