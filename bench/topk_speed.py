@@ -74,6 +74,45 @@ def _data(dim: int, rows: int, seed: int) -> Any:
     return rng.standard_normal((rows, DATA_RANK), dtype=np.float32) @ basis
 
 
+#: Environment variables that set the thread count of BLAS, OpenMP (PyTorch) and sparsekit.
+THREAD_VARS = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "SPARSEKIT_NUM_THREADS",
+)
+
+
+def _clocks() -> tuple[float, float]:
+    """(wall, process CPU) seconds now: every worker records both for every step."""
+    return time.perf_counter(), time.process_time()
+
+
+def _per_step(marks: list[tuple[float, float]], warmup: int, clock: str) -> dict[str, Any]:
+    """Median seconds per step after ``warmup`` steps, on ``clock`` ("wall" or "cpu"), and both.
+
+    Process CPU seconds count every thread of the worker, so with ``--threads 1`` they are the
+    step's own work, which other processes on a busy machine disturb far less than the wall
+    clock.
+    """
+    wall = [b[0] - a[0] for a, b in zip(marks[:-1], marks[1:], strict=True)][warmup:]
+    cpu = [b[1] - a[1] for a, b in zip(marks[:-1], marks[1:], strict=True)][warmup:]
+    return {
+        "clock": clock,
+        "seconds_per_step": statistics.median(cpu if clock == "cpu" else wall),
+        "wall_seconds_per_step": statistics.median(wall),
+        "cpu_seconds_per_step": statistics.median(cpu),
+        "step_seconds": cpu if clock == "cpu" else wall,
+    }
+
+
+def _thread_env(threads: int | None) -> dict[str, str] | None:
+    """The worker's environment: every thread pool at ``threads`` when given."""
+    if not threads:
+        return None
+    return {**os.environ, **{var: str(threads) for var in THREAD_VARS}}
+
+
 # --------------------------------------------------------------------------- workers
 
 
@@ -109,25 +148,23 @@ def worker_sparsekit(job: dict[str, Any]) -> dict[str, Any]:
         seed=job["seed"],
         dtype="float32",
     )
-    times: list[float] = []
+    times: list[tuple[float, float]] = []
 
     class Timer(Callback):
         def on_epoch_begin(self, trainer: Any, epoch: int) -> None:
-            times.append(time.perf_counter())
+            times.append(_clocks())
 
         def on_step_end(self, trainer: Any, step: int, steps: int) -> None:
-            times.append(time.perf_counter())
+            times.append(_clocks())
 
     trainer = Trainer(method, ArrayDataset(x, name="normal"), config, callbacks=[Timer()])
     trainer.fit()
-    per_step = np.diff(times)[job["warmup"] :]
     out: dict[str, Any] = {
-        "seconds_per_step": statistics.median(per_step.tolist()),
-        "step_seconds": per_step.tolist(),
+        **_per_step(times, job["warmup"], job.get("clock", "wall")),
         "rss_before_mib": rss_before,
         "peak_rss_mib": _rss_mib(),
         "sparsekit": sparsekit.__version__,
-        "threads_env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")},
+        "threads_env": {k: os.environ.get(k) for k in THREAD_VARS},
     }
     dead = getattr(trainer, "dead_mask", None)
     if callable(dead):
@@ -164,11 +201,10 @@ def worker_torch(job: dict[str, Any], compiled: bool) -> dict[str, Any]:
     )
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
     loss_fn = torch.compile(model.loss) if compiled else model.loss
-    times = []
+    marks = [_clocks()]
     compile_seconds = None
     for step in range(steps):
         x = x_all[step * job["batch"] : (step + 1) * job["batch"]]
-        t = time.perf_counter()
         loss, code = loss_fn(x)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -176,14 +212,12 @@ def worker_torch(job: dict[str, Any], compiled: bool) -> dict[str, Any]:
         opt.step()
         model.normalize_decoder()
         model.after_step(code.detach())
-        elapsed = time.perf_counter() - t
+        marks.append(_clocks())
         if step == 0 and compiled:
-            compile_seconds = elapsed
-        times.append(elapsed)
+            compile_seconds = marks[1][0] - marks[0][0]
     dead = model.dead_mask()
     return {
-        "seconds_per_step": statistics.median(times[job["warmup"] :]),
-        "step_seconds": times[job["warmup"] :],
+        **_per_step(marks, job["warmup"], job.get("clock", "wall")),
         "first_step_seconds": compile_seconds,
         "rss_before_mib": rss_before,
         "peak_rss_mib": _rss_mib(),
@@ -198,8 +232,11 @@ def worker_torch(job: dict[str, Any], compiled: bool) -> dict[str, Any]:
 
 def _spawn(python: str, job: dict[str, Any], timeout: float) -> dict[str, Any]:
     cmd = [python, str(Path(__file__).resolve()), "--worker", json.dumps(job)]
+    env = _thread_env(job.get("threads"))
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env
+        )
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout:.0f} s"}
     if proc.returncode != 0:
@@ -219,6 +256,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dead-after", type=int, default=None, help="default: one batch")
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="threads for BLAS, OpenMP (PyTorch) and sparsekit in every worker (default: theirs)",
+    )
+    parser.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="the reported seconds: wall clock (default) or process CPU, which a busy machine"
+        " disturbs far less (use with --threads 1); both are recorded either way",
+    )
     parser.add_argument("--torch-python", default=None)
     parser.add_argument("--timeout", type=float, default=3600)
     parser.add_argument("--json", default=str(BENCH / "results" / "topk-speed.json"))
@@ -258,6 +308,8 @@ def main(argv: list[str] | None = None) -> int:
                 "steps": args.steps,
                 "warmup": args.warmup,
                 "seed": 0,
+                "threads": args.threads,
+                "clock": args.clock,
             }
             python = sys.executable if fw == "sparsekit" else torch_python
             print(f"[topk-speed] {shape} {fw} ...", file=sys.stderr, flush=True)
@@ -271,6 +323,10 @@ def main(argv: list[str] | None = None) -> int:
         sk, eager = row.get("sparsekit", {}), row.get("torch", {})
         if "seconds_per_step" in sk and "seconds_per_step" in eager:
             row["sparsekit_vs_torch_eager"] = sk["seconds_per_step"] / eager["seconds_per_step"]
+        for clock in ("wall", "cpu"):
+            key = f"{clock}_seconds_per_step"
+            if key in sk and key in eager:
+                row[f"sparsekit_vs_torch_eager_{clock}"] = sk[key] / eager[key]
         comp = row.get("torch-compile", {})
         if "seconds_per_step" in sk and "seconds_per_step" in comp:
             row["sparsekit_vs_torch_compile"] = sk["seconds_per_step"] / comp["seconds_per_step"]
@@ -288,7 +344,11 @@ def main(argv: list[str] | None = None) -> int:
     out_path = Path(args.json)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"{'shape':<10} {'framework':<14} {'s/step':>8} {'peak MiB':>9} {'train MiB':>9}")
+    print(f"{args.threads or 'default'} thread(s); s/step on the {args.clock} clock")
+    print(
+        f"{'shape':<10} {'framework':<14} {'s/step':>8} {'wall':>8} {'cpu':>8} "
+        f"{'peak MiB':>9} {'train MiB':>9}"
+    )
     for row in results:
         for fw in FRAMEWORKS:
             r = row.get(fw)
@@ -299,6 +359,8 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             print(
                 f"{row['shape']:<10} {fw:<14} {r['seconds_per_step']:>8.3f} "
+                f"{r.get('wall_seconds_per_step', float('nan')):>8.3f} "
+                f"{r.get('cpu_seconds_per_step', float('nan')):>8.3f} "
                 f"{r['peak_rss_mib']:>9.0f} {r.get('training_rss_mib', float('nan')):>9.0f}"
             )
         if "sparsekit_vs_torch_eager" in row:
