@@ -207,6 +207,56 @@ def test_auxk_needs_its_stop_gradient_to_pass():
     assert relative_error(plain, grads["b_dec"]) > 1e-2
 
 
+@pytest.mark.parametrize("k_aux", [2, 3, 5])  # fewer than, as many as, more than the dead
+@pytest.mark.parametrize("block_bytes", [8, 1 << 22])  # one row per block, one block
+def test_auxk_in_blocks_matches_the_papers_formula(monkeypatch, k_aux, block_bytes):
+    """The AuxK term taken a block of rows at a time, on the dead columns (every dead latent
+    kept when k_aux >= their number), against the paper's formula's finite differences."""
+    from sparsekit.methods import _sae
+
+    monkeypatch.setattr(_sae, "AUX_BLOCK_BYTES", block_bytes)
+    method, params, x, dead = _aux_setup()
+    method.k_aux = k_aux
+    anchor = {k: v.copy() for k, v in params.items()}
+    loss, grads, _, _ = method.loss_and_grads(F64, params, x, StepState(dead=dead), term="auxk")
+    assert float(loss) == pytest.approx(
+        _aux_reference("correct", params, x, dead, k_aux, 1 / 32, anchor), rel=1e-12
+    )
+    for name in params:
+        probe = {k: v.copy() for k, v in params.items()}
+        expected = numeric_gradient(
+            lambda p=probe: _aux_reference("correct", p, x, dead, k_aux, 1 / 32, anchor),
+            probe[name],
+            1e-6,
+        )
+        assert relative_error(expected, grads[name]) < 1e-6, name
+    assert np.all(grads["W_dec"][~dead] == 0) and np.abs(grads["W_dec"][dead]).sum() > 0
+
+
+def test_auxk_blocks_do_not_change_a_float32_step_beyond_rounding(monkeypatch):
+    """One block or many: the same float32 loss and gradients to rounding (the sums over
+    blocks are the only difference)."""
+    from sparsekit.methods import _sae
+
+    f32 = get_backend(gpu=False, dtype="float32")
+    rng = np.random.default_rng(5)
+    method = TopKSAE(k=4, k_aux=6, dead_after=1)
+    params = {
+        k: v.astype(np.float32) for k, v in method.init_params(rng, 16, 64, False, None).items()
+    }
+    x = rng.standard_normal((300, 16)).astype(np.float32)
+    dead = rng.uniform(size=64) < 0.3
+    results = []
+    for block_bytes in (1 << 22, 4 * 7 * int(dead.sum())):  # one block; blocks of 7 rows
+        monkeypatch.setattr(_sae, "AUX_BLOCK_BYTES", block_bytes)
+        results.append(method.loss_and_grads(f32, params, x, StepState(dead=dead)))
+    (loss_a, grads_a, _, _), (loss_b, grads_b, _, _) = results
+    assert loss_a.dtype == np.float32 and float(loss_a) == pytest.approx(float(loss_b), rel=1e-5)
+    for name, g in grads_a.items():
+        assert g.dtype == np.float32
+        np.testing.assert_allclose(grads_b[name], g, rtol=1e-4, atol=1e-6 * np.abs(g).max())
+
+
 def test_no_dead_latent_no_aux_term():
     method, params, x, _ = _aux_setup()
     none_dead = StepState(dead=np.zeros(8, dtype=bool))

@@ -14,7 +14,7 @@ import numpy as np
 
 from sparsekit.activations import IDENTITY
 from sparsekit.autoencoder import Forward
-from sparsekit.backend import sparse_code
+from sparsekit.backend import sparse_code, threads
 from sparsekit.errors import ParameterError
 from sparsekit.methods.base import Method, Param, StepState, Upkeep, non_negative
 from sparsekit.methods.ksparse import top_k_indices
@@ -81,32 +81,109 @@ RESAMPLE_PARAM = Param(
 )
 
 
+#: Bytes of one block of rows of the AuxK code (B_block × n_dead) in :func:`auxk_term`.
+AUX_BLOCK_BYTES = 1 << 22
+
+
 @dataclass
-class AuxSelection:
-    """The k_aux most active dead latents of each row: indices (B×k_aux), ReLU'd values."""
+class AuxGrads:
+    """The AuxK term's gradient, nonzero only on the dead latents' rows ``units``:
+    ∇W_dec[units], ∇W_enc[units] (n_dead×D) and ∇b_enc[units] (n_dead)."""
 
-    indices: Any
-    values: Any
+    units: Any
+    w_dec: Any
+    w_enc: Any
+    b_enc: Any
+
+    def add_to(self, grads: dict[str, Any]) -> None:
+        """Add the parts into ``grads`` (H×D / H arrays) in place."""
+        grads["W_dec"][self.units] += self.w_dec
+        grads["W_enc"][self.units] += self.w_enc
+        grads["b_enc"][self.units] += self.b_enc
 
 
-def select_dead(backend: Any, z: Any, dead: Any, k_aux: int) -> AuxSelection | None:
-    """The ``k_aux`` largest pre-activations among dead latents, per row, then ReLU.
-
-    ``None`` when no latent is dead (or ``dead`` is ``None``: nothing tracked).
-    """
+def dead_units(backend: Any, dead: Any) -> Any:
+    """The indices of the dead latents, or ``None`` when none is dead or nothing is tracked."""
     if dead is None:
         return None
     xp = backend.xp
-    dead_units = xp.flatnonzero(xp.asarray(dead))
-    n_dead = int(dead_units.shape[0])
-    if n_dead == 0:
-        return None
-    k = min(k_aux, n_dead)
-    z_dead = z[:, dead_units]
-    local = top_k_indices(xp, z_dead, k)
-    values = xp.take_along_axis(z_dead, local, axis=1)
-    xp.maximum(values, 0, out=values)
-    return AuxSelection(dead_units[local], values)
+    units = xp.flatnonzero(xp.asarray(dead))
+    return units if int(units.shape[0]) else None
+
+
+def aux_code_block(backend: Any, z: Any, units: Any, k_aux: int) -> Any:
+    """Rows of the AuxK code on the dead columns: ReLU of the ``k_aux`` largest of each row's
+    dead pre-activations ``z[:, units]``, the other dead entries 0 (all of them kept when
+    k_aux ≥ the dead count)."""
+    xp = backend.xp
+    z_dead = xp.take(z, units, axis=1)
+    n_dead = z_dead.shape[1]
+    if k_aux < n_dead:
+        local = top_k_indices(xp, z_dead, k_aux)
+        rows = xp.arange(z_dead.shape[0])[:, None]
+        code = xp.zeros_like(z_dead)
+        code[rows, local] = z_dead[rows, local]
+        z_dead = code
+    xp.maximum(z_dead, 0, out=z_dead)
+    return z_dead
+
+
+def auxk_term(
+    backend: Any,
+    z: Any,
+    units: Any,
+    k_aux: int,
+    w_dec: Any,
+    residual: Any,
+    scale: Any,
+    x_tilde: Any,
+    want_grads: bool,
+) -> tuple[Any, AuxGrads | None]:
+    """The AuxK term scale·(1/2B)‖Ê − R‖², Ê = A_aux W_dec (no b_dec), R held constant, and
+    its gradient.
+
+    A_aux is nonzero only on the dead columns ``units``, so every product is a dense product
+    with the n_dead rows W_dec[units]; with G_a = scale·(Ê − R)/B and M_a the aux mask::
+
+        ∇W_dec[units] = A_auxᵀ G_a ;  dZ_a = (G_a W_dec[units]ᵀ) ⊙ M_a ⊙ 1[Z > 0]
+        ∇W_enc[units] = dZ_aᵀ X̃ ;  ∇b_enc[units] = Σ_rows dZ_a
+
+    (b_dec's encoder part −(Σ_rows dZ) W_enc is the caller's, from the total ∇b_enc.) The
+    batch is taken in blocks of rows of fixed size (``AUX_BLOCK_BYTES`` of code), so no
+    B×n_dead array exists and the sums run in the same order on any number of threads.
+    Nothing reaches b_dec or the live latents: R is a constant and Ê has no bias
+    (sparsify #132, SAELens PR #432).
+    """
+    xp = backend.xp
+    batch = z.shape[0]
+    n_dead = int(units.shape[0])
+    w_dead = w_dec[units]
+    block = max(1, AUX_BLOCK_BYTES // (n_dead * z.dtype.itemsize))
+    total = None
+    grads = None
+    if want_grads:
+        grads = AuxGrads(
+            units,
+            xp.zeros_like(w_dead),
+            xp.zeros((n_dead, x_tilde.shape[1]), dtype=x_tilde.dtype),
+            xp.zeros(n_dead, dtype=z.dtype),
+        )
+    for lo in range(0, batch, block):
+        hi = min(batch, lo + block)
+        code = aux_code_block(backend, z[lo:hi], units, k_aux)
+        e_aux = threads.matmul(code, w_dead)
+        e_aux -= residual[lo:hi]
+        part = xp.vdot(e_aux, e_aux)
+        total = part if total is None else total + part
+        if grads is None:
+            continue
+        e_aux *= scale / batch  # G_a
+        grads.w_dec += threads.matmul(code.T, e_aux)
+        d_aux = threads.matmul(e_aux, w_dead.T)
+        d_aux *= code > 0
+        grads.w_enc += threads.matmul(d_aux.T, x_tilde[lo:hi])
+        grads.b_enc += d_aux.sum(axis=0)
+    return scale * (0.5 / batch) * total, grads
 
 
 def auxk_scale(backend: Any, x: Any, residual: Any, coef: float) -> Any:
@@ -124,36 +201,6 @@ def auxk_scale(backend: Any, x: Any, residual: Any, coef: float) -> Any:
     if not float(n_r) > 0:
         return x.dtype.type(0)
     return x.dtype.type(coef) * n_x / n_r
-
-
-def auxk_loss_and_grads(
-    backend: Any,
-    w_dec: Any,
-    x: Any,
-    residual: Any,
-    aux: AuxSelection,
-    scale: Any,
-    hidden: int,
-    with_grads: bool = True,
-) -> tuple[Any, Any, Any]:
-    """The AuxK term scale·(1/2B)‖Ê − R‖², Ê = A_aux W_dec (no b_dec), R held constant.
-
-    Returns ``(loss, ∇W_dec part (H×D), dA_aux (B×k_aux, through the ReLU))``; the caller
-    sends dA_aux to the encoder like the main code's gradient. Nothing reaches b_dec or the
-    live latents: R is a constant and Ê has no bias (sparsify #132, SAELens PR #432).
-    """
-    xp = backend.xp
-    batch = x.shape[0]
-    e_aux = sparse_code.code_times(backend, aux.indices, aux.values, w_dec)
-    e_aux -= residual
-    loss = scale * (0.5 / batch) * xp.vdot(e_aux, e_aux)
-    if not with_grads:
-        return loss, None, None
-    e_aux *= scale / batch  # G_aux
-    grad_w_dec = sparse_code.code_transpose_times(backend, aux.indices, aux.values, e_aux, hidden)
-    d_aux = sparse_code.gathered_dot(backend, e_aux, w_dec, aux.indices)
-    d_aux *= aux.values > 0
-    return loss, grad_w_dec, d_aux
 
 
 def encoder_grads_sparse(

@@ -133,7 +133,7 @@ class BatchTopKSAE(_sae.SAEMethod):
     def _objective(self, backend, params, x, state, term, anchor, want_grads):
         self._check_term(term)
         xp = backend.xp
-        batch, hidden = x.shape[0], params["W_enc"].shape[0]
+        batch = x.shape[0]
         fwd = self.forward(backend, params, x, True)
         diff = fwd.xhat - x
         reconstruction = (0.5 / batch) * xp.vdot(diff, diff)
@@ -144,20 +144,28 @@ class BatchTopKSAE(_sae.SAEMethod):
             )
         else:
             loss = 0 * reconstruction
+        x_tilde = x - params["b_dec"]
         aux = None
         if term in (None, "auxk") and self.aux_coef > 0:
-            aux = _sae.select_dead(backend, fwd.z, state.dead, self.k_aux)
+            aux = _sae.dead_units(backend, state.dead)
         if aux is not None:
             ref = fwd if anchor is None else self.forward(backend, anchor, x, True)
             residual = x - ref.xhat
             scale = _sae.auxk_scale(backend, x, residual, self.aux_coef)
-            aux_loss, grad_w_aux, d_aux = _sae.auxk_loss_and_grads(
-                backend, params["W_dec"], x, residual, aux, scale, hidden, want_grads
+            aux_loss, aux_grads = _sae.auxk_term(
+                backend,
+                fwd.z,
+                aux,
+                self.k_aux,
+                params["W_dec"],
+                residual,
+                scale,
+                x_tilde,
+                want_grads,
             )
             loss = loss + aux_loss
         if not want_grads:
             return loss, {}, fwd, reconstruction
-        x_tilde = x - params["b_dec"]
         if main:
             d_code *= fwd.code > 0  # dZ
             grad_w_enc = d_code.T @ x_tilde
@@ -167,15 +175,10 @@ class BatchTopKSAE(_sae.SAEMethod):
             grad_b_dec = xp.zeros_like(params["b_dec"])
             grad_w_enc = xp.zeros_like(params["W_enc"])
             grad_b_enc = xp.zeros_like(params["b_enc"])
-        if aux is not None:
-            grad_w_dec += grad_w_aux
-            w_aux, b_aux, _ = _sae.encoder_grads_sparse(
-                backend, [(aux.indices, d_aux)], x_tilde, params["W_enc"], hidden, False
-            )
-            grad_w_enc += w_aux
-            grad_b_enc += b_aux
-        grad_b_dec -= grad_b_enc @ params["W_enc"]
         grads = {"W_enc": grad_w_enc, "b_enc": grad_b_enc, "b_dec": grad_b_dec, "W_dec": grad_w_dec}
+        if aux is not None:
+            aux_grads.add_to(grads)
+        grad_b_dec -= grad_b_enc @ params["W_enc"]
         return loss, grads, fwd, reconstruction
 
     # -- the inference threshold ----------------------------------------------------------------

@@ -84,20 +84,20 @@ class TopKSAE(_sae.SAEMethod):
         e = fwd.xhat - x
         reconstruction = (0.5 / batch) * xp.vdot(e, e)
         loss = reconstruction if term in (None, "reconstruction") else 0 * reconstruction
+        x_tilde = x - params["b_dec"]
         aux = None
         if term in (None, "auxk") and self.aux_coef > 0:
-            aux = _sae.select_dead(backend, fwd.z, state.dead, self.k_aux)
+            aux = _sae.dead_units(backend, state.dead)
         if aux is not None:
             ref = fwd if anchor is None else self.forward(backend, anchor, x, True)
             residual = x - ref.xhat  # R = sg(X − X̂)
             scale = _sae.auxk_scale(backend, x, residual, self.aux_coef)
-            aux_loss, grad_w_aux, d_aux = _sae.auxk_loss_and_grads(
-                backend, w_dec, x, residual, aux, scale, hidden, want_grads
+            aux_loss, aux_grads = _sae.auxk_term(
+                backend, fwd.z, aux, self.k_aux, w_dec, residual, scale, x_tilde, want_grads
             )
             loss = loss + aux_loss
         if not want_grads:
             return loss, {}, fwd, reconstruction
-        parts = []
         if term in (None, "reconstruction"):
             g = e
             g *= 1.0 / batch  # G (e is not used again)
@@ -105,23 +105,18 @@ class TopKSAE(_sae.SAEMethod):
             grad_b_dec = g.sum(axis=0)
             d_values = gathered_dot(backend, g, w_dec, idx)
             d_values *= values > 0
-            parts.append((idx, d_values))
+            grad_w_enc, grad_b_enc, _ = _sae.encoder_grads_sparse(
+                backend, [(idx, d_values)], x_tilde, params["W_enc"], hidden, False
+            )
         else:
             grad_w_dec = xp.zeros_like(w_dec)
             grad_b_dec = xp.zeros_like(params["b_dec"])
-        if aux is not None:
-            grad_w_dec += grad_w_aux
-            parts.append((aux.indices, d_aux))
-        x_tilde = x - params["b_dec"]
-        if parts:
-            grad_w_enc, grad_b_enc, b_dec_part = _sae.encoder_grads_sparse(
-                backend, parts, x_tilde, params["W_enc"], hidden, True
-            )
-            grad_b_dec += b_dec_part
-        else:
             grad_w_enc = xp.zeros_like(params["W_enc"])
             grad_b_enc = xp.zeros_like(params["b_enc"])
         grads = {"W_enc": grad_w_enc, "b_enc": grad_b_enc, "b_dec": grad_b_dec, "W_dec": grad_w_dec}
+        if aux is not None:
+            aux_grads.add_to(grads)
+        grad_b_dec -= grad_b_enc @ params["W_enc"]  # X̃ = X − b_dec: the encoder's part
         return loss, grads, fwd, reconstruction
 
 
