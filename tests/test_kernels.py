@@ -283,6 +283,23 @@ def test_top_k_with_ties_and_nan_still_keeps_k_units(threads):
     assert all(len(set(row.tolist())) == 2 for row in indices)
 
 
+@pytest.mark.parametrize("block_bytes", [8, 3 * 40 * 8, 1 << 30])  # 1 row, 3 rows, all
+def test_top_k_in_blocks_of_rows_is_the_same_selection(monkeypatch, block_bytes, threads):
+    """Partitioning a block of rows at a time gives the whole-array selection, exactly, and
+    a tie in a later block still falls back to argpartition for the whole array."""
+    from sparsekit.methods import ksparse
+
+    z = np.random.default_rng(21).standard_normal((17, 40))
+    expected = np.argsort(-z, axis=1)[:, :6]
+    monkeypatch.setattr(ksparse, "TOPK_BLOCK_BYTES", block_bytes)
+    got = top_k_indices(np, z, 6)
+    assert np.array_equal(got, np.sort(expected, axis=1))
+    z[15, :8] = 10.0  # 8 tied maxima in a late row, k = 6
+    got = top_k_indices(np, z, 6)
+    _assert_top_k(z, got, 6)
+    assert np.array_equal(np.sort(got[:15], axis=1), np.sort(expected[:15], axis=1))
+
+
 def test_top_k_of_every_unit():
     z = np.random.default_rng(9).standard_normal((3, 5))
     assert np.array_equal(top_k_indices(np, z, 5), np.tile(np.arange(5), (3, 1)))

@@ -117,11 +117,16 @@ class KSparse(Method):
         return TopK(top_k_indices(xp, z, min(k, z.shape[1])))
 
 
+#: Bytes of the block of rows :func:`top_k_indices` partitions at a time (about an L2 cache).
+TOPK_BLOCK_BYTES = 1 << 20
+
+
 def top_k_indices(xp: Any, z: Any, k: int) -> Any:
     """Indices of the k largest entries (by signed value) of each row; O(H) a row.
 
-    On the CPU: the k-th largest value of each row by ``partition`` (introselect, O(H)),
-    then the entries at or above it, which come out in increasing column order. When a row
+    On the CPU: the k-th largest value of each row by ``partition`` (introselect, O(H)) of
+    a copy of a cache-sized block of rows, then the entries at or above it, which come out
+    in increasing column order. When a row
     has ties at its threshold (or NaN) that does not give exactly k entries, and
     ``argpartition`` decides instead (unordered within a row).
     """
@@ -131,10 +136,20 @@ def top_k_indices(xp: Any, z: Any, k: int) -> Any:
     if xp is np and k > 0 and rows > 0:
         blocks: dict[int, Any] = {}
 
+        step = max(1, TOPK_BLOCK_BYTES // (h * z.dtype.itemsize))
+
         def part(lo: int, hi: int) -> None:  # threads take blocks of rows
-            block = z[lo:hi]
-            kth = np.partition(block, h - k, axis=1)[:, h - k : h - k + 1]
-            blocks[lo] = np.flatnonzero(block >= kth)  # row-major: sorted columns per row
+            # a cache-sized block at a time, partitioned in a reused buffer: no copy of z
+            buf = np.empty((min(step, hi - lo), h), dtype=z.dtype)
+            found = []
+            for start in range(lo, hi, step):
+                block = z[start : min(hi, start + step)]
+                kth = buf[: block.shape[0]]
+                np.copyto(kth, block)
+                kth.partition(h - k, axis=1)
+                # row-major: sorted columns per row; blocks start at row boundaries
+                found.append(np.flatnonzero(block >= kth[:, h - k : h - k + 1]))
+            blocks[lo] = found[0] if len(found) == 1 else np.concatenate(found)
 
         split_run(
             part, rows, min_size=max(2, threads.PARALLEL_MIN_SIZE // (4 * h))

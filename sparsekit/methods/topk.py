@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from sparsekit.autoencoder import Forward
 from sparsekit.backend.sparse_code import code_times, code_transpose_times, gathered_dot
+from sparsekit.backend.threads import matmul
 from sparsekit.hookspecs import hookimpl
 from sparsekit.methods import _sae
 from sparsekit.methods.base import Param, TopK, between_one_and_hidden
@@ -65,7 +66,7 @@ class TopKSAE(_sae.SAEMethod):
     def forward(self, backend, params, x, training):
         xp = backend.xp
         x_tilde = x - params["b_dec"]
-        z = x_tilde @ params["W_enc"].T
+        z = matmul(x_tilde, params["W_enc"].T)  # split over threads in the trainer
         z += params["b_enc"]
         idx = top_k_indices(xp, z, min(self.k, z.shape[1]))
         values = xp.take_along_axis(z, idx, axis=1)
