@@ -286,7 +286,8 @@ def test_batchtopk_keeps_b_times_k_and_learns_an_inference_threshold():
     config = sparsekit.resolve_config(method, hidden=32, epochs=3, batch_size=100, lr=1e-3)
     trainer = sparsekit.Trainer(method, x, config)
     fwd = method.forward(trainer.backend, trainer.params, x[:100], True)
-    assert int((fwd.code > 0).sum()) <= 400 and int((fwd.code != 0).sum()) == 400
+    code = sparsekit.autoencoder.dense_code(trainer.backend, fwd)
+    assert int((code > 0).sum()) == 400 and fwd.code is None  # sparse while training
     assert method.threshold is None
     model = trainer.fit()
     assert method.threshold is not None and method.threshold > 0 and method.threshold_updates == 9
@@ -299,7 +300,7 @@ def test_matryoshka_loss_is_the_sum_over_prefixes():
     method = MatryoshkaSAE(k=3, prefixes="0.25,0.5,1")
     params, x = random_problem(method, tied=False)
     loss, _, fwd, rec = method.loss_and_grads(F64, params, x, StepState(), term="prefixes")
-    code = fwd.code
+    code = sparsekit.autoencoder.dense_code(F64, fwd)
     expected = 0.0
     for m in (2, 4, 8):
         e = code[:, :m] @ params["W_dec"][:m] + params["b_dec"] - x
@@ -414,3 +415,60 @@ def test_checkpoint_round_trips_the_upkeep_and_refuses_a_bad_counter(tmp_path):
     np.savez(tmp_path / "bad.npz", **members)
     with pytest.raises(sparsekit.CheckpointError, match="upkeep/since_fired"):
         load_checkpoint(tmp_path / "bad.npz")
+
+
+# -- BatchTopK's sparse code -------------------------------------------------------------------
+
+
+def _dense_batch_top_k(z, n):
+    """The paper's selection on a dense copy: ReLU, then zero all but the n largest entries."""
+    code = np.maximum(z, 0)
+    flat = code.reshape(-1)
+    flat[np.argpartition(flat, flat.size - n)[: flat.size - n]] = 0
+    return code
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("scan_bytes", [64, 1 << 22])  # blocks of 1-2 rows, one block
+def test_batch_top_k_is_the_dense_selection_kept_sparse(monkeypatch, dtype, scan_bytes):
+    from sparsekit.methods import batchtopk
+
+    monkeypatch.setattr(batchtopk, "SCAN_BLOCK_BYTES", scan_bytes)
+    rng = np.random.default_rng(7)
+    z = (rng.standard_normal((50, 40)) * rng.uniform(0.2, 3, size=(50, 1))).astype(dtype)
+    n = 50 * 3
+    indices, values = batchtopk.batch_top_k(np, z, n)
+    code = np.zeros_like(z)
+    np.put_along_axis(code, indices, values, axis=1)
+    assert values.dtype == dtype
+    assert np.array_equal(code, _dense_batch_top_k(z, n))  # the same entries, bit for bit
+    # rows of different lengths: padding sits at units the row does not keep, all distinct
+    assert len({int((row > 0).sum()) for row in values}) > 1
+    assert all(len(set(row.tolist())) == len(row) for row in indices)
+    assert indices.shape[1] == max(int((row > 0).sum()) for row in values)
+
+
+def test_batch_top_k_lowers_a_misleading_sample_threshold(monkeypatch):
+    """Every sampled entry huge: the first thresholds pass too few entries, the last (0)
+    keeps every positive one, and the selection is still exact."""
+    from sparsekit.methods import batchtopk
+
+    monkeypatch.setattr(batchtopk, "SAMPLE_SIZE", 64)
+    z = np.random.default_rng(8).standard_normal((40, 32))
+    z.reshape(-1)[:: z.size // 64] = 100.0
+    indices, values = batchtopk.batch_top_k(np, z, 120)
+    code = np.zeros_like(z)
+    np.put_along_axis(code, indices, values, axis=1)
+    assert np.array_equal(code, _dense_batch_top_k(z, 120))
+
+
+@pytest.mark.parametrize("cls", [BatchTopKSAE, MatryoshkaSAE])
+def test_batchtopk_training_forward_has_no_dense_code(cls):
+    method = cls(k=3, k_aux=2, dead_after=20)
+    params, x = random_problem(method, tied=False)
+    fwd = method.forward(F64, params, x, True)
+    assert fwd.code is None and fwd.code_values.shape[0] == x.shape[0]
+    code = sparsekit.autoencoder.dense_code(F64, fwd)
+    z = (x - params["b_dec"]) @ params["W_enc"].T + params["b_enc"]
+    assert np.array_equal(code, _dense_batch_top_k(z, 3 * x.shape[0]))
+    assert np.allclose(fwd.xhat, code @ params["W_dec"] + params["b_dec"], rtol=1e-12)

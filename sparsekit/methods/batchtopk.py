@@ -22,6 +22,10 @@ term on dead latents (the authors use it with α = 1/32, k_aux = 512); G = (X̂ 
 
 The batch selection is piecewise constant: exact derivatives almost everywhere. θ is not a
 trained parameter: it is method state, saved in checkpoints.
+
+The training code stays sparse (:func:`batch_top_k`): each row's kept units, in increasing
+order, padded to the longest row with zeros at units the row does not keep, so every product
+runs on the kept entries (:mod:`sparsekit.backend.sparse_code`) and no B×H array but Z exists.
 """
 
 from __future__ import annotations
@@ -31,10 +35,12 @@ from typing import Any
 import numpy as np
 
 from sparsekit.autoencoder import Forward
+from sparsekit.backend.sparse_code import code_times, code_transpose_times, gathered_dot
+from sparsekit.backend.threads import matmul
 from sparsekit.errors import ParameterError
 from sparsekit.hookspecs import hookimpl
 from sparsekit.methods import _sae
-from sparsekit.methods.base import Param, between_one_and_hidden, open_unit_interval
+from sparsekit.methods.base import Param, TopK, between_one_and_hidden, open_unit_interval
 from sparsekit.saelens import SAELensArch
 
 
@@ -49,6 +55,80 @@ def _threshold_tensor(method: Any, params: Any) -> dict[str, Any]:
 
 def _threshold_state(cfg: Any, tensors: Any) -> dict[str, Any]:
     return {"threshold": float(np.asarray(tensors["threshold"]).max())}
+
+
+#: Entries of Z sampled (evenly spaced) to place the first candidate threshold of batch_top_k.
+SAMPLE_SIZE = 1 << 16
+#: Bytes of the block of rows batch_top_k scans at a time.
+SCAN_BLOCK_BYTES = 1 << 22
+
+
+def _candidates(z: Any, n: int) -> tuple[Any, Any]:
+    """Flat positions (row-major) and values of entries of Z that include its n largest
+    positive ones, without a B×H copy: every entry at or above a threshold placed by an even
+    sample of Z (a block of rows at a time), lowered until at least n entries pass (at the
+    end to 0: every positive entry)."""
+    flat = z.reshape(-1)
+    stride = max(1, flat.size // SAMPLE_SIZE)
+    sample = np.sort(flat[::stride])
+    step = max(1, SCAN_BLOCK_BYTES // max(1, z.shape[1] * z.dtype.itemsize))
+    want = n / flat.size * sample.size  # sampled entries expected among the n largest
+    for extra in (1.25, 2.0, 4.0, 0.0):
+        rank = sample.size - int(extra * want + 4 * want**0.5 + 8)
+        lower = max(float(sample[rank]), 0.0) if extra and rank > 0 else 0.0
+        positions, values = [], []
+        for lo in range(0, z.shape[0], step):
+            block = z[lo : lo + step].reshape(-1)
+            pos = np.flatnonzero(block >= lower if lower > 0 else block > 0)
+            values.append(block[pos])
+            positions.append(pos + lo * z.shape[1])
+        found = sum(v.size for v in values)
+        if found >= n or lower == 0:
+            return np.concatenate(positions), np.concatenate(values)
+    raise AssertionError("unreachable")  # pragma: no cover - the last threshold is 0
+
+
+def batch_top_k(xp: Any, z: Any, n: int) -> tuple[Any, Any]:
+    """The n largest entries of ReLU(Z) over the whole batch, as a padded row-sparse code.
+
+    Returns ``(indices, values)``, both B×m with m the most entries any row keeps: row i's
+    kept units in increasing order, then zeros (value 0) at units row i does not keep, so a
+    dense code rebuilt from them (``put_along_axis``) and every sparse product are exact.
+    Only positive entries are kept (a zero of ReLU(Z) is the same kept or not); ties at the
+    n-th value are broken by position.
+    """
+    rows, hidden = z.shape
+    if xp is np:
+        flat, vals = _candidates(z, n)
+    else:
+        relu = xp.maximum(z, 0).reshape(-1)
+        flat = xp.flatnonzero(relu)
+        vals = relu[flat]
+    if vals.shape[0] > n:
+        kth = xp.partition(vals, vals.shape[0] - n)[vals.shape[0] - n]
+        keep = vals > kth
+        ties = xp.flatnonzero(vals == kth)[: n - int(keep.sum())]
+        keep[ties] = True
+        flat, vals = flat[keep], vals[keep]
+    row = flat // hidden
+    col = flat % hidden
+    counts = xp.bincount(row, minlength=rows)
+    width = max(1, int(counts.max()) if rows else 1)
+    starts = xp.cumsum(counts) - counts
+    slot = xp.arange(flat.shape[0]) - starts[row]
+    indices = xp.empty((rows, width), dtype=xp.int64)
+    values = xp.zeros((rows, width), dtype=z.dtype)
+    indices[row, slot] = col
+    values[row, slot] = vals
+    # Padding: slot c_i + t of row i gets the t-th unit row i does not keep, u = t + #{kept
+    # units with fewer than t + 1 unkept units below them} (g = col − slot of each kept one).
+    pad_row, pad_slot = xp.nonzero(xp.arange(width)[None, :] >= counts[:, None])
+    if pad_row.shape[0]:
+        gaps = row * (hidden + 1) + (col - slot)  # nondecreasing: rows, then gaps in a row
+        t = pad_slot - counts[pad_row]
+        below = xp.searchsorted(gaps, pad_row * (hidden + 1) + t, side="right")
+        indices[pad_row, pad_slot] = t + below - starts[pad_row]
+    return indices, values
 
 
 class BatchTopKSAE(_sae.SAEMethod):
@@ -94,52 +174,56 @@ class BatchTopKSAE(_sae.SAEMethod):
 
     def encode_batch(self, backend: Any, z: Any, training: bool) -> Any:
         """The dense code from pre-activations: batch top-k (training) or Z ⊙ 1[Z > θ]."""
-        xp = backend.xp
         if not training and self.threshold is not None:
-            code = z * (z > max(self.threshold, 0.0))
-            return code
-        code = xp.maximum(z, 0)
-        n = min(self.k * z.shape[0], z.size)
-        flat = code.reshape(-1)
-        if n < flat.size:
-            drop = xp.argpartition(flat, flat.size - n)[: flat.size - n]
-            flat[drop] = 0
+            return z * (z > max(self.threshold, 0.0))
+        code = backend.xp.zeros_like(z)
+        indices, values = batch_top_k(backend.xp, z, min(self.k * z.shape[0], z.size))
+        backend.xp.put_along_axis(code, indices, values, axis=1)
         return code
 
     def forward(self, backend, params, x, training):
+        xp = backend.xp
         x_tilde = x - params["b_dec"]
-        z = x_tilde @ params["W_enc"].T
+        z = matmul(x_tilde, params["W_enc"].T)  # split over threads in the trainer
         z += params["b_enc"]
-        code = self.encode_batch(backend, z, training)
-        xhat = code @ params["W_dec"]
+        if not training and self.threshold is not None:  # inference: a dense JumpReLU code
+            code = self.encode_batch(backend, z, training)
+            xhat = matmul(code, params["W_dec"])
+            xhat += params["b_dec"]
+            return Forward(z, z, None, code, None, xhat, xhat)
+        indices, values = batch_top_k(xp, z, min(self.k * z.shape[0], z.size))
+        xhat = code_times(backend, indices, values, params["W_dec"])
         xhat += params["b_dec"]
-        return Forward(z, z, None, code, None, xhat, xhat)
+        return Forward(z, z, TopK(indices), None, values, xhat, xhat)
 
     # -- loss and gradients -------------------------------------------------------------------
 
     def main_term(
         self, backend: Any, params: dict[str, Any], x: Any, fwd: Forward, want_grads: bool
     ) -> tuple[Any, Any, Any, Any]:
-        """The reconstruction term: ``(loss, ∇W_dec, ∇b_dec (output part), ∂L/∂A)``."""
+        """The reconstruction term: ``(loss, ∇W_dec, ∇b_dec (output part), ∂L/∂A)``, the
+        last at the code's kept entries (B×m, like ``fwd.code_values``)."""
         xp = backend.xp
-        batch = x.shape[0]
+        batch, hidden = x.shape[0], params["W_dec"].shape[0]
+        indices, values = fwd.support.indices, fwd.code_values
         g = fwd.xhat - x
         loss = (0.5 / batch) * xp.vdot(g, g)
         if not want_grads:
             return loss, None, None, None
         g *= 1.0 / batch
-        return loss, fwd.code.T @ g, g.sum(axis=0), g @ params["W_dec"].T
+        grad_w_dec = code_transpose_times(backend, indices, values, g, hidden)
+        return loss, grad_w_dec, g.sum(axis=0), gathered_dot(backend, g, params["W_dec"], indices)
 
     def _objective(self, backend, params, x, state, term, anchor, want_grads):
         self._check_term(term)
         xp = backend.xp
-        batch = x.shape[0]
+        batch, hidden = x.shape[0], params["W_enc"].shape[0]
         fwd = self.forward(backend, params, x, True)
         diff = fwd.xhat - x
         reconstruction = (0.5 / batch) * xp.vdot(diff, diff)
         main = term in (None, self.terms[0])
         if main:
-            loss, grad_w_dec, grad_b_dec, d_code = self.main_term(
+            loss, grad_w_dec, grad_b_dec, d_values = self.main_term(
                 backend, params, x, fwd, want_grads
             )
         else:
@@ -153,23 +237,18 @@ class BatchTopKSAE(_sae.SAEMethod):
             residual = x - ref.xhat
             scale = _sae.auxk_scale(backend, x, residual, self.aux_coef)
             aux_loss, aux_grads = _sae.auxk_term(
-                backend,
-                fwd.z,
-                aux,
-                self.k_aux,
-                params["W_dec"],
-                residual,
-                scale,
-                x_tilde,
+                backend, fwd.z, aux, self.k_aux, params["W_dec"], residual, scale, x_tilde,
                 want_grads,
-            )
+            )  # fmt: skip
             loss = loss + aux_loss
         if not want_grads:
             return loss, {}, fwd, reconstruction
         if main:
-            d_code *= fwd.code > 0  # dZ
-            grad_w_enc = d_code.T @ x_tilde
-            grad_b_enc = d_code.sum(axis=0)
+            d_values *= fwd.code_values > 0  # dZ at the kept entries
+            grad_w_enc, grad_b_enc, _ = _sae.encoder_grads_sparse(
+                backend, [(fwd.support.indices, d_values)], x_tilde, params["W_enc"], hidden,
+                False,
+            )  # fmt: skip
         else:
             grad_w_dec = xp.zeros_like(params["W_dec"])
             grad_b_dec = xp.zeros_like(params["b_dec"])
@@ -184,7 +263,7 @@ class BatchTopKSAE(_sae.SAEMethod):
     # -- the inference threshold ----------------------------------------------------------------
 
     def after_step(self, backend, params, fwd):
-        code = fwd.code
+        code = fwd.code_values if fwd.code is None else fwd.code
         positive = code[code > 0]
         if positive.size == 0:
             return

@@ -17,13 +17,16 @@ Gradient, with G^(g) = (X̂^(g) − X)/B and suffix sums S^(g) = Σ_{g' ≥ g} G
     ∇b_dec = Σ_rows S^(1) − (Σ_rows dZ) W_enc ;  dZ = ∂L/∂A ⊙ M ⊙ 1[Z > 0]
 
 (group g = latents m_{g−1} … m_g − 1); the encoder gradients as BatchTopK's. The X̂^(g) are
-running sums of the groups' contributions, so the decoder costs one full product.
+running sums of the groups' contributions; every product runs on the sparse code's kept
+entries (each entry belongs to one group), so no B×H array but Z exists.
 """
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
+from sparsekit.backend.sparse_code import code_times, code_transpose_times, gathered_dot
 from sparsekit.errors import ParameterError
 from sparsekit.hookspecs import hookimpl
 from sparsekit.methods.base import Param
@@ -84,14 +87,16 @@ class MatryoshkaSAE(BatchTopKSAE):
     def main_term(self, backend, params, x, fwd, want_grads):
         xp = backend.xp
         batch, hidden = x.shape[0], params["W_enc"].shape[0]
-        w_dec, code = params["W_dec"], fwd.code
+        w_dec = params["W_dec"]
+        indices, values = fwd.support.indices, fwd.code_values
         ends = prefix_ends(self.prefixes, hidden)
-        starts = [0, *ends[:-1]]
+        group = xp.searchsorted(xp.asarray(ends), indices, side="right")  # g of each entry
         partial = xp.zeros_like(x) + params["b_dec"]
         loss = 0 * partial[0, 0]
-        g_list = []
-        for lo, hi in zip(starts, ends, strict=True):
-            partial += code[:, lo:hi] @ w_dec[lo:hi]
+        in_group, g_list = [], []
+        for q in range(len(ends)):
+            in_group.append(values * (group == q))  # A[:, group q] at the kept entries
+            partial += code_times(backend, indices, in_group[q], w_dec)
             g = partial - x
             loss = loss + (0.5 / batch) * xp.vdot(g, g)
             if want_grads:
@@ -99,16 +104,13 @@ class MatryoshkaSAE(BatchTopKSAE):
                 g_list.append(g)
         if not want_grads:
             return loss, None, None, None
-        grad_w_dec = xp.empty_like(w_dec)
-        d_code = xp.empty_like(code)
-        suffix = None
-        for (lo, hi), g in zip(
-            reversed(list(zip(starts, ends, strict=True))), reversed(g_list), strict=True
-        ):
-            suffix = g if suffix is None else suffix + g
-            grad_w_dec[lo:hi] = code[:, lo:hi].T @ suffix
-            d_code[:, lo:hi] = suffix @ w_dec[lo:hi].T
-        return loss, grad_w_dec, suffix.sum(axis=0), d_code
+        suffix = list(itertools.accumulate(reversed(g_list), lambda s, g: s + g))[::-1]
+        # Σ_g A[:, group g]ᵀ S^(g) in one pass over the kept entries
+        grad_w_dec = code_transpose_times(backend, indices, in_group, suffix, hidden)
+        d_values = xp.zeros_like(values)
+        for q, s_q in enumerate(suffix):
+            d_values += gathered_dot(backend, s_q, w_dec, indices) * (group == q)
+        return loss, grad_w_dec, suffix[0].sum(axis=0), d_values
 
 
 @hookimpl
