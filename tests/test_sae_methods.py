@@ -472,3 +472,29 @@ def test_batchtopk_training_forward_has_no_dense_code(cls):
     z = (x - params["b_dec"]) @ params["W_enc"].T + params["b_enc"]
     assert np.array_equal(code, _dense_batch_top_k(z, 3 * x.shape[0]))
     assert np.allclose(fwd.xhat, code @ params["W_dec"] + params["b_dec"], rtol=1e-12)
+
+
+@pytest.mark.parametrize("cls", [TopKSAE, BatchTopKSAE, MatryoshkaSAE])
+def test_the_generic_array_path_matches_the_numpy_one(cls):
+    """The code a CuPy backend runs (no ``xp is numpy`` fast path: the batch selection from
+    all positive entries, the AuxK selection in one block) gives the NumPy path's step."""
+    import types
+
+    import scipy.sparse
+
+    from sparsekit.backend import Backend
+
+    clone = types.ModuleType("numpy_clone")
+    clone.__dict__.update({k: v for k, v in np.__dict__.items() if not k.startswith("__")})
+    generic = Backend("numpy-clone", clone, scipy.sparse, np.dtype("float64"))
+    method = cls(k=3, k_aux=2, dead_after=20)
+    params, x = random_problem(method, tied=False, seed=4)
+    state = StepState(dead=np.arange(params["W_enc"].shape[0]) % 3 == 0)
+    loss, grads, fwd, _ = method.loss_and_grads(F64, params, x, state)
+    loss_g, grads_g, fwd_g, _ = method.loss_and_grads(generic, params, x, state)
+    assert float(loss_g) == pytest.approx(float(loss), rel=1e-12)
+    for name, g in grads.items():
+        np.testing.assert_allclose(grads_g[name], g, rtol=1e-10, atol=1e-12)
+    assert np.array_equal(
+        sparsekit.autoencoder.dense_code(F64, fwd), sparsekit.autoencoder.dense_code(generic, fwd_g)
+    )

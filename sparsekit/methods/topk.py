@@ -21,7 +21,9 @@ no straight-through estimator is involved. R and w are stop-gradient constants: 
 the aux term reaches b_dec through the output or the live latents (the bugs of sparsify #132
 and SAELens PR #432 / sparsify #57).
 
-Every term but the encoder product is computed on the k (and k_aux) kept units of each row.
+Every main term but the encoder product is computed on the k kept units of each row; the AuxK
+term on the dead latents' columns, a block of rows at a time (:func:`_sae.auxk_term`). With no
+dead latent the AuxK term is w·(1/2B)‖R‖², a constant of the step (zero gradient), left out.
 The trainer keeps decoder rows at unit norm, starts b_dec at the data's geometric median and
 tracks dead latents (:meth:`upkeep`).
 """
