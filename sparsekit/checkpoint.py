@@ -39,6 +39,7 @@ import numpy as np
 
 from sparsekit.config import TrainConfig
 from sparsekit.errors import CheckpointError, ParameterError, SparsekitError
+from sparsekit.files import atomic_path, first_line, fsync_dir, json_default
 from sparsekit.methods.base import Method
 
 if TYPE_CHECKING:
@@ -48,7 +49,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CHECKPOINT",
+    "FORMAT_NAME",
     "FORMAT_VERSION",
+    "encode_json",
     "PREVIOUS_CHECKPOINT",
     "checkpoint_path",
     "load_checkpoint",
@@ -63,7 +66,8 @@ CHECKPOINT = "checkpoint.npz"
 PREVIOUS_CHECKPOINT = "checkpoint.prev.npz"
 #: Bumped whenever the layout changes incompatibly.
 FORMAT_VERSION = 1
-_FORMAT = "sparsekit-checkpoint"
+#: The ``format`` field of ``meta``: what makes an archive a sparsekit checkpoint.
+FORMAT_NAME = "sparsekit-checkpoint"
 
 _PARAMS = "params/"
 _OPTIM = "optimizer/"
@@ -76,16 +80,9 @@ _UPKEEP = "upkeep/"
 # --------------------------------------------------------------------------- writing
 
 
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
-def _encode_json(obj: Any) -> np.ndarray:
-    return np.frombuffer(json.dumps(obj, default=_json_default).encode("utf-8"), dtype=np.uint8)
+def encode_json(obj: Any) -> np.ndarray:
+    """``obj`` as UTF-8 JSON bytes in a ``uint8`` array: how ``meta`` is stored in an archive."""
+    return np.frombuffer(json.dumps(obj, default=json_default).encode("utf-8"), dtype=np.uint8)
 
 
 def _split_state(state: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -118,7 +115,7 @@ def checkpoint_arrays(
     upkeep_arrays = {k: v for k, v in upkeep.items() if isinstance(v, np.ndarray)}
     upkeep_scalars = {k: v for k, v in upkeep.items() if k not in upkeep_arrays}
     meta = {
-        "format": _FORMAT,
+        "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
         "sparsekit_version": __version__,
         "method": trainer.method.name,
@@ -135,7 +132,7 @@ def checkpoint_arrays(
         "method_scalars": method_scalars,
         "upkeep": upkeep_scalars,
     }
-    arrays: dict[str, np.ndarray] = {"meta": _encode_json(meta)}
+    arrays: dict[str, np.ndarray] = {"meta": encode_json(meta)}
     for key, value in state["params"].items():
         arrays[_PARAMS + key] = np.ascontiguousarray(value)
     for key, value in optim_arrays.items():
@@ -171,33 +168,15 @@ def save_checkpoint(
     """
     path = Path(path)
     arrays = checkpoint_arrays(trainer, data_spec=data_spec, extra=extra)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(path, error=CheckpointError) as tmp:
         with open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
             fh.flush()
             os.fsync(fh.fileno())
         if keep_previous and path.exists():
             os.replace(path, path.with_name(path.name.removesuffix(".npz") + ".prev.npz"))
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise CheckpointError(f"cannot write {path}: {exc.strerror or exc}") from None
+    fsync_dir(path.parent)
     return path
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # pragma: no cover - e.g. Windows
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
 
 
 # --------------------------------------------------------------------------- reading
@@ -221,7 +200,7 @@ def _read_members(path: Path) -> dict[str, np.ndarray]:
         archive = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise CheckpointError(
-            f"{path}: not a valid checkpoint (corrupt or truncated file: {_reason(exc)})"
+            f"{path}: not a valid checkpoint (corrupt or truncated file: {first_line(exc)})"
         ) from None
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise CheckpointError(
@@ -239,21 +218,16 @@ def _read_members(path: Path) -> dict[str, np.ndarray]:
                         "(checkpoints hold only numeric arrays)"
                     ) from None
                 raise CheckpointError(
-                    f"{path}: member {key!r} is corrupt: {_reason(exc)}"
+                    f"{path}: member {key!r} is corrupt: {first_line(exc)}"
                 ) from None
             except (OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
                 raise CheckpointError(
                     f"{path}: not a valid checkpoint (corrupt or truncated member {key!r}: "
-                    f"{_reason(exc)})"
+                    f"{first_line(exc)})"
                 ) from None
             if members[key].dtype.hasobject:  # pragma: no cover - np.load refuses these
                 raise CheckpointError(f"{path}: refused: member {key!r} is an object array")
     return members
-
-
-def _reason(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 def _decode_meta(path: Path, members: Mapping[str, np.ndarray]) -> dict[str, Any]:
@@ -267,8 +241,8 @@ def _decode_meta(path: Path, members: Mapping[str, np.ndarray]) -> dict[str, Any
     try:
         meta = json.loads(raw.tobytes().decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path}: 'meta' is not valid JSON ({_reason(exc)})") from None
-    if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
+        raise CheckpointError(f"{path}: 'meta' is not valid JSON ({first_line(exc)})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
         raise CheckpointError(f"{path}: not a sparsekit checkpoint (unknown 'meta' format)")
     version = meta.get("format_version")
     if version != FORMAT_VERSION:
@@ -338,14 +312,14 @@ def load_checkpoint(path: str | os.PathLike[str], *, registry: Any = None) -> di
         method = registry.create(name, **meta["method_params"])
         config = TrainConfig.from_dict(meta["train"]).validate(method)
     except (ParameterError, TypeError) as exc:
-        raise CheckpointError(f"{path}: stored settings are invalid: {_reason(exc)}") from None
+        raise CheckpointError(f"{path}: stored settings are invalid: {first_line(exc)}") from None
     dim = meta["data"].get("dim")
     if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
         raise CheckpointError(f"{path}: 'meta' lacks the data dimension")
     try:
         method.validate(config.hidden, dim)
     except ParameterError as exc:
-        raise CheckpointError(f"{path}: stored settings are invalid: {_reason(exc)}") from None
+        raise CheckpointError(f"{path}: stored settings are invalid: {first_line(exc)}") from None
 
     dtype = np.dtype(config.dtype)
     expected = _expected_params(method, config, dim)
@@ -413,7 +387,9 @@ def load_checkpoint(path: str | os.PathLike[str], *, registry: Any = None) -> di
     try:
         np.random.default_rng(0).bit_generator.state = rng_state
     except (TypeError, ValueError, KeyError) as exc:
-        raise CheckpointError(f"{path}: invalid shuffle generator state ({_reason(exc)})") from None
+        raise CheckpointError(
+            f"{path}: invalid shuffle generator state ({first_line(exc)})"
+        ) from None
     epoch = meta["epoch"]
     history = meta["history"]
     if epoch < 0 or len(history) != epoch:
@@ -501,7 +477,7 @@ def _read_preprocessing(path: str | os.PathLike[str]) -> dict[str, Any] | None:
             arrays = {k: archive[k] for k in archive.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise CheckpointError(
-            f"{p}: unreadable preprocessing parameters ({_reason(exc)})"
+            f"{p}: unreadable preprocessing parameters ({first_line(exc)})"
         ) from None
     zca = None
     if "zca_mean" in arrays:
@@ -522,7 +498,7 @@ def check_belongs_to_run(path: Path, meta: Mapping[str, Any]) -> None:
     except FileNotFoundError:
         return  # a checkpoint file on its own
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{config_path}: unreadable ({_reason(exc)})") from None
+        raise CheckpointError(f"{config_path}: unreadable ({first_line(exc)})") from None
     if not isinstance(stored, dict):
         raise CheckpointError(f"{config_path}: not a run configuration")
     run_method, ckpt_method = stored.get("method"), meta["method"]
@@ -600,7 +576,7 @@ def restore_trainer(
     except SparsekitError:
         raise
     except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{path}: cannot restore the trainer: {_reason(exc)}") from None
+        raise CheckpointError(f"{path}: cannot restore the trainer: {first_line(exc)}") from None
     trainer.data_spec = meta.get("data_spec")
     trainer.checkpoint_extra = ckpt["extra"]
     return trainer

@@ -45,7 +45,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from sparsekit.errors import ParameterError, PluginError, SparsekitError
+from sparsekit.errors import ComparisonError, ParameterError, PluginError
+from sparsekit.files import one_line_reason, plain_json, write_json
 from sparsekit.train import Callback
 
 __all__ = [
@@ -129,12 +130,6 @@ MEASURES = "measures.json"
 FAILURE = "failure.json"
 CHECKPOINT = "checkpoint.npz"
 COMPARISON = "comparison.json"
-
-
-class ComparisonError(SparsekitError):
-    """Every method of a comparison failed (or, with ``strict``, at least one did)."""
-
-    exit_code = 10
 
 
 # --------------------------------------------------------------------------- settings
@@ -458,10 +453,7 @@ def run_job(job: MethodJob, emit: Callable[[str, dict[str, Any]], None]) -> Meth
         if isinstance(exc, KeyboardInterrupt):
             reason = "interrupted (Ctrl-C)"
         else:
-            text = str(exc).strip().splitlines()
-            reason = text[0] if text else type(exc).__name__
-            if not isinstance(exc, SparsekitError):
-                reason = f"{type(exc).__name__}: {reason}" if text else reason
+            reason = one_line_reason(exc)
         interrupted = isinstance(exc, KeyboardInterrupt)
         result = MethodResult(
             method=job.method,
@@ -472,7 +464,7 @@ def run_job(job: MethodJob, emit: Callable[[str, dict[str, Any]], None]) -> Meth
             seconds=time.perf_counter() - start,
         )
         with contextlib.suppress(Exception):
-            _write_json(
+            write_json(
                 run_dir / FAILURE,
                 {
                     "method": job.method,
@@ -488,7 +480,7 @@ def run_job(job: MethodJob, emit: Callable[[str, dict[str, Any]], None]) -> Meth
         return result
     seconds = time.perf_counter() - start
     measures["total_seconds"] = seconds
-    _write_json(run_dir / MEASURES, measures)
+    write_json(run_dir / MEASURES, measures)
     return MethodResult(
         method=job.method,
         run_dir=str(run_dir),
@@ -578,28 +570,7 @@ class _Reporter(Callback):
         )
 
     def on_epoch_end(self, trainer: Any, metrics: dict[str, Any]) -> None:
-        self.emit("epoch", {"metrics": _plain(metrics)})
-
-
-def _plain(obj: Any) -> Any:
-    """JSON-like copy with NumPy scalars as Python numbers (safe to pickle anywhere)."""
-    return json.loads(json.dumps(obj, default=_json_default))
-
-
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "item"):
-        return value.item()
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    from sparsekit.run import write_json
-
-    write_json(path, _plain(obj))
+        self.emit("epoch", {"metrics": plain_json(metrics)})
 
 
 def _worker(job: MethodJob, events: Any) -> None:
@@ -694,9 +665,7 @@ def compare(
         Path(job.run_dir).mkdir(exist_ok=chosen is not None)
     n_jobs = jobs if jobs is not None else default_jobs(len(planned))
     title = title or f"sparsekit comparison {directory.name}"
-    _write_json(
-        directory / COMPARISON, _comparison_json(settings, planned, [], plugin_specs, title)
-    )
+    write_json(directory / COMPARISON, _comparison_json(settings, planned, [], plugin_specs, title))
     emit = on_event or (lambda event: None)
     for job in planned:
         emit(
@@ -716,7 +685,7 @@ def compare(
         results = run_compare_jobs(todo, scheduler, jobs, emit)
     results.update(finished)
     ordered = [results[job.method] for job in planned]
-    _write_json(
+    write_json(
         directory / COMPARISON, _comparison_json(settings, planned, ordered, plugin_specs, title)
     )
     comparison = Comparison(directory=directory, results=ordered)
@@ -932,7 +901,7 @@ def _run_all(
                         error_type="WorkerDied",
                     )
                     with contextlib.suppress(Exception):
-                        _write_json(
+                        write_json(
                             Path(job.run_dir) / FAILURE,
                             {
                                 "method": method,
@@ -960,7 +929,7 @@ def _run_all(
         for job, reason in stopped:
             if not (Path(job.run_dir) / FAILURE).exists():
                 with contextlib.suppress(Exception):
-                    _write_json(
+                    write_json(
                         Path(job.run_dir) / FAILURE,
                         {
                             "method": job.method,

@@ -36,8 +36,9 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from sparsekit.compare import FAILURE, THREAD_VARS, MethodJob, MethodResult, _cpus, _write_json
-from sparsekit.errors import ParameterError, SparsekitError
+from sparsekit.compare import FAILURE, THREAD_VARS, MethodJob, MethodResult, _cpus
+from sparsekit.errors import ClusterError, MissingDependencyError, ParameterError
+from sparsekit.files import one_line_reason, write_json
 
 __all__ = [
     "INSTALL_HINT",
@@ -54,18 +55,6 @@ INSTALL_HINT = "pip install 'sparsekit[distributed]'"
 WORKER_THREAD_VARS = (*THREAD_VARS, "SPARSEKIT_NUM_THREADS")
 #: Seconds to wait for the scheduler of an existing cluster.
 CONNECT_TIMEOUT = 20
-
-
-class MissingDependencyError(SparsekitError):
-    """An optional dependency that the requested feature needs is not installed."""
-
-    exit_code = 1
-
-
-class ClusterError(SparsekitError):
-    """The Dask cluster cannot be started or reached."""
-
-    exit_code = 1
 
 
 def require_distributed(feature: str = "this") -> None:
@@ -319,7 +308,7 @@ class DaskExecutor:
             for key, job in jobs.items():
                 if key not in results and not (Path(job.run_dir) / FAILURE).exists():
                     with contextlib.suppress(Exception):
-                        _write_json(
+                        write_json(
                             Path(job.run_dir) / FAILURE,
                             {
                                 "method": job.method,
@@ -340,7 +329,7 @@ class DaskExecutor:
             try:
                 return MethodResult(**future.result())
             except Exception as exc:  # the result could not travel back
-                reason = f"{type(exc).__name__}: {exc}"
+                reason = one_line_reason(exc, name=True)
                 error = type(exc).__name__
         else:
             try:
@@ -354,10 +343,9 @@ class DaskExecutor:
                     "distributed.scheduler.allowed-failures deaths)"
                 )
             else:
-                text = str(exc).strip().splitlines()
-                reason = f"{error}: {text[0]}" if text else error
+                reason = one_line_reason(exc, name=True)
         with contextlib.suppress(Exception):
-            _write_json(
+            write_json(
                 Path(job.run_dir) / FAILURE,
                 {"method": job.method, "status": "failed", "reason": reason, "error_type": error},
             )

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from sparsekit.errors import ParameterError, SparsekitError
+from sparsekit.errors import MissingDependencyError, ParameterError
 
 __all__ = [
     "COHERENCE_CHUNK",
@@ -63,12 +63,6 @@ DENSE_FRACTION = 0.1
 PROBE_C = 0.01
 #: Default iteration cap of the probe's L-BFGS solver.
 PROBE_MAX_ITER = 1000
-
-
-class MissingDependencyError(SparsekitError):
-    """An optional dependency (scikit-learn for the probe) is not installed (exit code 9)."""
-
-    exit_code = 9
 
 
 # --------------------------------------------------------------------------- measures

@@ -25,6 +25,7 @@ import pluggy
 
 from sparsekit import hookspecs
 from sparsekit.errors import PluginError, UnknownMethodError
+from sparsekit.files import one_line_reason
 from sparsekit.methods.base import Method
 
 #: Modules of the built-in methods, registered exactly like third-party plugins.
@@ -167,7 +168,9 @@ def _load_entry_points(pm: pluggy.PluginManager, blocked: set[str]) -> list[Plug
             plugin = ep.load()
             pm.register(plugin, name=ep.name)
         except Exception as exc:  # a broken plugin must not break the others
-            failures.append(PluginFailure(f"{ep.name} ({ep.value})", _one_line(exc)))
+            failures.append(
+                PluginFailure(f"{ep.name} ({ep.value})", one_line_reason(exc, name=True))
+            )
             continue
         unknown = _unknown_hooks(pm, plugin)
         if unknown:  # a misspelt hook would otherwise make the plugin silently do nothing
@@ -217,7 +220,9 @@ def load_registry(pm: pluggy.PluginManager | None = None) -> MethodRegistry:
         except DuplicateMethodError:
             raise
         except Exception as exc:
-            registry.failures.append(PluginFailure(registry._origin, _one_line(exc)))
+            registry.failures.append(
+                PluginFailure(registry._origin, one_line_reason(exc, name=True))
+            )
     registry._origin = "<unknown>"
     return registry
 
@@ -227,8 +232,3 @@ def _origin_of(name: str, plugin: Any) -> str:
         return f"builtin ({name})"
     module = getattr(plugin, "__name__", None) or type(plugin).__module__
     return f"plugin {name}" if name == module else f"plugin {name} ({module})"
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__

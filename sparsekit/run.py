@@ -21,12 +21,11 @@ interrupted) run, with other layout options.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +33,8 @@ import numpy as np
 
 from sparsekit import render
 from sparsekit.checkpoint import CHECKPOINT, load_checkpoint, load_run, save_checkpoint
-from sparsekit.errors import SparsekitError
+from sparsekit.errors import OutputError, SparsekitError
+from sparsekit.files import atomic_path, json_default, write_atomic, write_json
 from sparsekit.train import Callback, Trainer
 
 CONFIG = "config.json"
@@ -57,12 +57,6 @@ CURVE_KEYS = ("loss", "mse", "mean_active", "seconds")
 CURVES_PATIENCE = 10.0
 
 
-class OutputError(SparsekitError):
-    """The output directory cannot be created or written."""
-
-    exit_code = 8
-
-
 def create_run_dir(root: str | Path, method: str) -> Path:
     """A new, empty directory ``root/<method>-<date>-<time>[-n]``, created atomically."""
     root = Path(root)
@@ -81,49 +75,6 @@ def create_run_dir(root: str | Path, method: str) -> Path:
             f"cannot create a run directory in {root}: {exc.strerror or exc}"
         ) from None
     raise OutputError(f"cannot create a run directory in {root}: too many runs this second")
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same directory and a rename."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
-
-
-@contextlib.contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """A temporary path (same folder, same suffix) that becomes ``path`` when the block ends."""
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def write_json(path: Path, obj: Any) -> None:
-    write_atomic(path, (json.dumps(obj, indent=2, default=_jsonable) + "\n").encode())
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 def run_config(trainer: Trainer, data_spec: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -408,7 +359,7 @@ class RunWriter(Callback):
         # crashed run wrote after its last checkpoint).
         write_atomic(
             self.run_dir / METRICS,
-            "".join(json.dumps(r, default=_jsonable) + "\n" for r in trainer.history).encode(),
+            "".join(json.dumps(r, default=json_default) + "\n" for r in trainer.history).encode(),
         )
         if trainer.epoch > 0:
             frames, epochs = read_frames(self.run_dir / FRAMES)
@@ -433,7 +384,7 @@ class RunWriter(Callback):
         self._in_epoch = False
         try:
             with open(self.run_dir / METRICS, "a", encoding="utf-8") as fh:
-                fh.write(json.dumps(metrics, default=_jsonable) + "\n")
+                fh.write(json.dumps(metrics, default=json_default) + "\n")
                 fh.flush()
                 os.fsync(fh.fileno())
         except OSError as exc:

@@ -69,10 +69,10 @@ from sparsekit.compare import (
     MethodResult,
     _check_data,
     _plugin_spec,
-    _write_json,
     plan_jobs,
 )
-from sparsekit.errors import ParameterError, SparsekitError
+from sparsekit.errors import ParameterError, SparsekitError, SweepFailedError
+from sparsekit.files import first_line, read_json_or_none, write_json
 
 __all__ = [
     "RESULTS",
@@ -115,12 +115,6 @@ BEST_BY = {"fve": True, "mse": False, "loss": False}
 
 class SweepFileError(ParameterError):
     """A sweep file is malformed, or declares something that cannot be trained."""
-
-
-class SweepFailedError(SparsekitError):
-    """Every trial of a sweep failed (or, with ``--strict``, at least one did)."""
-
-    exit_code = 10
 
 
 # --------------------------------------------------------------------------- the plan
@@ -361,7 +355,7 @@ def plan_sweep(
             try:
                 dims[key] = _check_data(settings, download_progress)
             except SparsekitError as exc:
-                raise type(exc)(f"{where}: data: {_one_line(exc)}") from None
+                raise type(exc)(f"{where}: data: {first_line(exc)}") from None
     directory = Path(out) / sweep_name
     trials: dict[str, Trial] = {}
     for method, label, axes in blocks:
@@ -383,7 +377,7 @@ def plan_sweep(
                     dim=dims[_data_key(settings)],
                 )
             except SparsekitError as exc:
-                raise type(exc)(f"{where}: {label}: {_one_line(exc)}") from None
+                raise type(exc)(f"{where}: {label}: {first_line(exc)}") from None
             trial_id = _trial_id(job, {k: values[k] for k in varying})
             if trial_id not in trials:
                 trials[trial_id] = Trial(
@@ -403,17 +397,12 @@ def plan_sweep(
     )
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
-
-
 def _settings(values: Mapping[str, Any], where: str) -> CompareSettings:
     known = {f.name for f in fields(CompareSettings)}
     try:
         return CompareSettings(**{k: v for k, v in values.items() if k in known}).validate()
     except SparsekitError as exc:
-        raise SweepFileError(f"{where}: {_one_line(exc)}") from None
+        raise SweepFileError(f"{where}: {first_line(exc)}") from None
 
 
 def _data_key(settings: CompareSettings) -> str:
@@ -502,7 +491,7 @@ def results_rows(plan: SweepPlan, results: Mapping[str, MethodResult]) -> list[d
     for trial in plan.trials:
         job = trial.job
         result = results.get(trial.id)
-        config = _read_json(Path(job.run_dir) / "config.json") or {}
+        config = read_json_or_none(Path(job.run_dir) / "config.json") or {}
         train = {**job.train, **(config.get("train") or {})}
         row: dict[str, Any] = {
             "trial": trial.id,
@@ -531,13 +520,6 @@ def results_rows(plan: SweepPlan, results: Mapping[str, MethodResult]) -> list[d
     return rows
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
 def _csv_text(rows: Sequence[Mapping[str, Any]]) -> str:
     header: list[str] = []
     for row in rows:
@@ -554,7 +536,7 @@ def _csv_text(rows: Sequence[Mapping[str, Any]]) -> str:
 
 def write_results(directory: Path, plan: SweepPlan, results: Mapping[str, MethodResult]) -> Path:
     """``results.csv`` of the sweep (atomically)."""
-    from sparsekit.run import write_atomic
+    from sparsekit.files import write_atomic
 
     path = directory / RESULTS
     write_atomic(path, _csv_text(results_rows(plan, results)).encode("utf-8"))
@@ -625,7 +607,8 @@ def run_sweep(
         threads_per_worker=threads_per_worker,
         feature="sparsekit sweep",
     )
-    from sparsekit.run import OutputError, write_atomic
+    from sparsekit.errors import OutputError
+    from sparsekit.files import write_atomic
 
     directory = Path(out) / plan.name
     try:
@@ -644,7 +627,7 @@ def run_sweep(
     plan = replace(plan, trials=trials)
     if plan.source is not None:
         write_atomic(directory / SOURCE, plan.source.encode("utf-8"))
-    _write_json(directory / PLAN, _plan_json(plan))
+    write_json(directory / PLAN, _plan_json(plan))
     emit = on_event or (lambda event: None)
     results: dict[str, MethodResult] = {}
     skipped: list[str] = []

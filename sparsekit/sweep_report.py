@@ -245,8 +245,8 @@ def write_sweep_report(sweep: Sweep, out: str | Path | None = None) -> dict[str,
     unless ``out`` names the HTML file); returns their paths."""
     from sparsekit.compare import _registry
     from sparsekit.errors import SparsekitError
+    from sparsekit.files import write_atomic
     from sparsekit.report import csv_text, load_record, markdown_table, render_html
-    from sparsekit.run import write_atomic
 
     try:
         registry = _registry(sweep.plan.plugins)

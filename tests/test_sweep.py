@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 
 from sparsekit.compare import _cpus
-from sparsekit.errors import ParameterError, UnknownMethodError
+from sparsekit.errors import MissingDependencyError, ParameterError, UnknownMethodError
 from sparsekit.sweep import SweepFileError, plan_sweep, run_sweep, trial_status
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
@@ -226,7 +226,7 @@ def test_without_distributed_one_line_says_how_to_install_it(data_dir, tmp_path,
         env=env,
         timeout=120,
     )
-    assert result.returncode == 1, result.stderr
+    assert result.returncode == MissingDependencyError.exit_code, result.stderr
     lines = result.stderr.strip().splitlines()
     if command == "sweep":
         assert len(lines) == 1, result.stderr

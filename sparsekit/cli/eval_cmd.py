@@ -165,7 +165,8 @@ def eval_run(
     ] = None,
 ) -> None:
     """Measure RUN_DIR's codes: reconstruction, sparsity, coherence and a linear probe."""
-    from sparsekit.run import OutputError, write_atomic
+    from sparsekit.errors import OutputError
+    from sparsekit.files import write_atomic
 
     if not run_dir.is_dir():
         raise CheckpointError(f"{run_dir}: no such run directory")

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sparsekit.cli.train_cmd import parse_method_options
-from sparsekit.errors import ParameterError, SparsekitError
+from sparsekit.errors import EXIT_GRADIENT_MISMATCH, ParameterError, SparsekitError
 from sparsekit.gradcheck import (
     PROBLEM_HIDDEN,
     GradientReport,
@@ -25,8 +25,6 @@ from sparsekit.registry import load_registry
 
 #: Unknown ``--name value`` options are the method's own parameters.
 CONTEXT = {"allow_extra_args": True, "ignore_unknown_options": True}
-
-EXIT_GRADIENT_MISMATCH = 1
 
 
 # -- sparsekit gradcheck -------------------------------------------------------------------

@@ -199,7 +199,8 @@ def encode(
     """Write the codes (N x hidden, .npy) of INPUT under the model of RUN_DIR."""
     from sparsekit.checkpoint import _read_preprocessing, load_run
     from sparsekit.data import Preprocessed, load_dataset
-    from sparsekit.run import OutputError, write_atomic
+    from sparsekit.errors import OutputError
+    from sparsekit.files import write_atomic
 
     run_dir = _run_dir(run_dir)
     if output.suffix.lower() != ".npy":

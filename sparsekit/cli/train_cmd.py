@@ -87,7 +87,7 @@ def save_preprocessing(run_dir: Path, dataset: Any) -> None:
 
     import numpy as np
 
-    from sparsekit.run import write_atomic
+    from sparsekit.files import write_atomic
 
     params = dataset.to_dict()
     arrays = {"remove_mean": np.asarray(params["remove_mean"])}
