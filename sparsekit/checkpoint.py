@@ -453,8 +453,9 @@ def load_dataset_from_spec(
     )
     if spec.get("remove_mean") or spec.get("zca"):
         from sparsekit.data import Preprocessed, preprocess
+        from sparsekit.runs import read_preprocessing
 
-        stored = _read_preprocessing(preprocessing) if preprocessing is not None else None
+        stored = read_preprocessing(preprocessing) if preprocessing is not None else None
         if stored is not None:
             dataset = Preprocessed.from_dict(dataset, stored)
         else:
@@ -465,28 +466,6 @@ def load_dataset_from_spec(
                 seed=int(spec.get("seed", 0)),
             )
     return dataset
-
-
-def _read_preprocessing(path: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """The parameters ``sparsekit train`` stores in ``preprocessing.npz`` (None if absent)."""
-    p = Path(path)
-    if not p.exists():
-        return None
-    try:
-        with np.load(p, allow_pickle=False) as archive:
-            arrays = {k: archive[k] for k in archive.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise CheckpointError(
-            f"{p}: unreadable preprocessing parameters ({first_line(exc)})"
-        ) from None
-    zca = None
-    if "zca_mean" in arrays:
-        zca = {
-            "mean": arrays["zca_mean"],
-            "matrix": arrays.get("zca_matrix"),
-            "epsilon": float(arrays.get("zca_epsilon", 1e-2)),
-        }
-    return {"remove_mean": bool(arrays.get("remove_mean", False)), "zca": zca}
 
 
 def check_belongs_to_run(path: Path, meta: Mapping[str, Any]) -> None:
