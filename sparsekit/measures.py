@@ -228,7 +228,7 @@ def evaluate(
     from sparsekit.autoencoder import forward
     from sparsekit.data.dataset import ArrayDataset, Dataset
     from sparsekit.data.synthetic import SparseCodingProblem
-    from sparsekit.train import _add_active_counts
+    from sparsekit.train import add_active_counts
 
     if isinstance(data, SparseCodingProblem):
         if truth is None:
@@ -259,7 +259,7 @@ def evaluate(
         ratio_sum += float((xhat_norm[keep] / x_norm[keep]).sum(dtype=xp.float64))
         ratio_n += int(keep.sum())
         variance.add(x)
-        _add_active_counts(xp, active, fwd, model.hidden)
+        add_active_counts(xp, active, fwd, model.hidden)
     counts = backend.to_numpy(active)
     result: dict[str, Any] = {
         "n": n,

@@ -60,19 +60,11 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from sparsekit.compare import (
-    FAILURE,
-    MEASURES,
-    PER_METHOD_SETTINGS,
-    CompareSettings,
-    MethodJob,
-    MethodResult,
-    _check_data,
-    _plugin_spec,
-    plan_jobs,
-)
+from sparsekit.compare import PER_METHOD_SETTINGS, CompareSettings, check_data, plan_jobs
 from sparsekit.errors import ParameterError, SparsekitError, SweepFailedError
 from sparsekit.files import first_line, read_json_or_none, write_json
+from sparsekit.jobs import FAILURE, MEASURES, MethodJob, MethodResult
+from sparsekit.registry import plugin_spec
 
 __all__ = [
     "RESULTS",
@@ -155,9 +147,9 @@ class SweepEvent:
     ``kind``: ``"planned"`` (``trials``, ``todo``, ``skipped``, ``directory``), ``"cluster"``
     (``dashboard``: the address or None, ``scheduler``, ``workers``, ``threads``: trials
     at once, ``env``: the thread variables of a local cluster's workers), then per trial the
-    kinds of :class:`~sparsekit.compare.CompareEvent` (``"status"``, ``"started"``,
+    kinds of :class:`~sparsekit.jobs.CompareEvent` (``"status"``, ``"started"``,
     ``"progress"``, ``"epoch"``; ``data["worker"]`` is the worker's address) and
-    ``"finished"`` / ``"failed"`` (``result``: a :class:`~sparsekit.compare.MethodResult`).
+    ``"finished"`` / ``"failed"`` (``result``: a :class:`~sparsekit.jobs.MethodResult`).
     """
 
     kind: str
@@ -296,7 +288,7 @@ def plan_sweep(
     plugins = doc.get("plugins", [])
     if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
         raise SweepFileError(f"{where}: plugins must be a list of import specs (strings)")
-    plugin_specs = tuple(_plugin_spec(p) for p in plugins)
+    plugin_specs = tuple(plugin_spec(p) for p in plugins)
     data = _table(doc, "data", DATA_KEYS, where)
     train = _table(doc, "train", (*TRAIN_KEYS, *PER_METHOD_SETTINGS), where)
     report = _table(doc, "report", REPORT_KEYS, where)
@@ -353,7 +345,7 @@ def plan_sweep(
         key = _data_key(settings)
         if key not in dims:
             try:
-                dims[key] = _check_data(settings, download_progress)
+                dims[key] = check_data(settings, download_progress)
             except SparsekitError as exc:
                 raise type(exc)(f"{where}: data: {first_line(exc)}") from None
     directory = Path(out) / sweep_name

@@ -243,13 +243,13 @@ def best_markdown(sweep: Sweep) -> str:
 def write_sweep_report(sweep: Sweep, out: str | Path | None = None) -> dict[str, Path]:
     """Write the sweep's ``report.html``, ``report.csv`` and ``report.md`` (in its directory
     unless ``out`` names the HTML file); returns their paths."""
-    from sparsekit.compare import _registry
     from sparsekit.errors import SparsekitError
     from sparsekit.files import write_atomic
+    from sparsekit.registry import registry_for
     from sparsekit.report import csv_text, load_record, markdown_table, render_html
 
     try:
-        registry = _registry(sweep.plan.plugins)
+        registry = registry_for(sweep.plan.plugins)
     except SparsekitError:
         registry = None
     records = []

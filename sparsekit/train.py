@@ -177,7 +177,7 @@ class Trainer:
             batch = x.shape[0]
             loss_sum += loss * batch
             rec_sum += rec * batch
-            _add_active_counts(xp, active_per_unit, fwd, hidden)
+            add_active_counts(xp, active_per_unit, fwd, hidden)
             if variance is not None:
                 variance.add(x)
             if (step + 1) % check_every == 0 or step == steps - 1:
@@ -334,7 +334,7 @@ def data_mean(dataset: Dataset, chunk: int = 1024) -> np.ndarray:
     return total / len(dataset)
 
 
-def _add_active_counts(xp: Any, counts: Any, fwd: autoencoder.Forward, hidden: int) -> None:
+def add_active_counts(xp: Any, counts: Any, fwd: autoencoder.Forward, hidden: int) -> None:
     """Add to ``counts`` how many samples of the batch use each unit."""
     if isinstance(fwd.support, TopK):
         counts += xp.bincount(fwd.support.indices.ravel(), minlength=hidden)
