@@ -1,7 +1,8 @@
 """Figures of a sparse-coding run, drawn from plain NumPy arrays.
 
 * :func:`filter_grid` / :func:`save_filter_grid`: every hidden unit's weights as a small image,
-  contrast-normalised the way CS294A's ``display_network`` does it.
+  contrast-normalised the way CS294A's ``display_network`` does it (:func:`filter_tiles` and
+  :func:`tile_grid` are its two halves: the tiles, and their layout).
 * :func:`save_progression` and :class:`FrameRecorder`: how those filters change over training,
   as an animated GIF (or APNG).
 * :func:`reconstruction_grid` / :func:`save_reconstructions`: inputs above their
@@ -32,12 +33,15 @@ __all__ = [
     "RECON_SEPARATOR",
     "FrameRecorder",
     "filter_grid",
+    "filter_tiles",
     "frame_indices",
     "plot_curves",
     "reconstruction_grid",
     "save_filter_grid",
     "save_progression",
+    "save_png",
     "save_reconstructions",
+    "tile_grid",
 ]
 
 #: Grey level of the border and of unused tiles in :func:`filter_grid`: black, like the ``-1``
@@ -161,9 +165,23 @@ def filter_grid(
     """
     a = _rows_2d(filters, "filters")
     h, w = _check_image_shape(image_shape, a.shape[1], "filters")
-    border = _int_at_least(border, "border", minimum=0)
-    scale = _int_at_least(scale, "scale")
+    return tile_grid(_normalised_tiles(a, h, w, max_filters), cols=cols, border=border, scale=scale)
 
+
+def filter_tiles(
+    filters: np.ndarray, image_shape: tuple[int, int], *, max_filters: int | None = None
+) -> np.ndarray:
+    """The first ``max_filters`` rows of ``filters`` as ``(n, h, w)`` ``uint8`` tiles,
+    contrast-normalised exactly as :func:`filter_grid` draws them (global mean over *all*
+    rows). ``tile_grid(filter_tiles(W, shape), ...)`` equals ``filter_grid(W, shape, ...)``;
+    a run keeps these tiles for its progression animation.
+    """
+    a = _rows_2d(filters, "filters")
+    h, w = _check_image_shape(image_shape, a.shape[1], "filters")
+    return _normalised_tiles(a, h, w, max_filters)
+
+
+def _normalised_tiles(a: np.ndarray, h: int, w: int, max_filters: int | None) -> np.ndarray:
     centred = a - a.mean()
     if max_filters is not None:
         centred = centred[: _int_at_least(max_filters, "max_filters")]
@@ -175,11 +193,39 @@ def filter_grid(
     tiny = 64 * np.finfo(np.float64).eps * max(float(np.max(np.abs(a))), 1e-300)
     zero = peak <= tiny
     normalised = np.where(zero, 0.0, centred / np.where(zero, 1.0, peak))
-    tiles = _to_uint8(normalised, -1.0, 1.0).reshape(n, h, w)
+    return _to_uint8(normalised, -1.0, 1.0).reshape(n, h, w)
 
+
+def tile_grid(
+    tiles: np.ndarray, *, cols: int | None = None, border: int = 1, scale: int = 1
+) -> np.ndarray:
+    """Lay out ``(n, h, w)`` ``uint8`` tiles as :func:`filter_grid` does: row by row,
+    ``cols`` per row (default near-square), ``border`` pixels of :data:`BACKGROUND` between
+    and around them, every pixel enlarged ``scale`` times."""
+    tiles = np.asarray(tiles)
+    if tiles.ndim != 3 or tiles.dtype != np.uint8 or len(tiles) == 0:
+        raise ParameterError(
+            f"tiles must be a non-empty (n, h, w) uint8 array, got shape {tiles.shape} "
+            f"dtype {tiles.dtype}"
+        )
+    border = _int_at_least(border, "border", minimum=0)
+    scale = _int_at_least(scale, "scale")
+    n = len(tiles)
     cols = min(n, _int_at_least(cols, "cols")) if cols is not None else math.ceil(math.sqrt(n))
     rows = math.ceil(n / cols)
     return _enlarge(_tile(tiles, rows, cols, border, BACKGROUND), scale)
+
+
+def save_png(path: str | Path, image: np.ndarray) -> Path:
+    """Write a 2-D ``uint8`` image to ``path`` as a PNG, atomically (parents created)."""
+    from PIL import Image
+
+    from sparsekit.files import atomic_path
+
+    p = _prepare_path(path)
+    with atomic_path(p) as tmp:
+        Image.fromarray(image).save(tmp, format="PNG")
+    return p
 
 
 def _tile(tiles: np.ndarray, rows: int, cols: int, border: int, fill: int) -> np.ndarray:
@@ -206,12 +252,8 @@ def save_filter_grid(
 
     Parent directories are created. Returns the path written.
     """
-    from PIL import Image
-
     grid = filter_grid(filters, image_shape, **kw)
-    p = _prepare_path(path)
-    Image.fromarray(grid).save(p, format="PNG")
-    return p
+    return save_png(path, grid)
 
 
 # --------------------------------------------------------------------------- progression
@@ -402,12 +444,8 @@ def save_reconstructions(
     **kw: Any,
 ) -> Path:
     """Write :func:`reconstruction_grid` to ``path`` as a PNG; returns the path."""
-    from PIL import Image
-
     grid = reconstruction_grid(originals, reconstructions, image_shape, **kw)
-    p = _prepare_path(path)
-    Image.fromarray(grid).save(p, format="PNG")
-    return p
+    return save_png(path, grid)
 
 
 # --------------------------------------------------------------------------- curves

@@ -108,47 +108,6 @@ def read_config(run_dir: str | Path) -> dict[str, Any]:
 # --------------------------------------------------------------------------- figures
 
 
-def filter_tiles(
-    weights: np.ndarray, image_shape: tuple[int, int], max_filters: int = MAX_GRID_FILTERS
-) -> np.ndarray:
-    """The first ``max_filters`` filters as ``(n, h, w)`` uint8 tiles, normalised as
-    :func:`~sparsekit.render.filter_grid` does (global mean over *all* filters)."""
-    n = min(len(weights), max_filters)
-    h, w = image_shape
-    strip = render.filter_grid(weights, image_shape, cols=n, border=0, max_filters=n)
-    return np.ascontiguousarray(strip.reshape(h, n, w).transpose(1, 0, 2))
-
-
-def tiles_grid(
-    tiles: np.ndarray, *, cols: int | None = None, border: int = 1, scale: int = 1
-) -> np.ndarray:
-    """Lay out ``(n, h, w)`` tiles exactly like :func:`~sparsekit.render.filter_grid`."""
-    n, h, w = tiles.shape
-    cols = min(n, cols) if cols is not None else math.ceil(math.sqrt(n))
-    rows = math.ceil(n / cols)
-    out = np.full(
-        (rows * h + (rows + 1) * border, cols * w + (cols + 1) * border),
-        render.BACKGROUND,
-        dtype=np.uint8,
-    )
-    for k in range(n):
-        r, c = divmod(k, cols)
-        y = border + r * (h + border)
-        x = border + c * (w + border)
-        out[y : y + h, x : x + w] = tiles[k]
-    if scale > 1:
-        out = np.repeat(np.repeat(out, scale, axis=0), scale, axis=1)
-    return out
-
-
-def _save_png(path: Path, image: np.ndarray) -> Path:
-    from PIL import Image
-
-    with atomic_path(path) as tmp:
-        Image.fromarray(image).save(tmp, format="PNG")
-    return path
-
-
 def save_filters_png(
     path: Path,
     weights: np.ndarray,
@@ -162,7 +121,7 @@ def save_filters_png(
     grid = render.filter_grid(
         weights, image_shape, cols=cols, scale=scale, max_filters=min(len(weights), max_filters)
     )
-    return _save_png(path, grid)
+    return render.save_png(path, grid)
 
 
 def save_filters(path: Path, trainer: Trainer) -> None:
@@ -183,7 +142,7 @@ def save_progression_gif(
     max_frames: int = MAX_FRAMES,
 ) -> Path:
     """``progression.gif`` from ``(n, h, w)`` tile frames (at most ``max_frames`` shown)."""
-    grids = [tiles_grid(t[:max_filters], cols=cols, scale=scale) for t in frames]
+    grids = [render.tile_grid(t[:max_filters], cols=cols, scale=scale) for t in frames]
     with atomic_path(path) as tmp:
         render.save_progression(tmp, grids, max_frames=max_frames)
     return path
@@ -226,7 +185,7 @@ def save_reconstructions_png(
     grid = render.reconstruction_grid(
         originals, reconstructions, image_shape, cols=cols, scale=scale
     )
-    return _save_png(path, grid)
+    return render.save_png(path, grid)
 
 
 def save_curves_png(path: Path, history: Sequence[Mapping[str, Any]]) -> Path | None:
@@ -431,7 +390,7 @@ class RunWriter(Callback):
         if shape is None:
             return
         weights = trainer.backend.to_numpy(trainer.params["W_enc"])
-        self.frames.append(filter_tiles(weights, shape))
+        self.frames.append(render.filter_tiles(weights, shape, max_filters=MAX_GRID_FILTERS))
         self.frame_epochs.append(trainer.epoch)
         if len(self.frames) > 2 * self.max_frames:
             # Keep memory and file size bounded: every other frame, and always the last.

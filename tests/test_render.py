@@ -16,12 +16,14 @@ from sparsekit.render import (
     RECON_SEPARATOR,
     FrameRecorder,
     filter_grid,
+    filter_tiles,
     frame_indices,
     plot_curves,
     reconstruction_grid,
     save_filter_grid,
     save_progression,
     save_reconstructions,
+    tile_grid,
 )
 
 
@@ -205,6 +207,21 @@ def test_save_filter_grid_writes_the_same_pixels(tmp_path, rng: np.random.Genera
     with Image.open(path) as im:
         assert im.format == "PNG" and im.mode == "L"
         np.testing.assert_array_equal(np.asarray(im), filter_grid(filters, (3, 2), scale=2))
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [{}, {"cols": 4}, {"cols": 3, "border": 0}, {"scale": 3, "border": 2}, {"max_filters": 7}],
+)
+def test_filter_grid_is_the_layout_of_filter_tiles(rng: np.random.Generator, kw: dict) -> None:
+    # A run keeps tiles for its animation and lays them out later: the same pixels.
+    filters = rng.normal(size=(10, 6))
+    layout = {k: v for k, v in kw.items() if k != "max_filters"}
+    tiles = filter_tiles(filters, (3, 2), max_filters=kw.get("max_filters"))
+    assert tiles.shape == (kw.get("max_filters", 10), 3, 2) and tiles.dtype == np.uint8
+    np.testing.assert_array_equal(tile_grid(tiles, **layout), filter_grid(filters, (3, 2), **kw))
+    with pytest.raises(ParameterError):
+        tile_grid(tiles.astype(np.float32))
 
 
 # --------------------------------------------------------------------------- progression
