@@ -43,6 +43,7 @@ from sparsekit.runs import (
     read_preprocessing,
     resume_run,
     resume_trainer,
+    run_summary,
     save_preprocessing,
 )
 from sparsekit.saelens import SAELensArch, export_saelens, import_saelens, load_saelens
@@ -92,6 +93,7 @@ __all__ = [
     "read_preprocessing",
     "resume_run",
     "resume_trainer",
+    "run_summary",
     "save_preprocessing",
     "__version__",
 ]

@@ -45,6 +45,7 @@ __all__ = [
     "resume_run",
     "resume_trainer",
     "run_directory",
+    "run_summary",
     "save_preprocessing",
 ]
 
@@ -64,6 +65,33 @@ def run_directory(path: PathLike) -> Path:
     if not p.is_dir():
         raise CheckpointError(f"{p}: not a run directory (expected a folder)")
     return p
+
+
+def run_summary(run_dir: PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What ``sparsekit show`` prints: ``(summary, meta)`` of the run in ``run_dir``.
+
+    ``summary`` is :func:`sparsekit.run.summary`'s (method, parameters, training settings,
+    data, epochs done and planned, final measures, seconds); ``meta`` the checkpoint's
+    metadata, or ``config.json`` for a run that stopped before its first checkpoint.
+    """
+    from sparsekit.checkpoint import CHECKPOINT, load_checkpoint
+    from sparsekit.run import read_config, read_metrics, summary
+
+    run_dir = run_directory(run_dir)
+    if (run_dir / CHECKPOINT).exists():
+        meta = load_checkpoint(run_dir)["meta"]
+        history = meta["history"]
+    else:  # a run that died before its first checkpoint: what config and metrics say
+        meta = read_config(run_dir)
+        history = read_metrics(run_dir)
+        if not (
+            isinstance(meta, dict)
+            and isinstance(meta.get("method"), str)
+            and isinstance(meta.get("method_params"), dict)
+            and isinstance(meta.get("train"), dict)
+        ):
+            raise CheckpointError(f"{run_dir}: no {CHECKPOINT} and config.json is incomplete")
+    return summary(meta, history, status=""), meta
 
 
 # --------------------------------------------------------------------------- preprocessing

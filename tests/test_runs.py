@@ -129,3 +129,13 @@ def test_resume_run_continues_bit_for_bit(run_dir, tmp_path):
     assert len((resumed_dir / "metrics.jsonl").read_text().splitlines()) == 3
     with pytest.raises(ParameterError, match="fewer"):
         sparsekit.resume_trainer(resumed_dir, epochs=2)
+
+
+def test_run_summary_is_what_show_prints(run_dir, tmp_path):
+    info, meta = sparsekit.run_summary(run_dir)
+    assert info["method"] == "ksparse" and info["method_params"]["k"] == 5
+    assert info["epochs"] == 2 and meta["epoch"] == 2
+    assert info["final"]["mse"] == pytest.approx(meta["history"][-1]["mse"])
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(CheckpointError, match="config.json is incomplete"):
+        sparsekit.run_summary(tmp_path)

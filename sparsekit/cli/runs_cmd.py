@@ -11,8 +11,8 @@ from rich.console import Console
 from rich.table import Table
 
 from sparsekit.cli.options import DownloadOption, step_progress
-from sparsekit.errors import CheckpointError, ParameterError
-from sparsekit.runs import encode_run, resume_trainer, run_directory
+from sparsekit.errors import ParameterError
+from sparsekit.runs import encode_run, resume_trainer, run_directory, run_summary
 
 #: ``sparsekit train`` options that may be given together with ``--resume``.
 RESUME_OPTIONS = frozenset(
@@ -215,24 +215,7 @@ def _fmt(value: Any, spec: str) -> str:
 
 def show(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) -> None:
     """Print a summary of RUN_DIR: method, settings, epochs and final measures."""
-    from sparsekit.checkpoint import CHECKPOINT, load_checkpoint
-    from sparsekit.run import read_config, read_metrics, summary
-
-    run_dir = run_directory(run_dir)
-    if (run_dir / CHECKPOINT).exists():
-        meta = load_checkpoint(run_dir)["meta"]
-        history = meta["history"]
-    else:  # a run that died before its first checkpoint: what config and metrics say
-        meta = read_config(run_dir)
-        history = read_metrics(run_dir)
-        if not (
-            isinstance(meta, dict)
-            and isinstance(meta.get("method"), str)
-            and isinstance(meta.get("method_params"), dict)
-            and isinstance(meta.get("train"), dict)
-        ):
-            raise CheckpointError(f"{run_dir}: no {CHECKPOINT} and config.json is incomplete")
-    info = summary(meta, history, status="")
+    info, meta = run_summary(run_dir)
     train = info["train"]
     data = info.get("data") or {}
     final = info["final"]
