@@ -9,6 +9,8 @@
   reconstructions.
 * :func:`plot_curves`: training metrics against epoch (matplotlib, imported only when called).
 * :func:`plot_methods`: the same metric of several runs on one plot (one line per method).
+* :func:`plot_tradeoff` / :func:`plot_fve_l0`: variance explained against L0, one point per
+  method (a comparison) or one line per method (a sweep's settings).
 
 Inputs are NumPy arrays; a CuPy array is copied to the host with ``.get()`` as a convenience,
 without importing CuPy. Images are returned as 2-D ``uint8`` arrays (0 = black, 255 = white) and
@@ -17,6 +19,7 @@ written with Pillow. Nothing here imports matplotlib, typer or rich at import ti
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -36,6 +39,8 @@ __all__ = [
     "filter_tiles",
     "frame_indices",
     "plot_curves",
+    "plot_fve_l0",
+    "plot_tradeoff",
     "reconstruction_grid",
     "save_filter_grid",
     "save_progression",
@@ -580,3 +585,74 @@ def plot_methods(
     p = _prepare_path(path)
     fig.savefig(p, format="png")
     return p
+
+
+# --------------------------------------------------------------------------- L0 against fve
+
+
+def plot_tradeoff(
+    points: Sequence[tuple[str, float, float]],
+    out: str | Path | io.BytesIO,
+    *,
+    title: str = "Variance explained against L0",
+) -> str | Path | io.BytesIO:
+    """Scatter variance explained (y) against L0 (x), one labelled point per method, as PNG.
+
+    ``points`` are ``(name, L0, variance explained)``; ``out`` a path or a binary buffer.
+    Uses matplotlib's Agg canvas directly (no pyplot, no change to the global backend).
+    """
+    if not points:
+        raise ParameterError("no (L0, variance explained) points to plot")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5.6, 4.0), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    for i, (name, l0, fve) in enumerate(points):
+        ax.scatter([l0], [fve], s=36, color=f"C{i % 10}", zorder=3)
+        ax.annotate(name, (l0, fve), textcoords="offset points", xytext=(5, 4), fontsize=9)
+    ax.set_xlabel("L0 (mean active latents per sample)")
+    ax.set_ylabel("variance explained")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    if isinstance(out, (str, Path)):
+        path = Path(out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, format="png")
+        return path
+    fig.savefig(out, format="png")
+    return out
+
+
+def plot_fve_l0(
+    lines: Mapping[str, Sequence[tuple[float, float]]],
+    out: str | Path | io.BytesIO,
+    *,
+    title: str = "Reconstruction against sparsity (mean over seeds)",
+) -> str | Path | io.BytesIO:
+    """Variance explained (y) against L0 (x), one line of ``(L0, fve)`` points per name, as
+    PNG to a path or a binary buffer (a sweep's settings of each method). Agg canvas only."""
+    if not any(lines.values()):
+        raise ParameterError("no (L0, variance explained) points to plot")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7.0, 4.6), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    for name, xy in sorted(lines.items()):
+        xy = sorted(xy)
+        ax.plot([p[0] for p in xy], [p[1] for p in xy], marker="o", label=name)
+    ax.set_xlabel("L0: mean active units per sample")
+    ax.set_ylabel("fraction of variance explained")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    if isinstance(out, (str, Path)):
+        path = _prepare_path(out)
+        fig.savefig(path, format="png")
+        return path
+    fig.savefig(out, format="png")
+    return out

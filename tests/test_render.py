@@ -437,3 +437,22 @@ def test_import_is_light() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_plot_fve_l0_draws_one_line_per_method(tmp_path) -> None:
+    from sparsekit.render import plot_fve_l0
+    from sparsekit.sweep_report import SettingSummary
+    from sparsekit.sweep_report import plot_fve_l0 as sweep_plot
+
+    path = plot_fve_l0({"topk": [(32.0, 0.9), (8.0, 0.7)], "l2": [(50.0, 0.8)]}, tmp_path / "a.png")
+    with Image.open(path) as im:
+        assert im.format == "PNG" and im.size == (700, 460)
+    with pytest.raises(ParameterError):
+        plot_fve_l0({"topk": []}, tmp_path / "b.png")
+    summaries = [
+        SettingSummary("topk", f"k={k}", 64, measures={"fve": f, "mean_active": float(k)})
+        for k, f in ((8, 0.7), (32, 0.9))
+    ]
+    png = sweep_plot(summaries)
+    assert png is not None and png.startswith(b"\x89PNG")
+    assert sweep_plot([SettingSummary("topk", "k=8", 64)]) is None
