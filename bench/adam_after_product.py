@@ -26,7 +26,8 @@ import time
 
 # isort: off
 # sparsekit first: it sets OpenBLAS's thread timeout, read when NumPy loads OpenBLAS
-from sparsekit import _jit, kernels
+from sparsekit.backend import fused, process, threads
+from sparsekit.optim import _adam_loop
 import numpy as np
 
 # isort: on
@@ -39,9 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--steps", type=int, default=300)
     args = parser.parse_args(argv)
-    if _jit.kernels() is None:
+    if not fused.enabled():
         raise SystemExit("the fused loops are off (Numba missing or SPARSEKIT_JIT=0)")
-    kernels.keep_freed_memory()  # as the trainer does
+    process.tune_process()  # as the command does
     rng = np.random.default_rng(0)
     b, d, h = args.batch, args.dim, args.hidden
     x = rng.random((b, d), dtype=np.float32)
@@ -69,13 +70,13 @@ def main(argv: list[str] | None = None) -> int:
             g_enc = d_code.T @ x
             g_dec = code.T @ d_out
             start = time.perf_counter()
-            _jit.run_sum("adam", (w_enc, g_enc, *moments[:2]), scalars)
-            _jit.run_sum("adam", (w_dec, g_dec, *moments[2:]), scalars)
+            fused.run_sum(_adam_loop, (w_enc, g_enc, *moments[:2]), scalars)
+            fused.run_sum(_adam_loop, (w_dec, g_dec, *moments[2:]), scalars)
             if step >= warm:
                 total += time.perf_counter() - start
         results[name] = total / (2 * args.steps) * 1e6
     base = results["gradients only"]
-    print(f"Adam on a {h}×{d} float32 matrix, {kernels.cpu_threads()} thread(s), µs per update")
+    print(f"Adam on a {h}×{d} float32 matrix, {threads.cpu_threads()} thread(s), µs per update")
     for name, us in results.items():
         print(f"  {name:<30} {us:8.0f}  {us / base:5.2f}×")
     return 0

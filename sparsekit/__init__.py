@@ -17,8 +17,9 @@ A run directory (what ``sparsekit train`` writes) from Python::
 Methods are plugins: see :func:`sparsekit.load_registry` and ``docs/plugins.md``.
 """
 
-from sparsekit import _blas_env  # noqa: F401  (first: before NumPy loads OpenBLAS)
+from sparsekit.autoencoder import Forward
 from sparsekit.backend import Backend, get_backend
+from sparsekit.backend.process import tune_process
 from sparsekit.checkpoint import load_checkpoint, load_run, restore_trainer, save_checkpoint
 from sparsekit.config import TrainConfig, resolve_config
 from sparsekit.errors import (
@@ -32,7 +33,20 @@ from sparsekit.errors import (
     UnknownMethodError,
 )
 from sparsekit.hookspecs import hookimpl
-from sparsekit.methods.base import Method, Param, TopK, WeightDecay
+from sparsekit.methods.base import (
+    Method,
+    Param,
+    RowPenalty,
+    StepResult,
+    StepState,
+    TopK,
+    Upkeep,
+    WeightDecay,
+    between_one_and_hidden,
+    non_negative,
+    open_unit_interval,
+    positive,
+)
 from sparsekit.model import Model
 from sparsekit.registry import MethodRegistry, load_registry, make_plugin_manager
 from sparsekit.run import RunWriter, render_run
@@ -58,20 +72,26 @@ __all__ = [
     "CheckpointError",
     "DataError",
     "DivergenceError",
+    "Forward",
     "Method",
     "MethodRegistry",
     "Model",
     "Param",
     "ParameterError",
     "PluginError",
+    "RowPenalty",
     "RunWriter",
     "SAELensArch",
     "SparsekitError",
+    "StepResult",
+    "StepState",
     "TopK",
     "WeightDecay",
     "TrainConfig",
     "Trainer",
     "UnknownMethodError",
+    "Upkeep",
+    "between_one_and_hidden",
     "export_saelens",
     "get_backend",
     "import_saelens",
@@ -82,6 +102,9 @@ __all__ = [
     "load_saelens",
     "make_method",
     "make_plugin_manager",
+    "non_negative",
+    "open_unit_interval",
+    "positive",
     "render_run",
     "resolve_config",
     "restore_trainer",
@@ -95,5 +118,6 @@ __all__ = [
     "resume_trainer",
     "run_summary",
     "save_preprocessing",
+    "tune_process",
     "__version__",
 ]

@@ -37,7 +37,7 @@ import numpy as np
 
 from sparsekit import autoencoder
 from sparsekit.backend import get_backend
-from sparsekit.methods.base import Method, StepState
+from sparsekit.methods.base import Method, StepState, code_penalty_pair, penalty_pair
 
 #: Names of the per-term checks, in the order they are reported.
 TERM_ACTIVATION = "activation: f′(Z)"
@@ -287,14 +287,14 @@ def check_terms(
 
     # f and g are elementwise: one perturbation of the whole array gives every derivative.
     errors[TERM_ACTIVATION] = _elementwise(
-        lambda z: method.activation(xp, z),
-        lambda z, a: method.activation_grad(xp, z, a),
+        lambda z: method.hidden_activation.value(xp, z),
+        lambda z, a: method.hidden_activation.derivative(xp, z, a),
         np.array(fwd.z),
         eps,
     )
     errors[TERM_OUTPUT] = _elementwise(
-        lambda y: method.output(xp, y),
-        lambda y, out: method.output_grad(xp, y, out),
+        lambda y: method.output_activation.value(xp, y),
+        lambda y, out: method.output_activation.derivative(xp, y, out),
         np.array(fwd.y),
         eps,
     )
@@ -306,9 +306,14 @@ def check_terms(
     else:
         probe = code.copy()
         numeric = numeric_gradient(
-            lambda: float(method.code_penalty(xp, probe.copy())[0]), probe, eps
+            lambda: float(
+                code_penalty_pair(xp, method.code_penalty(xp, probe.copy()), code.shape)[0]
+            ),
+            probe,
+            eps,
         )
-        errors[TERM_CODE_PENALTY] = relative_error(numeric, np.asarray(result[1]))
+        d_code = code_penalty_pair(xp, result, code.shape)[1]
+        errors[TERM_CODE_PENALTY] = relative_error(numeric, np.asarray(d_code))
 
     weights = {k: np.array(params[k]) for k in ("W_enc", "W_dec") if k in params}
     result = method.weight_penalty(xp, _copy(weights))
@@ -318,11 +323,11 @@ def check_terms(
         for name in weights:
             probe = _copy(weights)
             numeric = numeric_gradient(
-                lambda probe=probe: float(method.weight_penalty(xp, _copy(probe))[0]),
+                lambda probe=probe: float(penalty_pair(method.weight_penalty(xp, _copy(probe)))[0]),
                 probe[name],
                 eps,
             )
-            analytic = result[1].get(name, np.zeros_like(weights[name]))
+            analytic = penalty_pair(result)[1].get(name, np.zeros_like(weights[name]))
             errors[TERM_WEIGHT_PENALTY.format(name)] = relative_error(numeric, analytic)
 
     result = method.code_weight_penalty(xp, code.copy(), _copy(weights))

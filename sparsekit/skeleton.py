@@ -124,6 +124,7 @@ The generic sparsekit step, with the pieces this method contributes::
 from __future__ import annotations
 
 from sparsekit import Method, Param, hookimpl
+from sparsekit.activations import IDENTITY, RELU
 from sparsekit.methods.base import non_negative
 
 
@@ -142,17 +143,12 @@ class $cls(Method):
         "batch_size": 128,
     }
 
-    def activation(self, xp, z):
-        return xp.maximum(z, 0)
-
-    def activation_grad(self, xp, z, a):
-        return (z > 0).astype(z.dtype)
-
-    def output(self, xp, y):
-        return y
-
-    def output_grad(self, xp, y, xhat):
-        return None
+    # f and g, declared with their derivatives (sparsekit.activations; write your own by
+    # subclassing Activation): here a ReLU code and a linear reconstruction.
+    hidden_activation = RELU
+    output_activation = IDENTITY
+    # code_penalty below returns a penalty: declare it.
+    uses_code_penalty = True
 
     def code_penalty(self, xp, code):
         scale = self.l1 / code.shape[0]

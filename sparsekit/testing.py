@@ -52,7 +52,7 @@ from sparsekit.backend import Backend, get_backend
 from sparsekit.config import TrainConfig, resolve_config
 from sparsekit.errors import BackendError, ParameterError, SparsekitError
 from sparsekit.gradcheck import check_gradients
-from sparsekit.methods.base import Method, Param, TopK
+from sparsekit.methods.base import Method, Param, RowPenalty, StepResult, TopK, penalty_pair
 
 #: The tiny problem every check uses.
 DIM = 12
@@ -240,6 +240,53 @@ def check_class_attributes(cls: type[Method], params: Mapping[str, Any]) -> None
         _fail(cls, c, f"training_defaults are not valid: {exc}")
 
 
+def check_declarations(cls: type[Method], params: Mapping[str, Any]) -> None:
+    """What the step reads is declared, and the declarations match what the methods do.
+
+    The generic step takes f and g from ``hidden_activation`` / ``output_activation`` (never
+    from an override of ``activation()``), and builds the dense code on a top-k support only
+    for a method that declares ``uses_code_penalty``: a method whose overrides disagree with
+    its declarations would train something else than it says.
+    """
+    c = "declarations"
+    from sparsekit.activations import Activation
+
+    for attr in ("hidden_activation", "output_activation"):
+        if not isinstance(getattr(cls, attr), Activation):
+            _fail(cls, c, f"{attr} must be a sparsekit.activations.Activation instance")
+    method = _make(cls, params, c)
+    if method.own_objective:
+        return
+    rng = np.random.default_rng(3)
+    z = rng.standard_normal((BATCH, HIDDEN)) * 2
+    y = rng.standard_normal((BATCH, DIM)) * 2
+    pairs = (
+        ("activation", "hidden_activation", method.activation, method.hidden_activation, z),
+        ("output", "output_activation", method.output, method.output_activation, y),
+    )
+    for fn_name, attr, fn, declared, arg in pairs:
+        if not np.allclose(fn(np, arg.copy()), declared.value(np, arg.copy()), equal_nan=True):
+            _fail(
+                cls,
+                c,
+                f"{fn_name}() differs from {attr}.value(): declare the function as {attr} "
+                f"(a sparsekit.activations.Activation) instead of overriding {fn_name}()",
+            )
+    if not method.uses_code_penalty:
+        code = np.abs(rng.standard_normal((BATCH, HIDDEN)))
+        weights = {"W_enc": rng.standard_normal((HIDDEN, DIM))}
+        if (
+            method.code_penalty(np, code) is not None
+            or method.code_weight_penalty(np, code, weights) is not None
+        ):
+            _fail(
+                cls,
+                c,
+                "code_penalty() or code_weight_penalty() returns a penalty but the class does "
+                "not declare uses_code_penalty = True",
+            )
+
+
 def check_defaults_valid(cls: type[Method], params: Mapping[str, Any]) -> None:
     c = "defaults_valid"
     hidden = int(cls.training_defaults.get("hidden", TrainConfig.hidden))
@@ -396,14 +443,18 @@ def _dtypes_one_layout(
     code = autoencoder.dense_code(backend, fwd)
     arr("the code", code, bh)
     result = method.code_penalty(xp, code)
-    if result is not None:
+    if isinstance(result, RowPenalty):
+        arr("code_penalty value", result.value, ())
+        arr("code_penalty row", result.row, (HIDDEN,))
+    elif result is not None:
         arr("code_penalty value", result[0], ())
         arr("code_penalty gradient", result[1], bh)
     weights = {k: p[k] for k in ("W_enc", "W_dec") if k in p}
     result = method.weight_penalty(xp, weights)
     if result is not None:
-        arr("weight_penalty value", result[0], ())
-        for name, d in result[1].items():
+        value, d_weights = penalty_pair(result)
+        arr("weight_penalty value", value, ())
+        for name, d in d_weights.items():
             if name not in weights:
                 _fail(cls, c, f"weight_penalty returned a gradient for unknown {name!r}")
             arr(f"weight_penalty gradient {name}", d, weights[name].shape)
@@ -418,10 +469,12 @@ def _dtypes_one_layout(
     if method.own_update:
         before = {k: v.shape for k, v in p.items()}
         out = method.update(backend, p, x, 0.01)
-        if not isinstance(out, dict) or not {"loss", "reconstruction", "forward"} <= set(out):
-            _fail(cls, c, "update() must return {'loss', 'reconstruction', 'forward'}")
-        arr("update()['loss']", out["loss"], ())
-        arr("update()['reconstruction']", out["reconstruction"], ())
+        if not isinstance(out, StepResult):
+            _fail(
+                cls, c, "update() must return a sparsekit.StepResult(loss, reconstruction, forward)"
+            )
+        arr("update().loss", out.loss, ())
+        arr("update().reconstruction", out.reconstruction, ())
         for name, shape in before.items():
             arr(f"parameter {name} after update()", p[name], shape)
     else:
@@ -534,6 +587,7 @@ Check = Callable[[type[Method], Mapping[str, Any]], None]
 #: method by :func:`iter_checks`).
 CHECKS: dict[str, Check] = {
     "class_attributes": check_class_attributes,
+    "declarations": check_declarations,
     "defaults_valid": check_defaults_valid,
     "parameter_validation": check_parameter_validation,
     "init_params": check_init_params,

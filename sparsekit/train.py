@@ -14,9 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from sparsekit import _jit, autoencoder, kernels
+from sparsekit import autoencoder
 from sparsekit.autoencoder import decoder_weights
-from sparsekit.backend import Backend, get_backend
+from sparsekit.backend import Backend, fused, get_backend
+from sparsekit.backend.process import own_threads
 from sparsekit.config import TrainConfig, resolve_config
 from sparsekit.data.dataset import ArrayDataset, Dataset
 from sparsekit.errors import DataError, DivergenceError, ParameterError
@@ -84,7 +85,6 @@ class Trainer:
         backend: Backend | None = None,
     ) -> None:
         config.validate(method)
-        kernels.keep_freed_memory()  # no page-fault churn from per-step temporaries
         self.method = method
         self.config = config
         self.dataset = as_dataset(data)
@@ -164,33 +164,36 @@ class Trainer:
         check_every = 50 if backend.is_gpu else 1
         backend.synchronize()
         start = time.perf_counter()
-        for step in range(steps):
-            rows = np.sort(order[step * cfg.batch_size : (step + 1) * cfg.batch_size])
-            x = backend.asarray(self.dataset.take(rows, backend.dtype))
-            if self.input_mean is not None:
-                x -= self.input_mean
-            if method.own_update:
-                out = method.update(backend, self.params, x, cfg.lr)
-                loss, rec, fwd = out["loss"], out["reconstruction"], out["forward"]
-            else:
-                loss, fwd, rec = self._gradient_step(x)
-            batch = x.shape[0]
-            loss_sum += loss * batch
-            rec_sum += rec * batch
-            add_active_counts(xp, active_per_unit, fwd, hidden)
-            if variance is not None:
-                variance.add(x)
-            if (step + 1) % check_every == 0 or step == steps - 1:
-                value = float(loss)
-                if not math.isfinite(value):
-                    raise DivergenceError(
-                        f"training diverged at epoch {epoch + 1}, step {step + 1}: loss is {value}"
-                        " (try a smaller learning rate)"
-                    )
-            for cb in self.callbacks:
-                cb.on_step_end(self, step + 1, steps)
-            if self.stop_requested:
-                break
+        # BLAS on one thread while sparsekit splits products and loops itself (no spinning
+        # BLAS threads competing with them, whatever the import order; see backend.process).
+        with own_threads():
+            for step in range(steps):
+                rows = np.sort(order[step * cfg.batch_size : (step + 1) * cfg.batch_size])
+                x = backend.asarray(self.dataset.take(rows, backend.dtype))
+                if self.input_mean is not None:
+                    x -= self.input_mean
+                if method.own_update:
+                    out = method.update(backend, self.params, x, cfg.lr)
+                    loss, rec, fwd = out.loss, out.reconstruction, out.forward
+                else:
+                    loss, fwd, rec = self._gradient_step(x)
+                batch = x.shape[0]
+                loss_sum += loss * batch
+                rec_sum += rec * batch
+                add_active_counts(xp, active_per_unit, fwd, hidden)
+                if variance is not None:
+                    variance.add(x)
+                if (step + 1) % check_every == 0 or step == steps - 1:
+                    value = float(loss)
+                    if not math.isfinite(value):
+                        raise DivergenceError(
+                            f"training diverged at epoch {epoch + 1}, step {step + 1}: loss is {value}"
+                            " (try a smaller learning rate)"
+                        )
+                for cb in self.callbacks:
+                    cb.on_step_end(self, step + 1, steps)
+                if self.stop_requested:
+                    break
         backend.synchronize()
         seconds = time.perf_counter() - start
         if self.stop_requested and step + 1 < steps:
@@ -221,7 +224,7 @@ class Trainer:
             "fve": fve_from_sums(2.0 * float(rec_sum), self._data_sst),
             "coherence": coherence(decoder_weights(self.params)),
         }
-        metrics.update(getattr(method, "epoch_metrics", lambda: {})())
+        metrics.update(method.epoch_metrics())
         self.epoch += 1
         self.history.append(metrics)
         for cb in self.callbacks:
@@ -242,7 +245,7 @@ class Trainer:
     def _optimizer_step(self, x: Any, state: Any) -> tuple[Any, autoencoder.Forward, Any]:
         backend, xp, optimizer, upkeep = self.backend, self.backend.xp, self.optimizer, self.upkeep
         assert optimizer is not None
-        if optimizer.folds_decay and type(optimizer).step is Optimizer.step:
+        if optimizer.per_parameter and optimizer.folds_decay:
             # Each weight is updated as soon as its gradient is final (in cache, and the
             # step holds one H×D gradient at a time); Σ‖W‖² for weight decay comes back
             # from the update pass.
@@ -338,8 +341,42 @@ def add_active_counts(xp: Any, counts: Any, fwd: autoencoder.Forward, hidden: in
     """Add to ``counts`` how many samples of the batch use each unit."""
     if isinstance(fwd.support, TopK):
         counts += xp.bincount(fwd.support.indices.ravel(), minlength=hidden)
-    elif not _jit.count_active(counts, fwd.code, ACTIVE_THRESHOLD):
-        counts += (xp.abs(fwd.code) > ACTIVE_THRESHOLD).sum(axis=0, dtype=xp.int32)
+    else:
+        count_active(xp, counts, fwd.code, ACTIVE_THRESHOLD)
+
+
+@fused.op
+def count_active(xp: Any, counts: Any, code: Any, threshold: float) -> None:
+    """``counts[j] += #{i : |code[i, j]| > threshold}`` for a B×H code, in place."""
+    counts += (xp.abs(code) > threshold).sum(axis=0, dtype=xp.int32)
+
+
+@count_active.twin
+def _count_active_fused(xp: Any, counts: Any, code: Any, threshold: float) -> Any:
+    if (
+        not fused.usable(code)
+        or code.ndim != 2
+        or not isinstance(counts, np.ndarray)
+        or counts.dtype != np.int64
+        or counts.shape != code.shape[1:]
+        or not counts.flags.writeable
+    ):
+        return fused.NOT_RUN
+    threshold = code.dtype.type(threshold)
+    fn = _count_active_loop.ready(code.dtype.char, counts, code[:0], threshold)
+    if fn is None:
+        return fused.NOT_RUN
+    fn(counts, code, threshold)
+    return None
+
+
+@fused.loop
+def _count_active_loop(counts, code, threshold):  # pragma: no cover - runs compiled
+    rows, cols = code.shape
+    for i in range(rows):
+        for j in range(cols):
+            if abs(code[i, j]) > threshold:
+                counts[j] += 1
 
 
 def train(

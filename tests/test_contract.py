@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sparsekit import Method, Param, ParameterError
+from sparsekit import Method, Param, ParameterError, StepResult
+from sparsekit.activations import IDENTITY, RELU, ReLU
 from sparsekit.methods.arora import Arora
 from sparsekit.methods.base import positive
 from sparsekit.methods.kl import KLSparse
@@ -51,17 +52,9 @@ class ReluBase(Method):
     description = "test method"
     params = (Param("l1", float, 0.01, "L1 weight", positive),)
 
-    def activation(self, xp, z):
-        return xp.maximum(z, 0)
-
-    def activation_grad(self, xp, z, a):
-        return (z > 0).astype(z.dtype)
-
-    def output(self, xp, y):
-        return y
-
-    def output_grad(self, xp, y, xhat):
-        return None
+    hidden_activation = RELU
+    output_activation = IDENTITY
+    uses_code_penalty = True
 
     def code_penalty(self, xp, code):
         batch = code.shape[0]
@@ -91,9 +84,12 @@ def test_a_wrong_penalty_gradient_is_caught_and_located():
 
 
 def test_a_silent_upcast_is_caught():
-    class Upcast(ReluBase):
-        def activation(self, xp, z):
+    class UpcastReLU(ReLU):
+        def value(self, xp, z):
             return np.maximum(z, 0).astype(np.float64)
+
+    class Upcast(ReluBase):
+        hidden_activation = UpcastReLU()
 
     message = failure(Upcast)
     assert "[dtypes_float32 tied=True]" in message and "float64" in message
@@ -108,6 +104,25 @@ def test_a_host_scalar_is_caught():
 
     message = failure(HostScalar)
     assert "code_penalty value is a builtins.float" in message
+
+
+def test_an_activation_override_without_its_declaration_is_caught():
+    class Overridden(ReluBase):
+        hidden_activation = IDENTITY  # declares f = identity, but computes a ReLU
+
+        def activation(self, xp, z):
+            return xp.maximum(z, 0)
+
+    message = failure(Overridden)
+    assert "[declarations]" in message and "hidden_activation" in message
+
+
+def test_an_undeclared_code_penalty_is_caught():
+    class Undeclared(ReluBase):
+        uses_code_penalty = False
+
+    message = failure(Undeclared)
+    assert "[declarations]" in message and "uses_code_penalty" in message
 
 
 def test_validate_that_skips_the_checks_is_caught():
@@ -141,7 +156,7 @@ def test_training_in_the_wrong_direction_is_caught():
             loss, grads, fwd, rec = loss_and_grads(self, backend, params, x)
             for name, g in grads.items():
                 params[name] += lr * g
-            return {"loss": loss, "reconstruction": rec, "forward": fwd}
+            return StepResult(loss, rec, fwd)
 
     message = failure(Ascent)
     assert "[training_lowers_loss]" in message
@@ -231,8 +246,8 @@ class CoupledPenalty(ReluBase):
 
 
 def test_code_weight_penalty_on_dense_and_top_k_supports():
-    from sparsekit.kernels import top_k_indices
     from sparsekit.methods.base import TopK
+    from sparsekit.methods.ksparse import top_k_indices
 
     class CoupledTopK(CoupledPenalty):
         name = "coupled-topk-test"

@@ -24,8 +24,10 @@ pytestmark = [
     pytest.mark.skipif(_device_count() < 1, reason="CuPy is installed but no CUDA device"),
 ]
 
-from sparsekit import autoencoder, get_backend, kernels, load_registry, make_plugin_manager  # noqa: E402
+from sparsekit import autoencoder, get_backend, load_registry, make_plugin_manager  # noqa: E402
+from sparsekit.backend import sparse_code  # noqa: E402
 from sparsekit.config import resolve_config  # noqa: E402
+from sparsekit.methods.ksparse import top_k_indices  # noqa: E402
 from sparsekit.optim import Adam  # noqa: E402
 from sparsekit.train import Trainer  # noqa: E402
 
@@ -76,8 +78,8 @@ def _step(method, backend, params, x):
     xb = backend.asarray(x)
     if method.own_update:
         out = method.update(backend, p, xb, 0.05)
-        result = {"loss": out["loss"], **{f"param.{k}": v for k, v in p.items()}}
-        fwd = out["forward"]
+        result = {"loss": out.loss, **{f"param.{k}": v for k, v in p.items()}}
+        fwd = out.forward
     else:
         loss, grads, fwd, _ = autoencoder.loss_and_grads(method, backend, p, xb)
         result = {"loss": loss, **{f"grad.{k}": g.copy() for k, g in grads.items()}}
@@ -123,23 +125,26 @@ def test_sparse_kernels_on_the_gpu_equal_numpy():
     rng = np.random.default_rng(1)
     gpu, cpu = get_backend(gpu=True, dtype="float64"), get_backend(dtype="float64")
     z = rng.standard_normal((33, 50))
-    indices = kernels.top_k_indices(np, z, 7)
+    indices = top_k_indices(np, z, 7)
     values = rng.standard_normal((33, 7))
     w = rng.standard_normal((50, 21))
     x = rng.standard_normal((33, 21))
     ci, cv, cw, cx = (cupy.asarray(a) for a in (indices, values, w, x))
     pairs = [
-        (kernels.code_times(gpu, ci, cv, cw), kernels.code_times(cpu, indices, values, w)),
+        (sparse_code.code_times(gpu, ci, cv, cw), sparse_code.code_times(cpu, indices, values, w)),
         (
-            kernels.code_transpose_times(gpu, ci, cv, cx, 50),
-            kernels.code_transpose_times(cpu, indices, values, x, 50),
+            sparse_code.code_transpose_times(gpu, ci, cv, cx, 50),
+            sparse_code.code_transpose_times(cpu, indices, values, x, 50),
         ),
         (
-            kernels.code_transpose_times(gpu, ci, (cv, cv), (cx, cx), 50),
-            kernels.code_transpose_times(cpu, indices, (values, values), (x, x), 50),
+            sparse_code.code_transpose_times(gpu, ci, (cv, cv), (cx, cx), 50),
+            sparse_code.code_transpose_times(cpu, indices, (values, values), (x, x), 50),
         ),
-        (kernels.gathered_dot(gpu, cx, cw, ci), kernels.gathered_dot(cpu, x, w, indices)),
-        (kernels.column_sums(gpu, ci, cv, 50), kernels.column_sums(cpu, indices, values, 50)),
+        (sparse_code.gathered_dot(gpu, cx, cw, ci), sparse_code.gathered_dot(cpu, x, w, indices)),
+        (
+            sparse_code.column_sums(gpu, ci, cv, 50),
+            sparse_code.column_sums(cpu, indices, values, 50),
+        ),
     ]
     for got, expected in pairs:
         np.testing.assert_allclose(cupy.asnumpy(got), expected, rtol=1e-10, atol=1e-12)
@@ -147,6 +152,6 @@ def test_sparse_kernels_on_the_gpu_equal_numpy():
 
 def test_top_k_on_the_gpu_keeps_the_largest_by_signed_value():
     z = np.random.default_rng(2).standard_normal((20, 60)) - 0.5
-    got = cupy.asnumpy(kernels.top_k_indices(cupy, cupy.asarray(z), 9))
+    got = cupy.asnumpy(top_k_indices(cupy, cupy.asarray(z), 9))
     for row, kept in zip(z, got, strict=True):
         assert set(kept.tolist()) == set(np.argsort(row)[-9:].tolist())

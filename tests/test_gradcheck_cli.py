@@ -12,6 +12,7 @@ from sparsekit.cli import plugin_cmd
 from sparsekit.cli.main import app
 from sparsekit.errors import ParameterError
 from sparsekit.gradcheck import check_gradients
+from sparsekit.methods.base import penalty_pair
 from sparsekit.methods.l2 import L2
 
 
@@ -20,7 +21,7 @@ class WrongWeightPenalty(L2):
     description = "L2 decay whose gradient is off by a factor."
 
     def weight_penalty(self, xp, weights):
-        value, grads = super().weight_penalty(xp, weights)
+        value, grads = penalty_pair(super().weight_penalty(xp, weights))
         return value, {k: 1.5 * g for k, g in grads.items()}
 
 

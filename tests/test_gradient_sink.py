@@ -14,8 +14,8 @@ import pytest
 
 import sparsekit
 from sparsekit import autoencoder
-from sparsekit.kernels import top_k_indices
-from sparsekit.methods.base import TopK, WeightDecay
+from sparsekit.methods.base import TopK, WeightDecay, penalty_pair
+from sparsekit.methods.ksparse import top_k_indices
 from sparsekit.methods.l2 import L2
 from sparsekit.optim import SGD, Adam
 from sparsekit.train import Trainer
@@ -27,7 +27,7 @@ class ScaledL2(L2):
     name = "scaled-l2-test"
 
     def weight_penalty(self, xp, weights):
-        value, grads = super().weight_penalty(xp, weights)
+        value, grads = penalty_pair(super().weight_penalty(xp, weights))
         return value, {k: 2 * g for k, g in grads.items()}
 
 

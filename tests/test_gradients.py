@@ -44,13 +44,19 @@ def test_gradient_matches_finite_differences(cls, tied, seed):
 
 def test_the_check_catches_a_wrong_gradient():
     """A method whose activation derivative is off by a factor must fail the same check."""
+    from sparsekit.activations import Activation, sigmoid
     from sparsekit.methods.plain import Plain
+
+    class BrokenSigmoid(Activation):  # f′ off by 10%
+        def value(self, xp, z):
+            return sigmoid(xp, z)
+
+        def derivative(self, xp, z, a):
+            return 1.1 * a * (1 - a)
 
     class Broken(Plain):
         name = "broken"
-
-        def activation_grad(self, xp, z, a):
-            return 1.1 * a * (1 - a)
+        hidden_activation = BrokenSigmoid()
 
     report = check_gradients(Broken(), tied=False)
     assert not report.ok

@@ -16,10 +16,9 @@ import sparsekit
 from sparsekit.errors import EXIT_CODES, SparsekitError, exit_code_table
 
 ROOT = Path(sparsekit.__file__).resolve().parent
-#: Private modules other modules may import for now: the compiled-loop layer and the
-#: BLAS environment, which the backend move of issue #17 (items 1 and 4) replaces, and the
-#: helpers the SAE methods share. Remove each when its move lands.
-ALLOWED_PRIVATE = {"sparsekit._jit", "sparsekit._blas_env", "sparsekit.methods._sae"}
+#: The one private module other modules may import: the helpers the SAE methods share
+#: (``sparsekit/methods/_sae.py``, private to the methods package).
+ALLOWED_PRIVATE = {"sparsekit.methods._sae"}
 
 
 def _modules() -> list[tuple[str, Path, ast.Module]]:

@@ -15,8 +15,8 @@ safetensors_numpy = pytest.importorskip("safetensors.numpy")
 
 import sparsekit  # noqa: E402
 from sparsekit.errors import DataError, ParameterError  # noqa: E402
-from sparsekit.kernels import top_k_indices  # noqa: E402
 from sparsekit.methods.base import Method, TopK  # noqa: E402
+from sparsekit.methods.ksparse import top_k_indices  # noqa: E402
 from sparsekit.registry import MethodRegistry, load_registry  # noqa: E402
 from sparsekit.saelens import SAELensArch  # noqa: E402
 from sparsekit.testing import mnist_data_dir  # noqa: E402

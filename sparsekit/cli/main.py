@@ -13,6 +13,7 @@ import threading
 
 import typer
 
+from sparsekit.backend.process import tune_process
 from sparsekit.cli import (
     compare_cmd,
     data_cmd,
@@ -65,6 +66,8 @@ def _raise_interrupt(signum: int, frame: object) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Run the command line; never shows a traceback for a user error."""
+    # A program, unlike a library, may tune its process (docs/performance.md, "Process").
+    tune_process()
     # SIGTERM ends a command like Ctrl-C (one line, exit 130); training installs handlers
     # that stop after the current step instead (sparsekit.cli.stop).
     previous = None

@@ -12,10 +12,12 @@ from typing import Any
 
 import numpy as np
 
-from sparsekit import kernels
+from sparsekit.activations import IDENTITY
 from sparsekit.autoencoder import Forward
+from sparsekit.backend import sparse_code
 from sparsekit.errors import ParameterError
 from sparsekit.methods.base import Method, Param, StepState, Upkeep, non_negative
+from sparsekit.methods.ksparse import top_k_indices
 
 
 def unit_rows_init(rng: np.random.Generator, dim: int, hidden: int) -> dict[str, np.ndarray]:
@@ -101,7 +103,7 @@ def select_dead(backend: Any, z: Any, dead: Any, k_aux: int) -> AuxSelection | N
         return None
     k = min(k_aux, n_dead)
     z_dead = z[:, dead_units]
-    local = kernels.top_k_indices(xp, z_dead, k)
+    local = top_k_indices(xp, z_dead, k)
     values = xp.take_along_axis(z_dead, local, axis=1)
     xp.maximum(values, 0, out=values)
     return AuxSelection(dead_units[local], values)
@@ -142,14 +144,14 @@ def auxk_loss_and_grads(
     """
     xp = backend.xp
     batch = x.shape[0]
-    e_aux = kernels.code_times(backend, aux.indices, aux.values, w_dec)
+    e_aux = sparse_code.code_times(backend, aux.indices, aux.values, w_dec)
     e_aux -= residual
     loss = scale * (0.5 / batch) * xp.vdot(e_aux, e_aux)
     if not with_grads:
         return loss, None, None
     e_aux *= scale / batch  # G_aux
-    grad_w_dec = kernels.code_transpose_times(backend, aux.indices, aux.values, e_aux, hidden)
-    d_aux = kernels.gathered_dot(backend, e_aux, w_dec, aux.indices)
+    grad_w_dec = sparse_code.code_transpose_times(backend, aux.indices, aux.values, e_aux, hidden)
+    d_aux = sparse_code.gathered_dot(backend, e_aux, w_dec, aux.indices)
     d_aux *= aux.values > 0
     return loss, grad_w_dec, d_aux
 
@@ -170,8 +172,8 @@ def encoder_grads_sparse(
     grad_w = None
     grad_b = None
     for indices, values in parts:
-        g_w = kernels.code_transpose_times(backend, indices, values, x_tilde, hidden)
-        g_b = kernels.column_sums(backend, indices, values, hidden)
+        g_w = sparse_code.code_transpose_times(backend, indices, values, x_tilde, hidden)
+        g_b = sparse_code.column_sums(backend, indices, values, hidden)
         grad_w = g_w if grad_w is None else grad_w + g_w
         grad_b = g_b if grad_b is None else grad_b + g_b
     b_dec_part = -(grad_b @ w_enc) if pre_bias else None
@@ -211,11 +213,7 @@ class SAEMethod(Method):
     def init_params(self, rng, dim, hidden, tied, sample):
         return unit_rows_init(rng, dim, hidden)
 
-    def output(self, xp, y):
-        return y
-
-    def output_grad(self, xp, y, xhat):
-        return None
+    output_activation = IDENTITY
 
     def validate(self, hidden: int, dim: int | None = None) -> None:
         super().validate(hidden, dim)

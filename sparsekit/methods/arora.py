@@ -23,13 +23,16 @@ synthetic data with ±1 codes use τ = 0.5 (C = 1) and η ≈ H/k.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
-from sparsekit import _jit
-from sparsekit.autoencoder import Forward, forward, pre_activation
+from sparsekit.activations import IDENTITY
+from sparsekit.autoencoder import Forward, pre_activation
+from sparsekit.backend import fused
+from sparsekit.backend.threads import matmul
 from sparsekit.hookspecs import hookimpl
-from sparsekit.kernels import PARALLEL_MIN_SIZE, split_run
-from sparsekit.methods.base import Method, Param, non_negative
+from sparsekit.methods.base import Method, Param, StepResult, non_negative
 
 INITS = ("data", "random")
 
@@ -77,78 +80,117 @@ class Arora(Method):
         atoms /= np.linalg.norm(atoms, axis=1, keepdims=True)
         return {"W_enc": atoms, "b_enc": np.zeros(hidden), "b_dec": np.zeros(dim)}
 
-    def activation(self, xp, z):
-        return z
-
-    def activation_grad(self, xp, z, a):
-        return None
+    hidden_activation = IDENTITY
+    output_activation = IDENTITY
 
     def mask(self, xp, z, a, training):
         support = xp.abs(z)
         xp.greater_equal(support, self.tau, out=support)  # 0/1 in z's dtype, one temporary
         return support
 
-    def output(self, xp, y):
-        return y
+    def decode(self, backend, params, y):
+        """The forward pass (hard-threshold decoding) and sgn(X).
 
-    def output_grad(self, xp, y, xhat):
-        return None
-
-    def direction(self, backend, params, y):
-        """ĝ = (1/B) sgn(X)ᵀ R, the forward pass it came from and the residual R."""
-        return self._scaled_direction(backend, params, y, 1.0)
-
-    def _scaled_direction(self, backend, params, y, scale):
-        """scale·ĝ, scaling the B×D residual rather than the H×D product (fewer passes)."""
-        fwd, sgn = self._forward_and_signs(backend, params, y)
-        residual = fwd.xhat - y
-        return sgn.T @ (residual * (scale / y.shape[0])), fwd, residual
-
-    def _forward_and_signs(self, backend, params, y):
-        """The forward pass and sgn(X); the decoding in one fused loop when it can be."""
+        A subclass that decodes differently overrides this (and :meth:`mask`)."""
         xp = backend.xp
-        if not all(
-            getattr(type(self), name) is getattr(Arora, name)
-            for name in ("activation", "mask", "output")
-        ):  # a subclass decodes differently: the generic pass
-            fwd = forward(self, backend, params, y)
-            return fwd, xp.sign(fwd.code)
         z = pre_activation(xp, params, y)
-        code, sgn, support = xp.empty_like(z), xp.empty_like(z), xp.empty_like(z)
-        if not _jit.run("threshold_code", (z, code, sgn, support), (self.tau, 1.0, 0.0)):
-            support = self.mask(xp, z, z, True)
-            code = z * support
-            sgn = xp.sign(code)
-        out = code @ params["W_enc"]
+        code, sgn, support = threshold_code(xp, z, self.tau)
+        out = matmul(code, params["W_enc"])
         out += params["b_dec"]
         return Forward(z, z, support, code, None, out, out), sgn
 
+    def direction(self, backend, params, y, scale=1.0):
+        """``(scale·ĝ, forward pass, R)``: ĝ = (1/B) sgn(X)ᵀ R, the scale applied to the
+        B×D residual rather than the H×D product (fewer passes)."""
+        fwd, sgn = self.decode(backend, params, y)
+        residual = fwd.xhat - y
+        return matmul(sgn.T, residual * (scale / y.shape[0])), fwd, residual
+
     def update(self, backend, params, x, lr):
         xp = backend.xp
-        if type(self).direction is Arora.direction:
-            step, fwd, residual = self._scaled_direction(backend, params, x, lr)
-        else:  # a subclass with its own direction
-            step, fwd, residual = self.direction(backend, params, x)
-            step *= lr
+        step, fwd, residual = self.direction(backend, params, x, scale=lr)
         loss = 0.5 * xp.vdot(residual, residual) / x.shape[0]
-        w = params["W_enc"]
-        renormalize = self.renormalize
-        if _jit.run_rows("atom_update", (w, step), (renormalize, 1e-12)):
-            return {"loss": loss, "reconstruction": loss, "forward": fwd}
+        atom_update(xp, params["W_enc"], step, self.renormalize)
+        return StepResult(loss, loss, fwd)
 
-        def apply(lo, hi):  # on blocks of atoms, in parallel on the CPU
-            block = w[lo:hi]
-            block -= step[lo:hi]
-            if renormalize:
-                norms = xp.sqrt(xp.einsum("hd,hd->h", block, block))
-                inverse = 1.0 / xp.maximum(norms, 1e-12)
-                block *= inverse[:, None]  # a multiply is cheaper than a divide over H×D
 
-        if isinstance(w, np.ndarray):
-            split_run(apply, w.shape[0], min_size=max(2, PARALLEL_MIN_SIZE // max(1, w.shape[1])))
+# -- the decoding and the atom update, with their fused twins ---------------------------------
+
+
+@fused.op
+def threshold_code(xp: Any, z: Any, tau: float) -> tuple[Any, Any, Any]:
+    """``(X, sgn(X), support)``: support = 1[|Z| ≥ τ] (0/1 in Z's dtype), X = Z ∘ support."""
+    support = xp.abs(z)
+    xp.greater_equal(support, tau, out=support)
+    code = z * support
+    return code, xp.sign(code), support
+
+
+@threshold_code.twin
+def _threshold_code_fused(xp: Any, z: Any, tau: float) -> Any:
+    code, sgn, support = xp.empty_like(z), xp.empty_like(z), xp.empty_like(z)
+    if not fused.run(_threshold_code_loop, (z, code, sgn, support), (tau, 1.0, 0.0)):
+        return fused.NOT_RUN
+    return code, sgn, support
+
+
+@fused.loop
+def _threshold_code_loop(z, code, sgn, support, tau, one, zero):  # pragma: no cover - compiled
+    for i in range(z.size):
+        zi = z[i]
+        keep = one if abs(zi) >= tau else zero
+        ci = zi * keep  # a product, as NumPy's, so NaN stays NaN
+        support[i] = keep
+        code[i] = ci
+        # np.sign's value: ±1, +0 for ±0, NaN for NaN (Numba's own sign keeps −0)
+        if ci > zero:
+            sgn[i] = one
+        elif ci < zero:
+            sgn[i] = -one
+        elif ci != ci:
+            sgn[i] = ci
         else:
-            apply(0, w.shape[0])
-        return {"loss": loss, "reconstruction": loss, "forward": fwd}
+            sgn[i] = zero
+
+
+@fused.op
+def atom_update(xp: Any, w: Any, step: Any, renormalize: bool) -> None:
+    """W ← W − step in place, then (if ``renormalize``) every row scaled to unit norm."""
+    w -= step
+    if renormalize:
+        norms = xp.sqrt(xp.einsum("hd,hd->h", w, w))
+        inverse = 1.0 / xp.maximum(norms, 1e-12)
+        w *= inverse[:, None]  # a multiply is cheaper than a divide over H×D
+
+
+@atom_update.twin
+def _atom_update_fused(xp: Any, w: Any, step: Any, renormalize: bool) -> Any:
+    return (
+        None
+        if fused.run_rows(_atom_update_loop, (w, step), (renormalize, 1e-12))
+        else fused.NOT_RUN
+    )
+
+
+# Reassociation allowed: the row's Σw² is summed in any order, so it vectorises; nothing else
+# in the loop can be reassociated. The sum is in float64, so the norms differ from the
+# reference's float32 einsum by rounding (tests/test_fused.py states the tolerance).
+@fused.loop(fastmath={"reassoc"})
+def _atom_update_loop(w, step, renormalize, tiny):  # pragma: no cover - runs compiled
+    rows, cols = w.shape
+    scale = np.empty(1, w.dtype)  # the row's factor, rounded to w's dtype
+    for r in range(rows):
+        wr, sr = w[r], step[r]
+        total = 0.0
+        for c in range(cols):
+            wi = wr[c] - sr[c]
+            wr[c] = wi
+            total += np.float64(wi) * np.float64(wi)
+        if renormalize:
+            scale[0] = 1.0 / max(np.sqrt(total), tiny)
+            factor = scale[0]
+            for c in range(cols):
+                wr[c] *= factor
 
 
 @hookimpl

@@ -27,7 +27,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from sparsekit import _jit
+from sparsekit.activations import SIGMOID, Activation, sigmoid  # noqa: F401  (sigmoid: re-export)
+from sparsekit.backend import fused
 from sparsekit.errors import ParameterError
 
 
@@ -113,12 +114,11 @@ class WeightDecay:
     """L2 weight decay, Ω_W = (λ/2) Σ_W ‖W‖²_F with ∂Ω_W/∂W = λW, as a weight penalty.
 
     :meth:`Method.weight_penalty` may return ``WeightDecay(xp, weights, λ)`` instead of a
-    ``(value, gradients)`` pair. It *is* such a pair for anyone who reads it
-    (``value, grads = penalty`` or ``penalty[0]``: computed when first asked for), and it
-    tells the trainer that the gradient is λW: the trainer's optimizer then adds λW as it
-    updates each weight, and returns the Σ‖W‖² it read on the way for the value, so
-    weight decay costs no pass and no temporary of its own. :meth:`add_to` adds λW to
-    gradients directly (for an optimizer that cannot fold it in).
+    ``(value, gradients)`` pair. The type tells the trainer that the gradient is λW: its
+    optimizer then adds λW as it updates each weight and returns the Σ‖W‖² it read on the
+    way for the value, so weight decay costs no pass and no temporary of its own.
+    :attr:`value` and :attr:`grads` compute the pair when asked (:func:`penalty_pair`);
+    :meth:`add_to` adds λW to gradients directly (for an optimizer that cannot fold it in).
     """
 
     __slots__ = ("xp", "weights", "strength", "_value", "_grads")
@@ -157,25 +157,61 @@ class WeightDecay:
     def add_to(self, grads: dict[str, Any]) -> None:
         """``grads[name] += λW`` for every weight, in place (one pass each on the CPU)."""
         for name, w in self.weights.items():
-            if not _jit.run("add_scaled", (grads[name], w), (self.strength,)):
-                grads[name] += self.strength * w
-
-    def __len__(self) -> int:
-        return 2
-
-    def __getitem__(self, index: int) -> Any:
-        if index in (0, -2):  # only what is asked for: penalty[0] allocates no λW
-            return self.value
-        if index in (1, -1):
-            return self.grads
-        raise IndexError(f"WeightDecay is a (value, gradients) pair: no item {index!r}")
-
-    def __iter__(self):
-        yield self.value
-        yield self.grads
+            add_scaled(grads[name], w, self.strength)
 
     def __repr__(self) -> str:
         return f"WeightDecay(strength={self.strength!r}, weights={sorted(self.weights)})"
+
+
+@fused.op
+def add_scaled(g: Any, w: Any, scale: float) -> None:
+    """g ← g + scale·w in place (weight decay's λW added to a gradient, no temporary)."""
+    g += scale * w
+
+
+@add_scaled.twin
+def _add_scaled_fused(g: Any, w: Any, scale: float) -> Any:
+    return None if fused.run(_add_scaled_loop, (g, w), (scale,)) else fused.NOT_RUN
+
+
+@fused.loop
+def _add_scaled_loop(g, w, scale):  # pragma: no cover - runs compiled
+    for i in range(g.size):
+        g[i] += w[i] * scale
+
+
+def penalty_pair(penalty: tuple[Any, dict[str, Any]] | WeightDecay) -> tuple[Any, dict[str, Any]]:
+    """``(value, {name: gradient})`` of a weight penalty, whichever form it was returned in."""
+    if isinstance(penalty, WeightDecay):
+        return penalty.value, penalty.grads
+    value, grads = penalty
+    return value, grads
+
+
+def code_penalty_pair(xp: Any, penalty: Any, shape: tuple[int, ...]) -> tuple[Any, Any]:
+    """``(value, B×H gradient)`` of a code penalty, whichever form it was returned in."""
+    if isinstance(penalty, RowPenalty):
+        return penalty.value, penalty.dense(xp, shape)
+    value, d_code = penalty
+    return value, d_code
+
+
+@dataclass
+class RowPenalty:
+    """A code penalty whose gradient is the same row for every sample (e.g. KL's, which
+    depends on the mean activations only): Ω_H = ``value``, ∂Ω_H/∂Hc[i, :] = ``row`` for
+    every i.
+
+    :meth:`Method.code_penalty` may return it instead of ``(value, B×H gradient)``; the step
+    then adds the row inside the pass that applies f′ instead of building a B×H array.
+    """
+
+    value: Any
+    row: Any
+
+    def dense(self, xp: Any, shape: tuple[int, ...]) -> Any:
+        """The B×H gradient it stands for (a broadcast view: read it, do not write it)."""
+        return xp.broadcast_to(self.row, shape)
 
 
 @dataclass(frozen=True)
@@ -212,6 +248,17 @@ class Upkeep:
             raise ParameterError("dead_after and resample_every must be >= 0")
         if self.resample_every and not self.dead_after:
             raise ParameterError("resampling needs dead-unit tracking (dead_after > 0)")
+
+
+@dataclass
+class StepResult:
+    """What :meth:`Method.update` returns: the step's loss and reconstruction term (0-d
+    backend arrays) and the forward pass it computed before updating (a
+    :class:`sparsekit.autoencoder.Forward`, for the trainer's statistics)."""
+
+    loss: Any
+    reconstruction: Any
+    forward: Any
 
 
 @dataclass
@@ -265,6 +312,14 @@ class Method:
     allows_untied: ClassVar[bool] = True
     training_defaults: ClassVar[Mapping[str, Any]] = {}
     saelens: ClassVar[Any] = None
+    #: f, the hidden activation, as a declared :class:`~sparsekit.activations.Activation`
+    #: (value, derivative and the backward products the step needs).
+    hidden_activation: ClassVar[Activation] = SIGMOID
+    #: g, the output function, likewise.
+    output_activation: ClassVar[Activation] = SIGMOID
+    #: Whether :meth:`code_penalty` or :meth:`code_weight_penalty` can return a penalty:
+    #: with a top-k support the step builds the dense B×H code only for such a method.
+    uses_code_penalty: ClassVar[bool] = False
 
     def __init__(self, **values: Any) -> None:
         declared = {p.name: p for p in self.params}
@@ -332,12 +387,12 @@ class Method:
     # -- the forward pieces and their derivatives --------------------------------------
 
     def activation(self, xp: Any, z: Any) -> Any:
-        """f(Z), elementwise. Default: the logistic sigmoid."""
-        return sigmoid(xp, z)
+        """f(Z), elementwise: :attr:`hidden_activation`'s value (declare f there)."""
+        return self.hidden_activation.value(xp, z)
 
     def activation_grad(self, xp: Any, z: Any, a: Any) -> Any:
-        """f′(Z) given Z and A = f(Z). Return ``None`` when f′ ≡ 1 (saves a pass)."""
-        return a * (1 - a)
+        """f′(Z) given Z and A = f(Z), or ``None`` when f′ ≡ 1: :attr:`hidden_activation`'s."""
+        return self.hidden_activation.derivative(xp, z, a)
 
     def mask(self, xp: Any, z: Any, a: Any, training: bool) -> Support:
         """Which code units are kept: ``None``, a 0/1 array like ``z``, or :class:`TopK`.
@@ -347,15 +402,19 @@ class Method:
         return None
 
     def output(self, xp: Any, y: Any) -> Any:
-        """g(Y), the reconstruction. Default: sigmoid."""
-        return sigmoid(xp, y)
+        """g(Y), the reconstruction: :attr:`output_activation`'s value (declare g there)."""
+        return self.output_activation.value(xp, y)
 
     def output_grad(self, xp: Any, y: Any, xhat: Any) -> Any:
-        """g′(Y) given Y and X̂ = g(Y). Return ``None`` when g′ ≡ 1."""
-        return xhat * (1 - xhat)
+        """g′(Y) given Y and X̂ = g(Y), or ``None`` when g′ ≡ 1: :attr:`output_activation`'s."""
+        return self.output_activation.derivative(xp, y, xhat)
 
-    def code_penalty(self, xp: Any, code: Any) -> tuple[Any, Any] | None:
-        """Ω_H(Hc) and ∂Ω_H/∂Hc for the dense B×H code, or ``None`` for no penalty."""
+    def code_penalty(self, xp: Any, code: Any) -> tuple[Any, Any] | RowPenalty | None:
+        """Ω_H(Hc) and ∂Ω_H/∂Hc for the dense B×H code, or ``None`` for no penalty.
+
+        Return ``(value, B×H gradient)``, or a :class:`RowPenalty` when the gradient is one
+        row shared by every sample. Set :attr:`uses_code_penalty` when overriding it.
+        """
         return None
 
     def weight_penalty(
@@ -387,11 +446,10 @@ class Method:
     #: True when the method trains with :meth:`update` instead of an optimizer.
     own_update: ClassVar[bool] = False
 
-    def update(self, backend: Any, params: dict[str, Any], x: Any, lr: float) -> dict[str, Any]:
+    def update(self, backend: Any, params: dict[str, Any], x: Any, lr: float) -> StepResult:
         """Update ``params`` in place from minibatch ``x`` (a backend array).
 
-        Returns ``{"loss": 0-d array, "reconstruction": 0-d array, "forward": Forward}``
-        (the forward pass of :func:`sparsekit.autoencoder.forward` before the update, for
+        Returns a :class:`StepResult` (the forward pass is the one before the update, for
         the trainer's statistics). Only called when ``own_update`` is true.
         """
         raise NotImplementedError(f"{self.name} does not define its own update")
@@ -482,6 +540,10 @@ class Method:
         """What the trainer maintains for this method (unit-norm decoder, dead units, ...)."""
         return Upkeep()
 
+    def epoch_metrics(self) -> dict[str, Any]:
+        """Entries added to each epoch's metrics (e.g. a learned threshold); default none."""
+        return {}
+
     def after_step(self, backend: Any, params: dict[str, Any], fwd: Any) -> None:
         """Called after each optimizer step with that step's forward pass (e.g. to update an
         inference threshold). State it changes must go through :meth:`state_dict`."""
@@ -494,13 +556,3 @@ class Method:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned."""
-
-
-def sigmoid(xp: Any, z: Any) -> Any:
-    """The logistic function as ½(1 + tanh(z/2)): no overflow for large |z|, z's dtype."""
-    out = xp.multiply(z, 0.5)
-    xp.tanh(out, out=out)  # in place: one B×H temporary, not two
-    if not _jit.run("sigmoid_tail", (out,), (1.0, 0.5)):  # the next two in one pass
-        out += 1
-        out *= 0.5
-    return out

@@ -14,14 +14,21 @@ decoder and every gradient term on the k kept columns only.
 Schedule (the authors' code): k starts at ``k_start`` (100) and falls linearly to ``k`` over
 the first ``anneal`` fraction (half) of the epochs, then holds. Encoding for downstream use
 keeps the ``alpha``·k largest units (α = 3 on MNIST).
+
+The selection, :func:`top_k_indices`, is here too (TopK, BatchTopK and Matryoshka use it);
+the sparse products of the backward pass are :mod:`sparsekit.backend.sparse_code`'s.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
+from sparsekit.activations import IDENTITY
+from sparsekit.backend import threads
+from sparsekit.backend.threads import split_run
 from sparsekit.hookspecs import hookimpl
-from sparsekit.kernels import top_k_indices
 from sparsekit.methods.base import Method, Param, TopK, between_one_and_hidden
 from sparsekit.saelens import SAELensArch
 
@@ -102,21 +109,43 @@ class KSparse(Method):
             params["W_dec"] = 0.01 * rng.standard_normal((hidden, dim))
         return params
 
-    def activation(self, xp, z):
-        return z
-
-    def activation_grad(self, xp, z, a):
-        return None
+    hidden_activation = IDENTITY
+    output_activation = IDENTITY
 
     def mask(self, xp, z, a, training):
         k = self.current_k if training else int(round(self.alpha * self.k))
         return TopK(top_k_indices(xp, z, min(k, z.shape[1])))
 
-    def output(self, xp, y):
-        return y
 
-    def output_grad(self, xp, y, xhat):
-        return None
+def top_k_indices(xp: Any, z: Any, k: int) -> Any:
+    """Indices of the k largest entries (by signed value) of each row; O(H) a row.
+
+    On the CPU: the k-th largest value of each row by ``partition`` (introselect, O(H)),
+    then the entries at or above it, which come out in increasing column order. When a row
+    has ties at its threshold (or NaN) that does not give exactly k entries, and
+    ``argpartition`` decides instead (unordered within a row).
+    """
+    rows, h = z.shape
+    if k >= h:
+        return xp.broadcast_to(xp.arange(h), z.shape).copy()
+    if xp is np and k > 0 and rows > 0:
+        blocks: dict[int, Any] = {}
+
+        def part(lo: int, hi: int) -> None:  # threads take blocks of rows
+            block = z[lo:hi]
+            kth = np.partition(block, h - k, axis=1)[:, h - k : h - k + 1]
+            blocks[lo] = np.flatnonzero(block >= kth)  # row-major: sorted columns per row
+
+        split_run(
+            part, rows, min_size=max(2, threads.PARALLEL_MIN_SIZE // (4 * h))
+        )  # 65 rows of 1000
+        flat = (
+            blocks[0] if len(blocks) == 1 else np.concatenate([blocks[i] for i in sorted(blocks)])
+        )
+        if flat.size == rows * k:  # every row has >= k entries >= its threshold
+            flat %= h  # blocks start at row boundaries, so this is the column
+            return flat.reshape(rows, k)
+    return xp.argpartition(z, h - k, axis=1)[:, h - k :]
 
 
 @hookimpl

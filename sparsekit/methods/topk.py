@@ -29,10 +29,11 @@ tracks dead latents (:meth:`upkeep`).
 from __future__ import annotations
 
 from sparsekit.autoencoder import Forward
+from sparsekit.backend.sparse_code import code_times, code_transpose_times, gathered_dot
 from sparsekit.hookspecs import hookimpl
-from sparsekit.kernels import code_times, code_transpose_times, gathered_dot, top_k_indices
 from sparsekit.methods import _sae
 from sparsekit.methods.base import Param, TopK, between_one_and_hidden
+from sparsekit.methods.ksparse import top_k_indices
 from sparsekit.saelens import SAELensArch
 
 

@@ -28,6 +28,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from sparsekit import Method, Param, hookimpl
+from sparsekit.activations import IDENTITY, RELU
 from sparsekit.methods.base import non_negative
 from sparsekit.saelens import SAELensArch
 
@@ -80,17 +81,9 @@ class ReluL1(Method):
         "epochs": 10,
     }
 
-    def activation(self, xp, z):
-        return xp.maximum(z, 0)
-
-    def activation_grad(self, xp, z, a):
-        return (z > 0).astype(z.dtype)
-
-    def output(self, xp, y):
-        return y
-
-    def output_grad(self, xp, y, xhat):
-        return None
+    hidden_activation = RELU
+    output_activation = IDENTITY
+    uses_code_penalty = True
 
     def code_weight_penalty(self, xp, code, weights: Mapping[str, Any]):
         if self.l1 == 0:

@@ -1,9 +1,11 @@
-"""The fused Numba loops of ``sparsekit._jit`` against the NumPy formulas they replace.
+"""Every fused op (:mod:`sparsekit.backend.fused`) against the reference formula it mirrors.
 
-Each loop performs its NumPy formula's operations in the same order, so both paths must
-give the same bits, in float32 and float64: the optimizers, weight decay, the sigmoid
-derivatives, the active-unit counts and whole training runs. Also checked: when ``run``
-refuses arrays, ``SPARSEKIT_JIT=0``, and a loop that fails on first use.
+Each twin performs its reference's operations in the same order, so both paths must give
+the same bits, in float32 and float64: the optimizers, weight decay, the sigmoid's backward
+products, KL's penalty, Arora's decoding, the active-unit counts, the minibatch gather and
+whole training runs. Also checked: every op declared in sparsekit has a twin and is covered
+here, arrays a loop refuses, ``SPARSEKIT_JIT=0``, Numba missing, and a loop that fails on
+first use.
 """
 
 from __future__ import annotations
@@ -13,15 +15,15 @@ import subprocess
 import sys
 import threading
 from collections import Counter
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 import sparsekit
-from sparsekit import _jit, autoencoder
-from sparsekit.kernels import PARALLEL_MIN_SIZE
-from sparsekit.methods.base import WeightDecay
+from sparsekit import autoencoder
+from sparsekit.backend import fused
+from sparsekit.backend.threads import PARALLEL_MIN_SIZE
+from sparsekit.methods.base import WeightDecay, penalty_pair
 from sparsekit.methods.l2 import L2, l2_penalty
 from sparsekit.optim import SGD, Adam, Momentum
 
@@ -37,24 +39,21 @@ OPTIMIZERS = {
 
 
 class _Spy:
-    """Records whether ``_jit.run_sum`` (behind ``run``) and ``count_active`` ran, per loop."""
+    """Records, per op call, whether its fused twin ran (True) or the reference (False)."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.results: list[tuple[str, bool]] = []
-        real_run_sum, real_count = _jit.run_sum, _jit.count_active
 
-        def run_sum(name, arrays, scalars):
-            result = real_run_sum(name, arrays, scalars)
-            self.results.append((name, result is not None))
-            return result
+        def call(op, *args, **kwargs):
+            if op.fused is not None:
+                result = op.fused(*args, **kwargs)
+                if result is not fused.NOT_RUN:
+                    self.results.append((op.__name__, True))
+                    return result
+            self.results.append((op.__name__, False))
+            return op.reference(*args, **kwargs)
 
-        def count_active(counts, code, threshold):
-            ok = real_count(counts, code, threshold)
-            self.results.append(("count_active", ok))
-            return ok
-
-        monkeypatch.setattr(_jit, "run_sum", run_sum)
-        monkeypatch.setattr(_jit, "count_active", count_active)
+        monkeypatch.setattr(fused.Op, "__call__", call)
 
     def names(self) -> set[str]:
         return {name for name, _ in self.results}
@@ -62,40 +61,38 @@ class _Spy:
 
 @pytest.fixture
 def numpy_path(monkeypatch: pytest.MonkeyPatch) -> _Spy:
-    """No fused loops: every ``_jit.run`` / ``count_active`` call must return False."""
-    monkeypatch.setitem(_jit._state, "kernels", None)
+    """No fused loops: every op runs its reference formula."""
+    monkeypatch.setitem(fused._state, "numba", None)
     return _Spy(monkeypatch)
 
 
 @pytest.fixture
-def fused_kernels() -> SimpleNamespace:
-    """The real compiled loops (skips without Numba; fails if they do not load)."""
+def fused_kernels() -> None:
+    """The real compiled loops (skips without Numba; fails if they are off)."""
     pytest.importorskip("numba")
-    loops = _jit.kernels()
-    assert loops is not None, "Numba is installed but sparsekit._jit.kernels() is None"
-    return loops
+    assert fused.enabled(), "Numba is installed but the fused loops are off"
 
 
 @pytest.fixture
-def fused_path(
-    monkeypatch: pytest.MonkeyPatch, fused_kernels: SimpleNamespace
-) -> tuple[_Spy, Counter]:
-    """The compiled loops, wrapped to count calls; returns (spy, calls per loop)."""
+def fused_path(monkeypatch: pytest.MonkeyPatch, fused_kernels: None) -> tuple[_Spy, Counter]:
+    """The compiled loops, wrapped to count calls by loop name (``_adam_loop``, ...)."""
     calls: Counter = Counter()
     lock = threading.Lock()
+    real_ready = fused.Loop.ready
 
-    def counting(name, fn):
-        def wrapper(*args):
+    def ready(loop, key, *warm):
+        fn = real_ready(loop, key, *warm)
+        if fn is None:
+            return None
+
+        def counting(*args):
             with lock:
-                calls[name] += 1
+                calls[loop.py.__name__] += 1
             return fn(*args)
 
-        return wrapper
+        return counting
 
-    wrapped = SimpleNamespace(
-        **{name: counting(name, getattr(fused_kernels, name)) for name in _jit._LOOPS}
-    )
-    monkeypatch.setitem(_jit._state, "kernels", wrapped)
+    monkeypatch.setattr(fused.Loop, "ready", ready)
     return _Spy(monkeypatch), calls
 
 
@@ -153,7 +150,7 @@ def test_optimizer_fused_equals_numpy(opt_name, dtype, decay, monkeypatch, fused
     params, grads = _problem(dtype)
     fused_params, fused_state = _train_steps(opt_name, params, grads, decay)
 
-    monkeypatch.setitem(_jit._state, "kernels", None)
+    monkeypatch.setitem(fused._state, "numba", None)
     numpy_params, numpy_state = _train_steps(opt_name, params, grads, decay)
 
     assert not np.array_equal(fused_params["W"], params["W"])  # the steps did something
@@ -179,7 +176,7 @@ def test_folded_decay_equals_decay_added_to_gradient(opt_name, dtype, fused_path
         opt.step(np, added, g)
     added_state = {k: v for k, v in opt.state_dict().items() if k != "steps"}
 
-    assert all(ok for _, ok in spy.results) and calls[opt_name] > 0
+    assert all(ok for _, ok in spy.results) and calls[f"_{opt_name}_loop"] > 0
     _assert_same(folded, added, "params")
     _assert_same(folded_state, added_state, "state")
 
@@ -209,7 +206,7 @@ def test_optimizer_numpy_path_really_numpy(numpy_path):
     params, grads = _problem(np.float32)
     for name in OPTIMIZERS:
         _train_steps(name, params, grads[:1], {"W": 1e-3})
-    assert numpy_path.names() == set(OPTIMIZERS)
+    assert numpy_path.names() == {"update_parameter"}
     assert not any(ok for _, ok in numpy_path.results)
 
 
@@ -244,14 +241,13 @@ def test_loss_and_grads_fused_equals_numpy(name, tied, dtype, monkeypatch, fused
     method, backend, params, x = _ae_problem(name, tied, dtype)
     loss_f, grads_f, _, rec_f = autoencoder.loss_and_grads(method, backend, _copy(params), x)
     # g′(Y) with the output error and b_dec's gradient; f′(Z) with b_enc's (and KL's row)
-    assert calls["output_grad"] >= 1 and calls["hidden_grad"] >= 1  # (+ a first warm-up call)
-    assert calls["sigmoid_grad_into"] == 0
-    assert (calls["kl_penalty"] >= 1) == (name == "kl")
+    assert calls["_output_delta_loop"] == 1 and calls["_hidden_delta_loop"] == 1
+    assert (calls["_kl_penalty_loop"] == 1) == (name == "kl")
     ran = Counter(n for n, ok in spy.results if ok)
     assert ran["add_scaled"] == (0 if name == "plain" else 1 if tied else 2)
     assert all(ok for _, ok in spy.results)
 
-    monkeypatch.setitem(_jit._state, "kernels", None)
+    monkeypatch.setitem(fused._state, "numba", None)
     loss_n, grads_n, _, rec_n = autoencoder.loss_and_grads(method, backend, _copy(params), x)
 
     _assert_same(grads_f, grads_n, "grads")
@@ -322,17 +318,19 @@ def test_training_fused_equals_numpy(name, optimizer, batch_size, monkeypatch, f
     """A short training run gives the same params and metrics with the loops off as on."""
     spy, calls = fused_path
     params_f, history_f = _short_run(name, optimizer, batch_size)
-    assert all(ok for _, ok in spy.results)
-    assert calls["output_grad"] > 0 and calls["hidden_grad"] > 0 and calls["count_active"] > 0
-    assert calls[optimizer or "adam"] > 0
+    # (float data needs no gather-and-scale pass: take_scaled's twin declines it)
+    refused = [r for r in spy.results if not r[1] and r[0] != "take_scaled"]
+    assert not refused, refused[:3]
+    assert calls["_output_delta_loop"] > 0 and calls["_hidden_delta_loop"] > 0
+    assert calls["_count_active_loop"] > 0 and calls[f"_{optimizer or 'adam'}_loop"] > 0
 
-    monkeypatch.setitem(_jit._state, "kernels", None)
+    monkeypatch.setitem(fused._state, "numba", None)
     off = _Spy(monkeypatch)
     calls.clear()
     params_n, history_n = _short_run(name, optimizer, batch_size)
     assert not calls, f"compiled loops called with the JIT off: {dict(calls)}"
     assert off.results and not any(ok for _, ok in off.results)
-    assert {"sigmoid_grad_into", "count_active", optimizer or "adam"} <= off.names()
+    assert {"sigmoid_hidden_delta", "count_active", "update_parameter"} <= off.names()
 
     _assert_same(params_f, params_n, "params")
     # Σ‖W‖² (weight decay's value) comes from the update pass and Σ(X̂ − X)² from the output
@@ -357,23 +355,25 @@ def _weights(dtype=np.float32) -> dict:
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
-def test_weight_decay_is_a_value_grads_pair(dtype):
-    """WeightDecay unpacks as (½λΣ‖W‖², {name: λW}), has length 2 and indexes like a tuple."""
+def test_weight_decay_declares_its_value_and_gradients(dtype):
+    """WeightDecay's value is ½λΣ‖W‖² and its gradients λW (penalty_pair reads them), and it
+    does not pose as a tuple: the step recognises it by its type."""
+    from sparsekit.methods.base import penalty_pair
+
     lam = 3e-3
     w = _weights(dtype)
     decay = l2_penalty(np, w, lam)
-    value, grads = decay
+    assert isinstance(decay, WeightDecay)
+    value, grads = penalty_pair(decay)
+    assert value is decay.value and grads is decay.grads
     expected = sum(0.5 * lam * float(np.sum(a.astype(np.float64) ** 2)) for a in w.values())
     assert float(value) == pytest.approx(expected, rel=1e-5)
     assert grads.keys() == w.keys()
     for k in w:
         assert grads[k].dtype == dtype
         assert np.array_equal(grads[k], lam * w[k])
-    assert len(decay) == 2
-    assert decay[0] is value and decay[1] is grads
-    assert decay[-1] is grads
-    with pytest.raises(IndexError):
-        decay[2]
+    with pytest.raises(TypeError):
+        _ = decay[0]
     assert decay.strengths() == {"W_enc": lam, "W_dec": lam}
 
 
@@ -403,7 +403,7 @@ class ScaledL2(L2):
     name = "scaled-l2-test"
 
     def weight_penalty(self, xp, weights):
-        value, grads = super().weight_penalty(xp, weights)
+        value, grads = penalty_pair(super().weight_penalty(xp, weights))
         return value, {k: 2 * g for k, g in grads.items()}
 
 
@@ -468,34 +468,40 @@ def _read_only(a: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("case", list(_refused_cases()))
 def test_run_refuses_unsuitable_arrays(case, fused_kernels):
     """run() returns False and leaves every array unchanged for arrays the loops cannot take."""
+    from sparsekit.optim import _sgd_loop
+
     p, g = _refused_cases()[case]
     before = (np.array(p, copy=True), np.array(g, copy=True))
-    assert _jit.run("sgd", (p, g), (0.1, 0.5)) is False
+    assert fused.run(_sgd_loop, (p, g), (0.1, 0.5)) is False
     assert np.array_equal(np.asarray(p), before[0]) and np.array_equal(np.asarray(g), before[1])
-    assert _jit.kernels() is fused_kernels  # refusing is not a failure
+    assert fused.enabled()  # refusing is not a failure
 
 
 def test_run_accepts_and_refuses_non_contiguous_view(fused_kernels):
     """A strided view is refused although its base would be accepted."""
+    from sparsekit.optim import _sgd_loop
+
     p = np.ones((6, 8), np.float32)
     g = np.full((6, 8), 2.0, np.float32)
-    assert _jit.run("sgd", (p[:, ::2], g[:, ::2]), (0.0, 0.5)) is False
+    assert fused.run(_sgd_loop, (p[:, ::2], g[:, ::2]), (0.0, 0.5)) is False
     assert np.all(p == 1)
-    assert _jit.run("sgd", (p, g), (0.0, 0.5)) is True
+    assert fused.run(_sgd_loop, (p, g), (0.0, 0.5)) is True
     assert np.all(p == 0)
 
 
 def test_jit_env_off_in_subprocess():
-    """SPARSEKIT_JIT=0: kernels() is None, run() returns False, and training still works."""
+    """SPARSEKIT_JIT=0: the loops are off, ops run their references, training still works."""
     code = """
 import numpy as np, sparsekit
-from sparsekit import _jit
-assert _jit.kernels() is None
+from sparsekit.backend import fused
+from sparsekit.optim import _sgd_loop
+assert not fused.enabled()
 p = np.ones(4, np.float32)
-assert _jit.run("sgd", (p, p.copy()), (0.0, 0.5)) is False
+assert fused.run(_sgd_loop, (p, p.copy()), (0.0, 0.5)) is False
 x = np.random.default_rng(0).uniform(0, 1, size=(40, 8)).astype(np.float32)
 m = sparsekit.train("plain", x, hidden=4, epochs=1, batch_size=10, seed=0)
 assert all(np.isfinite(v).all() for v in m.params.values())
+assert "numba" not in __import__("sys").modules
 print("ok")
 """
     env = {**os.environ, "SPARSEKIT_JIT": "0"}
@@ -509,46 +515,54 @@ print("ok")
 # -- 8: a loop that fails on first use -------------------------------------------------------
 
 
-def _install_failing_loop(monkeypatch, name: str, error: Exception) -> None:
-    """Loops where ``name`` raises ``error`` when called (as a failed compilation would)."""
+def _failing_loop(monkeypatch, loop: fused.Loop, error: Exception) -> None:
+    """``loop`` raises ``error`` when first called (as a failed compilation would)."""
 
     def broken(*args):
         raise error
 
-    monkeypatch.setitem(_jit._state, "kernels", SimpleNamespace(**{name: broken}))
-    monkeypatch.setattr(_jit, "_ready", set())
+    monkeypatch.setattr(loop, "_compiled", broken)
+    monkeypatch.setattr(loop, "_ready", set())
+    monkeypatch.setitem(fused._state, "numba", fused._state.get("numba") or object())
 
 
-def test_loop_failing_on_first_use_disables_the_loops(monkeypatch):
+def test_loop_failing_on_first_use_disables_the_loops(monkeypatch, fused_kernels):
     """A loop raising on first use: run() returns False, warns, and the loops stay off."""
-    _install_failing_loop(monkeypatch, "sgd", RuntimeError("cannot compile\nsecond line"))
+    from sparsekit.optim import _sgd_loop
+
+    _failing_loop(monkeypatch, _sgd_loop, RuntimeError("cannot compile\nsecond line"))
     p = np.ones(5, np.float32)
     g = np.full(5, 2.0, np.float32)
     with pytest.warns(RuntimeWarning, match="fused loops off.*RuntimeError: cannot compile"):
-        assert _jit.run("sgd", (p, g), (0.0, 0.5)) is False
-    assert _jit.kernels() is None
+        assert fused.run(_sgd_loop, (p, g), (0.0, 0.5)) is False
+    assert not fused.enabled()
     assert np.all(p == 1) and np.all(g == 2)
-    # The optimizer then takes its NumPy path.
+    # The optimizer then takes its reference path.
     SGD(0.5).step(np, {"w": p}, {"w": g})
     assert np.all(p == 0)
 
 
-def test_count_active_failing_on_first_use_disables_the_loops(monkeypatch):
-    """count_active raising on first use: returns False, warns, counts unchanged, loops off."""
-    _install_failing_loop(monkeypatch, "count_active", ValueError("no"))
+def test_count_active_failing_on_first_use_disables_the_loops(monkeypatch, fused_kernels):
+    """count_active's loop raising on first use: warns, the reference counts, loops off."""
+    from sparsekit.train import _count_active_loop, count_active
+
+    _failing_loop(monkeypatch, _count_active_loop, ValueError("no"))
     counts = np.zeros(3, np.int64)
     with pytest.warns(RuntimeWarning, match="fused loops off"):
-        assert _jit.count_active(counts, np.ones((2, 3), np.float32), 0.5) is False
-    assert _jit.kernels() is None
-    assert np.all(counts == 0)
+        count_active(np, counts, np.ones((2, 3), np.float32), 0.5)
+    assert not fused.enabled()
+    assert np.array_equal(counts, [2, 2, 2])
 
 
 # -- 9: count_active -------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
-def test_count_active_matches_numpy(dtype, fused_kernels):
+def test_count_active_matches_numpy(dtype, fused_path):
     """counts += (|code| > t).sum(axis=0): negatives and values exactly at t included."""
+    from sparsekit.train import count_active
+
+    spy, calls = fused_path
     t = 1e-3
     rng = np.random.default_rng(4)
     code = rng.choice([-1.0, 1.0], size=(50, 7)) * rng.uniform(0, 2e-3, size=(50, 7))
@@ -557,79 +571,71 @@ def test_count_active_matches_numpy(dtype, fused_kernels):
     code[0] = [at, -at, np.nextafter(at, dtype(1)), -np.nextafter(at, dtype(1)), 0, -0.0, -5]
     start = np.arange(7, dtype=np.int64)
     counts = start.copy()
-    assert _jit.count_active(counts, code, t) is True
+    count_active(np, counts, code, t)
     expected = start + (np.abs(code) > t).sum(axis=0)
     assert np.array_equal(counts, expected)
     assert counts.dtype == np.int64
-    # A second call keeps adding.
-    assert _jit.count_active(counts, code, t) is True
+    count_active(np, counts, code, t)  # a second call keeps adding
     assert np.array_equal(counts, start + 2 * (np.abs(code) > t).sum(axis=0))
+    assert calls["_count_active_loop"] == 2
 
 
-def test_count_active_refuses(fused_kernels):
-    """False, counts untouched, for float counts, int32 counts, a wrong shape, a bad code."""
+def test_count_active_refuses_what_the_loop_cannot_take(fused_path):
+    """Float or int32 counts, a wrong shape, a transposed or integer code: the reference
+    formula runs instead (and counts the same)."""
+    from sparsekit.train import count_active
+
+    spy, calls = fused_path
     code = np.ones((4, 3), np.float32)
-    for counts in (
-        np.zeros(3),
-        np.zeros(3, np.int32),
-        np.zeros(4, np.int64),
-        np.zeros((1, 3), np.int64),
-    ):
-        before = counts.copy()
-        assert _jit.count_active(counts, code, 0.5) is False
-        assert np.array_equal(counts, before)
-    counts = np.zeros(3, np.int64)
-    assert _jit.count_active(counts, np.ones((3, 4), np.float32).T, 0.5) is False
-    assert _jit.count_active(counts, np.ones(3, np.float32), 0.5) is False
-    assert _jit.count_active(counts, np.ones((4, 3), np.int64), 0.5) is False
-    assert np.all(counts == 0)
-
-
-def test_count_active_off(numpy_path):
-    """With the loops off, count_active returns False and leaves the counts alone."""
-    counts = np.zeros(3, np.int64)
-    assert _jit.count_active(counts, np.ones((4, 3), np.float32), 0.5) is False
-    assert np.all(counts == 0)
+    for counts in (np.zeros(3), np.zeros(3, np.int32)):
+        count_active(np, counts, code, 0.5)
+        assert np.array_equal(counts, [4, 4, 4])
+    count_active(np, np.zeros(3, np.int64), np.ones((3, 4), np.float32).T, 0.5)
+    count_active(np, np.zeros(3, np.int64), np.ones((4, 3), np.int64), 0.5)
+    assert calls["_count_active_loop"] == 0
+    assert spy.results == [("count_active", False)] * 4
 
 
 # -- Arora's decoding and atom update ----------------------------------------------------------
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
-def test_threshold_code_matches_numpy_bitwise(dtype, fused_kernels):
-    """Arora's fused decoding gives NumPy's support, code and sign bit for bit, including
-    values exactly at τ, ±0, NaN and ±inf."""
+def test_threshold_code_matches_numpy_bitwise(dtype, fused_path):
+    """Arora's fused decoding gives the reference's support, code and sign bit for bit,
+    including values exactly at τ, ±0, NaN and ±inf."""
+    from sparsekit.methods.arora import threshold_code
+
+    _, calls = fused_path
     tau = 0.5
     rng = np.random.default_rng(3)
     z = rng.standard_normal((37, 53)).astype(dtype)
     z.flat[:8] = [tau, -tau, 0.0, -0.0, np.nan, np.inf, -np.inf, np.nextafter(dtype(tau), 0)]
-    code, sgn, support = np.empty_like(z), np.empty_like(z), np.empty_like(z)
-    assert _jit.run("threshold_code", (z, code, sgn, support), (tau, 1.0, 0.0))
-
+    got = threshold_code(np, z, tau)
+    assert calls["_threshold_code_loop"] == 1
+    want = threshold_code.reference(np, z, tau)
     expected_support = (np.abs(z) >= tau).astype(dtype)
-    expected_code = z * expected_support
-    for got, want in [
-        (support, expected_support),
-        (code, expected_code),
-        (sgn, np.sign(expected_code)),
-    ]:
-        assert got.dtype == dtype
-        assert np.array_equal(got, want, equal_nan=True)
-        assert np.array_equal(np.signbit(got), np.signbit(want))
+    assert np.array_equal(want[2], expected_support)
+    for g, w in zip(got, want, strict=True):
+        assert g.dtype == dtype
+        assert np.array_equal(g, w, equal_nan=True)
+        assert np.array_equal(np.signbit(g), np.signbit(w))
 
 
 @pytest.mark.parametrize("renormalize", [True, False])
-def test_atom_update_matches_numpy(renormalize, fused_kernels):
-    """w ← w − step and the rows renormalised: the NumPy formula to float32 rounding."""
+def test_atom_update_matches_numpy(renormalize, fused_path):
+    """w ← w − step and the rows renormalised: the reference to float32 rounding (the fused
+    row norms are summed in float64)."""
+    from sparsekit.methods.arora import atom_update
+
+    _, calls = fused_path
     rng = np.random.default_rng(4)
     w = rng.standard_normal((700, 787)).astype(np.float32)
     step = (0.1 * rng.standard_normal(w.shape)).astype(np.float32)
     w[3] = step[3]  # a row that becomes exactly zero: kept at zero, not NaN
-    expected = w - step
-    if renormalize:
-        norms = np.sqrt(np.einsum("hd,hd->h", expected, expected))
-        expected *= (1.0 / np.maximum(norms, 1e-12))[:, None]
-    assert _jit.run_rows("atom_update", (w, step), (renormalize, 1e-12))
+    expected = w.copy()
+    atom_update.reference(np, expected, step, renormalize)
+    atom_update(np, w, step, renormalize)
+    assert calls["_atom_update_loop"] >= 1
     assert w.dtype == np.float32
     np.testing.assert_allclose(w, expected, rtol=2e-6, atol=1e-7)
     assert np.all(w[3] == 0)
@@ -651,8 +657,8 @@ def test_arora_training_fused_matches_numpy(monkeypatch, fused_path):
         return trainer.params, trainer.history
 
     params_f, history_f = run()
-    assert calls["threshold_code"] > 0 and calls["atom_update"] > 0
-    monkeypatch.setitem(_jit._state, "kernels", None)
+    assert calls["_threshold_code_loop"] > 0 and calls["_atom_update_loop"] > 0
+    monkeypatch.setitem(fused._state, "numba", None)
     calls.clear()
     params_n, history_n = run()
     assert not calls
@@ -673,8 +679,8 @@ def test_arora_subclass_direction_is_the_step(fused_kernels):
     from sparsekit.methods.arora import Arora
 
     class Halved(Arora):
-        def direction(self, backend, params, y):
-            step, fwd, residual = super().direction(backend, params, y)
+        def direction(self, backend, params, y, scale=1.0):
+            step, fwd, residual = super().direction(backend, params, y, scale)
             return 0.5 * step, fwd, residual
 
     rng = np.random.default_rng(5)
@@ -689,8 +695,9 @@ def test_arora_subclass_direction_is_the_step(fused_kernels):
     assert float(out_halved["loss"]) == pytest.approx(float(out_plain["loss"]), rel=1e-12)
 
 
-def test_arora_subclass_mask_takes_the_generic_decoding(fused_path):
-    """A subclass with its own mask is decoded by it (not by the fused threshold loop)."""
+def test_arora_subclass_decoding_is_the_step(fused_path):
+    """A subclass that decodes differently (its own decode()) is stepped along its code."""
+    from sparsekit.autoencoder import Forward, pre_activation
     from sparsekit.methods.arora import Arora
 
     spy, calls = fused_path
@@ -699,13 +706,18 @@ def test_arora_subclass_mask_takes_the_generic_decoding(fused_path):
         def mask(self, xp, z, a, training):
             return xp.ones_like(z)
 
+        def decode(self, backend, params, y):
+            z = pre_activation(backend.xp, params, y)
+            out = z @ params["W_enc"] + params["b_dec"]
+            return Forward(z, z, self.mask(backend.xp, z, z, True), z, None, out, out), np.sign(z)
+
     rng = np.random.default_rng(6)
     x = rng.uniform(0, 1, (40, 20))
     params = _arora_params(rng)
     w0 = params["W_enc"].copy()
     backend = sparsekit.get_backend(dtype="float64")
     KeepAll(tau=0.2, renormalize=False).update(backend, params, x, 0.1)
-    assert calls["threshold_code"] == 0
+    assert calls["_threshold_code_loop"] == 0
     code = x @ w0.T  # every unit kept
     residual = code @ w0 - x
     expected = w0 - np.sign(code).T @ (residual * (0.1 / len(x)))
@@ -715,17 +727,17 @@ def test_arora_subclass_mask_takes_the_generic_decoding(fused_path):
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
 def test_sigmoid_fused_matches_numpy_bitwise(dtype, monkeypatch, fused_path):
     """The sigmoid's last two passes fused into one: NumPy's bits, saturated ends included."""
-    from sparsekit.methods.base import sigmoid
+    from sparsekit.activations import sigmoid
 
     _, calls = fused_path
     z = np.random.default_rng(7).standard_normal((300, 900)).astype(dtype) * 8
     z.flat[:5] = [0.0, -0.0, 1e30, -1e30, np.nan]
-    fused = sigmoid(np, z)
-    assert calls["sigmoid_tail"] >= 1
-    monkeypatch.setitem(_jit._state, "kernels", None)
-    plain = sigmoid(np, z)
-    assert fused.dtype == plain.dtype == dtype
-    assert np.array_equal(fused, plain, equal_nan=True)
+    out_fused = sigmoid(np, z)
+    assert calls["_sigmoid_tail_loop"] >= 1
+    monkeypatch.setitem(fused._state, "numba", None)
+    out_plain = sigmoid(np, z)
+    assert out_fused.dtype == out_plain.dtype == dtype
+    assert np.array_equal(out_fused, out_plain, equal_nan=True)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
@@ -742,39 +754,43 @@ def test_kl_penalty_fused_matches_numpy(dtype, batch, monkeypatch, fused_path):
     code[0, 3] = np.nan
     clean = code.copy()
     clean[0, 3] = 0.5
-    loops = _jit._state["kernels"]
-    value_f, d_f = method.code_penalty(np, code)
-    nan_calls = calls["kl_penalty"]
-    value_f_clean, _ = method.code_penalty(np, clean)
-    assert nan_calls >= 1 and calls["kl_penalty"] == nan_calls + 1
-    monkeypatch.setitem(_jit._state, "kernels", None)
-    value_n, d_n = method.code_penalty(np, code)
-    value_n_clean, _ = method.code_penalty(np, clean)
-    monkeypatch.setitem(_jit._state, "kernels", loops)
-    assert d_f.shape == d_n.shape == code.shape and d_f.dtype == d_n.dtype == dtype
+    p_f = method.code_penalty(np, code)
+    p_f_clean = method.code_penalty(np, clean)
+    assert calls["_kl_penalty_loop"] == 2
+    monkeypatch.setitem(fused._state, "numba", None)
+    p_n = method.code_penalty(np, code)
+    p_n_clean = method.code_penalty(np, clean)
+    d_f, d_n = p_f.row, p_n.row
+    assert d_f.shape == d_n.shape == code.shape[1:] and d_f.dtype == d_n.dtype == dtype
     assert np.array_equal(d_f, d_n, equal_nan=True)
-    assert np.isnan(d_f[:, 3]).all() and np.isfinite(d_f[:, [0, 1, 2, 4]]).all()
-    assert np.isnan(value_f) and np.isnan(value_n)  # the NaN column poisons the sum
-    value_f, value_n = value_f_clean, value_n_clean
+    assert np.isnan(d_f[3]) and np.isfinite(d_f[[0, 1, 2, 4]]).all()
+    assert np.isnan(p_f.value) and np.isnan(p_n.value)  # the NaN column poisons the sum
+    value_f, value_n = p_f_clean.value, p_n_clean.value
     assert type(value_f) is type(value_n) is np.dtype(dtype).type
     assert value_f == pytest.approx(value_n, rel=2e-6 if dtype == np.float32 else 1e-13)
 
 
-def test_kl_penalty_refuses_what_it_cannot_take(fused_kernels):
+def test_kl_penalty_refuses_what_it_cannot_take(fused_path):
+    """A strided, empty, float16 or 1-D code: the reference formula runs."""
+    from sparsekit.methods.kl import kl_penalty
+
+    spy, calls = fused_path
     code = np.random.default_rng(1).uniform(0, 1, (20, 30)).astype(np.float32)
-    assert _jit.kl_penalty(code[:, ::2], 0.1, 3.0, 1e-6) is None  # not contiguous
-    assert _jit.kl_penalty(code[:0], 0.1, 3.0, 1e-6) is None  # no rows
-    assert _jit.kl_penalty(code.astype(np.float16), 0.1, 3.0, 1e-6) is None
-    assert _jit.kl_penalty(code.reshape(-1), 0.1, 3.0, 1e-6) is None  # not B×H
+    for bad in (code[:, ::2], code.astype(np.float16)):
+        kl_penalty(np, bad, 0.1, 3.0, 1e-6)
+    assert calls["_kl_penalty_loop"] == 0
+    assert spy.results == [("kl_penalty", False)] * 2
 
 
 def test_without_numba_the_loops_are_off(monkeypatch):
     """Numba missing (ImportError): no loops, no error; callers take the NumPy path."""
+    from sparsekit.optim import _sgd_loop
+
     monkeypatch.setitem(sys.modules, "numba", None)  # `import numba` now raises ImportError
-    monkeypatch.delitem(_jit._state, "kernels", raising=False)
-    assert _jit.kernels() is None
+    monkeypatch.delitem(fused._state, "numba", raising=False)
+    assert not fused.enabled()
     p, g = np.ones(8, np.float32), np.full(8, 2.0, np.float32)
-    assert _jit.run("sgd", (p, g), (0.0, 0.5)) is False
+    assert fused.run(_sgd_loop, (p, g), (0.0, 0.5)) is False
     assert np.all(p == 1)
 
 
@@ -783,28 +799,65 @@ def test_without_numba_the_loops_are_off(monkeypatch):
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("source", ["uint8", "int16"])
-def test_take_gathers_converts_and_scales_like_numpy(dtype, source, monkeypatch):
+def test_take_gathers_converts_and_scales_like_numpy(dtype, source, monkeypatch, fused_path):
     from sparsekit.data.dataset import ArrayDataset
 
+    spy, calls = fused_path
     rng = np.random.default_rng(4)
     pixels = rng.integers(0, 256, size=(300, 37)).astype(source)
     dataset = ArrayDataset(pixels, scale=1 / 255)
     rows = np.concatenate([rng.permutation(300)[:64], [0, 299, 7, 7]])  # unsorted, repeats
     expected = np.asarray(pixels[rows], dtype=dtype) * np.dtype(dtype).type(1 / 255)
-    spy = []
-    real = _jit.take_scaled
-    monkeypatch.setattr(_jit, "take_scaled", lambda *a: spy.append(real(*a)) or spy[-1])
     got = dataset.take(rows, np.dtype(dtype))
-    assert spy and spy[-1] is not None, "the fused gather ran"
+    assert spy.results[-1] == ("take_scaled", True), "the fused gather ran"
     assert got.dtype == np.dtype(dtype) and got.flags.c_contiguous
     assert np.array_equal(got, expected)
 
     # Rows the loop does not check (negative, past the end) go to NumPy's indexing.
     numpy_rows = np.asarray(pixels[[-1, 2]], dtype=dtype) * np.dtype(dtype).type(1 / 255)
     assert np.array_equal(dataset.take(np.array([-1, 2]), dtype), numpy_rows)
-    assert spy[-1] is None
+    assert spy.results[-1] == ("take_scaled", False)
     with pytest.raises(IndexError):
         dataset.take(np.array([300]), dtype)
 
-    monkeypatch.setitem(_jit._state, "kernels", None)  # loops off: the same values
+    monkeypatch.setitem(fused._state, "numba", None)  # loops off: the same values
     assert np.array_equal(dataset.take(rows, np.dtype(dtype)), expected)
+
+
+# -- every op is covered -----------------------------------------------------------------------
+
+#: Every fused op in sparsekit and the tests above that compare its two paths.
+COVERED_OPS = {
+    "sparsekit.optim.update_parameter": "test_optimizer_fused_equals_numpy",
+    "sparsekit.methods.base.add_scaled": "test_weight_decay_add_to",
+    "sparsekit.activations.sigmoid_tail": "test_sigmoid_fused_matches_numpy_bitwise",
+    "sparsekit.activations.sigmoid_output_delta": "test_loss_and_grads_fused_equals_numpy",
+    "sparsekit.activations.sigmoid_hidden_delta": "test_loss_and_grads_fused_equals_numpy",
+    "sparsekit.methods.kl.kl_penalty": "test_kl_penalty_fused_matches_numpy",
+    "sparsekit.methods.arora.threshold_code": "test_threshold_code_matches_numpy_bitwise",
+    "sparsekit.methods.arora.atom_update": "test_atom_update_matches_numpy",
+    "sparsekit.train.count_active": "test_count_active_matches_numpy",
+    "sparsekit.data.dataset.take_scaled": "test_take_gathers_converts_and_scales_like_numpy",
+}
+
+
+def test_every_fused_op_has_a_twin_and_a_test():
+    """Walk sparsekit's modules: every Op has a fused twin, and is listed in COVERED_OPS."""
+    import importlib
+    import pkgutil
+
+    found = {}
+    for info in pkgutil.walk_packages(sparsekit.__path__, "sparsekit."):
+        if info.name.startswith("sparsekit.cli"):
+            continue
+        try:
+            module = importlib.import_module(info.name)
+        except ImportError:  # optional extras (CuPy, Dask, ...)
+            continue
+        for name, value in vars(module).items():
+            if isinstance(value, fused.Op) and value.reference.__module__ == info.name:
+                found[f"{info.name}.{name}"] = value
+    assert set(found) == set(COVERED_OPS)
+    for name, op in found.items():
+        assert op.fused is not None, f"{name} declares no fused twin"
+        assert COVERED_OPS[name] in globals(), f"{name}: no test {COVERED_OPS[name]}"

@@ -1,0 +1,188 @@
+"""Threads that split elementwise and sparse work between matrix products (CPU).
+
+:func:`split_run` calls a function on contiguous parts of a range, one part per thread; NumPy
+and the fused loops (:mod:`sparsekit.backend.fused`) release the GIL, so the parts run on
+several cores with the same result, element for element, as one call over the whole range.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+import numpy as np
+
+#: Arrays smaller than this many elements are updated on the calling thread alone.
+PARALLEL_MIN_SIZE = 1 << 18
+
+_workers: _Workers | None = None
+_workers_lock = threading.Lock()
+#: Held while a split_run call uses the workers; a concurrent (or nested) call runs whole.
+_split_lock = threading.Lock()
+_local = threading.local()
+
+
+def cpu_threads() -> int:
+    """Threads for elementwise work: ``SPARSEKIT_NUM_THREADS``, else the usable CPUs (≤ 4).
+
+    The same number BLAS uses by default, and the two never run at the same time (the
+    threads of :func:`split_run` work between matrix products), so they do not
+    oversubscribe the cores.
+    """
+    env = os.environ.get("SPARSEKIT_NUM_THREADS", "").strip()
+    if env:
+        try:
+            return max(1, int(env))
+        except ValueError:
+            pass
+    return max(1, min(_usable_cpus(), 4))
+
+
+_affinity: tuple[int, int] | None = None  # (pid, usable CPUs): one system call per process
+
+
+def _usable_cpus() -> int:
+    global _affinity
+    pid = os.getpid()
+    if _affinity is None or _affinity[0] != pid:
+        try:
+            usable = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):  # pragma: no cover - not Linux
+            usable = os.cpu_count() or 1
+        _affinity = (pid, usable)
+    return _affinity[1]
+
+
+class _Workers:
+    """Threads that each run one part of a :func:`split_run` call, woken by raw locks.
+
+    Worker ``i`` always takes part ``i + 1`` (the calling thread takes part 0). A hand-off
+    through two locks costs about half as much as a ``ThreadPoolExecutor`` round trip
+    (futures, conditions): 11 against 24 µs on the machine of ``docs/performance.md``.
+    """
+
+    def __init__(self, count: int) -> None:
+        self.key = (os.getpid(), count)  # a forked child must not use its parent's threads
+        self._go = [threading.Lock() for _ in range(count)]
+        self._done = [threading.Lock() for _ in range(count)]
+        self._tasks: list[tuple[Any, int, int] | None] = [None] * count
+        self._errors: list[BaseException | None] = [None] * count
+        for lock in (*self._go, *self._done):
+            lock.acquire()
+        for i in range(count):
+            threading.Thread(
+                target=self._loop, args=(i,), name=f"sparsekit-{i}", daemon=True
+            ).start()
+
+    def _loop(self, i: int) -> None:
+        _local.worker = True
+        while True:
+            self._go[i].acquire()
+            task = self._tasks[i]
+            if task is None:  # stopped
+                return
+            fn, lo, hi = task
+            try:
+                fn(lo, hi)
+            except BaseException as exc:  # handed to the caller by wait()
+                self._errors[i] = exc
+            finally:
+                self._tasks[i] = None
+                self._done[i].release()
+
+    def start(self, i: int, fn: Any, lo: int, hi: int) -> None:
+        self._tasks[i] = (fn, lo, hi)
+        self._go[i].release()
+
+    def wait(self, i: int) -> BaseException | None:
+        """Block until worker ``i`` has finished its part; its exception, if it raised."""
+        self._done[i].acquire()
+        error, self._errors[i] = self._errors[i], None
+        return error
+
+    def stop(self) -> None:
+        for i, go in enumerate(self._go):
+            self._tasks[i] = None
+            go.release()
+
+
+def _worker_threads(count: int) -> _Workers:
+    global _workers
+    with _workers_lock:
+        if _workers is None or _workers.key != (os.getpid(), count):
+            if _workers is not None and _workers.key[0] == os.getpid():
+                _workers.stop()
+            _workers = _Workers(count)
+        return _workers
+
+
+def split_run(fn: Any, size: int, min_size: int | None = None) -> None:
+    """Call ``fn(start, stop)`` on contiguous parts of ``range(size)``, in parallel if large.
+
+    The calling thread does the first part itself. NumPy releases the GIL inside ufunc
+    loops, so in-place elementwise work on disjoint slices runs on several cores; the
+    result is the same, element for element, as one call over the whole range.
+    """
+    if min_size is None:
+        min_size = PARALLEL_MIN_SIZE
+    parts = min(cpu_threads(), size) if size >= min_size else 1
+    # One call at a time uses the workers: a call from another thread meanwhile, or from
+    # inside a part, does its whole range on its own thread (the same result).
+    if parts <= 1 or getattr(_local, "worker", False) or not _split_lock.acquire(blocking=False):
+        fn(0, size)
+        return
+    try:
+        workers = _worker_threads(parts - 1)
+        cuts = [size * i // parts for i in range(parts + 1)]
+        for i in range(1, parts):
+            workers.start(i - 1, fn, cuts[i], cuts[i + 1])
+        try:
+            fn(cuts[0], cuts[1])
+        finally:  # every part finished before returning or raising
+            errors = [workers.wait(i - 1) for i in range(1, parts)]
+        for error in errors:
+            if error is not None:
+                raise error
+    finally:
+        _split_lock.release()
+
+
+def min_rows(work_per_row: int) -> int:
+    """Rows below which a kernel stays on one thread (about PARALLEL_MIN_SIZE multiply-adds)."""
+    return max(2, -(-PARALLEL_MIN_SIZE * 4 // max(1, work_per_row)))
+
+
+class _ProductsSplit(threading.local):
+    #: > 0 inside :func:`sparsekit.backend.process.own_threads` (BLAS on one thread).
+    depth = 0
+
+
+products_split = _ProductsSplit()
+
+#: Multiply-adds below which a product runs as one BLAS call even inside own_threads.
+PRODUCT_MIN_WORK = 1 << 22
+
+
+def matmul(a: Any, b: Any) -> Any:
+    """``a @ b``; inside :func:`~sparsekit.backend.process.own_threads`, large NumPy products
+    are split by output rows over :func:`split_run`'s threads, each part one single-threaded
+    BLAS call (the same arithmetic per row as one call)."""
+    if (
+        products_split.depth
+        and isinstance(a, np.ndarray)
+        and isinstance(b, np.ndarray)
+        and a.ndim == 2
+        and b.ndim == 2
+    ):
+        rows, inner = a.shape
+        cols = b.shape[1]
+        if rows * inner * cols >= PRODUCT_MIN_WORK and cpu_threads() > 1:
+            out = np.empty((rows, cols), dtype=np.result_type(a, b))
+
+            def part(lo: int, hi: int) -> None:
+                np.matmul(a[lo:hi], b, out=out[lo:hi])
+
+            split_run(part, rows, min_size=2)
+            return out
+    return a @ b

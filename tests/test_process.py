@@ -1,0 +1,104 @@
+"""A library changes nothing process-wide; the command tunes its process through one call.
+
+``import sparsekit`` sets no environment variable and loads none of the heavy or CLI-only
+modules; building a Trainer and training leave glibc's malloc settings, the environment and
+the BLAS thread limits as they were (BLAS runs on one thread only inside the step loop,
+:func:`sparsekit.backend.process.own_threads`). ``sparsekit.tune_process()`` is the explicit,
+documented call the ``sparsekit`` command makes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+from sparsekit.backend import process, threads
+
+HEAVY = ("typer", "rich", "numba", "scipy", "matplotlib", "cupy", "threadpoolctl")
+
+
+def _run(code: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENBLAS_")}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=180
+    )
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_import_sparsekit_changes_and_loads_nothing():
+    result = _run(
+        "import os, sys, json; before = dict(os.environ); import sparsekit; "
+        f"print(json.dumps({{'env_same': dict(os.environ) == before, "
+        f"'loaded': [m for m in {HEAVY!r} if m in sys.modules]}}))"
+    )
+    assert result == {"env_same": True, "loaded": []}
+
+
+def test_training_leaves_the_process_as_it_was():
+    code = """
+import json, os
+import numpy as np
+import sparsekit
+from sparsekit.backend import process
+from threadpoolctl import threadpool_info
+
+def blas():
+    return {i["filepath"]: i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+
+env, threads = dict(os.environ), blas()
+x = np.random.default_rng(0).uniform(0, 1, (256, 40)).astype(np.float32)
+trainer = sparsekit.Trainer(
+    sparsekit.make_method("ksparse", k=5, k_start=5), x,
+    sparsekit.resolve_config(sparsekit.make_method("ksparse"), hidden=30, epochs=1, batch_size=64),
+)
+trainer.fit()
+after = blas()  # (a BLAS loaded during training, e.g. SciPy's, is not limited either)
+print(json.dumps({"env_same": dict(os.environ) == env, "malloc_tuned": process._malloc_tuned,
+                  "blas_same": {k: after[k] for k in threads} == threads
+                  and all(n == max(threads.values()) for n in after.values())}))
+"""
+    assert _run(code) == {"env_same": True, "malloc_tuned": False, "blas_same": True}
+
+
+def test_the_command_tunes_its_process():
+    code = """
+import json
+from sparsekit.backend import process
+from sparsekit.cli.main import main
+try:
+    main(["methods"])
+except SystemExit:
+    pass
+print(json.dumps({"malloc_tuned": process._malloc_tuned}))
+"""
+    assert _run(code) == {"malloc_tuned": True}
+
+
+def test_own_threads_bounds_blas_and_splits_products_inside_only(monkeypatch):
+    from threadpoolctl import threadpool_info
+
+    def blas():
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+    monkeypatch.setenv("SPARSEKIT_NUM_THREADS", "2")
+    before = blas()
+    a = np.random.default_rng(0).standard_normal((256, 300)).astype(np.float32)
+    b = np.random.default_rng(1).standard_normal((300, 200)).astype(np.float32)
+    monkeypatch.setattr(threads, "PRODUCT_MIN_WORK", 1)
+    outside = threads.matmul(a, b)
+    with process.own_threads():
+        assert all(n == 1 for n in blas())
+        inside = threads.matmul(a, b)
+        single = a @ b  # one BLAS call on one thread
+    assert blas() == before
+    assert inside.dtype == np.float32
+    # split by rows, each part one single-threaded BLAS call: float32 rounding apart (BLAS
+    # blocks the inner sum differently for another shape), the same product
+    scale = float(np.abs(single).max())
+    np.testing.assert_allclose(inside, single, rtol=1e-5, atol=1e-5 * scale)
+    np.testing.assert_allclose(outside, single, rtol=1e-5, atol=1e-5 * scale)
