@@ -85,8 +85,8 @@ def get_backend(gpu: bool = False, dtype: Any = "float32") -> Backend:
         import cupy
     except ImportError as exc:
         raise BackendError(
-            "--gpu needs CuPy, which is not installed: pip install 'sparsekit[gpu]' "
-            f"(or the cupy-cudaXXx wheel matching your CUDA) [{exc.__class__.__name__}]"
+            "--gpu needs CuPy, which is not installed: pip install 'sparsekit[gpu-cuda13]' "
+            f"or 'sparsekit[gpu-cuda12]', for your CUDA major version [{exc.__class__.__name__}]"
         ) from None
     try:
         count = cupy.cuda.runtime.getDeviceCount()
