@@ -4,12 +4,14 @@ Each method trains an epoch on a small MNIST subset through the trainer with a r
 (checkpoint and figures), is restored from that checkpoint, trains a second epoch and is
 loaded and drawn again, on the simulated device and on NumPy: the two agree to float32
 rounding (the device path skips the CPU's fused loops and sparse kernels). Inside each step
-the simulated arrays refuse every host transfer, so a method that syncs with the host in
-its step fails here; the tests at the bottom check that the guard does fail on each kind.
+the simulated arrays refuse every host transfer, and the CPU's fast paths (CPU_ONLY) refuse
+to run, so a method that syncs with the host or reaches CPU-only code in its step fails
+here; the tests at the bottom check that the guard does fail on each kind.
 """
 
 from __future__ import annotations
 
+import importlib
 import re
 
 import numpy as np
@@ -30,6 +32,7 @@ from sparsekit.backend.simulated import (
     DeviceArray,
     DeviceMisuseError,
     HostTransferError,
+    in_step,
     simulated_backend,
     xp,
 )
@@ -81,6 +84,31 @@ METHODS = [
 FIGURES = ("filters.png", "reconstructions.png", "curves.png", "progression.gif")
 
 
+#: The CPU's fast paths (compiled loops, SciPy's compiled sparse kernels, the thread
+#: splitter, under every name they are imported by): a step on the device must not reach them.
+CPU_ONLY = [
+    ("sparsekit._jit", "_compiled"),
+    ("sparsekit.kernels", "_sparsetools"),
+    ("sparsekit.kernels", "split_run"),
+    ("sparsekit.optim", "split_run"),
+    ("sparsekit.methods.arora", "split_run"),
+]
+
+
+@pytest.fixture
+def cpu_only_code_refused(monkeypatch):
+    """Each of CPU_ONLY raises when called inside a step on the simulated device."""
+    for module_name, name in CPU_ONLY:
+        module = importlib.import_module(module_name)
+
+        def refuse(*args, _original=getattr(module, name), _where=f"{module_name}.{name}", **kw):
+            if in_step():
+                raise DeviceMisuseError(f"CPU-only code reached from the device path: {_where}")
+            return _original(*args, **kw)
+
+        monkeypatch.setattr(module, name, refuse)
+
+
 def _param(name: str):
     if name in TRANSFERS:
         mark = pytest.mark.xfail(strict=True, raises=HostTransferError, reason=TRANSFERS[name])
@@ -130,7 +158,7 @@ def _host_curves(path, history):
 
 @pytest.mark.parametrize("name", [_param(name) for name in METHODS])
 def test_every_builtin_trains_checkpoints_resumes_and_draws_on_the_device(
-    name, images, tmp_path, monkeypatch
+    name, images, tmp_path, monkeypatch, cpu_only_code_refused
 ):
     monkeypatch.setattr(run, "save_curves_png", _host_curves)
     device = simulated_backend()
@@ -239,6 +267,16 @@ def test_the_device_backend_is_declared_a_gpu_and_numpy_scopes_are_no_ops():
         assert float(np.float32(1.5)) == 1.5
     with pytest.raises(AttributeError, match="linalg"):
         xp.linalg  # noqa: B018 - only what sparsekit uses is simulated
+
+
+def test_cpu_only_code_is_refused_inside_a_device_step(cpu_only_code_refused):
+    from sparsekit import kernels
+
+    calls = []
+    kernels.split_run(lambda lo, hi: calls.append((lo, hi)), 4)  # outside a step: runs
+    with DEVICE.step_scope(), pytest.raises(DeviceMisuseError, match="kernels.split_run"):
+        kernels.split_run(lambda lo, hi: calls.append((lo, hi)), 4)
+    assert calls == [(0, 4)]
 
 
 class HostPenalty(Plain):
