@@ -43,6 +43,7 @@ from sparsekit.files import atomic_path, first_line, fsync_dir, json_default
 from sparsekit.methods.base import Method
 
 if TYPE_CHECKING:
+    from sparsekit.backend import Backend
     from sparsekit.data.dataset import Dataset
     from sparsekit.model import Model
     from sparsekit.train import Callback, Trainer
@@ -85,8 +86,11 @@ def encode_json(obj: Any) -> np.ndarray:
     return np.frombuffer(json.dumps(obj, default=json_default).encode("utf-8"), dtype=np.uint8)
 
 
-def _split_state(state: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Arrays and JSON-friendly scalars of an optimizer's or method's ``state_dict``."""
+def _split_state(
+    state: Mapping[str, Any], backend: Backend
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Arrays (copied to the host) and JSON-friendly scalars of an optimizer's or method's
+    ``state_dict``."""
     arrays: dict[str, np.ndarray] = {}
     scalars: dict[str, Any] = {}
     for key, value in state.items():
@@ -95,7 +99,7 @@ def _split_state(state: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], dict[
         elif isinstance(value, np.generic):
             scalars[key] = value.item()
         else:
-            arrays[key] = np.asarray(value.get() if hasattr(value, "get") else value)
+            arrays[key] = backend.to_numpy(value)
     return arrays, scalars
 
 
@@ -109,8 +113,8 @@ def checkpoint_arrays(
     from sparsekit import __version__
 
     state = trainer.state_dict()
-    optim_arrays, optim_scalars = _split_state(state["optimizer"])
-    method_arrays, method_scalars = _split_state(state["method_state"])
+    optim_arrays, optim_scalars = _split_state(state["optimizer"], trainer.backend)
+    method_arrays, method_scalars = _split_state(state["method_state"], trainer.backend)
     upkeep = state.get("upkeep", {})
     upkeep_arrays = {k: v for k, v in upkeep.items() if isinstance(v, np.ndarray)}
     upkeep_scalars = {k: v for k, v in upkeep.items() if k not in upkeep_arrays}
@@ -509,6 +513,7 @@ def restore_trainer(
     data: str | os.PathLike[str] | None = None,
     download: bool | None = None,
     callbacks: Sequence[Callback] = (),
+    backend: Backend | None = None,
 ) -> Trainer:
     """A :class:`~sparsekit.train.Trainer` in exactly the state of a checkpoint.
 
@@ -517,7 +522,9 @@ def restore_trainer(
     data must have the size the checkpoint was trained on. ``epochs`` raises (or lowers, not
     below the epochs done) the number of epochs :meth:`~sparsekit.train.Trainer.fit` trains
     to. On the CPU, fitting the restored trainer gives bit for bit the weights of a run that
-    was never interrupted (with the same total number of epochs).
+    was never interrupted (with the same total number of epochs). ``backend`` replaces the
+    one the run's settings name (e.g. the simulated device of
+    :mod:`sparsekit.backend.simulated`).
     """
     from sparsekit.train import Trainer, as_dataset
 
@@ -550,7 +557,7 @@ def restore_trainer(
             f"was trained on {stored.get('n')} of {stored.get('dim')}"
         )
     try:
-        trainer = Trainer(ckpt["method"], dataset, config, callbacks=callbacks)
+        trainer = Trainer(ckpt["method"], dataset, config, callbacks=callbacks, backend=backend)
         trainer.load_state_dict(ckpt["state"])
     except SparsekitError:
         raise
@@ -561,11 +568,18 @@ def restore_trainer(
     return trainer
 
 
-def load_run(location: str | os.PathLike[str], *, registry: Any = None, gpu: bool = False) -> Model:
+def load_run(
+    location: str | os.PathLike[str],
+    *,
+    registry: Any = None,
+    gpu: bool = False,
+    backend: Backend | None = None,
+) -> Model:
     """The trained :class:`~sparsekit.model.Model` of a run directory (or checkpoint file).
 
     The model has the run's ``image_shape`` and, for methods with a schedule (k-sparse's k),
-    the state of the last epoch trained. Arrays live on the CPU unless ``gpu`` is true.
+    the state of the last epoch trained. Arrays live on the CPU unless ``gpu`` is true (or
+    on ``backend``, when given).
     """
     from sparsekit.backend import get_backend
     from sparsekit.model import Model
@@ -575,7 +589,8 @@ def load_run(location: str | os.PathLike[str], *, registry: Any = None, gpu: boo
     method.load_state_dict(ckpt["state"]["method_state"])
     if meta["epoch"] > 0:
         method.on_epoch_start(meta["epoch"] - 1, config.epochs)
-    backend = get_backend(gpu, config.dtype)
+    if backend is None:
+        backend = get_backend(gpu, config.dtype)
     params = {k: backend.asarray(v) for k, v in ckpt["state"]["params"].items()}
     shape = meta["data"].get("image_shape")
     image_shape = (int(shape[0]), int(shape[1])) if shape else None
