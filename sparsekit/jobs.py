@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sparsekit.backend.threads import usable_cpus
 from sparsekit.files import one_line_reason, plain_json, write_json
 from sparsekit.registry import registry_for
 from sparsekit.train import Callback
@@ -56,14 +57,6 @@ MEASURES = "measures.json"
 FAILURE = "failure.json"
 CHECKPOINT = "checkpoint.npz"
 COMPARISON = "comparison.json"
-
-
-def usable_cpus() -> int:
-    """CPUs this process may run on (its affinity where known, else ``os.cpu_count()``)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 @dataclass(frozen=True)

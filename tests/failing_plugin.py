@@ -23,6 +23,7 @@ class _Exits(Sigmoid):
     def value(self, xp, z):
         os._exit(3)
 
+
 #: The message ``explode`` raises with (markup on purpose: the report must escape it).
 EXPLODE_MESSAGE = "deliberate failure on the first step <b>&</b>"
 

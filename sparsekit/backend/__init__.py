@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from sparsekit.errors import BackendError, ParameterError
+from sparsekit.files import first_line
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
 
@@ -91,8 +92,9 @@ def get_backend(gpu: bool = False, dtype: Any = "float32") -> Backend:
     try:
         count = cupy.cuda.runtime.getDeviceCount()
     except Exception as exc:  # CUDA driver or runtime missing
-        first = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
-        raise BackendError(f"--gpu: CuPy is installed but CUDA is not usable: {first}") from None
+        raise BackendError(
+            f"--gpu: CuPy is installed but CUDA is not usable: {first_line(exc)}"
+        ) from None
     if count < 1:
         raise BackendError("--gpu: CuPy is installed but no CUDA device was found")
     try:
