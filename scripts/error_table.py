@@ -4,6 +4,9 @@
     python scripts/error_table.py --check    # run the cases, exit 1 if the doc is stale
     python scripts/error_table.py --list     # print the cases, run nothing
 
+The exit-code table at the top of ``docs/errors.md`` is written from
+:data:`sparsekit.errors.EXIT_CODES`, the one table of exit codes the command line uses.
+
 Each case is a ``sparsekit`` command run in a fresh working folder that holds small, broken
 input files (made by :func:`make_fixtures`). A case passes when the command exits with the
 expected code, prints exactly one ``sparsekit: error:`` line on stderr that contains the
@@ -28,10 +31,24 @@ from pathlib import Path
 
 import numpy as np
 
+from sparsekit.errors import (
+    EXIT_CHECKPOINT,
+    EXIT_CODES,
+    EXIT_DATA,
+    EXIT_DIVERGENCE,
+    EXIT_OUTPUT,
+    EXIT_PARAMETER,
+    EXIT_PLUGIN,
+    exit_code_table,
+)
+
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "errors.md"
 BEGIN = "<!-- BEGIN error_table.py -->"
 END = "<!-- END error_table.py -->"
+#: The exit-code table, written from :data:`sparsekit.errors.EXIT_CODES`.
+EXIT_BEGIN = "<!-- BEGIN exit codes: sparsekit.errors.EXIT_CODES -->"
+EXIT_END = "<!-- END exit codes -->"
 ERROR_PREFIX = "sparsekit: error: "
 
 #: Small, valid training settings on the 8x8 fixture ``good.npy`` (200 samples, 64 features).
@@ -90,288 +107,320 @@ def _train(*args: str, small: Sequence[str] = SMALL) -> tuple[str, ...]:
 
 CASES: tuple[Case, ...] = (
     # -- impossible parameters ---------------------------------------------------------------
-    Case("k-zero", "k = 0", _train("ksparse", "--k", "0", small=SMALL_K), 2, "k must be between 1"),
+    Case(
+        "k-zero",
+        "k = 0",
+        _train("ksparse", "--k", "0", small=SMALL_K),
+        EXIT_PARAMETER,
+        "k must be between 1",
+    ),
     Case(
         "k-above-hidden",
         "k larger than the hidden size",
         _train("ksparse", "--k", "50", small=SMALL_K),
-        2,
+        EXIT_PARAMETER,
         "k must be between 1 and the hidden size (32), got 50",
     ),
     Case(
-        "rho-zero", "ρ = 0", _train("kl", "--rho", "0"), 2, "rho must be strictly between 0 and 1"
+        "rho-zero",
+        "ρ = 0",
+        _train("kl", "--rho", "0"),
+        EXIT_PARAMETER,
+        "rho must be strictly between 0 and 1",
     ),
     Case(
         "rho-above-one",
         "ρ ≥ 1",
         _train("kl", "--rho", "1.5"),
-        2,
+        EXIT_PARAMETER,
         "rho must be strictly between 0 and 1",
     ),
     Case(
-        "lr-zero", "learning rate = 0", _train("plain", "--lr", "0"), 2, "learning rate must be > 0"
+        "lr-zero",
+        "learning rate = 0",
+        _train("plain", "--lr", "0"),
+        EXIT_PARAMETER,
+        "learning rate must be > 0",
     ),
     Case(
         "lr-negative",
         "learning rate < 0",
         _train("plain", "--lr", "-1"),
-        2,
+        EXIT_PARAMETER,
         "learning rate must be > 0",
     ),
     Case(
         "lr-nan",
         "learning rate NaN",
         _train("plain", "--lr", "nan"),
-        2,
+        EXIT_PARAMETER,
         "learning rate must be > 0",
     ),
     Case(
         "batch-zero",
         "batch size = 0",
         _train("plain", "--batch-size", "0"),
-        2,
+        EXIT_PARAMETER,
         "batch size must be a positive integer",
     ),
     Case(
         "batch-negative",
         "batch size < 0",
         _train("plain", "--batch-size", "-3"),
-        2,
+        EXIT_PARAMETER,
         "batch size must be a positive integer",
     ),
     Case(
         "hidden-zero",
         "hidden size = 0",
         ("train", "plain", "--dataset", "good.npy", "--hidden", "0", "--out", "runs"),
-        2,
+        EXIT_PARAMETER,
         "hidden must be a positive integer",
     ),
     Case(
         "epochs-zero",
         "epochs = 0",
         ("train", "plain", "--dataset", "good.npy", "--epochs", "0", "--out", "runs"),
-        2,
+        EXIT_PARAMETER,
         "epochs must be a positive integer",
     ),
     Case(
         "subset-zero",
         "subset = 0",
         _train("plain", "--subset", "0"),
-        2,
+        EXIT_PARAMETER,
         "subset must be a positive number of samples",
     ),
     Case(
         "subset-too-large",
         "subset larger than the data",
         _train("plain", "--subset", "5000"),
-        2,
+        EXIT_PARAMETER,
         "subset=5000 is larger than the",
     ),
     Case(
         "momentum-one",
         "momentum ≥ 1",
         _train("plain", "--momentum", "1"),
-        2,
+        EXIT_PARAMETER,
         "momentum must be in [0, 1)",
     ),
-    Case("seed-negative", "negative seed", _train("plain", "--seed", "-1"), 2, "seed must be >= 0"),
+    Case(
+        "seed-negative",
+        "negative seed",
+        _train("plain", "--seed", "-1"),
+        EXIT_PARAMETER,
+        "seed must be >= 0",
+    ),
     Case(
         "optimizer-unknown",
         "unknown optimizer",
         _train("plain", "--optimizer", "rmsprop"),
-        2,
+        EXIT_PARAMETER,
         "unknown optimizer 'rmsprop'",
     ),
-    Case("dtype-unknown", "unsupported dtype", _train("plain", "--dtype", "float16"), 2, "float16"),
+    Case(
+        "dtype-unknown",
+        "unsupported dtype",
+        _train("plain", "--dtype", "float16"),
+        EXIT_PARAMETER,
+        "float16",
+    ),
     Case(
         "param-not-a-number",
         "method parameter of the wrong type",
         _train("ksparse", "--k", "many", small=SMALL_K),
-        2,
+        EXIT_PARAMETER,
         "k: expected int, got 'many'",
     ),
     Case(
         "param-unknown",
         "option the method does not have",
         _train("plain", "--k", "5"),
-        2,
+        EXIT_PARAMETER,
         "unknown option --k for method 'plain'",
     ),
     Case(
         "untied-not-allowed",
         "untied weights for a method that needs tied ones",
         _train("arora", "--untied"),
-        2,
+        EXIT_PARAMETER,
         "method 'arora' needs tied weights",
     ),
     Case(
         "method-unknown",
         "unknown method",
         _train("nosuch"),
-        5,
+        EXIT_PLUGIN,
         "unknown method 'nosuch' (available:",
     ),
     Case(
         "option-not-a-number",
         "training option of the wrong type",
         ("train", "plain", "--dataset", "good.npy", "--epochs", "many", "--out", "runs"),
-        2,
+        EXIT_PARAMETER,
         "Invalid value for '--epochs'",
     ),
-    Case("command-unknown", "unknown command", ("trian", "plain"), 2, "No such command 'trian'"),
+    Case(
+        "command-unknown",
+        "unknown command",
+        ("trian", "plain"),
+        EXIT_PARAMETER,
+        "No such command 'trian'",
+    ),
     # -- bad data ------------------------------------------------------------------------------
     Case(
         "data-missing",
         "data file does not exist",
         _train("plain", small=()) + ("--dataset", "nothere.npy"),
-        3,
+        EXIT_DATA,
         "nothere.npy: no such file",
     ),
     Case(
         "data-folder",
         "data path is a folder",
         _train("plain", small=()) + ("--dataset", "runs-file-dir"),
-        3,
+        EXIT_DATA,
         "is a folder",
     ),
     Case(
         "data-unknown-type",
         "data file of an unknown type",
         _train("plain", small=()) + ("--dataset", "data.txt"),
-        3,
+        EXIT_DATA,
         "data.txt: unsupported file type",
     ),
     Case(
         "npy-not-npy",
         ".npy file that is not NumPy data",
         _train("plain", small=()) + ("--dataset", "notnpy.npy"),
-        3,
+        EXIT_DATA,
         "notnpy.npy: not a valid .npy array",
     ),
     Case(
         "npy-truncated",
         "truncated .npy file",
         _train("plain", small=()) + ("--dataset", "truncated.npy"),
-        3,
+        EXIT_DATA,
         "truncated.npy: cannot read the array",
     ),
     Case(
         "npy-nan",
         "NaN in a .npy file",
         _train("plain", small=()) + ("--dataset", "nan.npy"),
-        3,
+        EXIT_DATA,
         "nan.npy: row 7 contains NaN or infinite values",
     ),
     Case(
         "npy-inf",
         "infinity in a .npy file",
         _train("plain", small=()) + ("--dataset", "inf.npy"),
-        3,
+        EXIT_DATA,
         "inf.npy: row 3 contains NaN or infinite values",
     ),
     Case(
         "npz-nan-compressed",
         "NaN in a compressed .npz (read into memory)",
         _train("plain", small=()) + ("--dataset", "nan.npz"),
-        3,
+        EXIT_DATA,
         "nan.npz:x: row 5 contains NaN or infinite values",
     ),
     Case(
         "npy-object",
         ".npy holding pickled Python objects",
         _train("plain", small=()) + ("--dataset", "objects.npy"),
-        3,
+        EXIT_DATA,
         "objects.npy: the array holds Python objects",
     ),
     Case(
         "npz-object",
         ".npz holding pickled Python objects",
         _train("plain", small=()) + ("--dataset", "objects.npz"),
-        3,
+        EXIT_DATA,
         "objects.npz:x: the array holds Python objects",
     ),
     Case(
         "npy-strings",
         "array of strings",
         _train("plain", small=()) + ("--dataset", "strings.npy"),
-        3,
+        EXIT_DATA,
         "strings.npy: expected a numeric array",
     ),
     Case(
         "npy-complex",
         "array of complex numbers",
         _train("plain", small=()) + ("--dataset", "complex.npy"),
-        3,
+        EXIT_DATA,
         "complex.npy: expected a numeric array, got dtype complex128",
     ),
     Case(
         "npy-1d",
         "1-D array",
         _train("plain", small=()) + ("--dataset", "vector.npy"),
-        3,
+        EXIT_DATA,
         "vector.npy: expected an array of shape (samples, features)",
     ),
     Case(
         "npy-4d",
         "4-D array",
         _train("plain", small=()) + ("--dataset", "cube4d.npy"),
-        3,
+        EXIT_DATA,
         "got shape (4, 3, 2, 2)",
     ),
     Case(
         "npy-empty",
         "empty array",
         _train("plain", small=()) + ("--dataset", "empty.npy"),
-        3,
+        EXIT_DATA,
         "empty.npy: the array is empty",
     ),
     Case(
         "npz-not-zip",
         ".npz that is not a zip file",
         _train("plain", small=()) + ("--dataset", "notzip.npz"),
-        3,
+        EXIT_DATA,
         "notzip.npz: not a valid .npz file",
     ),
     Case(
         "npz-no-key",
         ".npz without the named array",
         _train("plain", small=()) + ("--dataset", "nan.npz:pixels"),
-        3,
+        EXIT_DATA,
         "no array named 'pixels'",
     ),
     Case(
         "idx-truncated",
         "truncated IDX file",
         _train("plain", small=()) + ("--dataset", "truncated.idx"),
-        3,
+        EXIT_DATA,
         "truncated.idx",
     ),
     Case(
         "mnist-missing",
         "MNIST files not in the data folder",
         ("train", "plain", "--data", "nodata", "--no-download", "--out", "runs"),
-        3,
+        EXIT_DATA,
         "not found in nodata/mnist",
     ),
     Case(
         "mnist-garbage",
         "MNIST file that is not IDX",
         ("train", "plain", "--data", "garbage", "--no-download", "--out", "runs"),
-        3,
+        EXIT_DATA,
         "garbage/mnist/train-images-idx3-ubyte.gz",
     ),
     Case(
         "mnist-truncated",
         "truncated (half-downloaded) MNIST file",
         ("train", "plain", "--data", "truncated", "--no-download", "--out", "runs"),
-        3,
+        EXIT_DATA,
         "truncated/mnist/train-images-idx3-ubyte.gz: corrupt gzip data",
     ),
     Case(
         "mnist-wrong-content",
         "well-formed IDX file that is not the published MNIST file",
         ("train", "plain", "--data", "impostor", "--no-download", "--out", "runs"),
-        3,
+        EXIT_DATA,
         "not the published MNIST file",
     ),
     # -- output ---------------------------------------------------------------------------------
@@ -379,21 +428,21 @@ CASES: tuple[Case, ...] = (
         "out-is-file",
         "--out is a file",
         ("train", "plain", *SMALL, "--out", "data.txt"),
-        8,
+        EXIT_OUTPUT,
         "cannot create a run directory in data.txt",
     ),
     Case(
         "out-under-file",
         "--out below a file",
         ("train", "plain", *SMALL, "--out", "data.txt/runs"),
-        8,
+        EXIT_OUTPUT,
         "cannot create a run directory in data.txt/runs: Not a directory",
     ),
     Case(
         "out-read-only",
         "--out in a read-only folder",
         ("train", "plain", *SMALL, "--out", "readonly/runs"),
-        8,
+        EXIT_OUTPUT,
         "cannot create a run directory in readonly/runs: Permission denied",
         needs="non-root",
     ),
@@ -401,7 +450,7 @@ CASES: tuple[Case, ...] = (
         "out-kernel-fs",
         "--out where nobody may create folders",
         ("train", "plain", *SMALL, "--out", "/sys/sparsekit-runs"),
-        8,
+        EXIT_OUTPUT,
         "cannot create a run directory in /sys/sparsekit-runs",
         needs="linux",
     ),
@@ -409,7 +458,7 @@ CASES: tuple[Case, ...] = (
         "disk-full",
         "disk full while writing the run",
         ("train", "plain", *SMALL, "--out", "runs"),
-        8,
+        EXIT_OUTPUT,
         "config.json: No space left on device",
         runner="enospc",
         before_training=False,
@@ -418,7 +467,7 @@ CASES: tuple[Case, ...] = (
         "disk-full-checkpoint",
         "disk full while writing the checkpoint of epoch 2 (epoch 1's is kept)",
         ("train", "ksparse", *SMALL_K[:-1], "3", "--out", "runs-full-ckpt"),
-        6,
+        EXIT_CHECKPOINT,
         "checkpoint.npz: No space left on device",
         runner="enospc",
         full_on=("checkpoint", 2),
@@ -429,7 +478,7 @@ CASES: tuple[Case, ...] = (
         "file-too-large",
         "file size limit reached while writing the run",
         ("train", "plain", *SMALL, "--out", "runs"),
-        8,
+        EXIT_OUTPUT,
         "File too large",
         runner="fsize",
         before_training=False,
@@ -440,84 +489,84 @@ CASES: tuple[Case, ...] = (
         "resume-missing",
         "--resume of a folder that does not exist",
         ("train", "--resume", "nothere"),
-        6,
+        EXIT_CHECKPOINT,
         "nothere: no such run directory",
     ),
     Case(
         "resume-not-a-run",
         "--resume of a folder that is not a run",
         ("train", "--resume", "empty-folder"),
-        6,
+        EXIT_CHECKPOINT,
         "empty-folder: not a run directory (no config.json)",
     ),
     Case(
         "resume-no-checkpoint",
         "--resume of a run without checkpoint.npz",
         ("train", "--resume", "run-no-checkpoint"),
-        6,
+        EXIT_CHECKPOINT,
         "no checkpoint.npz in this run directory",
     ),
     Case(
         "checkpoint-truncated",
         "truncated checkpoint.npz",
         ("train", "--resume", "run-truncated"),
-        6,
+        EXIT_CHECKPOINT,
         "run-truncated/checkpoint.npz: not a valid checkpoint",
     ),
     Case(
         "checkpoint-pickle",
         "checkpoint.npz with a pickled object member",
         ("train", "--resume", "run-pickle"),
-        6,
+        EXIT_CHECKPOINT,
         "refused: member 'params/W_enc' is a pickled object array",
     ),
     Case(
         "checkpoint-nan",
         "checkpoint.npz with NaN weights",
         ("train", "--resume", "run-nan"),
-        6,
+        EXIT_CHECKPOINT,
         "array 'params/W_enc' holds NaN or infinite values",
     ),
     Case(
         "checkpoint-other-method",
         "checkpoint.npz copied from a run of another method",
         ("train", "--resume", "run-l2-with-ksparse-checkpoint"),
-        6,
+        EXIT_CHECKPOINT,
         "a checkpoint of method 'ksparse', but run-l2-with-ksparse-checkpoint is a run of 'l2'",
     ),
     Case(
         "resume-with-method",
         "--resume together with a method name",
         ("train", "l2", "--resume", "run-ksparse"),
-        2,
+        EXIT_PARAMETER,
         "--resume continues a run with its own method and settings",
     ),
     Case(
         "show-truncated",
         "`show` of a run with a truncated checkpoint",
         ("show", "run-truncated"),
-        6,
+        EXIT_CHECKPOINT,
         "run-truncated/checkpoint.npz: not a valid checkpoint",
     ),
     Case(
         "export-pickle",
         "`export` of a run whose checkpoint holds a pickle",
         ("export", "run-pickle"),
-        6,
+        EXIT_CHECKPOINT,
         "refused: member 'params/W_enc' is a pickled object array",
     ),
     Case(
         "encode-wrong-size",
         "`encode` of data with another number of features",
         ("encode", "run-ksparse", "wide.npy", "codes.npy"),
-        3,
+        EXIT_DATA,
         "wide.npy: samples have 100 features, the model of run-ksparse expects 64",
     ),
     Case(
         "encode-nan",
         "`encode` of data holding NaN",
         ("encode", "run-ksparse", "nan64.npy", "codes.npy"),
-        3,
+        EXIT_DATA,
         "nan64.npy: row 7 contains NaN or infinite values",
     ),
     # -- training --------------------------------------------------------------------------------
@@ -525,7 +574,7 @@ CASES: tuple[Case, ...] = (
         "diverges",
         "training diverges (loss becomes NaN/inf)",
         _train("ksparse", "--lr", "1e12", "--optimizer", "sgd", small=SMALL_K),
-        7,
+        EXIT_DIVERGENCE,
         "training diverged at epoch 1, step",
         before_training=False,
     ),
@@ -684,6 +733,8 @@ class Result:
         if self.skipped:
             return []
         case, out = self.case, []
+        if case.exit_code not in EXIT_CODES:
+            out.append(f"exit code {case.exit_code} is not in sparsekit.errors.EXIT_CODES")
         if self.returncode != case.exit_code:
             out.append(f"exit code {self.returncode}, expected {case.exit_code}")
         if "Traceback" in self.stderr or "Traceback" in self.stdout:
@@ -791,14 +842,24 @@ def table(results: Sequence[Result]) -> str:
     return "\n".join(rows)
 
 
+def _replace_block(text: str, begin: str, end: str, body: str) -> str | None:
+    """``text`` with what lies between ``begin`` and ``end`` replaced (None: no markers)."""
+    if begin not in text or end not in text:
+        return None
+    head, _, rest = text.partition(begin)
+    _, _, tail = rest.partition(end)
+    return f"{head}{begin}\n{body}\n{end}{tail}"
+
+
 def render_doc(results: Sequence[Result], current: str | None) -> str:
-    """``current`` with the text between the markers replaced by a fresh table."""
-    block = f"{BEGIN}\n{table(results)}\n{END}"
-    if current and BEGIN in current and END in current:
-        head, _, rest = current.partition(BEGIN)
-        _, _, tail = rest.partition(END)
-        return head + block + tail
-    return f"# Errors\n\n{block}\n"
+    """``current`` with the text between the markers replaced by fresh tables: the cases
+    run, and the exit codes of :data:`sparsekit.errors.EXIT_CODES`."""
+    cases = f"{BEGIN}\n{table(results)}\n{END}"
+    codes = f"{EXIT_BEGIN}\n{exit_code_table()}\n{EXIT_END}"
+    if not current:
+        return f"# Errors\n\n{codes}\n\n{cases}\n"
+    out = _replace_block(current, BEGIN, END, table(results)) or f"{current}\n{cases}\n"
+    return _replace_block(out, EXIT_BEGIN, EXIT_END, exit_code_table()) or out
 
 
 def main(argv: Sequence[str] | None = None) -> int:

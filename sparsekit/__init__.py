@@ -8,6 +8,12 @@ Library entry points::
     recon = model.decode(codes)           # N×D
     filters = model.encoder_weights       # H×D
 
+A run directory (what ``sparsekit train`` writes) from Python::
+
+    result = sparsekit.evaluate_run(run_dir)          # what ``sparsekit eval`` measures
+    codes = sparsekit.encode_run(run_dir, "x.npy")     # ``sparsekit encode``, preprocessing too
+    model = sparsekit.resume_run(run_dir, epochs=20)   # ``sparsekit train --resume``
+
 Methods are plugins: see :func:`sparsekit.load_registry` and ``docs/plugins.md``.
 """
 
@@ -44,6 +50,16 @@ from sparsekit.methods.base import (
 from sparsekit.model import Model
 from sparsekit.registry import MethodRegistry, load_registry, make_plugin_manager
 from sparsekit.run import RunWriter, render_run
+from sparsekit.runs import (
+    encode_run,
+    evaluate_run,
+    prepare_data,
+    read_preprocessing,
+    resume_run,
+    resume_trainer,
+    run_summary,
+    save_preprocessing,
+)
 from sparsekit.saelens import SAELensArch, export_saelens, import_saelens, load_saelens
 from sparsekit.train import Callback, Trainer, make_method, train
 
@@ -94,6 +110,14 @@ __all__ = [
     "restore_trainer",
     "save_checkpoint",
     "train",
+    "encode_run",
+    "evaluate_run",
+    "prepare_data",
+    "read_preprocessing",
+    "resume_run",
+    "resume_trainer",
+    "run_summary",
+    "save_preprocessing",
     "tune_process",
     "__version__",
 ]

@@ -39,16 +39,20 @@ import numpy as np
 
 from sparsekit.config import TrainConfig
 from sparsekit.errors import CheckpointError, ParameterError, SparsekitError
+from sparsekit.files import atomic_path, first_line, fsync_dir, json_default
 from sparsekit.methods.base import Method
 
 if TYPE_CHECKING:
+    from sparsekit.backend import Backend
     from sparsekit.data.dataset import Dataset
     from sparsekit.model import Model
     from sparsekit.train import Callback, Trainer
 
 __all__ = [
     "CHECKPOINT",
+    "FORMAT_NAME",
     "FORMAT_VERSION",
+    "encode_json",
     "PREVIOUS_CHECKPOINT",
     "checkpoint_path",
     "load_checkpoint",
@@ -63,7 +67,8 @@ CHECKPOINT = "checkpoint.npz"
 PREVIOUS_CHECKPOINT = "checkpoint.prev.npz"
 #: Bumped whenever the layout changes incompatibly.
 FORMAT_VERSION = 1
-_FORMAT = "sparsekit-checkpoint"
+#: The ``format`` field of ``meta``: what makes an archive a sparsekit checkpoint.
+FORMAT_NAME = "sparsekit-checkpoint"
 
 _PARAMS = "params/"
 _OPTIM = "optimizer/"
@@ -76,20 +81,16 @@ _UPKEEP = "upkeep/"
 # --------------------------------------------------------------------------- writing
 
 
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+def encode_json(obj: Any) -> np.ndarray:
+    """``obj`` as UTF-8 JSON bytes in a ``uint8`` array: how ``meta`` is stored in an archive."""
+    return np.frombuffer(json.dumps(obj, default=json_default).encode("utf-8"), dtype=np.uint8)
 
 
-def _encode_json(obj: Any) -> np.ndarray:
-    return np.frombuffer(json.dumps(obj, default=_json_default).encode("utf-8"), dtype=np.uint8)
-
-
-def _split_state(state: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Arrays and JSON-friendly scalars of an optimizer's or method's ``state_dict``."""
+def _split_state(
+    state: Mapping[str, Any], backend: Backend
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Arrays (copied to the host) and JSON-friendly scalars of an optimizer's or method's
+    ``state_dict``."""
     arrays: dict[str, np.ndarray] = {}
     scalars: dict[str, Any] = {}
     for key, value in state.items():
@@ -98,7 +99,7 @@ def _split_state(state: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], dict[
         elif isinstance(value, np.generic):
             scalars[key] = value.item()
         else:
-            arrays[key] = np.asarray(value.get() if hasattr(value, "get") else value)
+            arrays[key] = backend.to_numpy(value)
     return arrays, scalars
 
 
@@ -112,13 +113,13 @@ def checkpoint_arrays(
     from sparsekit import __version__
 
     state = trainer.state_dict()
-    optim_arrays, optim_scalars = _split_state(state["optimizer"])
-    method_arrays, method_scalars = _split_state(state["method_state"])
+    optim_arrays, optim_scalars = _split_state(state["optimizer"], trainer.backend)
+    method_arrays, method_scalars = _split_state(state["method_state"], trainer.backend)
     upkeep = state.get("upkeep", {})
     upkeep_arrays = {k: v for k, v in upkeep.items() if isinstance(v, np.ndarray)}
     upkeep_scalars = {k: v for k, v in upkeep.items() if k not in upkeep_arrays}
     meta = {
-        "format": _FORMAT,
+        "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
         "sparsekit_version": __version__,
         "method": trainer.method.name,
@@ -135,7 +136,7 @@ def checkpoint_arrays(
         "method_scalars": method_scalars,
         "upkeep": upkeep_scalars,
     }
-    arrays: dict[str, np.ndarray] = {"meta": _encode_json(meta)}
+    arrays: dict[str, np.ndarray] = {"meta": encode_json(meta)}
     for key, value in state["params"].items():
         arrays[_PARAMS + key] = np.ascontiguousarray(value)
     for key, value in optim_arrays.items():
@@ -171,33 +172,15 @@ def save_checkpoint(
     """
     path = Path(path)
     arrays = checkpoint_arrays(trainer, data_spec=data_spec, extra=extra)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(path, error=CheckpointError) as tmp:
         with open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
             fh.flush()
             os.fsync(fh.fileno())
         if keep_previous and path.exists():
             os.replace(path, path.with_name(path.name.removesuffix(".npz") + ".prev.npz"))
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise CheckpointError(f"cannot write {path}: {exc.strerror or exc}") from None
+    fsync_dir(path.parent)
     return path
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # pragma: no cover - e.g. Windows
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
 
 
 # --------------------------------------------------------------------------- reading
@@ -221,7 +204,7 @@ def _read_members(path: Path) -> dict[str, np.ndarray]:
         archive = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise CheckpointError(
-            f"{path}: not a valid checkpoint (corrupt or truncated file: {_reason(exc)})"
+            f"{path}: not a valid checkpoint (corrupt or truncated file: {first_line(exc)})"
         ) from None
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise CheckpointError(
@@ -239,21 +222,16 @@ def _read_members(path: Path) -> dict[str, np.ndarray]:
                         "(checkpoints hold only numeric arrays)"
                     ) from None
                 raise CheckpointError(
-                    f"{path}: member {key!r} is corrupt: {_reason(exc)}"
+                    f"{path}: member {key!r} is corrupt: {first_line(exc)}"
                 ) from None
             except (OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
                 raise CheckpointError(
                     f"{path}: not a valid checkpoint (corrupt or truncated member {key!r}: "
-                    f"{_reason(exc)})"
+                    f"{first_line(exc)})"
                 ) from None
             if members[key].dtype.hasobject:  # pragma: no cover - np.load refuses these
                 raise CheckpointError(f"{path}: refused: member {key!r} is an object array")
     return members
-
-
-def _reason(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 def _decode_meta(path: Path, members: Mapping[str, np.ndarray]) -> dict[str, Any]:
@@ -267,8 +245,8 @@ def _decode_meta(path: Path, members: Mapping[str, np.ndarray]) -> dict[str, Any
     try:
         meta = json.loads(raw.tobytes().decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path}: 'meta' is not valid JSON ({_reason(exc)})") from None
-    if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
+        raise CheckpointError(f"{path}: 'meta' is not valid JSON ({first_line(exc)})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
         raise CheckpointError(f"{path}: not a sparsekit checkpoint (unknown 'meta' format)")
     version = meta.get("format_version")
     if version != FORMAT_VERSION:
@@ -338,14 +316,14 @@ def load_checkpoint(path: str | os.PathLike[str], *, registry: Any = None) -> di
         method = registry.create(name, **meta["method_params"])
         config = TrainConfig.from_dict(meta["train"]).validate(method)
     except (ParameterError, TypeError) as exc:
-        raise CheckpointError(f"{path}: stored settings are invalid: {_reason(exc)}") from None
+        raise CheckpointError(f"{path}: stored settings are invalid: {first_line(exc)}") from None
     dim = meta["data"].get("dim")
     if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
         raise CheckpointError(f"{path}: 'meta' lacks the data dimension")
     try:
         method.validate(config.hidden, dim)
     except ParameterError as exc:
-        raise CheckpointError(f"{path}: stored settings are invalid: {_reason(exc)}") from None
+        raise CheckpointError(f"{path}: stored settings are invalid: {first_line(exc)}") from None
 
     dtype = np.dtype(config.dtype)
     expected = _expected_params(method, config, dim)
@@ -413,7 +391,9 @@ def load_checkpoint(path: str | os.PathLike[str], *, registry: Any = None) -> di
     try:
         np.random.default_rng(0).bit_generator.state = rng_state
     except (TypeError, ValueError, KeyError) as exc:
-        raise CheckpointError(f"{path}: invalid shuffle generator state ({_reason(exc)})") from None
+        raise CheckpointError(
+            f"{path}: invalid shuffle generator state ({first_line(exc)})"
+        ) from None
     epoch = meta["epoch"]
     history = meta["history"]
     if epoch < 0 or len(history) != epoch:
@@ -477,8 +457,9 @@ def load_dataset_from_spec(
     )
     if spec.get("remove_mean") or spec.get("zca"):
         from sparsekit.data import Preprocessed, preprocess
+        from sparsekit.runs import read_preprocessing
 
-        stored = _read_preprocessing(preprocessing) if preprocessing is not None else None
+        stored = read_preprocessing(preprocessing) if preprocessing is not None else None
         if stored is not None:
             dataset = Preprocessed.from_dict(dataset, stored)
         else:
@@ -491,28 +472,6 @@ def load_dataset_from_spec(
     return dataset
 
 
-def _read_preprocessing(path: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """The parameters ``sparsekit train`` stores in ``preprocessing.npz`` (None if absent)."""
-    p = Path(path)
-    if not p.exists():
-        return None
-    try:
-        with np.load(p, allow_pickle=False) as archive:
-            arrays = {k: archive[k] for k in archive.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise CheckpointError(
-            f"{p}: unreadable preprocessing parameters ({_reason(exc)})"
-        ) from None
-    zca = None
-    if "zca_mean" in arrays:
-        zca = {
-            "mean": arrays["zca_mean"],
-            "matrix": arrays.get("zca_matrix"),
-            "epsilon": float(arrays.get("zca_epsilon", 1e-2)),
-        }
-    return {"remove_mean": bool(arrays.get("remove_mean", False)), "zca": zca}
-
-
 def check_belongs_to_run(path: Path, meta: Mapping[str, Any]) -> None:
     """A checkpoint next to a ``config.json`` must be that run's: same method, parameters
     and model shape (a checkpoint copied from another run would continue the wrong run)."""
@@ -522,7 +481,7 @@ def check_belongs_to_run(path: Path, meta: Mapping[str, Any]) -> None:
     except FileNotFoundError:
         return  # a checkpoint file on its own
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{config_path}: unreadable ({_reason(exc)})") from None
+        raise CheckpointError(f"{config_path}: unreadable ({first_line(exc)})") from None
     if not isinstance(stored, dict):
         raise CheckpointError(f"{config_path}: not a run configuration")
     run_method, ckpt_method = stored.get("method"), meta["method"]
@@ -554,6 +513,7 @@ def restore_trainer(
     data: str | os.PathLike[str] | None = None,
     download: bool | None = None,
     callbacks: Sequence[Callback] = (),
+    backend: Backend | None = None,
 ) -> Trainer:
     """A :class:`~sparsekit.train.Trainer` in exactly the state of a checkpoint.
 
@@ -562,7 +522,9 @@ def restore_trainer(
     data must have the size the checkpoint was trained on. ``epochs`` raises (or lowers, not
     below the epochs done) the number of epochs :meth:`~sparsekit.train.Trainer.fit` trains
     to. On the CPU, fitting the restored trainer gives bit for bit the weights of a run that
-    was never interrupted (with the same total number of epochs).
+    was never interrupted (with the same total number of epochs). ``backend`` replaces the
+    one the run's settings name (e.g. the simulated device of
+    :mod:`sparsekit.backend.simulated`).
     """
     from sparsekit.train import Trainer, as_dataset
 
@@ -595,22 +557,29 @@ def restore_trainer(
             f"was trained on {stored.get('n')} of {stored.get('dim')}"
         )
     try:
-        trainer = Trainer(ckpt["method"], dataset, config, callbacks=callbacks)
+        trainer = Trainer(ckpt["method"], dataset, config, callbacks=callbacks, backend=backend)
         trainer.load_state_dict(ckpt["state"])
     except SparsekitError:
         raise
     except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{path}: cannot restore the trainer: {_reason(exc)}") from None
+        raise CheckpointError(f"{path}: cannot restore the trainer: {first_line(exc)}") from None
     trainer.data_spec = meta.get("data_spec")
     trainer.checkpoint_extra = ckpt["extra"]
     return trainer
 
 
-def load_run(location: str | os.PathLike[str], *, registry: Any = None, gpu: bool = False) -> Model:
+def load_run(
+    location: str | os.PathLike[str],
+    *,
+    registry: Any = None,
+    gpu: bool = False,
+    backend: Backend | None = None,
+) -> Model:
     """The trained :class:`~sparsekit.model.Model` of a run directory (or checkpoint file).
 
     The model has the run's ``image_shape`` and, for methods with a schedule (k-sparse's k),
-    the state of the last epoch trained. Arrays live on the CPU unless ``gpu`` is true.
+    the state of the last epoch trained. Arrays live on the CPU unless ``gpu`` is true (or
+    on ``backend``, when given).
     """
     from sparsekit.backend import get_backend
     from sparsekit.model import Model
@@ -620,7 +589,8 @@ def load_run(location: str | os.PathLike[str], *, registry: Any = None, gpu: boo
     method.load_state_dict(ckpt["state"]["method_state"])
     if meta["epoch"] > 0:
         method.on_epoch_start(meta["epoch"] - 1, config.epochs)
-    backend = get_backend(gpu, config.dtype)
+    if backend is None:
+        backend = get_backend(gpu, config.dtype)
     params = {k: backend.asarray(v) for k, v in ckpt["state"]["params"].items()}
     shape = meta["data"].get("image_shape")
     image_shape = (int(shape[0]), int(shape[1])) if shape else None

@@ -24,29 +24,31 @@ between methods (``lr``, ``optimizer``, ``momentum``, ``tied``, ``center``). Ext
 import specs (``"package.module"``, ``"package.module:attr"`` or ``"path/to/file.py"``)
 so that every worker process can import them again.
 
-This module imports neither typer nor rich.
+This module holds the settings, the presets and the planning; the jobs run through
+:mod:`sparsekit.jobs` (worker processes) or :mod:`sparsekit.executor` (Dask), and the report
+is :mod:`sparsekit.report`'s. It imports neither typer nor rich.
 """
 
 from __future__ import annotations
 
-import contextlib
-import importlib
-import importlib.util
 import json
-import multiprocessing
 import os
-import queue as queue_module
-import sys
-import time
-import traceback
-import types
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from sparsekit.errors import ParameterError, PluginError, SparsekitError
-from sparsekit.train import Callback
+from sparsekit.errors import ComparisonError, ParameterError, PluginError
+from sparsekit.files import write_json
+from sparsekit.jobs import (
+    MEASURES,
+    CompareEvent,
+    MethodJob,
+    MethodResult,
+    run_in_processes,
+    usable_cpus,
+)
+from sparsekit.registry import plugin_spec, registry_for
 
 __all__ = [
     "COMPARE_DEFAULTS",
@@ -60,11 +62,10 @@ __all__ = [
     "PRESETS",
     "Preset",
     "compare",
+    "check_data",
     "default_jobs",
-    "load_plugin",
     "parse_param_specs",
     "plan_jobs",
-    "run_job",
     "summary_line",
 ]
 
@@ -75,6 +76,8 @@ COMPARE_DEFAULTS = {"hidden": 196, "epochs": 10, "batch_size": 128}
 PER_METHOD_SETTINGS = ("lr", "optimizer", "momentum", "tied", "center")
 #: Settings every method shares; ``method.name=value`` may not change them.
 SHARED_SETTINGS = ("hidden", "epochs", "batch_size", "seed", "dtype", "gpu")
+#: The listing of a comparison directory: settings, methods, their status.
+COMPARISON = "comparison.json"
 
 
 @dataclass(frozen=True)
@@ -119,22 +122,6 @@ PRESETS: dict[str, Preset] = {
         title="The seed study: five ways to learn sparse codes on MNIST, 500 epochs",
     ),
 }
-
-#: Seconds between two progress messages of a worker (the end of an epoch always sends one).
-PROGRESS_INTERVAL = 0.2
-#: Environment variables that size the BLAS/OpenMP thread pools of each worker.
-THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-
-MEASURES = "measures.json"
-FAILURE = "failure.json"
-CHECKPOINT = "checkpoint.npz"
-COMPARISON = "comparison.json"
-
-
-class ComparisonError(SparsekitError):
-    """Every method of a comparison failed (or, with ``strict``, at least one did)."""
-
-    exit_code = 10
 
 
 # --------------------------------------------------------------------------- settings
@@ -195,52 +182,6 @@ class CompareSettings:
         }
 
 
-@dataclass(frozen=True)
-class MethodJob:
-    """One method to train: everything a worker process needs (picklable)."""
-
-    method: str
-    params: dict[str, Any]
-    train: dict[str, Any]
-    settings: CompareSettings
-    run_dir: str
-    plugins: tuple[str, ...] = ()
-    #: Continue from ``run_dir/checkpoint.npz`` when there is one (a preset's comparison).
-    resume: bool = False
-
-
-@dataclass
-class MethodResult:
-    """How one method's run ended."""
-
-    method: str
-    run_dir: str
-    status: str  # "finished" or "failed"
-    reason: str | None = None
-    error_type: str | None = None
-    measures: dict[str, Any] = field(default_factory=dict)
-    seconds: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "finished"
-
-
-@dataclass(frozen=True)
-class CompareEvent:
-    """Progress of a comparison, as ``on_event`` receives it.
-
-    ``kind`` is one of ``"queued"`` (data: ``epochs``, ``directory`` of the comparison), ``"started"`` (``epochs``),
-    ``"status"`` (``text``: loading data, evaluating, ...), ``"progress"`` (``epoch``
-    0-based, ``step``, ``steps``, ``epochs``, ``done``, ``total``), ``"epoch"``
-    (``metrics``), ``"finished"`` and ``"failed"`` (``result``: a :class:`MethodResult`).
-    """
-
-    kind: str
-    method: str
-    data: dict[str, Any] = field(default_factory=dict)
-
-
 @dataclass
 class Comparison:
     """The outcome of :func:`compare`."""
@@ -258,66 +199,6 @@ class Comparison:
         return [r for r in self.results if not r.ok]
 
 
-# --------------------------------------------------------------------------- plugins
-
-
-def _plugin_spec(plugin: Any) -> str:
-    """An import spec for ``plugin`` (a spec string or an importable module)."""
-    if isinstance(plugin, (str, os.PathLike)):
-        spec = os.fspath(plugin)
-        target, colon, attr = spec.partition(":")
-        if target.endswith(".py") or "/" in target or os.sep in target:
-            # A file: absolute, so that workers and later readers find it from anywhere.
-            return str(Path(target).resolve()) + colon + attr
-        return spec
-    if isinstance(plugin, types.ModuleType):
-        name = plugin.__name__
-        if name != "__main__" and importlib.util.find_spec(name) is not None:
-            return name
-        if getattr(plugin, "__file__", None):
-            return str(Path(plugin.__file__).resolve())
-    raise PluginError(
-        f"cannot pass plugin {plugin!r} to worker processes: give an importable module or an "
-        "import spec ('package.module', 'package.module:attr' or 'path/to/file.py')"
-    )
-
-
-def load_plugin(spec: str) -> Any:
-    """The plugin object named by ``spec``: ``module``, ``module:attr``, ``file.py[:attr]``."""
-    target, _, attr = spec.partition(":") if not _is_windows_drive(spec) else (spec, "", "")
-    try:
-        if target.endswith(".py") or os.sep in target or "/" in target:
-            path = Path(target).resolve()
-            if not path.is_file():
-                raise PluginError(f"plugin {spec!r}: no such file {path}")
-            name = f"sparsekit_compare_plugin_{path.stem}"
-            module = sys.modules.get(name)
-            if module is None or getattr(module, "__file__", None) != str(path):
-                loader_spec = importlib.util.spec_from_file_location(name, path)
-                if loader_spec is None or loader_spec.loader is None:
-                    raise PluginError(f"plugin {spec!r}: cannot import {path}")
-                module = importlib.util.module_from_spec(loader_spec)
-                sys.modules[name] = module
-                loader_spec.loader.exec_module(module)
-        else:
-            module = importlib.import_module(target)
-        return getattr(module, attr) if attr else module
-    except PluginError:
-        raise
-    except Exception as exc:
-        raise PluginError(f"cannot load plugin {spec!r}: {type(exc).__name__}: {exc}") from None
-
-
-def _is_windows_drive(spec: str) -> bool:
-    return len(spec) > 2 and spec[1] == ":" and spec[2] in "\\/"
-
-
-def _registry(plugins: Sequence[str]) -> Any:
-    from sparsekit.registry import load_registry, make_plugin_manager
-
-    return load_registry(make_plugin_manager([load_plugin(p) for p in plugins]))
-
-
 # --------------------------------------------------------------------------- planning
 
 
@@ -333,17 +214,9 @@ def parse_param_specs(specs: Sequence[str]) -> dict[str, dict[str, str]]:
     return out
 
 
-def _cpus() -> int:
-    """CPUs this process may run on (its affinity where known, else ``os.cpu_count()``)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
 def default_jobs(n_methods: int) -> int:
     """Worker processes by default: one per method, at most one per CPU."""
-    return max(1, min(n_methods, _cpus()))
+    return max(1, min(n_methods, usable_cpus()))
 
 
 def plan_jobs(
@@ -358,7 +231,7 @@ def plan_jobs(
     """Check every method and its settings before anything is trained; one job each."""
     from sparsekit.config import resolve_config
 
-    registry = _registry(plugins)
+    registry = registry_for(plugins)
     names = list(methods) if methods else list(registry.methods)
     if not names:
         raise PluginError("no methods are registered")
@@ -444,177 +317,6 @@ def _dir_name(method: str) -> str:
     return safe or "method"
 
 
-# --------------------------------------------------------------------------- one method
-
-
-def run_job(job: MethodJob, emit: Callable[[str, dict[str, Any]], None]) -> MethodResult:
-    """Train one method into its run directory (in the current process); never raises for
-    a failure of the method itself, which comes back as a failed :class:`MethodResult`."""
-    start = time.perf_counter()
-    run_dir = Path(job.run_dir)
-    try:
-        measures = _train_and_measure(job, emit)
-    except BaseException as exc:  # a method may raise anything; the comparison goes on
-        if isinstance(exc, KeyboardInterrupt):
-            reason = "interrupted (Ctrl-C)"
-        else:
-            text = str(exc).strip().splitlines()
-            reason = text[0] if text else type(exc).__name__
-            if not isinstance(exc, SparsekitError):
-                reason = f"{type(exc).__name__}: {reason}" if text else reason
-        interrupted = isinstance(exc, KeyboardInterrupt)
-        result = MethodResult(
-            method=job.method,
-            run_dir=str(run_dir),
-            status="interrupted" if interrupted else "failed",
-            reason=reason,
-            error_type=type(exc).__name__,
-            seconds=time.perf_counter() - start,
-        )
-        with contextlib.suppress(Exception):
-            _write_json(
-                run_dir / FAILURE,
-                {
-                    "method": job.method,
-                    "status": result.status,
-                    "reason": reason,
-                    "error_type": type(exc).__name__,
-                    "traceback": traceback.format_exc(),
-                    "seconds": result.seconds,
-                },
-            )
-        if interrupted:
-            raise
-        return result
-    seconds = time.perf_counter() - start
-    measures["total_seconds"] = seconds
-    _write_json(run_dir / MEASURES, measures)
-    return MethodResult(
-        method=job.method,
-        run_dir=str(run_dir),
-        status="finished",
-        measures=measures,
-        seconds=seconds,
-    )
-
-
-def _train_and_measure(
-    job: MethodJob, emit: Callable[[str, dict[str, Any]], None]
-) -> dict[str, Any]:
-    from sparsekit.config import resolve_config
-    from sparsekit.data import load_dataset
-    from sparsekit.report import model_measures
-    from sparsekit.run import RunWriter
-    from sparsekit.train import Trainer
-
-    settings = job.settings
-    run_dir = Path(job.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    registry = _registry(job.plugins)
-    method = registry.create(job.method, **job.params)
-    config = resolve_config(
-        method,
-        hidden=settings.hidden,
-        epochs=settings.epochs,
-        batch_size=settings.batch_size,
-        seed=settings.seed,
-        dtype=settings.dtype,
-        gpu=settings.gpu,
-        **job.train,
-    )
-    emit("status", {"text": "loading data"})
-    dataset = load_dataset(
-        settings.dataset, settings.data, split="train", subset=settings.subset, download=False
-    )
-    callbacks = [
-        RunWriter(
-            run_dir,
-            data_spec=settings.data_spec(),
-            snapshot_every=settings.snapshot_every,
-            max_frames=settings.gif_frames,
-        ),
-        _Reporter(emit),
-    ]
-    if job.resume and (run_dir / CHECKPOINT).is_file():
-        from sparsekit.checkpoint import restore_trainer
-
-        (run_dir / FAILURE).unlink(missing_ok=True)
-        trainer = restore_trainer(
-            run_dir, dataset, registry, epochs=settings.epochs, callbacks=callbacks
-        )
-    else:
-        trainer = Trainer(method, dataset, config, callbacks=callbacks)
-    trainer.fit()
-    emit("status", {"text": "measuring"})
-    return model_measures(trainer.model, dataset, trainer.history)
-
-
-class _Reporter(Callback):
-    """A trainer callback that sends progress to the parent process (throttled)."""
-
-    def __init__(self, emit: Callable[[str, dict[str, Any]], None]) -> None:
-        self.emit = emit
-        self.last = 0.0
-
-    def on_train_begin(self, trainer: Any) -> None:
-        self.emit("started", {"epochs": trainer.config.epochs})
-
-    def on_step_end(self, trainer: Any, step: int, steps: int) -> None:
-        now = time.monotonic()
-        if step < steps and now - self.last < PROGRESS_INTERVAL:
-            return
-        self.last = now
-        epochs = trainer.config.epochs
-        self.emit(
-            "progress",
-            {
-                "epoch": trainer.epoch,
-                "step": step,
-                "steps": steps,
-                "epochs": epochs,
-                "done": trainer.epoch * steps + step,
-                "total": steps * epochs,
-            },
-        )
-
-    def on_epoch_end(self, trainer: Any, metrics: dict[str, Any]) -> None:
-        self.emit("epoch", {"metrics": _plain(metrics)})
-
-
-def _plain(obj: Any) -> Any:
-    """JSON-like copy with NumPy scalars as Python numbers (safe to pickle anywhere)."""
-    return json.loads(json.dumps(obj, default=_json_default))
-
-
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "item"):
-        return value.item()
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    from sparsekit.run import write_json
-
-    write_json(path, _plain(obj))
-
-
-def _worker(job: MethodJob, events: Any) -> None:
-    """Entry point of a worker process: run the job, send events and the result."""
-
-    def emit(kind: str, data: dict[str, Any]) -> None:
-        events.put((kind, job.method, data))
-
-    try:
-        result = run_job(job, emit)
-    except KeyboardInterrupt:
-        return
-    events.put(("result", job.method, asdict(result)))
-
-
 # --------------------------------------------------------------------------- the comparison
 
 
@@ -671,7 +373,7 @@ def compare(
         from sparsekit.backend import get_backend
 
         get_backend(True, settings.dtype)  # no CuPy or no device: one clear error, up front
-    plugin_specs = [_plugin_spec(p) for p in plugins]
+    plugin_specs = [plugin_spec(p) for p in plugins]
     if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
         raise ParameterError(f"jobs must be a positive integer, got {jobs!r}")
     if scheduler is not None:
@@ -680,7 +382,7 @@ def compare(
         check_scheduler(scheduler, workers=jobs, feature="compare --scheduler")
     # Check the methods first (cheap), then the data (downloading once, here, if allowed).
     plan_jobs(methods, settings, params, plugin_specs, Path(out))
-    dim = _check_data(settings, download_progress)
+    dim = check_data(settings, download_progress)
     if chosen is not None:
         directory = _preset_directory(Path(out) / chosen.name, settings)
         planned = [
@@ -694,9 +396,7 @@ def compare(
         Path(job.run_dir).mkdir(exist_ok=chosen is not None)
     n_jobs = jobs if jobs is not None else default_jobs(len(planned))
     title = title or f"sparsekit comparison {directory.name}"
-    _write_json(
-        directory / COMPARISON, _comparison_json(settings, planned, [], plugin_specs, title)
-    )
+    write_json(directory / COMPARISON, _comparison_json(settings, planned, [], plugin_specs, title))
     emit = on_event or (lambda event: None)
     for job in planned:
         emit(
@@ -709,14 +409,14 @@ def compare(
         emit(CompareEvent("finished", method, {"result": result}))
     todo = [job for job in planned if job.method not in finished]
     if scheduler is None:
-        results = _run_all(todo, n_jobs, emit)
+        results = run_in_processes(todo, n_jobs, emit)
     else:
         from sparsekit.executor import run_compare_jobs
 
         results = run_compare_jobs(todo, scheduler, jobs, emit)
     results.update(finished)
     ordered = [results[job.method] for job in planned]
-    _write_json(
+    write_json(
         directory / COMPARISON, _comparison_json(settings, planned, ordered, plugin_specs, title)
     )
     comparison = Comparison(directory=directory, results=ordered)
@@ -727,7 +427,7 @@ def compare(
             [Path(job.run_dir) for job in planned],
             directory / "report.html",
             title=title,
-            registry=_registry(plugin_specs),
+            registry=registry_for(plugin_specs),
         )
     return comparison
 
@@ -803,7 +503,7 @@ def _finished(job: MethodJob) -> MethodResult | None:
     )
 
 
-def _check_data(settings: CompareSettings, progress: Any) -> int:
+def check_data(settings: CompareSettings, progress: Any = None) -> int:
     """Load the data once in this process (downloading if allowed); its feature count."""
     from sparsekit.data import load_dataset
 
@@ -854,126 +554,6 @@ def _comparison_json(
         ],
         "sparsekit_version": __version__,
     }
-
-
-@contextlib.contextmanager
-def _worker_threads(n_jobs: int) -> Iterator[None]:
-    """Size each worker's BLAS pool so that ``n_jobs`` workers share the CPUs (unless the
-    user set the variables); the parent's environment is restored afterwards."""
-    threads = str(max(1, _cpus() // n_jobs))
-    saved = {k: os.environ.get(k) for k in THREAD_VARS}
-    for key in THREAD_VARS:
-        if saved[key] is None:
-            os.environ[key] = threads
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-
-
-def _run_all(
-    planned: Sequence[MethodJob], n_jobs: int, emit: Callable[[CompareEvent], None]
-) -> dict[str, MethodResult]:
-    ctx = multiprocessing.get_context("spawn")
-    events = ctx.Queue()
-    pending = list(planned)
-    running: dict[str, tuple[Any, MethodJob]] = {}
-    results: dict[str, MethodResult] = {}
-
-    def handle(message: tuple[str, str, dict[str, Any]]) -> None:
-        kind, method, data = message
-        if kind == "result":
-            result = MethodResult(**data)
-            results[method] = result
-            emit(CompareEvent(result.status, method, {"result": result}))
-        else:
-            emit(CompareEvent(kind, method, data))
-
-    def drain(timeout: float) -> bool:
-        try:
-            handle(events.get(timeout=timeout))
-        except queue_module.Empty:
-            return False
-        return True
-
-    try:
-        while pending or running:
-            while pending and len(running) < n_jobs:
-                job = pending.pop(0)
-                process = ctx.Process(
-                    target=_worker, args=(job, events), name=f"sparsekit-compare-{job.method}"
-                )
-                with _worker_threads(n_jobs):
-                    process.start()
-                running[job.method] = (process, job)
-            drain(0.1)
-            for method, (process, job) in list(running.items()):
-                if process.is_alive():
-                    continue
-                # Its last messages may still be in the pipe: read them before judging.
-                while method not in results and drain(0.2):
-                    pass
-                process.join()
-                del running[method]
-                if method not in results:
-                    code = process.exitcode
-                    reason = (
-                        f"the worker process was killed by signal {-code}"
-                        if code is not None and code < 0
-                        else f"the worker process exited with code {code} without a result"
-                    )
-                    result = MethodResult(
-                        method=method,
-                        run_dir=job.run_dir,
-                        status="failed",
-                        reason=reason,
-                        error_type="WorkerDied",
-                    )
-                    with contextlib.suppress(Exception):
-                        _write_json(
-                            Path(job.run_dir) / FAILURE,
-                            {
-                                "method": method,
-                                "status": "failed",
-                                "reason": reason,
-                                "error_type": "WorkerDied",
-                            },
-                        )
-                    results[method] = result
-                    emit(CompareEvent("failed", method, {"result": result}))
-        while drain(0.05):  # progress sent just before the last result
-            pass
-    except BaseException as exc:
-        if isinstance(exc, KeyboardInterrupt):
-            # A Ctrl-C reaches the workers too: let them record it in failure.json.
-            deadline = time.monotonic() + 3.0
-            for process, _ in running.values():
-                process.join(timeout=max(0.0, deadline - time.monotonic()))
-        for process, _ in running.values():
-            if process.is_alive():
-                process.terminate()
-            process.join(timeout=5)
-        stopped = [(job, "interrupted") for _, job in running.values()]
-        stopped += [(job, "not started: the comparison was interrupted") for job in pending]
-        for job, reason in stopped:
-            if not (Path(job.run_dir) / FAILURE).exists():
-                with contextlib.suppress(Exception):
-                    _write_json(
-                        Path(job.run_dir) / FAILURE,
-                        {
-                            "method": job.method,
-                            "status": "interrupted",
-                            "reason": reason,
-                            "error_type": type(exc).__name__,
-                        },
-                    )
-        raise
-    finally:
-        events.close()
-        events.join_thread()
-    return results
 
 
 def summary_line(comparison: Comparison) -> str:

@@ -5,8 +5,8 @@ train on. Used as a context manager, it either starts a :class:`distributed.Loca
 (worker *processes*, not threads) or connects to the scheduler of an existing cluster
 (``tcp://host:8786``: one started by hand with ``dask scheduler`` / ``dask worker``, by
 ``dask-jobqueue`` on Slurm or PBS, by ``dask-cuda`` with one worker per GPU).
-:meth:`DaskExecutor.run` submits one Dask task per :class:`~sparsekit.compare.MethodJob`;
-each task is :func:`sparsekit.compare.run_job`, which trains into the job's run directory,
+:meth:`DaskExecutor.run` submits one Dask task per :class:`~sparsekit.jobs.MethodJob`;
+each task is :func:`sparsekit.jobs.run_job`, which trains into the job's run directory,
 checkpointing every epoch.
 
 Fault tolerance is Dask's plus exact resume: when a worker process dies in the middle of a
@@ -36,8 +36,9 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from sparsekit.compare import FAILURE, THREAD_VARS, MethodJob, MethodResult, _cpus, _write_json
-from sparsekit.errors import ParameterError, SparsekitError
+from sparsekit.errors import ClusterError, MissingDependencyError, ParameterError
+from sparsekit.files import one_line_reason, write_json
+from sparsekit.jobs import FAILURE, THREAD_VARS, MethodJob, MethodResult, usable_cpus
 
 __all__ = [
     "INSTALL_HINT",
@@ -56,18 +57,6 @@ WORKER_THREAD_VARS = (*THREAD_VARS, "SPARSEKIT_NUM_THREADS")
 CONNECT_TIMEOUT = 20
 
 
-class MissingDependencyError(SparsekitError):
-    """An optional dependency that the requested feature needs is not installed."""
-
-    exit_code = 1
-
-
-class ClusterError(SparsekitError):
-    """The Dask cluster cannot be started or reached."""
-
-    exit_code = 1
-
-
 def require_distributed(feature: str = "this") -> None:
     """Raise :class:`MissingDependencyError` (with the install command) without ``distributed``."""
     try:
@@ -80,7 +69,7 @@ def require_distributed(feature: str = "this") -> None:
 
 def blas_threads(workers: int, threads_per_worker: int, cpus: int | None = None) -> int:
     """BLAS threads per job so that ``workers × threads_per_worker`` jobs use the CPUs once."""
-    cpus = cpus if cpus is not None else _cpus()
+    cpus = cpus if cpus is not None else usable_cpus()
     return max(1, cpus // max(1, workers * threads_per_worker))
 
 
@@ -97,7 +86,7 @@ def _run_task(job: MethodJob, key: str, topic: str) -> dict[str, Any]:
     """The Dask task: train one job on this worker, sending progress as structured events."""
     from distributed import get_worker
 
-    from sparsekit.compare import run_job
+    from sparsekit.jobs import run_job
 
     worker = get_worker()
     address = worker.address
@@ -164,7 +153,7 @@ class DaskExecutor:
         if _is_local(self.scheduler):
             from distributed import LocalCluster
 
-            cpus = _cpus()
+            cpus = usable_cpus()
             workers = self.workers or max(1, min(cpus, self.max_workers or cpus))
             threads = self.threads_per_worker or 1
             per_job = str(blas_threads(workers, threads, cpus))
@@ -256,7 +245,7 @@ class DaskExecutor:
         """Train every job (keyed by a name) on the cluster; the result of each.
 
         ``on_event(kind, key, data)`` receives the progress the jobs send (the kinds of
-        :class:`~sparsekit.compare.CompareEvent`; ``data["worker"]`` is the worker's address)
+        :class:`~sparsekit.jobs.CompareEvent`; ``data["worker"]`` is the worker's address)
         and ``"finished"``/``"failed"`` with ``data["result"]``, in the calling thread.
         ``resources`` are Dask worker resources every job needs (``{"GPU": 1}`` on workers
         started with ``--resources GPU=1``). A job whose worker died more often than Dask
@@ -319,7 +308,7 @@ class DaskExecutor:
             for key, job in jobs.items():
                 if key not in results and not (Path(job.run_dir) / FAILURE).exists():
                     with contextlib.suppress(Exception):
-                        _write_json(
+                        write_json(
                             Path(job.run_dir) / FAILURE,
                             {
                                 "method": job.method,
@@ -340,7 +329,7 @@ class DaskExecutor:
             try:
                 return MethodResult(**future.result())
             except Exception as exc:  # the result could not travel back
-                reason = f"{type(exc).__name__}: {exc}"
+                reason = one_line_reason(exc, name=True)
                 error = type(exc).__name__
         else:
             try:
@@ -354,10 +343,9 @@ class DaskExecutor:
                     "distributed.scheduler.allowed-failures deaths)"
                 )
             else:
-                text = str(exc).strip().splitlines()
-                reason = f"{error}: {text[0]}" if text else error
+                reason = one_line_reason(exc, name=True)
         with contextlib.suppress(Exception):
-            _write_json(
+            write_json(
                 Path(job.run_dir) / FAILURE,
                 {"method": job.method, "status": "failed", "reason": reason, "error_type": error},
             )
@@ -389,7 +377,7 @@ def run_compare_jobs(
     emit: Callable[[Any], None],
 ) -> dict[str, MethodResult]:
     """:func:`sparsekit.compare.compare`'s methods as Dask tasks (one per method)."""
-    from sparsekit.compare import CompareEvent
+    from sparsekit.jobs import CompareEvent
 
     local = _is_local(scheduler)
     with DaskExecutor(

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from sparsekit.errors import ParameterError, SparsekitError
+from sparsekit.errors import MissingDependencyError, ParameterError
 
 __all__ = [
     "COHERENCE_CHUNK",
@@ -63,12 +63,6 @@ DENSE_FRACTION = 0.1
 PROBE_C = 0.01
 #: Default iteration cap of the probe's L-BFGS solver.
 PROBE_MAX_ITER = 1000
-
-
-class MissingDependencyError(SparsekitError):
-    """An optional dependency (scikit-learn for the probe) is not installed (exit code 9)."""
-
-    exit_code = 9
 
 
 # --------------------------------------------------------------------------- measures
@@ -110,15 +104,17 @@ class VarianceAccumulator:
     Merges per-feature means and sums of squared deviations batch by batch (Chan et al.'s
     pairwise update) in float64, so the result does not suffer the cancellation of
     ``Σx² − N x̄²``. Works on NumPy or CuPy batches; the state stays on the batch's device.
+    ``xp`` is the batches' array namespace (``backend.xp``; default: found from the batch).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, xp: Any = None) -> None:
+        self.xp = xp
         self.n = 0
         self.mean: Any = None
         self.m2: Any = None
 
     def add(self, x: Any) -> None:
-        xp = _xp_of(x)
+        xp = self.xp if self.xp is not None else _xp_of(x)
         b = int(x.shape[0])
         if b == 0:
             return
@@ -141,15 +137,17 @@ class VarianceAccumulator:
         return 0.0 if self.m2 is None else float(self.m2.sum())
 
 
-def coherence(atoms: Any, *, chunk: int = COHERENCE_CHUNK) -> float:
+def coherence(atoms: Any, *, chunk: int = COHERENCE_CHUNK, xp: Any = None) -> float:
     """Mutual coherence ``max_{i≠j} |⟨d_i, d_j⟩|`` of the rows of ``atoms`` (H×D), each
     normalised to unit length.
 
-    NumPy or CuPy input (computed on its device). Zero rows are left at zero (they are
+    NumPy or CuPy input (computed on its device; ``xp`` is its array namespace,
+    ``backend.xp``, found from the array by default). Zero rows are left at zero (they are
     coherent with nothing). Up to ``chunk`` atoms the H×H Gram matrix is formed at once;
     beyond, it is formed ``chunk`` rows at a time. A single atom has coherence 0.
     """
-    xp = _xp_of(atoms)
+    if xp is None:
+        xp = _xp_of(atoms)
     a = atoms.astype(xp.float64) if atoms.dtype != xp.float64 else atoms
     if a.ndim != 2:
         raise ParameterError(f"atoms must be a 2-D (units x dim) array, got shape {a.shape}")
@@ -234,7 +232,7 @@ def evaluate(
     from sparsekit.autoencoder import forward
     from sparsekit.data.dataset import ArrayDataset, Dataset
     from sparsekit.data.synthetic import SparseCodingProblem
-    from sparsekit.train import _add_active_counts
+    from sparsekit.train import add_active_counts
 
     if isinstance(data, SparseCodingProblem):
         if truth is None:
@@ -251,7 +249,7 @@ def evaluate(
     if n < 1:
         raise ParameterError(f"{dataset.name}: no samples to evaluate on")
     backend, xp = model.backend, model.backend.xp
-    variance = VarianceAccumulator()
+    variance = VarianceAccumulator(xp)
     sse = 0.0
     ratio_sum, ratio_n = 0.0, 0
     active = xp.zeros(model.hidden, dtype=xp.int64)
@@ -265,7 +263,7 @@ def evaluate(
         ratio_sum += float((xhat_norm[keep] / x_norm[keep]).sum(dtype=xp.float64))
         ratio_n += int(keep.sum())
         variance.add(x)
-        _add_active_counts(xp, active, fwd, model.hidden)
+        add_active_counts(xp, active, fwd, model.hidden)
     counts = backend.to_numpy(active)
     result: dict[str, Any] = {
         "n": n,
@@ -275,7 +273,7 @@ def evaluate(
         "dead_units": dead_units(counts),
         "dense_units": dense_units(counts, n),
         "shrinkage": ratio_sum / ratio_n if ratio_n else None,
-        "coherence": coherence(model.decoder_weights),
+        "coherence": coherence(model.decoder_weights),  # (NumPy: the model's host copy)
     }
     if truth is not None:
         from sparsekit.data.recovery import recovery_summary

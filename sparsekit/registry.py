@@ -11,20 +11,30 @@ Environment switches:
 * ``SPARSEKIT_BLOCK_PLUGINS=name1,name2`` – skip these plugins (built-in ones too, by name
   such as ``sparsekit.methods.ksparse``, or entry-point names).
 * ``SPARSEKIT_TRACE_HOOKS=1`` – print every hook call and result to stderr.
+
+Extra plugins can also be named by import spec (``"package.module"``,
+``"package.module:attr"`` or ``"path/to/file.py"``): :func:`load_plugin` imports one,
+:func:`plugin_spec` writes one for a module, :func:`registry_for` builds a registry with them
+(worker processes of ``compare`` and ``sweep`` rebuild theirs this way).
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import os
 import sys
-from collections.abc import Iterable, Iterator
+import types
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pluggy
 
 from sparsekit import hookspecs
 from sparsekit.errors import PluginError, UnknownMethodError
+from sparsekit.files import one_line_reason
 from sparsekit.methods.base import Method
 
 #: Modules of the built-in methods, registered exactly like third-party plugins.
@@ -167,7 +177,9 @@ def _load_entry_points(pm: pluggy.PluginManager, blocked: set[str]) -> list[Plug
             plugin = ep.load()
             pm.register(plugin, name=ep.name)
         except Exception as exc:  # a broken plugin must not break the others
-            failures.append(PluginFailure(f"{ep.name} ({ep.value})", _one_line(exc)))
+            failures.append(
+                PluginFailure(f"{ep.name} ({ep.value})", one_line_reason(exc, name=True))
+            )
             continue
         unknown = _unknown_hooks(pm, plugin)
         if unknown:  # a misspelt hook would otherwise make the plugin silently do nothing
@@ -217,7 +229,9 @@ def load_registry(pm: pluggy.PluginManager | None = None) -> MethodRegistry:
         except DuplicateMethodError:
             raise
         except Exception as exc:
-            registry.failures.append(PluginFailure(registry._origin, _one_line(exc)))
+            registry.failures.append(
+                PluginFailure(registry._origin, one_line_reason(exc, name=True))
+            )
     registry._origin = "<unknown>"
     return registry
 
@@ -229,6 +243,62 @@ def _origin_of(name: str, plugin: Any) -> str:
     return f"plugin {name}" if name == module else f"plugin {name} ({module})"
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+# --------------------------------------------------------------------------- plugins by name
+
+
+def plugin_spec(plugin: Any) -> str:
+    """An import spec for ``plugin`` (a spec string or an importable module), which another
+    process can load again with :func:`load_plugin` (a file becomes an absolute path)."""
+    if isinstance(plugin, (str, os.PathLike)):
+        spec = os.fspath(plugin)
+        target, colon, attr = spec.partition(":")
+        if target.endswith(".py") or "/" in target or os.sep in target:
+            # A file: absolute, so that workers and later readers find it from anywhere.
+            return str(Path(target).resolve()) + colon + attr
+        return spec
+    if isinstance(plugin, types.ModuleType):
+        name = plugin.__name__
+        if name != "__main__" and importlib.util.find_spec(name) is not None:
+            return name
+        if getattr(plugin, "__file__", None):
+            return str(Path(plugin.__file__).resolve())
+    raise PluginError(
+        f"cannot pass plugin {plugin!r} to worker processes: give an importable module or an "
+        "import spec ('package.module', 'package.module:attr' or 'path/to/file.py')"
+    )
+
+
+def load_plugin(spec: str) -> Any:
+    """The plugin object named by ``spec``: ``module``, ``module:attr``, ``file.py[:attr]``."""
+    target, _, attr = spec.partition(":") if not _is_windows_drive(spec) else (spec, "", "")
+    try:
+        if target.endswith(".py") or os.sep in target or "/" in target:
+            path = Path(target).resolve()
+            if not path.is_file():
+                raise PluginError(f"plugin {spec!r}: no such file {path}")
+            name = f"sparsekit_plugin_{path.stem}"
+            module = sys.modules.get(name)
+            if module is None or getattr(module, "__file__", None) != str(path):
+                loader_spec = importlib.util.spec_from_file_location(name, path)
+                if loader_spec is None or loader_spec.loader is None:
+                    raise PluginError(f"plugin {spec!r}: cannot import {path}")
+                module = importlib.util.module_from_spec(loader_spec)
+                sys.modules[name] = module
+                loader_spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(target)
+        return getattr(module, attr) if attr else module
+    except PluginError:
+        raise
+    except Exception as exc:
+        raise PluginError(f"cannot load plugin {spec!r}: {type(exc).__name__}: {exc}") from None
+
+
+def _is_windows_drive(spec: str) -> bool:
+    return len(spec) > 2 and spec[1] == ":" and spec[2] in "\\/"
+
+
+def registry_for(plugins: Sequence[str]) -> MethodRegistry:
+    """:func:`load_registry` with the extra plugins named by import ``plugins`` specs (what a
+    worker process of ``compare`` or ``sweep`` builds again from the specs it is given)."""
+    return load_registry(make_plugin_manager([load_plugin(p) for p in plugins]))

@@ -1,13 +1,16 @@
 """Figures of a sparse-coding run, drawn from plain NumPy arrays.
 
 * :func:`filter_grid` / :func:`save_filter_grid`: every hidden unit's weights as a small image,
-  contrast-normalised the way CS294A's ``display_network`` does it.
+  contrast-normalised the way CS294A's ``display_network`` does it (:func:`filter_tiles` and
+  :func:`tile_grid` are its two halves: the tiles, and their layout).
 * :func:`save_progression` and :class:`FrameRecorder`: how those filters change over training,
   as an animated GIF (or APNG).
 * :func:`reconstruction_grid` / :func:`save_reconstructions`: inputs above their
   reconstructions.
 * :func:`plot_curves`: training metrics against epoch (matplotlib, imported only when called).
 * :func:`plot_methods`: the same metric of several runs on one plot (one line per method).
+* :func:`plot_tradeoff` / :func:`plot_fve_l0`: variance explained against L0, one point per
+  method (a comparison) or one line per method (a sweep's settings).
 
 Inputs are NumPy arrays; a CuPy array is copied to the host with ``.get()`` as a convenience,
 without importing CuPy. Images are returned as 2-D ``uint8`` arrays (0 = black, 255 = white) and
@@ -16,6 +19,7 @@ written with Pillow. Nothing here imports matplotlib, typer or rich at import ti
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -32,12 +36,17 @@ __all__ = [
     "RECON_SEPARATOR",
     "FrameRecorder",
     "filter_grid",
+    "filter_tiles",
     "frame_indices",
     "plot_curves",
+    "plot_fve_l0",
+    "plot_tradeoff",
     "reconstruction_grid",
     "save_filter_grid",
     "save_progression",
+    "save_png",
     "save_reconstructions",
+    "tile_grid",
 ]
 
 #: Grey level of the border and of unused tiles in :func:`filter_grid`: black, like the ``-1``
@@ -161,9 +170,23 @@ def filter_grid(
     """
     a = _rows_2d(filters, "filters")
     h, w = _check_image_shape(image_shape, a.shape[1], "filters")
-    border = _int_at_least(border, "border", minimum=0)
-    scale = _int_at_least(scale, "scale")
+    return tile_grid(_normalised_tiles(a, h, w, max_filters), cols=cols, border=border, scale=scale)
 
+
+def filter_tiles(
+    filters: np.ndarray, image_shape: tuple[int, int], *, max_filters: int | None = None
+) -> np.ndarray:
+    """The first ``max_filters`` rows of ``filters`` as ``(n, h, w)`` ``uint8`` tiles,
+    contrast-normalised exactly as :func:`filter_grid` draws them (global mean over *all*
+    rows). ``tile_grid(filter_tiles(W, shape), ...)`` equals ``filter_grid(W, shape, ...)``;
+    a run keeps these tiles for its progression animation.
+    """
+    a = _rows_2d(filters, "filters")
+    h, w = _check_image_shape(image_shape, a.shape[1], "filters")
+    return _normalised_tiles(a, h, w, max_filters)
+
+
+def _normalised_tiles(a: np.ndarray, h: int, w: int, max_filters: int | None) -> np.ndarray:
     centred = a - a.mean()
     if max_filters is not None:
         centred = centred[: _int_at_least(max_filters, "max_filters")]
@@ -175,11 +198,39 @@ def filter_grid(
     tiny = 64 * np.finfo(np.float64).eps * max(float(np.max(np.abs(a))), 1e-300)
     zero = peak <= tiny
     normalised = np.where(zero, 0.0, centred / np.where(zero, 1.0, peak))
-    tiles = _to_uint8(normalised, -1.0, 1.0).reshape(n, h, w)
+    return _to_uint8(normalised, -1.0, 1.0).reshape(n, h, w)
 
+
+def tile_grid(
+    tiles: np.ndarray, *, cols: int | None = None, border: int = 1, scale: int = 1
+) -> np.ndarray:
+    """Lay out ``(n, h, w)`` ``uint8`` tiles as :func:`filter_grid` does: row by row,
+    ``cols`` per row (default near-square), ``border`` pixels of :data:`BACKGROUND` between
+    and around them, every pixel enlarged ``scale`` times."""
+    tiles = np.asarray(tiles)
+    if tiles.ndim != 3 or tiles.dtype != np.uint8 or len(tiles) == 0:
+        raise ParameterError(
+            f"tiles must be a non-empty (n, h, w) uint8 array, got shape {tiles.shape} "
+            f"dtype {tiles.dtype}"
+        )
+    border = _int_at_least(border, "border", minimum=0)
+    scale = _int_at_least(scale, "scale")
+    n = len(tiles)
     cols = min(n, _int_at_least(cols, "cols")) if cols is not None else math.ceil(math.sqrt(n))
     rows = math.ceil(n / cols)
     return _enlarge(_tile(tiles, rows, cols, border, BACKGROUND), scale)
+
+
+def save_png(path: str | Path, image: np.ndarray) -> Path:
+    """Write a 2-D ``uint8`` image to ``path`` as a PNG, atomically (parents created)."""
+    from PIL import Image
+
+    from sparsekit.files import atomic_path
+
+    p = _prepare_path(path)
+    with atomic_path(p) as tmp:
+        Image.fromarray(image).save(tmp, format="PNG")
+    return p
 
 
 def _tile(tiles: np.ndarray, rows: int, cols: int, border: int, fill: int) -> np.ndarray:
@@ -206,12 +257,8 @@ def save_filter_grid(
 
     Parent directories are created. Returns the path written.
     """
-    from PIL import Image
-
     grid = filter_grid(filters, image_shape, **kw)
-    p = _prepare_path(path)
-    Image.fromarray(grid).save(p, format="PNG")
-    return p
+    return save_png(path, grid)
 
 
 # --------------------------------------------------------------------------- progression
@@ -402,12 +449,8 @@ def save_reconstructions(
     **kw: Any,
 ) -> Path:
     """Write :func:`reconstruction_grid` to ``path`` as a PNG; returns the path."""
-    from PIL import Image
-
     grid = reconstruction_grid(originals, reconstructions, image_shape, **kw)
-    p = _prepare_path(path)
-    Image.fromarray(grid).save(p, format="PNG")
-    return p
+    return save_png(path, grid)
 
 
 # --------------------------------------------------------------------------- curves
@@ -542,3 +585,74 @@ def plot_methods(
     p = _prepare_path(path)
     fig.savefig(p, format="png")
     return p
+
+
+# --------------------------------------------------------------------------- L0 against fve
+
+
+def plot_tradeoff(
+    points: Sequence[tuple[str, float, float]],
+    out: str | Path | io.BytesIO,
+    *,
+    title: str = "Variance explained against L0",
+) -> str | Path | io.BytesIO:
+    """Scatter variance explained (y) against L0 (x), one labelled point per method, as PNG.
+
+    ``points`` are ``(name, L0, variance explained)``; ``out`` a path or a binary buffer.
+    Uses matplotlib's Agg canvas directly (no pyplot, no change to the global backend).
+    """
+    if not points:
+        raise ParameterError("no (L0, variance explained) points to plot")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5.6, 4.0), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    for i, (name, l0, fve) in enumerate(points):
+        ax.scatter([l0], [fve], s=36, color=f"C{i % 10}", zorder=3)
+        ax.annotate(name, (l0, fve), textcoords="offset points", xytext=(5, 4), fontsize=9)
+    ax.set_xlabel("L0 (mean active latents per sample)")
+    ax.set_ylabel("variance explained")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    if isinstance(out, (str, Path)):
+        path = Path(out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, format="png")
+        return path
+    fig.savefig(out, format="png")
+    return out
+
+
+def plot_fve_l0(
+    lines: Mapping[str, Sequence[tuple[float, float]]],
+    out: str | Path | io.BytesIO,
+    *,
+    title: str = "Reconstruction against sparsity (mean over seeds)",
+) -> str | Path | io.BytesIO:
+    """Variance explained (y) against L0 (x), one line of ``(L0, fve)`` points per name, as
+    PNG to a path or a binary buffer (a sweep's settings of each method). Agg canvas only."""
+    if not any(lines.values()):
+        raise ParameterError("no (L0, variance explained) points to plot")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7.0, 4.6), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    for name, xy in sorted(lines.items()):
+        xy = sorted(xy)
+        ax.plot([p[0] for p in xy], [p[1] for p in xy], marker="o", label=name)
+    ax.set_xlabel("L0: mean active units per sample")
+    ax.set_ylabel("fraction of variance explained")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    if isinstance(out, (str, Path)):
+        path = _prepare_path(out)
+        fig.savefig(path, format="png")
+        return path
+    fig.savefig(out, format="png")
+    return out

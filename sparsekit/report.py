@@ -38,6 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sparsekit.files import read_json_or_none
+
 __all__ = [
     "COLUMNS",
     "Column",
@@ -223,13 +225,6 @@ class RunRecord:
         return self.status in ("failed", "interrupted")
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
-
-
 def expand_run_dirs(paths: Sequence[str | Path]) -> list[Path]:
     """Run directories from ``paths``: a comparison directory stands for its runs."""
     from sparsekit.errors import ParameterError
@@ -238,7 +233,7 @@ def expand_run_dirs(paths: Sequence[str | Path]) -> list[Path]:
     for p in map(Path, paths):
         if not p.is_dir():
             raise ParameterError(f"{p}: no such directory")
-        listing = _read_json(p / "comparison.json")
+        listing = read_json_or_none(p / "comparison.json")
         if isinstance(listing, dict) and isinstance(listing.get("methods"), list):
             out.extend(p / str(m["run_dir"]) for m in listing["methods"] if m.get("run_dir"))
         elif (p / "config.json").exists() or (p / "failure.json").exists():
@@ -257,10 +252,10 @@ def load_record(run_dir: str | Path, *, registry: Any = None) -> RunRecord:
     from sparsekit.run import read_metrics
 
     run_dir = Path(run_dir)
-    config = _read_json(run_dir / "config.json") or {}
-    summary = _read_json(run_dir / "summary.json") or {}
-    failure = _read_json(run_dir / "failure.json")
-    measures = _read_json(run_dir / "measures.json")
+    config = read_json_or_none(run_dir / "config.json") or {}
+    summary = read_json_or_none(run_dir / "summary.json") or {}
+    failure = read_json_or_none(run_dir / "failure.json")
+    measures = read_json_or_none(run_dir / "measures.json")
     history = read_metrics(run_dir)
     method = config.get("method") or (failure or {}).get("method") or summary.get("method")
     if isinstance(failure, dict):
@@ -748,7 +743,7 @@ def _comparison_title(run_dirs: Sequence[str | Path]) -> str | None:
     """The stored title when ``run_dirs`` is one comparison directory."""
     if len(run_dirs) != 1:
         return None
-    listing = _read_json(Path(run_dirs[0]) / "comparison.json")
+    listing = read_json_or_none(Path(run_dirs[0]) / "comparison.json")
     title = listing.get("title") if isinstance(listing, dict) else None
     return title if isinstance(title, str) and title else None
 
@@ -765,7 +760,8 @@ def write_report(
     ``run_dirs`` are run directories or comparison directories (which stand for their
     runs). Returns ``{"html": ..., "csv": ..., "markdown": ...}``.
     """
-    from sparsekit.run import OutputError, write_atomic
+    from sparsekit.errors import OutputError
+    from sparsekit.files import write_atomic
 
     if registry is None:
         from sparsekit.errors import SparsekitError

@@ -21,12 +21,11 @@ interrupted) run, with other layout options.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +33,8 @@ import numpy as np
 
 from sparsekit import render
 from sparsekit.checkpoint import CHECKPOINT, load_checkpoint, load_run, save_checkpoint
-from sparsekit.errors import SparsekitError
+from sparsekit.errors import OutputError, SparsekitError
+from sparsekit.files import atomic_path, json_default, write_atomic, write_json
 from sparsekit.train import Callback, Trainer
 
 CONFIG = "config.json"
@@ -57,12 +57,6 @@ CURVE_KEYS = ("loss", "mse", "mean_active", "seconds")
 CURVES_PATIENCE = 10.0
 
 
-class OutputError(SparsekitError):
-    """The output directory cannot be created or written."""
-
-    exit_code = 8
-
-
 def create_run_dir(root: str | Path, method: str) -> Path:
     """A new, empty directory ``root/<method>-<date>-<time>[-n]``, created atomically."""
     root = Path(root)
@@ -81,49 +75,6 @@ def create_run_dir(root: str | Path, method: str) -> Path:
             f"cannot create a run directory in {root}: {exc.strerror or exc}"
         ) from None
     raise OutputError(f"cannot create a run directory in {root}: too many runs this second")
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same directory and a rename."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
-
-
-@contextlib.contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """A temporary path (same folder, same suffix) that becomes ``path`` when the block ends."""
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def write_json(path: Path, obj: Any) -> None:
-    write_atomic(path, (json.dumps(obj, indent=2, default=_jsonable) + "\n").encode())
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 def run_config(trainer: Trainer, data_spec: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -157,47 +108,6 @@ def read_config(run_dir: str | Path) -> dict[str, Any]:
 # --------------------------------------------------------------------------- figures
 
 
-def filter_tiles(
-    weights: np.ndarray, image_shape: tuple[int, int], max_filters: int = MAX_GRID_FILTERS
-) -> np.ndarray:
-    """The first ``max_filters`` filters as ``(n, h, w)`` uint8 tiles, normalised as
-    :func:`~sparsekit.render.filter_grid` does (global mean over *all* filters)."""
-    n = min(len(weights), max_filters)
-    h, w = image_shape
-    strip = render.filter_grid(weights, image_shape, cols=n, border=0, max_filters=n)
-    return np.ascontiguousarray(strip.reshape(h, n, w).transpose(1, 0, 2))
-
-
-def tiles_grid(
-    tiles: np.ndarray, *, cols: int | None = None, border: int = 1, scale: int = 1
-) -> np.ndarray:
-    """Lay out ``(n, h, w)`` tiles exactly like :func:`~sparsekit.render.filter_grid`."""
-    n, h, w = tiles.shape
-    cols = min(n, cols) if cols is not None else math.ceil(math.sqrt(n))
-    rows = math.ceil(n / cols)
-    out = np.full(
-        (rows * h + (rows + 1) * border, cols * w + (cols + 1) * border),
-        render.BACKGROUND,
-        dtype=np.uint8,
-    )
-    for k in range(n):
-        r, c = divmod(k, cols)
-        y = border + r * (h + border)
-        x = border + c * (w + border)
-        out[y : y + h, x : x + w] = tiles[k]
-    if scale > 1:
-        out = np.repeat(np.repeat(out, scale, axis=0), scale, axis=1)
-    return out
-
-
-def _save_png(path: Path, image: np.ndarray) -> Path:
-    from PIL import Image
-
-    with atomic_path(path) as tmp:
-        Image.fromarray(image).save(tmp, format="PNG")
-    return path
-
-
 def save_filters_png(
     path: Path,
     weights: np.ndarray,
@@ -211,7 +121,7 @@ def save_filters_png(
     grid = render.filter_grid(
         weights, image_shape, cols=cols, scale=scale, max_filters=min(len(weights), max_filters)
     )
-    return _save_png(path, grid)
+    return render.save_png(path, grid)
 
 
 def save_filters(path: Path, trainer: Trainer) -> None:
@@ -232,7 +142,7 @@ def save_progression_gif(
     max_frames: int = MAX_FRAMES,
 ) -> Path:
     """``progression.gif`` from ``(n, h, w)`` tile frames (at most ``max_frames`` shown)."""
-    grids = [tiles_grid(t[:max_filters], cols=cols, scale=scale) for t in frames]
+    grids = [render.tile_grid(t[:max_filters], cols=cols, scale=scale) for t in frames]
     with atomic_path(path) as tmp:
         render.save_progression(tmp, grids, max_frames=max_frames)
     return path
@@ -275,7 +185,7 @@ def save_reconstructions_png(
     grid = render.reconstruction_grid(
         originals, reconstructions, image_shape, cols=cols, scale=scale
     )
-    return _save_png(path, grid)
+    return render.save_png(path, grid)
 
 
 def save_curves_png(path: Path, history: Sequence[Mapping[str, Any]]) -> Path | None:
@@ -408,7 +318,7 @@ class RunWriter(Callback):
         # crashed run wrote after its last checkpoint).
         write_atomic(
             self.run_dir / METRICS,
-            "".join(json.dumps(r, default=_jsonable) + "\n" for r in trainer.history).encode(),
+            "".join(json.dumps(r, default=json_default) + "\n" for r in trainer.history).encode(),
         )
         if trainer.epoch > 0:
             frames, epochs = read_frames(self.run_dir / FRAMES)
@@ -433,7 +343,7 @@ class RunWriter(Callback):
         self._in_epoch = False
         try:
             with open(self.run_dir / METRICS, "a", encoding="utf-8") as fh:
-                fh.write(json.dumps(metrics, default=_jsonable) + "\n")
+                fh.write(json.dumps(metrics, default=json_default) + "\n")
                 fh.flush()
                 os.fsync(fh.fileno())
         except OSError as exc:
@@ -480,7 +390,7 @@ class RunWriter(Callback):
         if shape is None:
             return
         weights = trainer.backend.to_numpy(trainer.params["W_enc"])
-        self.frames.append(filter_tiles(weights, shape))
+        self.frames.append(render.filter_tiles(weights, shape, max_filters=MAX_GRID_FILTERS))
         self.frame_epochs.append(trainer.epoch)
         if len(self.frames) > 2 * self.max_frames:
             # Keep memory and file size bounded: every other frame, and always the last.

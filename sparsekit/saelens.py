@@ -43,7 +43,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from sparsekit.errors import CheckpointError, DataError, ParameterError, SparsekitError
+from sparsekit.errors import CheckpointError, DataError, OutputError, ParameterError, SparsekitError
+from sparsekit.files import atomic_path, first_line, write_json
 
 if TYPE_CHECKING:
     from sparsekit.methods.base import Method
@@ -231,19 +232,12 @@ def export_saelens(
     out = Path(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        st.save_file(tensors, str(out / WEIGHTS_FILE))
-        (out / CFG_FILE).write_text(json.dumps(cfg, indent=2, default=_json) + "\n")
+        with atomic_path(out / WEIGHTS_FILE) as tmp:
+            st.save_file(tensors, str(tmp))
     except OSError as exc:
-        from sparsekit.run import OutputError
-
         raise OutputError(f"cannot write {out}: {exc.strerror or exc}") from None
+    write_json(out / CFG_FILE, cfg)
     return cfg
-
-
-def _json(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 # --------------------------------------------------------------------------- import
@@ -269,8 +263,9 @@ def _read(folder: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     try:
         tensors = dict(st.load_file(str(weights_path)))
     except Exception as exc:  # safetensors raises its own error types for broken files
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(f"{weights_path}: not a readable safetensors file ({reason})") from None
+        raise DataError(
+            f"{weights_path}: not a readable safetensors file ({first_line(exc)})"
+        ) from None
     return cfg, tensors
 
 
@@ -447,10 +442,10 @@ def import_saelens(
     """
     from sparsekit import __version__
     from sparsekit.checkpoint import (
-        _FORMAT,
         CHECKPOINT,
+        FORMAT_NAME,
         FORMAT_VERSION,
-        _encode_json,
+        encode_json,
         load_checkpoint,
     )
     from sparsekit.config import resolve_config
@@ -484,7 +479,7 @@ def import_saelens(
         method, hidden=d_sae, tied="W_dec" not in params, dtype=dtype, epochs=1, center=False
     )
     meta = {
-        "format": _FORMAT,
+        "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
         "sparsekit_version": __version__,
         "method": method.name,
@@ -501,33 +496,28 @@ def import_saelens(
         "method_scalars": {},
         "imported_from": {"saelens": os.fspath(folder.resolve())},
     }
-    arrays = {"meta": _encode_json(meta)}
+    arrays = {"meta": encode_json(meta)}
     np_dtype = np.dtype(dtype)
     for key, value in params.items():
         arrays["params/" + key] = np.ascontiguousarray(value, dtype=np_dtype)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        with open(run_dir / CHECKPOINT, "wb") as fh:
-            np.savez(fh, **arrays)
-        (run_dir / "config.json").write_text(
-            json.dumps(
-                {
-                    "method": meta["method"],
-                    "method_params": meta["method_params"],
-                    "train": meta["train"],
-                    "data": data_desc,
-                    "data_spec": data_spec,
-                    "imported_from": meta["imported_from"],
-                },
-                indent=2,
-                default=_json,
-            )
-            + "\n"
-        )
     except OSError as exc:
-        from sparsekit.run import OutputError
-
         raise OutputError(f"cannot write {run_dir}: {exc.strerror or exc}") from None
+    with atomic_path(run_dir / CHECKPOINT) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+    write_json(
+        run_dir / "config.json",
+        {
+            "method": meta["method"],
+            "method_params": meta["method_params"],
+            "train": meta["train"],
+            "data": data_desc,
+            "data_spec": data_spec,
+            "imported_from": meta["imported_from"],
+        },
+    )
     try:
         load_checkpoint(run_dir, registry=registry)  # what every command will check
     except CheckpointError as exc:  # pragma: no cover - a bug here, not in the file

@@ -60,19 +60,11 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from sparsekit.compare import (
-    FAILURE,
-    MEASURES,
-    PER_METHOD_SETTINGS,
-    CompareSettings,
-    MethodJob,
-    MethodResult,
-    _check_data,
-    _plugin_spec,
-    _write_json,
-    plan_jobs,
-)
-from sparsekit.errors import ParameterError, SparsekitError
+from sparsekit.compare import PER_METHOD_SETTINGS, CompareSettings, check_data, plan_jobs
+from sparsekit.errors import ParameterError, SparsekitError, SweepFailedError
+from sparsekit.files import first_line, read_json_or_none, write_json
+from sparsekit.jobs import FAILURE, MEASURES, MethodJob, MethodResult
+from sparsekit.registry import plugin_spec
 
 __all__ = [
     "RESULTS",
@@ -117,12 +109,6 @@ class SweepFileError(ParameterError):
     """A sweep file is malformed, or declares something that cannot be trained."""
 
 
-class SweepFailedError(SparsekitError):
-    """Every trial of a sweep failed (or, with ``--strict``, at least one did)."""
-
-    exit_code = 10
-
-
 # --------------------------------------------------------------------------- the plan
 
 
@@ -161,9 +147,9 @@ class SweepEvent:
     ``kind``: ``"planned"`` (``trials``, ``todo``, ``skipped``, ``directory``), ``"cluster"``
     (``dashboard``: the address or None, ``scheduler``, ``workers``, ``threads``: trials
     at once, ``env``: the thread variables of a local cluster's workers), then per trial the
-    kinds of :class:`~sparsekit.compare.CompareEvent` (``"status"``, ``"started"``,
+    kinds of :class:`~sparsekit.jobs.CompareEvent` (``"status"``, ``"started"``,
     ``"progress"``, ``"epoch"``; ``data["worker"]`` is the worker's address) and
-    ``"finished"`` / ``"failed"`` (``result``: a :class:`~sparsekit.compare.MethodResult`).
+    ``"finished"`` / ``"failed"`` (``result``: a :class:`~sparsekit.jobs.MethodResult`).
     """
 
     kind: str
@@ -302,7 +288,7 @@ def plan_sweep(
     plugins = doc.get("plugins", [])
     if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
         raise SweepFileError(f"{where}: plugins must be a list of import specs (strings)")
-    plugin_specs = tuple(_plugin_spec(p) for p in plugins)
+    plugin_specs = tuple(plugin_spec(p) for p in plugins)
     data = _table(doc, "data", DATA_KEYS, where)
     train = _table(doc, "train", (*TRAIN_KEYS, *PER_METHOD_SETTINGS), where)
     report = _table(doc, "report", REPORT_KEYS, where)
@@ -359,9 +345,9 @@ def plan_sweep(
         key = _data_key(settings)
         if key not in dims:
             try:
-                dims[key] = _check_data(settings, download_progress)
+                dims[key] = check_data(settings, download_progress)
             except SparsekitError as exc:
-                raise type(exc)(f"{where}: data: {_one_line(exc)}") from None
+                raise type(exc)(f"{where}: data: {first_line(exc)}") from None
     directory = Path(out) / sweep_name
     trials: dict[str, Trial] = {}
     for method, label, axes in blocks:
@@ -383,7 +369,7 @@ def plan_sweep(
                     dim=dims[_data_key(settings)],
                 )
             except SparsekitError as exc:
-                raise type(exc)(f"{where}: {label}: {_one_line(exc)}") from None
+                raise type(exc)(f"{where}: {label}: {first_line(exc)}") from None
             trial_id = _trial_id(job, {k: values[k] for k in varying})
             if trial_id not in trials:
                 trials[trial_id] = Trial(
@@ -403,17 +389,12 @@ def plan_sweep(
     )
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
-
-
 def _settings(values: Mapping[str, Any], where: str) -> CompareSettings:
     known = {f.name for f in fields(CompareSettings)}
     try:
         return CompareSettings(**{k: v for k, v in values.items() if k in known}).validate()
     except SparsekitError as exc:
-        raise SweepFileError(f"{where}: {_one_line(exc)}") from None
+        raise SweepFileError(f"{where}: {first_line(exc)}") from None
 
 
 def _data_key(settings: CompareSettings) -> str:
@@ -502,7 +483,7 @@ def results_rows(plan: SweepPlan, results: Mapping[str, MethodResult]) -> list[d
     for trial in plan.trials:
         job = trial.job
         result = results.get(trial.id)
-        config = _read_json(Path(job.run_dir) / "config.json") or {}
+        config = read_json_or_none(Path(job.run_dir) / "config.json") or {}
         train = {**job.train, **(config.get("train") or {})}
         row: dict[str, Any] = {
             "trial": trial.id,
@@ -531,13 +512,6 @@ def results_rows(plan: SweepPlan, results: Mapping[str, MethodResult]) -> list[d
     return rows
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
 def _csv_text(rows: Sequence[Mapping[str, Any]]) -> str:
     header: list[str] = []
     for row in rows:
@@ -554,7 +528,7 @@ def _csv_text(rows: Sequence[Mapping[str, Any]]) -> str:
 
 def write_results(directory: Path, plan: SweepPlan, results: Mapping[str, MethodResult]) -> Path:
     """``results.csv`` of the sweep (atomically)."""
-    from sparsekit.run import write_atomic
+    from sparsekit.files import write_atomic
 
     path = directory / RESULTS
     write_atomic(path, _csv_text(results_rows(plan, results)).encode("utf-8"))
@@ -625,7 +599,8 @@ def run_sweep(
         threads_per_worker=threads_per_worker,
         feature="sparsekit sweep",
     )
-    from sparsekit.run import OutputError, write_atomic
+    from sparsekit.errors import OutputError
+    from sparsekit.files import write_atomic
 
     directory = Path(out) / plan.name
     try:
@@ -644,7 +619,7 @@ def run_sweep(
     plan = replace(plan, trials=trials)
     if plan.source is not None:
         write_atomic(directory / SOURCE, plan.source.encode("utf-8"))
-    _write_json(directory / PLAN, _plan_json(plan))
+    write_json(directory / PLAN, _plan_json(plan))
     emit = on_event or (lambda event: None)
     results: dict[str, MethodResult] = {}
     skipped: list[str] = []

@@ -11,7 +11,7 @@ a run), with two sections added before its measures table:
   explained by default), its L0, MSE, dead units, how many seeds it was trained with.
 
 Failed trials are listed with their reason by the page itself. This module imports neither
-typer nor rich; matplotlib is used through its Agg canvas (no pyplot, no global state).
+typer nor rich; the figure is :func:`sparsekit.render.plot_fve_l0`'s.
 """
 
 from __future__ import annotations
@@ -116,8 +116,7 @@ def best_settings(
 
 def plot_fve_l0(summaries: Sequence[SettingSummary]) -> bytes | None:
     """PNG bytes of variance explained against L0, one line per method (None: no points)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from sparsekit.render import plot_fve_l0 as draw
 
     points = [s for s in summaries if "fve" in s.measures and "mean_active" in s.measures]
     if not points:
@@ -127,20 +126,8 @@ def plot_fve_l0(summaries: Sequence[SettingSummary]) -> bytes | None:
     for s in points:
         name = f"{s.method} (hidden {s.hidden})" if by_hidden else s.method
         lines.setdefault(name, []).append((s.measures["mean_active"], s.measures["fve"]))
-    fig = Figure(figsize=(7.0, 4.6), dpi=100)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    for name, xy in sorted(lines.items()):
-        xy.sort()
-        ax.plot([p[0] for p in xy], [p[1] for p in xy], marker="o", label=name)
-    ax.set_xlabel("L0: mean active units per sample")
-    ax.set_ylabel("fraction of variance explained")
-    ax.set_title("Reconstruction against sparsity (mean over seeds)")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
-    fig.tight_layout()
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
+    draw(lines, buffer)
     return buffer.getvalue()
 
 
@@ -243,13 +230,13 @@ def best_markdown(sweep: Sweep) -> str:
 def write_sweep_report(sweep: Sweep, out: str | Path | None = None) -> dict[str, Path]:
     """Write the sweep's ``report.html``, ``report.csv`` and ``report.md`` (in its directory
     unless ``out`` names the HTML file); returns their paths."""
-    from sparsekit.compare import _registry
     from sparsekit.errors import SparsekitError
+    from sparsekit.files import write_atomic
+    from sparsekit.registry import registry_for
     from sparsekit.report import csv_text, load_record, markdown_table, render_html
-    from sparsekit.run import write_atomic
 
     try:
-        registry = _registry(sweep.plan.plugins)
+        registry = registry_for(sweep.plan.plugins)
     except SparsekitError:
         registry = None
     records = []

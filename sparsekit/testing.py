@@ -49,6 +49,7 @@ import numpy as np
 
 from sparsekit import autoencoder
 from sparsekit.backend import Backend, get_backend
+from sparsekit.backend.simulated import simulated_backend  # noqa: F401  (for plugin tests)
 from sparsekit.config import TrainConfig, resolve_config
 from sparsekit.errors import BackendError, ParameterError, SparsekitError
 from sparsekit.gradcheck import check_gradients

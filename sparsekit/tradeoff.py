@@ -7,7 +7,7 @@ one point per method, up and to the left is better. On data with a known diction
 ``synthetic-sae``) the report also shows each method's MCC against the true features
 (:func:`sparsekit.measures.mcc`).
 
-:func:`plot_tradeoff` draws the figure (matplotlib, imported only when called),
+:func:`~sparsekit.render.plot_tradeoff` draws the figure (matplotlib, imported only when called),
 :func:`tradeoff_points` reads the points from run records and :func:`tradeoff_png` does both.
 The report (:mod:`sparsekit.report`) shows the figure, and the MCC column
 (``report.TRUTH_COLUMNS``), when the runs' data has a ground truth.
@@ -18,10 +18,9 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
-from sparsekit.errors import ParameterError
+from sparsekit.render import plot_tradeoff
 
 __all__ = ["plot_tradeoff", "tradeoff_png", "tradeoff_points"]
 
@@ -45,41 +44,6 @@ def _finite(value: Any) -> bool:
         and not isinstance(value, bool)
         and math.isfinite(float(value))
     )
-
-
-def plot_tradeoff(
-    points: Sequence[tuple[str, float, float]],
-    out: str | Path | io.BytesIO,
-    *,
-    title: str = "Variance explained against L0",
-) -> str | Path | io.BytesIO:
-    """Scatter variance explained (y) against L0 (x), one labelled point per method, as PNG.
-
-    ``points`` are ``(name, L0, variance explained)``; ``out`` a path or a binary buffer.
-    Uses matplotlib's Agg canvas directly (no pyplot, no change to the global backend).
-    """
-    if not points:
-        raise ParameterError("no (L0, variance explained) points to plot")
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(5.6, 4.0), dpi=100, layout="constrained")
-    FigureCanvasAgg(fig)
-    ax = fig.subplots()
-    for i, (name, l0, fve) in enumerate(points):
-        ax.scatter([l0], [fve], s=36, color=f"C{i % 10}", zorder=3)
-        ax.annotate(name, (l0, fve), textcoords="offset points", xytext=(5, 4), fontsize=9)
-    ax.set_xlabel("L0 (mean active latents per sample)")
-    ax.set_ylabel("variance explained")
-    ax.set_title(title)
-    ax.grid(True, alpha=0.3)
-    if isinstance(out, (str, Path)):
-        path = Path(out)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, format="png")
-        return path
-    fig.savefig(out, format="png")
-    return out
 
 
 def tradeoff_png(records: Sequence[Any]) -> bytes | None:

@@ -160,7 +160,7 @@ class Trainer:
         active_per_unit = xp.zeros(hidden, dtype=xp.int64)
         # SST around the data mean, for "fve": every full epoch sees the same rows, so it is
         # accumulated during the first one only and reused after.
-        variance = VarianceAccumulator() if self._data_sst is None else None
+        variance = VarianceAccumulator(xp) if self._data_sst is None else None
         check_every = 50 if backend.is_gpu else 1
         backend.synchronize()
         start = time.perf_counter()
@@ -169,20 +169,26 @@ class Trainer:
         with own_threads():
             for step in range(steps):
                 rows = np.sort(order[step * cfg.batch_size : (step + 1) * cfg.batch_size])
-                x = backend.asarray(self.dataset.take(rows, backend.dtype))
-                if self.input_mean is not None:
-                    x -= self.input_mean
-                if method.own_update:
-                    out = method.update(backend, self.params, x, cfg.lr)
-                    loss, rec, fwd = out.loss, out.reconstruction, out.forward
-                else:
-                    loss, fwd, rec = self._gradient_step(x)
-                batch = x.shape[0]
-                loss_sum += loss * batch
-                rec_sum += rec * batch
-                _add_active_counts(xp, active_per_unit, fwd, hidden)
-                if variance is not None:
-                    variance.add(x)
+                batch_rows = self.dataset.take(rows, backend.dtype)
+                # No host transfer in here: on a GPU each would wait for the step to finish.
+                with backend.step_scope():
+                    x = backend.asarray(batch_rows)
+                    if self.input_mean is not None:
+                        x -= self.input_mean
+                    resample = False
+                    if method.own_update:
+                        out = method.update(backend, self.params, x, cfg.lr)
+                        loss, rec, fwd = out.loss, out.reconstruction, out.forward
+                    else:
+                        loss, fwd, rec, resample = self._gradient_step(x)
+                    batch = x.shape[0]
+                    loss_sum += loss * batch
+                    rec_sum += rec * batch
+                    add_active_counts(xp, active_per_unit, fwd, hidden)
+                    if variance is not None:
+                        variance.add(x)
+                if resample:  # rare, and reads the device (its generator is on the host)
+                    self.upkeep.resample(self.params, x, fwd, self.optimizer)
                 if (step + 1) % check_every == 0 or step == steps - 1:
                     value = float(loss)
                     if not math.isfinite(value):
@@ -222,7 +228,7 @@ class Trainer:
             "seconds": seconds,
             # 1 − SSE/SST of the epoch's running reconstructions; coherence of the decoder atoms.
             "fve": fve_from_sums(2.0 * float(rec_sum), self._data_sst),
-            "coherence": coherence(decoder_weights(self.params)),
+            "coherence": coherence(decoder_weights(self.params), xp=xp),
         }
         metrics.update(method.epoch_metrics())
         self.epoch += 1
@@ -231,16 +237,16 @@ class Trainer:
             cb.on_epoch_end(self, metrics)
         return metrics
 
-    def _gradient_step(self, x: Any) -> tuple[Any, autoencoder.Forward, Any]:
-        """One optimizer step on minibatch ``x``: (loss, forward pass, reconstruction term)."""
+    def _gradient_step(self, x: Any) -> tuple[Any, autoencoder.Forward, Any, bool]:
+        """One optimizer step on minibatch ``x``: (loss, forward pass, reconstruction term,
+        whether dead units are due for :meth:`Upkeeper.resample`)."""
         backend, optimizer = self.backend, self.optimizer
         assert optimizer is not None
         upkeep = self.upkeep
         state = upkeep.step_state()
         loss, fwd, rec = self._optimizer_step(x, state)
         self.method.after_step(backend, self.params, fwd)
-        upkeep.after_step(self.params, x, fwd, optimizer)
-        return loss, fwd, rec
+        return loss, fwd, rec, upkeep.count_step(x, fwd)
 
     def _optimizer_step(self, x: Any, state: Any) -> tuple[Any, autoencoder.Forward, Any]:
         backend, xp, optimizer, upkeep = self.backend, self.backend.xp, self.optimizer, self.upkeep
@@ -337,7 +343,7 @@ def data_mean(dataset: Dataset, chunk: int = 1024) -> np.ndarray:
     return total / len(dataset)
 
 
-def _add_active_counts(xp: Any, counts: Any, fwd: autoencoder.Forward, hidden: int) -> None:
+def add_active_counts(xp: Any, counts: Any, fwd: autoencoder.Forward, hidden: int) -> None:
     """Add to ``counts`` how many samples of the batch use each unit."""
     if isinstance(fwd.support, TopK):
         counts += xp.bincount(fwd.support.indices.ravel(), minlength=hidden)
@@ -396,6 +402,7 @@ def train(
     gpu: bool | None = None,
     callbacks: Sequence[Callback] = (),
     registry: Any = None,
+    backend: Backend | None = None,
     **method_params: Any,
 ) -> Model:
     """Train a sparsity method on an array and return the :class:`~sparsekit.model.Model`.
@@ -409,6 +416,9 @@ def train(
 
         model = sparsekit.train("ksparse", images, hidden=1000, epochs=10, k=25)
         codes = model.encode(images)
+
+    ``backend`` overrides ``gpu`` and ``dtype`` with a ready :class:`Backend` (e.g. the
+    simulated device of :mod:`sparsekit.backend.simulated`, to test the GPU path on a CPU).
     """
     instance = make_method(method, registry, **method_params)
     config = resolve_config(
@@ -425,7 +435,7 @@ def train(
         dtype=dtype,
         gpu=gpu,
     )
-    return Trainer(instance, data, config, callbacks=callbacks).fit()
+    return Trainer(instance, data, config, callbacks=callbacks, backend=backend).fit()
 
 
 def make_method(method: str | Method | type[Method], registry: Any = None, **params: Any) -> Method:

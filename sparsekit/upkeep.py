@@ -58,13 +58,15 @@ def geometric_median(x: np.ndarray, iterations: int = 100, tol: float = 1e-5) ->
 
 
 def fired_units(backend: Backend, fwd: Forward, hidden: int) -> Any:
-    """Boolean (H,) backend array: the units with a code value > 0 in this batch."""
+    """Boolean (H,) backend array: the units with a code value > 0 in this batch.
+
+    No boolean-mask indexing (its size would be read back from a GPU: a synchronisation).
+    """
     xp = backend.xp
     if isinstance(fwd.support, TopK):
-        idx = fwd.support.indices[fwd.code_values > 0]
-        fired = xp.zeros(hidden, dtype=bool)
-        fired[idx] = True
-        return fired
+        fired = xp.zeros(hidden, dtype=xp.int32)
+        xp.add.at(fired, fwd.support.indices.ravel(), (fwd.code_values > 0).ravel())
+        return fired > 0
     return (fwd.code > 0).any(axis=0)
 
 
@@ -128,15 +130,21 @@ class Upkeeper:
 
     def after_step(self, params: dict[str, Any], x: Any, fwd: Forward, optimizer: Any) -> None:
         """Count firings of this batch, and resample dead units when it is time."""
+        if self.count_step(x, fwd):
+            self.resample(params, x, fwd, optimizer)
+
+    def count_step(self, x: Any, fwd: Forward) -> bool:
+        """Count one step and the firings of its batch (on the device, no host transfer);
+        whether it is time to :meth:`resample` (which reads the device: the trainer calls it
+        after the step)."""
         self.steps += 1
         if self.since_fired is None:
-            return
+            return False
         fired = fired_units(self.backend, fwd, self.hidden)
         self.since_fired += x.shape[0]
-        self.since_fired[fired] = 0
+        self.since_fired *= ~fired  # 0 where the unit fired
         every = self.upkeep.resample_every
-        if every and self.steps % every == 0:
-            self.resample(params, x, fwd, optimizer)
+        return bool(every) and self.steps % every == 0
 
     def resample(self, params: dict[str, Any], x: Any, fwd: Forward, optimizer: Any) -> int:
         """Re-initialise the dead units from badly reconstructed rows of ``x``; their count."""

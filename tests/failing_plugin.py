@@ -9,8 +9,20 @@ from __future__ import annotations
 
 import os
 
+from sparsekit.activations import Sigmoid
 from sparsekit.hookspecs import hookimpl
 from sparsekit.methods.base import Method
+
+
+class _Raises(Sigmoid):
+    def value(self, xp, z):
+        raise RuntimeError(EXPLODE_MESSAGE)
+
+
+class _Exits(Sigmoid):
+    def value(self, xp, z):
+        os._exit(3)
+
 
 #: The message ``explode`` raises with (markup on purpose: the report must escape it).
 EXPLODE_MESSAGE = "deliberate failure on the first step <b>&</b>"
@@ -20,16 +32,14 @@ class Explode(Method):
     name = "explode"
     description = "Raises on its first training step (test plugin)."
 
-    def activation(self, xp, z):
-        raise RuntimeError(EXPLODE_MESSAGE)
+    hidden_activation = _Raises()
 
 
 class Crash(Method):
     name = "crash"
     description = "Ends its process on its first training step (test plugin)."
 
-    def activation(self, xp, z):
-        os._exit(3)
+    hidden_activation = _Exits()
 
 
 @hookimpl

@@ -216,7 +216,7 @@ def test_arrays_of_another_device_are_caught():
         pass
 
     fake_cupy = types.SimpleNamespace(ndarray=DeviceArray)
-    backend = Backend("cupy", fake_cupy, None, np.dtype(np.float32))
+    backend = Backend("cupy", fake_cupy, None, np.dtype(np.float32), is_gpu=True)
     check = _ArrayChecker(Plain, "dtypes_float32_gpu", backend)
     check("on the device", np.zeros((2, 3), np.float32).view(DeviceArray), (2, 3))
     with pytest.raises(

@@ -692,7 +692,7 @@ def test_arora_subclass_direction_is_the_step(fused_kernels):
     out_halved = halved.update(backend, p_halved, x, 0.3)
     out_plain = plain.update(backend, p_plain, x, 0.15)
     np.testing.assert_allclose(p_halved["W_enc"], p_plain["W_enc"], rtol=1e-12, atol=1e-14)
-    assert float(out_halved["loss"]) == pytest.approx(float(out_plain["loss"]), rel=1e-12)
+    assert float(out_halved.loss) == pytest.approx(float(out_plain.loss), rel=1e-12)
 
 
 def test_arora_subclass_decoding_is_the_step(fused_path):

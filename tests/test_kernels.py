@@ -521,7 +521,7 @@ def test_generic_array_paths_match_the_numpy_fast_paths(name, tied):
         p = {k: v.copy() for k, v in params.items()}
         if method.own_update:
             out = method.update(backend, p, x, 0.1)
-            results.append({"loss": out["loss"], **p})
+            results.append({"loss": out.loss, **p})
         else:
             loss, grads, _, _ = autoencoder.loss_and_grads(method, backend, p, x)
             results.append({"loss": loss, **{f"grad.{k}": g for k, g in grads.items()}})

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from sparsekit.cli.plugin_cmd import plugin_names, write_plugin_skeleton
 from sparsekit.errors import ParameterError, SparsekitError
+from sparsekit.skeleton import plugin_names, write_plugin_skeleton
 
 BIN = Path(sys.executable).parent
 NAME = f"skel-test-{os.getpid()}"

@@ -10,6 +10,7 @@ import pytest
 
 import sparsekit
 from sparsekit import Method, Param, PluginError, UnknownMethodError, hookimpl
+from sparsekit.activations import IDENTITY, RELU
 from sparsekit.methods.base import positive
 
 
@@ -21,17 +22,9 @@ class ReluL1(Method):
     params = (Param("l1", float, 1e-3, "L1 weight", positive),)
     training_defaults = {"optimizer": "adam", "lr": 1e-3}
 
-    def activation(self, xp, z):
-        return xp.maximum(z, 0)
-
-    def activation_grad(self, xp, z, a):
-        return (z > 0).astype(z.dtype)
-
-    def output(self, xp, y):
-        return y
-
-    def output_grad(self, xp, y, xhat):
-        return None
+    hidden_activation = RELU
+    output_activation = IDENTITY
+    uses_code_penalty = True
 
     def code_penalty(self, xp, code):
         batch = code.shape[0]

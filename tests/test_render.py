@@ -16,12 +16,14 @@ from sparsekit.render import (
     RECON_SEPARATOR,
     FrameRecorder,
     filter_grid,
+    filter_tiles,
     frame_indices,
     plot_curves,
     reconstruction_grid,
     save_filter_grid,
     save_progression,
     save_reconstructions,
+    tile_grid,
 )
 
 
@@ -205,6 +207,21 @@ def test_save_filter_grid_writes_the_same_pixels(tmp_path, rng: np.random.Genera
     with Image.open(path) as im:
         assert im.format == "PNG" and im.mode == "L"
         np.testing.assert_array_equal(np.asarray(im), filter_grid(filters, (3, 2), scale=2))
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [{}, {"cols": 4}, {"cols": 3, "border": 0}, {"scale": 3, "border": 2}, {"max_filters": 7}],
+)
+def test_filter_grid_is_the_layout_of_filter_tiles(rng: np.random.Generator, kw: dict) -> None:
+    # A run keeps tiles for its animation and lays them out later: the same pixels.
+    filters = rng.normal(size=(10, 6))
+    layout = {k: v for k, v in kw.items() if k != "max_filters"}
+    tiles = filter_tiles(filters, (3, 2), max_filters=kw.get("max_filters"))
+    assert tiles.shape == (kw.get("max_filters", 10), 3, 2) and tiles.dtype == np.uint8
+    np.testing.assert_array_equal(tile_grid(tiles, **layout), filter_grid(filters, (3, 2), **kw))
+    with pytest.raises(ParameterError):
+        tile_grid(tiles.astype(np.float32))
 
 
 # --------------------------------------------------------------------------- progression
@@ -420,3 +437,22 @@ def test_import_is_light() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_plot_fve_l0_draws_one_line_per_method(tmp_path) -> None:
+    from sparsekit.render import plot_fve_l0
+    from sparsekit.sweep_report import SettingSummary
+    from sparsekit.sweep_report import plot_fve_l0 as sweep_plot
+
+    path = plot_fve_l0({"topk": [(32.0, 0.9), (8.0, 0.7)], "l2": [(50.0, 0.8)]}, tmp_path / "a.png")
+    with Image.open(path) as im:
+        assert im.format == "PNG" and im.size == (700, 460)
+    with pytest.raises(ParameterError):
+        plot_fve_l0({"topk": []}, tmp_path / "b.png")
+    summaries = [
+        SettingSummary("topk", f"k={k}", 64, measures={"fve": f, "mean_active": float(k)})
+        for k, f in ((8, 0.7), (32, 0.9))
+    ]
+    png = sweep_plot(summaries)
+    assert png is not None and png.startswith(b"\x89PNG")
+    assert sweep_plot([SettingSummary("topk", "k=8", 64)]) is None

@@ -14,6 +14,7 @@ import pytest
 safetensors_numpy = pytest.importorskip("safetensors.numpy")
 
 import sparsekit  # noqa: E402
+from sparsekit.activations import IDENTITY, RELU  # noqa: E402
 from sparsekit.errors import DataError, ParameterError  # noqa: E402
 from sparsekit.methods.base import Method, TopK  # noqa: E402
 from sparsekit.methods.ksparse import top_k_indices  # noqa: E402
@@ -143,20 +144,11 @@ class ReluTopK(Method):
     saelens = SAELensArch("topk", cfg=lambda m: {"k": 3}, params=lambda cfg: {})
     tied = False
 
-    def activation(self, xp, z):
-        return xp.maximum(z, 0)
-
-    def activation_grad(self, xp, z, a):
-        return (z > 0).astype(z.dtype)
+    hidden_activation = RELU
+    output_activation = IDENTITY
 
     def mask(self, xp, z, a, training):
         return TopK(top_k_indices(xp, z, 3))
-
-    def output(self, xp, y):
-        return y
-
-    def output_grad(self, xp, y, xhat):
-        return None
 
 
 def test_a_declared_reader_folds_rescale_acts_by_decoder_norm(x, tmp_path):

@@ -25,8 +25,8 @@ import failing_plugin
 import numpy as np
 import pytest
 
-from sparsekit.compare import _cpus
-from sparsekit.errors import ParameterError, UnknownMethodError
+from sparsekit.errors import MissingDependencyError, ParameterError, UnknownMethodError
+from sparsekit.jobs import usable_cpus
 from sparsekit.sweep import SweepFileError, plan_sweep, run_sweep, trial_status
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
@@ -226,7 +226,7 @@ def test_without_distributed_one_line_says_how_to_install_it(data_dir, tmp_path,
         env=env,
         timeout=120,
     )
-    assert result.returncode == 1, result.stderr
+    assert result.returncode == MissingDependencyError.exit_code, result.stderr
     lines = result.stderr.strip().splitlines()
     if command == "sweep":
         assert len(lines) == 1, result.stderr
@@ -344,7 +344,7 @@ def _rewind(run_dir: Path, *, epochs: int) -> None:
         f"""
         import json, sys
         from pathlib import Path
-        from sparsekit.compare import _registry
+        from sparsekit.registry import registry_for
         from sparsekit.config import TrainConfig
         from sparsekit.data import load_dataset
         from sparsekit.run import RunWriter
@@ -359,7 +359,7 @@ def _rewind(run_dir: Path, *, epochs: int) -> None:
                 if trainer.epoch >= {epochs}:
                     trainer.stop_requested = True
 
-        method = _registry([]).create(config["method"], **config["method_params"])
+        method = registry_for([]).create(config["method"], **config["method_params"])
         dataset = load_dataset(spec["spec"], spec["data"], split="train", subset=spec["subset"])
         trainer = Trainer(
             method,
@@ -461,7 +461,7 @@ def test_the_command_starts_its_own_cluster(data_dir, tmp_path):
     result = cli("sweep", str(path), "--out", str(tmp_path / "out"))
     assert result.returncode == 0, result.stderr
     assert "dashboard: " in result.stderr
-    assert "2 trials at once, 1 BLAS thread each" in result.stderr or _cpus() != 2
+    assert "2 trials at once, 1 BLAS thread each" in result.stderr or usable_cpus() != 2
     assert "4 trials, 0 already finished, 4 to train" in result.stderr
     assert "4 trials: 4 finished" in result.stderr
     assert re.search(r"trials .* 4/4 .*0 running, 0 failed", result.stderr)  # the display
@@ -490,8 +490,8 @@ def test_blas_threads_share_the_cpus_once():
 
 
 def test_a_local_cluster_is_sized_as_asked(monkeypatch):
-    from sparsekit.compare import _cpus
     from sparsekit.executor import WORKER_THREAD_VARS, DaskExecutor
+    from sparsekit.jobs import usable_cpus
 
     for key in WORKER_THREAD_VARS:
         monkeypatch.delenv(key, raising=False)
@@ -503,7 +503,7 @@ def test_a_local_cluster_is_sized_as_asked(monkeypatch):
             lambda: {k: os.environ.get(k) for k in WORKER_THREAD_VARS}
         ).values()
         (pid,) = executor.client.run(os.getpid).values()
-    want = str(max(1, _cpus() // 2))
+    want = str(max(1, usable_cpus() // 2))
     assert seen == {
         "OMP_NUM_THREADS": want,
         "OPENBLAS_NUM_THREADS": want,

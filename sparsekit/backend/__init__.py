@@ -8,6 +8,8 @@ This is the only module that imports CuPy, and only when a GPU backend is asked 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -15,22 +17,31 @@ from typing import Any
 import numpy as np
 
 from sparsekit.errors import BackendError, ParameterError
+from sparsekit.files import first_line
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
 
 
 @dataclass(frozen=True)
 class Backend:
-    """An array namespace plus the floating-point type all arrays of a run use."""
+    """An array namespace plus the floating-point type all arrays of a run use.
+
+    ``is_gpu`` declares that the arrays live on a device (CuPy, or the simulated device of
+    :mod:`sparsekit.backend.simulated`): code then takes its GPU branch (no CPU-only fused
+    loops, fewer host synchronisations) and :meth:`to_numpy` copies with ``.get()``.
+    """
 
     name: str
     xp: ModuleType
     sparse: ModuleType | None
     dtype: np.dtype
+    is_gpu: bool = False
 
-    @property
-    def is_gpu(self) -> bool:
-        return self.name == "cupy"
+    @contextmanager
+    def step_scope(self) -> Iterator[None]:
+        """The trainer runs each minibatch's work inside this scope. Nothing happens here on
+        NumPy or CuPy; the simulated device refuses host transfers inside it."""
+        yield
 
     def asarray(self, array: Any, dtype: Any = None) -> Any:
         """``array`` on this backend's device, in ``dtype`` (default: the run's dtype)."""
@@ -75,21 +86,22 @@ def get_backend(gpu: bool = False, dtype: Any = "float32") -> Backend:
         import cupy
     except ImportError as exc:
         raise BackendError(
-            "--gpu needs CuPy, which is not installed: pip install 'sparsekit[gpu]' "
-            f"(or the cupy-cudaXXx wheel matching your CUDA) [{exc.__class__.__name__}]"
+            "--gpu needs CuPy, which is not installed: pip install 'sparsekit[gpu-cuda13]' "
+            f"or 'sparsekit[gpu-cuda12]', for your CUDA major version [{exc.__class__.__name__}]"
         ) from None
     try:
         count = cupy.cuda.runtime.getDeviceCount()
     except Exception as exc:  # CUDA driver or runtime missing
-        first = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
-        raise BackendError(f"--gpu: CuPy is installed but CUDA is not usable: {first}") from None
+        raise BackendError(
+            f"--gpu: CuPy is installed but CUDA is not usable: {first_line(exc)}"
+        ) from None
     if count < 1:
         raise BackendError("--gpu: CuPy is installed but no CUDA device was found")
     try:
         import cupyx.scipy.sparse as sparse
     except Exception:  # pragma: no cover - part of CuPy
         sparse = None
-    return Backend("cupy", cupy, sparse, resolved)
+    return Backend("cupy", cupy, sparse, resolved, is_gpu=True)
 
 
 def array_module(array: Any) -> ModuleType:

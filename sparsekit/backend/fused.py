@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from sparsekit.backend import threads
+from sparsekit.files import one_line_reason
 
 _lock = threading.Lock()
 _state: dict[str, Any] = {}
@@ -106,7 +107,7 @@ class Loop:
             try:
                 self._compiled(*warm)
             except Exception as exc:  # a platform where Numba cannot compile: NumPy for good
-                disable(f"{type(exc).__name__}: {exc}".splitlines()[0])
+                disable(one_line_reason(exc, name=True))
                 return None
             self._ready.add(key)
         return self._compiled if enabled() else None

@@ -36,13 +36,14 @@ def cpu_threads() -> int:
             return max(1, int(env))
         except ValueError:
             pass
-    return max(1, min(_usable_cpus(), 4))
+    return max(1, min(usable_cpus(), 4))
 
 
 _affinity: tuple[int, int] | None = None  # (pid, usable CPUs): one system call per process
 
 
-def _usable_cpus() -> int:
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity where known, else ``os.cpu_count()``)."""
     global _affinity
     pid = os.getpid()
     if _affinity is None or _affinity[0] != pid:

@@ -6,13 +6,12 @@ and dense units, shrinkage, dictionary coherence; on data with a ground truth su
 the codes of the training images (``model.encode``, the encoding-time support, e.g. αk for
 k-sparse), its error on the test images, beside the same probe on raw pixels. The probe
 (:func:`sparsekit.measures.linear_probe`) standardises every feature with training-set
-statistics, codes and pixels alike. Results go to ``RUN_DIR/eval.json`` too.
+statistics, codes and pixels alike. Results go to ``RUN_DIR/eval.json`` too. The work is
+:func:`sparsekit.evaluate_run`; this module parses the options and prints the table.
 """
 
 from __future__ import annotations
 
-import json
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,111 +19,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from sparsekit.errors import CheckpointError, DataError, ParameterError
 from sparsekit.measures import PROBE_C, PROBE_MAX_ITER
-
-EVAL_FILE = "eval.json"
-
-
-def _positive(value: int | None, name: str) -> None:
-    if value is not None and value < 1:
-        raise ParameterError(f"{name} must be a positive number of samples, got {value}")
-
-
-def _load_split(spec: dict[str, Any], data: Path | None, split: str, subset: int | None) -> Any:
-    from sparsekit.data import load_dataset
-
-    name = spec.get("spec")
-    if not name:
-        raise CheckpointError(
-            "the run was trained on data given in memory; it does not say which data to evaluate on"
-        )
-    folder = data if data is not None else spec.get("data")
-    return load_dataset(name, folder, split=split, subset=subset, download=False)
-
-
-def _preprocessed(run_dir: Path, dataset: Any) -> Any:
-    """``dataset`` through the run's stored preprocessing (mean removal, ZCA), if any."""
-    from sparsekit.checkpoint import _read_preprocessing
-    from sparsekit.data import Preprocessed
-
-    stored = _read_preprocessing(run_dir / "preprocessing.npz")
-    return Preprocessed.from_dict(dataset, stored) if stored is not None else dataset
-
-
-def evaluate_run(
-    run_dir: Path,
-    *,
-    data: Path | None = None,
-    subset: int | None = None,
-    test_subset: int | None = None,
-    raw: bool = True,
-    C: float = PROBE_C,
-    max_iter: int = PROBE_MAX_ITER,
-    training_code: bool = False,
-) -> dict[str, Any]:
-    """Measures and probe errors of the run in ``run_dir`` (what ``sparsekit eval`` prints)."""
-    from sparsekit.checkpoint import load_run
-    from sparsekit.measures import evaluate, linear_probe
-
-    _positive(subset, "subset")
-    _positive(test_subset, "test-subset")
-    if not C > 0:
-        raise ParameterError(f"C must be > 0, got {C}")
-    if max_iter < 1:
-        raise ParameterError(f"max-iter must be >= 1, got {max_iter}")
-    if not run_dir.is_dir():
-        raise CheckpointError(f"{run_dir}: no such run directory")
-    model = load_run(run_dir)
-    spec = (getattr(model, "run_meta", {}) or {}).get("data_spec") or {}
-    train_raw = _load_split(spec, data, "train", subset)
-    test_raw = _load_split(spec, data, "test", test_subset)
-    if train_raw.dim != model.dim:
-        raise DataError(
-            f"{train_raw.name}: samples have {train_raw.dim} features, the model of {run_dir} "
-            f"expects {model.dim}"
-        )
-    train_set, test_set = _preprocessed(run_dir, train_raw), _preprocessed(run_dir, test_raw)
-    result: dict[str, Any] = {
-        "run": str(run_dir),
-        "method": model.method.name,
-        "method_params": model.method.get_params(),
-        "n_train": len(train_set),
-        "n_test": len(test_set),
-    }
-    from sparsekit.data import ground_truth
-
-    truth = ground_truth(str(spec.get("spec", "")))  # None unless the data has one
-    start = time.perf_counter()
-    result["test"] = evaluate(model, test_set, truth=truth)
-    labels_train, labels_test = train_raw.labels, test_raw.labels
-    if labels_train is None or labels_test is None:
-        result["probe"] = None
-        result["note"] = f"{train_raw.name} has no labels: no linear probe"
-    else:
-        codes_train = model.encode(train_set, training=training_code)
-        codes_test = model.encode(test_set, training=training_code)
-        settings = {"C": C, "max_iter": max_iter}
-        probe = {
-            **settings,
-            "solver": "lbfgs",
-            "standardize": True,
-            "code": "training" if training_code else "encoding",
-        }
-        t0 = time.perf_counter()
-        probe["codes_error"] = linear_probe(
-            codes_train, labels_train, codes_test, labels_test, **settings
-        )
-        probe["codes_seconds"] = round(time.perf_counter() - t0, 2)
-        if raw:
-            t0 = time.perf_counter()
-            probe["raw_pixels_error"] = linear_probe(
-                train_raw.to_array(), labels_train, test_raw.to_array(), labels_test, **settings
-            )
-            probe["raw_pixels_seconds"] = round(time.perf_counter() - t0, 2)
-        result["probe"] = probe
-    result["seconds"] = round(time.perf_counter() - start, 2)
-    return result
+from sparsekit.runs import EVAL_FILE, evaluate_run, run_directory
 
 
 def _fmt(value: Any, spec: str) -> str:
@@ -165,10 +61,8 @@ def eval_run(
     ] = None,
 ) -> None:
     """Measure RUN_DIR's codes: reconstruction, sparsity, coherence and a linear probe."""
-    from sparsekit.run import OutputError, write_atomic
-
-    if not run_dir.is_dir():
-        raise CheckpointError(f"{run_dir}: no such run directory")
+    run_dir = run_directory(run_dir)
+    path = output if output is not None else run_dir / EVAL_FILE
     console = Console(stderr=True)
     console.print(f"evaluating {run_dir} ...")
     result = evaluate_run(
@@ -180,6 +74,7 @@ def eval_run(
         C=C,
         max_iter=max_iter,
         training_code=training_code,
+        output=path,
     )
     test, probe = result["test"], result["probe"]
     table = Table(title=f"{run_dir} ({result['method']})", show_header=False, title_justify="left")
@@ -203,10 +98,4 @@ def eval_run(
         if "raw_pixels_error" in probe:
             table.add_row("probe error, raw pixels", f"{probe['raw_pixels_error']:.2%}")
     Console().print(table)
-    path = output if output is not None else run_dir / EVAL_FILE
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"cannot create {path.parent}: {exc.strerror or exc}") from None
-    write_atomic(path, (json.dumps(result, indent=2) + "\n").encode())
     console.print(f"results written to {path}")

@@ -24,7 +24,8 @@ from sparsekit.cli import (
     sweep_cmd,
     train_cmd,
 )
-from sparsekit.errors import SparsekitError
+from sparsekit.errors import EXIT_INTERRUPTED, SparsekitError
+from sparsekit.files import first_line
 
 app = typer.Typer(
     name="sparsekit",
@@ -46,8 +47,6 @@ app.command("eval")(eval_cmd.eval_run)
 app.command("compare")(compare_cmd.compare)
 app.command("report")(compare_cmd.report)
 app.command("sweep")(sweep_cmd.sweep)
-
-EXIT_INTERRUPTED = 130
 
 
 def error_line(message: str) -> None:
@@ -80,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     except SparsekitError as exc:
         if os.environ.get("SPARSEKIT_DEBUG"):
             raise
-        error_line(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        error_line(first_line(exc))
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         error_line("interrupted")

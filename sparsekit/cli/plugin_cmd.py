@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import math
-import re
 from pathlib import Path
-from string import Template
 from typing import Annotated
 
 import typer
@@ -13,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sparsekit.cli.train_cmd import parse_method_options
-from sparsekit.errors import ParameterError, SparsekitError
+from sparsekit.errors import EXIT_GRADIENT_MISMATCH, ParameterError
 from sparsekit.gradcheck import (
     PROBLEM_HIDDEN,
     GradientReport,
@@ -22,11 +20,10 @@ from sparsekit.gradcheck import (
     problem_hidden,
 )
 from sparsekit.registry import load_registry
+from sparsekit.skeleton import write_plugin_skeleton
 
 #: Unknown ``--name value`` options are the method's own parameters.
 CONTEXT = {"allow_extra_args": True, "ignore_unknown_options": True}
-
-EXIT_GRADIENT_MISMATCH = 1
 
 
 # -- sparsekit gradcheck -------------------------------------------------------------------
@@ -137,8 +134,6 @@ def report_table(report: GradientReport) -> Table:
 
 # -- sparsekit new-plugin ------------------------------------------------------------------
 
-PLUGIN_NAME = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
-
 
 def new_plugin(
     name: Annotated[
@@ -157,171 +152,3 @@ def new_plugin(
     root = write_plugin_skeleton(name, dir)
     typer.echo(f"wrote plugin package {root}")
     typer.echo(f"next: pip install -e {root} && pytest {root} && sparsekit train {name}")
-
-
-def plugin_names(name: str) -> dict[str, str]:
-    """Distribution, module and class names for method ``name``."""
-    if not PLUGIN_NAME.match(name):
-        raise ParameterError(
-            f"plugin name {name!r}: use lower-case letters and digits, words joined by '-' "
-            "(e.g. my-relu)"
-        )
-    parts = name.split("-")
-    return {
-        "name": name,
-        "dist": f"sparsekit-{name}",
-        "module": "sparsekit_" + "_".join(parts),
-        "cls": "".join(p.capitalize() for p in parts) or "Method",
-    }
-
-
-def write_plugin_skeleton(name: str, parent: Path) -> Path:
-    """Create ``parent/sparsekit-NAME`` and return it; refuses to overwrite anything."""
-    names = plugin_names(name)
-    registry = load_registry()
-    if name in registry:
-        raise ParameterError(
-            f"a method called {name!r} is already registered ({registry.methods[name].origin}): "
-            "choose another name"
-        )
-    root = Path(parent) / names["dist"]
-    if root.exists():
-        raise SparsekitError(f"{root} already exists: choose another --dir or name")
-    files = {
-        "pyproject.toml": _PYPROJECT,
-        "README.md": _README,
-        f"{names['module']}/__init__.py": _MODULE,
-        f"tests/test_{names['module']}.py": _TESTS,
-    }
-    for relative, template in files.items():
-        path = root / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(Template(template).substitute(names), encoding="utf-8")
-    return root
-
-
-_PYPROJECT = """\
-[build-system]
-requires = ["setuptools>=77"]
-build-backend = "setuptools.build_meta"
-
-[project]
-name = "$dist"
-version = "0.1.0"
-description = "A sparsekit plugin: the $name sparsity method."
-readme = "README.md"
-requires-python = ">=3.10"
-dependencies = ["sparsekit>=0.1"]
-
-[project.optional-dependencies]
-test = ["pytest>=8"]
-
-# sparsekit loads every module named in this group and calls its hooks.
-[project.entry-points.sparsekit]
-$name = "$module"
-
-[tool.setuptools]
-packages = ["$module"]
-
-[tool.pytest.ini_options]
-testpaths = ["tests"]
-pythonpath = ["."]  # the tests also run before the package is installed
-"""
-
-_README = """\
-# $dist
-
-A sparsekit plugin that adds the sparsity method `$name`: a ReLU autoencoder with a linear
-decoder and an L1 penalty on the code,
-
-    H = max(X W_encᵀ + b_enc, 0),   X̂ = H W_dec + b_dec,
-    L = (1/2B) ‖X̂ − X‖² + (λ/B) Σ |H|.
-
-Edit `$module/__init__.py` to make it your own method, then:
-
-    pip install -e .                 # registers the `sparsekit` entry point
-    pytest                           # the sparsekit contract checks (sparsekit.testing)
-    sparsekit list                   # shows $name, from "plugin $name"
-    sparsekit gradcheck $name        # hand-written gradients vs finite differences
-    sparsekit train $name --subset 1000 --epochs 1
-
-See sparsekit's docs/plugins.md for the method contract and the hooks.
-"""
-
-_MODULE = '''\
-"""The $name sparsity method: ReLU encoder, linear decoder, L1 code penalty.
-
-The generic sparsekit step, with the pieces this method contributes::
-
-    A  = f(Z) = max(Z, 0)              f′(Z) = 1[Z > 0]
-    X̂  = g(Y) = Y                      g′ ≡ 1 (returned as None)
-    Ω_H = (λ/B) Σ_ij |H_ij|            ∂Ω_H/∂H = (λ/B) sgn(H)
-"""
-
-from __future__ import annotations
-
-from sparsekit import Method, Param, hookimpl
-from sparsekit.activations import IDENTITY, RELU
-from sparsekit.methods.base import non_negative
-
-
-class $cls(Method):
-    name = "$name"
-    description = "ReLU autoencoder with an L1 penalty on the code (example plugin)."
-    citation = "Add the paper or notes this method comes from."
-    params = (
-        Param("l1", float, 1e-3, "λ, weight of the L1 code penalty", non_negative),
-    )
-    tied = False
-    training_defaults = {
-        "optimizer": "adam",
-        "lr": 1e-3,
-        "hidden": 196,
-        "batch_size": 128,
-    }
-
-    # f and g, declared with their derivatives (sparsekit.activations; write your own by
-    # subclassing Activation): here a ReLU code and a linear reconstruction.
-    hidden_activation = RELU
-    output_activation = IDENTITY
-    # code_penalty below returns a penalty: declare it.
-    uses_code_penalty = True
-
-    def code_penalty(self, xp, code):
-        scale = self.l1 / code.shape[0]
-        return scale * xp.abs(code).sum(), scale * xp.sign(code)
-
-
-@hookimpl
-def sparsekit_register_methods(register) -> None:
-    register.add($cls)
-'''
-
-_TESTS = '''\
-"""The sparsekit method contract for $name, plus its registration."""
-
-from __future__ import annotations
-
-from importlib.metadata import entry_points
-
-import pytest
-import sparsekit
-from sparsekit.testing import method_contract_tests
-
-import $module
-from $module import $cls
-
-# One test per contract check: gradients, dtypes, validation, determinism, training...
-test_contract = method_contract_tests($cls)
-
-
-def test_the_module_registers_the_method():
-    pm = sparsekit.make_plugin_manager([$module], entry_points=False)
-    assert sparsekit.load_registry(pm).get("$name") is $cls
-
-
-def test_the_installed_entry_point_finds_it():
-    if not any(ep.name == "$name" for ep in entry_points(group="sparsekit")):
-        pytest.skip("$dist is not installed (pip install -e .)")
-    assert sparsekit.load_registry().get("$name") is $cls
-'''

@@ -6,13 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from sparsekit.cli.options import DownloadOption, step_progress
-from sparsekit.errors import CheckpointError, DataError, ParameterError
+from sparsekit.errors import ParameterError
+from sparsekit.runs import encode_run, resume_trainer, run_directory, run_summary
 
 #: ``sparsekit train`` options that may be given together with ``--resume``.
 RESUME_OPTIONS = frozenset(
@@ -24,14 +24,6 @@ def given(ctx: typer.Context, name: str) -> bool:
     """Whether option ``name`` was given (command line or environment), not defaulted."""
     source = ctx.get_parameter_source(name)
     return source is not None and getattr(source, "name", "DEFAULT") != "DEFAULT"
-
-
-def _run_dir(path: Path) -> Path:
-    if not path.exists():
-        raise CheckpointError(f"{path}: no such run directory")
-    if not path.is_dir():
-        raise CheckpointError(f"{path}: not a run directory (expected a folder)")
-    return path
 
 
 def check_resume_options(ctx: typer.Context, method: str | None) -> None:
@@ -61,23 +53,20 @@ def resume_training(
     checkpoint_every: int | None = None,
     download: bool | None = None,
 ) -> Path:
-    """Continue the run in ``run_dir`` from its checkpoint, in the same directory."""
-
-    from sparsekit.checkpoint import restore_trainer
+    """``sparsekit train --resume``: :func:`sparsekit.resume_trainer`, with progress and a
+    clean stop on Ctrl-C/SIGTERM."""
     from sparsekit.cli.stop import stop_on_signals
     from sparsekit.cli.train_cmd import RichProgress
-    from sparsekit.run import RunWriter, read_config
 
-    run_dir = _run_dir(run_dir)
-    stored = read_config(run_dir).get("run", {})
-    writer = RunWriter(
-        run_dir,
-        snapshot_every=snapshot_every or int(stored.get("snapshot_every", 1)),
-        checkpoint_every=checkpoint_every or int(stored.get("checkpoint_every", 1)),
-        max_frames=int(stored.get("max_frames", 60)),
-    )
     console = Console(stderr=True)
-    trainer = restore_trainer(run_dir, epochs=epochs, data=data, download=download)
+    trainer = resume_trainer(
+        run_dir,
+        epochs=epochs,
+        data=data,
+        download=download,
+        snapshot_every=snapshot_every,
+        checkpoint_every=checkpoint_every,
+    )
     cfg = trainer.config
     if trainer.epoch >= cfg.epochs:
         console.print(
@@ -86,7 +75,7 @@ def resume_training(
         typer.echo(str(run_dir))
         return run_dir
     with step_progress(console) as progress:
-        trainer.callbacks = [writer, RichProgress(progress)]
+        trainer.callbacks.append(RichProgress(progress))
         console.print(
             f"resuming [bold]{trainer.method.name}[/bold] {trainer.method.get_params()} on "
             f"{trainer.dataset.name} ({len(trainer.dataset)} samples) at epoch "
@@ -128,7 +117,7 @@ def export(
         raise ParameterError(
             f"unknown export format {format!r} (choose from {', '.join(EXPORT_FORMATS)})"
         )
-    run_dir = _run_dir(run_dir)
+    run_dir = run_directory(run_dir)
     if format == "saelens":
         from sparsekit.saelens import CFG_FILE, WEIGHTS_FILE, export_saelens
 
@@ -197,36 +186,19 @@ def encode(
     download: DownloadOption = False,
 ) -> None:
     """Write the codes (N x hidden, .npy) of INPUT under the model of RUN_DIR."""
-    from sparsekit.checkpoint import _read_preprocessing, load_run
-    from sparsekit.data import Preprocessed, load_dataset
-    from sparsekit.run import OutputError, write_atomic
-
-    run_dir = _run_dir(run_dir)
-    if output.suffix.lower() != ".npy":
-        raise ParameterError(f"{output}: the codes are written as .npy; name the file *.npy")
-    model = load_run(run_dir)
-    dataset = load_dataset(input, data, split=split, subset=subset, download=download)
-    if dataset.dim != model.dim:
-        raise DataError(
-            f"{input}: samples have {dataset.dim} features, the model of {run_dir} expects "
-            f"{model.dim}"
-        )
-    stored = _read_preprocessing(run_dir / "preprocessing.npz")
-    if stored is not None:
-        dataset = Preprocessed.from_dict(dataset, stored)
-    codes = model.encode(dataset, training=training)
-    import io
-
-    buffer = io.BytesIO()
-    np.save(buffer, codes, allow_pickle=False)
-    try:
-        output.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"cannot create {output.parent}: {exc.strerror or exc}") from None
-    write_atomic(output, buffer.getvalue())
+    codes = encode_run(
+        run_dir,
+        input,
+        data_dir=data,
+        split=split,
+        subset=subset,
+        download=download,
+        training=training,
+        output=output,
+    )
     active = float((codes != 0).sum(axis=1).mean()) if len(codes) else 0.0
     Console(stderr=True).print(
-        f"encoded {len(codes)} samples of {dataset.name} into {codes.shape[1]} units "
+        f"encoded {len(codes)} samples of {input} into {codes.shape[1]} units "
         f"({active:.1f} active on average) -> {output}"
     )
     typer.echo(str(output))
@@ -243,24 +215,7 @@ def _fmt(value: Any, spec: str) -> str:
 
 def show(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) -> None:
     """Print a summary of RUN_DIR: method, settings, epochs and final measures."""
-    from sparsekit.checkpoint import CHECKPOINT, load_checkpoint
-    from sparsekit.run import read_config, read_metrics, summary
-
-    run_dir = _run_dir(run_dir)
-    if (run_dir / CHECKPOINT).exists():
-        meta = load_checkpoint(run_dir)["meta"]
-        history = meta["history"]
-    else:  # a run that died before its first checkpoint: what config and metrics say
-        meta = read_config(run_dir)
-        history = read_metrics(run_dir)
-        if not (
-            isinstance(meta, dict)
-            and isinstance(meta.get("method"), str)
-            and isinstance(meta.get("method_params"), dict)
-            and isinstance(meta.get("train"), dict)
-        ):
-            raise CheckpointError(f"{run_dir}: no {CHECKPOINT} and config.json is incomplete")
-    info = summary(meta, history, status="")
+    info, meta = run_summary(run_dir)
     train = info["train"]
     data = info.get("data") or {}
     final = info["final"]

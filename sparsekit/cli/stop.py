@@ -18,18 +18,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sparsekit.errors import SparsekitError
+from sparsekit.errors import Interrupted
+
+__all__ = ["STOP_SIGNALS", "Interrupted", "message", "stop_on_signals"]
 
 #: The signals that ask a run to stop after the current step.
 STOP_SIGNALS = tuple(
     getattr(signal, name) for name in ("SIGINT", "SIGTERM") if hasattr(signal, name)
 )
-
-
-class Interrupted(SparsekitError):
-    """Training was stopped by a signal after writing its checkpoint."""
-
-    exit_code = 130
 
 
 def message(run_dir: str | Path) -> str:

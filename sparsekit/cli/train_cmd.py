@@ -23,6 +23,7 @@ from sparsekit.config import resolve_config
 from sparsekit.errors import ParameterError
 from sparsekit.methods.base import Method
 from sparsekit.registry import load_registry
+from sparsekit.runs import save_preprocessing
 from sparsekit.train import Callback, Trainer
 
 #: Unknown ``--name value`` options are the method's own parameters.
@@ -79,23 +80,6 @@ def parse_method_options(method_cls: type[Method], args: list[str]) -> dict[str,
         values[name] = declared[name].convert(value)
         i += 1
     return values
-
-
-def save_preprocessing(run_dir: Path, dataset: Any) -> None:
-    """Store mean-removal / ZCA parameters so later encoding applies the same transform."""
-    import io
-
-    import numpy as np
-
-    from sparsekit.run import write_atomic
-
-    params = dataset.to_dict()
-    arrays = {"remove_mean": np.asarray(params["remove_mean"])}
-    if params["zca"] is not None:
-        arrays.update({f"zca_{k}": np.asarray(v) for k, v in params["zca"].items()})
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    write_atomic(run_dir / "preprocessing.npz", buffer.getvalue())
 
 
 class RichProgress(Callback):

@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from sparsekit.data._files import os_reason
 from sparsekit.data.dataset import ArrayDataset
 from sparsekit.errors import DataError
+from sparsekit.files import os_reason
 
 _CHECK_ROWS_BYTES = 32 << 20
 

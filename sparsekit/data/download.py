@@ -18,11 +18,11 @@ import urllib.request
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-from sparsekit.data._files import os_reason, remove_quietly, temp_path_for
 from sparsekit.data.idx import is_gzip, read_idx, sha256_uncompressed
 from sparsekit.data.paths import find_data_file, resolve_data_dir
 from sparsekit.data.sources import SOURCES, DataFile, DataSource
 from sparsekit.errors import DataError, DownloadError, ParameterError
+from sparsekit.files import os_reason, remove_quietly, temp_path_for
 
 #: ``progress(filename, bytes_done, total_bytes_or_None)``, called as a download advances.
 ProgressCallback = Callable[[str, int, "int | None"], None]

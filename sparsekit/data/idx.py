@@ -19,9 +19,8 @@ from typing import IO, Any
 
 import numpy as np
 
-from sparsekit.data._files import os_reason as _os_reason
-from sparsekit.data._files import remove_quietly, temp_path_for
 from sparsekit.errors import DataError
+from sparsekit.files import os_reason, remove_quietly, temp_path_for
 
 #: IDX type code -> big-endian NumPy dtype, as the format defines them.
 IDX_TYPES: dict[int, np.dtype] = {
@@ -50,7 +49,7 @@ def is_gzip(path: str | os.PathLike[str]) -> bool:
         with open(path, "rb") as fh:
             return fh.read(2) == _GZIP_MAGIC
     except OSError as exc:
-        raise DataError(f"{path}: cannot read the file ({_os_reason(exc)})") from None
+        raise DataError(f"{path}: cannot read the file ({os_reason(exc)})") from None
 
 
 def _open(path: Path) -> tuple[IO[bytes], bool]:
@@ -59,13 +58,13 @@ def _open(path: Path) -> tuple[IO[bytes], bool]:
     except OSError as exc:
         if isinstance(exc, FileNotFoundError):
             raise DataError(f"{path}: file not found") from None
-        raise DataError(f"{path}: cannot read the file ({_os_reason(exc)})") from None
+        raise DataError(f"{path}: cannot read the file ({os_reason(exc)})") from None
     try:
         compressed = fh.read(2) == _GZIP_MAGIC
         fh.seek(0)
     except OSError as exc:
         fh.close()
-        raise DataError(f"{path}: cannot read the file ({_os_reason(exc)})") from None
+        raise DataError(f"{path}: cannot read the file ({os_reason(exc)})") from None
     if compressed:
         return gzip.GzipFile(fileobj=fh, mode="rb"), True
     return fh, False
@@ -131,8 +130,8 @@ def read_idx_header(path: str | os.PathLike[str]) -> tuple[np.dtype, tuple[int, 
 
 def _corrupt(path: Path, compressed: bool, exc: BaseException) -> DataError:
     if compressed:
-        return DataError(f"{path}: corrupt gzip data ({_os_reason(exc)})")
-    return DataError(f"{path}: cannot read the file ({_os_reason(exc)})")
+        return DataError(f"{path}: corrupt gzip data ({os_reason(exc)})")
+    return DataError(f"{path}: cannot read the file ({os_reason(exc)})")
 
 
 def read_idx(path: str | os.PathLike[str], *, mmap: bool = False, digest: Any = None) -> np.ndarray:
@@ -200,7 +199,7 @@ def _memmap(path: Path, dtype: np.dtype, shape: tuple[int, ...], offset: int) ->
     try:
         return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape)
     except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: cannot memory-map the file ({_os_reason(exc)})") from None
+        raise DataError(f"{path}: cannot memory-map the file ({os_reason(exc)})") from None
 
 
 def _check_size(path: Path, expected: int, actual: int, shape: tuple[int, ...]) -> None:
@@ -271,5 +270,5 @@ def write_idx(
         os.replace(tmp, path)
     except OSError as exc:
         remove_quietly(tmp)
-        raise DataError(f"{path}: cannot write the file ({_os_reason(exc)})") from None
+        raise DataError(f"{path}: cannot write the file ({os_reason(exc)})") from None
     return path

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 
-from sparsekit.data._files import os_reason
 from sparsekit.data.arrays import load_array_file, load_idx_file, split_npz_spec
 from sparsekit.data.dataset import Dataset
 from sparsekit.data.download import ProgressCallback
@@ -22,6 +21,7 @@ from sparsekit.data.synthetic_sae import NAME as SYNTHETIC_SAE
 from sparsekit.data.synthetic_sae import SyntheticSAEWorld
 from sparsekit.data.synthetic_sae import parse_spec as parse_synthetic_sae
 from sparsekit.errors import DataError, ParameterError
+from sparsekit.files import os_reason
 
 _SPLITS = ("train", "test")
 _SYNTHETIC_INTS = {"n", "dim", "atoms", "k", "seed"}

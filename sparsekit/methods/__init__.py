@@ -11,4 +11,13 @@ from sparsekit.methods.base import (
     WeightDecay,
 )
 
-__all__ = ["Method", "Param", "RowPenalty", "StepResult", "StepState", "TopK", "Upkeep", "WeightDecay"]
+__all__ = [
+    "Method",
+    "Param",
+    "RowPenalty",
+    "StepResult",
+    "StepState",
+    "TopK",
+    "Upkeep",
+    "WeightDecay",
+]
