@@ -23,9 +23,11 @@ term on dead latents (the authors use it with α = 1/32, k_aux = 512); G = (X̂ 
 The batch selection is piecewise constant: exact derivatives almost everywhere. θ is not a
 trained parameter: it is method state, saved in checkpoints.
 
-The training code stays sparse (:func:`batch_top_k`): each row's kept units, in increasing
-order, padded to the longest row with zeros at units the row does not keep, so every product
-runs on the kept entries (:mod:`sparsekit.backend.sparse_code`) and no B×H array but Z exists.
+On the CPU the training code stays sparse (:func:`batch_top_k`): each row's kept units, in
+increasing order, padded to the longest row with zeros at units the row does not keep, so
+every product runs on the kept entries (:mod:`sparsekit.backend.sparse_code`) and no B×H
+array but Z exists. On a GPU the code is dense (the padded width would be read back from
+the device every step).
 """
 
 from __future__ import annotations
@@ -174,11 +176,20 @@ class BatchTopKSAE(_sae.SAEMethod):
 
     def encode_batch(self, backend: Any, z: Any, training: bool) -> Any:
         """The dense code from pre-activations: batch top-k (training) or Z ⊙ 1[Z > θ]."""
+        xp = backend.xp
         if not training and self.threshold is not None:
             return z * (z > max(self.threshold, 0.0))
-        code = backend.xp.zeros_like(z)
-        indices, values = batch_top_k(backend.xp, z, min(self.k * z.shape[0], z.size))
-        backend.xp.put_along_axis(code, indices, values, axis=1)
+        n = min(self.k * z.shape[0], z.size)
+        if xp is np:
+            code = xp.zeros_like(z)
+            indices, values = batch_top_k(xp, z, n)
+            xp.put_along_axis(code, indices, values, axis=1)
+            return code
+        # elsewhere (a GPU) a padded code's width would be read back from the device
+        code = xp.maximum(z, 0)
+        flat = code.reshape(-1)
+        if n < flat.size:
+            flat[xp.argpartition(flat, flat.size - n)[: flat.size - n]] = 0
         return code
 
     def forward(self, backend, params, x, training):
@@ -186,7 +197,8 @@ class BatchTopKSAE(_sae.SAEMethod):
         x_tilde = x - params["b_dec"]
         z = matmul(x_tilde, params["W_enc"].T)  # split over threads in the trainer
         z += params["b_enc"]
-        if not training and self.threshold is not None:  # inference: a dense JumpReLU code
+        if xp is not np or (not training and self.threshold is not None):
+            # inference (a dense JumpReLU code, the output) or a GPU: the dense code
             code = self.encode_batch(backend, z, training)
             xhat = matmul(code, params["W_dec"])
             xhat += params["b_dec"]
@@ -202,15 +214,18 @@ class BatchTopKSAE(_sae.SAEMethod):
         self, backend: Any, params: dict[str, Any], x: Any, fwd: Forward, want_grads: bool
     ) -> tuple[Any, Any, Any, Any]:
         """The reconstruction term: ``(loss, ∇W_dec, ∇b_dec (output part), ∂L/∂A)``, the
-        last at the code's kept entries (B×m, like ``fwd.code_values``)."""
+        last at the code's kept entries (B×m, like ``fwd.code_values``), or B×H when the
+        forward pass kept a dense code."""
         xp = backend.xp
         batch, hidden = x.shape[0], params["W_dec"].shape[0]
-        indices, values = fwd.support.indices, fwd.code_values
         g = fwd.xhat - x
         loss = (0.5 / batch) * xp.vdot(g, g)
         if not want_grads:
             return loss, None, None, None
         g *= 1.0 / batch
+        if fwd.code is not None:  # the dense code (a GPU): dense products
+            return loss, matmul(fwd.code.T, g), g.sum(axis=0), matmul(g, params["W_dec"].T)
+        indices, values = fwd.support.indices, fwd.code_values
         grad_w_dec = code_transpose_times(backend, indices, values, g, hidden)
         return loss, grad_w_dec, g.sum(axis=0), gathered_dot(backend, g, params["W_dec"], indices)
 
@@ -243,7 +258,11 @@ class BatchTopKSAE(_sae.SAEMethod):
             loss = loss + aux_loss
         if not want_grads:
             return loss, {}, fwd, reconstruction
-        if main:
+        if main and fwd.code is not None:
+            d_values *= fwd.code > 0  # dZ, dense
+            grad_w_enc = matmul(d_values.T, x_tilde)
+            grad_b_enc = d_values.sum(axis=0)
+        elif main:
             d_values *= fwd.code_values > 0  # dZ at the kept entries
             grad_w_enc, grad_b_enc, _ = _sae.encoder_grads_sparse(
                 backend, [(fwd.support.indices, d_values)], x_tilde, params["W_enc"], hidden,

@@ -85,6 +85,8 @@ class MatryoshkaSAE(BatchTopKSAE):
     terms = ("prefixes", "auxk")
 
     def main_term(self, backend, params, x, fwd, want_grads):
+        if fwd.code is not None:  # the dense code (a GPU)
+            return self._dense_main_term(backend, params, x, fwd, want_grads)
         xp = backend.xp
         batch, hidden = x.shape[0], params["W_enc"].shape[0]
         w_dec = params["W_dec"]
@@ -111,6 +113,36 @@ class MatryoshkaSAE(BatchTopKSAE):
         for q, s_q in enumerate(suffix):
             d_values += gathered_dot(backend, s_q, w_dec, indices) * (group == q)
         return loss, grad_w_dec, suffix[0].sum(axis=0), d_values
+
+    def _dense_main_term(self, backend, params, x, fwd, want_grads):
+        """The same terms on a dense B×H code, a group's columns at a time."""
+        xp = backend.xp
+        batch, hidden = x.shape[0], params["W_enc"].shape[0]
+        w_dec, code = params["W_dec"], fwd.code
+        ends = prefix_ends(self.prefixes, hidden)
+        starts = [0, *ends[:-1]]
+        partial = xp.zeros_like(x) + params["b_dec"]
+        loss = 0 * partial[0, 0]
+        g_list = []
+        for lo, hi in zip(starts, ends, strict=True):
+            partial += code[:, lo:hi] @ w_dec[lo:hi]
+            g = partial - x
+            loss = loss + (0.5 / batch) * xp.vdot(g, g)
+            if want_grads:
+                g *= 1.0 / batch
+                g_list.append(g)
+        if not want_grads:
+            return loss, None, None, None
+        grad_w_dec = xp.empty_like(w_dec)
+        d_code = xp.empty_like(code)
+        suffix = None
+        for (lo, hi), g in zip(
+            reversed(list(zip(starts, ends, strict=True))), reversed(g_list), strict=True
+        ):
+            suffix = g if suffix is None else suffix + g
+            grad_w_dec[lo:hi] = code[:, lo:hi].T @ suffix
+            d_code[:, lo:hi] = suffix @ w_dec[lo:hi].T
+        return loss, grad_w_dec, suffix.sum(axis=0), d_code
 
 
 @hookimpl
