@@ -126,7 +126,9 @@ class Model:
         out = []
         for x in self.batches(data, 1024):
             fwd = forward(self.method, self.backend, self.params, x, training=training)
-            if isinstance(fwd.support, TopK):
+            if isinstance(fwd.support, TopK) and fwd.support.kept is not None:
+                out.append(self.backend.to_numpy((fwd.support.kept != 0).sum(axis=1)))
+            elif isinstance(fwd.support, TopK):
                 out.append(np.full(x.shape[0], fwd.support.indices.shape[1]))
             else:
                 out.append(self.backend.to_numpy((fwd.code != 0).sum(axis=1)))

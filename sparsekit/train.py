@@ -345,8 +345,13 @@ def data_mean(dataset: Dataset, chunk: int = 1024) -> np.ndarray:
 
 def add_active_counts(xp: Any, counts: Any, fwd: autoencoder.Forward, hidden: int) -> None:
     """Add to ``counts`` how many samples of the batch use each unit."""
-    if isinstance(fwd.support, TopK):
+    if isinstance(fwd.support, TopK) and fwd.support.kept is None:
         counts += xp.bincount(fwd.support.indices.ravel(), minlength=hidden)
+    elif isinstance(fwd.support, TopK):  # padded rows: count the kept entries only
+        kept = fwd.support.kept.ravel().astype(counts.dtype)
+        counts += xp.bincount(fwd.support.indices.ravel(), weights=kept, minlength=hidden).astype(
+            counts.dtype
+        )
     else:
         count_active(xp, counts, fwd.code, ACTIVE_THRESHOLD)
 

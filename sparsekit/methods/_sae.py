@@ -15,6 +15,12 @@ import numpy as np
 from sparsekit.activations import IDENTITY
 from sparsekit.autoencoder import Forward
 from sparsekit.backend import sparse_code, threads
+from sparsekit.backend.sparse_code import (
+    code_times,
+    code_transpose_times,
+    column_sums,
+    gathered_dot,
+)
 from sparsekit.errors import ParameterError
 from sparsekit.methods.base import Method, Param, StepState, Upkeep, non_negative
 from sparsekit.methods.ksparse import top_k_indices
@@ -103,12 +109,71 @@ class AuxGrads:
 
 
 def dead_units(backend: Any, dead: Any) -> Any:
-    """The indices of the dead latents, or ``None`` when none is dead or nothing is tracked."""
+    """The dead latents for :func:`auxk_term`, or ``None`` when nothing is tracked.
+
+    On the CPU their indices (``None`` when none is dead); on a device the boolean mask itself,
+    since counting them would read the device back every step.
+    """
     if dead is None:
         return None
     xp = backend.xp
+    if backend.is_gpu:
+        return xp.asarray(dead)
     units = xp.flatnonzero(xp.asarray(dead))
     return units if int(units.shape[0]) else None
+
+
+@dataclass
+class DenseAuxGrads:
+    """The AuxK term's gradient as whole H×D / H arrays (the device path)."""
+
+    w_dec: Any
+    w_enc: Any
+    b_enc: Any
+
+    def add_to(self, grads: dict[str, Any]) -> None:
+        grads["W_dec"] += self.w_dec
+        grads["W_enc"] += self.w_enc
+        grads["b_enc"] += self.b_enc
+
+
+def _auxk_term_masked(
+    backend: Any,
+    z: Any,
+    dead: Any,
+    k_aux: int,
+    w_dec: Any,
+    residual: Any,
+    scale: Any,
+    x_tilde: Any,
+    want_grads: bool,
+) -> tuple[Any, DenseAuxGrads | None]:
+    """:func:`auxk_term` on a device, from the dead mask without reading it back.
+
+    The k_aux largest of each row's pre-activations with the live latents set to −∞, then the
+    ReLU: live latents that fill a row (fewer than k_aux dead) get the value 0 and so add
+    nothing. The same loss and gradient as the CPU's; with no dead latent the loss is
+    multiplied by 0 (and every gradient is 0, the code being 0).
+    """
+    xp = backend.xp
+    batch, hidden = z.shape
+    masked = xp.where(dead, z, -xp.inf)
+    idx = top_k_indices(xp, masked, min(k_aux, hidden))
+    values = xp.take_along_axis(masked, idx, axis=1)
+    xp.maximum(values, 0, out=values)
+    e_aux = code_times(backend, idx, values, w_dec)
+    e_aux -= residual
+    loss = scale * (0.5 / batch) * xp.vdot(e_aux, e_aux) * dead.any()
+    if not want_grads:
+        return loss, None
+    e_aux *= scale / batch  # G_a
+    d_aux = gathered_dot(backend, e_aux, w_dec, idx)
+    d_aux *= values > 0
+    return loss, DenseAuxGrads(
+        code_transpose_times(backend, idx, values, e_aux, hidden),
+        code_transpose_times(backend, idx, d_aux, x_tilde, hidden),
+        column_sums(backend, idx, d_aux, hidden),
+    )
 
 
 def aux_code_block(backend: Any, z: Any, units: Any, k_aux: int) -> Any:
@@ -154,6 +219,10 @@ def auxk_term(
     Nothing reaches b_dec or the live latents: R is a constant and Ê has no bias
     (sparsify #132, SAELens PR #432).
     """
+    if backend.is_gpu:  # units is the dead mask
+        return _auxk_term_masked(
+            backend, z, units, k_aux, w_dec, residual, scale, x_tilde, want_grads
+        )
     xp = backend.xp
     batch = z.shape[0]
     n_dead = int(units.shape[0])
@@ -198,9 +267,10 @@ def auxk_scale(backend: Any, x: Any, residual: Any, coef: float) -> Any:
     rc = residual - residual.mean(axis=0)
     n_x = xp.vdot(xc, xc)
     n_r = xp.vdot(rc, rc)
-    if not float(n_r) > 0:
-        return x.dtype.type(0)
-    return x.dtype.type(coef) * n_x / n_r
+    positive = n_r > 0  # (no host read: a device keeps it there)
+    return xp.where(positive, x.dtype.type(coef) * n_x / xp.where(positive, n_r, 1), 0).astype(
+        x.dtype
+    )
 
 
 def encoder_grads_sparse(

@@ -105,9 +105,12 @@ class TopK:
 
     ``indices`` (B×k integers) lists the kept units of each row, in no particular order. The
     trainer then computes the decoder and every gradient term on those k columns only.
+    ``kept`` (B×k, 0/1 or boolean) marks the entries that are really kept when rows of
+    different lengths are padded to one width k (BatchTopK's code); ``None``: every entry is.
     """
 
     indices: Any
+    kept: Any = None
 
 
 class WeightDecay:

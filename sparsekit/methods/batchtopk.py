@@ -47,6 +47,7 @@ from sparsekit.saelens import SAELensArch
 
 
 def _threshold_tensor(method: Any, params: Any) -> dict[str, Any]:
+    method._sync_threshold()  # a device-trained θ, read back
     if method.threshold is None:
         raise ParameterError(
             f"{method.name} has no inference threshold before its first training step"
@@ -171,12 +172,17 @@ class BatchTopKSAE(_sae.SAEMethod):
         #: The inference threshold θ (None until the first training step).
         self.threshold: float | None = None
         self.threshold_updates = 0
+        # θ and its update count while a device trains (see _device_after_step).
+        self._device_theta: Any = None
+        self._device_updates: Any = None
 
     # -- forward ----------------------------------------------------------------------------
 
     def encode_batch(self, backend: Any, z: Any, training: bool) -> Any:
         """The dense code from pre-activations: batch top-k (training) or Z ⊙ 1[Z > θ]."""
         xp = backend.xp
+        if not training:
+            self._sync_threshold()
         if not training and self.threshold is not None:
             return z * (z > max(self.threshold, 0.0))
         n = min(self.k * z.shape[0], z.size)
@@ -206,7 +212,8 @@ class BatchTopKSAE(_sae.SAEMethod):
         indices, values = batch_top_k(xp, z, min(self.k * z.shape[0], z.size))
         xhat = code_times(backend, indices, values, params["W_dec"])
         xhat += params["b_dec"]
-        return Forward(z, z, TopK(indices), None, values, xhat, xhat)
+        # rows are padded with zeros to the longest row's length: the padding is not kept
+        return Forward(z, z, TopK(indices, kept=values > 0), None, values, xhat, xhat)
 
     # -- loss and gradients -------------------------------------------------------------------
 
@@ -283,6 +290,9 @@ class BatchTopKSAE(_sae.SAEMethod):
 
     def after_step(self, backend, params, fwd):
         code = fwd.code_values if fwd.code is None else fwd.code
+        if backend.is_gpu:
+            self._device_after_step(backend.xp, code)
+            return
         positive = code[code > 0]
         if positive.size == 0:
             return
@@ -294,13 +304,39 @@ class BatchTopKSAE(_sae.SAEMethod):
             self.threshold = (1 - rate) * self.threshold + rate * smallest
         self.threshold_updates += 1
 
+    def _device_after_step(self, xp: Any, code: Any) -> None:
+        """The same update kept on the device (reading the minimum back would wait for the
+        step): θ and the update count are 0-d float64 device arrays, θ NaN until the first
+        step with a positive entry; :attr:`threshold` reads them when asked."""
+        smallest = xp.where(code > 0, code, xp.inf).min().astype(xp.float64)
+        seen = smallest < xp.inf
+        if self._device_theta is None:
+            theta = xp.asarray(np.nan if self.threshold is None else self.threshold, xp.float64)
+            self._device_theta = theta
+            self._device_updates = xp.asarray(float(self.threshold_updates), xp.float64)
+        theta = self._device_theta
+        rate = self.threshold_rate
+        moved = xp.where(xp.isnan(theta), smallest, (1 - rate) * theta + rate * smallest)
+        self._device_theta = xp.where(seen, moved, theta)
+        self._device_updates = self._device_updates + seen
+
+    def _sync_threshold(self) -> None:
+        """Bring a device-held θ back to :attr:`threshold` (outside a step)."""
+        if self._device_theta is not None:
+            value = float(self._device_theta)
+            self.threshold = None if value != value else value
+            self.threshold_updates = int(float(self._device_updates))
+            self._device_theta = self._device_updates = None
+
     def state_dict(self) -> dict[str, Any]:
+        self._sync_threshold()
         return {"threshold": self.threshold, "threshold_updates": self.threshold_updates}
 
     def load_state_dict(self, state) -> None:
         threshold = state.get("threshold")
         self.threshold = None if threshold is None else float(threshold)
         self.threshold_updates = int(state.get("threshold_updates", 0))
+        self._device_theta = self._device_updates = None
 
 
 @hookimpl
