@@ -32,6 +32,7 @@ from __future__ import annotations
 import numpy as np
 
 from sparsekit.autoencoder import Forward
+from sparsekit.backend.threads import matmul
 from sparsekit.hookspecs import hookimpl
 from sparsekit.methods import _sae
 from sparsekit.methods.base import Param, non_negative
@@ -69,7 +70,7 @@ class GatedSAE(_sae.SAEMethod):
     def _paths(self, backend, params, x):
         xp = backend.xp
         x_tilde = x - params["b_dec"]
-        u = x_tilde @ params["W_enc"].T
+        u = matmul(x_tilde, params["W_enc"].T)
         scale = xp.exp(params["r_mag"])
         gate = u + params["b_enc"]
         mag = u * scale
@@ -80,7 +81,7 @@ class GatedSAE(_sae.SAEMethod):
         xp = backend.xp
         _, _, _, gate, mag = self._paths(backend, params, x)
         code = xp.maximum(mag, 0) * (gate > 0)
-        xhat = code @ params["W_dec"]
+        xhat = matmul(code, params["W_dec"])
         xhat += params["b_dec"]
         return Forward(gate, code, None, code, None, xhat, xhat)
 
@@ -92,7 +93,7 @@ class GatedSAE(_sae.SAEMethod):
         x_tilde, u, scale, gate, mag = self._paths(backend, params, x)
         gate_on = gate > 0
         code = xp.maximum(mag, 0) * gate_on
-        xhat = code @ w_dec
+        xhat = matmul(code, w_dec)
         xhat += params["b_dec"]
         fwd = Forward(gate, code, None, code, None, xhat, xhat)
         g = xhat - x
@@ -102,9 +103,9 @@ class GatedSAE(_sae.SAEMethod):
         if term in (None, "reconstruction"):
             loss = loss + reconstruction
             g *= 1.0 / batch
-            grad_w_dec = code.T @ g
+            grad_w_dec = matmul(code.T, g)
             grad_b_dec = g.sum(axis=0)
-            d_mag = (g @ w_dec.T) * (gate_on & (mag > 0))
+            d_mag = (matmul(g, w_dec.T)) * (gate_on & (mag > 0))
         else:
             grad_w_dec = xp.zeros_like(w_dec)
             grad_b_dec = xp.zeros_like(params["b_dec"])
@@ -114,17 +115,17 @@ class GatedSAE(_sae.SAEMethod):
             loss = loss + (self.l1_coef / batch) * relu_gate.sum()
             d_gate += (self.l1_coef / batch) * gate_on
         if term in (None, "aux"):
-            g_x = relu_gate @ w_dec
+            g_x = matmul(relu_gate, w_dec)
             g_x += params["b_dec"]
             g_x -= x
             loss = loss + (0.5 / batch) * xp.vdot(g_x, g_x)
             g_x *= 1.0 / batch
-            d_gate += (g_x @ w_dec.T) * gate_on
+            d_gate += (matmul(g_x, w_dec.T)) * gate_on
         d_u = d_mag * scale
         d_u += d_gate
         grad_b_enc = d_gate.sum(axis=0)
         grads = {
-            "W_enc": d_u.T @ x_tilde,
+            "W_enc": matmul(d_u.T, x_tilde),
             "b_enc": grad_b_enc,
             "r_mag": scale * (d_mag * u).sum(axis=0),
             "b_mag": d_mag.sum(axis=0),

@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from sparsekit.autoencoder import Forward
+from sparsekit.backend.threads import matmul
 from sparsekit.hookspecs import hookimpl
 from sparsekit.methods import _sae
 from sparsekit.methods.base import Param, Upkeep, non_negative, positive
@@ -121,7 +122,7 @@ class JumpReLUSAE(_sae.SAEMethod):
 
     def _pre(self, backend: Any, params: dict[str, Any], x: Any) -> tuple[Any, Any]:
         x_tilde = x - params["b_dec"] if self.pre_bias else x
-        z = x_tilde @ params["W_enc"].T
+        z = matmul(x_tilde, params["W_enc"].T)
         z += params["b_enc"]
         return x_tilde, z
 
@@ -130,7 +131,7 @@ class JumpReLUSAE(_sae.SAEMethod):
         _, z = self._pre(backend, params, x)
         theta = xp.exp(params["log_threshold"])
         code = z * (z > theta)
-        xhat = code @ params["W_dec"]
+        xhat = matmul(code, params["W_dec"])
         xhat += params["b_dec"]
         return Forward(z, z, None, code, None, xhat, xhat)
 
@@ -154,7 +155,7 @@ class JumpReLUSAE(_sae.SAEMethod):
         theta = xp.exp(params["log_threshold"])
         on = z > theta
         code = z * on
-        xhat = code @ w_dec
+        xhat = matmul(code, w_dec)
         xhat += params["b_dec"]
         fwd = Forward(z, z, None, code, None, xhat, xhat)
         g = xhat - x
@@ -164,9 +165,9 @@ class JumpReLUSAE(_sae.SAEMethod):
         use_rec = term in (None, "reconstruction")
         loss = reconstruction if use_rec else 0 * reconstruction
         g *= 1.0 / batch if use_rec else 0.0
-        grad_w_dec = code.T @ g
+        grad_w_dec = matmul(code.T, g)
         grad_b_dec = g.sum(axis=0)
-        d_code = g @ w_dec.T
+        d_code = matmul(g, w_dec.T)
         grad_theta = xp.zeros_like(theta)
         d_z_extra = None
         if self.sparsity == "l0" and term in (None, "sparsity"):
@@ -194,7 +195,7 @@ class JumpReLUSAE(_sae.SAEMethod):
             d_z += d_z_extra
         grad_b_enc = d_z.sum(axis=0)
         grads = {
-            "W_enc": d_z.T @ x_tilde,
+            "W_enc": matmul(d_z.T, x_tilde),
             "b_enc": grad_b_enc,
             "b_dec": grad_b_dec - grad_b_enc @ params["W_enc"] if self.pre_bias else grad_b_dec,
             "W_dec": grad_w_dec,
