@@ -11,6 +11,9 @@ For every method it reports, from one invocation:
   as the trainer measures them (``metrics["seconds"]``: the minibatch loop, data included);
 * ``vs_torch``: that median divided by the median epoch of the same model written in PyTorch
   with autograd and ``torch.optim.Adam`` (``bench/torch_models.py``), on the same device;
+  ``vs_torch_compile`` and ``vs_jax`` the same against that model under ``torch.compile``
+  and against the JAX twin under ``jax.jit`` (``bench/jax_models.py``), both compiled in the
+  untimed warm-up epoch (``first_call_seconds``);
 * ``vs_products``: the median of (epoch seconds ÷ seconds of the bare dense matrix products of
   every step of that epoch), the products timed in the same process right after each epoch.
   Five B×D×H products per step for the autoencoders, tied or untied (X W_encᵀ, Hc W_dec,
@@ -333,6 +336,8 @@ def _spawn(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
     env.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
     if spec.get("threads"):
         env.update({var: str(spec["threads"]) for var in THREAD_VARS})
+        if spec["threads"] == 1 and "XLA_FLAGS" not in env:  # JAX: XLA's own thread pool
+            env["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env)
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
