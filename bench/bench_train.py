@@ -11,6 +11,9 @@ For every method it reports, from one invocation:
   as the trainer measures them (``metrics["seconds"]``: the minibatch loop, data included);
 * ``vs_torch``: that median divided by the median epoch of the same model written in PyTorch
   with autograd and ``torch.optim.Adam`` (``bench/torch_models.py``), on the same device;
+  ``vs_torch_compile`` and ``vs_jax`` the same against that model under ``torch.compile``
+  and against the JAX twin under ``jax.jit`` (``bench/jax_models.py``), both compiled in the
+  untimed warm-up epoch (``first_call_seconds``);
 * ``vs_products``: the median of (epoch seconds ÷ seconds of the bare dense matrix products of
   every step of that epoch), the products timed in the same process right after each epoch.
   Five B×D×H products per step for the autoencoders, tied or untied (X W_encᵀ, Hc W_dec,
@@ -188,14 +191,9 @@ def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
             out["gpu_pool_mib"] = pool.total_bytes() / 2**20
         out["blas"] = _blas_info()
     else:
-        import torch
-
         from sparsekit.train import INIT_SAMPLE
 
         sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from torch_models import make_model
-
-        device = "cuda" if gpu else "cpu"
         init_seed, shuffle_seed = np.random.SeedSequence(cfg.seed).spawn(2)
         init_rng = np.random.default_rng(init_seed)
         rows = np.sort(init_rng.choice(n, size=min(n, INIT_SAMPLE), replace=False))
@@ -203,36 +201,42 @@ def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
             init_rng, data.dim, hidden, cfg.tied, data.take(rows, np.float64)
         )
         settings = {**method.get_params(), "lr": cfg.lr}
-        model = make_model(name, initial, device, settings)
         # Keep the images as stored (uint8) and scale each minibatch, as the trainer does.
         raw = np.asarray(getattr(data, "_data", None))
         if raw.dtype == np.uint8 and raw.shape[0] == n:
-            images = torch.from_numpy(np.ascontiguousarray(raw.reshape(n, -1))).to(device)
+            pixels = np.ascontiguousarray(raw.reshape(n, -1))
             scale = float(getattr(data, "_scale", 1.0 / 255.0))
         else:
-            images = torch.from_numpy(data.to_array(np.float32)).to(device)
-            scale = 1.0
+            pixels, scale = data.to_array(np.float32), 1.0
+        step, sync = _peer_step(framework, name, initial, pixels, scale, settings, gpu, out)
         shuffle = np.random.default_rng(shuffle_seed)
-
-        def sync() -> None:
-            if gpu:
-                torch.cuda.synchronize()
-
+        losses: list[float] = []
+        first_calls = {}  # batch size -> seconds of its first step (compilation included)
         for _ in range(epochs):
             order = shuffle.permutation(n)
             sync()
             start, cpu = time.perf_counter(), time.process_time()
             for s in range(0, n, batch):
-                rows = torch.from_numpy(np.sort(order[s : s + batch])).to(device)
-                x = images[rows].to(torch.float32) * scale
-                model.step(x)
+                rows = np.sort(order[s : s + batch])
+                if len(rows) not in first_calls:
+                    t = time.perf_counter()
+                    loss = step(rows)
+                    sync()
+                    first_calls[len(rows)] = time.perf_counter() - t
+                else:
+                    loss = step(rows)
             sync()
             seconds.append(time.perf_counter() - start)
             cpu_seconds.append(time.process_time() - cpu)
             rss.append(_rss_mib())
-        out["torch"] = torch.__version__
-        out["torch_threads"] = torch.get_num_threads()
-        if gpu:
+            losses.append(float(loss))  # after the clock stopped: the model really trains
+        out["last_step_loss"] = losses
+        # In the untimed warm-up epoch: for torch.compile and jax.jit, one compilation per
+        # batch shape (the full batch and the last, smaller one) plus that step itself.
+        out["first_call_seconds"] = sum(first_calls.values())
+        if gpu and framework != "jax":
+            import torch
+
             out["gpu_peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
     timed = seconds[1:] or seconds
     out["epoch_seconds"] = seconds
@@ -262,6 +266,56 @@ def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _peer_step(
+    framework: str,
+    name: str,
+    initial: dict[str, np.ndarray],
+    pixels: np.ndarray,
+    scale: float,
+    settings: dict[str, Any],
+    gpu: bool,
+    out: dict[str, Any],
+) -> tuple[Any, Any]:
+    """(step(rows), sync()) of the peer model: PyTorch eager or compiled, or JAX jit."""
+    if framework == "jax":
+        import jax
+        from jax_models import JaxModel, optimizer_name
+
+        jax_model = JaxModel(name, initial, pixels, scale, settings)
+        out["jax"] = jax.__version__
+        out["jax_backend"] = jax.default_backend()
+        out["jax_optimizer"] = optimizer_name()
+        return jax_model.step, jax_model.block
+    import torch
+    from torch_models import make_model
+
+    device = "cuda" if gpu else "cpu"
+    model = make_model(name, initial, device, settings)
+    if framework == "torch-compile":
+        # The default (inductor) backend; one static graph per batch shape (dynamic=False),
+        # so the last, smaller batch of an epoch gets its own graph instead of turning the
+        # first into a dynamic-shape one. Autograd's backward is compiled with the forward;
+        # Adam's update stays eager, as in PyTorch's own examples.
+        if name == "arora":
+            model.step = torch.compile(model.step, dynamic=False)
+        else:
+            model.loss = torch.compile(model.loss, dynamic=False)
+    images = torch.from_numpy(pixels).to(device)
+
+    def step(rows: np.ndarray) -> Any:
+        x = images[torch.from_numpy(rows).to(device)].to(torch.float32) * scale
+        return model.step(x)
+
+    def sync() -> None:
+        if gpu:
+            torch.cuda.synchronize()
+
+    out["torch"] = torch.__version__
+    out["torch_threads"] = torch.get_num_threads()
+    out["torch_blas"] = "MKL" if torch.backends.mkl.is_available() else "other"
+    return step, sync
+
+
 # -- driver side --------------------------------------------------------------------------------
 
 
@@ -282,6 +336,8 @@ def _spawn(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
     env.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
     if spec.get("threads"):
         env.update({var: str(spec["threads"]) for var in THREAD_VARS})
+        if spec["threads"] == 1 and "XLA_FLAGS" not in env:  # JAX: XLA's own thread pool
+            env["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env)
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
@@ -302,6 +358,41 @@ def _have_torch(gpu: bool) -> str | None:
     if proc.returncode != 0:
         return "PyTorch is not installed (pip install torch; never a sparsekit dependency)"
     return None
+
+
+def _have_jax(gpu: bool) -> str | None:
+    """None when JAX can run the comparison, else why not."""
+    if gpu:
+        return "skipped with --gpu (the benchmark environment has jax[cpu] only)"
+    code = "import jax, sys; sys.exit(0 if jax.default_backend() == 'cpu' else 3)"
+    try:
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=300)
+    except subprocess.TimeoutExpired:
+        return "importing jax timed out"
+    if proc.returncode != 0:
+        return "JAX is not installed (pip install 'jax[cpu]'; never a sparsekit dependency)"
+    return None
+
+
+#: The peers a user could pick instead: worker framework -> (row key, table label).
+PEERS = {
+    "torch": ("torch", "torch"),
+    "torch-compile": ("torch_compile", "compile"),
+    "jax": ("jax", "jax"),
+}
+
+
+def _peer_notes(args: argparse.Namespace) -> dict[str, str | None]:
+    """For every requested peer: None when it runs, else the note that says why not."""
+    notes: dict[str, str | None] = {}
+    torch_note = "skipped (--no-torch)" if args.no_torch else None
+    for peer in args.peers:
+        if peer == "jax":
+            notes[peer] = _have_jax(args.gpu)
+        else:
+            torch_note = torch_note or _have_torch(args.gpu)
+            notes[peer] = torch_note
+    return notes
 
 
 def _environment(gpu: bool) -> dict[str, Any]:
@@ -330,11 +421,28 @@ def _environment(gpu: bool) -> dict[str, Any]:
     try:
         with open("/proc/cpuinfo") as fh:
             for line in fh:
-                if line.startswith("model name"):
-                    env["cpu"] = line.split(":", 1)[1].strip()
+                key, _, value = line.partition(":")
+                field = {"model name": "cpu", "vendor_id": "cpu_vendor", "cpu family": "cpu_family"}
+                if key.strip() in field:
+                    env.setdefault(field[key.strip()], value.strip())
+                if not line.strip():  # the first processor is enough
                     break
     except OSError:
         pass
+    env["thread_env"] = {var: os.environ.get(var) for var in (*THREAD_VARS, "XLA_FLAGS")}
+    # The peers' versions, from subprocesses so this process never loads them.
+    probes = {
+        "torch": "import torch; print(torch.__version__, torch.backends.mkl.is_available())",
+        "jax": "import jax, jaxlib; print(jax.__version__, jaxlib.__version__)",
+    }
+    for peer, code in probes.items():
+        try:
+            proc = subprocess.run(
+                [sys.executable, "-c", code], capture_output=True, text=True, timeout=300
+            )
+            env[peer] = proc.stdout.strip() if proc.returncode == 0 else "not installed"
+        except subprocess.TimeoutExpired:
+            env[peer] = "import timed out"
     if gpu:
         try:
             import cupy
@@ -353,11 +461,12 @@ def _fmt(value: Any, spec: str = ".2f") -> str:
     return "-" if value is None else format(value, spec)
 
 
-def print_table(rows: list[dict[str, Any]], device: str) -> None:
-    head = (
-        f"{'method':<8} {'tied':>5} {'s/epoch':>8} {'torch s':>8} {'vs torch':>8} "
-        f"{'products s':>10} {'vs prod':>8} {'peak MiB':>9} {'MiB/epoch':>10}"
-    )
+def print_table(rows: list[dict[str, Any]], device: str, peers: list[str]) -> None:
+    keys = [PEERS[p] for p in peers]
+    head = f"{'method':<8} {'tied':>5} {'s/epoch':>8}"
+    for _, label in keys:
+        head += f" {label + ' s':>9} {'vs ' + label:>10}"
+    head += f" {'products s':>10} {'vs prod':>8} {'peak MiB':>9} {'MiB/epoch':>10}"
     print(f"\n{device} per epoch (median); ratios measured in the same run")
     print(head)
     print("-" * len(head))
@@ -365,13 +474,30 @@ def print_table(rows: list[dict[str, Any]], device: str) -> None:
         if "error" in row:
             print(f"{row['method']:<8} error: {row['error']}")
             continue
-        torch_row = row.get("torch") or {}
-        print(
-            f"{row['method']:<8} {str(row['tied']):>5} {row['seconds']:>8.3f} "
-            f"{_fmt(torch_row.get('seconds'), '.3f'):>8} {_fmt(row.get('vs_torch')):>8} "
-            f"{_fmt(row.get('products_median'), '.3f'):>10} {_fmt(row.get('vs_products')):>8} "
-            f"{row['peak_rss_mib']:>9.0f} {_fmt(row.get('timed_growth_max'), '+.2f'):>10}"
+        line = f"{row['method']:<8} {str(row['tied']):>5} {row['seconds']:>8.3f}"
+        for key, _ in keys:
+            peer = row.get(key) or {}
+            line += f" {_fmt(peer.get('seconds'), '.3f'):>9} {_fmt(row.get('vs_' + key)):>10}"
+        line += (
+            f" {_fmt(row.get('products_median'), '.3f'):>10} {_fmt(row.get('vs_products')):>8}"
+            f" {row['peak_rss_mib']:>9.0f} {_fmt(row.get('timed_growth_max'), '+.2f'):>10}"
         )
+        print(line)
+    ran = [
+        (key, label) for key, label in keys if any("seconds" in (r.get(key) or {}) for r in rows)
+    ]
+    if ran:
+        print(
+            "\npeers' first calls (median seconds; for torch.compile and jax.jit the compilation"
+            " for both batch shapes, in the untimed warm-up epoch) and peak MiB"
+        )
+        for row in rows:
+            parts = [
+                f"{label} {row[key]['first_call_seconds']:.1f} s, {row[key]['peak_rss_mib']:.0f} MiB"
+                for key, label in ran
+                if "seconds" in (row.get(key) or {})
+            ]
+            print(f"{row['method']:<8} " + "; ".join(parts))
 
 
 def _median_or_none(values: list[float]) -> float | None:
@@ -391,30 +517,37 @@ def run_main(args: argparse.Namespace) -> dict[str, Any]:
         "gpu": args.gpu,
         "threads": args.threads,
     }
-    torch_note = "skipped (--no-torch)" if args.no_torch else _have_torch(args.gpu)
+    notes = _peer_notes(args)
     rows = []
     for name in args.methods:
         spec = {**base, "method": name, "framework": "sparsekit"}
-        runs, twins = [], []
+        runs: list[dict[str, Any]] = []
+        twins: dict[str, list[dict[str, Any]]] = {p: [] for p in notes if notes[p] is None}
         for r in range(rounds):
             print(f"[bench] {name} round {r + 1}/{rounds}: sparsekit", file=sys.stderr, flush=True)
             runs.append(_spawn(spec, args.timeout))
             if "error" in runs[-1]:
                 break
-            if torch_note is None:
-                print(f"[bench] {name} round {r + 1}/{rounds}: torch", file=sys.stderr, flush=True)
-                twins.append(_spawn({**spec, "framework": "torch"}, args.timeout))
+            for peer, results in twins.items():
+                print(f"[bench] {name} round {r + 1}/{rounds}: {peer}", file=sys.stderr, flush=True)
+                results.append(_spawn({**spec, "framework": peer}, args.timeout))
         rows.append(_combine(name, runs, twins, args.clock))
         if args.partial:  # keep what is done if a long run is cut short
             args.partial.write_text(json.dumps({"partial": rows}, indent=1, default=float))
-    device = "GPU (CuPy vs PyTorch CUDA)" if args.gpu else "CPU (NumPy vs PyTorch CPU)"
+    device = "GPU (CuPy vs PyTorch CUDA)" if args.gpu else "CPU (NumPy vs PyTorch and JAX CPU)"
     threads = f"{args.threads} thread(s)" if args.threads else "default threads"
     clock = "wall-clock" if args.clock == "wall" else "process CPU"
-    print_table(rows, f"{device}, {threads}, {clock} seconds")
-    if torch_note:
-        print(f"PyTorch column: {torch_note}")
-    settings = {**base, "rounds": rounds, "clock": args.clock}
-    return {"settings": settings, "torch_note": torch_note, "results": rows}
+    print_table(rows, f"{device}, {threads}, {clock} seconds", args.peers)
+    for peer, note in notes.items():
+        if note:
+            print(f"{peer} column: {note}")
+    settings = {**base, "rounds": rounds, "clock": args.clock, "peers": args.peers}
+    return {
+        "settings": settings,
+        "torch_note": notes.get("torch"),
+        "peer_notes": notes,
+        "results": rows,
+    }
 
 
 #: Which figures of a worker each clock reads: epochs, products, per-epoch product ratios.
@@ -425,7 +558,10 @@ CLOCKS = {
 
 
 def _combine(
-    name: str, runs: list[dict[str, Any]], twins: list[dict[str, Any]], clock: str = "wall"
+    name: str,
+    runs: list[dict[str, Any]],
+    twins: dict[str, list[dict[str, Any]]],
+    clock: str = "wall",
 ) -> dict[str, Any]:
     """One row from the rounds: medians over every timed epoch, ratios per round."""
     bad = [r for r in runs if "error" in r]
@@ -461,27 +597,33 @@ def _combine(
     o_epochs, _, o_ratio = CLOCKS[other]
     row[f"{other}_seconds"] = statistics.median([s for r in runs for s in r[o_epochs][1:]])
     row[f"{other}_vs_products"] = statistics.median([q for r in runs for q in r[o_ratio]])
-    good = [t for t in twins if "error" not in t]
-    if twins and not good:
-        row["torch"] = {"error": twins[0]["error"]}
-    elif good:
-        torch_timed = [s for t in good for s in t[epochs_key][1:]]
-        row["torch"] = {
-            "seconds": statistics.median(torch_timed),
-            "seconds_min": min(torch_timed),
+    for peer, results in twins.items():
+        key = PEERS[peer][0]
+        good = [t for t in results if "error" not in t]
+        if results and not good:
+            row[key] = {"error": results[0]["error"]}
+            continue
+        if not good:
+            continue
+        peer_timed = [s for t in good for s in t[epochs_key][1:]]
+        row[key] = {
+            "seconds": statistics.median(peer_timed),
+            "seconds_min": min(peer_timed),
             f"{other}_seconds": statistics.median([s for t in good for s in t[o_epochs][1:]]),
+            "first_call_seconds": statistics.median(t["first_call_seconds"] for t in good),
             "peak_rss_mib": max(t["peak_rss_mib"] for t in good),
-            "version": good[0].get("torch"),
+            "version": good[0].get("jax" if peer == "jax" else "torch"),
             "threads": good[0].get("torch_threads"),
+            "optimizer": good[0].get("jax_optimizer"),
             "rounds": good,
         }
         per_round = [
             statistics.median(r[epochs_key][1:]) / statistics.median(t[epochs_key][1:])
-            for r, t in zip(runs, twins, strict=False)
+            for r, t in zip(runs, results, strict=False)
             if "error" not in t
         ]
-        row["vs_torch_rounds"] = per_round
-        row["vs_torch"] = statistics.median(per_round)
+        row[f"vs_{key}_rounds"] = per_round
+        row[f"vs_{key}"] = statistics.median(per_round)
     return row
 
 
@@ -546,7 +688,12 @@ def main(argv: list[str] | None = None) -> int:
         " busy machine disturb far less (use with --threads 1)",
     )
     p.add_argument("--partial", type=Path, default=None, help=argparse.SUPPRESS)
-    p.add_argument("--no-torch", action="store_true", help="skip the PyTorch column")
+    p.add_argument("--no-torch", action="store_true", help="skip the PyTorch columns")
+    p.add_argument(
+        "--peers",
+        default=",".join(PEERS),
+        help="peer frameworks to compare with (comma-separated: torch, torch-compile, jax)",
+    )
     p.add_argument("--sweep", action="store_true", help="cost vs hidden size and k (10k images)")
     p.add_argument("--sweep-hidden", default="500,1000,2000")
     p.add_argument("--sweep-k", default="10,25,100")
@@ -560,6 +707,10 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(run_worker(json.loads(args.worker))))
         return 0
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    args.peers = [peer.strip() for peer in args.peers.split(",") if peer.strip()]
+    unknown = sorted(set(args.peers) - set(PEERS))
+    if unknown:
+        p.error(f"unknown peer(s) {', '.join(unknown)}; choose from {', '.join(PEERS)}")
     args.sweep_hidden = [int(v) for v in args.sweep_hidden.split(",")]
     args.sweep_k = [int(v) for v in args.sweep_k.split(",")]
     started = time.time()
