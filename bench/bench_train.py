@@ -170,9 +170,9 @@ def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
                     faults_per_step.append(faults / steps)
 
         trainer = Trainer(method, data, cfg, callbacks=[CpuClock()])
-        from sparsekit import _jit
+        from sparsekit.backend import fused
 
-        out["fused_loops"] = not gpu and _jit.kernels() is not None
+        out["fused_loops"] = not gpu and fused.enabled()
         backend = trainer.backend
         xp, sync = backend.xp, backend.synchronize
         for _ in range(epochs):
@@ -330,10 +330,9 @@ THREAD_VARS = (
 
 def _spawn(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)]
+    # The worker imports NumPy first and calls no sparsekit.tune_process(): what a script
+    # embedding sparsekit gets (sparsekit bounds BLAS's threads itself while it trains).
     env = dict(os.environ)
-    # What `import sparsekit` sets before NumPy loads OpenBLAS (sparsekit/_blas_env.py); the
-    # worker imports NumPy first, so it is set here. A value in the environment wins.
-    env.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
     if spec.get("threads"):
         env.update({var: str(spec["threads"]) for var in THREAD_VARS})
         if spec["threads"] == 1 and "XLA_FLAGS" not in env:  # JAX: XLA's own thread pool
@@ -410,7 +409,7 @@ def _environment(gpu: bool) -> dict[str, Any]:
         env["scipy"] = scipy.__version__
     except ImportError:
         pass
-    # The fused loops (sparsekit._jit): Numba's version, or why they are off.
+    # The fused loops (sparsekit.backend.fused): Numba's version, or why they are off.
     env["sparsekit_jit"] = os.environ.get("SPARSEKIT_JIT", "1")
     try:
         import numba
