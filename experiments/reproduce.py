@@ -2,7 +2,7 @@
 
     OPENBLAS_NUM_THREADS=1 python -m experiments.reproduce                 # everything
     OPENBLAS_NUM_THREADS=1 python -m experiments.reproduce --only ksparse  # one part
-    python -m experiments.reproduce --summary                              # tables only
+    python -m experiments.reproduce --summary       # only the tables of what is done
 
 Parts, run in this order (``--only`` picks some):
 
@@ -625,6 +625,76 @@ def summarize(out: Path, seeds: Sequence[int] = SEEDS) -> dict[str, Any]:
     return summary
 
 
+def _pm(stat: dict[str, Any] | None, scale: float = 100.0, digits: int = 2) -> str:
+    if not stat or stat["mean"] is None:
+        return "–"
+    std = "" if stat["std"] is None else f" ± {scale * stat['std']:.{digits}f}"
+    return f"{scale * stat['mean']:.{digits}f}{std}"
+
+
+def markdown(summary: dict[str, Any], out: Path = OUT) -> str:
+    """The summary as the Markdown tables of docs/results.md (percent for errors)."""
+    lines: list[str] = []
+    ks = summary.get("ksparse")
+    if ks:
+        lines += [
+            "| seed | probe C (chosen) | test error | dead units (test) | FVE (test) |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for seed in ks["seeds"]:
+            r = read_json(seed_path(out, "ksparse", seed)) or {}
+            m = r["test_measures"]
+            lines.append(
+                f"| {seed} | {r['probe']['C']} | {100 * r['error']:.2f}% | {m['dead_units']} "
+                f"| {m['fve']:.3f} |"
+            )
+        lines.append(
+            f"| **mean ± std ({ks['error']['n']} seeds)** | | **{_pm(ks['error'])}%** "
+            f"| {_pm(ks['dead_units_test'], 1, 1)} | {_pm(ks['fve_test'], 1, 3)} |"
+        )
+        lines.append("")
+    var = summary.get("ksparse-variants")
+    if var:
+        lines += ["| encoding | seeds | C chosen | test error |", "| --- | --- | --- | --- |"]
+        for key, v in var.items():
+            lines.append(
+                f"| {key} | {', '.join(map(str, v['seeds']))} | {', '.join(map(str, v['C']))} "
+                f"| {_pm(v['error'])}% |"
+            )
+        lines.append("")
+    st = summary.get("self-taught")
+    if st:
+        raw = st.get("raw_pixels") or {}
+        lines += [
+            f"self-taught: accuracy {_pm(st['accuracy'])}% over seeds {st['seeds']} "
+            f"(C {st['C']}); raw pixels {100 * raw.get('accuracy', float('nan')):.2f}% "
+            f"(C {raw.get('C')})",
+            "",
+        ]
+    nf = summary.get("ng-filters")
+    if nf:
+        lines += [
+            f"ng-filters: mse {_pm(nf['mse'], 1, 4)}, fve {_pm(nf['fve'], 1, 3)}, mean "
+            f"activation {_pm(nf['mean_activation'], 1, 3)}, coherence "
+            f"{_pm(nf['coherence'], 1, 3)} over seeds {nf['seeds']}",
+            "",
+        ]
+    ar = summary.get("arora")
+    if ar:
+        lines += [
+            "| k | samples | epochs | max distance | mean distance | atoms within 0.1 |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+        for row in ar["rows"]:
+            lines.append(
+                f"| {row['k']} | {row['n']:,} | {row['epochs']} | {_pm(row['max'], 1, 3)} "
+                f"| {_pm(row['mean'], 1, 3)} | {_pm(row['recovered'], 100, 1)}% |"
+            )
+        lines.append("")
+    lines.append(f"compute seconds: {summary.get('compute_seconds')}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", nargs="+", choices=PARTS, default=None, help="these parts only")
@@ -639,7 +709,7 @@ def main(argv: list[str] | None = None) -> int:
         write_json(args.out / "summary.json", summary)
     else:
         summary = run(plan, args.only or PARTS)
-    print(json.dumps(summary, indent=1)[:6000])
+    print(markdown(summary, args.out))
     return 0
 
 
