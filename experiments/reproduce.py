@@ -27,11 +27,11 @@ Parts, run in this order (``--only`` picks some):
 The seed sets the initial weights and the shuffling (one ``TrainConfig.seed``; the trainer
 splits it into both). Each seed's numbers go to ``experiments/results/reproduce/<part>/
 seed-<s>.json`` as soon as they exist; a seed whose file says ``"done": true`` is never
-recomputed. A k-sparse training run writes a checkpoint every ``--checkpoint-every``
-epochs; an interrupted one resumes from it (on the CPU, bit for bit the run that was never
-interrupted). The final checkpoint (``seed-<s>.ckpt.npz``: the trained model) is kept for the variants;
-checkpoints are not committed
-(see .gitignore). The summary (mean ± sample standard deviation over the seeds, and the
+recomputed. A k-sparse training run writes a checkpoint every 10 epochs
+(``KSparseSettings.checkpoint_every``); run again after an interruption, it resumes from
+it (on the CPU, bit for bit the run that was never interrupted). The final checkpoint
+(``seed-<s>.ckpt.npz``, the trained model, not committed: see .gitignore) is what the
+variants read. The summary (mean ± sample standard deviation over the seeds, and the
 summed compute seconds) is written to ``experiments/results/reproduce/summary.json``.
 """
 
