@@ -561,25 +561,21 @@ def summarize(out: Path, seeds: Sequence[int] = SEEDS) -> dict[str, Any]:
         return [r for r in records if r and r.get("done")]
 
     summary: dict[str, Any] = {"seeds_asked": list(seeds), "compute_seconds": {}}
+    def trained(records: list[dict[str, Any]]) -> dict[str, Any]:  # a k-sparse training part
+        return {
+            "seeds": [r["seed"] for r in records],
+            "error": mean_std([r["error"] for r in records]),
+            "C": [r["probe"]["C"] for r in records],
+            "dead_units_test": mean_std([r["test_measures"]["dead_units"] for r in records]),
+            "fve_test": mean_std([r["test_measures"]["fve"] for r in records]),
+        }
+
     ks = done("ksparse")
     if ks:
-        summary["ksparse"] = {
-            "seeds": [r["seed"] for r in ks],
-            "error": mean_std([r["error"] for r in ks]),
-            "C": [r["probe"]["C"] for r in ks],
-            "dead_units_test": mean_std([r["test_measures"]["dead_units"] for r in ks]),
-            "fve_test": mean_std([r["test_measures"]["fve"] for r in ks]),
-            "published": KSparseSettings.published,
-        }
+        summary["ksparse"] = {**trained(ks), "published": KSparseSettings.published}
     adam = done("ksparse-adam")
     if adam:
-        summary["ksparse-adam"] = {
-            "seeds": [r["seed"] for r in adam],
-            "error": mean_std([r["error"] for r in adam]),
-            "C": [r["probe"]["C"] for r in adam],
-            "dead_units_test": mean_std([r["test_measures"]["dead_units"] for r in adam]),
-            "fve_test": mean_std([r["test_measures"]["fve"] for r in adam]),
-        }
+        summary["ksparse-adam"] = trained(adam)
     var = [  # finished variants count even where the seed's others are still to come
         r for r in (read_json(seed_path(out, "ksparse-variants", s)) for s in seeds) if r
     ]

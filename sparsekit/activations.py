@@ -146,12 +146,9 @@ def _sigmoid_tail_loop(t, one, half):  # pragma: no cover - runs compiled
 
 @fused.op
 def sigmoid_output_delta(xp: Any, xhat: Any, x: Any, scale: float) -> tuple[Any, Any, Any]:
-    """``(G, Σ_rows G, Σ (X̂ − X)²)``, G = ((X̂ − X)·scale) ∘ X̂(1 − X̂), for X̂ = σ(Y)."""
-    g = xhat - x
-    squares = xp.vdot(g, g)
-    g *= scale
-    g *= xhat * (1 - xhat)
-    return g, g.sum(axis=0), squares
+    """``(G, Σ_rows G, Σ (X̂ − X)²)``, G = ((X̂ − X)·scale) ∘ X̂(1 − X̂), for X̂ = σ(Y): the
+    generic formula with σ′ taken from X̂."""
+    return Activation.output_delta(SIGMOID, xp, xhat, None, x, scale)
 
 
 @sigmoid_output_delta.twin
@@ -202,13 +199,9 @@ def _output_delta_loop(g, xhat, x, colsum, scale, one):  # pragma: no cover - ru
 
 @fused.op
 def sigmoid_hidden_delta(xp: Any, d: Any, a: Any, row: Any, scale: float) -> Any:
-    """``d ← ((d + row)·scale) ∘ A(1 − A)`` in place, returning ``Σ_rows d``."""
-    if row is not None:
-        d += row
-    if scale != 1:
-        d *= scale
-    d *= a * (1 - a)
-    return d.sum(axis=0)
+    """``d ← ((d + row)·scale) ∘ A(1 − A)`` in place, returning ``Σ_rows d``: the generic
+    formula with σ′ taken from A."""
+    return Activation.hidden_delta(SIGMOID, xp, d, None, a, row, scale)
 
 
 @sigmoid_hidden_delta.twin

@@ -144,10 +144,11 @@ def reference_loss_and_grads(
     code = a * mask
     y = code @ w_dec + params["b_dec"]
     xhat = g_out.value(xp, y)
-    reconstruction = 0.5 * xp.vdot(xhat - x, xhat - x) / batch
+    diff = xhat - x
+    reconstruction = 0.5 * xp.vdot(diff, diff) / batch
     loss = reconstruction
     # backward (the scale 1/B applied as one multiplication, as the step does)
-    g = (xhat - x) * (1.0 / batch)
+    g = diff * (1.0 / batch)
     g_prime = g_out.derivative(xp, y, xhat)
     if g_prime is not None:
         g = g * g_prime
