@@ -10,6 +10,7 @@ Library entry points::
 
 A run directory (what ``sparsekit train`` writes) from Python::
 
+    run_dir = sparsekit.train_run("ksparse", "mnist", epochs=10, k=25)  # ``sparsekit train``
     result = sparsekit.evaluate_run(run_dir)          # what ``sparsekit eval`` measures
     codes = sparsekit.encode_run(run_dir, "x.npy")     # ``sparsekit encode``, preprocessing too
     model = sparsekit.resume_run(run_dir, epochs=20)   # ``sparsekit train --resume``
@@ -51,6 +52,7 @@ from sparsekit.model import Model
 from sparsekit.registry import MethodRegistry, load_registry, make_plugin_manager
 from sparsekit.run import RunWriter, render_run
 from sparsekit.runs import (
+    StartedRun,
     encode_run,
     evaluate_run,
     prepare_data,
@@ -59,6 +61,8 @@ from sparsekit.runs import (
     resume_trainer,
     run_summary,
     save_preprocessing,
+    start_run,
+    train_run,
 )
 from sparsekit.saelens import SAELensArch, export_saelens, import_saelens, load_saelens
 from sparsekit.train import Callback, Trainer, make_method, train
@@ -118,6 +122,9 @@ __all__ = [
     "resume_trainer",
     "run_summary",
     "save_preprocessing",
+    "start_run",
+    "StartedRun",
+    "train_run",
     "tune_process",
     "__version__",
 ]

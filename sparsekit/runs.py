@@ -1,9 +1,11 @@
-"""Run directories from Python: evaluate a run, encode new data with it, resume it.
+"""Run directories from Python: train one, evaluate it, encode new data with it, resume it.
 
-What ``sparsekit eval``, ``sparsekit encode`` and ``sparsekit train --resume`` do, as
-functions (the commands only parse their options, call these and print)::
+What ``sparsekit train``, ``sparsekit eval``, ``sparsekit encode`` and
+``sparsekit train --resume`` do, as functions (the commands only parse their options, call
+these and print)::
 
     import sparsekit
+    run_dir = sparsekit.train_run("ksparse", "mnist", out="runs", epochs=10, k=25)
     result = sparsekit.evaluate_run("runs/ksparse-20250101-120000")     # eval.json's content
     codes = sparsekit.encode_run("runs/ksparse-20250101-120000", "test-images.npy")
     model = sparsekit.resume_run("runs/ksparse-20250101-120000", epochs=20)
@@ -22,7 +24,7 @@ import time
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -32,6 +34,8 @@ from sparsekit.measures import PROBE_C, PROBE_MAX_ITER
 
 if TYPE_CHECKING:
     from sparsekit.data.dataset import Dataset
+    from sparsekit.data.download import ProgressCallback
+    from sparsekit.methods.base import Method
     from sparsekit.model import Model
     from sparsekit.train import Callback, Trainer
 
@@ -47,6 +51,9 @@ __all__ = [
     "run_directory",
     "run_summary",
     "save_preprocessing",
+    "start_run",
+    "StartedRun",
+    "train_run",
 ]
 
 #: Where a run keeps its preprocessing parameters (only when it has any).
@@ -327,6 +334,127 @@ def evaluate_run(
             raise OutputError(f"cannot create {output.parent}: {exc.strerror or exc}") from None
         write_json(output, result)
     return result
+
+
+# --------------------------------------------------------------------------- train
+
+
+class StartedRun(NamedTuple):
+    """A new run directory and the trainer that fills it (:func:`start_run`)."""
+
+    trainer: Trainer
+    run_dir: Path
+
+
+def start_run(
+    method: str | Method | type[Method],
+    dataset: PathLike = "mnist",
+    *,
+    out: PathLike = "runs",
+    data: PathLike | None = None,
+    download: bool = True,
+    subset: int | None = None,
+    remove_mean: bool = False,
+    zca: bool = False,
+    hidden: int | None = None,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    optimizer: str | None = None,
+    momentum: float | None = None,
+    tied: bool | None = None,
+    center: bool | None = None,
+    seed: int = 0,
+    dtype: str = "float32",
+    gpu: bool = False,
+    snapshot_every: int = 1,
+    checkpoint_every: int = 1,
+    callbacks: Sequence[Callback] = (),
+    progress: ProgressCallback | None = None,
+    registry: Any = None,
+    **method_params: Any,
+) -> StartedRun:
+    """Load the data, create ``out/<method>-<date>-<time>`` and return it with a
+    :class:`~sparsekit.train.Trainer` that writes the run there; call ``.fit()`` on it.
+
+    What ``sparsekit train`` does before its first step, with the same settings and
+    defaults: ``dataset`` is a :func:`~sparsekit.data.load_dataset` spec (``"mnist"``, a
+    ``.npy`` file, ...) read from ``data`` (downloaded when missing and ``download``), cut
+    to ``subset`` samples, then mean-removed / ZCA-whitened (the parameters stored in the
+    run directory, so :func:`encode_run` and :func:`evaluate_run` apply them to new data).
+    The run keeps how to load its data again, so :func:`resume_run` can continue it. The
+    trainer's callbacks are the run's :class:`~sparsekit.run.RunWriter`, then ``callbacks``;
+    ``progress`` reports a download. Settings are checked before any data is read, and no
+    directory is created for a run that cannot start.
+    """
+    from sparsekit.backend import get_backend
+    from sparsekit.config import resolve_config
+    from sparsekit.data import Preprocessed, load_dataset, preprocess
+    from sparsekit.run import RunWriter, create_run_dir
+    from sparsekit.train import Trainer, make_method
+
+    instance = make_method(method, registry, **method_params)
+    config = resolve_config(
+        instance,
+        hidden=hidden,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        optimizer=optimizer,
+        momentum=momentum,
+        tied=tied,
+        center=center,
+        seed=seed,
+        dtype=dtype,
+        gpu=gpu,
+    )
+    if subset is not None and subset < 1:
+        raise ParameterError(f"subset must be a positive number of samples, got {subset}")
+    for flag, every in (("snapshot", snapshot_every), ("checkpoint", checkpoint_every)):
+        if every < 1:
+            raise ParameterError(f"--{flag}-every must be a positive number of epochs, got {every}")
+    instance.validate(config.hidden)  # before any data is read or downloaded
+    backend = get_backend(config.gpu, config.dtype)  # no CUDA: a clear error, before the data
+    train_set = load_dataset(
+        dataset, data, split="train", subset=subset, download=download, progress=progress
+    )
+    if remove_mean or zca:
+        train_set = preprocess(train_set, remove_mean=remove_mean, zca=zca, seed=seed)
+    instance.validate(config.hidden, train_set.dim)
+    run_dir = create_run_dir(out, instance.name)
+    if isinstance(train_set, Preprocessed):
+        save_preprocessing(run_dir, train_set)
+    writer = RunWriter(
+        run_dir,
+        data_spec={
+            "spec": str(Path(dataset).resolve()) if Path(dataset).exists() else str(dataset),
+            "data": str(Path(data).resolve()) if data is not None else None,
+            "split": "train",
+            "subset": subset,
+            "download": download,
+            "remove_mean": remove_mean,
+            "zca": zca,
+            "seed": seed,
+        },
+        snapshot_every=snapshot_every,
+        checkpoint_every=checkpoint_every,
+    )
+    trainer = Trainer(instance, train_set, config, callbacks=[writer, *callbacks], backend=backend)
+    return StartedRun(trainer, run_dir)
+
+
+def train_run(
+    method: str | Method | type[Method], dataset: PathLike = "mnist", **settings: Any
+) -> Path:
+    """Train ``method`` into a new run directory and return its path: ``sparsekit train`` as
+    a function. ``settings`` are :func:`start_run`'s (``out``, ``epochs``, ``hidden``, the
+    method's own parameters such as ``k``...). The directory then serves
+    :func:`evaluate_run`, :func:`encode_run`, :func:`resume_run` and
+    :func:`sparsekit.load_run`.
+    """
+    trainer, run_dir = start_run(method, dataset, **settings)
+    trainer.fit()
+    return run_dir
 
 
 # --------------------------------------------------------------------------- resume

@@ -1,4 +1,5 @@
-"""The library side of ``eval``, ``encode`` and ``train --resume``: :mod:`sparsekit.runs`.
+"""The library side of ``train``, ``eval``, ``encode`` and ``train --resume``:
+:mod:`sparsekit.runs`.
 
 A Python user does with a run directory what the commands do, preprocessing included.
 """
@@ -34,7 +35,15 @@ SETTINGS = {"hidden": 16, "batch_size": 50, "seed": 0}
 
 
 def _train_run(out: Path, epochs: int) -> Path:
-    """A k-sparse run of ``epochs`` on 300 mean-removed MNIST images, as the CLI writes it."""
+    """A k-sparse run of ``epochs`` on 300 mean-removed MNIST images (``sparsekit train``)."""
+    return sparsekit.train_run(
+        "ksparse", "mnist", out=out, data=DATA_DIR, download=False, subset=300,
+        remove_mean=True, epochs=epochs, snapshot_every=epochs, k=5, k_start=5, **SETTINGS,
+    )  # fmt: skip
+
+
+def _assembled_run(out: Path, epochs: int) -> Path:
+    """The same run put together by hand from the parts ``train_run`` is made of."""
     train_set = preprocess(
         load_dataset("mnist", DATA_DIR, split="train", subset=300, download=False),
         remove_mean=True,
@@ -57,6 +66,54 @@ def run_dir(tmp_path_factory) -> Path:
 
 def _test_images(n: int) -> np.ndarray:
     return load_dataset("mnist", DATA_DIR, split="test", subset=n).to_array(np.float32)
+
+
+def test_train_run_writes_what_the_parts_write(run_dir, tmp_path):
+    by_hand = _assembled_run(tmp_path, epochs=2)
+    ours, theirs = (json.loads((d / "config.json").read_text()) for d in (run_dir, by_hand))
+    assert ours.pop("data_spec") == {**theirs.pop("data_spec"), "data": str(DATA_DIR.resolve())}
+    assert ours == theirs
+    ours, theirs = (json.loads((d / "summary.json").read_text()) for d in (run_dir, by_hand))
+    ours.pop("total_seconds"), theirs.pop("total_seconds")
+    assert ours == theirs
+    model, assembled = sparsekit.load_run(run_dir), sparsekit.load_run(by_hand)
+    np.testing.assert_array_equal(model.encoder_weights, assembled.encoder_weights)
+    stored = sparsekit.read_preprocessing(run_dir)
+    assert stored is not None and stored["remove_mean"] is True
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"subset": 0}, "subset must be a positive"),
+        ({"snapshot_every": 0}, "--snapshot-every must be a positive"),
+        ({"checkpoint_every": -1}, "--checkpoint-every must be a positive"),
+        ({"hidden": 3}, "k"),  # k = 5 of 3 units: refused before any data is read
+        ({"data": "/nonexistent/sparsekit-data"}, "mnist"),
+    ],
+)
+def test_start_run_refuses_bad_settings_before_creating_a_run(settings, message, tmp_path):
+    kwargs = {"out": tmp_path / "runs", "data": DATA_DIR, "download": False, "k": 5, **settings}
+    with pytest.raises(sparsekit.SparsekitError, match=message):
+        sparsekit.start_run("ksparse", "mnist", **kwargs)
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_start_run_hands_back_a_trainer_with_the_writer_first(tmp_path):
+    seen = []
+
+    class Epochs(sparsekit.Callback):
+        def on_epoch_end(self, trainer, metrics):
+            seen.append((metrics["epoch"], (run_dir / "metrics.jsonl").exists()))
+
+    trainer, run_dir = sparsekit.start_run(
+        "ksparse", "mnist", out=tmp_path, data=DATA_DIR, download=False, subset=100,
+        epochs=1, hidden=8, k=3, callbacks=[Epochs()],
+    )  # fmt: skip
+    assert run_dir.parent == tmp_path and run_dir.name.startswith("ksparse-")
+    assert isinstance(trainer.callbacks[0], RunWriter) and trainer.epoch == 0
+    trainer.fit()
+    assert seen == [(1, True)]  # the run's files are written before the user's callback runs
 
 
 def test_preprocessing_is_stored_and_read_back(run_dir, tmp_path):
@@ -121,7 +178,7 @@ def test_resume_run_continues_bit_for_bit(run_dir, tmp_path):
     metrics = (resumed_dir / "metrics.jsonl").read_text().splitlines()
     assert len(metrics) == 3
     assert sparsekit.load_checkpoint(resumed_dir)["meta"]["epoch"] == 3
-    straight = sparsekit.load_run(_train_run(tmp_path / "straight", epochs=3))
+    straight = sparsekit.load_run(_assembled_run(tmp_path / "straight", epochs=3))
     np.testing.assert_array_equal(model.encoder_weights, straight.encoder_weights)
     # A run that has all its epochs comes back as it is, untrained.
     again = sparsekit.resume_run(resumed_dir)

@@ -10,7 +10,6 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from sparsekit.backend import get_backend
 from sparsekit.cli.data_cmd import download_progress
 from sparsekit.cli.options import (
     DataDirOption,
@@ -19,11 +18,10 @@ from sparsekit.cli.options import (
     SubsetOption,
     step_progress,
 )
-from sparsekit.config import resolve_config
 from sparsekit.errors import ParameterError
 from sparsekit.methods.base import Method
 from sparsekit.registry import load_registry
-from sparsekit.runs import save_preprocessing
+from sparsekit.runs import start_run
 from sparsekit.train import Callback, Trainer
 
 #: Unknown ``--name value`` options are the method's own parameters.
@@ -165,8 +163,6 @@ def train(
     The method's own parameters are options too, e.g. `sparsekit train ksparse --k 40`.
     """
     from sparsekit.cli.stop import stop_on_signals
-    from sparsekit.data import Preprocessed, load_dataset, preprocess
-    from sparsekit.run import RunWriter, create_run_dir
 
     if show_help:
         typer.echo(ctx.get_help(), nl=False)
@@ -190,66 +186,36 @@ def train(
         return
     if method is None:
         raise ParameterError("name the METHOD to train (see `sparsekit list`), or --resume RUN_DIR")
-    registry = load_registry()
-    method_cls = registry.get(method)
-    instance = method_cls(**parse_method_options(method_cls, list(ctx.args)))
-    config = resolve_config(
-        instance,
-        hidden=hidden,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        optimizer=optimizer,
-        momentum=momentum,
-        tied=tied,
-        center=center,
-        seed=seed,
-        dtype=dtype,
-        gpu=gpu,
-    )
-    if subset is not None and subset < 1:
-        raise ParameterError(f"subset must be a positive number of samples, got {subset}")
-    for flag, every in (("snapshot", snapshot_every), ("checkpoint", checkpoint_every)):
-        if every is not None and every < 1:
-            raise ParameterError(f"--{flag}-every must be a positive number of epochs, got {every}")
-    instance.validate(config.hidden)  # before any data is read or downloaded
-    backend = get_backend(config.gpu, config.dtype)
+    method_cls = load_registry().get(method)
     console = Console(stderr=True)
     with download_progress(console) as progress:
-        train_set = load_dataset(
-            dataset, data, split="train", subset=subset, download=download, progress=progress
+        trainer, run_dir = start_run(
+            method_cls(**parse_method_options(method_cls, list(ctx.args))),
+            dataset,
+            out=out,
+            data=data,
+            download=download,
+            subset=subset,
+            remove_mean=remove_mean,
+            zca=zca,
+            hidden=hidden,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            optimizer=optimizer,
+            momentum=momentum,
+            tied=tied,
+            center=center,
+            seed=seed,
+            dtype=dtype,
+            gpu=gpu,
+            snapshot_every=1 if snapshot_every is None else snapshot_every,
+            checkpoint_every=1 if checkpoint_every is None else checkpoint_every,
+            progress=progress,
         )
-    if remove_mean or zca:
-        train_set = preprocess(train_set, remove_mean=remove_mean, zca=zca, seed=seed)
-    instance.validate(config.hidden, train_set.dim)
-    run_dir = create_run_dir(out, instance.name)
-    if isinstance(train_set, Preprocessed):
-        save_preprocessing(run_dir, train_set)
+    instance, config, train_set = trainer.method, trainer.config, trainer.dataset
     with step_progress(console) as progress:
-        trainer = Trainer(
-            instance,
-            train_set,
-            config,
-            callbacks=[
-                RunWriter(
-                    run_dir,
-                    data_spec={
-                        "spec": str(Path(dataset).resolve()) if Path(dataset).exists() else dataset,
-                        "data": str(data.resolve()) if data is not None else None,
-                        "split": "train",
-                        "subset": subset,
-                        "download": download,
-                        "remove_mean": remove_mean,
-                        "zca": zca,
-                        "seed": seed,
-                    },
-                    snapshot_every=1 if snapshot_every is None else snapshot_every,
-                    checkpoint_every=1 if checkpoint_every is None else checkpoint_every,
-                ),
-                RichProgress(progress),
-            ],
-            backend=backend,
-        )
+        trainer.callbacks.append(RichProgress(progress))
         console.print(
             f"training [bold]{instance.name}[/bold] {instance.get_params()} on {train_set.name} "
             f"({len(train_set)} samples), hidden {config.hidden}, {config.epochs} epochs, "
