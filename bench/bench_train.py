@@ -183,6 +183,10 @@ def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
             )
             product_seconds.append(wall)
             product_cpu_seconds.append(cpu)
+            # The bare products ran on BLAS's threads, which spin for about 0.1 s after a
+            # call (OpenBLAS) and would slow the next epoch's first steps on threads of
+            # their own; the harness must not disturb what it times.
+            time.sleep(0.3)
         out["final_metrics"] = {
             k: v for k, v in trainer.history[-1].items() if isinstance(v, (int, float))
         }

@@ -165,7 +165,10 @@ class Trainer:
         backend.synchronize()
         start = time.perf_counter()
         # BLAS on one thread while sparsekit splits products and loops itself (no spinning
-        # BLAS threads competing with them, whatever the import order; see backend.process).
+        # BLAS threads competing with them, whatever the import order; see backend.process),
+        # up to the epoch's metrics: a two-thread BLAS call there (the coherence's W Wᵀ)
+        # would leave a BLAS thread spinning into the next epoch (OpenBLAS: about 0.1 s),
+        # halving the speed of sparsekit's own threads meanwhile.
         with own_threads():
             for step in range(steps):
                 rows = np.sort(order[step * cfg.batch_size : (step + 1) * cfg.batch_size])
@@ -200,37 +203,39 @@ class Trainer:
                     cb.on_step_end(self, step + 1, steps)
                 if self.stop_requested:
                     break
-        backend.synchronize()
-        seconds = time.perf_counter() - start
-        if self.stop_requested and step + 1 < steps:
-            return {}
-        for name, value in self.params.items():
-            if not bool(xp.isfinite(value).all()):
+            backend.synchronize()
+            seconds = time.perf_counter() - start
+            if self.stop_requested and step + 1 < steps:
+                return {}
+            for name, value in self.params.items():
+                if not bool(xp.isfinite(value).all()):
+                    raise DivergenceError(
+                        f"training diverged at epoch {epoch + 1}, step {step + 1}: {name} holds NaN"
+                        " or infinite values (try a smaller learning rate)"
+                    )
+            # Finite but huge weights overflow when used: check them on the last batch.
+            if not bool(
+                xp.isfinite(autoencoder.forward(method, backend, self.params, x).xhat).all()
+            ):
                 raise DivergenceError(
-                    f"training diverged at epoch {epoch + 1}, step {step + 1}: {name} holds NaN"
-                    " or infinite values (try a smaller learning rate)"
+                    f"training diverged at epoch {epoch + 1}, step {step + 1}: the weights are so"
+                    " large that reconstructions overflow (try a smaller learning rate)"
                 )
-        # Finite but huge weights overflow when used: check them on the last batch.
-        if not bool(xp.isfinite(autoencoder.forward(method, backend, self.params, x).xhat).all()):
-            raise DivergenceError(
-                f"training diverged at epoch {epoch + 1}, step {step + 1}: the weights are so"
-                " large that reconstructions overflow (try a smaller learning rate)"
-            )
-        if variance is not None:
-            self._data_sst = variance.sst
-        counts = backend.to_numpy(active_per_unit)
-        metrics = {
-            "epoch": epoch + 1,
-            "loss": float(loss_sum) / n,
-            "mse": 2.0 * float(rec_sum) / (n * self.dataset.dim),
-            "mean_active": float(counts.sum()) / n,
-            "dead_units": int((counts == 0).sum()),
-            "seconds": seconds,
-            # 1 − SSE/SST of the epoch's running reconstructions; coherence of the decoder atoms.
-            "fve": fve_from_sums(2.0 * float(rec_sum), self._data_sst),
-            "coherence": coherence(decoder_weights(self.params), xp=xp),
-        }
-        metrics.update(method.epoch_metrics())
+            if variance is not None:
+                self._data_sst = variance.sst
+            counts = backend.to_numpy(active_per_unit)
+            metrics = {
+                "epoch": epoch + 1,
+                "loss": float(loss_sum) / n,
+                "mse": 2.0 * float(rec_sum) / (n * self.dataset.dim),
+                "mean_active": float(counts.sum()) / n,
+                "dead_units": int((counts == 0).sum()),
+                "seconds": seconds,
+                # 1 − SSE/SST of the epoch's running reconstructions; coherence of the decoder atoms.
+                "fve": fve_from_sums(2.0 * float(rec_sum), self._data_sst),
+                "coherence": coherence(decoder_weights(self.params), xp=xp),
+            }
+            metrics.update(method.epoch_metrics())
         self.epoch += 1
         self.history.append(metrics)
         for cb in self.callbacks:
