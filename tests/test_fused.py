@@ -668,6 +668,94 @@ def test_arora_training_fused_matches_numpy(monkeypatch, fused_path):
         assert h_f["loss"] == pytest.approx(h_n["loss"], rel=1e-5)
 
 
+def _sparse_code(dtype, rows=300, units=1000, density=0.02, seed=5):
+    """A B×H code about ``density`` nonzero, with an empty row, a ±0 and a NaN-free full row."""
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((rows, units)).astype(dtype)
+    a[rng.random(a.shape) > density] = 0
+    a[7] = 0  # a sample with no active unit
+    a[8, :] = 0
+    a[8, :25] = 1.5  # a busy sample
+    a[9, 3] = -0.0  # a zero, though its sign bit is set
+    return a
+
+
+@pytest.mark.usefixtures("split_threads")
+@pytest.mark.parametrize("split", [False, True], ids=["one-thread", "split"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+def test_nonzero_products_match_blas(dtype, split, fused_path, monkeypatch):
+    """X W and Xᵀ R by X's nonzeros alone equal BLAS's products: bit for bit where every
+    partial sum is exact (small integers), to rounding otherwise (float32: 1e-5 of the
+    largest |entry|; float64: 1e-12), whole or split over four threads (rows, units and the
+    search for the nonzeros)."""
+    from sparsekit.backend import threads
+    from sparsekit.backend.sparse_code import nonzero_times, nonzero_transpose_times
+
+    if split:
+        monkeypatch.setattr(threads, "PARALLEL_MIN_SIZE", 16)
+    _, calls = fused_path
+    rng = np.random.default_rng(6)
+    a = _sparse_code(dtype)
+    w = rng.standard_normal((1000, 77)).astype(dtype)
+    r = rng.standard_normal((300, 77)).astype(dtype)
+    for got, want, loop in (
+        (nonzero_times(np, a, w), a @ w, "_nonzero_times_loop"),
+        (nonzero_transpose_times(np, a, r), a.T @ r, "_nonzero_transpose_times_loop"),
+    ):
+        assert calls[loop] >= 1, loop
+        assert got.dtype == dtype and got.shape == want.shape
+        scale = float(np.abs(want).max())
+        tol = 1e-5 if dtype == np.float32 else 1e-12
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol * scale)
+    assert np.all(nonzero_times(np, a, w)[7] == 0)
+    # Small integers: every sum is exact in both orders, so the bits must agree.
+    ai, wi, ri = np.round(a * 2), np.round(w * 4), np.round(r * 4)
+    assert np.array_equal(nonzero_times(np, ai, wi), ai @ wi)
+    assert np.array_equal(nonzero_transpose_times(np, ai, ri), ai.T @ ri)
+
+
+def test_nonzero_products_leave_dense_or_unsuitable_input_to_blas(fused_path):
+    """Above NONZERO_DENSITY, for non-contiguous or mixed-dtype input, the reference runs:
+    BLAS's exact bits."""
+    from sparsekit.backend import sparse_code
+    from sparsekit.backend.sparse_code import nonzero_times, nonzero_transpose_times
+
+    spy, calls = fused_path
+    rng = np.random.default_rng(7)
+    dense = _sparse_code(np.float32, density=2 * sparse_code.NONZERO_DENSITY)
+    w = rng.standard_normal((1000, 40)).astype(np.float32)
+    r = rng.standard_normal((300, 40)).astype(np.float32)
+    assert np.array_equal(nonzero_times(np, dense, w), dense @ w)
+    assert np.array_equal(nonzero_transpose_times(np, dense, r), dense.T @ r)
+    sparse = _sparse_code(np.float32)
+    assert np.array_equal(nonzero_times(np, sparse, np.asfortranarray(w)), sparse @ w)
+    assert np.array_equal(
+        nonzero_times(np, sparse, w.astype(np.float64)), sparse @ w.astype(np.float64)
+    )
+    assert not calls["_nonzero_times_loop"] and not calls["_nonzero_transpose_times_loop"]
+    assert {ok for name, ok in spy.results} == {False}
+
+
+def test_arora_step_by_nonzeros_matches_the_dense_step(monkeypatch, fused_kernels):
+    """Arora's whole update with its products by the nonzeros against the same update with
+    BLAS's dense products (float64: 1e-12), on MNIST-like density."""
+    from sparsekit.backend import sparse_code
+    from sparsekit.methods.arora import Arora
+
+    rng = np.random.default_rng(8)
+    params = _arora_params(rng, hidden=200, dim=64)
+    y = rng.standard_normal((128, 64))
+    method = Arora(tau=2.5)
+    backend = sparsekit.get_backend(False, "float64")
+    by_nonzeros = _copy(params)
+    out = method.update(backend, by_nonzeros, y, 0.1)
+    assert 0 < float(out.forward.support.mean()) < sparse_code.NONZERO_DENSITY
+    monkeypatch.setattr(sparse_code, "NONZERO_DENSITY", -1.0)  # always BLAS
+    dense = _copy(params)
+    method.update(backend, dense, y, 0.1)
+    np.testing.assert_allclose(by_nonzeros["W_enc"], dense["W_enc"], rtol=1e-12, atol=1e-14)
+
+
 def _arora_params(rng, hidden=30, dim=20):
     w = rng.standard_normal((hidden, dim))
     w /= np.linalg.norm(w, axis=1, keepdims=True)
@@ -836,6 +924,8 @@ COVERED_OPS = {
     "sparsekit.methods.kl.kl_penalty": "test_kl_penalty_fused_matches_numpy",
     "sparsekit.methods.arora.threshold_code": "test_threshold_code_matches_numpy_bitwise",
     "sparsekit.methods.arora.atom_update": "test_atom_update_matches_numpy",
+    "sparsekit.backend.sparse_code.nonzero_times": "test_nonzero_products_match_blas",
+    "sparsekit.backend.sparse_code.nonzero_transpose_times": "test_nonzero_products_match_blas",
     "sparsekit.train.count_active": "test_count_active_matches_numpy",
     "sparsekit.data.dataset.take_scaled": "test_take_gathers_converts_and_scales_like_numpy",
 }

@@ -1,4 +1,4 @@
-"""Products with a row-sparse code, on any backend.
+"""Products with a sparse code, on any backend.
 
 A top-k support keeps k of H units in every row, so the code is a B×H matrix with k nonzeros
 per row, given by ``indices`` (B×k) and ``values`` (B×k). These kernels compute the decoder
@@ -10,6 +10,10 @@ same arithmetic.
 Every kernel keeps the dtype of its inputs (float32 stays float32) and allocates nothing
 larger than its result plus a cache-sized scratch block. On the CPU, threads of
 :func:`~sparsekit.backend.threads.split_run` split the rows or units.
+
+A code with no fixed count per row (Arora et al.'s thresholded code, about 2% nonzero) is
+kept as an ordinary B×H array; :func:`nonzero_times` and :func:`nonzero_transpose_times`
+multiply it by its nonzeros alone when they are few enough to pay for finding them.
 """
 
 from __future__ import annotations
@@ -18,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from sparsekit.backend import Backend
-from sparsekit.backend.threads import min_rows, split_run
+from sparsekit.backend import Backend, fused
+from sparsekit.backend.threads import matmul, min_rows, split_run
 
 #: Bytes of gathered weight rows per block in :func:`gathered_dot` (about an L2 cache).
 GATHER_BLOCK_BYTES = 1 << 21
@@ -207,3 +211,150 @@ def column_sums(backend: Backend, indices: Any, values: Any, n_units: int) -> An
     out = xp.zeros(n_units, dtype=values.dtype)
     xp.add.at(out, indices.ravel(), values.ravel())  # bincount would upcast to float64
     return out
+
+
+# -- products with a mostly-zero B×H matrix (Arora's code) ------------------------------------
+
+#: Largest share of nonzeros at which :func:`nonzero_times` and :func:`nonzero_transpose_times`
+#: multiply by the nonzeros alone; denser matrices go to BLAS (docs/performance.md, "Arora's
+#: products").
+NONZERO_DENSITY = 0.05
+
+
+@fused.op
+def nonzero_times(xp: Any, a: Any, w: Any) -> Any:
+    """A W for a B×H matrix A that is mostly zeros and a dense H×D matrix W: B×D.
+
+    The fused twin finds A's nonzeros row by row and adds up only their rows of W
+    (Y[i] = Σ_{j: A_ij ≠ 0} A_ij W[j], in increasing j), when at most :data:`NONZERO_DENSITY`
+    of A is nonzero; the sums then differ from BLAS's by rounding only. The zeros are skipped,
+    so a NaN or infinity in W where A is zero does not reach the result.
+    """
+    return matmul(a, w)
+
+
+@nonzero_times.twin
+def _nonzero_times_fused(xp: Any, a: Any, w: Any) -> Any:
+    found = _nonzeros(a, w)
+    if found is None:
+        return fused.NOT_RUN
+    cols, counts = found
+    fn = _nonzero_times_loop.ready(a.dtype.char, a[:0], cols[:0], counts[:0], w, a[:0, :0])
+    if fn is None:
+        return fused.NOT_RUN
+    out = np.empty((a.shape[0], w.shape[1]), dtype=a.dtype)
+    nnz_per_row = max(1, int(counts.sum()) // max(1, a.shape[0]))
+    split_run(
+        lambda lo, hi: fn(a[lo:hi], cols[lo:hi], counts[lo:hi], w, out[lo:hi]),
+        a.shape[0],
+        min_size=min_rows(nnz_per_row * w.shape[1]),
+    )
+    return out
+
+
+@fused.op
+def nonzero_transpose_times(xp: Any, a: Any, r: Any) -> Any:
+    """Aᵀ R for a B×H matrix A that is mostly zeros and a dense B×D matrix R: H×D.
+
+    The fused twin, under the same condition as :func:`nonzero_times`, adds up for every
+    unit j the rows R[i] with A_ij ≠ 0 (in increasing i); threads split the units.
+    """
+    return matmul(a.T, r)
+
+
+@nonzero_transpose_times.twin
+def _nonzero_transpose_times_fused(xp: Any, a: Any, r: Any) -> Any:
+    found = _nonzeros(a, r)
+    if found is None or r.shape[0] != a.shape[0]:
+        return fused.NOT_RUN
+    cols, counts = found
+    fn = _nonzero_transpose_times_loop.ready(
+        a.dtype.char, a[:0], cols[:0], counts[:0], r[:0], r[:0], 0, 0
+    )
+    if fn is None:
+        return fused.NOT_RUN
+    units = a.shape[1]
+    out = np.zeros((units, r.shape[1]), dtype=a.dtype)
+    nnz = int(counts.sum())
+    split_run(
+        lambda lo, hi: fn(a, cols, counts, r, out, lo, hi),
+        units,
+        min_size=min_rows(max(1, nnz // max(1, units)) * r.shape[1]),
+    )
+    return out
+
+
+def _nonzeros(a: Any, other: Any) -> tuple[Any, Any] | None:
+    """``(cols, counts)``: row i's nonzero columns in ``cols[i, :counts[i]]``, increasing;
+    None when the twins cannot take the arrays or A is too dense to gain."""
+    if not (
+        isinstance(a, np.ndarray)
+        and isinstance(other, np.ndarray)
+        and a.ndim == 2
+        and other.ndim == 2
+        and a.dtype in (np.float32, np.float64)
+        and other.dtype == a.dtype
+        and a.flags.c_contiguous
+        and other.flags.c_contiguous
+        and a.size > 0
+    ):
+        return None
+    rows, units = a.shape
+    cols = np.empty((rows, units), dtype=np.int32)
+    counts = np.empty(rows, dtype=np.int64)
+    limit = int(NONZERO_DENSITY * a.size)
+    fn = _row_nonzeros_loop.ready(a.dtype.char, a[:0], cols[:0], counts[:0], limit)
+    if fn is None:
+        return None
+    found: list[int] = []
+
+    def part(lo: int, hi: int) -> None:
+        found.append(fn(a[lo:hi], cols[lo:hi], counts[lo:hi], limit))
+
+    # One thread up to min_rows: waking a second one costs more than its half of the scan
+    # (256×1000: 109 µs on one thread, 146 µs on two, on the machine of performance.md).
+    split_run(part, rows, min_size=min_rows(units))
+    if sum(found) > limit:  # a part that passed the limit stopped there: too dense to gain
+        return None
+    return cols, counts
+
+
+@fused.loop
+def _row_nonzeros_loop(a, cols, counts, limit):  # pragma: no cover - runs compiled
+    total = 0
+    for i in range(a.shape[0]):
+        n = 0
+        for j in range(a.shape[1]):
+            if a[i, j] != 0:  # NaN too: it is not zero
+                cols[i, n] = j
+                n += 1
+        counts[i] = n
+        total += n
+        if total > limit:  # too dense for the nonzero products: stop looking
+            break
+    return total
+
+
+@fused.loop
+def _nonzero_times_loop(a, cols, counts, w, out):  # pragma: no cover - runs compiled
+    dim = w.shape[1]
+    for i in range(a.shape[0]):
+        for d in range(dim):
+            out[i, d] = 0
+        for t in range(counts[i]):
+            j = cols[i, t]
+            v = a[i, j]
+            for d in range(dim):
+                out[i, d] += v * w[j, d]
+
+
+@fused.loop
+def _nonzero_transpose_times_loop(a, cols, counts, r, out, lo, hi):  # pragma: no cover
+    dim = r.shape[1]
+    for i in range(a.shape[0]):
+        for t in range(counts[i]):
+            j = cols[i, t]
+            if j >= lo and j < hi:
+                v = a[i, j]
+                for d in range(dim):
+                    out[j, d] += v * r[i, d]

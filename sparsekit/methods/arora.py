@@ -30,7 +30,7 @@ import numpy as np
 from sparsekit.activations import IDENTITY
 from sparsekit.autoencoder import Forward, pre_activation
 from sparsekit.backend import fused
-from sparsekit.backend.threads import matmul
+from sparsekit.backend.sparse_code import nonzero_times, nonzero_transpose_times
 from sparsekit.hookspecs import hookimpl
 from sparsekit.methods.base import Method, Param, StepResult, non_negative
 
@@ -95,7 +95,7 @@ class Arora(Method):
         xp = backend.xp
         z = pre_activation(xp, params, y)
         code, sgn, support = threshold_code(xp, z, self.tau)
-        out = matmul(code, params["W_enc"])
+        out = nonzero_times(xp, code, params["W_enc"])  # X W, by X's ~2% nonzeros on the CPU
         out += params["b_dec"]
         return Forward(z, z, support, code, None, out, out), sgn
 
@@ -104,7 +104,8 @@ class Arora(Method):
         B×D residual rather than the H×D product (fewer passes)."""
         fwd, sgn = self.decode(backend, params, y)
         residual = fwd.xhat - y
-        return matmul(sgn.T, residual * (scale / y.shape[0])), fwd, residual
+        step = nonzero_transpose_times(backend.xp, sgn, residual * (scale / y.shape[0]))
+        return step, fwd, residual
 
     def update(self, backend, params, x, lr):
         xp = backend.xp
