@@ -98,6 +98,15 @@ def _run_task(job: MethodJob, key: str, topic: str) -> dict[str, Any]:
     return asdict(run_job(job, emit))
 
 
+def _restore_environ(saved: Mapping[str, str]) -> None:
+    """Put back the variables of ``os.environ`` that differ from ``saved``."""
+    for key in [k for k in os.environ if k not in saved]:
+        del os.environ[key]
+    for key, value in saved.items():
+        if os.environ.get(key) != value:
+            os.environ[key] = value
+
+
 class DaskExecutor:
     """A Dask client on a local cluster (``scheduler`` None or ``"local"``) or an existing one.
 
@@ -143,6 +152,7 @@ class DaskExecutor:
         self.cluster: Any = None
         self.worker_env: dict[str, str] = {}
         self._dashboard = False
+        self._environ: dict[str, str] | None = None
 
     # -- lifetime --------------------------------------------------------------------------
 
@@ -167,6 +177,12 @@ class DaskExecutor:
                 except ImportError:
                     dashboard = None
             self._dashboard = dashboard is not None
+            # Dask's nanny writes its pre-spawn variables (OMP/MKL/OPENBLAS_NUM_THREADS=1,
+            # MALLOC_TRIM_THRESHOLD_) into this process's environment before it spawns a
+            # worker and leaves them there: everything started later by the host program
+            # would inherit single-threaded BLAS. They are put back after the cluster starts
+            # (and again when it closes: a worker restarted meanwhile writes them again).
+            self._environ = dict(os.environ)
             try:
                 self.cluster = LocalCluster(
                     n_workers=workers,
@@ -179,6 +195,7 @@ class DaskExecutor:
             except Exception as exc:
                 self.close()
                 raise ClusterError(f"cannot start a local Dask cluster: {exc}") from None
+            _restore_environ(self._environ)
         else:
             try:
                 self.client = Client(self.scheduler, timeout=CONNECT_TIMEOUT)
@@ -198,6 +215,9 @@ class DaskExecutor:
                 with contextlib.suppress(Exception):
                     thing.close()
         self.client = self.cluster = None
+        if self._environ is not None:
+            _restore_environ(self._environ)
+            self._environ = None
 
     # -- facts -----------------------------------------------------------------------------
 

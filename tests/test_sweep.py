@@ -496,13 +496,19 @@ def test_a_local_cluster_is_sized_as_asked(monkeypatch):
     for key in WORKER_THREAD_VARS:
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("MKL_NUM_THREADS", "3")  # set by the user: kept
+    environ = dict(os.environ)
     with DaskExecutor(workers=1, threads_per_worker=2, dashboard=False) as executor:
+        # Dask's nanny writes OMP/MKL/OPENBLAS_NUM_THREADS=1 into this process's environment
+        # when it spawns a worker; the executor puts them back (else anything the host
+        # program starts later would inherit one BLAS thread).
+        assert dict(os.environ) == environ
         assert (executor.n_workers, executor.n_threads) == (1, 2)
         assert executor.dashboard_link is None
         (seen,) = executor.client.run(
             lambda: {k: os.environ.get(k) for k in WORKER_THREAD_VARS}
         ).values()
         (pid,) = executor.client.run(os.getpid).values()
+    assert dict(os.environ) == environ
     want = str(max(1, usable_cpus() // 2))
     assert seen == {
         "OMP_NUM_THREADS": want,
