@@ -732,6 +732,11 @@ def test_nonzero_products_leave_dense_or_unsuitable_input_to_blas(fused_path):
     assert np.array_equal(
         nonzero_times(np, sparse, w.astype(np.float64)), sparse @ w.astype(np.float64)
     )
+    # Shapes that do not chain: BLAS's own error, never a read past W's or R's end.
+    with pytest.raises(ValueError):
+        nonzero_times(np, sparse, w[:999])
+    with pytest.raises(ValueError):
+        nonzero_transpose_times(np, sparse, r[:299])
     assert not calls["_nonzero_times_loop"] and not calls["_nonzero_transpose_times_loop"]
     assert {ok for name, ok in spy.results} == {False}
 

@@ -235,7 +235,7 @@ def nonzero_times(xp: Any, a: Any, w: Any) -> Any:
 
 @nonzero_times.twin
 def _nonzero_times_fused(xp: Any, a: Any, w: Any) -> Any:
-    found = _nonzeros(a, w)
+    found = _nonzeros(a, w) if a.shape[-1:] == w.shape[:1] else None  # else the reference's error
     if found is None:
         return fused.NOT_RUN
     cols, counts = found
@@ -264,8 +264,8 @@ def nonzero_transpose_times(xp: Any, a: Any, r: Any) -> Any:
 
 @nonzero_transpose_times.twin
 def _nonzero_transpose_times_fused(xp: Any, a: Any, r: Any) -> Any:
-    found = _nonzeros(a, r)
-    if found is None or r.shape[0] != a.shape[0]:
+    found = _nonzeros(a, r) if a.shape[:1] == r.shape[:1] else None  # else the reference's error
+    if found is None:
         return fused.NOT_RUN
     cols, counts = found
     fn = _nonzero_transpose_times_loop.ready(
