@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
-from typing import Any
 
 #: glibc's malloc thresholds set by :func:`keep_freed_memory` (bytes).
 MALLOC_TRIM_THRESHOLD = 64 << 20
@@ -91,14 +90,3 @@ def own_threads() -> Iterator[None]:
             yield
         finally:
             threads.products_split.depth -= 1
-
-
-def blas_thread_counts() -> Any:
-    """The BLAS libraries threadpoolctl sees, with their current thread counts (diagnostics)."""
-    from threadpoolctl import threadpool_info
-
-    return [
-        {"library": i.get("internal_api"), "threads": i.get("num_threads")}
-        for i in threadpool_info()
-        if i.get("user_api") == "blas"
-    ]

@@ -238,12 +238,12 @@ def _nonzero_times_fused(xp: Any, a: Any, w: Any) -> Any:
     found = _nonzeros(a, w) if a.shape[-1:] == w.shape[:1] else None  # else the reference's error
     if found is None:
         return fused.NOT_RUN
-    cols, counts = found
+    cols, counts, nnz = found
     fn = _nonzero_times_loop.ready(a.dtype.char, a[:0], cols[:0], counts[:0], w, a[:0, :0])
     if fn is None:
         return fused.NOT_RUN
     out = np.empty((a.shape[0], w.shape[1]), dtype=a.dtype)
-    nnz_per_row = max(1, int(counts.sum()) // max(1, a.shape[0]))
+    nnz_per_row = max(1, nnz // max(1, a.shape[0]))
     split_run(
         lambda lo, hi: fn(a[lo:hi], cols[lo:hi], counts[lo:hi], w, out[lo:hi]),
         a.shape[0],
@@ -267,7 +267,7 @@ def _nonzero_transpose_times_fused(xp: Any, a: Any, r: Any) -> Any:
     found = _nonzeros(a, r) if a.shape[:1] == r.shape[:1] else None  # else the reference's error
     if found is None:
         return fused.NOT_RUN
-    cols, counts = found
+    cols, counts, nnz = found
     fn = _nonzero_transpose_times_loop.ready(
         a.dtype.char, a[:0], cols[:0], counts[:0], r[:0], r[:0], 0, 0
     )
@@ -275,7 +275,6 @@ def _nonzero_transpose_times_fused(xp: Any, a: Any, r: Any) -> Any:
         return fused.NOT_RUN
     units = a.shape[1]
     out = np.zeros((units, r.shape[1]), dtype=a.dtype)
-    nnz = int(counts.sum())
     split_run(
         lambda lo, hi: fn(a, cols, counts, r, out, lo, hi),
         units,
@@ -284,9 +283,10 @@ def _nonzero_transpose_times_fused(xp: Any, a: Any, r: Any) -> Any:
     return out
 
 
-def _nonzeros(a: Any, other: Any) -> tuple[Any, Any] | None:
-    """``(cols, counts)``: row i's nonzero columns in ``cols[i, :counts[i]]``, increasing;
-    None when the twins cannot take the arrays or A is too dense to gain."""
+def _nonzeros(a: Any, other: Any) -> tuple[Any, Any, int] | None:
+    """``(cols, counts, nnz)``: row i's nonzero columns in ``cols[i, :counts[i]]``,
+    increasing, and their total; None when the twins cannot take the arrays or A is too
+    dense to gain."""
     if not (
         isinstance(a, np.ndarray)
         and isinstance(other, np.ndarray)
@@ -314,9 +314,10 @@ def _nonzeros(a: Any, other: Any) -> tuple[Any, Any] | None:
     # One thread up to min_rows: waking a second one costs more than its half of the scan
     # (256×1000: 109 µs on one thread, 146 µs on two, on the machine of performance.md).
     split_run(part, rows, min_size=min_rows(units))
-    if sum(found) > limit:  # a part that passed the limit stopped there: too dense to gain
+    nnz = sum(found)
+    if nnz > limit:  # a part that passed the limit stopped there: too dense to gain
         return None
-    return cols, counts
+    return cols, counts, nnz
 
 
 @fused.loop
