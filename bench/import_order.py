@@ -18,10 +18,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
+
+from sae_compare import cpu_model  # bench/ is on sys.path when this script runs
 
 CHILD = """
 import sys, time
@@ -42,17 +43,6 @@ print(time.perf_counter() - start)
 """
 
 MODES = ("numpy-first", "sparsekit-first", "command")
-
-
-def _cpu() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,13 +66,16 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
     median = {m: statistics.median(v) for m, v in seconds.items()}
-    print(f"CPU: {_cpu()} ({os.cpu_count()} CPUs); load average {os.getloadavg()}")
+    cpu = cpu_model()
+    print(
+        f"CPU: {cpu.get('model', cpu['machine'])} ({cpu['cpus']} CPUs); load average {os.getloadavg()}"
+    )
     for mode in MODES:
         ratio = median[mode] / median["command"]
         print(f"{mode:<16} {median[mode]:7.2f} s   {ratio:5.2f}x the command")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"cpu": _cpu(), "seconds": seconds, "median": median}, f, indent=1)
+            json.dump({"cpu": cpu, "seconds": seconds, "median": median}, f, indent=1)
     return 0
 
 

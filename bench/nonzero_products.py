@@ -16,24 +16,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
 
 import numpy as np
+from sae_compare import cpu_model  # bench/ is on sys.path when this script runs
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main() -> None:
@@ -85,7 +75,7 @@ def main() -> None:
             print(row, flush=True)
     result = {
         "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "load_average": os.getloadavg(),
         "threshold": sparse_code.NONZERO_DENSITY,
         "shapes": {"B": b, "H": h, "D": d},
