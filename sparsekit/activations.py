@@ -40,7 +40,9 @@ class Activation:
     def output_delta(
         self, xp: Any, xhat: Any, y: Any, x: Any, scale: float
     ) -> tuple[Any, Any, Any]:
-        """``(G, Σ_rows G, Σ (X̂ − X)²)`` with ``G = ((X̂ − X)·scale) ∘ g′(Y)``."""
+        """``(G, Σ_rows G, Σ (X̂ − X)²)`` with ``G = ((X̂ − X)·scale) ∘ g′(Y)``; the sum of
+        squares is a 0-d array or NumPy scalar, in any float dtype (the step casts its term to
+        X's)."""
         g = xhat - x
         squares = xp.vdot(g, g)
         g *= scale
@@ -161,7 +163,7 @@ def _sigmoid_output_delta_fused(xp: Any, xhat: Any, x: Any, scale: float) -> Any
     fn = _output_delta_loop.ready(xhat.dtype.char, g[:0], xhat[:0], x[:0], colsum, *args)
     if fn is None:
         return fused.NOT_RUN
-    return g, colsum, fn(g, xhat, x, colsum, *args)
+    return g, colsum, np.float64(fn(g, xhat, x, colsum, *args))  # a NumPy scalar, as vdot's
 
 
 _LANES = 16

@@ -300,10 +300,8 @@ def loss_and_grads_before_decay(
     g, b_dec_grad, squares = method.output_activation.output_delta(
         xp, fwd.xhat, fwd.y, x, 1.0 / x.shape[0]
     )
-    if isinstance(squares, float):  # from a fused pass, summed in float64
-        reconstruction = x.dtype.type(0.5 * squares / x.shape[0])
-    else:  # a 0-d array, as the reference's (1/2B)‖X̂ − X‖²
-        reconstruction = 0.5 * squares / x.shape[0]
+    # (1/2B)‖X̂ − X‖² in X's dtype (a fused pass sums the squares in float64).
+    reconstruction = (0.5 * squares / x.shape[0]).astype(x.dtype)
     loss = reconstruction
     if topk:
         loss, b_enc_grad, grad_enc, decoder_grad = _topk_backward(
