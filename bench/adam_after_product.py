@@ -27,7 +27,7 @@ import time
 # isort: off
 # sparsekit first: it sets OpenBLAS's thread timeout, read when NumPy loads OpenBLAS
 from sparsekit.backend import fused, process, threads
-from sparsekit.optim import _adam_loop
+from sparsekit.training.optim import _adam_loop
 import numpy as np
 
 # isort: on

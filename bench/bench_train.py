@@ -129,9 +129,9 @@ def _blas_info() -> list[dict[str, Any]]:
 
 def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
     """Train one model for 1 + repeats epochs; return timings and memory."""
-    from sparsekit.config import resolve_config
+    from sparsekit.training.settings import resolve_config
     from sparsekit.data import load_mnist
-    from sparsekit.registry import load_registry
+    from sparsekit.methods.registry import load_registry
 
     name, framework, gpu = spec["method"], spec["framework"], spec["gpu"]
     n, hidden, batch = spec["n"], spec["hidden"], spec["batch"]
@@ -154,7 +154,7 @@ def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
     seconds, product_seconds, rss, cpu_seconds, product_cpu_seconds = [], [], [], [], []
     faults_per_step: list[float] = []  # page faults: fresh memory touched, per step
     if framework == "sparsekit":
-        from sparsekit.train import Callback, Trainer
+        from sparsekit.training.trainer import Callback, Trainer
 
         class CpuClock(Callback):
             """CPU seconds of exactly the minibatch loop (the span metrics["seconds"] times)."""
@@ -195,7 +195,7 @@ def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
             out["gpu_pool_mib"] = pool.total_bytes() / 2**20
         out["blas"] = _blas_info()
     else:
-        from sparsekit.train import INIT_SAMPLE
+        from sparsekit.training.trainer import INIT_SAMPLE
 
         sys.path.insert(0, str(Path(__file__).resolve().parent))
         init_seed, shuffle_seed = np.random.SeedSequence(cfg.seed).spawn(2)

@@ -15,7 +15,7 @@ with this script's interpreter, PyTorch through ``bench/sae_torch.py`` (``--torc
 default ``/work/benchenv/bin/python`` when it exists, else this interpreter).
 
 Measured on the world's test split with the inference code of each model (batch-independent:
-BatchTopK and Matryoshka use their learned threshold): **MCC** (``sparsekit.measures.mcc`` of
+BatchTopK and Matryoshka use their learned threshold): **MCC** (``sparsekit.evaluation.measures.mcc`` of
 the decoder rows against the true features, computed here for both), **L0** (entries with
 |a| > 1e-3 per sample), **variance explained** (1 − SSE/SST around the mean), dead and dense
 (active on > 10% of the samples) units, and training seconds.
@@ -146,7 +146,7 @@ def _spawn(python: str, script: Path, job: dict[str, Any], workdir: Path, timeou
     """Run one job in a fresh process; its result, or ``{"error": ...}``."""
     import numpy as np
 
-    from sparsekit.measures import mcc
+    from sparsekit.evaluation.measures import mcc
 
     tag = f"{job['framework']}-{job['method']}-{job['seed']}"
     job = {
@@ -315,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
 
     from sparsekit.data.synthetic_sae import SyntheticSAEWorld, parse_spec
-    from sparsekit.registry import load_registry
+    from sparsekit.methods.registry import load_registry
 
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(args.threads)

@@ -121,12 +121,12 @@ def worker_sparsekit(job: dict[str, Any]) -> dict[str, Any]:
 
     import sparsekit
     from sparsekit.data import ArrayDataset
-    from sparsekit.registry import load_registry
-    from sparsekit.train import Callback, Trainer, make_method
+    from sparsekit.methods.registry import load_registry
+    from sparsekit.training.trainer import Callback, Trainer, make_method
 
     if "topk" not in load_registry().methods:
         return {"skipped": "this sparsekit has no topk method yet"}
-    from sparsekit.config import resolve_config
+    from sparsekit.training.settings import resolve_config
 
     steps = job["warmup"] + job["steps"]
     x = _data(job["dim"], job["batch"] * steps, job["seed"])

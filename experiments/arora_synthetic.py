@@ -21,10 +21,10 @@ import sys
 import numpy as np
 
 from experiments.common import Clock, machine, write_result
-from sparsekit.config import resolve_config
+from sparsekit.training.settings import resolve_config
 from sparsekit.data import make_sparse_coding, recovery_summary
-from sparsekit.measures import coherence
-from sparsekit.train import Trainer, make_method
+from sparsekit.evaluation.measures import coherence
+from sparsekit.training.trainer import Trainer, make_method
 
 
 def run_one(n: int, dim: int, atoms: int, k: int, args: argparse.Namespace, seed: int) -> dict:

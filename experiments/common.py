@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from sparsekit.train import Callback
+from sparsekit.training.trainer import Callback
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_DATA = os.environ.get("SPARSEKIT_DATA", "/work/shared/data")

@@ -9,7 +9,7 @@ code: SGD with momentum 0.9, lr 0.01, batch 128, weights 0.01·randn, k annealed
     python -m experiments.ksparse_mnist --optimizer adam --lr 1e-3 --epochs 50
 
 Trains on the 60,000 training images, encodes train and test with ``model.encode`` (the αk
-encoding-time support), fits the linear probe of :func:`sparsekit.measures.linear_probe` on
+encoding-time support), fits the linear probe of :func:`sparsekit.evaluation.measures.linear_probe` on
 the training codes and reports the error on the 10,000 test images, beside the same probe
 on raw pixels. Writes ``experiments/results/ksparse-<optimizer>.json`` (and the parameters as
 ``.npz`` next to it with ``--save-params``).
@@ -23,10 +23,10 @@ import sys
 import numpy as np
 
 from experiments.common import DEFAULT_DATA, Clock, EpochPrinter, machine, write_result
-from sparsekit.config import resolve_config
+from sparsekit.training.settings import resolve_config
 from sparsekit.data import load_mnist
-from sparsekit.measures import PROBE_C, PROBE_MAX_ITER, evaluate, linear_probe, select_C
-from sparsekit.train import Trainer, make_method
+from sparsekit.evaluation.measures import PROBE_C, PROBE_MAX_ITER, evaluate, linear_probe, select_C
+from sparsekit.training.trainer import Trainer, make_method
 
 PUBLISHED = {"error": 0.0135, "raw_pixels_error": 0.0720}
 

@@ -6,7 +6,7 @@ contrast-normalised filter grid to ``docs/results/kl-mnist-filters.png``.
 
 ``self-taught``: H = 200, same ρ, λ, β; features learned without labels on the training
 images of digits 5-9; a softmax (multinomial logistic regression, the probe of
-:func:`sparsekit.measures.linear_probe`) trained on the features of the training images of
+:func:`sparsekit.evaluation.measures.linear_probe`) trained on the features of the training images of
 digits 0-4 and tested on the test images of digits 0-4; the same probe on raw pixels.
 Published: about 98% test accuracy on features, about 96% on raw pixels.
 
@@ -26,11 +26,11 @@ from pathlib import Path
 import numpy as np
 
 from experiments.common import DEFAULT_DATA, Clock, EpochPrinter, machine, write_result
-from sparsekit.config import resolve_config
+from sparsekit.training.settings import resolve_config
 from sparsekit.data import load_mnist
-from sparsekit.measures import PROBE_C, PROBE_MAX_ITER, evaluate, linear_probe
-from sparsekit.render import save_filter_grid
-from sparsekit.train import Trainer, make_method
+from sparsekit.evaluation.measures import PROBE_C, PROBE_MAX_ITER, evaluate, linear_probe
+from sparsekit.evaluation.figures import save_filter_grid
+from sparsekit.training.trainer import Trainer, make_method
 
 DOCS_RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
 
@@ -62,7 +62,7 @@ def lbfgs_fit(trainer: Trainer, x: np.ndarray, iterations: int, label: str) -> l
     hand-written gradients, from the trainer's initial parameters (CS294A's uniform init)."""
     from scipy.optimize import minimize
 
-    from sparsekit.autoencoder import loss_and_grads
+    from sparsekit.core.step import loss_and_grads
 
     backend, method = trainer.backend, trainer.method
     names = sorted(trainer.params)

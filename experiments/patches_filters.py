@@ -22,9 +22,9 @@ import numpy as np
 from experiments.common import Clock, machine, write_result
 from sparsekit.data import load_dataset
 from sparsekit.data.patches import localisation, orientation_selectivity
-from sparsekit.registry import load_registry
-from sparsekit.render import save_filter_grid
-from sparsekit.train import train
+from sparsekit.methods.registry import load_registry
+from sparsekit.evaluation.figures import save_filter_grid
+from sparsekit.training.trainer import train
 
 #: (method, data range, method parameters, learning rate): linear-output methods read the
 #: zero-mean patches, sigmoid-output ones the [0.1, 0.9] version (CS294A's convention).

@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 
 from experiments.common import DEFAULT_DATA, RESULTS, Clock, machine
-from sparsekit.train import Callback
+from sparsekit.training.trainer import Callback
 
 OUT = RESULTS / "reproduce"
 PARTS = ("ksparse", "self-taught", "ng-filters", "arora", "ksparse-variants", "ksparse-adam")
@@ -113,7 +113,7 @@ class Checkpointer(Callback):
             self.on_train_end(trainer)
 
     def on_train_end(self, trainer: Any) -> None:
-        from sparsekit.checkpoint import save_checkpoint
+        from sparsekit.training.checkpoint import save_checkpoint
 
         save_checkpoint(self.path, trainer)
 
@@ -121,7 +121,7 @@ class Checkpointer(Callback):
 def fit_resumable(trainer: Any, ckpt: Path, every: int) -> Any:
     """``trainer.fit()``, continuing from ``ckpt`` if an earlier run left one. The final
     state stays in ``ckpt``: a finished run is loaded from it, not trained again."""
-    from sparsekit.checkpoint import load_checkpoint
+    from sparsekit.training.checkpoint import load_checkpoint
 
     if ckpt.is_file():
         state = load_checkpoint(ckpt)["state"]
@@ -135,7 +135,7 @@ def choose_and_probe(
     train: np.ndarray, y_train: np.ndarray, test: np.ndarray, y_test: np.ndarray, grid, validation
 ) -> dict[str, Any]:
     """C chosen on the last ``validation`` training rows, then the test error with it."""
-    from sparsekit.measures import linear_probe, select_C
+    from sparsekit.evaluation.measures import linear_probe, select_C
 
     c, scores = select_C(train, y_train, grid, validation=validation)
     error = linear_probe(train, y_train, test, y_test, C=c)
@@ -187,8 +187,8 @@ def _ksparse_data(data: str, s: KSparseSettings):
 
 
 def _ksparse_trainer(x_train: np.ndarray, s: KSparseSettings, seed: int, alpha: float, label):
-    from sparsekit.config import resolve_config
-    from sparsekit.train import Trainer, make_method
+    from sparsekit.training.settings import resolve_config
+    from sparsekit.training.trainer import Trainer, make_method
 
     method = make_method("ksparse", k=s.k, k_start=s.k_start, alpha=alpha)
     config = resolve_config(
@@ -206,7 +206,7 @@ def _ksparse_trainer(x_train: np.ndarray, s: KSparseSettings, seed: int, alpha: 
 
 
 def ksparse_seed(seed: int, path: Path, data: str, s: KSparseSettings) -> dict[str, Any]:
-    from sparsekit.measures import evaluate
+    from sparsekit.evaluation.measures import evaluate
 
     clock = Clock()
     record = {"experiment": "ksparse", "seed": seed, "settings": _settings(s), "done": False}
@@ -240,8 +240,8 @@ def ksparse_seed(seed: int, path: Path, data: str, s: KSparseSettings) -> dict[s
 
 def ksparse_variants_seed(seed: int, path: Path, data: str, s: KSparseSettings) -> dict | None:
     """Probe-side variants of a trained seed: other α·k, from the saved parameters."""
-    from sparsekit.checkpoint import load_checkpoint
-    from sparsekit.measures import linear_probe
+    from sparsekit.training.checkpoint import load_checkpoint
+    from sparsekit.evaluation.measures import linear_probe
 
     base = read_json(seed_path(path.parents[1], "ksparse", seed))
     params_file = seed_path(path.parents[1], "ksparse", seed).with_suffix(".ckpt.npz")
@@ -306,8 +306,8 @@ class NgSettings:
 
 
 def _kl_trainer(x: np.ndarray, s: NgSettings, seed: int, hidden: int, epochs: int, label: str):
-    from sparsekit.config import resolve_config
-    from sparsekit.train import Trainer, make_method
+    from sparsekit.training.settings import resolve_config
+    from sparsekit.training.trainer import Trainer, make_method
 
     method = make_method("kl", rho=s.rho, beta=s.beta, weight_decay=s.weight_decay)
     config = resolve_config(
@@ -349,7 +349,7 @@ def self_taught_raw(path: Path, data: str, s: NgSettings) -> dict[str, Any]:
 
 
 def self_taught_seed(seed: int, path: Path, data: str, s: NgSettings) -> dict[str, Any]:
-    from sparsekit.render import save_filter_grid
+    from sparsekit.evaluation.figures import save_filter_grid
 
     clock = Clock()
     unlabeled, x_train, y_train, x_test, y_test = _digits(data, s)
@@ -382,8 +382,8 @@ def self_taught_seed(seed: int, path: Path, data: str, s: NgSettings) -> dict[st
 
 def ng_filters_seed(seed: int, path: Path, data: str, s: NgSettings) -> dict[str, Any]:
     from sparsekit.data import load_mnist
-    from sparsekit.measures import evaluate
-    from sparsekit.render import save_filter_grid
+    from sparsekit.evaluation.measures import evaluate
+    from sparsekit.evaluation.figures import save_filter_grid
 
     clock = Clock()
     x = load_mnist(data, split="train", subset=s.filters_images).to_array()

@@ -84,9 +84,9 @@ def epochs_to(history: list[dict[str, Any]], fraction: float = 0.95) -> int | No
 def measure(
     run_dir: Path, test: Any, probe: Any, class_means: np.ndarray, pixel_std: np.ndarray
 ) -> dict[str, Any]:
-    from sparsekit.checkpoint import load_run
-    from sparsekit.measures import evaluate
-    from sparsekit.run import read_metrics
+    from sparsekit.runs.restore import load_run
+    from sparsekit.evaluation.measures import evaluate
+    from sparsekit.runs.writer import read_metrics
 
     model = load_run(run_dir)
     x = test.to_array(np.float32)
@@ -118,7 +118,7 @@ def measure(
 
 
 def small_gif(run_dir: Path, out: Path) -> Path | None:
-    from sparsekit.run import read_frames, save_progression_gif
+    from sparsekit.runs.writer import read_frames, save_progression_gif
 
     frames, _ = read_frames(run_dir / "progression.npz")
     if not frames:

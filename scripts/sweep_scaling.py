@@ -23,7 +23,7 @@ from pathlib import Path
 
 
 def run_once(sweep_file: Path, workers: int) -> dict[str, float]:
-    from sparsekit.sweep import run_sweep
+    from sparsekit.studies.sweep import run_sweep
 
     stamps: dict[str, float] = {}
     loading: dict[str, float] = {}
@@ -62,7 +62,7 @@ DATA_PROBE = """
 import resource, sys, time
 import numpy as np
 from sparsekit.data import load_dataset
-from sparsekit.sweep import load_sweep_file
+from sparsekit.studies.sweep import load_sweep_file
 data = load_sweep_file(sys.argv[1])[0].get("data", {})
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 wall, cpu = time.perf_counter(), time.process_time()

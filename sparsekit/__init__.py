@@ -18,23 +18,10 @@ A run directory (what ``sparsekit train`` writes) from Python::
 Methods are plugins: see :func:`sparsekit.load_registry` and ``docs/plugins.md``.
 """
 
-from sparsekit.autoencoder import Forward
+from sparsekit._version import __version__
 from sparsekit.backend import Backend, get_backend
 from sparsekit.backend.process import tune_process
-from sparsekit.checkpoint import load_checkpoint, load_run, restore_trainer, save_checkpoint
-from sparsekit.config import TrainConfig, resolve_config
-from sparsekit.errors import (
-    BackendError,
-    CheckpointError,
-    DataError,
-    DivergenceError,
-    ParameterError,
-    PluginError,
-    SparsekitError,
-    UnknownMethodError,
-)
-from sparsekit.hookspecs import hookimpl
-from sparsekit.methods.base import (
+from sparsekit.core.contract import (
     Method,
     Param,
     RowPenalty,
@@ -48,26 +35,38 @@ from sparsekit.methods.base import (
     open_unit_interval,
     positive,
 )
-from sparsekit.model import Model
-from sparsekit.registry import MethodRegistry, load_registry, make_plugin_manager
-from sparsekit.run import RunWriter, render_run
-from sparsekit.runs import (
+from sparsekit.core.step import Forward
+from sparsekit.errors import (
+    BackendError,
+    CheckpointError,
+    DataError,
+    DivergenceError,
+    ParameterError,
+    PluginError,
+    SparsekitError,
+    UnknownMethodError,
+)
+from sparsekit.interop.saelens import SAELensArch, export_saelens, import_saelens, load_saelens
+from sparsekit.methods.hookspecs import hookimpl
+from sparsekit.methods.registry import MethodRegistry, load_registry, make_plugin_manager
+from sparsekit.runs.api import (
     StartedRun,
     encode_run,
     evaluate_run,
     prepare_data,
-    read_preprocessing,
     resume_run,
     resume_trainer,
     run_summary,
-    save_preprocessing,
     start_run,
     train_run,
 )
-from sparsekit.saelens import SAELensArch, export_saelens, import_saelens, load_saelens
-from sparsekit.train import Callback, Trainer, make_method, train
-
-__version__ = "0.1.0"
+from sparsekit.runs.preprocessing import read_preprocessing, save_preprocessing
+from sparsekit.runs.restore import load_run, restore_trainer
+from sparsekit.runs.writer import RunWriter, render_run
+from sparsekit.training.checkpoint import load_checkpoint, save_checkpoint
+from sparsekit.training.model import Model
+from sparsekit.training.settings import TrainConfig, resolve_config
+from sparsekit.training.trainer import Callback, Trainer, make_method, train
 
 __all__ = [
     "Backend",

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import os
 
-from sparsekit.activations import Sigmoid
-from sparsekit.hookspecs import hookimpl
-from sparsekit.methods.base import Method
+from sparsekit.core.activations import Sigmoid
+from sparsekit.core.contract import Method
+from sparsekit.methods.hookspecs import hookimpl
 
 
 class _Raises(Sigmoid):

@@ -19,6 +19,8 @@ import contextlib
 import os
 from collections.abc import Iterator
 
+from sparsekit.backend import threads
+
 #: glibc's malloc thresholds set by :func:`keep_freed_memory` (bytes).
 MALLOC_TRIM_THRESHOLD = 64 << 20
 MALLOC_MMAP_THRESHOLD = 16 << 20
@@ -82,7 +84,6 @@ def own_threads() -> Iterator[None]:
     except ImportError:  # pragma: no cover - a dependency
         yield
         return
-    from sparsekit.backend import threads
 
     with threadpool_limits(limits=1, user_api="blas"):
         threads.products_split.depth += 1

@@ -32,7 +32,7 @@ from sparsekit.cli.options import DataDirOption, DatasetOption, DownloadOption, 
 class ComparisonDisplay:
     """One Rich progress display for a whole comparison: a bar per method and one overall.
 
-    Fed with :class:`~sparsekit.compare.CompareEvent` objects in the parent process.
+    Fed with :class:`~sparsekit.studies.compare.CompareEvent` objects in the parent process.
     """
 
     def __init__(self, progress: Progress) -> None:
@@ -119,7 +119,7 @@ class ComparisonDisplay:
 
 
 def _measures_table(records: list[Any]) -> Table:
-    from sparsekit.report import format_value, shown_columns
+    from sparsekit.studies.report import format_value, shown_columns
 
     columns = shown_columns(records)  # MCC too when the data has a ground truth
     table = Table(show_edge=False, header_style="bold")
@@ -208,9 +208,9 @@ def compare(
 
     Every method gets the same data, subset, seed, hidden size, epochs and batch size; each trains in its own process into COMPARISON_DIR/METHOD, and COMPARISON_DIR/report.html (with report.csv and report.md) puts them side by side.
     """
-    from sparsekit.compare import CompareSettings, ComparisonError, summary_line
-    from sparsekit.compare import compare as run_compare
-    from sparsekit.report import load_record
+    from sparsekit.studies.compare import CompareSettings, ComparisonError, summary_line
+    from sparsekit.studies.compare import compare as run_compare
+    from sparsekit.studies.report import load_record
 
     console = Console(stderr=True)
     settings = CompareSettings(
@@ -303,7 +303,7 @@ def report(
     title: Annotated[str | None, typer.Option(help="Title of the report.")] = None,
 ) -> None:
     """Build the self-contained HTML report (and CSV/Markdown tables) from existing runs."""
-    from sparsekit.report import write_report
+    from sparsekit.studies.report import write_report
 
     if out is None:
         single = run_dirs[0] if len(run_dirs) == 1 else None

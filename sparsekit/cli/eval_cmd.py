@@ -5,7 +5,7 @@ and dense units, shrinkage, dictionary coherence; on data with a ground truth su
 ``synthetic-sae``, the MCC against the true dictionary) and a linear probe: multinomial logistic regression trained on
 the codes of the training images (``model.encode``, the encoding-time support, e.g. αk for
 k-sparse), its error on the test images, beside the same probe on raw pixels. The probe
-(:func:`sparsekit.measures.linear_probe`) standardises every feature with training-set
+(:func:`sparsekit.evaluation.measures.linear_probe`) standardises every feature with training-set
 statistics, codes and pixels alike. Results go to ``RUN_DIR/eval.json`` too. The work is
 :func:`sparsekit.evaluate_run`; this module parses the options and prints the table.
 """
@@ -19,8 +19,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from sparsekit.measures import PROBE_C, PROBE_MAX_ITER
-from sparsekit.runs import EVAL_FILE, evaluate_run, run_directory
+from sparsekit.evaluation.measures import PROBE_C, PROBE_MAX_ITER
+from sparsekit.layout import EVAL_FILE
+from sparsekit.runs.api import evaluate_run, run_directory
 
 
 def _fmt(value: Any, spec: str) -> str:

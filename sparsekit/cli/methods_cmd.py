@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from sparsekit.registry import load_registry
+from sparsekit.methods.registry import load_registry
 
 
 def list_methods() -> None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from sparsekit.training.trainer import Callback, Trainer
 
 DatasetOption = Annotated[
     str,
@@ -34,3 +36,28 @@ def step_progress(console: Console) -> Progress:
         console=console,
         transient=True,
     )
+
+
+class RichProgress(Callback):
+    """One progress bar over all steps of all epochs, with the last epoch's loss."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.task = None
+
+    def on_epoch_begin(self, trainer: Trainer, epoch: int) -> None:
+        if self.task is None:
+            self.task = self.progress.add_task("training", total=None)
+        self.progress.update(self.task, description=f"epoch {epoch + 1}/{trainer.config.epochs}")
+
+    def on_step_end(self, trainer: Trainer, step: int, steps: int) -> None:
+        total = steps * trainer.config.epochs
+        done = trainer.epoch * steps + step
+        self.progress.update(self.task, total=total, completed=done)
+
+    def on_epoch_end(self, trainer: Trainer, metrics: dict[str, Any]) -> None:
+        self.progress.console.print(
+            f"epoch {metrics['epoch']:>3}  loss {metrics['loss']:.4f}  mse {metrics['mse']:.5f}  "
+            f"active {metrics['mean_active']:.1f}  dead {metrics['dead_units']}  "
+            f"{metrics['seconds']:.1f}s"
+        )

@@ -12,15 +12,15 @@ from rich.table import Table
 
 from sparsekit.cli.train_cmd import parse_method_options
 from sparsekit.errors import EXIT_GRADIENT_MISMATCH, ParameterError
-from sparsekit.gradcheck import (
+from sparsekit.methods.registry import load_registry
+from sparsekit.testing.gradcheck import (
     PROBLEM_HIDDEN,
     GradientReport,
     check_gradients,
     layouts,
     problem_hidden,
 )
-from sparsekit.registry import load_registry
-from sparsekit.skeleton import write_plugin_skeleton
+from sparsekit.testing.skeleton import write_plugin_skeleton
 
 #: Unknown ``--name value`` options are the method's own parameters.
 CONTEXT = {"allow_extra_args": True, "ignore_unknown_options": True}

@@ -10,9 +10,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from sparsekit.cli.options import DownloadOption, step_progress
+from sparsekit.cli.options import DownloadOption, RichProgress, step_progress
 from sparsekit.errors import ParameterError
-from sparsekit.runs import encode_run, resume_trainer, run_directory, run_summary
+from sparsekit.runs.api import encode_run, resume_trainer, run_directory, run_summary
 
 #: ``sparsekit train`` options that may be given together with ``--resume``.
 RESUME_OPTIONS = frozenset(
@@ -56,7 +56,6 @@ def resume_training(
     """``sparsekit train --resume``: :func:`sparsekit.resume_trainer`, with progress and a
     clean stop on Ctrl-C/SIGTERM."""
     from sparsekit.cli.stop import stop_on_signals
-    from sparsekit.cli.train_cmd import RichProgress
 
     console = Console(stderr=True)
     trainer = resume_trainer(
@@ -119,7 +118,7 @@ def export(
         )
     run_dir = run_directory(run_dir)
     if format == "saelens":
-        from sparsekit.saelens import CFG_FILE, WEIGHTS_FILE, export_saelens
+        from sparsekit.interop.saelens import CFG_FILE, WEIGHTS_FILE, export_saelens
 
         target = out if out is not None else run_dir / "saelens"
         cfg = export_saelens(run_dir, target)
@@ -133,7 +132,7 @@ def export(
         typer.echo(str(target / CFG_FILE))
         typer.echo(str(target / WEIGHTS_FILE))
         return
-    from sparsekit.run import render_run
+    from sparsekit.runs.writer import render_run
 
     for path in render_run(run_dir, out, cols=cols, scale=scale, max_filters=max_filters):
         typer.echo(str(path))
@@ -156,7 +155,7 @@ def import_saelens(
     ] = None,
 ) -> None:
     """Write a run directory from SAELens files, for encode, eval and export."""
-    from sparsekit.saelens import import_saelens as run_import
+    from sparsekit.interop.saelens import import_saelens as run_import
 
     target = out if out is not None else Path("runs") / f"{folder.name}-saelens"
     run_dir = run_import(folder, target, dataset=dataset, data=data)

@@ -2,7 +2,7 @@
 
 While :func:`stop_on_signals` is active, the first SIGINT or SIGTERM only sets
 ``trainer.stop_requested``: the trainer finishes the step it is in and returns from
-:meth:`~sparsekit.train.Trainer.fit`. The run directory then holds the checkpoint of the
+:meth:`~sparsekit.training.trainer.Trainer.fit`. The run directory then holds the checkpoint of the
 last completed epoch (a partial epoch is discarded, so at most one epoch of work is lost with
 the default ``--checkpoint-every 1``), and :class:`Interrupted` turns the stop into one
 line on stderr and exit code 130. A second signal stops at once (a ``KeyboardInterrupt``);

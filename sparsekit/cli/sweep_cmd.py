@@ -22,7 +22,7 @@ from rich.table import Table
 
 class SweepDisplay:
     """One Rich progress display for a sweep: trials done, running and failed, elapsed time,
-    and a line per running trial. Fed with :class:`~sparsekit.sweep.SweepEvent` objects."""
+    and a line per running trial. Fed with :class:`~sparsekit.studies.sweep.SweepEvent` objects."""
 
     def __init__(self, progress: Progress) -> None:
         self.progress = progress
@@ -99,7 +99,12 @@ class SweepDisplay:
 
 
 def _best_table(sweep: Any) -> Table:
-    from sparsekit.sweep_report import BEST_HEADERS, best_rows, best_settings, setting_summaries
+    from sparsekit.studies.sweep_report import (
+        BEST_HEADERS,
+        best_rows,
+        best_settings,
+        setting_summaries,
+    )
 
     table = Table(
         title=f"best setting per method (by {sweep.plan.best_by})",
@@ -154,8 +159,14 @@ def sweep(
     Running the same command again trains only what is missing: finished trials are kept and
     trials that stopped part way resume from their checkpoint. Writes OUT/NAME/results.csv and OUT/NAME/report.html.
     """
-    from sparsekit.executor import check_scheduler
-    from sparsekit.sweep import SweepFailedError, plan_sweep, run_sweep, summary_line, trial_status
+    from sparsekit.studies.executor import check_scheduler
+    from sparsekit.studies.sweep import (
+        SweepFailedError,
+        plan_sweep,
+        run_sweep,
+        summary_line,
+        trial_status,
+    )
 
     console = Console(stderr=True)
     # Every mistake (file, data, options, a missing Dask) is one line before any display.

@@ -7,22 +7,22 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import Progress
 from rich.table import Table
 
+from sparsekit.cli import runs_cmd
 from sparsekit.cli.data_cmd import download_progress
 from sparsekit.cli.options import (
     DataDirOption,
     DatasetOption,
     DownloadOption,
+    RichProgress,
     SubsetOption,
     step_progress,
 )
+from sparsekit.core.contract import Method
 from sparsekit.errors import ParameterError
-from sparsekit.methods.base import Method
-from sparsekit.registry import load_registry
-from sparsekit.runs import start_run
-from sparsekit.train import Callback, Trainer
+from sparsekit.methods.registry import load_registry
+from sparsekit.runs.api import start_run
 
 #: Unknown ``--name value`` options are the method's own parameters.
 # --help is the command's own option: with a METHOD it also lists that method's options.
@@ -78,31 +78,6 @@ def parse_method_options(method_cls: type[Method], args: list[str]) -> dict[str,
         values[name] = declared[name].convert(value)
         i += 1
     return values
-
-
-class RichProgress(Callback):
-    """One progress bar over all steps of all epochs, with the last epoch's loss."""
-
-    def __init__(self, progress: Progress) -> None:
-        self.progress = progress
-        self.task = None
-
-    def on_epoch_begin(self, trainer: Trainer, epoch: int) -> None:
-        if self.task is None:
-            self.task = self.progress.add_task("training", total=None)
-        self.progress.update(self.task, description=f"epoch {epoch + 1}/{trainer.config.epochs}")
-
-    def on_step_end(self, trainer: Trainer, step: int, steps: int) -> None:
-        total = steps * trainer.config.epochs
-        done = trainer.epoch * steps + step
-        self.progress.update(self.task, total=total, completed=done)
-
-    def on_epoch_end(self, trainer: Trainer, metrics: dict[str, Any]) -> None:
-        self.progress.console.print(
-            f"epoch {metrics['epoch']:>3}  loss {metrics['loss']:.4f}  mse {metrics['mse']:.5f}  "
-            f"active {metrics['mean_active']:.1f}  dead {metrics['dead_units']}  "
-            f"{metrics['seconds']:.1f}s"
-        )
 
 
 def train(
@@ -172,8 +147,6 @@ def train(
             typer.echo("Name a METHOD before --help to see its own options.")
         raise typer.Exit()
     if resume is not None:
-        from sparsekit.cli import runs_cmd
-
         runs_cmd.check_resume_options(ctx, method)
         runs_cmd.resume_training(
             resume,

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from sparsekit.data.dataset import ArrayDataset
+from sparsekit.data.idx import is_gzip, read_idx
 from sparsekit.errors import DataError
 from sparsekit.files import os_reason
 
@@ -333,7 +334,6 @@ def load_idx_file(
     """A data set from any IDX file of shape (samples, features) or (samples, h, w).
 
     Uncompressed files are memory-mapped; gzip-compressed ones are read into memory."""
-    from sparsekit.data.idx import is_gzip, read_idx
 
     path = Path(path)
     mapped = not is_gzip(path)

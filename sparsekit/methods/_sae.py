@@ -12,8 +12,6 @@ from typing import Any
 
 import numpy as np
 
-from sparsekit.activations import IDENTITY
-from sparsekit.autoencoder import Forward
 from sparsekit.backend import sparse_code, threads
 from sparsekit.backend.sparse_code import (
     code_times,
@@ -22,7 +20,7 @@ from sparsekit.backend.sparse_code import (
     gathered_dot,
 )
 from sparsekit.errors import ParameterError
-from sparsekit.methods.base import Method, Param, StepState, Upkeep, non_negative
+from sparsekit.methods import IDENTITY, Forward, Method, Param, StepState, Upkeep, non_negative
 from sparsekit.methods.ksparse import top_k_indices
 
 

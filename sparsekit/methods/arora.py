@@ -27,12 +27,10 @@ from typing import Any
 
 import numpy as np
 
-from sparsekit.activations import IDENTITY
-from sparsekit.autoencoder import Forward, pre_activation
 from sparsekit.backend import fused
 from sparsekit.backend.sparse_code import nonzero_times, nonzero_transpose_times
-from sparsekit.hookspecs import hookimpl
-from sparsekit.methods.base import Method, Param, StepResult, non_negative
+from sparsekit.core.step import pre_activation
+from sparsekit.methods import IDENTITY, Forward, Method, Param, StepResult, hookimpl, non_negative
 
 INITS = ("data", "random")
 

@@ -36,14 +36,19 @@ from typing import Any
 
 import numpy as np
 
-from sparsekit.autoencoder import Forward
 from sparsekit.backend.sparse_code import code_times, code_transpose_times, gathered_dot
 from sparsekit.backend.threads import matmul
 from sparsekit.errors import ParameterError
-from sparsekit.hookspecs import hookimpl
-from sparsekit.methods import _sae
-from sparsekit.methods.base import Param, TopK, between_one_and_hidden, open_unit_interval
-from sparsekit.saelens import SAELensArch
+from sparsekit.methods import (
+    Forward,
+    Param,
+    SAELensArch,
+    TopK,
+    _sae,
+    between_one_and_hidden,
+    hookimpl,
+    open_unit_interval,
+)
 
 
 def _threshold_tensor(method: Any, params: Any) -> dict[str, Any]:

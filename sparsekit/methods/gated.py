@@ -31,11 +31,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from sparsekit.autoencoder import Forward
 from sparsekit.backend.threads import matmul
-from sparsekit.hookspecs import hookimpl
-from sparsekit.methods import _sae
-from sparsekit.methods.base import Param, non_negative
+from sparsekit.methods import Forward, Param, _sae, hookimpl, non_negative
 
 
 class GatedSAE(_sae.SAEMethod):

@@ -45,12 +45,17 @@ from typing import Any
 
 import numpy as np
 
-from sparsekit.autoencoder import Forward
 from sparsekit.backend.threads import matmul
-from sparsekit.hookspecs import hookimpl
-from sparsekit.methods import _sae
-from sparsekit.methods.base import Param, Upkeep, non_negative, positive
-from sparsekit.saelens import SAELensArch
+from sparsekit.methods import (
+    Forward,
+    Param,
+    SAELensArch,
+    Upkeep,
+    _sae,
+    hookimpl,
+    non_negative,
+    positive,
+)
 
 
 def _log_thresholds(cfg: Any, tensors: Any) -> dict[str, Any]:

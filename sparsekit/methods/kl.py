@@ -10,7 +10,7 @@ has the typo ``(1-rho)/rho_hat``; the formula above is the correct one.) The MNI
 used H = 196, ρ = 0.1, λ = 3e-3, β = 3.
 
 The gradient is one row shared by every sample, so the penalty is a
-:class:`~sparsekit.methods.base.RowPenalty`; :func:`kl_penalty` is the formula, with a fused
+:class:`~sparsekit.core.contract.RowPenalty`; :func:`kl_penalty` is the formula, with a fused
 twin below it (one pass over the code, the same bits for ρ̂ and the row).
 """
 
@@ -21,8 +21,7 @@ from typing import Any
 import numpy as np
 
 from sparsekit.backend import fused
-from sparsekit.hookspecs import hookimpl
-from sparsekit.methods.base import Method, Param, RowPenalty, non_negative, open_unit_interval
+from sparsekit.methods import Method, Param, RowPenalty, hookimpl, non_negative, open_unit_interval
 from sparsekit.methods.l2 import l2_penalty
 
 # Keeps log() finite when a unit saturates; far below any ρ a user would pick.

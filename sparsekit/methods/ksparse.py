@@ -8,7 +8,7 @@ Linear, tied weights; each row keeps its k largest pre-activations by signed val
     ∇W = dZᵀ X + Hcᵀ G ;  ∇b = Σ_rows dZ ;  ∇c = Σ_rows G
 
 (W here is H×D, the transpose of the paper's.) Selection is ``argpartition``: O(H) a row.
-Because the support is a :class:`~sparsekit.methods.base.TopK`, the trainer computes the
+Because the support is a :class:`~sparsekit.core.contract.TopK`, the trainer computes the
 decoder and every gradient term on the k kept columns only.
 
 Schedule (the authors' code): k starts at ``k_start`` (100) and falls linearly to ``k`` over
@@ -25,12 +25,17 @@ from typing import Any
 
 import numpy as np
 
-from sparsekit.activations import IDENTITY
 from sparsekit.backend import threads
 from sparsekit.backend.threads import split_run
-from sparsekit.hookspecs import hookimpl
-from sparsekit.methods.base import Method, Param, TopK, between_one_and_hidden
-from sparsekit.saelens import SAELensArch
+from sparsekit.methods import (
+    IDENTITY,
+    Method,
+    Param,
+    SAELensArch,
+    TopK,
+    between_one_and_hidden,
+    hookimpl,
+)
 
 
 def _at_least_one(value: float, _size) -> str | None:

@@ -13,14 +13,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sparsekit.hookspecs import hookimpl
-from sparsekit.methods.base import Method, Param, WeightDecay, non_negative
+from sparsekit.methods import Method, Param, WeightDecay, hookimpl, non_negative
 
 
 def l2_penalty(xp: Any, weights: Mapping[str, Any], lam: float) -> WeightDecay:
     """(λ/2)·Σ‖W‖² and λ·W for each matrix: shared by every method with weight decay.
 
-    A :class:`~sparsekit.methods.base.WeightDecay`: it unpacks as ``(value, gradients)``,
+    A :class:`~sparsekit.core.contract.WeightDecay`: it unpacks as ``(value, gradients)``,
     and the trainer adds λW to the gradients in place.
     """
     return WeightDecay(xp, weights, lam)

@@ -28,8 +28,7 @@ from typing import Any
 
 from sparsekit.backend.sparse_code import code_times, code_transpose_times, gathered_dot
 from sparsekit.errors import ParameterError
-from sparsekit.hookspecs import hookimpl
-from sparsekit.methods.base import Param
+from sparsekit.methods import Param, hookimpl
 from sparsekit.methods.batchtopk import BatchTopKSAE
 
 

@@ -7,8 +7,7 @@ every reconstruction, so its filters are not specific to digits.
 
 from __future__ import annotations
 
-from sparsekit.hookspecs import hookimpl
-from sparsekit.methods.base import Method
+from sparsekit.methods import Method, hookimpl
 
 
 class Plain(Method):

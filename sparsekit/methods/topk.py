@@ -30,14 +30,18 @@ tracks dead latents (:meth:`upkeep`).
 
 from __future__ import annotations
 
-from sparsekit.autoencoder import Forward
 from sparsekit.backend.sparse_code import code_times, code_transpose_times, gathered_dot
 from sparsekit.backend.threads import matmul
-from sparsekit.hookspecs import hookimpl
-from sparsekit.methods import _sae
-from sparsekit.methods.base import Param, TopK, between_one_and_hidden
+from sparsekit.methods import (
+    Forward,
+    Param,
+    SAELensArch,
+    TopK,
+    _sae,
+    between_one_and_hidden,
+    hookimpl,
+)
 from sparsekit.methods.ksparse import top_k_indices
-from sparsekit.saelens import SAELensArch
 
 
 class TopKSAE(_sae.SAEMethod):

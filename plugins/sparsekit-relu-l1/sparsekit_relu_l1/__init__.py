@@ -27,10 +27,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sparsekit import Method, Param, hookimpl
-from sparsekit.activations import IDENTITY, RELU
-from sparsekit.methods.base import non_negative
-from sparsekit.saelens import SAELensArch
+from sparsekit.methods import IDENTITY, RELU, Method, Param, SAELensArch, hookimpl, non_negative
 
 __all__ = ["ReluL1", "decoder_norm_l1", "sparsekit_register_methods"]
 

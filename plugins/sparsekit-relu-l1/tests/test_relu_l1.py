@@ -8,8 +8,8 @@ import sparsekit_relu_l1
 from sparsekit_relu_l1 import ReluL1, decoder_norm_l1
 
 import sparsekit
-from sparsekit.gradcheck import check_gradients
 from sparsekit.testing import check_method, method_contract_tests
+from sparsekit.testing.gradcheck import check_gradients
 
 # The whole method contract, one test per check (gradients tied and untied included).
 test_contract = method_contract_tests(ReluL1)

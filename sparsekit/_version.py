@@ -1,0 +1,3 @@
+"""The package version, a leaf every floor may read (``sparsekit --version``, run files)."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Measuring one trained model: reconstruction, sparsity, the linear probe, recovery, figures."""

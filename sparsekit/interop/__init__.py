@@ -1,0 +1,1 @@
+"""Other tools' formats and interfaces: scikit-learn estimators and SAELens files."""

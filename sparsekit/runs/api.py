@@ -1,0 +1,475 @@
+"""Run directories from Python: train one, evaluate it, encode new data with it, resume it.
+
+What ``sparsekit train``, ``sparsekit eval``, ``sparsekit encode`` and
+``sparsekit train --resume`` do, as functions (the commands only parse their options, call
+these and print)::
+
+    import sparsekit
+    run_dir = sparsekit.train_run("ksparse", "mnist", out="runs", epochs=10, k=25)
+    result = sparsekit.evaluate_run("runs/ksparse-20250101-120000")     # eval.json's content
+    codes = sparsekit.encode_run("runs/ksparse-20250101-120000", "test-images.npy")
+    model = sparsekit.resume_run("runs/ksparse-20250101-120000", epochs=20)
+
+A run trained with ``--remove-mean`` / ``--zca`` keeps its preprocessing parameters in
+``preprocessing.npz`` (:func:`save_preprocessing`, :func:`read_preprocessing`); every
+function here that feeds data to the run's model passes it through them first
+(:func:`prepare_data`), so new data is transformed exactly as the training data was.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import numpy as np
+
+from sparsekit.layout import CHECKPOINT, EVAL_FILE, PREPROCESSING
+from sparsekit.errors import CheckpointError, DataError, ParameterError
+from sparsekit.files import first_line, write_atomic, write_json
+from sparsekit.runs.preprocessing import read_preprocessing, save_preprocessing
+from sparsekit.evaluation.measures import PROBE_C, PROBE_MAX_ITER
+from sparsekit.training.checkpoint import load_checkpoint
+from sparsekit.layout import CHECKPOINT
+from sparsekit.runs.writer import read_config, read_metrics, summary
+from sparsekit.runs.restore import load_run
+from sparsekit.data import Preprocessed
+from sparsekit.training.trainer import as_dataset
+from sparsekit.data import load_dataset
+from sparsekit.errors import OutputError
+from sparsekit.data import ground_truth
+from sparsekit.evaluation.measures import evaluate, linear_probe
+from sparsekit.backend import get_backend
+from sparsekit.training.settings import resolve_config
+from sparsekit.data import Preprocessed, load_dataset, preprocess
+from sparsekit.runs.writer import RunWriter, create_run_dir
+from sparsekit.training.trainer import Trainer, make_method
+from sparsekit.runs.restore import restore_trainer
+from sparsekit.runs.writer import RunWriter, read_config
+
+if TYPE_CHECKING:
+    from sparsekit.data.dataset import Dataset
+    from sparsekit.data.download import ProgressCallback
+    from sparsekit.core.contract import Method
+    from sparsekit.training.model import Model
+    from sparsekit.training.trainer import Callback, Trainer
+
+__all__ = [
+    "EVAL_FILE",
+    "PREPROCESSING",
+    "encode_run",
+    "evaluate_run",
+    "prepare_data",
+    "read_preprocessing",
+    "resume_run",
+    "resume_trainer",
+    "run_directory",
+    "run_summary",
+    "save_preprocessing",
+    "start_run",
+    "StartedRun",
+    "train_run",
+]
+
+PathLike = str | os.PathLike[str]
+
+
+def run_directory(path: PathLike) -> Path:
+    """``path`` as a run directory: a :class:`~sparsekit.errors.CheckpointError` when it is
+    missing or not a folder."""
+    p = Path(path)
+    if not p.exists():
+        raise CheckpointError(f"{p}: no such run directory")
+    if not p.is_dir():
+        raise CheckpointError(f"{p}: not a run directory (expected a folder)")
+    return p
+
+
+def run_summary(run_dir: PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What ``sparsekit show`` prints: ``(summary, meta)`` of the run in ``run_dir``.
+
+    ``summary`` is :func:`sparsekit.runs.writer.summary`'s (method, parameters, training settings,
+    data, epochs done and planned, final measures, seconds); ``meta`` the checkpoint's
+    metadata, or ``config.json`` for a run that stopped before its first checkpoint.
+    """
+
+    run_dir = run_directory(run_dir)
+    if (run_dir / CHECKPOINT).exists():
+        meta = load_checkpoint(run_dir)["meta"]
+        history = meta["history"]
+    else:  # a run that died before its first checkpoint: what config and metrics say
+        meta = read_config(run_dir)
+        history = read_metrics(run_dir)
+        if not (
+            isinstance(meta, dict)
+            and isinstance(meta.get("method"), str)
+            and isinstance(meta.get("method_params"), dict)
+            and isinstance(meta.get("train"), dict)
+        ):
+            raise CheckpointError(f"{run_dir}: no {CHECKPOINT} and config.json is incomplete")
+    return summary(meta, history, status=""), meta
+
+
+def prepare_data(
+    run_dir: PathLike, dataset: Any, *, model: Model | None = None, name: str | None = None
+) -> Dataset:
+    """``dataset`` (a Dataset or an array) as the model of ``run_dir`` reads it.
+
+    The data must have the model's number of features (a
+    :class:`~sparsekit.errors.DataError` names both, and the data as ``name`` or its own
+    name, otherwise); the run's stored preprocessing, if any, is applied. ``model`` saves
+    loading the run again.
+    """
+
+    dataset = as_dataset(dataset)
+    if model is None:
+        model = load_run(run_dir)
+    if dataset.dim != model.dim:
+        raise DataError(
+            f"{name or dataset.name}: samples have {dataset.dim} features, the model of {run_dir} "
+            f"expects {model.dim}"
+        )
+    stored = read_preprocessing(run_dir)
+    return Preprocessed.from_dict(dataset, stored) if stored is not None else dataset
+
+
+# --------------------------------------------------------------------------- encode
+
+
+def encode_run(
+    run_dir: PathLike,
+    data: Any,
+    *,
+    data_dir: PathLike | None = None,
+    split: str | None = None,
+    subset: int | None = None,
+    download: bool = False,
+    training: bool = False,
+    output: PathLike | None = None,
+) -> np.ndarray:
+    """The codes (N × hidden) of ``data`` under the model of ``run_dir``.
+
+    ``data`` is what ``--dataset`` takes (``"mnist"``, ``"fashion-mnist"``, a ``.npy`` /
+    ``.npz`` / IDX file; ``data_dir``, ``split``, ``subset`` and ``download`` as for
+    :func:`~sparsekit.data.load_dataset`), an array or a Dataset. The run's preprocessing is
+    applied first (:func:`prepare_data`). ``training`` uses the training-time support
+    instead of the encoding one (e.g. αk for k-sparse). With ``output`` (a ``.npy`` name) the
+    codes are also written there, atomically.
+    """
+
+    run_dir = run_directory(run_dir)
+    if output is not None and Path(output).suffix.lower() != ".npy":
+        raise ParameterError(f"{output}: the codes are written as .npy; name the file *.npy")
+    model = load_run(run_dir)
+    name = None
+    if isinstance(data, (str, os.PathLike)):
+        name = os.fspath(data)  # errors name the data as the caller gave it
+        data = load_dataset(name, data_dir, split=split, subset=subset, download=download)
+    dataset = prepare_data(run_dir, data, model=model, name=name)
+    codes = model.encode(dataset, training=training)
+    if output is not None:
+
+        output = Path(output)
+        try:
+            output.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"cannot create {output.parent}: {exc.strerror or exc}") from None
+        buffer = io.BytesIO()
+        np.save(buffer, codes, allow_pickle=False)
+        write_atomic(output, buffer.getvalue())
+    return codes
+
+
+# --------------------------------------------------------------------------- evaluate
+
+
+def _positive(value: int | None, name: str) -> None:
+    if value is not None and value < 1:
+        raise ParameterError(f"{name} must be a positive number of samples, got {value}")
+
+
+def _load_split(spec: dict[str, Any], data: PathLike | None, split: str, subset: int | None) -> Any:
+
+    name = spec.get("spec")
+    if not name:
+        raise CheckpointError(
+            "the run was trained on data given in memory; it does not say which data to evaluate on"
+        )
+    folder = data if data is not None else spec.get("data")
+    return load_dataset(name, folder, split=split, subset=subset, download=False)
+
+
+def evaluate_run(
+    run_dir: PathLike,
+    *,
+    data: PathLike | None = None,
+    subset: int | None = None,
+    test_subset: int | None = None,
+    raw: bool = True,
+    C: float = PROBE_C,
+    max_iter: int = PROBE_MAX_ITER,
+    training_code: bool = False,
+    output: PathLike | None = None,
+) -> dict[str, Any]:
+    """Measures and linear-probe errors of the run in ``run_dir`` (what ``sparsekit eval``
+    prints and writes to ``eval.json``).
+
+    On the run's test split (``data`` replaces the stored data folder; ``test_subset`` takes
+    the first N test samples): reconstruction MSE, variance explained, L0, dead and dense
+    units, shrinkage, coherence, and the MCC against the true dictionary when the data has
+    one. With labels, a multinomial logistic regression
+    (:func:`sparsekit.evaluation.measures.linear_probe`, ``C``, ``max_iter``) is trained on the codes of
+    the training split (``subset``: its first N samples) and its test error reported, beside
+    the same probe on the raw inputs when ``raw``. ``training_code`` probes the training-time
+    code instead of the encoding one. The run's preprocessing is applied to both splits.
+    With ``output`` the result is also written there as JSON, atomically.
+    """
+
+    _positive(subset, "subset")
+    _positive(test_subset, "test-subset")
+    if not C > 0:
+        raise ParameterError(f"C must be > 0, got {C}")
+    if max_iter < 1:
+        raise ParameterError(f"max-iter must be >= 1, got {max_iter}")
+    if not Path(run_dir).is_dir():
+        raise CheckpointError(f"{run_dir}: no such run directory")
+    run_dir = Path(run_dir)
+    model = load_run(run_dir)
+    spec = (getattr(model, "run_meta", {}) or {}).get("data_spec") or {}
+    train_raw = _load_split(spec, data, "train", subset)
+    test_raw = _load_split(spec, data, "test", test_subset)
+    train_set = prepare_data(run_dir, train_raw, model=model)
+    test_set = prepare_data(run_dir, test_raw, model=model)
+    result: dict[str, Any] = {
+        "run": str(run_dir),
+        "method": model.method.name,
+        "method_params": model.method.get_params(),
+        "n_train": len(train_set),
+        "n_test": len(test_set),
+    }
+    truth = ground_truth(str(spec.get("spec", "")))  # None unless the data has one
+    start = time.perf_counter()
+    result["test"] = evaluate(model, test_set, truth=truth)
+    labels_train, labels_test = train_raw.labels, test_raw.labels
+    if labels_train is None or labels_test is None:
+        result["probe"] = None
+        result["note"] = f"{train_raw.name} has no labels: no linear probe"
+    else:
+        codes_train = model.encode(train_set, training=training_code)
+        codes_test = model.encode(test_set, training=training_code)
+        settings = {"C": C, "max_iter": max_iter}
+        probe: dict[str, Any] = {
+            **settings,
+            "solver": "lbfgs",
+            "standardize": True,
+            "code": "training" if training_code else "encoding",
+        }
+        t0 = time.perf_counter()
+        probe["codes_error"] = linear_probe(
+            codes_train, labels_train, codes_test, labels_test, **settings
+        )
+        probe["codes_seconds"] = round(time.perf_counter() - t0, 2)
+        if raw:
+            t0 = time.perf_counter()
+            probe["raw_pixels_error"] = linear_probe(
+                train_raw.to_array(), labels_train, test_raw.to_array(), labels_test, **settings
+            )
+            probe["raw_pixels_seconds"] = round(time.perf_counter() - t0, 2)
+        result["probe"] = probe
+    result["seconds"] = round(time.perf_counter() - start, 2)
+    if output is not None:
+
+        output = Path(output)
+        try:
+            output.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"cannot create {output.parent}: {exc.strerror or exc}") from None
+        write_json(output, result)
+    return result
+
+
+# --------------------------------------------------------------------------- train
+
+
+class StartedRun(NamedTuple):
+    """A new run directory and the trainer that fills it (:func:`start_run`)."""
+
+    trainer: Trainer
+    run_dir: Path
+
+
+def start_run(
+    method: str | Method | type[Method],
+    dataset: PathLike = "mnist",
+    *,
+    out: PathLike = "runs",
+    data: PathLike | None = None,
+    download: bool = True,
+    subset: int | None = None,
+    remove_mean: bool = False,
+    zca: bool = False,
+    hidden: int | None = None,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    optimizer: str | None = None,
+    momentum: float | None = None,
+    tied: bool | None = None,
+    center: bool | None = None,
+    seed: int = 0,
+    dtype: str = "float32",
+    gpu: bool = False,
+    snapshot_every: int = 1,
+    checkpoint_every: int = 1,
+    callbacks: Sequence[Callback] = (),
+    progress: ProgressCallback | None = None,
+    registry: Any = None,
+    **method_params: Any,
+) -> StartedRun:
+    """Load the data, create ``out/<method>-<date>-<time>`` and return it with a
+    :class:`~sparsekit.training.trainer.Trainer` that writes the run there; call ``.fit()`` on it.
+
+    What ``sparsekit train`` does before its first step, with the same settings and
+    defaults: ``dataset`` is a :func:`~sparsekit.data.load_dataset` spec (``"mnist"``, a
+    ``.npy`` file, ...) read from ``data`` (downloaded when missing and ``download``), cut
+    to ``subset`` samples, then mean-removed / ZCA-whitened (the parameters stored in the
+    run directory, so :func:`encode_run` and :func:`evaluate_run` apply them to new data).
+    The run keeps how to load its data again, so :func:`resume_run` can continue it. The
+    trainer's callbacks are the run's :class:`~sparsekit.runs.writer.RunWriter`, then ``callbacks``;
+    ``progress`` reports a download. Settings are checked before any data is read, and no
+    directory is created for a run that cannot start.
+    """
+
+    instance = make_method(method, registry, **method_params)
+    config = resolve_config(
+        instance,
+        hidden=hidden,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        optimizer=optimizer,
+        momentum=momentum,
+        tied=tied,
+        center=center,
+        seed=seed,
+        dtype=dtype,
+        gpu=gpu,
+    )
+    if subset is not None and subset < 1:
+        raise ParameterError(f"subset must be a positive number of samples, got {subset}")
+    for flag, every in (("snapshot", snapshot_every), ("checkpoint", checkpoint_every)):
+        if every < 1:
+            raise ParameterError(f"--{flag}-every must be a positive number of epochs, got {every}")
+    instance.validate(config.hidden)  # before any data is read or downloaded
+    backend = get_backend(config.gpu, config.dtype)  # no CUDA: a clear error, before the data
+    train_set = load_dataset(
+        dataset, data, split="train", subset=subset, download=download, progress=progress
+    )
+    if remove_mean or zca:
+        train_set = preprocess(train_set, remove_mean=remove_mean, zca=zca, seed=seed)
+    instance.validate(config.hidden, train_set.dim)
+    run_dir = create_run_dir(out, instance.name)
+    if isinstance(train_set, Preprocessed):
+        save_preprocessing(run_dir, train_set)
+    writer = RunWriter(
+        run_dir,
+        data_spec={
+            "spec": str(Path(dataset).resolve()) if Path(dataset).exists() else str(dataset),
+            "data": str(Path(data).resolve()) if data is not None else None,
+            "split": "train",
+            "subset": subset,
+            "download": download,
+            "remove_mean": remove_mean,
+            "zca": zca,
+            "seed": seed,
+        },
+        snapshot_every=snapshot_every,
+        checkpoint_every=checkpoint_every,
+    )
+    trainer = Trainer(instance, train_set, config, callbacks=[writer, *callbacks], backend=backend)
+    return StartedRun(trainer, run_dir)
+
+
+def train_run(
+    method: str | Method | type[Method], dataset: PathLike = "mnist", **settings: Any
+) -> Path:
+    """Train ``method`` into a new run directory and return its path: ``sparsekit train`` as
+    a function. ``settings`` are :func:`start_run`'s (``out``, ``epochs``, ``hidden``, the
+    method's own parameters such as ``k``...). The directory then serves
+    :func:`evaluate_run`, :func:`encode_run`, :func:`resume_run` and
+    :func:`sparsekit.load_run`.
+    """
+    trainer, run_dir = start_run(method, dataset, **settings)
+    trainer.fit()
+    return run_dir
+
+
+# --------------------------------------------------------------------------- resume
+
+
+def resume_trainer(
+    run_dir: PathLike,
+    *,
+    epochs: int | None = None,
+    data: PathLike | None = None,
+    download: bool | None = None,
+    snapshot_every: int | None = None,
+    checkpoint_every: int | None = None,
+    callbacks: Sequence[Callback] = (),
+) -> Trainer:
+    """A :class:`~sparsekit.training.trainer.Trainer` that continues the run in ``run_dir`` from its
+    checkpoint, writing into the same directory; call ``.fit()`` on it.
+
+    Only the length may change: ``epochs`` raises the number of epochs to train to (never
+    below those done), ``data`` replaces the data folder, ``download`` the stored download
+    choice; ``snapshot_every`` and ``checkpoint_every`` default to the run's own. The
+    trainer's callbacks are the run's :class:`~sparsekit.runs.writer.RunWriter`, then ``callbacks``.
+    On the CPU the result is bit for bit that of a run never interrupted.
+    """
+
+    run_dir = run_directory(run_dir)
+    stored = read_config(run_dir).get("run", {})
+    for flag, every in (("snapshot", snapshot_every), ("checkpoint", checkpoint_every)):
+        if every is not None and every < 1:
+            raise ParameterError(f"--{flag}-every must be a positive number of epochs, got {every}")
+    writer = RunWriter(
+        run_dir,
+        snapshot_every=snapshot_every or int(stored.get("snapshot_every", 1)),
+        checkpoint_every=checkpoint_every or int(stored.get("checkpoint_every", 1)),
+        max_frames=int(stored.get("max_frames", 60)),
+    )
+    trainer = restore_trainer(run_dir, epochs=epochs, data=data, download=download)
+    trainer.callbacks = [writer, *callbacks]
+    return trainer
+
+
+def resume_run(
+    run_dir: PathLike,
+    *,
+    epochs: int | None = None,
+    data: PathLike | None = None,
+    download: bool | None = None,
+    snapshot_every: int | None = None,
+    checkpoint_every: int | None = None,
+    callbacks: Sequence[Callback] = (),
+) -> Model:
+    """Continue the run in ``run_dir`` (see :func:`resume_trainer`) to its last epoch and
+    return the trained :class:`~sparsekit.training.model.Model`; the run directory is updated as
+    ``sparsekit train --resume`` updates it. A run that has all its epochs is returned as is.
+    """
+    trainer = resume_trainer(
+        run_dir,
+        epochs=epochs,
+        data=data,
+        download=download,
+        snapshot_every=snapshot_every,
+        checkpoint_every=checkpoint_every,
+        callbacks=callbacks,
+    )
+    if trainer.epoch >= trainer.config.epochs:
+        return trainer.model
+    return trainer.fit()

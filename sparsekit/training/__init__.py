@@ -1,0 +1,1 @@
+"""Training one model: the trainer, its settings, optimizers, upkeep, the model and checkpoints."""

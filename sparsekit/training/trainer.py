@@ -1,0 +1,465 @@
+"""The one trainer every method uses: minibatches, seeded shuffling, hand-written backprop.
+
+:class:`Trainer` holds everything a run needs (parameters, optimizer, random generators, the
+epoch counter) and can save and restore all of it, so a resumed run is exact. :func:`train`
+is the one-call library entry point.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from sparsekit.backend import Backend, fused, get_backend
+from sparsekit.backend.process import own_threads
+from sparsekit.core import step as autoencoder
+from sparsekit.core.contract import Method, TopK
+from sparsekit.core.step import decoder_weights
+from sparsekit.data.dataset import ArrayDataset, Dataset
+from sparsekit.errors import DataError, DivergenceError, ParameterError
+from sparsekit.methods.registry import load_registry
+from sparsekit.training.metrics import VarianceAccumulator, coherence, fve_from_sums
+from sparsekit.training.model import Model
+from sparsekit.training.optim import Optimizer, make_optimizer
+from sparsekit.training.settings import TrainConfig, resolve_config
+from sparsekit.training.upkeep import Upkeeper
+
+#: A code entry with |h| above this counts as active (for L0 and dead units).
+ACTIVE_THRESHOLD = 1e-3
+#: Rows drawn for data-dependent initialisation.
+INIT_SAMPLE = 1000
+
+
+class Callback:
+    """Hooks into training. Override what you need; each receives the :class:`Trainer`."""
+
+    def on_train_begin(self, trainer: Trainer) -> None: ...
+
+    def on_epoch_begin(self, trainer: Trainer, epoch: int) -> None: ...
+
+    def on_step_end(self, trainer: Trainer, step: int, steps: int) -> None: ...
+
+    def on_epoch_end(self, trainer: Trainer, metrics: dict[str, Any]) -> None: ...
+
+    def on_train_end(self, trainer: Trainer) -> None: ...
+
+
+def as_dataset(data: Any) -> Dataset:
+    if isinstance(data, Dataset):
+        return data
+    if not hasattr(data, "shape"):
+        try:
+            data = np.asarray(data)
+        except Exception as exc:
+            raise DataError(f"cannot use {type(data).__name__} as training data: {exc}") from None
+    dataset = ArrayDataset(data, name="array")
+    if isinstance(data, np.ndarray) and data.dtype.kind == "f":
+        # NaN/inf in the data would look like divergence later: name the row now.
+        flat = data.reshape(len(data), -1)
+        for start in range(0, len(flat), 4096):
+            finite = np.isfinite(flat[start : start + 4096]).all(axis=1)
+            if not finite.all():
+                row = start + int(np.flatnonzero(~finite)[0])
+                raise DataError(f"array: row {row} contains NaN or infinite values")
+    return dataset
+
+
+class Trainer:
+    """Trains ``method`` on ``data`` with ``config``.
+
+    After construction ``trainer.params`` holds the initial parameters; :meth:`fit` runs
+    the remaining epochs (all of them, or those after a restored checkpoint) and returns the
+    :class:`~sparsekit.training.model.Model`. ``trainer.history`` lists the metrics of every epoch.
+    """
+
+    def __init__(
+        self,
+        method: Method,
+        data: Any,
+        config: TrainConfig,
+        *,
+        callbacks: Sequence[Callback] = (),
+        backend: Backend | None = None,
+    ) -> None:
+        config.validate(method)
+        self.method = method
+        self.config = config
+        self.dataset = as_dataset(data)
+        self.callbacks = list(callbacks)
+        self.backend = backend or get_backend(config.gpu, config.dtype)
+        n, dim = len(self.dataset), self.dataset.dim
+        method.validate(config.hidden, dim)
+        if n < 1:
+            raise DataError(f"{self.dataset.name}: no samples to train on")
+        init_seed, shuffle_seed = np.random.SeedSequence(config.seed).spawn(2)
+        init_rng = np.random.default_rng(init_seed)
+        self.shuffle_rng = np.random.default_rng(shuffle_seed)
+        sample_rows = np.sort(init_rng.choice(n, size=min(n, INIT_SAMPLE), replace=False))
+        #: The data's mean sample (config.center), subtracted from every batch; else None.
+        self.input_mean: Any = None
+        if config.center:
+            mean = data_mean(self.dataset)
+            self.input_mean = self.backend.asarray(mean.astype(self.backend.dtype))
+        sample = self.dataset.take(sample_rows, np.float64)
+        if config.center:
+            sample = sample - mean
+        initial = method.init_params(init_rng, dim, config.hidden, config.tied, sample)
+        # What the method asks the trainer to maintain (unit-norm decoder, b_dec from the
+        # data, dead units, resampling): see sparsekit.training.upkeep.
+        self.upkeep = Upkeeper(method.upkeep(), method, self.backend, config.hidden, config.seed)
+        initial = self.upkeep.init_params(initial, sample)
+        self.params: dict[str, Any] = {k: self.backend.asarray(v) for k, v in initial.items()}
+        self.optimizer: Optimizer | None = (
+            None
+            if method.own_update
+            else make_optimizer(config.optimizer, config.lr, config.momentum)
+        )
+        self.epoch = 0  # epochs completed
+        self.history: list[dict[str, Any]] = []
+        self.stop_requested = False
+        self._data_sst: float | None = None  # see train_epoch
+
+    # -- running ---------------------------------------------------------------------------
+
+    @property
+    def model(self) -> Model:
+        return Model(
+            self.method,
+            self.params,
+            self.backend,
+            image_shape=self.dataset.image_shape,
+            input_mean=self.input_mean,
+        )
+
+    def fit(self) -> Model:
+        """Train until ``config.epochs`` epochs are done (or a callback asks to stop)."""
+        for cb in self.callbacks:
+            cb.on_train_begin(self)
+        while self.epoch < self.config.epochs and not self.stop_requested:
+            self.train_epoch()
+        for cb in self.callbacks:
+            cb.on_train_end(self)
+        return self.model
+
+    def train_epoch(self) -> dict[str, Any]:
+        """One pass over the data in a freshly shuffled order; returns its metrics."""
+        cfg, backend, xp, method = self.config, self.backend, self.backend.xp, self.method
+        epoch = self.epoch
+        n = len(self.dataset)
+        method.on_epoch_start(epoch, cfg.epochs)
+        for cb in self.callbacks:
+            cb.on_epoch_begin(self, epoch)
+        order = self.shuffle_rng.permutation(n)
+        steps = math.ceil(n / cfg.batch_size)
+        hidden = cfg.hidden
+        loss_sum = xp.zeros((), dtype=backend.dtype)
+        rec_sum = xp.zeros((), dtype=backend.dtype)
+        active_per_unit = xp.zeros(hidden, dtype=xp.int64)
+        # SST around the data mean, for "fve": every full epoch sees the same rows, so it is
+        # accumulated during the first one only and reused after.
+        variance = VarianceAccumulator(xp) if self._data_sst is None else None
+        check_every = 50 if backend.is_gpu else 1
+        backend.synchronize()
+        start = time.perf_counter()
+        # BLAS on one thread while sparsekit splits products and loops itself (no spinning
+        # BLAS threads competing with them, whatever the import order; see backend.process),
+        # up to the epoch's metrics: a two-thread BLAS call there (the coherence's W Wᵀ)
+        # would leave a BLAS thread spinning into the next epoch (OpenBLAS: about 0.1 s),
+        # halving the speed of sparsekit's own threads meanwhile.
+        with own_threads():
+            for step in range(steps):
+                rows = np.sort(order[step * cfg.batch_size : (step + 1) * cfg.batch_size])
+                batch_rows = self.dataset.take(rows, backend.dtype)
+                # No host transfer in here: on a GPU each would wait for the step to finish.
+                with backend.step_scope():
+                    x = backend.asarray(batch_rows)
+                    if self.input_mean is not None:
+                        x -= self.input_mean
+                    resample = False
+                    if method.own_update:
+                        out = method.update(backend, self.params, x, cfg.lr)
+                        loss, rec, fwd = out.loss, out.reconstruction, out.forward
+                    else:
+                        loss, fwd, rec, resample = self._gradient_step(x)
+                    batch = x.shape[0]
+                    loss_sum += loss * batch
+                    rec_sum += rec * batch
+                    add_active_counts(xp, active_per_unit, fwd, hidden)
+                    if variance is not None:
+                        variance.add(x)
+                if resample:  # rare, and reads the device (its generator is on the host)
+                    self.upkeep.resample(self.params, x, fwd, self.optimizer)
+                if (step + 1) % check_every == 0 or step == steps - 1:
+                    value = float(loss)
+                    if not math.isfinite(value):
+                        raise DivergenceError(
+                            f"training diverged at epoch {epoch + 1}, step {step + 1}: loss is {value}"
+                            " (try a smaller learning rate)"
+                        )
+                for cb in self.callbacks:
+                    cb.on_step_end(self, step + 1, steps)
+                if self.stop_requested:
+                    break
+            backend.synchronize()
+            seconds = time.perf_counter() - start
+            if self.stop_requested and step + 1 < steps:
+                return {}
+            for name, value in self.params.items():
+                if not bool(xp.isfinite(value).all()):
+                    raise DivergenceError(
+                        f"training diverged at epoch {epoch + 1}, step {step + 1}: {name} holds NaN"
+                        " or infinite values (try a smaller learning rate)"
+                    )
+            # Finite but huge weights overflow when used: check them on the last batch.
+            if not bool(
+                xp.isfinite(autoencoder.forward(method, backend, self.params, x).xhat).all()
+            ):
+                raise DivergenceError(
+                    f"training diverged at epoch {epoch + 1}, step {step + 1}: the weights are so"
+                    " large that reconstructions overflow (try a smaller learning rate)"
+                )
+            if variance is not None:
+                self._data_sst = variance.sst
+            counts = backend.to_numpy(active_per_unit)
+            metrics = {
+                "epoch": epoch + 1,
+                "loss": float(loss_sum) / n,
+                "mse": 2.0 * float(rec_sum) / (n * self.dataset.dim),
+                "mean_active": float(counts.sum()) / n,
+                "dead_units": int((counts == 0).sum()),
+                "seconds": seconds,
+                # 1 − SSE/SST of the epoch's running reconstructions; coherence of the decoder atoms.
+                "fve": fve_from_sums(2.0 * float(rec_sum), self._data_sst),
+                "coherence": coherence(decoder_weights(self.params), xp=xp),
+            }
+            metrics.update(method.epoch_metrics())
+        self.epoch += 1
+        self.history.append(metrics)
+        for cb in self.callbacks:
+            cb.on_epoch_end(self, metrics)
+        return metrics
+
+    def _gradient_step(self, x: Any) -> tuple[Any, autoencoder.Forward, Any, bool]:
+        """One optimizer step on minibatch ``x``: (loss, forward pass, reconstruction term,
+        whether dead units are due for :meth:`Upkeeper.resample`)."""
+        backend, optimizer = self.backend, self.optimizer
+        assert optimizer is not None
+        upkeep = self.upkeep
+        state = upkeep.step_state()
+        loss, fwd, rec = self._optimizer_step(x, state)
+        self.method.after_step(backend, self.params, fwd)
+        return loss, fwd, rec, upkeep.count_step(x, fwd)
+
+    def _optimizer_step(self, x: Any, state: Any) -> tuple[Any, autoencoder.Forward, Any]:
+        backend, xp, optimizer, upkeep = self.backend, self.backend.xp, self.optimizer, self.upkeep
+        assert optimizer is not None
+        if optimizer.per_parameter and optimizer.folds_decay:
+            # Each weight is updated as soon as its gradient is final (in cache, and the
+            # step holds one H×D gradient at a time); Σ‖W‖² for weight decay comes back
+            # from the update pass.
+            squares: dict[str, Any] = {}
+
+            def sink(name: str, grad: Any, decay: float | None) -> None:
+                upkeep.project(name, grad, self.params)
+                square = optimizer.update(xp, self.params, name, grad, decay)
+                upkeep.renormalise(name, self.params)
+                if decay is not None:
+                    squares[name] = square
+
+            optimizer.start_step()
+            loss, _, fwd, rec, decay = autoencoder.loss_and_grads_before_decay(
+                self.method, backend, self.params, x, sink=sink, state=state
+            )
+            if decay is not None:
+                loss = loss + decay.value_from_squares(squares)
+            return loss, fwd, rec
+        # An optimizer with its own step(): all gradients first, then one call.
+        loss, grads, fwd, rec, decay = autoencoder.loss_and_grads_before_decay(
+            self.method, backend, self.params, x, state=state
+        )
+        if decay is not None and not optimizer.folds_decay:
+            loss = loss + decay.value
+            decay.add_to(grads)
+            decay = None
+        for name, grad in grads.items():
+            upkeep.project(name, grad, self.params)
+        squares = optimizer.step(
+            xp, self.params, grads, decay=None if decay is None else decay.strengths()
+        )
+        for name in list(self.params):
+            upkeep.renormalise(name, self.params)
+        if decay is not None:  # Σ‖W‖² came from the update pass
+            loss = loss + decay.value_from_squares(squares)
+        return loss, fwd, rec
+
+    # -- exact save and restore ------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly: arrays as NumPy, the rest JSON-friendly."""
+        return {
+            "params": {k: self.backend.to_numpy(v) for k, v in self.params.items()},
+            "optimizer": {
+                k: (self.backend.to_numpy(v) if not isinstance(v, (int, float)) else v)
+                for k, v in (self.optimizer.state_dict() if self.optimizer else {}).items()
+            },
+            "method_state": self.method.state_dict(),
+            "upkeep": self.upkeep.state_dict(),
+            "shuffle_rng": self.shuffle_rng.bit_generator.state,
+            "epoch": self.epoch,
+            "history": list(self.history),
+            "input_mean": None
+            if self.input_mean is None
+            else self.backend.to_numpy(self.input_mean),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        params = state["params"]
+        expected = {k: v.shape for k, v in self.params.items()}
+        got = {k: tuple(np.shape(v)) for k, v in params.items()}
+        if expected != got:
+            raise ParameterError(f"saved parameters {got} do not match this model's {expected}")
+        self.params = {k: self.backend.asarray(v) for k, v in params.items()}
+        if self.optimizer is not None:
+            self.optimizer.load_state_dict(
+                {
+                    k: (v if k == "steps" else self.backend.asarray(v))
+                    for k, v in state["optimizer"].items()
+                }
+            )
+        self.method.load_state_dict(state.get("method_state", {}))
+        self.upkeep.load_state_dict(state.get("upkeep", {}))
+        self.shuffle_rng.bit_generator.state = state["shuffle_rng"]
+        self.epoch = int(state["epoch"])
+        self.history = list(state.get("history", []))
+        if state.get("input_mean") is not None:
+            self.input_mean = self.backend.asarray(state["input_mean"])
+
+
+def data_mean(dataset: Dataset, chunk: int = 1024) -> np.ndarray:
+    """The mean sample of ``dataset`` (float64, one pass in chunks of ``chunk`` rows: a few
+    MB at a time, so a memory-mapped data set is never held whole)."""
+    total = np.zeros(dataset.dim, dtype=np.float64)
+    for start in range(0, len(dataset), chunk):
+        rows = np.arange(start, min(start + chunk, len(dataset)))
+        total += dataset.take(rows, np.float64).sum(axis=0)
+    return total / len(dataset)
+
+
+def add_active_counts(xp: Any, counts: Any, fwd: autoencoder.Forward, hidden: int) -> None:
+    """Add to ``counts`` how many samples of the batch use each unit."""
+    if isinstance(fwd.support, TopK) and fwd.support.kept is None:
+        counts += xp.bincount(fwd.support.indices.ravel(), minlength=hidden)
+    elif isinstance(fwd.support, TopK):  # padded rows: count the kept entries only
+        kept = fwd.support.kept.ravel().astype(counts.dtype)
+        counts += xp.bincount(fwd.support.indices.ravel(), weights=kept, minlength=hidden).astype(
+            counts.dtype
+        )
+    else:
+        count_active(xp, counts, fwd.code, ACTIVE_THRESHOLD)
+
+
+@fused.op
+def count_active(xp: Any, counts: Any, code: Any, threshold: float) -> None:
+    """``counts[j] += #{i : |code[i, j]| > threshold}`` for a B×H code, in place."""
+    counts += (xp.abs(code) > threshold).sum(axis=0, dtype=xp.int32)
+
+
+@count_active.twin
+def _count_active_fused(xp: Any, counts: Any, code: Any, threshold: float) -> Any:
+    if (
+        not fused.usable(code)
+        or code.ndim != 2
+        or not isinstance(counts, np.ndarray)
+        or counts.dtype != np.int64
+        or counts.shape != code.shape[1:]
+        or not counts.flags.writeable
+    ):
+        return fused.NOT_RUN
+    threshold = code.dtype.type(threshold)
+    fn = _count_active_loop.ready(code.dtype.char, counts, code[:0], threshold)
+    if fn is None:
+        return fused.NOT_RUN
+    fn(counts, code, threshold)
+    return None
+
+
+@fused.loop
+def _count_active_loop(counts, code, threshold):  # pragma: no cover - runs compiled
+    rows, cols = code.shape
+    for i in range(rows):
+        for j in range(cols):
+            if abs(code[i, j]) > threshold:
+                counts[j] += 1
+
+
+def train(
+    method: str | Method | type[Method],
+    data: Any,
+    *,
+    hidden: int | None = None,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    optimizer: str | None = None,
+    momentum: float | None = None,
+    tied: bool | None = None,
+    center: bool | None = None,
+    seed: int | None = None,
+    dtype: str | None = None,
+    gpu: bool | None = None,
+    callbacks: Sequence[Callback] = (),
+    registry: Any = None,
+    backend: Backend | None = None,
+    **method_params: Any,
+) -> Model:
+    """Train a sparsity method on an array and return the :class:`~sparsekit.training.model.Model`.
+
+    ``method`` is a registered name (``"ksparse"``), a :class:`Method` class or an
+    instance. ``data`` is an (N, D) or (N, h, w) array (``uint8`` is scaled to [0, 1]) or a
+    :class:`~sparsekit.data.dataset.Dataset`. Settings left as ``None`` take the method's
+    recommended value (``center``: k-sparse subtracts the data's mean sample, which the
+    returned model then subtracts in ``encode`` and adds back in ``decode``). Extra keyword
+    arguments are the method's own parameters::
+
+        model = sparsekit.train("ksparse", images, hidden=1000, epochs=10, k=25)
+        codes = model.encode(images)
+
+    ``backend`` overrides ``gpu`` and ``dtype`` with a ready :class:`Backend` (e.g. the
+    simulated device of :mod:`sparsekit.backend.simulated`, to test the GPU path on a CPU).
+    """
+    instance = make_method(method, registry, **method_params)
+    config = resolve_config(
+        instance,
+        hidden=hidden,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        optimizer=optimizer,
+        momentum=momentum,
+        tied=tied,
+        center=center,
+        seed=seed,
+        dtype=dtype,
+        gpu=gpu,
+    )
+    return Trainer(instance, data, config, callbacks=callbacks, backend=backend).fit()
+
+
+def make_method(method: str | Method | type[Method], registry: Any = None, **params: Any) -> Method:
+    """A method instance from a name, class or instance (``params`` only for name/class)."""
+    if isinstance(method, Method):
+        if params:
+            raise ParameterError("pass method parameters to the method instance, not to train()")
+        return method
+    if isinstance(method, type) and issubclass(method, Method):
+        return method(**params)
+    if isinstance(method, str):
+        if registry is None:
+
+            registry = load_registry()
+        return registry.create(method, **params)
+    raise ParameterError(f"expected a method name, Method class or instance, got {method!r}")

@@ -1,0 +1,958 @@
+"""Every fused op (:mod:`sparsekit.backend.fused`) against the reference formula it mirrors.
+
+Each twin performs its reference's operations in the same order, so both paths must give
+the same bits, in float32 and float64: the optimizers, weight decay, the sigmoid's backward
+products, KL's penalty, Arora's decoding, the active-unit counts, the minibatch gather and
+whole training runs. Also checked: every op declared in sparsekit has a twin and is covered
+here, arrays a loop refuses, ``SPARSEKIT_JIT=0``, Numba missing, and a loop that fails on
+first use.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from collections import Counter
+
+import numpy as np
+import pytest
+
+import sparsekit
+from sparsekit.backend import fused
+from sparsekit.backend.threads import PARALLEL_MIN_SIZE
+from sparsekit.core import step as autoencoder
+from sparsekit.core.contract import WeightDecay, penalty_pair
+from sparsekit.methods.l2 import L2, l2_penalty
+from sparsekit.training.optim import SGD, Adam, Momentum
+
+DTYPES = [np.float32, np.float64]
+OPTIMIZERS = {
+    "sgd": lambda: SGD(0.05),
+    "momentum": lambda: Momentum(0.05, 0.9),
+    "adam": lambda: Adam(1e-2),
+}
+
+
+# -- fixtures: force one path or the other ---------------------------------------------------
+
+
+class _Spy:
+    """Records, per op call, whether its fused twin ran (True) or the reference (False)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.results: list[tuple[str, bool]] = []
+
+        def call(op, *args, **kwargs):
+            if op.fused is not None:
+                result = op.fused(*args, **kwargs)
+                if result is not fused.NOT_RUN:
+                    self.results.append((op.__name__, True))
+                    return result
+            self.results.append((op.__name__, False))
+            return op.reference(*args, **kwargs)
+
+        monkeypatch.setattr(fused.Op, "__call__", call)
+
+    def names(self) -> set[str]:
+        return {name for name, _ in self.results}
+
+
+@pytest.fixture
+def numpy_path(monkeypatch: pytest.MonkeyPatch) -> _Spy:
+    """No fused loops: every op runs its reference formula."""
+    monkeypatch.setitem(fused._state, "numba", None)
+    return _Spy(monkeypatch)
+
+
+@pytest.fixture
+def fused_kernels() -> None:
+    """The real compiled loops (skips without Numba; fails if they are off)."""
+    pytest.importorskip("numba")
+    assert fused.enabled(), "Numba is installed but the fused loops are off"
+
+
+@pytest.fixture
+def fused_path(monkeypatch: pytest.MonkeyPatch, fused_kernels: None) -> tuple[_Spy, Counter]:
+    """The compiled loops, wrapped to count calls by loop name (``_adam_loop``, ...)."""
+    calls: Counter = Counter()
+    lock = threading.Lock()
+    real_ready = fused.Loop.ready
+
+    def ready(loop, key, *warm):
+        fn = real_ready(loop, key, *warm)
+        if fn is None:
+            return None
+
+        def counting(*args):
+            with lock:
+                calls[loop.py.__name__] += 1
+            return fn(*args)
+
+        return counting
+
+    monkeypatch.setattr(fused.Loop, "ready", ready)
+    return _Spy(monkeypatch), calls
+
+
+@pytest.fixture
+def split_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Four threads for split_run, so large arrays are cut at uneven offsets."""
+    monkeypatch.setenv("SPARSEKIT_NUM_THREADS", "4")
+
+
+def _copy(arrays: dict) -> dict:
+    return {k: v.copy() for k, v in arrays.items()}
+
+
+def _assert_same(a: dict, b: dict, what: str) -> None:
+    assert a.keys() == b.keys(), what
+    for key in a:
+        assert a[key].dtype == b[key].dtype, f"{what}[{key}] dtype"
+        assert np.array_equal(a[key], b[key]), (
+            f"{what}[{key}] differs: max |Δ| = {np.max(np.abs(a[key] - b[key]))}"
+        )
+
+
+# -- 2, 3: optimizers ------------------------------------------------------------------------
+
+
+def _problem(dtype) -> tuple[dict, list[dict]]:
+    """Params (a weight big enough to be split over threads, two small vectors), 3 grads."""
+    rng = np.random.default_rng(1)
+    shapes = {"W": (700, 800), "b": (800,), "c": (37,)}
+    assert 700 * 800 >= PARALLEL_MIN_SIZE
+    params = {k: rng.standard_normal(s).astype(dtype) for k, s in shapes.items()}
+    grads = [
+        {k: (0.1 * rng.standard_normal(s)).astype(dtype) for k, s in shapes.items()}
+        for _ in range(3)
+    ]
+    return params, grads
+
+
+def _train_steps(opt_name: str, params: dict, grads: list[dict], decay) -> tuple[dict, dict]:
+    opt = OPTIMIZERS[opt_name]()
+    params = _copy(params)
+    for g in grads:
+        opt.step(np, params, _copy(g), decay=decay)
+    state = {k: v for k, v in opt.state_dict().items() if k != "steps"}
+    assert opt.steps == len(grads)
+    return params, state
+
+
+@pytest.mark.usefixtures("split_threads")
+@pytest.mark.parametrize("decay", [None, {"W": 1e-3, "c": 0.5}], ids=["no-decay", "decay"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+@pytest.mark.parametrize("opt_name", list(OPTIMIZERS))
+def test_optimizer_fused_equals_numpy(opt_name, dtype, decay, monkeypatch, fused_kernels):
+    """3 steps of SGD/momentum/Adam: params and optimizer state bitwise equal on both paths."""
+    params, grads = _problem(dtype)
+    fused_params, fused_state = _train_steps(opt_name, params, grads, decay)
+
+    monkeypatch.setitem(fused._state, "numba", None)
+    numpy_params, numpy_state = _train_steps(opt_name, params, grads, decay)
+
+    assert not np.array_equal(fused_params["W"], params["W"])  # the steps did something
+    _assert_same(fused_params, numpy_params, "params")
+    _assert_same(fused_state, numpy_state, "state")
+
+
+@pytest.mark.usefixtures("split_threads")
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+@pytest.mark.parametrize("opt_name", list(OPTIMIZERS))
+def test_folded_decay_equals_decay_added_to_gradient(opt_name, dtype, fused_path):
+    """step(decay={"W": λ}) equals grads["W"] += λ·W followed by step(), bitwise."""
+    spy, calls = fused_path
+    lam = 3e-3
+    params, grads = _problem(dtype)
+    folded, folded_state = _train_steps(opt_name, params, grads, {"W": lam})
+
+    opt = OPTIMIZERS[opt_name]()
+    added = _copy(params)
+    for g in grads:
+        g = _copy(g)
+        g["W"] += lam * added["W"]
+        opt.step(np, added, g)
+    added_state = {k: v for k, v in opt.state_dict().items() if k != "steps"}
+
+    assert all(ok for _, ok in spy.results) and calls[f"_{opt_name}_loop"] > 0
+    _assert_same(folded, added, "params")
+    _assert_same(folded_state, added_state, "state")
+
+
+@pytest.mark.usefixtures("split_threads")
+@pytest.mark.parametrize("path", ["fused_path", "numpy_path"])
+@pytest.mark.parametrize("opt_name", list(OPTIMIZERS))
+def test_step_returns_squares_of_decayed_params_before_the_update(opt_name, path, request):
+    """step(decay=...) returns Σp² of exactly the decayed keys, taken before the update
+    (weight decay's value at the parameters the loss was computed with)."""
+    request.getfixturevalue(path)
+    params, grads = _problem(np.float32)
+    expected = {
+        k: float(np.dot(params[k].ravel().astype(np.float64), params[k].ravel()))
+        for k in ("W", "c")
+    }
+    opt = OPTIMIZERS[opt_name]()
+    squares = opt.step(np, params, _copy(grads[0]), decay={"W": 1e-3, "c": 0.0})
+    assert set(squares) == {"W", "c"}
+    for k in squares:
+        assert float(squares[k]) == pytest.approx(expected[k], rel=1e-5)
+    assert opt.step(np, params, _copy(grads[1])) == {}
+
+
+def test_optimizer_numpy_path_really_numpy(numpy_path):
+    """With the loops forced off, the optimizers fall back (run() returns False)."""
+    params, grads = _problem(np.float32)
+    for name in OPTIMIZERS:
+        _train_steps(name, params, grads[:1], {"W": 1e-3})
+    assert numpy_path.names() == {"update_parameter"}
+    assert not any(ok for _, ok in numpy_path.results)
+
+
+# -- 4: autoencoder gradients ----------------------------------------------------------------
+
+
+def _ae_problem(name: str, tied: bool, dtype: str):
+    method = sparsekit.load_registry().create(name)
+    backend = sparsekit.get_backend(False, dtype)
+    rng = np.random.default_rng(0)
+    dim, hidden, batch = 30, 20, 50  # 1/50 is inexact: the order of the scaling matters
+    x = rng.uniform(0, 1, size=(batch, dim)).astype(dtype)
+    params = method.init_params(np.random.default_rng(0), dim, hidden, tied, x)
+    params = {k: v.astype(dtype) for k, v in params.items()}
+    # Non-zero biases, so the bias gradients are not trivially alike.
+    params["b_enc"] += rng.standard_normal(hidden).astype(dtype) * 0.1
+    params["b_dec"] += rng.standard_normal(dim).astype(dtype) * 0.1
+    return method, backend, params, x
+
+
+AE_CASES = [(m, t) for m in ("plain", "l2", "kl") for t in (False, True)]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize(
+    ("name", "tied"), AE_CASES, ids=[f"{m}-{'tied' if t else 'untied'}" for m, t in AE_CASES]
+)
+def test_loss_and_grads_fused_equals_numpy(name, tied, dtype, monkeypatch, fused_path):
+    """loss_and_grads: every gradient bitwise equal on both paths; the loss equal but for
+    the sum of squared errors, which the fused output pass accumulates in float64."""
+    spy, calls = fused_path
+    method, backend, params, x = _ae_problem(name, tied, dtype)
+    loss_f, grads_f, _, rec_f = autoencoder.loss_and_grads(method, backend, _copy(params), x)
+    # g′(Y) with the output error and b_dec's gradient; f′(Z) with b_enc's (and KL's row)
+    assert calls["_output_delta_loop"] == 1 and calls["_hidden_delta_loop"] == 1
+    assert (calls["_kl_penalty_loop"] == 1) == (name == "kl")
+    ran = Counter(n for n, ok in spy.results if ok)
+    assert ran["add_scaled"] == (0 if name == "plain" else 1 if tied else 2)
+    assert all(ok for _, ok in spy.results)
+
+    monkeypatch.setitem(fused._state, "numba", None)
+    loss_n, grads_n, _, rec_n = autoencoder.loss_and_grads(method, backend, _copy(params), x)
+
+    _assert_same(grads_f, grads_n, "grads")
+    assert loss_f.dtype == loss_n.dtype == rec_f.dtype == rec_n.dtype == np.dtype(dtype)
+    rel = 1e-6 if dtype == "float32" else 1e-13
+    assert rec_f == pytest.approx(rec_n, rel=rel) and loss_f == pytest.approx(loss_n, rel=rel)
+    if name == "plain":  # the squares are all there is: as close as the dtype allows
+        assert abs(float(rec_f) - float(rec_n)) <= 2 * np.spacing(np.abs(rec_n))
+
+
+@pytest.mark.parametrize("path", ["fused_path", "numpy_path"])
+@pytest.mark.parametrize(
+    ("name", "tied"), AE_CASES, ids=[f"{m}-{'tied' if t else 'untied'}" for m, t in AE_CASES]
+)
+def test_before_decay_plus_add_to_equals_loss_and_grads(name, tied, path, request):
+    """loss_and_grads_before_decay, plus the decay's value and decay.add_to(grads), is
+    loss_and_grads, on each path."""
+    request.getfixturevalue(path)
+    method, backend, params, x = _ae_problem(name, tied, "float32")
+    loss, grads, _, _ = autoencoder.loss_and_grads(method, backend, params, x)
+    loss_b, grads_b, _, _, decay = autoencoder.loss_and_grads_before_decay(
+        method, backend, params, x
+    )
+    if name == "plain":
+        assert decay is None
+    else:
+        assert isinstance(decay, WeightDecay)
+        assert decay.strengths() == dict.fromkeys(
+            ["W_enc"] if tied else ["W_enc", "W_dec"], method.weight_decay
+        )
+        assert not np.array_equal(loss, loss_b)  # the value is not in the loss yet
+        loss_b = loss_b + decay.value
+        decay.add_to(grads_b)
+    _assert_same(grads, grads_b, "grads")
+    assert np.array_equal(loss, loss_b)
+
+
+# -- 5: whole training runs ------------------------------------------------------------------
+
+
+def _short_run(name: str, optimizer: str | None, batch_size: int):
+    x = np.random.default_rng(5).uniform(0, 1, size=(200, 30)).astype(np.float32)
+    kwargs = {} if optimizer is None else {"optimizer": optimizer}
+    model = sparsekit.train(name, x, hidden=20, epochs=2, batch_size=batch_size, seed=0, **kwargs)
+    history = [{k: v for k, v in h.items() if k != "seconds"} for h in model.history]
+    return model.params, history
+
+
+@pytest.fixture
+def trainer_history(monkeypatch):
+    """Model has no history attribute: capture the trainer's via a patched Trainer.fit."""
+    real_fit = sparsekit.Trainer.fit
+
+    def fit(self):
+        model = real_fit(self)
+        model.history = self.history
+        return model
+
+    monkeypatch.setattr(sparsekit.Trainer, "fit", fit)
+
+
+@pytest.mark.usefixtures("trainer_history")
+@pytest.mark.parametrize(
+    ("name", "optimizer", "batch_size"),
+    [("l2", None, 32), ("kl", "momentum", 32), ("plain", "sgd", 24)],  # 24: 1/B inexact
+)
+def test_training_fused_equals_numpy(name, optimizer, batch_size, monkeypatch, fused_path):
+    """A short training run gives the same params and metrics with the loops off as on."""
+    spy, calls = fused_path
+    params_f, history_f = _short_run(name, optimizer, batch_size)
+    # (float data needs no gather-and-scale pass: take_scaled's twin declines it)
+    refused = [r for r in spy.results if not r[1] and r[0] != "take_scaled"]
+    assert not refused, refused[:3]
+    assert calls["_output_delta_loop"] > 0 and calls["_hidden_delta_loop"] > 0
+    assert calls["_count_active_loop"] > 0 and calls[f"_{optimizer or 'adam'}_loop"] > 0
+
+    monkeypatch.setitem(fused._state, "numba", None)
+    off = _Spy(monkeypatch)
+    calls.clear()
+    params_n, history_n = _short_run(name, optimizer, batch_size)
+    assert not calls, f"compiled loops called with the JIT off: {dict(calls)}"
+    assert off.results and not any(ok for _, ok in off.results)
+    assert {"sigmoid_hidden_delta", "count_active", "update_parameter"} <= off.names()
+
+    _assert_same(params_f, params_n, "params")
+    # Σ‖W‖² (weight decay's value) comes from the update pass and Σ(X̂ − X)² from the output
+    # pass, both in float64 lanes, or from NumPy's float32 vdot: the loss and the MSE may
+    # differ in their last bits, nothing else.
+    for h_f, h_n in zip(history_f, history_n, strict=True):
+        assert h_f.pop("loss") == pytest.approx(h_n.pop("loss"), rel=1e-6)
+        assert h_f.pop("mse") == pytest.approx(h_n.pop("mse"), rel=1e-6)
+        assert h_f.pop("fve") == pytest.approx(h_n.pop("fve"), abs=1e-6)
+    assert history_f == history_n
+
+
+# -- 6: WeightDecay --------------------------------------------------------------------------
+
+
+def _weights(dtype=np.float32) -> dict:
+    rng = np.random.default_rng(2)
+    return {
+        "W_enc": rng.standard_normal((20, 30)).astype(dtype),
+        "W_dec": rng.standard_normal((20, 30)).astype(dtype),
+    }
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+def test_weight_decay_declares_its_value_and_gradients(dtype):
+    """WeightDecay's value is ½λΣ‖W‖² and its gradients λW (penalty_pair reads them), and it
+    does not pose as a tuple: the step recognises it by its type."""
+    from sparsekit.core.contract import penalty_pair
+
+    lam = 3e-3
+    w = _weights(dtype)
+    decay = l2_penalty(np, w, lam)
+    assert isinstance(decay, WeightDecay)
+    value, grads = penalty_pair(decay)
+    assert value is decay.value and grads is decay.grads
+    expected = sum(0.5 * lam * float(np.sum(a.astype(np.float64) ** 2)) for a in w.values())
+    assert float(value) == pytest.approx(expected, rel=1e-5)
+    assert grads.keys() == w.keys()
+    for k in w:
+        assert grads[k].dtype == dtype
+        assert np.array_equal(grads[k], lam * w[k])
+    with pytest.raises(TypeError):
+        _ = decay[0]
+    assert decay.strengths() == {"W_enc": lam, "W_dec": lam}
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+@pytest.mark.parametrize("path", ["fused_path", "numpy_path"])
+def test_weight_decay_add_to(path, dtype, request):
+    """add_to adds λW to each gradient in place (same array object), equal to g + λ·W."""
+    spy = request.getfixturevalue(path)
+    if path == "fused_path":
+        spy, _calls = spy
+    lam = 3e-3
+    w = _weights(dtype)
+    grads = {
+        k: np.random.default_rng(3).standard_normal(v.shape).astype(dtype) for k, v in w.items()
+    }
+    expected = {k: grads[k] + lam * w[k] for k in w}
+    ids = {k: id(v) for k, v in grads.items()}
+    WeightDecay(np, w, lam).add_to(grads)
+    assert {k: id(v) for k, v in grads.items()} == ids
+    _assert_same(grads, expected, "grads")
+    assert [ok for _, ok in spy.results] == [path == "fused_path"] * 2
+
+
+class ScaledL2(L2):
+    """L2 whose weight penalty doubles the gradient of the base class's WeightDecay."""
+
+    name = "scaled-l2-test"
+
+    def weight_penalty(self, xp, weights):
+        value, grads = penalty_pair(super().weight_penalty(xp, weights))
+        return value, {k: 2 * g for k, g in grads.items()}
+
+
+@pytest.mark.parametrize("path", ["fused_path", "numpy_path"])
+def test_weight_penalty_override_is_not_bypassed(path, request):
+    """An L2 subclass that rescales the unpacked gradient gets that gradient, in training too."""
+    request.getfixturevalue(path)
+    lam = 3e-3
+    method, backend, params, x = _ae_problem("l2", False, "float32")
+    scaled = ScaledL2(weight_decay=lam)
+    base, base_grads, _, _, decay = autoencoder.loss_and_grads_before_decay(
+        L2(weight_decay=lam), backend, params, x
+    )
+    loss, grads, _, _ = autoencoder.loss_and_grads(scaled, backend, params, x)
+    assert np.array_equal(loss, base + decay.value)
+    for k in ("W_enc", "W_dec"):
+        assert np.array_equal(grads[k], base_grads[k] + 2 * (lam * params[k]))
+    for k in ("b_enc", "b_dec"):
+        assert np.array_equal(grads[k], base_grads[k])
+
+    # Training: ScaledL2(λ) follows L2(2λ)'s parameters exactly (2·(λW) = (2λ)·W in floats),
+    # and not L2(λ)'s.
+    data = np.random.default_rng(6).uniform(0, 1, size=(100, 30)).astype(np.float32)
+
+    def run(m):
+        kw = {"hidden": 20, "epochs": 1, "batch_size": 25, "seed": 0, "optimizer": "sgd", "lr": 1.0}
+        return sparsekit.train(m, data, **kw).params
+
+    p_scaled, p_double, p_single = (
+        run(scaled),
+        run(L2(weight_decay=2 * lam)),
+        run(L2(weight_decay=lam)),
+    )
+    _assert_same(p_scaled, p_double, "params")
+    assert not np.array_equal(p_scaled["W_enc"], p_single["W_enc"])
+
+
+# -- 7: run() refuses unsuitable arrays; SPARSEKIT_JIT=0 -----------------------------------
+
+
+def _refused_cases():
+    base = np.arange(12, dtype=np.float32).reshape(3, 4)
+    return {
+        "non-contiguous": (base[:, ::2], np.ones((3, 2), np.float32)),
+        "transposed": (base.T, np.ones((4, 3), np.float32)),
+        "mixed dtypes": (base.copy(), np.ones((3, 4), np.float64)),
+        "int array": (np.arange(12).reshape(3, 4), np.ones((3, 4), np.int64)),
+        "list": ([1.0, 2.0, 3.0], np.ones(3, np.float32)),
+        "list second": (np.ones(3, np.float32), [1.0, 2.0, 3.0]),
+        # the loops index without bounds checks: sizes and shapes must match exactly
+        "shorter gradient": (np.ones(10, np.float32), np.full(4, 2.0, np.float32)),
+        "same size, other shape": (np.ones((2, 3), np.float32), np.ones((3, 2), np.float32)),
+        "read-only parameter": (_read_only(np.ones(5, np.float32)), np.ones(5, np.float32)),
+    }
+
+
+def _read_only(a: np.ndarray) -> np.ndarray:
+    a.setflags(write=False)
+    return a
+
+
+@pytest.mark.parametrize("case", list(_refused_cases()))
+def test_run_refuses_unsuitable_arrays(case, fused_kernels):
+    """run() returns False and leaves every array unchanged for arrays the loops cannot take."""
+    from sparsekit.training.optim import _sgd_loop
+
+    p, g = _refused_cases()[case]
+    before = (np.array(p, copy=True), np.array(g, copy=True))
+    assert fused.run(_sgd_loop, (p, g), (0.1, 0.5)) is False
+    assert np.array_equal(np.asarray(p), before[0]) and np.array_equal(np.asarray(g), before[1])
+    assert fused.enabled()  # refusing is not a failure
+
+
+def test_run_accepts_and_refuses_non_contiguous_view(fused_kernels):
+    """A strided view is refused although its base would be accepted."""
+    from sparsekit.training.optim import _sgd_loop
+
+    p = np.ones((6, 8), np.float32)
+    g = np.full((6, 8), 2.0, np.float32)
+    assert fused.run(_sgd_loop, (p[:, ::2], g[:, ::2]), (0.0, 0.5)) is False
+    assert np.all(p == 1)
+    assert fused.run(_sgd_loop, (p, g), (0.0, 0.5)) is True
+    assert np.all(p == 0)
+
+
+def test_jit_env_off_in_subprocess():
+    """SPARSEKIT_JIT=0: the loops are off, ops run their references, training still works."""
+    code = """
+import numpy as np, sparsekit
+from sparsekit.backend import fused
+from sparsekit.training.optim import _sgd_loop
+assert not fused.enabled()
+p = np.ones(4, np.float32)
+assert fused.run(_sgd_loop, (p, p.copy()), (0.0, 0.5)) is False
+x = np.random.default_rng(0).uniform(0, 1, size=(40, 8)).astype(np.float32)
+m = sparsekit.train("plain", x, hidden=4, epochs=1, batch_size=10, seed=0)
+assert all(np.isfinite(v).all() for v in m.params.values())
+assert "numba" not in __import__("sys").modules
+print("ok")
+"""
+    env = {**os.environ, "SPARSEKIT_JIT": "0"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
+
+
+# -- 8: a loop that fails on first use -------------------------------------------------------
+
+
+def _failing_loop(monkeypatch, loop: fused.Loop, error: Exception) -> None:
+    """``loop`` raises ``error`` when first called (as a failed compilation would)."""
+
+    def broken(*args):
+        raise error
+
+    monkeypatch.setattr(loop, "_compiled", broken)
+    monkeypatch.setattr(loop, "_ready", set())
+    monkeypatch.setitem(fused._state, "numba", fused._state.get("numba") or object())
+
+
+def test_loop_failing_on_first_use_disables_the_loops(monkeypatch, fused_kernels):
+    """A loop raising on first use: run() returns False, warns, and the loops stay off."""
+    from sparsekit.training.optim import _sgd_loop
+
+    _failing_loop(monkeypatch, _sgd_loop, RuntimeError("cannot compile\nsecond line"))
+    p = np.ones(5, np.float32)
+    g = np.full(5, 2.0, np.float32)
+    with pytest.warns(RuntimeWarning, match="fused loops off.*RuntimeError: cannot compile"):
+        assert fused.run(_sgd_loop, (p, g), (0.0, 0.5)) is False
+    assert not fused.enabled()
+    assert np.all(p == 1) and np.all(g == 2)
+    # The optimizer then takes its reference path.
+    SGD(0.5).step(np, {"w": p}, {"w": g})
+    assert np.all(p == 0)
+
+
+def test_count_active_failing_on_first_use_disables_the_loops(monkeypatch, fused_kernels):
+    """count_active's loop raising on first use: warns, the reference counts, loops off."""
+    from sparsekit.training.trainer import _count_active_loop, count_active
+
+    _failing_loop(monkeypatch, _count_active_loop, ValueError("no"))
+    counts = np.zeros(3, np.int64)
+    with pytest.warns(RuntimeWarning, match="fused loops off"):
+        count_active(np, counts, np.ones((2, 3), np.float32), 0.5)
+    assert not fused.enabled()
+    assert np.array_equal(counts, [2, 2, 2])
+
+
+# -- 9: count_active -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+def test_count_active_matches_numpy(dtype, fused_path):
+    """counts += (|code| > t).sum(axis=0): negatives and values exactly at t included."""
+    from sparsekit.training.trainer import count_active
+
+    spy, calls = fused_path
+    t = 1e-3
+    rng = np.random.default_rng(4)
+    code = rng.choice([-1.0, 1.0], size=(50, 7)) * rng.uniform(0, 2e-3, size=(50, 7))
+    code = code.astype(dtype)
+    at = dtype(t)
+    code[0] = [at, -at, np.nextafter(at, dtype(1)), -np.nextafter(at, dtype(1)), 0, -0.0, -5]
+    start = np.arange(7, dtype=np.int64)
+    counts = start.copy()
+    count_active(np, counts, code, t)
+    expected = start + (np.abs(code) > t).sum(axis=0)
+    assert np.array_equal(counts, expected)
+    assert counts.dtype == np.int64
+    count_active(np, counts, code, t)  # a second call keeps adding
+    assert np.array_equal(counts, start + 2 * (np.abs(code) > t).sum(axis=0))
+    assert calls["_count_active_loop"] == 2
+
+
+def test_count_active_refuses_what_the_loop_cannot_take(fused_path):
+    """Float or int32 counts, a wrong shape, a transposed or integer code: the reference
+    formula runs instead (and counts the same)."""
+    from sparsekit.training.trainer import count_active
+
+    spy, calls = fused_path
+    code = np.ones((4, 3), np.float32)
+    for counts in (np.zeros(3), np.zeros(3, np.int32)):
+        count_active(np, counts, code, 0.5)
+        assert np.array_equal(counts, [4, 4, 4])
+    count_active(np, np.zeros(3, np.int64), np.ones((3, 4), np.float32).T, 0.5)
+    count_active(np, np.zeros(3, np.int64), np.ones((4, 3), np.int64), 0.5)
+    assert calls["_count_active_loop"] == 0
+    assert spy.results == [("count_active", False)] * 4
+
+
+# -- Arora's decoding and atom update ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+def test_threshold_code_matches_numpy_bitwise(dtype, fused_path):
+    """Arora's fused decoding gives the reference's support, code and sign bit for bit,
+    including values exactly at τ, ±0, NaN and ±inf."""
+    from sparsekit.methods.arora import threshold_code
+
+    _, calls = fused_path
+    tau = 0.5
+    rng = np.random.default_rng(3)
+    z = rng.standard_normal((37, 53)).astype(dtype)
+    z.flat[:8] = [tau, -tau, 0.0, -0.0, np.nan, np.inf, -np.inf, np.nextafter(dtype(tau), 0)]
+    got = threshold_code(np, z, tau)
+    assert calls["_threshold_code_loop"] == 1
+    want = threshold_code.reference(np, z, tau)
+    expected_support = (np.abs(z) >= tau).astype(dtype)
+    assert np.array_equal(want[2], expected_support)
+    for g, w in zip(got, want, strict=True):
+        assert g.dtype == dtype
+        assert np.array_equal(g, w, equal_nan=True)
+        assert np.array_equal(np.signbit(g), np.signbit(w))
+
+
+@pytest.mark.parametrize("renormalize", [True, False])
+def test_atom_update_matches_numpy(renormalize, fused_path):
+    """w ← w − step and the rows renormalised: the reference to float32 rounding (the fused
+    row norms are summed in float64)."""
+    from sparsekit.methods.arora import atom_update
+
+    _, calls = fused_path
+    rng = np.random.default_rng(4)
+    w = rng.standard_normal((700, 787)).astype(np.float32)
+    step = (0.1 * rng.standard_normal(w.shape)).astype(np.float32)
+    w[3] = step[3]  # a row that becomes exactly zero: kept at zero, not NaN
+    expected = w.copy()
+    atom_update.reference(np, expected, step, renormalize)
+    atom_update(np, w, step, renormalize)
+    assert calls["_atom_update_loop"] >= 1
+    assert w.dtype == np.float32
+    np.testing.assert_allclose(w, expected, rtol=2e-6, atol=1e-7)
+    assert np.all(w[3] == 0)
+    if renormalize:
+        np.testing.assert_allclose(np.linalg.norm(np.delete(w, 3, 0), axis=1), 1.0, rtol=1e-6)
+
+
+def test_arora_training_fused_matches_numpy(monkeypatch, fused_path):
+    """Arora trains to the same atoms with the fused loops as with NumPy (float32 rounding
+    apart: the fused row norms are summed in float64) and the same codes."""
+    spy, calls = fused_path
+    x = np.random.default_rng(0).uniform(0, 1, (600, 50)).astype(np.float32)
+
+    def run():
+        method = sparsekit.make_method("arora")
+        config = sparsekit.resolve_config(method, hidden=40, epochs=3, batch_size=64, seed=0)
+        trainer = sparsekit.Trainer(method, x, config)
+        trainer.fit()
+        return trainer.params, trainer.history
+
+    params_f, history_f = run()
+    assert calls["_threshold_code_loop"] > 0 and calls["_atom_update_loop"] > 0
+    monkeypatch.setitem(fused._state, "numba", None)
+    calls.clear()
+    params_n, history_n = run()
+    assert not calls
+    np.testing.assert_allclose(params_f["W_enc"], params_n["W_enc"], rtol=1e-5, atol=1e-6)
+    for h_f, h_n in zip(history_f, history_n, strict=True):
+        assert h_f["mean_active"] == h_n["mean_active"]
+        assert h_f["loss"] == pytest.approx(h_n["loss"], rel=1e-5)
+
+
+def _sparse_code(dtype, rows=300, units=1000, density=0.02, seed=5):
+    """A B×H code about ``density`` nonzero, with an empty row, a ±0 and a NaN-free full row."""
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((rows, units)).astype(dtype)
+    a[rng.random(a.shape) > density] = 0
+    a[7] = 0  # a sample with no active unit
+    a[8, :] = 0
+    a[8, :25] = 1.5  # a busy sample
+    a[9, 3] = -0.0  # a zero, though its sign bit is set
+    return a
+
+
+@pytest.mark.usefixtures("split_threads")
+@pytest.mark.parametrize("split", [False, True], ids=["one-thread", "split"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+def test_nonzero_products_match_blas(dtype, split, fused_path, monkeypatch):
+    """X W and Xᵀ R by X's nonzeros alone equal BLAS's products: bit for bit where every
+    partial sum is exact (small integers), to rounding otherwise (float32: 1e-5 of the
+    largest |entry|; float64: 1e-12), whole or split over four threads (rows, units and the
+    search for the nonzeros)."""
+    from sparsekit.backend import threads
+    from sparsekit.backend.sparse_code import nonzero_times, nonzero_transpose_times
+
+    if split:
+        monkeypatch.setattr(threads, "PARALLEL_MIN_SIZE", 16)
+    _, calls = fused_path
+    rng = np.random.default_rng(6)
+    a = _sparse_code(dtype)
+    w = rng.standard_normal((1000, 77)).astype(dtype)
+    r = rng.standard_normal((300, 77)).astype(dtype)
+    for got, want, loop in (
+        (nonzero_times(np, a, w), a @ w, "_nonzero_times_loop"),
+        (nonzero_transpose_times(np, a, r), a.T @ r, "_nonzero_transpose_times_loop"),
+    ):
+        assert calls[loop] >= 1, loop
+        assert got.dtype == dtype and got.shape == want.shape
+        scale = float(np.abs(want).max())
+        tol = 1e-5 if dtype == np.float32 else 1e-12
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol * scale)
+    assert np.all(nonzero_times(np, a, w)[7] == 0)
+    # Small integers: every sum is exact in both orders, so the bits must agree.
+    ai, wi, ri = np.round(a * 2), np.round(w * 4), np.round(r * 4)
+    assert np.array_equal(nonzero_times(np, ai, wi), ai @ wi)
+    assert np.array_equal(nonzero_transpose_times(np, ai, ri), ai.T @ ri)
+
+
+def test_nonzero_products_leave_dense_or_unsuitable_input_to_blas(fused_path):
+    """Above NONZERO_DENSITY, for non-contiguous or mixed-dtype input, the reference runs:
+    BLAS's exact bits."""
+    from sparsekit.backend import sparse_code
+    from sparsekit.backend.sparse_code import nonzero_times, nonzero_transpose_times
+
+    spy, calls = fused_path
+    rng = np.random.default_rng(7)
+    dense = _sparse_code(np.float32, density=2 * sparse_code.NONZERO_DENSITY)
+    w = rng.standard_normal((1000, 40)).astype(np.float32)
+    r = rng.standard_normal((300, 40)).astype(np.float32)
+    assert np.array_equal(nonzero_times(np, dense, w), dense @ w)
+    assert np.array_equal(nonzero_transpose_times(np, dense, r), dense.T @ r)
+    sparse = _sparse_code(np.float32)
+    assert np.array_equal(nonzero_times(np, sparse, np.asfortranarray(w)), sparse @ w)
+    assert np.array_equal(
+        nonzero_times(np, sparse, w.astype(np.float64)), sparse @ w.astype(np.float64)
+    )
+    # Shapes that do not chain: BLAS's own error, never a read past W's or R's end.
+    with pytest.raises(ValueError):
+        nonzero_times(np, sparse, w[:999])
+    with pytest.raises(ValueError):
+        nonzero_transpose_times(np, sparse, r[:299])
+    assert not calls["_nonzero_times_loop"] and not calls["_nonzero_transpose_times_loop"]
+    assert {ok for name, ok in spy.results} == {False}
+
+
+def test_arora_step_by_nonzeros_matches_the_dense_step(monkeypatch, fused_kernels):
+    """Arora's whole update with its products by the nonzeros against the same update with
+    BLAS's dense products (float64: 1e-12), on MNIST-like density."""
+    from sparsekit.backend import sparse_code
+    from sparsekit.methods.arora import Arora
+
+    rng = np.random.default_rng(8)
+    params = _arora_params(rng, hidden=200, dim=64)
+    y = rng.standard_normal((128, 64))
+    method = Arora(tau=2.5)
+    backend = sparsekit.get_backend(False, "float64")
+    by_nonzeros = _copy(params)
+    out = method.update(backend, by_nonzeros, y, 0.1)
+    assert 0 < float(out.forward.support.mean()) < sparse_code.NONZERO_DENSITY
+    monkeypatch.setattr(sparse_code, "NONZERO_DENSITY", -1.0)  # always BLAS
+    dense = _copy(params)
+    method.update(backend, dense, y, 0.1)
+    np.testing.assert_allclose(by_nonzeros["W_enc"], dense["W_enc"], rtol=1e-12, atol=1e-14)
+
+
+def _arora_params(rng, hidden=30, dim=20):
+    w = rng.standard_normal((hidden, dim))
+    w /= np.linalg.norm(w, axis=1, keepdims=True)
+    return {"W_enc": w, "b_enc": np.zeros(hidden), "b_dec": np.zeros(dim)}
+
+
+def test_arora_subclass_direction_is_the_step(fused_kernels):
+    """A subclass's own direction() is what update() steps along: W ← W − lr·direction."""
+    from sparsekit.methods.arora import Arora
+
+    class Halved(Arora):
+        def direction(self, backend, params, y, scale=1.0):
+            step, fwd, residual = super().direction(backend, params, y, scale)
+            return 0.5 * step, fwd, residual
+
+    rng = np.random.default_rng(5)
+    x = rng.uniform(0, 1, (40, 20))
+    backend = sparsekit.get_backend(dtype="float64")
+    halved, plain = Halved(tau=0.2, renormalize=False), Arora(tau=0.2, renormalize=False)
+    p_halved = _arora_params(rng)
+    p_plain = {k: v.copy() for k, v in p_halved.items()}
+    out_halved = halved.update(backend, p_halved, x, 0.3)
+    out_plain = plain.update(backend, p_plain, x, 0.15)
+    np.testing.assert_allclose(p_halved["W_enc"], p_plain["W_enc"], rtol=1e-12, atol=1e-14)
+    assert float(out_halved.loss) == pytest.approx(float(out_plain.loss), rel=1e-12)
+
+
+def test_arora_subclass_decoding_is_the_step(fused_path):
+    """A subclass that decodes differently (its own decode()) is stepped along its code."""
+    from sparsekit.core.step import Forward, pre_activation
+    from sparsekit.methods.arora import Arora
+
+    spy, calls = fused_path
+
+    class KeepAll(Arora):
+        def mask(self, xp, z, a, training):
+            return xp.ones_like(z)
+
+        def decode(self, backend, params, y):
+            z = pre_activation(backend.xp, params, y)
+            out = z @ params["W_enc"] + params["b_dec"]
+            return Forward(z, z, self.mask(backend.xp, z, z, True), z, None, out, out), np.sign(z)
+
+    rng = np.random.default_rng(6)
+    x = rng.uniform(0, 1, (40, 20))
+    params = _arora_params(rng)
+    w0 = params["W_enc"].copy()
+    backend = sparsekit.get_backend(dtype="float64")
+    KeepAll(tau=0.2, renormalize=False).update(backend, params, x, 0.1)
+    assert calls["_threshold_code_loop"] == 0
+    code = x @ w0.T  # every unit kept
+    residual = code @ w0 - x
+    expected = w0 - np.sign(code).T @ (residual * (0.1 / len(x)))
+    np.testing.assert_allclose(params["W_enc"], expected, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+def test_sigmoid_fused_matches_numpy_bitwise(dtype, monkeypatch, fused_path):
+    """The sigmoid's last two passes fused into one: NumPy's bits, saturated ends included."""
+    from sparsekit.core.activations import sigmoid
+
+    _, calls = fused_path
+    z = np.random.default_rng(7).standard_normal((300, 900)).astype(dtype) * 8
+    z.flat[:5] = [0.0, -0.0, 1e30, -1e30, np.nan]
+    out_fused = sigmoid(np, z)
+    assert calls["_sigmoid_tail_loop"] >= 1
+    monkeypatch.setitem(fused._state, "numba", None)
+    out_plain = sigmoid(np, z)
+    assert out_fused.dtype == out_plain.dtype == dtype
+    assert np.array_equal(out_fused, out_plain, equal_nan=True)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+@pytest.mark.parametrize("batch", [256, 7])
+def test_kl_penalty_fused_matches_numpy(dtype, batch, monkeypatch, fused_path):
+    """KL's penalty in one pass: its gradient row NumPy's bits (means clipped at both ends,
+    NaN kept); its value the same to the dtype's rounding (summed in float64)."""
+    from sparsekit.methods.kl import KLSparse
+
+    _, calls = fused_path
+    method = KLSparse(rho=0.05, beta=2.5)
+    code = np.random.default_rng(batch).uniform(0, 1, (batch, 300)).astype(dtype)
+    code[:, 0], code[:, 1], code[:, 2] = 0.0, 1.0, 1e-9  # ρ̂ below, above and at the floor
+    code[0, 3] = np.nan
+    clean = code.copy()
+    clean[0, 3] = 0.5
+    p_f = method.code_penalty(np, code)
+    p_f_clean = method.code_penalty(np, clean)
+    assert calls["_kl_penalty_loop"] == 2
+    monkeypatch.setitem(fused._state, "numba", None)
+    p_n = method.code_penalty(np, code)
+    p_n_clean = method.code_penalty(np, clean)
+    d_f, d_n = p_f.row, p_n.row
+    assert d_f.shape == d_n.shape == code.shape[1:] and d_f.dtype == d_n.dtype == dtype
+    assert np.array_equal(d_f, d_n, equal_nan=True)
+    assert np.isnan(d_f[3]) and np.isfinite(d_f[[0, 1, 2, 4]]).all()
+    assert np.isnan(p_f.value) and np.isnan(p_n.value)  # the NaN column poisons the sum
+    value_f, value_n = p_f_clean.value, p_n_clean.value
+    assert type(value_f) is type(value_n) is np.dtype(dtype).type
+    assert value_f == pytest.approx(value_n, rel=2e-6 if dtype == np.float32 else 1e-13)
+
+
+def test_kl_penalty_refuses_what_it_cannot_take(fused_path):
+    """A strided, empty, float16 or 1-D code: the reference formula runs."""
+    from sparsekit.methods.kl import kl_penalty
+
+    spy, calls = fused_path
+    code = np.random.default_rng(1).uniform(0, 1, (20, 30)).astype(np.float32)
+    for bad in (code[:, ::2], code.astype(np.float16)):
+        kl_penalty(np, bad, 0.1, 3.0, 1e-6)
+    assert calls["_kl_penalty_loop"] == 0
+    assert spy.results == [("kl_penalty", False)] * 2
+
+
+def test_without_numba_the_loops_are_off(monkeypatch):
+    """Numba missing (ImportError): no loops, no error; callers take the NumPy path."""
+    from sparsekit.training.optim import _sgd_loop
+
+    monkeypatch.setitem(sys.modules, "numba", None)  # `import numba` now raises ImportError
+    monkeypatch.delitem(fused._state, "numba", raising=False)
+    assert not fused.enabled()
+    p, g = np.ones(8, np.float32), np.full(8, 2.0, np.float32)
+    assert fused.run(_sgd_loop, (p, g), (0.0, 0.5)) is False
+    assert np.all(p == 1)
+
+
+# -- minibatch gathering ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("source", ["uint8", "int16"])
+def test_take_gathers_converts_and_scales_like_numpy(dtype, source, monkeypatch, fused_path):
+    from sparsekit.data.dataset import ArrayDataset
+
+    spy, calls = fused_path
+    rng = np.random.default_rng(4)
+    pixels = rng.integers(0, 256, size=(300, 37)).astype(source)
+    dataset = ArrayDataset(pixels, scale=1 / 255)
+    rows = np.concatenate([rng.permutation(300)[:64], [0, 299, 7, 7]])  # unsorted, repeats
+    expected = np.asarray(pixels[rows], dtype=dtype) * np.dtype(dtype).type(1 / 255)
+    got = dataset.take(rows, np.dtype(dtype))
+    assert spy.results[-1] == ("take_scaled", True), "the fused gather ran"
+    assert got.dtype == np.dtype(dtype) and got.flags.c_contiguous
+    assert np.array_equal(got, expected)
+
+    # Rows the loop does not check (negative, past the end) go to NumPy's indexing.
+    numpy_rows = np.asarray(pixels[[-1, 2]], dtype=dtype) * np.dtype(dtype).type(1 / 255)
+    assert np.array_equal(dataset.take(np.array([-1, 2]), dtype), numpy_rows)
+    assert spy.results[-1] == ("take_scaled", False)
+    with pytest.raises(IndexError):
+        dataset.take(np.array([300]), dtype)
+
+    monkeypatch.setitem(fused._state, "numba", None)  # loops off: the same values
+    assert np.array_equal(dataset.take(rows, np.dtype(dtype)), expected)
+
+
+# -- every op is covered -----------------------------------------------------------------------
+
+#: Every fused op in sparsekit and the tests above that compare its two paths.
+COVERED_OPS = {
+    "sparsekit.training.optim.update_parameter": "test_optimizer_fused_equals_numpy",
+    "sparsekit.core.contract.add_scaled": "test_weight_decay_add_to",
+    "sparsekit.core.activations.sigmoid_tail": "test_sigmoid_fused_matches_numpy_bitwise",
+    "sparsekit.core.activations.sigmoid_output_delta": "test_loss_and_grads_fused_equals_numpy",
+    "sparsekit.core.activations.sigmoid_hidden_delta": "test_loss_and_grads_fused_equals_numpy",
+    "sparsekit.methods.kl.kl_penalty": "test_kl_penalty_fused_matches_numpy",
+    "sparsekit.methods.arora.threshold_code": "test_threshold_code_matches_numpy_bitwise",
+    "sparsekit.methods.arora.atom_update": "test_atom_update_matches_numpy",
+    "sparsekit.backend.sparse_code.nonzero_times": "test_nonzero_products_match_blas",
+    "sparsekit.backend.sparse_code.nonzero_transpose_times": "test_nonzero_products_match_blas",
+    "sparsekit.training.trainer.count_active": "test_count_active_matches_numpy",
+    "sparsekit.data.dataset.take_scaled": "test_take_gathers_converts_and_scales_like_numpy",
+}
+
+
+def test_every_fused_op_has_a_twin_and_a_test():
+    """Walk sparsekit's modules: every Op has a fused twin, and is listed in COVERED_OPS."""
+    import importlib
+    import pkgutil
+
+    found = {}
+    for info in pkgutil.walk_packages(sparsekit.__path__, "sparsekit."):
+        if info.name.startswith("sparsekit.cli"):
+            continue
+        try:
+            module = importlib.import_module(info.name)
+        except ImportError:  # optional extras (CuPy, Dask, ...)
+            continue
+        for name, value in vars(module).items():
+            if isinstance(value, fused.Op) and value.reference.__module__ == info.name:
+                found[f"{info.name}.{name}"] = value
+    assert set(found) == set(COVERED_OPS)
+    for name, op in found.items():
+        assert op.fused is not None, f"{name} declares no fused twin"
+        assert COVERED_OPS[name] in globals(), f"{name}: no test {COVERED_OPS[name]}"
