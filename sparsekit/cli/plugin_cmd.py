@@ -117,7 +117,7 @@ def _registered(registry: MethodRegistry, name: str) -> type[BaseMethod]:
         if not registry.failures:
             raise
         why = "; ".join(f"{f.plugin} failed to register: {f.error}" for f in registry.failures)
-        raise PluginError(f"{exc} ({why})") from None
+        raise PluginError(f"{exc}; {why}") from None
 
 
 def _check_settings(*, hidden: int, dim: int, batch: int, eps: float, tolerance: float) -> None:

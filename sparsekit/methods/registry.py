@@ -98,10 +98,7 @@ class MethodRegistry:
             raise PluginError(
                 f"{self._origin}: register.add() expects a Method subclass, got {cls!r}"
             )
-        try:
-            check_method_class(cls)
-        except PluginError as exc:
-            raise PluginError(f"{self._origin}: {exc}") from None
+        check_method_class(cls)  # (load_registry records the plugin's name with the error)
         name = cls.name
         if not name or not isinstance(name, str):
             raise PluginError(f"{self._origin}: method class {cls.__qualname__} has no name")
