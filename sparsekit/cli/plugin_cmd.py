@@ -11,8 +11,14 @@ from rich.console import Console
 from rich.table import Table
 
 from sparsekit.cli.train_cmd import parse_method_options
-from sparsekit.errors import EXIT_GRADIENT_MISMATCH, ParameterError
-from sparsekit.methods.registry import load_registry
+from sparsekit.core.contract import BaseMethod
+from sparsekit.errors import (
+    EXIT_GRADIENT_MISMATCH,
+    ParameterError,
+    PluginError,
+    UnknownMethodError,
+)
+from sparsekit.methods.registry import MethodRegistry, load_registry
 from sparsekit.testing.gradcheck import (
     PROBLEM_HIDDEN,
     GradientReport,
@@ -58,29 +64,18 @@ def gradcheck(
 
     Reports the relative error of the full loss gradient for every parameter and of each
     term the method contributes (f′, g′, the penalty gradients). Exits with status 1 when
-    any error is above the tolerance. Method parameters are options too, e.g.
+    any error is above the tolerance; a method class the contract refuses (it overrides
+    activation() or output(), or mixes the method types) is not registered, and the error
+    says why. Method parameters are options too, e.g.
     `sparsekit gradcheck ksparse --k 3`.
     """
     registry = load_registry()
-    method_cls = registry.get(method)
+    method_cls = _registered(registry, method)
     instance = method_cls(**parse_method_options(method_cls, list(ctx.args)))
     if hidden is None:
         hidden = problem_hidden(instance, dim=dim) if dim >= 1 else PROBLEM_HIDDEN
-    for name, value in (("hidden", hidden), ("dim", dim), ("batch", batch)):
-        if value < 1:
-            raise ParameterError(f"--{name} must be a positive integer, got {value}")
-    if not (eps > 0 and math.isfinite(eps)) or not (tolerance > 0 and math.isfinite(tolerance)):
-        raise ParameterError("--eps and --tolerance must be positive")
-    allowed = layouts(method_cls)
-    if both or tied is None:
-        chosen = allowed
-    else:
-        if tied not in allowed:
-            layout = "tied" if tied else "untied"
-            raise ParameterError(f"method {method!r} does not support {layout} weights")
-        chosen = [tied]
-    console = Console()
-    reports = []
+    _check_settings(hidden=hidden, dim=dim, batch=batch, eps=eps, tolerance=tolerance)
+    chosen = _chosen_layouts(method, method_cls, tied, both)
     try:
         instance.validate(hidden, dim)
     except ParameterError as exc:
@@ -88,6 +83,8 @@ def gradcheck(
             f"{exc} (the check uses a random problem with --hidden {hidden}: pass smaller "
             "method parameters or a larger --hidden)"
         ) from None
+    console = Console()
+    reports = []
     for layout in chosen:
         report = check_gradients(
             instance,
@@ -104,12 +101,45 @@ def gradcheck(
         console.print(report_table(report))
         for note in report.notes:
             console.print(f"[yellow]note[/yellow]: {note}")
-    failed = [r for r in reports if not r.ok]
     for report in reports:
         style = "red" if not report.ok else "green"
         console.print(f"[{style}]{report.summary()}[/{style}]")
-    if failed:
+    if any(not r.ok for r in reports):
         raise typer.Exit(EXIT_GRADIENT_MISMATCH)
+
+
+def _registered(registry: MethodRegistry, name: str) -> type[BaseMethod]:
+    """The method class called ``name``. When there is none and plugins failed to register
+    (a class the contract refuses, for one), the error says why in the same line."""
+    try:
+        return registry.get(name)
+    except UnknownMethodError as exc:
+        if not registry.failures:
+            raise
+        why = "; ".join(f"{f.plugin} failed to register: {f.error}" for f in registry.failures)
+        raise PluginError(f"{exc}; {why}") from None
+
+
+def _check_settings(*, hidden: int, dim: int, batch: int, eps: float, tolerance: float) -> None:
+    """The random problem's sizes and the check's step and tolerance are usable."""
+    for name, value in (("hidden", hidden), ("dim", dim), ("batch", batch)):
+        if value < 1:
+            raise ParameterError(f"--{name} must be a positive integer, got {value}")
+    if not (eps > 0 and math.isfinite(eps)) or not (tolerance > 0 and math.isfinite(tolerance)):
+        raise ParameterError("--eps and --tolerance must be positive")
+
+
+def _chosen_layouts(
+    method: str, method_cls: type[BaseMethod], tied: bool | None, both: bool
+) -> list[bool]:
+    """The weight layouts to check: every allowed one, or the one asked for."""
+    allowed = layouts(method_cls)
+    if both or tied is None:
+        return allowed
+    if tied not in allowed:
+        layout = "tied" if tied else "untied"
+        raise ParameterError(f"method {method!r} does not support {layout} weights")
+    return [tied]
 
 
 def report_table(report: GradientReport) -> Table:

@@ -1,1 +1,2 @@
-"""The core: the method contract's types, the declared activations and the generic step."""
+"""The core: the method contract's types (``contract``) and the declarations methods state and
+return (``declarations``), the declared activations and the generic step."""

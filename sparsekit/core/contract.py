@@ -1,291 +1,76 @@
-"""The method contract: what a sparsity method provides to the one generic trainer.
+"""The method contract: three kinds of method, and the check every method class passes.
 
-Every method (built-in or from a plugin) subclasses :class:`Method`. The trainer runs the
-generic autoencoder step of ``docs/methods.md``::
+Every method (built-in or from a plugin) subclasses exactly one of three types, each with
+its own documented members, and the trainer, the step, the gradient check and the test kit
+choose what to run from that type alone:
 
-    Z  = X W_encᵀ + b_enc          pre-activation                     B×H
-    A  = f(Z)                      activation        -> activation()
-    M  = mask(Z, A)                kept units        -> mask()
-    Hc = A ∘ M                     the code
-    Y  = Hc W_dec + b_dec;  X̂ = g(Y)                 -> output()
-    L  = (1/2B)‖X̂ − X‖² + Ω_W(W) + Ω_H(Hc)          -> weight_penalty(), code_penalty()
-                                    + Ω_HW(Hc, W)   -> code_weight_penalty() (optional)
+* :class:`Method` – the generic autoencoder step of ``docs/methods.md``, differentiated by
+  hand; the method *declares* f and g and contributes the mask and the penalties::
 
-and differentiates it by hand; a method contributes the pieces marked with ``->`` (each with
-its derivative or gradient), and may replace the whole update with :meth:`Method.update`.
+      Z  = X W_encᵀ + b_enc          pre-activation                     B×H
+      A  = f(Z)                      f: hidden_activation (declared)
+      M  = mask(Z, A)                kept units        -> mask()
+      Hc = A ∘ M                     the code
+      Y  = Hc W_dec + b_dec;  X̂ = g(Y)                 g: output_activation (declared)
+      L  = (1/2B)‖X̂ − X‖² + Ω_W(W) + Ω_H(Hc)          -> weight_penalty(), code_penalty()
+                                      + Ω_HW(Hc, W)   -> code_weight_penalty() (optional)
+
+* :class:`UpdateMethod` – a :class:`Method` whose model is that step but which trains with
+  its own :meth:`UpdateMethod.update` instead of an optimizer (e.g. Arora et al.).
+* :class:`ObjectiveMethod` – a method that computes its forward pass, loss and gradients
+  itself (:meth:`ObjectiveMethod.forward`, :meth:`ObjectiveMethod.loss_and_grads`), e.g.
+  sparse autoencoders with a pre-encoder bias, an auxiliary loss or extra parameters.
+
+What every method has (name, parameters, layouts, initialisation, schedules, upkeep, state)
+is :class:`BaseMethod`. :func:`check_method_class` refuses, with one line saying what to
+declare instead, a class the step would otherwise train as something else than it says:
+one that overrides a member the step no longer reads (:data:`RETIRED`), that sets
+``own_objective`` / ``own_update`` instead of subclassing the type, or that mixes the types.
+The registry, the trainer and the gradient check all call it.
 
 Weights are stored one row per hidden unit: ``W_enc`` and ``W_dec`` both have shape (H, D),
 so row j of either is unit j's filter (``W_e`` of the notes is ``W_encᵀ``). Tied weights keep
-only ``W_enc`` and decode with it.
+only ``W_enc`` and decode with it. The declarations methods return (:class:`TopK`,
+:class:`WeightDecay`, ...) live in :mod:`sparsekit.core.declarations` and are re-exported
+here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import numpy as np
 
-from sparsekit.backend import fused
-from sparsekit.core.activations import SIGMOID, Activation, sigmoid  # noqa: F401  (sigmoid: re-export)
-from sparsekit.errors import ParameterError
+from sparsekit.core.activations import (  # noqa: F401  (sigmoid: re-export)
+    IDENTITY,
+    SIGMOID,
+    Activation,
+    sigmoid,
+)
+from sparsekit.core.declarations import (  # noqa: F401  (re-exported: the contract's names)
+    Param,
+    RowPenalty,
+    StepResult,
+    StepState,
+    Support,
+    TopK,
+    Upkeep,
+    WeightDecay,
+    add_scaled,
+    between_one_and_hidden,
+    code_penalty_pair,
+    non_negative,
+    open_unit_interval,
+    penalty_pair,
+    positive,
+)
+from sparsekit.errors import ParameterError, PluginError
 
 
-@dataclass(frozen=True)
-class Param:
-    """One hyperparameter a method declares: name, type, default, help and a check."""
-
-    name: str
-    type: type
-    default: Any
-    help: str
-    #: Returns an error message (without the parameter name) or None when the value is fine.
-    #: Receives the value and the problem size ``{"hidden": H, "dim": D}``.
-    check: Callable[[Any, Mapping[str, int]], str | None] | None = field(
-        default=None, compare=False
-    )
-
-    def convert(self, value: Any) -> Any:
-        """``value`` (possibly a command-line string) as this parameter's type."""
-        if isinstance(value, str) and self.type is not str:
-            if self.type is bool:
-                lowered = value.strip().lower()
-                if lowered in ("1", "true", "yes", "on"):
-                    return True
-                if lowered in ("0", "false", "no", "off"):
-                    return False
-                raise ParameterError(f"{self.name}: expected true or false, got {value!r}")
-            try:
-                return self.type(value)
-            except ValueError:
-                raise ParameterError(
-                    f"{self.name}: expected {self.type.__name__}, got {value!r}"
-                ) from None
-        if self.type is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if (
-            self.type is int
-            and isinstance(value, (int, np.integer))
-            and not isinstance(value, bool)
-        ):
-            return int(value)
-        if not isinstance(value, self.type):
-            raise ParameterError(
-                f"{self.name}: expected {self.type.__name__}, got {type(value).__name__} {value!r}"
-            )
-        return value
-
-
-# Reusable checks -----------------------------------------------------------------------------
-
-
-def positive(value: float, _size: Mapping[str, int]) -> str | None:
-    return None if value > 0 and np.isfinite(value) else f"must be > 0, got {value}"
-
-
-def non_negative(value: float, _size: Mapping[str, int]) -> str | None:
-    return None if value >= 0 and np.isfinite(value) else f"must be >= 0, got {value}"
-
-
-def open_unit_interval(value: float, _size: Mapping[str, int]) -> str | None:
-    return None if 0 < value < 1 else f"must be strictly between 0 and 1, got {value}"
-
-
-def between_one_and_hidden(value: int, size: Mapping[str, int]) -> str | None:
-    hidden = size.get("hidden")
-    if value < 1 or (hidden is not None and value > hidden):
-        return f"must be between 1 and the hidden size ({hidden}), got {value}"
-    return None
-
-
-@dataclass
-class TopK:
-    """A support with the same number of kept units in every row.
-
-    ``indices`` (B×k integers) lists the kept units of each row, in no particular order. The
-    trainer then computes the decoder and every gradient term on those k columns only.
-    ``kept`` (B×k, 0/1 or boolean) marks the entries that are really kept when rows of
-    different lengths are padded to one width k (BatchTopK's code); ``None``: every entry is.
-    """
-
-    indices: Any
-    kept: Any = None
-
-
-class WeightDecay:
-    """L2 weight decay, Ω_W = (λ/2) Σ_W ‖W‖²_F with ∂Ω_W/∂W = λW, as a weight penalty.
-
-    :meth:`Method.weight_penalty` may return ``WeightDecay(xp, weights, λ)`` instead of a
-    ``(value, gradients)`` pair. The type tells the trainer that the gradient is λW: its
-    optimizer then adds λW as it updates each weight and returns the Σ‖W‖² it read on the
-    way for the value, so weight decay costs no pass and no temporary of its own.
-    :attr:`value` and :attr:`grads` compute the pair when asked (:func:`penalty_pair`);
-    :meth:`add_to` adds λW to gradients directly (for an optimizer that cannot fold it in).
-    """
-
-    __slots__ = ("xp", "weights", "strength", "_value", "_grads")
-
-    def __init__(self, xp: Any, weights: Mapping[str, Any], strength: float) -> None:
-        self.xp = xp
-        self.weights = dict(weights)
-        self.strength = float(strength)
-        self._value: Any = None
-        self._grads: dict[str, Any] | None = None
-
-    @property
-    def value(self) -> Any:
-        """(λ/2) Σ ‖W‖², a 0-d backend array (computed on first use)."""
-        if self._value is None:
-            xp = self.xp
-            squares = {name: xp.vdot(w, w) for name, w in self.weights.items()}
-            self._value = self.value_from_squares(squares)
-        return self._value
-
-    @property
-    def grads(self) -> dict[str, Any]:
-        """``{name: λW}`` (allocated on first use; the trainer never asks)."""
-        if self._grads is None:
-            self._grads = {name: self.strength * w for name, w in self.weights.items()}
-        return self._grads
-
-    def value_from_squares(self, squares: Mapping[str, Any]) -> Any:
-        """(λ/2) Σ ‖W‖² from ``{name: ‖W‖²}`` computed elsewhere (by the optimizer's pass)."""
-        return sum(0.5 * self.strength * squares[name] for name in self.weights)
-
-    def strengths(self) -> dict[str, float]:
-        """``{name: λ}`` for every decayed weight."""
-        return dict.fromkeys(self.weights, self.strength)
-
-    def add_to(self, grads: dict[str, Any]) -> None:
-        """``grads[name] += λW`` for every weight, in place (one pass each on the CPU)."""
-        for name, w in self.weights.items():
-            add_scaled(grads[name], w, self.strength)
-
-    def __repr__(self) -> str:
-        return f"WeightDecay(strength={self.strength!r}, weights={sorted(self.weights)})"
-
-
-@fused.op
-def add_scaled(g: Any, w: Any, scale: float) -> None:
-    """g ← g + scale·w in place (weight decay's λW added to a gradient, no temporary)."""
-    g += scale * w
-
-
-@add_scaled.twin
-def _add_scaled_fused(g: Any, w: Any, scale: float) -> Any:
-    return None if fused.run(_add_scaled_loop, (g, w), (scale,)) else fused.NOT_RUN
-
-
-@fused.loop
-def _add_scaled_loop(g, w, scale):  # pragma: no cover - runs compiled
-    for i in range(g.size):
-        g[i] += w[i] * scale
-
-
-def penalty_pair(penalty: tuple[Any, dict[str, Any]] | WeightDecay) -> tuple[Any, dict[str, Any]]:
-    """``(value, {name: gradient})`` of a weight penalty, whichever form it was returned in."""
-    if isinstance(penalty, WeightDecay):
-        return penalty.value, penalty.grads
-    value, grads = penalty
-    return value, grads
-
-
-def code_penalty_pair(xp: Any, penalty: Any, shape: tuple[int, ...]) -> tuple[Any, Any]:
-    """``(value, B×H gradient)`` of a code penalty, whichever form it was returned in."""
-    if isinstance(penalty, RowPenalty):
-        return penalty.value, penalty.dense(xp, shape)
-    value, d_code = penalty
-    return value, d_code
-
-
-@dataclass
-class RowPenalty:
-    """A code penalty whose gradient is the same row for every sample (e.g. KL's, which
-    depends on the mean activations only): Ω_H = ``value``, ∂Ω_H/∂Hc[i, :] = ``row`` for
-    every i.
-
-    :meth:`Method.code_penalty` may return it instead of ``(value, B×H gradient)``; the step
-    then adds the row inside the pass that applies f′ instead of building a B×H array.
-    """
-
-    value: Any
-    row: Any
-
-    def dense(self, xp: Any, shape: tuple[int, ...]) -> Any:
-        """The B×H gradient it stands for (a broadcast view: read it, do not write it)."""
-        return xp.broadcast_to(self.row, shape)
-
-
-@dataclass(frozen=True)
-class Upkeep:
-    """What a method asks of the trainer beyond the gradient step (see ``docs/methods.md``).
-
-    A method declares it by returning one from :meth:`Method.upkeep`; the trainer applies it
-    to any method, built-in or plugin:
-
-    * ``unit_norm_decoder`` – decoder rows (atoms) kept at unit norm: initialised so, the
-      component of each row's gradient parallel to the row removed before the optimizer
-      step, the rows renormalised after it.
-    * ``b_dec_init`` – ``"mean"`` or ``"geometric_median"`` (Weiszfeld) of the initial data
-      sample replaces ``b_dec`` at initialisation; ``None`` leaves ``init_params``'s.
-    * ``dead_after`` – a unit is *dead* when it has not fired (code value > 0) for this many
-      training samples; the trainer counts samples since each unit last fired and hands the
-      dead mask to the method (:class:`StepState`). ``0`` tracks nothing.
-    * ``resample_every`` – every this many optimizer steps, dead units are re-initialised
-      from poorly reconstructed inputs of the current batch and their optimizer moments
-      reset (needs ``dead_after``). ``0`` never resamples.
-    """
-
-    unit_norm_decoder: bool = False
-    b_dec_init: str | None = None
-    dead_after: int = 0
-    resample_every: int = 0
-
-    def __post_init__(self) -> None:
-        if self.b_dec_init not in (None, "mean", "geometric_median"):
-            raise ParameterError(
-                f"b_dec_init must be 'mean', 'geometric_median' or None, got {self.b_dec_init!r}"
-            )
-        if self.dead_after < 0 or self.resample_every < 0:
-            raise ParameterError("dead_after and resample_every must be >= 0")
-        if self.resample_every and not self.dead_after:
-            raise ParameterError("resampling needs dead-unit tracking (dead_after > 0)")
-
-
-@dataclass
-class StepResult:
-    """What :meth:`Method.update` returns: the step's loss and reconstruction term (0-d
-    backend arrays) and the forward pass it computed before updating (a
-    :class:`sparsekit.core.step.Forward`, for the trainer's statistics)."""
-
-    loss: Any
-    reconstruction: Any
-    forward: Any
-
-
-@dataclass
-class StepState:
-    """What the trainer knows beyond the minibatch, handed to :meth:`Method.loss_and_grads`.
-
-    ``dead`` is a boolean (H,) backend array, true for units dead by
-    :attr:`Upkeep.dead_after`, or ``None`` when nothing is tracked. A gradient check builds
-    its own (:meth:`Method.check_state`).
-    """
-
-    dead: Any = None
-
-
-#: What :meth:`Method.mask` returns: ``None`` (keep every unit), a B×H array of 0/1 in the
-#: compute dtype, or a :class:`TopK`.
-Support = Any
-
-
-class Method:
-    """Base class of every sparsity method. Subclass it and override what differs.
-
-    The defaults describe a plain sigmoid autoencoder: sigmoid activation and output, every
-    unit kept, no penalties, gradient training.
+class BaseMethod:
+    """What every sparsity method has, whichever step trains it. Do not subclass it
+    directly: subclass :class:`Method`, :class:`UpdateMethod` or :class:`ObjectiveMethod`.
 
     Class attributes a method sets:
 
@@ -315,14 +100,14 @@ class Method:
     allows_untied: ClassVar[bool] = True
     training_defaults: ClassVar[Mapping[str, Any]] = {}
     saelens: ClassVar[Any] = None
-    #: f, the hidden activation, as a declared :class:`~sparsekit.core.activations.Activation`
-    #: (value, derivative and the backward products the step needs).
-    hidden_activation: ClassVar[Activation] = SIGMOID
-    #: g, the output function, likewise.
-    output_activation: ClassVar[Activation] = SIGMOID
-    #: Whether :meth:`code_penalty` or :meth:`code_weight_penalty` can return a penalty:
-    #: with a top-k support the step builds the dense B×H code only for such a method.
-    uses_code_penalty: ClassVar[bool] = False
+    #: Parameters with one entry per unit along their first axis (besides W_enc, b_enc and
+    #: W_dec): the trainer resets their optimizer moments when it resamples a unit.
+    unit_params: ClassVar[tuple[str, ...]] = ()
+    #: Derived from the type, for readers of the first contract: true for an
+    #: :class:`UpdateMethod` only. Subclass that type rather than setting it.
+    own_update: ClassVar[bool] = False
+    #: Derived from the type: true for an :class:`ObjectiveMethod` only.
+    own_objective: ClassVar[bool] = False
 
     def __init__(self, **values: Any) -> None:
         declared = {p.name: p for p in self.params}
@@ -387,15 +172,48 @@ class Method:
             params["W_dec"] = rng.uniform(-r, r, size=(hidden, dim))
         return params
 
-    # -- the forward pieces and their derivatives --------------------------------------
+    # -- what the trainer does around the step ----------------------------------------------
 
-    def activation(self, xp: Any, z: Any) -> Any:
-        """f(Z), elementwise: :attr:`hidden_activation`'s value (declare f there)."""
-        return self.hidden_activation.value(xp, z)
+    def upkeep(self) -> Upkeep:
+        """What the trainer maintains for this method (unit-norm decoder, dead units, ...)."""
+        return Upkeep()
 
-    def activation_grad(self, xp: Any, z: Any, a: Any) -> Any:
-        """f′(Z) given Z and A = f(Z), or ``None`` when f′ ≡ 1: :attr:`hidden_activation`'s."""
-        return self.hidden_activation.derivative(xp, z, a)
+    def epoch_metrics(self) -> dict[str, Any]:
+        """Entries added to each epoch's metrics (e.g. a learned threshold); default none."""
+        return {}
+
+    def after_step(self, backend: Any, params: dict[str, Any], fwd: Any) -> None:
+        """Called after each optimizer step with that step's forward pass (e.g. to update an
+        inference threshold). State it changes must go through :meth:`state_dict`."""
+
+    # -- state for checkpoints -------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Mutable state beyond the parameters (schedules are derived from the epoch)."""
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+
+
+class Method(BaseMethod):
+    """A method trained by the generic step: subclass it and override what differs.
+
+    The defaults describe a plain sigmoid autoencoder: sigmoid activation and output, every
+    unit kept, no penalties. The step reads f and g from the declarations
+    :attr:`hidden_activation` and :attr:`output_activation` only (there is no
+    ``activation()`` or ``output()`` to override: :func:`check_method_class` refuses a class
+    that defines one), the support from :meth:`mask` and the penalties from their methods.
+    """
+
+    #: f, the hidden activation, as a declared :class:`~sparsekit.core.activations.Activation`
+    #: (value, derivative and the backward products the step needs).
+    hidden_activation: ClassVar[Activation] = SIGMOID
+    #: g, the output function, likewise.
+    output_activation: ClassVar[Activation] = SIGMOID
+    #: Whether :meth:`code_penalty` or :meth:`code_weight_penalty` can return a penalty:
+    #: with a top-k support the step builds the dense B×H code only for such a method.
+    uses_code_penalty: ClassVar[bool] = False
 
     def mask(self, xp: Any, z: Any, a: Any, training: bool) -> Support:
         """Which code units are kept: ``None``, a 0/1 array like ``z``, or :class:`TopK`.
@@ -403,14 +221,6 @@ class Method:
         ``training`` is false when encoding for downstream use (e.g. k-sparse's αk).
         """
         return None
-
-    def output(self, xp: Any, y: Any) -> Any:
-        """g(Y), the reconstruction: :attr:`output_activation`'s value (declare g there)."""
-        return self.output_activation.value(xp, y)
-
-    def output_grad(self, xp: Any, y: Any, xhat: Any) -> Any:
-        """g′(Y) given Y and X̂ = g(Y), or ``None`` when g′ ≡ 1: :attr:`output_activation`'s."""
-        return self.output_activation.derivative(xp, y, xhat)
 
     def code_penalty(self, xp: Any, code: Any) -> tuple[Any, Any] | RowPenalty | None:
         """Ω_H(Hc) and ∂Ω_H/∂Hc for the dense B×H code, or ``None`` for no penalty.
@@ -444,35 +254,44 @@ class Method:
         """
         return None
 
-    # -- non-gradient methods ------------------------------------------------------------
 
-    #: True when the method trains with :meth:`update` instead of an optimizer.
-    own_update: ClassVar[bool] = False
+class UpdateMethod(Method):
+    """A generic-step model trained by its own update instead of an optimizer.
+
+    Its forward pass, reported loss and gradient check are the generic step's (declare f,
+    g, the mask and any penalties as for :class:`Method`); each training step calls
+    :meth:`update` instead, which must be defined.
+    """
+
+    own_update: ClassVar[bool] = True
 
     def update(self, backend: Any, params: dict[str, Any], x: Any, lr: float) -> StepResult:
         """Update ``params`` in place from minibatch ``x`` (a backend array).
 
         Returns a :class:`StepResult` (the forward pass is the one before the update, for
-        the trainer's statistics). Only called when ``own_update`` is true.
+        the trainer's statistics).
         """
         raise NotImplementedError(f"{self.name} does not define its own update")
 
-    # -- a whole objective of the method's own --------------------------------------------
 
-    #: True when the method computes its forward pass and its loss and gradients itself
-    #: (:meth:`forward`, :meth:`loss_and_grads`) instead of the generic step's pieces
-    #: (activation, mask, output, penalties), e.g. sparse autoencoders with a pre-encoder
-    #: bias, an auxiliary loss or parameters beyond the four.
-    own_objective: ClassVar[bool] = False
-    #: Names of the separately checkable terms of an own objective (each is a loss with its
+class ObjectiveMethod(BaseMethod):
+    """A method that computes its forward pass, loss and gradients itself.
+
+    For models outside the generic step (a pre-encoder bias, an auxiliary loss, parameters
+    beyond the four): the trainer, the optimizers, checkpoints, ``Model.encode`` and the
+    gradient check use :meth:`forward` and :meth:`loss_and_grads`, which must be defined.
+    """
+
+    own_objective: ClassVar[bool] = True
+    #: g, the output function ``Model.decode`` applies to ``code W_dec + b_dec``: linear
+    #: for the sparse autoencoders (the step never reads it; :meth:`forward` computes X̂).
+    output_activation: ClassVar[Activation] = IDENTITY
+    #: Names of the separately checkable terms of the objective (each is a loss with its
     #: gradients, :meth:`loss_and_grads` with ``term=name``; they sum to the objective).
     terms: ClassVar[tuple[str, ...]] = ()
     #: Parameters beyond W_enc, b_enc, b_dec, W_dec that :meth:`init_params` creates, with
     #: their shape as a tuple of ``"hidden"``, ``"dim"`` (e.g. ``("hidden",)``).
     extra_params: ClassVar[Mapping[str, tuple[str, ...]]] = {}
-    #: Parameters with one entry per unit along their first axis (besides W_enc, b_enc and
-    #: W_dec): the trainer resets their optimizer moments when it resamples a unit.
-    unit_params: ClassVar[tuple[str, ...]] = ()
     #: Parameters whose gradient holds a straight-through (surrogate) part, with what it is:
     #: ``{name: description}``. The gradient check compares them with finite differences of
     #: :meth:`anchored_loss`, where each step function is smoothed as the pseudo-derivative
@@ -484,7 +303,7 @@ class Method:
     stop_gradients: ClassVar[Mapping[str, str]] = {}
 
     def forward(self, backend: Any, params: dict[str, Any], x: Any, training: bool) -> Any:
-        """The forward pass (a :class:`sparsekit.core.step.Forward`) of an own objective."""
+        """The forward pass, a :class:`sparsekit.core.step.Forward`."""
         raise NotImplementedError(f"{self.name} has no forward pass of its own")
 
     def loss_and_grads(
@@ -495,7 +314,7 @@ class Method:
         state: StepState,
         term: str | None = None,
     ) -> tuple[Any, dict[str, Any], Any, Any]:
-        """``(loss, {name: gradient}, forward, reconstruction)`` of an own objective.
+        """``(loss, {name: gradient}, forward, reconstruction)`` of the objective.
 
         ``loss`` and ``reconstruction`` ((1/2B)‖X̂ − X‖², for the trainer's MSE) are 0-d
         backend arrays; there is a gradient for every parameter. With ``term`` (one of
@@ -537,25 +356,133 @@ class Method:
         """
         return params
 
-    # -- what the trainer does around the step ----------------------------------------------
 
-    def upkeep(self) -> Upkeep:
-        """What the trainer maintains for this method (unit-norm decoder, dead units, ...)."""
-        return Upkeep()
+# -- the one check every method class passes ---------------------------------------------------
 
-    def epoch_metrics(self) -> dict[str, Any]:
-        """Entries added to each epoch's metrics (e.g. a learned threshold); default none."""
-        return {}
+#: The contract's own types: members found in their ``__dict__`` are the contract's, every
+#: other class in a method's MRO is the author's.
+CONTRACT_TYPES: tuple[type, ...] = (BaseMethod, Method, UpdateMethod, ObjectiveMethod)
 
-    def after_step(self, backend: Any, params: dict[str, Any], fwd: Any) -> None:
-        """Called after each optimizer step with that step's forward pass (e.g. to update an
-        inference threshold). State it changes must go through :meth:`state_dict`."""
+#: Members of the first contract that the step no longer reads, with what to declare instead.
+RETIRED: Mapping[str, str] = {
+    "activation": "declare hidden_activation = an Activation (RELU, IDENTITY, SIGMOID or your "
+    "own subclass of Activation)",
+    "activation_grad": "declare hidden_activation = an Activation, whose derivative() is f′",
+    "output": "declare output_activation = an Activation (IDENTITY, SIGMOID or your own "
+    "subclass of Activation)",
+    "output_grad": "declare output_activation = an Activation, whose derivative() is g′",
+}
 
-    # -- state for checkpoints -------------------------------------------------------------
+#: Members only one type's step reads, by the type that reads them.
+ONLY_READ_BY: Mapping[type, tuple[str, ...]] = {
+    Method: (
+        "hidden_activation",
+        "uses_code_penalty",
+        "mask",
+        "code_penalty",
+        "weight_penalty",
+        "code_weight_penalty",
+    ),
+    UpdateMethod: ("update",),
+    ObjectiveMethod: (
+        "terms",
+        "extra_params",
+        "surrogates",
+        "stop_gradients",
+        "forward",
+        "loss_and_grads",
+        "anchored_loss",
+        "check_state",
+        "check_problem",
+    ),
+}
 
-    def state_dict(self) -> dict[str, Any]:
-        """Mutable state beyond the parameters (schedules are derived from the epoch)."""
-        return {}
+#: Members a type leaves undefined (its default raises): a class of that type defines them.
+REQUIRED: Mapping[type, tuple[str, ...]] = {
+    UpdateMethod: ("update",),
+    ObjectiveMethod: ("forward", "loss_and_grads"),
+}
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore what :meth:`state_dict` returned."""
+#: The flags of the first contract and the type that replaces each.
+_FLAGS: Mapping[str, type] = {"own_update": UpdateMethod, "own_objective": ObjectiveMethod}
+
+
+def method_type(cls: type[BaseMethod]) -> type[BaseMethod]:
+    """Which of :class:`Method`, :class:`UpdateMethod`, :class:`ObjectiveMethod` ``cls`` is
+    (the most specific one; :func:`check_method_class` has refused any mix)."""
+    for kind in (UpdateMethod, ObjectiveMethod, Method):
+        if issubclass(cls, kind):
+            return kind
+    return BaseMethod
+
+
+def check_method_class(cls: Any) -> None:
+    """Refuse a class the step would train as something else than it says.
+
+    Raises :class:`~sparsekit.errors.PluginError` with one line naming the class and what to
+    declare instead when ``cls``
+
+    * is not a subclass of exactly one of :class:`Method` (with :class:`UpdateMethod`) and
+      :class:`ObjectiveMethod`;
+    * defines, in any class of its MRO below those types, a member of :data:`RETIRED` (the
+      first contract's ``activation()``, ``output()``, ...: the step reads the declared
+      activations only);
+    * sets ``own_objective`` or ``own_update`` against its type (the first contract's flags:
+      subclass :class:`ObjectiveMethod` or :class:`UpdateMethod` instead);
+    * defines a member only another type's step reads (:data:`ONLY_READ_BY`), or lacks one
+      its own type needs (:data:`REQUIRED`).
+
+    Members are looked up in the ``__dict__`` of each of the author's classes, so the check
+    sees overrides however the method is built. The registry, :func:`make_method`, the
+    trainer and the gradient check call it.
+    """
+    if not (isinstance(cls, type) and issubclass(cls, BaseMethod)):
+        raise PluginError(f"expected a subclass of sparsekit.methods.Method, got {cls!r}")
+    label = f"method class {cls.__qualname__}" + (f" ({cls.name!r})" if cls.name else "")
+    problem = _type_problem(cls) or _member_problem(cls)
+    if problem:
+        raise PluginError(f"{label} {problem}")
+
+
+def _type_problem(cls: type[BaseMethod]) -> str | None:
+    """What is wrong with the types ``cls`` subclasses and the flags it sets, if anything."""
+    if issubclass(cls, Method) and issubclass(cls, ObjectiveMethod):
+        return (
+            "subclasses both Method and ObjectiveMethod: subclass one (Method or UpdateMethod "
+            "for the generic step, ObjectiveMethod for an objective of its own)"
+        )
+    if method_type(cls) is BaseMethod:
+        return "subclasses BaseMethod directly: subclass Method, UpdateMethod or ObjectiveMethod"
+    for flag, kind in _FLAGS.items():
+        if bool(getattr(cls, flag)) != issubclass(cls, kind):
+            verb = "sets" if getattr(cls, flag) else "clears"
+            return (
+                f"{verb} {flag}, which is derived from its type: subclass "
+                f"sparsekit.methods.{kind.__name__ if getattr(cls, flag) else 'Method'} instead"
+            )
+    return None
+
+
+def _member_problem(cls: type[BaseMethod]) -> str | None:
+    """A member ``cls`` defines that its type's step does not read, or one it lacks."""
+    kind = method_type(cls)
+    authors = [k for k in cls.__mro__ if k not in CONTRACT_TYPES and k is not object]
+    for klass in authors:
+        for member in vars(klass):
+            if member in RETIRED:
+                return (
+                    f"defines {member}(), which the step no longer reads: {RETIRED[member]}"
+                    " instead"
+                )
+            for reader, members in ONLY_READ_BY.items():
+                if member in members and not issubclass(cls, reader):
+                    return (
+                        f"defines {member}, which only {reader.__name__}'s step reads (its "
+                        f"type is {kind.__name__}): subclass sparsekit.methods."
+                        f"{reader.__name__} or remove {member}"
+                    )
+    for member in REQUIRED.get(kind, ()):
+        if not any(member in vars(klass) for klass in authors):
+            article = "an" if kind.__name__[0] in "AEIOU" else "a"
+            return f"is {article} {kind.__name__} but does not define {member}(): define it"
+    return None

@@ -1,8 +1,10 @@
 """The generic autoencoder step, differentiated by hand.
 
 One forward pass and one backward pass serve every gradient-trained method; the method
-supplies the activation f and output g (declared :mod:`sparsekit.activations` objects), the
-mask and the penalties (see :mod:`sparsekit.methods.base`). The formulas are those of
+supplies the activation f and output g (declared :mod:`sparsekit.core.activations` objects),
+the mask and the penalties (a :class:`~sparsekit.core.contract.Method`; an
+:class:`~sparsekit.core.contract.ObjectiveMethod` brings its own forward pass and gradients
+instead, which :func:`forward` and :func:`loss_and_grads` call). The formulas are those of
 ``docs/methods.md``, in the row-per-unit weight layout (``W_enc``, ``W_dec`` are H×D)::
 
     forward                               backward
@@ -48,7 +50,9 @@ from sparsekit.backend.sparse_code import (
 )
 from sparsekit.backend.threads import matmul
 from sparsekit.core.contract import (
+    BaseMethod,
     Method,
+    ObjectiveMethod,
     RowPenalty,
     StepState,
     TopK,
@@ -85,10 +89,10 @@ def pre_activation(xp: Any, params: dict[str, Any], x: Any) -> Any:
 
 
 def forward(
-    method: Method, backend: Backend, params: dict[str, Any], x: Any, training: bool = True
+    method: BaseMethod, backend: Backend, params: dict[str, Any], x: Any, training: bool = True
 ) -> Forward:
     """Z, A, the support, the code, Y and X̂ (the code kept sparse for a TopK support)."""
-    if method.own_objective:
+    if isinstance(method, ObjectiveMethod):
         return method.forward(backend, params, x, training)
     xp = backend.xp
     z = pre_activation(xp, params, x)
@@ -202,7 +206,7 @@ def reference_loss_and_grads(
 
 
 def loss_and_grads(
-    method: Method,
+    method: BaseMethod,
     backend: Backend,
     params: dict[str, Any],
     x: Any,
@@ -252,7 +256,7 @@ class _Gradients:
 
 
 def loss_and_grads_before_decay(
-    method: Method,
+    method: BaseMethod,
     backend: Backend,
     params: dict[str, Any],
     x: Any,
@@ -273,7 +277,7 @@ def loss_and_grads_before_decay(
     decoder's gradient is computed, while the encoder's gradient is still in cache, and the
     step never holds both H×D gradients at once.
     """
-    if method.own_objective:  # the method's own forward, loss and gradients
+    if isinstance(method, ObjectiveMethod):  # the method's own forward, loss and gradients
         loss, grads, fwd, reconstruction = method.loss_and_grads(
             backend, params, x, state if state is not None else StepState()
         )
@@ -422,7 +426,7 @@ def _topk_backward(
 
 
 def objective(
-    method: Method,
+    method: BaseMethod,
     backend: Backend,
     params: dict[str, Any],
     x: Any,

@@ -36,7 +36,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     ) from exc
 
 from sparsekit.backend import get_backend, resolve_dtype
-from sparsekit.core.contract import Method
+from sparsekit.core.contract import BaseMethod
 from sparsekit.errors import ParameterError, UnknownMethodError
 from sparsekit.methods.registry import load_registry
 from sparsekit.training.model import Model
@@ -61,9 +61,9 @@ _SETTINGS = (
 )
 
 
-def _method_class(method: Any) -> type[Method] | None:
-    """The Method class ``method`` names (a registered name or a class), or None."""
-    if isinstance(method, type) and issubclass(method, Method):
+def _method_class(method: Any) -> type[BaseMethod] | None:
+    """The method class ``method`` names (a registered name or a class), or None."""
+    if isinstance(method, type) and issubclass(method, BaseMethod):
         return method
     if isinstance(method, str):
 
@@ -124,7 +124,7 @@ class SparseCoding(TransformerMixin, BaseEstimator):
 
     def __init__(
         self,
-        method: str | type[Method] = "ksparse",
+        method: str | type[BaseMethod] = "ksparse",
         *,
         hidden: int | None = None,
         epochs: int | None = None,
@@ -213,7 +213,7 @@ class SparseCoding(TransformerMixin, BaseEstimator):
             return int(rs)
         return int(check_random_state(rs).randint(np.iinfo(np.int32).max))
 
-    def _make(self) -> tuple[Method, Any]:
+    def _make(self) -> tuple[BaseMethod, Any]:
         """A fresh method instance and its validated training configuration."""
 
         if not isinstance(self.method, str) and _method_class(self.method) is None:

@@ -20,7 +20,7 @@ from sparsekit.backend.sparse_code import (
     gathered_dot,
 )
 from sparsekit.errors import ParameterError
-from sparsekit.methods import IDENTITY, Forward, Method, Param, StepState, Upkeep, non_negative
+from sparsekit.methods import Forward, ObjectiveMethod, Param, StepState, Upkeep, non_negative
 from sparsekit.methods.ksparse import top_k_indices
 
 
@@ -309,10 +309,10 @@ B_DEC_INIT_PARAM = Param(
 )
 
 
-class SAEMethod(Method):
-    """What the sparse autoencoders here share: an own objective, untied, linear output."""
+class SAEMethod(ObjectiveMethod):
+    """What the sparse autoencoders here share: an own objective, untied, linear output
+    (:class:`~sparsekit.core.contract.ObjectiveMethod`'s ``output_activation``)."""
 
-    own_objective = True
     tied = False
     allows_tied = False
     training_defaults = {
@@ -327,8 +327,6 @@ class SAEMethod(Method):
 
     def init_params(self, rng, dim, hidden, tied, sample):
         return unit_rows_init(rng, dim, hidden)
-
-    output_activation = IDENTITY
 
     def validate(self, hidden: int, dim: int | None = None) -> None:
         super().validate(hidden, dim)

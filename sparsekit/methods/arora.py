@@ -29,8 +29,16 @@ import numpy as np
 
 from sparsekit.backend import fused
 from sparsekit.backend.sparse_code import nonzero_times, nonzero_transpose_times
-from sparsekit.core.step import pre_activation
-from sparsekit.methods import IDENTITY, Forward, Method, Param, StepResult, hookimpl, non_negative
+from sparsekit.methods import (
+    IDENTITY,
+    Forward,
+    Param,
+    StepResult,
+    UpdateMethod,
+    hookimpl,
+    non_negative,
+    pre_activation,
+)
 
 INITS = ("data", "random")
 
@@ -39,7 +47,7 @@ def _init_choice(value: str, _size) -> str | None:
     return None if value in INITS else f"must be one of {', '.join(INITS)}, got {value!r}"
 
 
-class Arora(Method):
+class Arora(UpdateMethod):
     name = "arora"
     description = (
         "Neurally plausible sparse coding: threshold decoding, Hebbian-like update (Arora et al.)."
@@ -64,7 +72,6 @@ class Arora(Method):
     )
     tied = True
     allows_untied = False
-    own_update = True
     training_defaults = {"lr": 0.1, "hidden": 196, "batch_size": 128, "epochs": 10}
 
     def init_params(self, rng, dim, hidden, tied, sample):

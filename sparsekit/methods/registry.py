@@ -32,7 +32,7 @@ from typing import Any
 
 import pluggy
 
-from sparsekit.core.contract import Method
+from sparsekit.core.contract import BaseMethod, check_method_class
 from sparsekit.errors import PluginError, UnknownMethodError
 from sparsekit.files import one_line_reason
 from sparsekit.methods import hookspecs
@@ -62,7 +62,7 @@ class DuplicateMethodError(PluginError):
 class MethodInfo:
     """A registered method and the plugin it came from."""
 
-    cls: type[Method]
+    cls: type[BaseMethod]
     origin: str
 
     @property
@@ -86,12 +86,19 @@ class MethodRegistry:
     failures: list[PluginFailure] = field(default_factory=list)
     _origin: str = "<unknown>"
 
-    def add(self, cls: type[Method]) -> type[Method]:
-        """Register ``cls``; a second method with the same name is an error naming both."""
-        if not (isinstance(cls, type) and issubclass(cls, Method)):
+    def add(self, cls: type[BaseMethod]) -> type[BaseMethod]:
+        """Register ``cls``; a second method with the same name is an error naming both.
+
+        A class that fails :func:`~sparsekit.core.contract.check_method_class` (it overrides
+        something the step no longer reads, or mixes the method types) is refused with a
+        :class:`PluginError` saying what to declare instead: it would otherwise train as
+        something else than it says.
+        """
+        if not (isinstance(cls, type) and issubclass(cls, BaseMethod)):
             raise PluginError(
                 f"{self._origin}: register.add() expects a Method subclass, got {cls!r}"
             )
+        check_method_class(cls)  # (load_registry records the plugin's name with the error)
         name = cls.name
         if not name or not isinstance(name, str):
             raise PluginError(f"{self._origin}: method class {cls.__qualname__} has no name")
@@ -105,7 +112,7 @@ class MethodRegistry:
         self.methods[name] = MethodInfo(cls, self._origin)
         return cls
 
-    def get(self, name: str) -> type[Method]:
+    def get(self, name: str) -> type[BaseMethod]:
         """The method class called ``name``; :class:`UnknownMethodError` if there is none."""
         try:
             return self.methods[name].cls
@@ -113,7 +120,7 @@ class MethodRegistry:
             known = ", ".join(sorted(self.methods)) or "none"
             raise UnknownMethodError(f"unknown method {name!r} (available: {known})") from None
 
-    def create(self, name: str, **params: Any) -> Method:
+    def create(self, name: str, **params: Any) -> BaseMethod:
         """An instance of method ``name`` with the given parameters."""
         return self.get(name)(**params)
 

@@ -1,7 +1,8 @@
 """A test kit for sparsity methods, in the spirit of scikit-learn's ``check_estimator``.
 
-A plugin author tests a method against the whole contract of :class:`sparsekit.Method` with
-one line::
+A plugin author tests a method against the whole contract of its type
+(:class:`sparsekit.Method`, :class:`sparsekit.UpdateMethod` or
+:class:`sparsekit.ObjectiveMethod`) with one line::
 
     from sparsekit.testing import method_contract_tests
     test_contract = method_contract_tests(MyMethod)          # one pytest test per check
@@ -15,7 +16,11 @@ or, without pytest's parametrisation::
 Each check raises :class:`AssertionError` with a message naming the method, the check and
 what is wrong. The checks (see :data:`CHECKS`):
 
-* ``class_attributes`` – name, description, params, layouts, training_defaults are usable.
+* ``class_attributes`` – the class passes :func:`~sparsekit.core.contract.check_method_class`
+  (as it must to register); name, description, params, layouts, training_defaults are usable.
+* ``declarations`` – what the step reads is declared: the activations are
+  :class:`~sparsekit.core.activations.Activation` objects, and a method whose penalties
+  return something declares ``uses_code_penalty``.
 * ``defaults_valid`` – every default passes its own check; the method validates at its
   default problem size and at the kit's tiny one with the given parameters.
 * ``parameter_validation`` – unknown names, wrong types and every value a ``Param.check``
@@ -51,9 +56,20 @@ from sparsekit.backend import Backend, get_backend
 from sparsekit.backend.simulated import simulated_backend  # noqa: F401  (for plugin tests)
 from sparsekit.core import step as autoencoder
 from sparsekit.core.activations import Activation
-from sparsekit.core.contract import Method, Param, RowPenalty, StepResult, TopK, penalty_pair
+from sparsekit.core.contract import (
+    BaseMethod,
+    Method,
+    ObjectiveMethod,
+    Param,
+    RowPenalty,
+    StepResult,
+    TopK,
+    UpdateMethod,
+    check_method_class,
+    penalty_pair,
+)
 from sparsekit.data.paths import resolve_data_dir
-from sparsekit.errors import BackendError, ParameterError, SparsekitError
+from sparsekit.errors import BackendError, ParameterError, PluginError, SparsekitError
 from sparsekit.testing.gradcheck import check_gradients
 from sparsekit.training.settings import TrainConfig, resolve_config
 from sparsekit.training.trainer import Trainer
@@ -101,11 +117,11 @@ class ContractError(AssertionError):
 # -- helpers ------------------------------------------------------------------------------
 
 
-def _fail(cls: type[Method], check: str, message: str) -> None:
+def _fail(cls: type[BaseMethod], check: str, message: str) -> None:
     raise ContractError(f"{getattr(cls, 'name', cls)!s} [{check}]: {message}")
 
 
-def _make(cls: type[Method], params: Mapping[str, Any], check: str) -> Method:
+def _make(cls: type[BaseMethod], params: Mapping[str, Any], check: str) -> BaseMethod:
     try:
         method = cls(**params)
         method.validate(HIDDEN, DIM)
@@ -119,8 +135,13 @@ def _make(cls: type[Method], params: Mapping[str, Any], check: str) -> Method:
     return method
 
 
-def _layouts(cls: type[Method]) -> list[bool]:
+def _layouts(cls: type[BaseMethod]) -> list[bool]:
     return [t for t, ok in ((True, cls.allows_tied), (False, cls.allows_untied)) if ok]
+
+
+def _extra_params(cls: type[BaseMethod]) -> Mapping[str, tuple[str, ...]]:
+    """The parameters beyond the four an :class:`ObjectiveMethod` declares (others: none)."""
+    return cls.extra_params if issubclass(cls, ObjectiveMethod) else {}
 
 
 def _tiny_data(seed: int = 0) -> np.ndarray:
@@ -151,7 +172,7 @@ def _is_backend_array(backend: Backend, value: Any) -> bool:
 class _ArrayChecker:
     """Checks the type, dtype and shape of what a method returns on one backend."""
 
-    def __init__(self, cls: type[Method], check: str, backend: Backend) -> None:
+    def __init__(self, cls: type[BaseMethod], check: str, backend: Backend) -> None:
         self.cls, self.check, self.backend = cls, check, backend
 
     def __call__(self, what: str, value: Any, shape: tuple[int, ...] | None = None) -> None:
@@ -179,10 +200,14 @@ class _ArrayChecker:
 # -- the checks ---------------------------------------------------------------------------
 
 
-def check_class_attributes(cls: type[Method], params: Mapping[str, Any]) -> None:
+def check_class_attributes(cls: type[BaseMethod], params: Mapping[str, Any]) -> None:
     c = "class_attributes"
-    if not (isinstance(cls, type) and issubclass(cls, Method)):
+    if not (isinstance(cls, type) and issubclass(cls, BaseMethod)):
         raise ContractError(f"{cls!r} is not a subclass of sparsekit.Method")
+    try:
+        check_method_class(cls)
+    except PluginError as exc:
+        _fail(cls, c, f"refused when it registers: {exc}")
     if not isinstance(cls.name, str) or not NAME_PATTERN.match(cls.name):
         _fail(
             cls,
@@ -213,27 +238,23 @@ def check_class_attributes(cls: type[Method], params: Mapping[str, Any]) -> None
             _fail(cls, c, f"parameter {p.name!r}: type must be int, float, bool or str")
         if not p.help:
             _fail(cls, c, f"parameter {p.name!r} has no help text")
-    for attr in ("tied", "allows_tied", "allows_untied", "own_update"):
+    for attr in ("tied", "allows_tied", "allows_untied"):
         if not isinstance(getattr(cls, attr), bool):
             _fail(cls, c, f"{attr} must be a bool")
     if not (cls.allows_tied or cls.allows_untied):
         _fail(cls, c, "allows_tied and allows_untied are both false")
     if (cls.tied and not cls.allows_tied) or (not cls.tied and not cls.allows_untied):
         _fail(cls, c, f"the default layout (tied={cls.tied}) is not allowed by the method")
-    if cls.own_update and cls.update is Method.update:
-        _fail(cls, c, "own_update is true but update() is not overridden")
-    for name, spec in cls.extra_params.items():
+    for name, spec in _extra_params(cls).items():
         if name in ("W_enc", "b_enc", "b_dec", "W_dec") or not name.isidentifier():
             _fail(cls, c, f"extra_params: {name!r} is not a new parameter name")
         if not isinstance(spec, tuple) or not all(s in ("hidden", "dim") for s in spec):
             _fail(cls, c, f"extra_params[{name!r}] must be a tuple of 'hidden' and 'dim'")
-    known_params = {"W_enc", "b_enc", "b_dec", "W_dec", *cls.extra_params}
+    known_params = {"W_enc", "b_enc", "b_dec", "W_dec", *_extra_params(cls)}
     for attr in ("unit_params", "surrogates"):
-        unknown_params = sorted(set(getattr(cls, attr)) - known_params)
+        unknown_params = sorted(set(getattr(cls, attr, ())) - known_params)
         if unknown_params:
             _fail(cls, c, f"{attr} names {unknown_params}, not parameters of the method")
-    if (cls.surrogates or cls.stop_gradients) and not cls.own_objective:
-        _fail(cls, c, "surrogates and stop_gradients need an own objective (own_objective)")
     known = {f.name for f in fields(TrainConfig)}
     unknown = sorted(set(cls.training_defaults) - known)
     if unknown:
@@ -244,53 +265,42 @@ def check_class_attributes(cls: type[Method], params: Mapping[str, Any]) -> None
         _fail(cls, c, f"training_defaults are not valid: {exc}")
 
 
-def check_declarations(cls: type[Method], params: Mapping[str, Any]) -> None:
+def check_declarations(cls: type[BaseMethod], params: Mapping[str, Any]) -> None:
     """What the step reads is declared, and the declarations match what the methods do.
 
-    The generic step takes f and g from ``hidden_activation`` / ``output_activation`` (never
-    from an override of ``activation()``), and builds the dense code on a top-k support only
-    for a method that declares ``uses_code_penalty``: a method whose overrides disagree with
-    its declarations would train something else than it says.
+    The generic step takes f and g from ``hidden_activation`` / ``output_activation`` only
+    (a class that defines the first contract's ``activation()`` or ``output()`` is refused
+    by ``class_attributes``), and builds the dense code on a top-k support only for a method
+    that declares ``uses_code_penalty``: a method whose penalties disagree with that
+    declaration would train something else than it says.
     """
     c = "declarations"
-
-    for attr in ("hidden_activation", "output_activation"):
+    if issubclass(cls, Method):
+        declared: tuple[str, ...] = ("hidden_activation", "output_activation")
+    else:  # an ObjectiveMethod's g is what Model.decode applies
+        declared = ("output_activation",)
+    for attr in declared:
         if not isinstance(getattr(cls, attr), Activation):
             _fail(cls, c, f"{attr} must be a sparsekit.core.activations.Activation instance")
     method = _make(cls, params, c)
-    if method.own_objective:
+    if not isinstance(method, Method) or method.uses_code_penalty:
         return
     rng = np.random.default_rng(3)
-    z = rng.standard_normal((BATCH, HIDDEN)) * 2
-    y = rng.standard_normal((BATCH, DIM)) * 2
-    pairs = (
-        ("activation", "hidden_activation", method.activation, method.hidden_activation, z),
-        ("output", "output_activation", method.output, method.output_activation, y),
-    )
-    for fn_name, attr, fn, declared, arg in pairs:
-        if not np.allclose(fn(np, arg.copy()), declared.value(np, arg.copy()), equal_nan=True):
-            _fail(
-                cls,
-                c,
-                f"{fn_name}() differs from {attr}.value(): declare the function as {attr} "
-                f"(a sparsekit.core.activations.Activation) instead of overriding {fn_name}()",
-            )
-    if not method.uses_code_penalty:
-        code = np.abs(rng.standard_normal((BATCH, HIDDEN)))
-        weights = {"W_enc": rng.standard_normal((HIDDEN, DIM))}
-        if (
-            method.code_penalty(np, code) is not None
-            or method.code_weight_penalty(np, code, weights) is not None
-        ):
-            _fail(
-                cls,
-                c,
-                "code_penalty() or code_weight_penalty() returns a penalty but the class does "
-                "not declare uses_code_penalty = True",
-            )
+    code = np.abs(rng.standard_normal((BATCH, HIDDEN)))
+    weights = {"W_enc": rng.standard_normal((HIDDEN, DIM))}
+    if (
+        method.code_penalty(np, code) is not None
+        or method.code_weight_penalty(np, code, weights) is not None
+    ):
+        _fail(
+            cls,
+            c,
+            "code_penalty() or code_weight_penalty() returns a penalty but the class does "
+            "not declare uses_code_penalty = True",
+        )
 
 
-def check_defaults_valid(cls: type[Method], params: Mapping[str, Any]) -> None:
+def check_defaults_valid(cls: type[BaseMethod], params: Mapping[str, Any]) -> None:
     c = "defaults_valid"
     hidden = int(cls.training_defaults.get("hidden", TrainConfig.hidden))
     size = {"hidden": hidden, "dim": DEFAULT_DIM}
@@ -314,7 +324,7 @@ def check_defaults_valid(cls: type[Method], params: Mapping[str, Any]) -> None:
     _make(cls, params, c)
 
 
-def check_parameter_validation(cls: type[Method], params: Mapping[str, Any]) -> None:
+def check_parameter_validation(cls: type[BaseMethod], params: Mapping[str, Any]) -> None:
     c = "parameter_validation"
     try:
         cls(**params, no_such_parameter_xyz=1)
@@ -359,7 +369,7 @@ def check_parameter_validation(cls: type[Method], params: Mapping[str, Any]) -> 
                 )
 
 
-def check_init_params(cls: type[Method], params: Mapping[str, Any]) -> None:
+def check_init_params(cls: type[BaseMethod], params: Mapping[str, Any]) -> None:
     c = "init_params"
     for tied in _layouts(cls):
         method = _make(cls, params, c)
@@ -369,7 +379,7 @@ def check_init_params(cls: type[Method], params: Mapping[str, Any]) -> None:
         if not tied:
             expected["W_dec"] = (HIDDEN, DIM)
         sizes = {"hidden": HIDDEN, "dim": DIM}
-        for name, spec in cls.extra_params.items():
+        for name, spec in _extra_params(cls).items():
             expected[name] = tuple(sizes[s] for s in spec)
         if not isinstance(got, dict) or set(got) != set(expected):
             keys = sorted(got) if isinstance(got, dict) else type(got).__name__
@@ -384,8 +394,8 @@ def check_init_params(cls: type[Method], params: Mapping[str, Any]) -> None:
                 _fail(cls, c, f"tied={tied}: {name} holds NaN or infinite values")
 
 
-def _check_gradients(tied: bool) -> Callable[[type[Method], Mapping[str, Any]], None]:
-    def check(cls: type[Method], params: Mapping[str, Any]) -> None:
+def _check_gradients(tied: bool) -> Callable[[type[BaseMethod], Mapping[str, Any]], None]:
+    def check(cls: type[BaseMethod], params: Mapping[str, Any]) -> None:
         c = f"gradients_{'tied' if tied else 'untied'}"
         method = _make(cls, params, c)
         report = check_gradients(method, tied=tied, terms=True)
@@ -395,8 +405,8 @@ def _check_gradients(tied: bool) -> Callable[[type[Method], Mapping[str, Any]], 
     return check
 
 
-def _check_dtypes(dtype: str, gpu: bool) -> Callable[[type[Method], Mapping[str, Any]], None]:
-    def check(cls: type[Method], params: Mapping[str, Any]) -> None:
+def _check_dtypes(dtype: str, gpu: bool) -> Callable[[type[BaseMethod], Mapping[str, Any]], None]:
+    def check(cls: type[BaseMethod], params: Mapping[str, Any]) -> None:
         c = f"dtypes_{dtype}" + ("_gpu" if gpu else "")
         backend = get_backend(gpu=gpu, dtype=dtype)
         for tied in _layouts(cls):
@@ -406,27 +416,58 @@ def _check_dtypes(dtype: str, gpu: bool) -> Callable[[type[Method], Mapping[str,
 
 
 def _dtypes_one_layout(
-    cls: type[Method], params: Mapping[str, Any], backend: Backend, tied: bool, c: str
+    cls: type[BaseMethod], params: Mapping[str, Any], backend: Backend, tied: bool, c: str
 ) -> None:
-    xp = backend.xp
+    """Every array the method returns, on ``backend`` in one weight layout."""
     method = _make(cls, params, c)
     rng = np.random.default_rng(1)
     x_host = _tiny_data()[:BATCH]
     init = method.init_params(rng, DIM, HIDDEN, tied, x_host)
     p = {k: backend.asarray(v) for k, v in init.items()}
     x = backend.asarray(x_host)
-    arr = _ArrayChecker(cls, c, backend)
-    bh, bd = (BATCH, HIDDEN), (BATCH, DIM)
-
-    if method.own_objective:
+    if isinstance(method, ObjectiveMethod):
         _dtypes_own_objective(cls, method, p, x, backend, c)
         return
+    assert isinstance(method, Method)
+    arr = _ArrayChecker(cls, c, backend)
+    fwd = _dtypes_forward(cls, method, p, x, backend, c)
+    code = autoencoder.dense_code(backend, fwd)
+    arr("the code", code, (BATCH, HIDDEN))
+    _dtypes_penalties(cls, method, p, code, backend, c)
+    if isinstance(method, UpdateMethod):
+        before = {k: v.shape for k, v in p.items()}
+        out = method.update(backend, p, x, 0.01)
+        if not isinstance(out, StepResult):
+            _fail(
+                cls, c, "update() must return a sparsekit.StepResult(loss, reconstruction, forward)"
+            )
+        arr("update().loss", out.loss, ())
+        arr("update().reconstruction", out.reconstruction, ())
+        for name, shape in before.items():
+            arr(f"parameter {name} after update()", p[name], shape)
+    else:
+        loss, grads, _, rec = autoencoder.loss_and_grads(method, backend, p, x)
+        arr("the loss", loss, ())
+        arr("the reconstruction term", rec, ())
+        for name, value in p.items():
+            arr(f"gradient of {name}", grads[name], value.shape)
+
+
+def _dtypes_forward(
+    cls: type[BaseMethod], method: Method, p: dict[str, Any], x: Any, backend: Backend, c: str
+) -> autoencoder.Forward:
+    """The declared f and g (values and derivatives) and the mask, as the step reads them;
+    returns the training forward pass."""
+    xp = backend.xp
+    arr = _ArrayChecker(cls, c, backend)
+    bh, bd = (BATCH, HIDDEN), (BATCH, DIM)
+    f, g = method.hidden_activation, method.output_activation
     z = autoencoder.pre_activation(xp, p, x)
-    a = method.activation(xp, z)
-    arr("activation(z)", a, bh)
-    fp = method.activation_grad(xp, z, a)
+    a = f.value(xp, z)
+    arr("hidden_activation.value(z)", a, bh)
+    fp = f.derivative(xp, z, a)
     if fp is not None:
-        arr("activation_grad(z, a)", fp, bh)
+        arr("hidden_activation.derivative(z, a)", fp, bh)
     for training in (True, False):
         support = method.mask(xp, z, a, training)
         what = f"mask(training={training})"
@@ -439,12 +480,20 @@ def _dtypes_one_layout(
         elif support is not None:
             arr(what, support, bh)
     fwd = autoencoder.forward(method, backend, p, x, training=True)
-    arr("output(y)", fwd.xhat, bd)
-    gp = method.output_grad(xp, fwd.y, fwd.xhat)
+    arr("output_activation.value(y)", fwd.xhat, bd)
+    gp = g.derivative(xp, fwd.y, fwd.xhat)
     if gp is not None:
-        arr("output_grad(y, xhat)", gp, bd)
-    code = autoencoder.dense_code(backend, fwd)
-    arr("the code", code, bh)
+        arr("output_activation.derivative(y, xhat)", gp, bd)
+    return fwd
+
+
+def _dtypes_penalties(
+    cls: type[BaseMethod], method: Method, p: dict[str, Any], code: Any, backend: Backend, c: str
+) -> None:
+    """The values and gradients of the three penalties, on the dense code."""
+    xp = backend.xp
+    arr = _ArrayChecker(cls, c, backend)
+    bh = (BATCH, HIDDEN)
     result = method.code_penalty(xp, code)
     if isinstance(result, RowPenalty):
         arr("code_penalty value", result.value, ())
@@ -469,27 +518,15 @@ def _dtypes_one_layout(
             if name not in weights:
                 _fail(cls, c, f"code_weight_penalty returned a gradient for unknown {name!r}")
             arr(f"code_weight_penalty gradient {name}", d, weights[name].shape)
-    if method.own_update:
-        before = {k: v.shape for k, v in p.items()}
-        out = method.update(backend, p, x, 0.01)
-        if not isinstance(out, StepResult):
-            _fail(
-                cls, c, "update() must return a sparsekit.StepResult(loss, reconstruction, forward)"
-            )
-        arr("update().loss", out.loss, ())
-        arr("update().reconstruction", out.reconstruction, ())
-        for name, shape in before.items():
-            arr(f"parameter {name} after update()", p[name], shape)
-    else:
-        loss, grads, _, rec = autoencoder.loss_and_grads(method, backend, p, x)
-        arr("the loss", loss, ())
-        arr("the reconstruction term", rec, ())
-        for name, value in p.items():
-            arr(f"gradient of {name}", grads[name], value.shape)
 
 
 def _dtypes_own_objective(
-    cls: type[Method], method: Method, p: dict[str, Any], x: Any, backend: Backend, c: str
+    cls: type[BaseMethod],
+    method: ObjectiveMethod,
+    p: dict[str, Any],
+    x: Any,
+    backend: Backend,
+    c: str,
 ) -> None:
     """The arrays of an own objective: forward passes, loss, terms and every gradient."""
     arr = _ArrayChecker(cls, c, backend)
@@ -515,7 +552,7 @@ def _dtypes_own_objective(
             arr(f"{what} gradient of {name}", grads[name], value.shape)
 
 
-def _train(cls: type[Method], params: Mapping[str, Any], c: str, epochs: int) -> tuple[Any, ...]:
+def _train(cls: type[BaseMethod], params: Mapping[str, Any], c: str, epochs: int) -> tuple[Any, ...]:
 
     method = _make(cls, params, c)
     config = resolve_config(
@@ -535,7 +572,7 @@ def _train(cls: type[Method], params: Mapping[str, Any], c: str, epochs: int) ->
     return trainer, before, after
 
 
-def check_deterministic(cls: type[Method], params: Mapping[str, Any]) -> None:
+def check_deterministic(cls: type[BaseMethod], params: Mapping[str, Any]) -> None:
     c = "deterministic"
     first, _, _ = _train(cls, params, c, epochs=2)
     second, _, _ = _train(cls, params, c, epochs=2)
@@ -549,7 +586,7 @@ def check_deterministic(cls: type[Method], params: Mapping[str, Any]) -> None:
             )
 
 
-def check_training_lowers_loss(cls: type[Method], params: Mapping[str, Any]) -> None:
+def check_training_lowers_loss(cls: type[BaseMethod], params: Mapping[str, Any]) -> None:
     c = "training_lowers_loss"
     _, before, after = _train(cls, params, c, epochs=10)
     if not (math.isfinite(after) and after < before):
@@ -561,7 +598,7 @@ def check_training_lowers_loss(cls: type[Method], params: Mapping[str, Any]) -> 
         )
 
 
-def check_state_dict(cls: type[Method], params: Mapping[str, Any]) -> None:
+def check_state_dict(cls: type[BaseMethod], params: Mapping[str, Any]) -> None:
     c = "state_dict"
     method = _make(cls, params, c)
     method.on_epoch_start(1, 3)
@@ -583,7 +620,7 @@ def _copy(params: dict[str, Any]) -> dict[str, Any]:
 
 # -- running them -------------------------------------------------------------------------
 
-Check = Callable[[type[Method], Mapping[str, Any]], None]
+Check = Callable[[type[BaseMethod], Mapping[str, Any]], None]
 
 #: Every check by name, in the order they run (layout and backend ones are expanded per
 #: method by :func:`iter_checks`).
@@ -604,7 +641,7 @@ CHECKS: dict[str, Check] = {
 
 
 def iter_checks(
-    method_cls: type[Method], **params: Any
+    method_cls: type[BaseMethod], **params: Any
 ) -> Iterator[tuple[str, Callable[[], None]]]:
     """``(name, run)`` for every check that applies to ``method_cls``; ``run()`` raises."""
     for name, check in CHECKS.items():
@@ -618,14 +655,14 @@ def iter_checks(
             yield f"dtypes_{dtype}_gpu", _bind(_check_dtypes(dtype, gpu=True), method_cls, params)
 
 
-def _bind(check: Check, cls: type[Method], params: Mapping[str, Any]) -> Callable[[], None]:
+def _bind(check: Check, cls: type[BaseMethod], params: Mapping[str, Any]) -> Callable[[], None]:
     def run() -> None:
         check(cls, dict(params))
 
     return run
 
 
-def check_method(method_cls: type[Method], **params: Any) -> None:
+def check_method(method_cls: type[BaseMethod], **params: Any) -> None:
     """Run every contract check; raise :class:`AssertionError` listing each failure.
 
     ``params`` are the method's own parameters for the tiny problems (8 hidden units).
@@ -647,7 +684,7 @@ def check_method(method_cls: type[Method], **params: Any) -> None:
         )
 
 
-def method_contract_tests(method_cls: type[Method], **params: Any) -> Callable[..., None]:
+def method_contract_tests(method_cls: type[BaseMethod], **params: Any) -> Callable[..., None]:
     """A pytest test function parametrised over the checks: assign it to a ``test_`` name.
 
     ::

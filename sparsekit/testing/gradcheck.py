@@ -13,18 +13,23 @@ Two levels:
   gradients of Ω_H, Ω_W and Ω_HW against differences of their values. A failing term tells
   a plugin author which of their methods is wrong.
 
-Methods with their own update (``own_update``) are checked on the model they define; their
-update is not a gradient, so only the model's loss is differentiated.
+An :class:`~sparsekit.core.contract.UpdateMethod` is checked on the model it defines (the
+generic step's); its update is not a gradient, so only the model's loss is differentiated.
 
-Methods with their own objective (``own_objective``) are checked the same way on
-:meth:`Method.loss_and_grads`, given a :meth:`Method.check_state` (e.g. which units are dead),
-and with ``terms=True`` each of their :attr:`Method.terms` on its own. When a method declares
+An :class:`~sparsekit.core.contract.ObjectiveMethod` is checked the same way on its
+:meth:`~sparsekit.core.contract.ObjectiveMethod.loss_and_grads`, given its
+:meth:`~sparsekit.core.contract.ObjectiveMethod.check_state` (e.g. which units are dead),
+and with ``terms=True`` each of its ``terms`` on its own. When a method declares
 stop-gradient quantities or surrogate (straight-through) gradients, the finite differences
-are those of :meth:`Method.anchored_loss` around the problem's point: there the stopped
+are those of its ``anchored_loss`` around the problem's point: there the stopped
 quantities are constants and each step function with a pseudo-derivative is replaced by the
 smoothed function that pseudo-derivative differentiates. The gradients of the parameters in
-:attr:`Method.surrogates` are reported as ``surrogate: ...``; every other gradient is a true
+its ``surrogates`` are reported as ``surrogate: ...``; every other gradient is a true
 derivative of the (anchored) loss.
+
+Every check first passes the method's class through
+:func:`~sparsekit.core.contract.check_method_class`, as registering and training do: a class
+the step would train as something else than it says is refused, not checked.
 """
 
 from __future__ import annotations
@@ -37,7 +42,16 @@ import numpy as np
 
 from sparsekit.backend import get_backend
 from sparsekit.core import step as autoencoder
-from sparsekit.core.contract import Method, StepState, code_penalty_pair, penalty_pair
+from sparsekit.core.contract import (
+    BaseMethod,
+    Method,
+    ObjectiveMethod,
+    StepState,
+    UpdateMethod,
+    check_method_class,
+    code_penalty_pair,
+    penalty_pair,
+)
 from sparsekit.errors import ParameterError
 
 #: Names of the per-term checks, in the order they are reported.
@@ -123,7 +137,7 @@ def relative_error(numeric: np.ndarray, analytic: np.ndarray) -> float:
 
 
 def random_problem(
-    method: Method, *, tied: bool, dim: int = 12, hidden: int = 8, batch: int = 6, seed: int = 0
+    method: BaseMethod, *, tied: bool, dim: int = 12, hidden: int = 8, batch: int = 6, seed: int = 0
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Float64 parameters (with non-zero biases) and a minibatch in [0, 1]."""
     rng = np.random.default_rng(seed)
@@ -156,7 +170,7 @@ def numeric_gradient(f: Callable[[], float], value: np.ndarray, eps: float) -> n
 
 
 def check_gradients(
-    method: Method,
+    method: BaseMethod,
     *,
     tied: bool,
     dim: int = 12,
@@ -170,13 +184,16 @@ def check_gradients(
     """Compare :func:`sparsekit.core.step.loss_and_grads` with finite differences.
 
     With ``terms=True`` also check every piece the method contributes (see the module
-    docstring); :attr:`GradientReport.ok` then covers them too.
+    docstring); :attr:`GradientReport.ok` then covers them too. A class that
+    :func:`~sparsekit.core.contract.check_method_class` refuses raises its
+    :class:`~sparsekit.errors.PluginError`.
     """
+    check_method_class(type(method))
     backend = get_backend(gpu=False, dtype="float64")
     method.validate(hidden, dim)
     params, x = random_problem(method, tied=tied, dim=dim, hidden=hidden, batch=batch, seed=seed)
     state = None
-    if method.own_objective:
+    if isinstance(method, ObjectiveMethod):
         rng = np.random.default_rng([seed, 1])
         state = method.check_state(rng, hidden)
         params = {
@@ -192,30 +209,36 @@ def check_gradients(
         errors[name] = relative_error(numeric, np.asarray(grads[name]))
     term_errors: dict[str, float] = {}
     skipped: dict[str, str] = {}
-    if terms and method.own_objective:
+    if terms and isinstance(method, ObjectiveMethod):
         assert state is not None
         term_errors, skipped = check_own_terms(method, params, x, state, eps=eps)
     elif terms:
+        assert isinstance(method, Method)
         term_errors, skipped = check_terms(method, params, x, eps=eps)
     notes: tuple[str, ...] = ()
-    if method.own_update:
+    if isinstance(method, UpdateMethod):
         notes = (
-            f"{method.name} trains with its own update (Method.update), which is not the "
-            "gradient of this loss: the check covers the model's loss and its pieces only.",
+            f"{method.name} trains with its own update (UpdateMethod.update), which is not "
+            "the gradient of this loss: the check covers the model's loss and its pieces only.",
         )
-    surrogates = tuple(k for k in method.surrogates if k in params)
+    surrogates = tuple(k for k in _surrogates(method) if k in params)
     return GradientReport(
         method.name, tied, errors, tolerance, term_errors, skipped, notes, surrogates
     )
 
 
-def _anchored(method: Method) -> bool:
+def _surrogates(method: BaseMethod) -> Any:
+    """The parameters with a surrogate gradient (an own objective's declaration; else none)."""
+    return method.surrogates if isinstance(method, ObjectiveMethod) else {}
+
+
+def _anchored(method: ObjectiveMethod) -> bool:
     """Whether the method's gradient is that of its anchored loss (see the module doc)."""
     return bool(method.surrogates or method.stop_gradients)
 
 
 def _loss_function(
-    method: Method,
+    method: BaseMethod,
     backend: Any,
     anchor: dict[str, np.ndarray],
     x: np.ndarray,
@@ -223,7 +246,7 @@ def _loss_function(
     term: str | None = None,
 ) -> Callable[[dict[str, np.ndarray]], float]:
     """``p -> loss`` whose finite differences the gradients are checked against."""
-    if method.own_objective and _anchored(method):
+    if isinstance(method, ObjectiveMethod) and _anchored(method):
         fixed = _copy(anchor)  # the point the stopped quantities are taken at
         assert state is not None
 
@@ -231,7 +254,7 @@ def _loss_function(
             return float(method.anchored_loss(backend, _copy(p), x.copy(), state, fixed, term))
 
         return anchored
-    if method.own_objective:
+    if isinstance(method, ObjectiveMethod):
         assert state is not None
 
         def own(p: dict[str, np.ndarray]) -> float:
@@ -246,7 +269,7 @@ def _loss_function(
 
 
 def check_own_terms(
-    method: Method,
+    method: ObjectiveMethod,
     params: dict[str, np.ndarray],
     x: np.ndarray,
     state: StepState,
@@ -281,11 +304,21 @@ def check_terms(
     Returns ``(errors, skipped)``: ``skipped`` maps a term the method does not define to why.
     """
     backend = get_backend(gpu=False, dtype="float64")
-    xp = np
     fwd = autoencoder.forward(method, backend, _copy(params), x.copy(), training=True)
     errors: dict[str, float] = {}
     skipped: dict[str, str] = {}
+    _activation_terms(method, fwd, eps, errors)
+    code = np.array(autoencoder.dense_code(backend, fwd), dtype=np.float64)
+    weights = {k: np.array(params[k]) for k in ("W_enc", "W_dec") if k in params}
+    _code_penalty_term(method, code, eps, errors, skipped)
+    _weight_penalty_terms(method, weights, eps, errors, skipped)
+    _code_weight_penalty_terms(method, code, weights, eps, errors, skipped)
+    return errors, skipped
 
+
+def _activation_terms(method: Method, fwd: Any, eps: float, errors: dict[str, float]) -> None:
+    """f′ and g′ of the declared activations, at the problem's Z and Y."""
+    xp = np
     # f and g are elementwise: one perturbation of the whole array gives every derivative.
     errors[TERM_ACTIVATION] = _elementwise(
         lambda z: method.hidden_activation.value(xp, z),
@@ -300,61 +333,85 @@ def check_terms(
         eps,
     )
 
-    code = np.array(autoencoder.dense_code(backend, fwd), dtype=np.float64)
+
+def _code_penalty_term(
+    method: Method,
+    code: np.ndarray,
+    eps: float,
+    errors: dict[str, float],
+    skipped: dict[str, str],
+) -> None:
+    """∂Ω_H/∂Hc against differences of Ω_H, at the problem's code."""
+    xp = np
     result = method.code_penalty(xp, code.copy())
     if result is None:
         skipped[TERM_CODE_PENALTY] = "no code penalty"
-    else:
-        probe = code.copy()
-        numeric = numeric_gradient(
-            lambda: float(
-                code_penalty_pair(xp, method.code_penalty(xp, probe.copy()), code.shape)[0]
-            ),
-            probe,
-            eps,
-        )
-        d_code = code_penalty_pair(xp, result, code.shape)[1]
-        errors[TERM_CODE_PENALTY] = relative_error(numeric, np.asarray(d_code))
+        return
+    probe = code.copy()
+    numeric = numeric_gradient(
+        lambda: float(code_penalty_pair(xp, method.code_penalty(xp, probe.copy()), code.shape)[0]),
+        probe,
+        eps,
+    )
+    d_code = code_penalty_pair(xp, result, code.shape)[1]
+    errors[TERM_CODE_PENALTY] = relative_error(numeric, np.asarray(d_code))
 
-    weights = {k: np.array(params[k]) for k in ("W_enc", "W_dec") if k in params}
+
+def _weight_penalty_terms(
+    method: Method,
+    weights: dict[str, np.ndarray],
+    eps: float,
+    errors: dict[str, float],
+    skipped: dict[str, str],
+) -> None:
+    """∂Ω_W/∂W for each weight matrix against differences of Ω_W."""
+    xp = np
     result = method.weight_penalty(xp, _copy(weights))
     if result is None:
         skipped[TERM_WEIGHT_PENALTY.format("W")] = "no weight penalty"
-    else:
-        for name in weights:
-            probe = _copy(weights)
-            numeric = numeric_gradient(
-                lambda probe=probe: float(penalty_pair(method.weight_penalty(xp, _copy(probe)))[0]),
-                probe[name],
-                eps,
-            )
-            analytic = penalty_pair(result)[1].get(name, np.zeros_like(weights[name]))
-            errors[TERM_WEIGHT_PENALTY.format(name)] = relative_error(numeric, analytic)
+        return
+    for name in weights:
+        probe = _copy(weights)
+        numeric = numeric_gradient(
+            lambda probe=probe: float(penalty_pair(method.weight_penalty(xp, _copy(probe)))[0]),
+            probe[name],
+            eps,
+        )
+        analytic = penalty_pair(result)[1].get(name, np.zeros_like(weights[name]))
+        errors[TERM_WEIGHT_PENALTY.format(name)] = relative_error(numeric, analytic)
 
+
+def _code_weight_penalty_terms(
+    method: Method,
+    code: np.ndarray,
+    weights: dict[str, np.ndarray],
+    eps: float,
+    errors: dict[str, float],
+    skipped: dict[str, str],
+) -> None:
+    """∂Ω_HW/∂Hc and ∂Ω_HW/∂W for each weight matrix against differences of Ω_HW."""
+    xp = np
     result = method.code_weight_penalty(xp, code.copy(), _copy(weights))
     if result is None:
         skipped[TERM_COUPLED_CODE] = "no code-weight penalty"
-    else:
-        _, d_code, d_weights = result
-        probe_code = code.copy()
+        return
+    _, d_code, d_weights = result
+    probe_code = code.copy()
+    numeric = numeric_gradient(
+        lambda: float(method.code_weight_penalty(xp, probe_code.copy(), _copy(weights))[0]),
+        probe_code,
+        eps,
+    )
+    errors[TERM_COUPLED_CODE] = relative_error(numeric, np.asarray(d_code))
+    for name in weights:
+        probe = _copy(weights)
         numeric = numeric_gradient(
-            lambda: float(method.code_weight_penalty(xp, probe_code.copy(), _copy(weights))[0]),
-            probe_code,
+            lambda probe=probe: float(method.code_weight_penalty(xp, code.copy(), _copy(probe))[0]),
+            probe[name],
             eps,
         )
-        errors[TERM_COUPLED_CODE] = relative_error(numeric, np.asarray(d_code))
-        for name in weights:
-            probe = _copy(weights)
-            numeric = numeric_gradient(
-                lambda probe=probe: float(
-                    method.code_weight_penalty(xp, code.copy(), _copy(probe))[0]
-                ),
-                probe[name],
-                eps,
-            )
-            analytic = d_weights.get(name, np.zeros_like(weights[name]))
-            errors[TERM_COUPLED_WEIGHT.format(name)] = relative_error(numeric, analytic)
-    return errors, skipped
+        analytic = d_weights.get(name, np.zeros_like(weights[name]))
+        errors[TERM_COUPLED_WEIGHT.format(name)] = relative_error(numeric, analytic)
 
 
 def _elementwise(
@@ -370,7 +427,7 @@ def _elementwise(
     return relative_error(numeric, np.asarray(analytic))
 
 
-def layouts(method: Method | type[Method]) -> list[bool]:
+def layouts(method: BaseMethod | type[BaseMethod]) -> list[bool]:
     """The weight layouts a method supports, as values of ``tied``."""
     return [t for t, ok in ((True, method.allows_tied), (False, method.allows_untied)) if ok]
 
@@ -386,7 +443,7 @@ PROBLEM_DIM = 12
 MAX_PROBLEM_HIDDEN = 4096
 
 
-def problem_hidden(method: Method, *, dim: int = PROBLEM_DIM, start: int = PROBLEM_HIDDEN) -> int:
+def problem_hidden(method: BaseMethod, *, dim: int = PROBLEM_DIM, start: int = PROBLEM_HIDDEN) -> int:
     """The hidden size of the random problem for ``method``'s parameter values: ``start``
     when the method's own parameter checks accept it; otherwise the first doubling of
     ``start`` they accept, doubled once more, so that a size-bound parameter does not take

@@ -126,6 +126,9 @@ from __future__ import annotations
 from sparsekit.methods import IDENTITY, RELU, Method, Param, hookimpl, non_negative
 
 
+# Method: trained by sparsekit's generic step, from the pieces declared below. A method with
+# its own update subclasses UpdateMethod; one with its own forward pass, loss and gradients
+# subclasses ObjectiveMethod (docs/plugins.md). Everything comes from sparsekit.methods.
 class $cls(Method):
     name = "$name"
     description = "ReLU autoencoder with an L1 penalty on the code (example plugin)."

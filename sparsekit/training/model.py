@@ -104,7 +104,7 @@ class Model:
             h = self.backend.asarray(codes[start : start + batch_size])
             y = h @ w_dec
             y += self.params["b_dec"]
-            out.append(self.backend.to_numpy(self._uncentred(self.method.output(xp, y))))
+            out.append(self.backend.to_numpy(self._uncentred(self.method.output_activation.value(xp, y))))
         return np.concatenate(out)
 
     def reconstruct(

@@ -17,7 +17,7 @@ import numpy as np
 from sparsekit.backend import Backend, fused, get_backend
 from sparsekit.backend.process import own_threads
 from sparsekit.core import step as autoencoder
-from sparsekit.core.contract import Method, TopK
+from sparsekit.core.contract import BaseMethod, TopK, UpdateMethod, check_method_class
 from sparsekit.core.step import decoder_weights
 from sparsekit.data.dataset import ArrayDataset, Dataset
 from sparsekit.errors import DataError, DivergenceError, ParameterError
@@ -78,13 +78,14 @@ class Trainer:
 
     def __init__(
         self,
-        method: Method,
+        method: BaseMethod,
         data: Any,
         config: TrainConfig,
         *,
         callbacks: Sequence[Callback] = (),
         backend: Backend | None = None,
     ) -> None:
+        check_method_class(type(method))  # never train a class as something it does not say
         config.validate(method)
         self.method = method
         self.config = config
@@ -115,7 +116,7 @@ class Trainer:
         self.params: dict[str, Any] = {k: self.backend.asarray(v) for k, v in initial.items()}
         self.optimizer: Optimizer | None = (
             None
-            if method.own_update
+            if isinstance(method, UpdateMethod)
             else make_optimizer(config.optimizer, config.lr, config.momentum)
         )
         self.epoch = 0  # epochs completed
@@ -180,7 +181,7 @@ class Trainer:
                     if self.input_mean is not None:
                         x -= self.input_mean
                     resample = False
-                    if method.own_update:
+                    if isinstance(method, UpdateMethod):
                         out = method.update(backend, self.params, x, cfg.lr)
                         loss, rec, fwd = out.loss, out.reconstruction, out.forward
                     else:
@@ -397,7 +398,7 @@ def _count_active_loop(counts, code, threshold):  # pragma: no cover - runs comp
 
 
 def train(
-    method: str | Method | type[Method],
+    method: str | BaseMethod | type[BaseMethod],
     data: Any,
     *,
     hidden: int | None = None,
@@ -449,13 +450,21 @@ def train(
     return Trainer(instance, data, config, callbacks=callbacks, backend=backend).fit()
 
 
-def make_method(method: str | Method | type[Method], registry: Any = None, **params: Any) -> Method:
-    """A method instance from a name, class or instance (``params`` only for name/class)."""
-    if isinstance(method, Method):
+def make_method(
+    method: str | BaseMethod | type[BaseMethod], registry: Any = None, **params: Any
+) -> BaseMethod:
+    """A method instance from a name, class or instance (``params`` only for name/class).
+
+    A class or instance bypasses the registry, so it passes the registry's
+    :func:`~sparsekit.core.contract.check_method_class` here (a :class:`PluginError`).
+    """
+    if isinstance(method, BaseMethod):
         if params:
             raise ParameterError("pass method parameters to the method instance, not to train()")
+        check_method_class(type(method))
         return method
-    if isinstance(method, type) and issubclass(method, Method):
+    if isinstance(method, type) and issubclass(method, BaseMethod):
+        check_method_class(method)
         return method(**params)
     if isinstance(method, str):
         if registry is None:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import inspect
 import re
+import warnings
 from pathlib import Path
 
 import pytest
 
+import sparsekit.methods
 import sparsekit.methods.hookspecs as hookspecs
-from sparsekit import Method
+from sparsekit import BaseMethod, Method, ObjectiveMethod, UpdateMethod
+from sparsekit.core.contract import RETIRED
 from sparsekit.methods.hookspecs import PROJECT_NAME
 from sparsekit.testing import CHECKS, check_method
 
@@ -77,3 +80,73 @@ def test_the_worked_example_runs_and_passes_the_kit():
     namespace: dict = {}
     exec(compile(example, "docs/plugins.md", "exec"), namespace)
     check_method(namespace["ReluL1"], l1=0.5)
+
+
+# -- the method types ------------------------------------------------------------------------
+
+TYPES = {
+    "BaseMethod": BaseMethod,
+    "Method": Method,
+    "UpdateMethod": UpdateMethod,
+    "ObjectiveMethod": ObjectiveMethod,
+}
+
+
+def type_section(type_name: str) -> str:
+    """The text of the ``### ... `TYPE` ...`` section, up to the next heading."""
+    match = re.search(
+        rf"^### [^\n]*`{type_name}`[^\n]*\n(.*?)(?=^##)", doc_text(), flags=re.S | re.M
+    )
+    assert match, f"docs/plugins.md has no ### section for `{type_name}`"
+    return match.group(1)
+
+
+def own_members(type_name: str) -> list[tuple[str, str]]:
+    """``(type, member)`` for each public member a type defines itself (all of BaseMethod's)."""
+    kind = TYPES[type_name]
+    names = dir(kind) if kind is BaseMethod else list(vars(kind))
+    return [(type_name, n) for n in sorted(names) if not n.startswith("_")]
+
+
+@pytest.mark.parametrize(
+    ("type_name", "member"), [case for name in TYPES for case in own_members(name)]
+)
+def test_every_member_is_documented_in_its_types_section(type_name, member):
+    assert f"`{member}" in type_section(type_name), (
+        f"docs/plugins.md: the `{type_name}` section does not describe {type_name}.{member}"
+    )
+
+
+@pytest.mark.parametrize("retired", sorted(RETIRED))
+def test_the_retired_members_are_documented_as_refused(retired):
+    refusal = re.search(r"^## What is refused, and where\n(.*?)(?=^## )", doc_text(), re.S | re.M)
+    assert refusal and f"`{retired}()`" in refusal.group(1)
+    assert not hasattr(Method, retired)
+
+
+@pytest.mark.parametrize("path", ["sparsekit.methods.base", "sparsekit.activations", "sparsekit.gradcheck", "sparsekit.saelens"])  # fmt: skip
+def test_every_deprecated_import_path_is_documented(path):
+    assert f"`{path}`" in doc_text()
+
+
+def test_the_doc_names_the_one_import_module_and_the_check():
+    text = doc_text()
+    assert "from sparsekit.methods import" in text and "`check_method_class" in text
+    for name in TYPES:
+        assert name in sparsekit.methods.__all__
+
+
+def test_the_python_examples_import_only_from_sparsekit_methods():
+    for block in re.findall(r"```python\n(.*?)```", doc_text(), flags=re.S):
+        for line in block.splitlines():
+            names_sparsekit = re.match(r"(from|import) sparsekit\b(?!_)", line)
+            if names_sparsekit and "sparsekit.testing" not in line:
+                assert line.startswith("from sparsekit.methods import"), line
+
+
+def test_the_worked_example_warns_of_nothing():
+    blocks = re.findall(r"```python\n(.*?)```", doc_text(), flags=re.S)
+    example = next(b for b in blocks if "class ReluL1" in b)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        exec(compile(example, "docs/plugins.md", "exec"), {})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -141,3 +142,122 @@ def test_import_creates_no_plugin_manager_and_needs_no_cupy():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "needs CuPy, which is not installed" in out.stdout
+
+
+# -- the method types at registration ---------------------------------------------------------
+
+
+class OldStyleReLU(Method):
+    """A plugin of the first contract: f is a ReLU by override of activation() (and its
+    derivative), never declared. Registered, it would train a sigmoid autoencoder."""
+
+    name = "old-style-relu"
+    description = "ReLU by override (first contract)."
+
+    def activation(self, xp, z):
+        return xp.maximum(z, 0)
+
+    def activation_grad(self, xp, z, a):
+        return (z > 0).astype(z.dtype)
+
+
+class OldStyleOutput(Method):
+    name = "old-style-output"
+    description = "Linear output by override (first contract)."
+
+    def output(self, xp, y):
+        return y
+
+
+class OldStyleObjective(Method):
+    name = "old-style-objective"
+    description = "own_objective = True on a generic Method (first contract)."
+    own_objective = True
+
+    def forward(self, backend, params, x, training):
+        raise AssertionError("never called")
+
+    def loss_and_grads(self, backend, params, x, state, term=None):
+        raise AssertionError("never called")
+
+
+def _plugin_of(*classes):
+    class Plugin:
+        @hookimpl
+        def sparsekit_register_methods(self, register):
+            for cls in classes:
+                register.add(cls)
+
+    return Plugin()
+
+
+@pytest.mark.parametrize(
+    ("cls", "message"),
+    [
+        (OldStyleReLU, r"defines activation\(\), which the step no longer reads: declare "
+         "hidden_activation"),
+        (OldStyleOutput, r"defines output\(\), which the step no longer reads: declare "
+         "output_activation"),
+        (OldStyleObjective, "sets own_objective, which is derived from its type: subclass "
+         "sparsekit.methods.ObjectiveMethod instead"),
+    ],
+    ids=["activation", "output", "own_objective"],
+)  # fmt: skip
+def test_a_first_contract_class_is_refused_at_registration(cls, message):
+    """Recorded as a broken plugin (one line naming the class and what to declare), never
+    registered under its name; the other plugins load."""
+    registry = fresh_registry(_plugin_of(cls))
+    assert cls.name not in registry and "ksparse" in registry
+    assert len(registry.failures) == 1
+    error = registry.failures[0].error
+    assert "\n" not in error and cls.__qualname__ in error
+    assert re.search(message, error), error
+    with pytest.raises(UnknownMethodError):
+        registry.get(cls.name)
+
+
+def test_one_refused_class_does_not_hide_the_plugins_other_methods_registered_before_it():
+    registry = fresh_registry(_plugin_of(ReluL1, OldStyleReLU))
+    assert "test-relu-l1" in registry and "old-style-relu" not in registry
+    assert "PluginError" in registry.failures[0].error
+
+
+def test_correct_plugins_of_each_type_register_and_train():
+    from sparsekit import ObjectiveMethod, StepResult, UpdateMethod
+    from sparsekit.core.step import loss_and_grads
+    from sparsekit.methods.jumprelu import JumpReLUSAE
+
+    class OwnUpdate(UpdateMethod):
+        name = "test-own-update"
+        description = "Gradient descent written as an own update (test plugin)."
+        hidden_activation = RELU
+        output_activation = IDENTITY
+        training_defaults = {"lr": 0.05}
+
+        def update(self, backend, params, x, lr):
+            loss, grads, fwd, rec = loss_and_grads(self, backend, params, x)
+            for name, grad in grads.items():
+                params[name] -= lr * grad
+            return StepResult(loss, rec, fwd)
+
+    class OwnObjective(JumpReLUSAE):  # an ObjectiveMethod from a plugin, under its own name
+        name = "test-own-objective"
+
+    assert issubclass(OwnObjective, ObjectiveMethod)
+    registry = fresh_registry(_plugin_of(ReluL1, OwnUpdate, OwnObjective))
+    assert not registry.failures
+    data = np.random.default_rng(0).uniform(0, 1, size=(96, 12))
+
+    class Record(sparsekit.Callback):
+        def __init__(self):
+            self.losses = []
+
+        def on_epoch_end(self, trainer, metrics):
+            self.losses.append(metrics["loss"])
+
+    for name in ("test-relu-l1", "test-own-update", "test-own-objective"):
+        record = Record()
+        sparsekit.train(
+            name, data, hidden=8, epochs=3, batch_size=16, registry=registry, callbacks=[record]
+        )
+        assert record.losses[-1] < record.losses[0], name

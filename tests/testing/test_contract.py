@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sparsekit import Method, Param, ParameterError, StepResult
+from sparsekit import Method, Param, ParameterError, StepResult, UpdateMethod
 from sparsekit.core.activations import IDENTITY, RELU, ReLU
 from sparsekit.core.contract import positive
 from sparsekit.methods.arora import Arora
@@ -107,6 +107,9 @@ def test_a_host_scalar_is_caught():
 
 
 def test_an_activation_override_without_its_declaration_is_caught():
+    """The first contract's activation() is retired: the kit reports the refusal the class
+    meets when it registers, naming the declaration to write instead."""
+
     class Overridden(ReluBase):
         hidden_activation = IDENTITY  # declares f = identity, but computes a ReLU
 
@@ -114,7 +117,8 @@ def test_an_activation_override_without_its_declaration_is_caught():
             return xp.maximum(z, 0)
 
     message = failure(Overridden)
-    assert "[declarations]" in message and "hidden_activation" in message
+    assert "[class_attributes]" in message and "defines activation()" in message
+    assert "declare hidden_activation" in message
 
 
 def test_an_undeclared_code_penalty_is_caught():
@@ -147,9 +151,7 @@ def test_nondeterminism_is_caught():
 
 
 def test_training_in_the_wrong_direction_is_caught():
-    class Ascent(ReluBase):
-        own_update = True
-
+    class Ascent(UpdateMethod, ReluBase):
         def update(self, backend, params, x, lr):
             from sparsekit.core.step import loss_and_grads
 

@@ -13,7 +13,8 @@ With ``d_j`` the decoder row of unit j (row j of ``W_dec``; of ``W_enc`` when ti
 An unscaled L1 penalty λ Σ|Hc| can be lowered without making the code any sparser, by
 shrinking Hc and growing W_dec; with the n_j factor, rescaling a unit's code by c and its
 decoder row by 1/c leaves both terms unchanged. Because Ω depends on the code *and* on the
-decoder weights, the method implements :meth:`sparsekit.Method.code_weight_penalty`
+decoder weights, the method (a generic-step :class:`sparsekit.methods.Method`, f and g
+declared) implements :meth:`~sparsekit.methods.Method.code_weight_penalty`
 (value, ∂Ω/∂Hc, ∂Ω/∂W) instead of ``code_penalty``; the generic backward pass adds
 ∂Ω/∂Hc to the code's gradient and ∂Ω/∂W to the weight gradient, which for tied weights is
 the single ``W_enc``.

@@ -8,12 +8,19 @@ import sparsekit_relu_l1
 from sparsekit_relu_l1 import ReluL1, decoder_norm_l1
 
 import sparsekit
+from sparsekit.methods import Method, ObjectiveMethod, check_method_class
 from sparsekit.testing import check_method, method_contract_tests
 from sparsekit.testing.gradcheck import check_gradients
 
 # The whole method contract, one test per check (gradients tied and untied included).
 test_contract = method_contract_tests(ReluL1)
 test_contract_strong_penalty = method_contract_tests(ReluL1, l1=1.0)
+
+
+def test_is_a_generic_step_method_the_contract_accepts():
+    check_method_class(ReluL1)  # what register.add, training and gradcheck call
+    assert issubclass(ReluL1, Method) and not issubclass(ReluL1, ObjectiveMethod)
+    assert not ReluL1.own_update and not ReluL1.own_objective
 
 
 def test_registers_through_its_module():
