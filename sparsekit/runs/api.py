@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from sparsekit.layout import CHECKPOINT, EVAL_FILE, PREPROCESSING
+from sparsekit.layout import CHECKPOINT, CONFIG, EVAL_FILE, PREPROCESSING
 from sparsekit.errors import CheckpointError, DataError, ParameterError
 from sparsekit.files import first_line, write_atomic, write_json
 from sparsekit.runs.preprocessing import read_preprocessing, save_preprocessing
@@ -110,7 +110,7 @@ def run_summary(run_dir: PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
             and isinstance(meta.get("method_params"), dict)
             and isinstance(meta.get("train"), dict)
         ):
-            raise CheckpointError(f"{run_dir}: no {CHECKPOINT} and config.json is incomplete")
+            raise CheckpointError(f"{run_dir}: no {CHECKPOINT} and {CONFIG} is incomplete")
     return summary(meta, history, status=""), meta
 
 
