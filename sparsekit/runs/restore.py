@@ -109,8 +109,8 @@ def restore_trainer(
     ``location`` is a run directory or a checkpoint file. Without ``dataset`` the training
     data is loaded again as the run describes it (``data`` replaces the data folder). The
     data must have the size the checkpoint was trained on. ``epochs`` raises (or lowers, not
-    below the epochs done) the number of epochs :meth:`~sparsekit.training.trainer.Trainer.fit` trains
-    to. On the CPU, fitting the restored trainer gives bit for bit the weights of a run that
+    below the epochs done) the number of epochs
+    :meth:`~sparsekit.training.trainer.Trainer.fit` trains to. On the CPU, fitting the restored trainer gives bit for bit the weights of a run that
     was never interrupted (with the same total number of epochs). ``backend`` replaces the
     one the run's settings name (e.g. the simulated device of
     :mod:`sparsekit.backend.simulated`).

@@ -105,7 +105,8 @@ def checkpoint_arrays(
     data_spec: Mapping[str, Any] | None = None,
     extra: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
-    """The members of a checkpoint of ``trainer`` (a :class:`~sparsekit.training.trainer.Trainer`)."""
+    """The members of a checkpoint of ``trainer``
+    (a :class:`~sparsekit.training.trainer.Trainer`)."""
 
     state = trainer.state_dict()
     optim_arrays, optim_scalars = _split_state(state["optimizer"], trainer.backend)
@@ -289,8 +290,8 @@ def load_checkpoint(path: str | os.PathLike[str], *, registry: Any = None) -> di
     Returns a dict with ``meta`` (the decoded metadata), ``method`` (a fresh instance with
     the stored parameters, validated against the problem size), ``config``
     (:class:`~sparsekit.training.settings.TrainConfig`), ``state`` (what
-    :meth:`~sparsekit.training.trainer.Trainer.load_state_dict` takes) and ``extra`` (name -> array).
-    Raises :class:`~sparsekit.errors.CheckpointError` (one line) for any problem.
+    :meth:`~sparsekit.training.trainer.Trainer.load_state_dict` takes) and ``extra``
+    (name -> array). Raises :class:`~sparsekit.errors.CheckpointError` (one line) for any problem.
     """
     path = checkpoint_path(path)
     members = _read_members(path)
