@@ -107,30 +107,52 @@ def load_dataset(
             progress=progress,
         )
     if key == SYNTHETIC_SAE or key.startswith(SYNTHETIC_SAE + ":"):
-        world = SyntheticSAEWorld.create(parse_synthetic_sae(text))
-        which = split or "train"
-        n_split = world.split_size(which)
-        if subset is not None and not 1 <= subset <= n_split:
-            raise ParameterError(
-                f"subset={subset} must be between 1 and the {n_split} samples of the "
-                f"{SYNTHETIC_SAE} {which} split"
-            )
-        return world.dataset(which, n_split if subset is None else int(subset))
+        return _load_synthetic_sae(text, split, subset)
     if key == "synthetic" or key.startswith("synthetic:"):
-        kwargs = _parse_synthetic(text)
-        problem = make_sparse_coding(**kwargs)  # type: ignore[arg-type]
-        ds: Dataset = problem.dataset
-        if split == "test":
-            test_n = max(1, problem.params["n"] // 6)
-            ds = problem.sample(test_n, seed=int(problem.params["seed"]) + 1).dataset
-            ds.name = "synthetic-test"
-        return ds if subset is None else take_subset(ds, subset)
+        return _load_synthetic(text, split, subset)
     if key == "patches" or key.startswith("patches:"):
-        kwargs = parse_patches(text)
-        if split == "test":  # other places of the same photographs
-            kwargs["seed"] = int(kwargs.get("seed", 0)) + 1
-        ds = make_patches(**kwargs)
-        return ds if subset is None else take_subset(ds, subset)
+        return _load_patches(text, split, subset)
+    return _load_file(text, split, subset, test_fraction=test_fraction, seed=seed)
+
+
+def _load_synthetic_sae(text: str, split: str | None, subset: int | None) -> Dataset:
+    """A :mod:`~sparsekit.data.synthetic_sae` world's split (``subset`` checked against it)."""
+    world = SyntheticSAEWorld.create(parse_synthetic_sae(text))
+    which = split or "train"
+    n_split = world.split_size(which)
+    if subset is not None and not 1 <= subset <= n_split:
+        raise ParameterError(
+            f"subset={subset} must be between 1 and the {n_split} samples of the "
+            f"{SYNTHETIC_SAE} {which} split"
+        )
+    return world.dataset(which, n_split if subset is None else int(subset))
+
+
+def _load_synthetic(text: str, split: str | None, subset: int | None) -> Dataset:
+    """Signals of one sparse-coding problem; the test split draws fresh ones (seed + 1)."""
+    kwargs = _parse_synthetic(text)
+    problem = make_sparse_coding(**kwargs)  # type: ignore[arg-type]
+    ds: Dataset = problem.dataset
+    if split == "test":
+        test_n = max(1, problem.params["n"] // 6)
+        ds = problem.sample(test_n, seed=int(problem.params["seed"]) + 1).dataset
+        ds.name = "synthetic-test"
+    return ds if subset is None else take_subset(ds, subset)
+
+
+def _load_patches(text: str, split: str | None, subset: int | None) -> Dataset:
+    """Natural-image patches; the test split cuts them at other places (seed + 1)."""
+    kwargs = parse_patches(text)
+    if split == "test":  # other places of the same photographs
+        kwargs["seed"] = int(kwargs.get("seed", 0)) + 1
+    ds = make_patches(**kwargs)
+    return ds if subset is None else take_subset(ds, subset)
+
+
+def _load_file(
+    text: str, split: str | None, subset: int | None, *, test_fraction: float, seed: int
+) -> Dataset:
+    """A ``.npy``, ``.npz`` or IDX file; a split is a seeded cut of its rows."""
     path, npz_key = split_npz_spec(text)
     if not path.exists():
         known = ", ".join(sorted(SOURCES) + ["synthetic", SYNTHETIC_SAE, "patches"])

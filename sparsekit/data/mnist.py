@@ -13,6 +13,7 @@ import hashlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -78,6 +79,55 @@ def _check_labels(path: Path, arr: np.ndarray) -> None:
         )
 
 
+def _download_missing(source: DataSource, folder: Path, split: str, fetch: dict[str, Any]) -> None:
+    """Fetch the files of ``split`` that ``folder`` lacks (and, quietly, the other split's)."""
+    missing = [spec for spec in source.splits[split] if find_data_file(folder, spec.name) is None]
+    if not missing:
+        return
+    ensure_files(source, folder, missing, **fetch)
+    # The other split too while we are at it (a few MB), so that evaluating on the test
+    # images later needs no second download; a failure there is not this call's.
+    others = [
+        spec
+        for name, files in source.splits.items()
+        if name != split
+        for spec in files
+        if find_data_file(folder, spec.name) is None
+    ]
+    if others:
+        with contextlib.suppress(DataError):
+            ensure_files(source, folder, others, **fetch)
+
+
+def _read_split(
+    source: DataSource,
+    folder: Path,
+    specs: Sequence[DataFile],
+    *,
+    verify: bool,
+    download: bool,
+    fetch: dict[str, Any],
+) -> tuple[list[np.ndarray], list[Path]]:
+    """The arrays of ``specs`` and their paths; with ``download`` a corrupt file is fetched
+    again (and checked again) instead of failing."""
+    arrays: list[np.ndarray] = []
+    paths: list[Path] = []
+    for spec in specs:
+        path = find_data_file(folder, spec.name)
+        if path is None:  # removed while we were downloading the other file
+            raise DataError(_missing_message(source, folder, [spec]))
+        try:
+            arr = _read_checked(path, spec, source, verify)
+        except DataError:  # corrupt or not the published content
+            if not download:
+                raise
+            path = fetch_file(source, folder, spec, **fetch)
+            arr = _read_checked(path, spec, source, verify)
+        arrays.append(arr)
+        paths.append(path)
+    return arrays, paths
+
+
 def load_mnist(
     data: str | os.PathLike[str] | None = None,
     *,
@@ -107,42 +157,16 @@ def load_mnist(
         raise ParameterError(f"subset must be a positive number of samples, got {subset!r}")
     folder = resolve_data_dir(data) / source.folder
     specs = source.splits[split]
-    missing = [spec for spec in specs if find_data_file(folder, spec.name) is None]
-    if missing:
-        if not download:
+    fetch = {"mirrors": mirrors, "progress": progress, "timeout": timeout}
+    if download:
+        _download_missing(source, folder, split, fetch)
+    else:
+        missing = [spec for spec in specs if find_data_file(folder, spec.name) is None]
+        if missing:
             raise DataError(_missing_message(source, folder, missing))
-        ensure_files(source, folder, missing, mirrors=mirrors, progress=progress, timeout=timeout)
-        # The other split too while we are at it (a few MB), so that evaluating on the test
-        # images later needs no second download; a failure there is not this call's.
-        others = [
-            spec
-            for name, files in source.splits.items()
-            if name != split
-            for spec in files
-            if find_data_file(folder, spec.name) is None
-        ]
-        if others:
-            with contextlib.suppress(DataError):
-                ensure_files(
-                    source, folder, others, mirrors=mirrors, progress=progress, timeout=timeout
-                )
-    arrays: list[np.ndarray] = []
-    paths: list[Path] = []
-    for spec in specs:
-        path = find_data_file(folder, spec.name)
-        if path is None:  # removed while we were downloading the other file
-            raise DataError(_missing_message(source, folder, [spec]))
-        try:
-            arr = _read_checked(path, spec, source, verify)
-        except DataError:  # corrupt or not the published content
-            if not download:
-                raise
-            path = fetch_file(
-                source, folder, spec, mirrors=mirrors, progress=progress, timeout=timeout
-            )
-            arr = _read_checked(path, spec, source, verify)
-        arrays.append(arr)
-        paths.append(path)
+    arrays, paths = _read_split(
+        source, folder, specs, verify=verify, download=download, fetch=fetch
+    )
     images, labels = arrays
     _check_images(paths[0], images)
     _check_labels(paths[1], labels)

@@ -134,13 +134,7 @@ def evaluate(
     ``recovered`` (fraction of true atoms within 0.1).
     """
 
-    if isinstance(data, SparseCodingProblem):
-        if truth is None:
-            truth = data.dictionary
-        data = data.dataset
-    if truth is None:
-        truth = getattr(data, "ground_truth", None)
-    dataset = data if isinstance(data, Dataset) else ArrayDataset(np.asarray(data), name="input")
+    dataset, truth = _dataset_and_truth(data, truth)
     if dataset.dim != model.dim:
         raise ParameterError(
             f"{dataset.name}: samples have {dataset.dim} features, the model expects {model.dim}"
@@ -148,6 +142,42 @@ def evaluate(
     n = len(dataset)
     if n < 1:
         raise ParameterError(f"{dataset.name}: no samples to evaluate on")
+    sse, sst, ratio_sum, ratio_n, counts = _reconstruction_sums(
+        model, dataset, training=training, batch_size=batch_size
+    )
+    result: dict[str, Any] = {
+        "n": n,
+        "mse": sse / (n * dataset.dim),
+        "fve": fve_from_sums(sse, sst),
+        "mean_active": float(counts.sum()) / n,
+        "dead_units": dead_units(counts),
+        "dense_units": dense_units(counts, n),
+        "shrinkage": ratio_sum / ratio_n if ratio_n else None,
+        "coherence": coherence(model.decoder_weights),  # (NumPy: the model's host copy)
+    }
+    if truth is not None:
+        result.update(_truth_measures(np.asarray(truth), np.asarray(model.decoder_weights)))
+    return result
+
+
+def _dataset_and_truth(data: Any, truth: Any) -> tuple[Dataset, Any]:
+    """``data`` as a :class:`Dataset`, and the true dictionary: ``truth``, else the one that
+    ``data`` carries (a synthetic problem's dictionary, a data set's ``ground_truth``)."""
+    if isinstance(data, SparseCodingProblem):
+        if truth is None:
+            truth = data.dictionary
+        data = data.dataset
+    if truth is None:
+        truth = getattr(data, "ground_truth", None)
+    dataset = data if isinstance(data, Dataset) else ArrayDataset(np.asarray(data), name="input")
+    return dataset, truth
+
+
+def _reconstruction_sums(
+    model: Any, dataset: Dataset, *, training: bool, batch_size: int
+) -> tuple[float, float, float, int, np.ndarray]:
+    """One pass over ``dataset``: (SSE, SST, sum of ‖x̂‖/‖x‖, rows in that sum, active counts
+    per unit, on the host)."""
     backend, xp = model.backend, model.backend.xp
     variance = VarianceAccumulator(xp)
     sse = 0.0
@@ -164,30 +194,21 @@ def evaluate(
         ratio_n += int(keep.sum())
         variance.add(x)
         add_active_counts(xp, active, fwd, model.hidden)
-    counts = backend.to_numpy(active)
-    result: dict[str, Any] = {
-        "n": n,
-        "mse": sse / (n * dataset.dim),
-        "fve": fve_from_sums(sse, variance.sst),
-        "mean_active": float(counts.sum()) / n,
-        "dead_units": dead_units(counts),
-        "dense_units": dense_units(counts, n),
-        "shrinkage": ratio_sum / ratio_n if ratio_n else None,
-        "coherence": coherence(model.decoder_weights),  # (NumPy: the model's host copy)
-    }
-    if truth is not None:
+    return sse, variance.sst, ratio_sum, ratio_n, backend.to_numpy(active)
 
-        truth = np.asarray(truth)
-        decoder = np.asarray(model.decoder_weights)
-        result["mcc"] = mcc(truth.T, decoder)
-        if decoder.shape[0] >= truth.shape[1]:
-            summary = recovery_summary(truth, decoder.T)
-            result.update(
-                recovery_max=summary["max"],
-                recovery_mean=summary["mean"],
-                recovery_median=summary["median"],
-                recovered=summary["recovered"],
-            )
+
+def _truth_measures(truth: np.ndarray, decoder: np.ndarray) -> dict[str, Any]:
+    """``mcc`` of the decoder atoms against the true ones (``truth``: D×atoms), and the
+    recovery measures when there are at least as many units as true atoms."""
+    result: dict[str, Any] = {"mcc": mcc(truth.T, decoder)}
+    if decoder.shape[0] >= truth.shape[1]:
+        summary = recovery_summary(truth, decoder.T)
+        result.update(
+            recovery_max=summary["max"],
+            recovery_mean=summary["mean"],
+            recovery_median=summary["median"],
+            recovered=summary["recovered"],
+        )
     return result
 
 

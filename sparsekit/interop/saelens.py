@@ -48,7 +48,7 @@ from sparsekit.core.saelens_arch import SAELensArch
 from sparsekit.data import load_dataset
 from sparsekit.errors import CheckpointError, DataError, OutputError, ParameterError, SparsekitError
 from sparsekit.files import atomic_path, first_line, write_json
-from sparsekit.layout import CHECKPOINT, SAELENS_CFG, SAELENS_WEIGHTS
+from sparsekit.layout import CHECKPOINT, CONFIG, PREPROCESSING, SAELENS_CFG, SAELENS_WEIGHTS
 from sparsekit.methods.registry import load_registry
 from sparsekit.runs.restore import load_run
 from sparsekit.training.checkpoint import (
@@ -114,24 +114,59 @@ def export_saelens(
     whitening matrix).
     """
 
-    if isinstance(source, Model):
-        model, where = source, "model"
-    else:
-        where = os.fspath(source)
-        model = load_run(source)
-        if (Path(source) / "preprocessing.npz").exists():
-            raise ParameterError(
-                f"{where}: the run was trained on preprocessed data (mean removal or ZCA); "
-                "SAELens files cannot hold that preprocessing"
-            )
+    model = _model_to_export(source)
     method = model.method
     arch = _arch_of(method)
     params = model.numpy_params()
     dtype = np.dtype(params["W_enc"].dtype)
+    pre_bias = arch.pre_bias(method)
+    tensors = _export_tensors(model, arch, params, dtype, pre_bias)
+    cfg: dict[str, Any] = {
+        "architecture": arch.architecture,
+        "d_in": model.dim,
+        "d_sae": model.hidden,
+        "dtype": str(dtype),
+        "device": "cpu",
+        "apply_b_dec_to_input": pre_bias,
+        "normalize_activations": _NORMALIZE_NONE,
+        "reshape_activations": "none",
+        **arch.cfg(method),
+        "metadata": _export_metadata(model, arch),
+    }
+    st = _safetensors_numpy()
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with atomic_path(out / WEIGHTS_FILE) as tmp:
+            st.save_file(tensors, str(tmp))
+    except OSError as exc:
+        raise OutputError(f"cannot write {out}: {exc.strerror or exc}") from None
+    write_json(out / CFG_FILE, cfg)
+    return cfg
+
+
+def _model_to_export(source: str | os.PathLike[str] | Model) -> Model:
+    """The model itself, or a run directory's (refused when the run has preprocessing)."""
+    if isinstance(source, Model):
+        return source
+    where = os.fspath(source)
+    model = load_run(source)
+    if (Path(source) / PREPROCESSING).exists():
+        raise ParameterError(
+            f"{where}: the run was trained on preprocessed data (mean removal or ZCA); "
+            "SAELens files cannot hold that preprocessing"
+        )
+    return model
+
+
+def _export_tensors(
+    model: Model, arch: SAELensArch, params: dict[str, Any], dtype: np.dtype, pre_bias: bool
+) -> dict[str, np.ndarray]:
+    """The safetensors content: SAELens' names and orientation, a data mean folded in."""
+    method = model.method
     w_enc = params["W_enc"]
     w_dec = params.get("W_dec", w_enc)
     b_enc, b_dec = params["b_enc"], params["b_dec"]
-    pre_bias = arch.pre_bias(method)
     mean = getattr(model, "input_mean", None)
     if mean is not None:
         # A centred model encodes x − m (− b_dec) and adds m back: fold m into the biases,
@@ -152,6 +187,12 @@ def export_saelens(
     if arch.export_tensors is not None:
         extra = arch.export_tensors(method, params)
         tensors.update({k: np.ascontiguousarray(v, dtype=dtype) for k, v in extra.items()})
+    return tensors
+
+
+def _export_metadata(model: Model, arch: SAELensArch) -> dict[str, Any]:
+    """The cfg's ``metadata``: what sparsekit needs to read the files back as the same run."""
+    method = model.method
     meta = getattr(model, "run_meta", None) or {}
     sparsekit_meta = {
         "sparsekit_version": __version__,
@@ -167,28 +208,7 @@ def export_saelens(
         sparsekit_meta["sparsekit_data_spec"] = meta["data_spec"]
     elif model.image_shape is not None:
         sparsekit_meta["sparsekit_data"] = {"image_shape": list(model.image_shape)}
-    cfg: dict[str, Any] = {
-        "architecture": arch.architecture,
-        "d_in": model.dim,
-        "d_sae": model.hidden,
-        "dtype": str(dtype),
-        "device": "cpu",
-        "apply_b_dec_to_input": pre_bias,
-        "normalize_activations": _NORMALIZE_NONE,
-        "reshape_activations": "none",
-        **arch.cfg(method),
-        "metadata": sparsekit_meta,
-    }
-    st = _safetensors_numpy()
-    out = Path(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with atomic_path(out / WEIGHTS_FILE) as tmp:
-            st.save_file(tensors, str(tmp))
-    except OSError as exc:
-        raise OutputError(f"cannot write {out}: {exc.strerror or exc}") from None
-    write_json(out / CFG_FILE, cfg)
-    return cfg
+    return sparsekit_meta
 
 
 # --------------------------------------------------------------------------- import
@@ -223,7 +243,6 @@ def _read(folder: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
 def saelens_reader(architecture: str, registry: Any = None) -> type[Method]:
     """The installed method that reads SAELens files of ``architecture`` (declared ``reads``)."""
     if registry is None:
-
         registry = load_registry()
     readers = [
         info.cls
@@ -270,6 +289,18 @@ def _as_model_parts(
 ) -> tuple[Method, dict[str, np.ndarray], dict[str, Any], str]:
     """(method, sparsekit parameters, cfg, dtype) of a SAELens directory."""
     cfg, tensors = _read(folder)
+    arch_name, d_in, d_sae = _check_cfg(cfg, folder)
+    if registry is None:
+        registry = load_registry()
+    meta = cfg.get("metadata") if isinstance(cfg.get("metadata"), dict) else {}
+    method, arch = _reading_method(cfg, tensors, meta, folder, d_in, d_sae, registry)
+    _check_tensors(tensors, arch, folder, d_in, d_sae)
+    dtype = "float64" if tensors["W_enc"].dtype == np.float64 else "float32"
+    return method, _params_from_tensors(cfg, tensors, method, arch, meta, folder), cfg, dtype
+
+
+def _check_cfg(cfg: Mapping[str, Any], folder: Path) -> tuple[str, int, int]:
+    """(architecture, d_in, d_sae) of a cfg whose inputs sparsekit can take as they come."""
     arch_name = _field(cfg, "architecture", str, folder)
     d_in = _field(cfg, "d_in", int, folder)
     d_sae = _field(cfg, "d_sae", int, folder)
@@ -284,10 +315,21 @@ def _as_model_parts(
             f"{folder}: reshape_activations {cfg['reshape_activations']!r} is not "
             "supported (only 'none')"
         )
-    if registry is None:
+    return arch_name, d_in, d_sae
 
-        registry = load_registry()
-    meta = cfg.get("metadata") if isinstance(cfg.get("metadata"), dict) else {}
+
+def _reading_method(
+    cfg: Mapping[str, Any],
+    tensors: Mapping[str, np.ndarray],
+    meta: Mapping[str, Any],
+    folder: Path,
+    d_in: int,
+    d_sae: int,
+    registry: Any,
+) -> tuple[Method, SAELensArch]:
+    """The method (and its SAELens description) for these files: the one sparsekit exported
+    them from when it is installed, else the method that declares it reads the architecture."""
+    arch_name = cfg["architecture"]
     ours = meta.get("sparsekit_method")
     if isinstance(ours, str) and ours in registry:
         cls = registry.get(ours)
@@ -308,7 +350,13 @@ def _as_model_parts(
         raise DataError(f"{folder}: {exc}") from None
     if arch.import_state is not None and "threshold" in tensors:
         method.load_state_dict({**method.state_dict(), **arch.import_state(cfg, tensors)})
+    return method, arch
 
+
+def _check_tensors(
+    tensors: Mapping[str, np.ndarray], arch: SAELensArch, folder: Path, d_in: int, d_sae: int
+) -> None:
+    """Every tensor the architecture needs is there, of its shape, and finite."""
     shapes = {"W_enc": (d_in, d_sae), "b_enc": (d_sae,), "W_dec": (d_sae, d_in), "b_dec": (d_in,)}
     shapes.update({theirs: (d_sae,) for theirs in arch.tensors.values()})
     for name, shape in shapes.items():
@@ -321,7 +369,18 @@ def _as_model_parts(
             )
         if not np.isfinite(tensors[name]).all():
             raise DataError(f"{folder}: tensor {name!r} holds NaN or infinite values")
-    dtype = "float64" if tensors["W_enc"].dtype == np.float64 else "float32"
+
+
+def _params_from_tensors(
+    cfg: Mapping[str, Any],
+    tensors: Mapping[str, np.ndarray],
+    method: Method,
+    arch: SAELensArch,
+    meta: Mapping[str, Any],
+    folder: Path,
+) -> dict[str, np.ndarray]:
+    """sparsekit's parameters (float64, H×D) from SAELens tensors, with its conventions
+    on the decoder bias and the decoder norm folded in."""
     w_enc = tensors["W_enc"].astype(np.float64).T  # H×D
     w_dec = tensors["W_dec"].astype(np.float64)
     b_enc = tensors["b_enc"].astype(np.float64)
@@ -349,7 +408,7 @@ def _as_model_parts(
     if arch.import_tensors is not None:
         extra = arch.import_tensors(cfg, tensors)
         params.update({k: np.asarray(v, dtype=np.float64) for k, v in extra.items()})
-    return method, params, cfg, dtype
+    return params
 
 
 def load_saelens(
@@ -392,25 +451,7 @@ def import_saelens(
     method, params, cfg, dtype = _as_model_parts(folder, registry)
     meta_in = cfg.get("metadata") if isinstance(cfg.get("metadata"), dict) else {}
     d_sae, d_in = params["W_enc"].shape
-    data_desc: dict[str, Any] = {
-        "name": f"saelens:{folder.name}",
-        "n": 0,
-        "dim": d_in,
-        "image_shape": None,
-    }
-    data_spec = meta_in.get("sparsekit_data_spec")
-    stored = meta_in.get("sparsekit_data")
-    if isinstance(stored, dict):
-        data_desc.update({k: stored[k] for k in ("name", "n", "image_shape") if k in stored})
-    if dataset is not None:
-
-        probe = load_dataset(dataset, data, subset=1)
-        if probe.dim != d_in:
-            raise DataError(f"{dataset}: samples have {probe.dim} features, the SAE reads {d_in}")
-        data_spec = {"spec": dataset, "data": os.fspath(data) if data is not None else None}
-        data_desc.update({"name": probe.name, "image_shape": probe.image_shape})
-    if data_desc.get("image_shape") is not None:
-        data_desc["image_shape"] = [int(v) for v in data_desc["image_shape"]]
+    data_desc, data_spec = _imported_data(folder, meta_in, d_in, dataset, data)
     # The data mean of a centred model is folded into the biases: the run is not centred.
     config = resolve_config(
         method, hidden=d_sae, tied="W_dec" not in params, dtype=dtype, epochs=1, center=False
@@ -433,10 +474,51 @@ def import_saelens(
         "method_scalars": {},
         "imported_from": {"saelens": os.fspath(folder.resolve())},
     }
+    _write_imported_run(run_dir, meta, params, np.dtype(dtype))
+    try:
+        load_checkpoint(run_dir, registry=registry)  # what every command will check
+    except CheckpointError as exc:  # pragma: no cover - a bug here, not in the file
+        raise CheckpointError(f"{run_dir}: the imported run does not load: {exc}") from None
+    return run_dir
+
+
+def _imported_data(
+    folder: Path,
+    meta_in: Mapping[str, Any],
+    d_in: int,
+    dataset: str | None,
+    data: str | os.PathLike[str] | None,
+) -> tuple[dict[str, Any], Any]:
+    """(data description, data spec) of an imported run: what the files carry, or the
+    ``dataset`` named on import (checked to have the SAE's input width)."""
+    data_desc: dict[str, Any] = {
+        "name": f"saelens:{folder.name}",
+        "n": 0,
+        "dim": d_in,
+        "image_shape": None,
+    }
+    data_spec = meta_in.get("sparsekit_data_spec")
+    stored = meta_in.get("sparsekit_data")
+    if isinstance(stored, dict):
+        data_desc.update({k: stored[k] for k in ("name", "n", "image_shape") if k in stored})
+    if dataset is not None:
+        probe = load_dataset(dataset, data, subset=1)
+        if probe.dim != d_in:
+            raise DataError(f"{dataset}: samples have {probe.dim} features, the SAE reads {d_in}")
+        data_spec = {"spec": dataset, "data": os.fspath(data) if data is not None else None}
+        data_desc.update({"name": probe.name, "image_shape": probe.image_shape})
+    if data_desc.get("image_shape") is not None:
+        data_desc["image_shape"] = [int(v) for v in data_desc["image_shape"]]
+    return data_desc, data_spec
+
+
+def _write_imported_run(
+    run_dir: Path, meta: dict[str, Any], params: Mapping[str, np.ndarray], dtype: np.dtype
+) -> None:
+    """The run directory of an import: its checkpoint and its config."""
     arrays = {"meta": encode_json(meta)}
-    np_dtype = np.dtype(dtype)
     for key, value in params.items():
-        arrays["params/" + key] = np.ascontiguousarray(value, dtype=np_dtype)
+        arrays["params/" + key] = np.ascontiguousarray(value, dtype=dtype)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -445,18 +527,13 @@ def import_saelens(
         with open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
     write_json(
-        run_dir / "config.json",
+        run_dir / CONFIG,
         {
             "method": meta["method"],
             "method_params": meta["method_params"],
             "train": meta["train"],
-            "data": data_desc,
-            "data_spec": data_spec,
+            "data": meta["data"],
+            "data_spec": meta["data_spec"],
             "imported_from": meta["imported_from"],
         },
     )
-    try:
-        load_checkpoint(run_dir, registry=registry)  # what every command will check
-    except CheckpointError as exc:  # pragma: no cover - a bug here, not in the file
-        raise CheckpointError(f"{run_dir}: the imported run does not load: {exc}") from None
-    return run_dir

@@ -21,40 +21,29 @@ from __future__ import annotations
 import io
 import os
 import time
-import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from sparsekit.layout import CHECKPOINT, EVAL_FILE, PREPROCESSING
-from sparsekit.errors import CheckpointError, DataError, ParameterError
-from sparsekit.files import first_line, write_atomic, write_json
-from sparsekit.runs.preprocessing import read_preprocessing, save_preprocessing
-from sparsekit.evaluation.measures import PROBE_C, PROBE_MAX_ITER
-from sparsekit.training.checkpoint import load_checkpoint
-from sparsekit.layout import CHECKPOINT
-from sparsekit.runs.writer import read_config, read_metrics, summary
-from sparsekit.runs.restore import load_run
-from sparsekit.data import Preprocessed
-from sparsekit.training.trainer import as_dataset
-from sparsekit.data import load_dataset
-from sparsekit.errors import OutputError
-from sparsekit.data import ground_truth
-from sparsekit.evaluation.measures import evaluate, linear_probe
 from sparsekit.backend import get_backend
+from sparsekit.data import Preprocessed, ground_truth, load_dataset, preprocess
+from sparsekit.errors import CheckpointError, DataError, OutputError, ParameterError
+from sparsekit.evaluation.measures import PROBE_C, PROBE_MAX_ITER, evaluate, linear_probe
+from sparsekit.files import write_atomic, write_json
+from sparsekit.layout import CHECKPOINT, CONFIG, EVAL_FILE, PREPROCESSING
+from sparsekit.runs.preprocessing import read_preprocessing, save_preprocessing
+from sparsekit.runs.restore import load_run, restore_trainer
+from sparsekit.runs.writer import RunWriter, create_run_dir, read_config, read_metrics, summary
+from sparsekit.training.checkpoint import load_checkpoint
 from sparsekit.training.settings import resolve_config
-from sparsekit.data import Preprocessed, load_dataset, preprocess
-from sparsekit.runs.writer import RunWriter, create_run_dir
-from sparsekit.training.trainer import Trainer, make_method
-from sparsekit.runs.restore import restore_trainer
-from sparsekit.runs.writer import RunWriter, read_config
+from sparsekit.training.trainer import Trainer, as_dataset, make_method
 
 if TYPE_CHECKING:
+    from sparsekit.core.contract import Method
     from sparsekit.data.dataset import Dataset
     from sparsekit.data.download import ProgressCallback
-    from sparsekit.core.contract import Method
     from sparsekit.training.model import Model
     from sparsekit.training.trainer import Callback, Trainer
 
@@ -110,7 +99,7 @@ def run_summary(run_dir: PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
             and isinstance(meta.get("method_params"), dict)
             and isinstance(meta.get("train"), dict)
         ):
-            raise CheckpointError(f"{run_dir}: no {CHECKPOINT} and config.json is incomplete")
+            raise CheckpointError(f"{run_dir}: no {CHECKPOINT} and {CONFIG} is incomplete")
     return summary(meta, history, status=""), meta
 
 

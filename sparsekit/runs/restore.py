@@ -19,12 +19,6 @@ from sparsekit.training.checkpoint import load_checkpoint
 from sparsekit.training.model import Model
 from sparsekit.training.settings import TrainConfig
 from sparsekit.training.trainer import Callback, Trainer, as_dataset
-from sparsekit.data import load_dataset
-from sparsekit.data import Preprocessed, preprocess
-from sparsekit.runs.preprocessing import read_preprocessing
-from sparsekit.training.trainer import Trainer, as_dataset
-from sparsekit.backend import get_backend
-from sparsekit.training.model import Model
 
 
 def load_dataset_from_spec(
@@ -54,7 +48,6 @@ def load_dataset_from_spec(
         download=bool(spec.get("download", False)) if download is None else download,
     )
     if spec.get("remove_mean") or spec.get("zca"):
-
         stored = read_preprocessing(preprocessing) if preprocessing is not None else None
         if stored is not None:
             dataset = Preprocessed.from_dict(dataset, stored)
@@ -71,7 +64,7 @@ def load_dataset_from_spec(
 def check_belongs_to_run(path: Path, meta: Mapping[str, Any]) -> None:
     """A checkpoint next to a ``config.json`` must be that run's: same method, parameters
     and model shape (a checkpoint copied from another run would continue the wrong run)."""
-    config_path = path.parent / "config.json"
+    config_path = path.parent / CONFIG
     try:
         stored = json.loads(config_path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -84,19 +77,19 @@ def check_belongs_to_run(path: Path, meta: Mapping[str, Any]) -> None:
     if run_method != ckpt_method:
         raise CheckpointError(
             f"{path}: a checkpoint of method {ckpt_method!r}, but {path.parent} is a run of "
-            f"{run_method!r} (config.json); the checkpoint belongs to another run"
+            f"{run_method!r} ({CONFIG}); the checkpoint belongs to another run"
         )
     if stored.get("method_params") != meta["method_params"]:
         raise CheckpointError(
             f"{path}: {ckpt_method} parameters {meta['method_params']} differ from the run's "
-            f"{stored.get('method_params')} (config.json); the checkpoint belongs to another run"
+            f"{stored.get('method_params')} ({CONFIG}); the checkpoint belongs to another run"
         )
     train = stored.get("train") if isinstance(stored.get("train"), dict) else {}
     for key in ("hidden", "tied", "dtype"):
         if key in train and train[key] != meta["train"].get(key):
             raise CheckpointError(
                 f"{path}: {key} {meta['train'].get(key)!r} differs from the run's {train[key]!r} "
-                "(config.json); the checkpoint belongs to another run"
+                f"({CONFIG}); the checkpoint belongs to another run"
             )
 
 
@@ -116,8 +109,8 @@ def restore_trainer(
     ``location`` is a run directory or a checkpoint file. Without ``dataset`` the training
     data is loaded again as the run describes it (``data`` replaces the data folder). The
     data must have the size the checkpoint was trained on. ``epochs`` raises (or lowers, not
-    below the epochs done) the number of epochs :meth:`~sparsekit.training.trainer.Trainer.fit` trains
-    to. On the CPU, fitting the restored trainer gives bit for bit the weights of a run that
+    below the epochs done) the number of epochs
+    :meth:`~sparsekit.training.trainer.Trainer.fit` trains to. On the CPU, fitting the restored trainer gives bit for bit the weights of a run that
     was never interrupted (with the same total number of epochs). ``backend`` replaces the
     one the run's settings name (e.g. the simulated device of
     :mod:`sparsekit.backend.simulated`).
@@ -141,7 +134,7 @@ def restore_trainer(
             meta.get("data_spec"),
             data=data,
             where=str(path),
-            preprocessing=path.parent / "preprocessing.npz",
+            preprocessing=path.parent / PREPROCESSING,
             download=download,
         )
     dataset = as_dataset(dataset)

@@ -31,19 +31,26 @@ from typing import Any
 
 import numpy as np
 
-from sparsekit.layout import CHECKPOINT, CONFIG, CURVES, FILTERS, FRAMES, METRICS, PROGRESSION, RECONSTRUCTIONS, SUMMARY
-from sparsekit.evaluation import figures as render
-from sparsekit.training.checkpoint import load_checkpoint, save_checkpoint
-from sparsekit.layout import CHECKPOINT
-from sparsekit.runs.restore import load_run
-from sparsekit.errors import OutputError, SparsekitError
-from sparsekit.files import atomic_path, json_default, write_atomic, write_json
-from sparsekit.training.trainer import Callback, Trainer
 from sparsekit._version import __version__
-from sparsekit.errors import CheckpointError
-from sparsekit.data.sources import SOURCES
 from sparsekit.data import load_dataset
-from sparsekit.errors import ParameterError
+from sparsekit.data.sources import SOURCES
+from sparsekit.errors import CheckpointError, OutputError, ParameterError, SparsekitError
+from sparsekit.evaluation import figures as render
+from sparsekit.files import atomic_path, json_default, write_atomic, write_json
+from sparsekit.layout import (
+    CHECKPOINT,
+    CONFIG,
+    CURVES,
+    FILTERS,
+    FRAMES,
+    METRICS,
+    PROGRESSION,
+    RECONSTRUCTIONS,
+    SUMMARY,
+)
+from sparsekit.runs.restore import load_run
+from sparsekit.training.checkpoint import load_checkpoint, save_checkpoint
+from sparsekit.training.trainer import Callback, Trainer
 
 #: Filters drawn in the grid (the first units); enough to judge a dictionary at a glance.
 MAX_GRID_FILTERS = 400
@@ -207,7 +214,6 @@ def select_holdout(
     spec = (data_spec or {}).get("spec")
     raw = not (data_spec or {}).get("remove_mean") and not (data_spec or {}).get("zca")
     if isinstance(spec, str) and spec.lower() in SOURCES and raw:
-
         try:
             test = load_dataset(spec, data_spec.get("data"), split="test", subset=n, download=False)
             if test.dim == trainer.dataset.dim:

@@ -32,6 +32,7 @@ import html
 import io
 import json
 import math
+import string
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -43,6 +44,20 @@ from sparsekit.errors import OutputError, ParameterError, SparsekitError
 from sparsekit.evaluation.figures import plot_methods
 from sparsekit.evaluation.measures import evaluate
 from sparsekit.files import read_json_or_none, write_atomic
+from sparsekit.layout import (
+    CHECKPOINT,
+    COMPARISON,
+    CONFIG,
+    CURVES,
+    FAILURE,
+    FILTERS,
+    MEASURES,
+    PREPROCESSING,
+    PROGRESSION,
+    RECONSTRUCTIONS,
+    REPORT,
+    SUMMARY,
+)
 from sparsekit.methods.registry import load_registry
 from sparsekit.runs.restore import load_dataset_from_spec, load_run
 from sparsekit.runs.writer import read_metrics
@@ -128,14 +143,14 @@ def shown_columns(records: Sequence[RunRecord]) -> tuple[Column, ...]:
 
 #: The figures of a section, in order: (file, title, caption).
 FIGURES = (
-    ("progression.gif", "Filter progression", "the filters after each epoch, as an animation"),
-    ("filters.png", "Final filters", "contrast-normalised encoder filters, first 400 units"),
+    (PROGRESSION, "Filter progression", "the filters after each epoch, as an animation"),
+    (FILTERS, "Final filters", "contrast-normalised encoder filters, first 400 units"),
     (
-        "reconstructions.png",
+        RECONSTRUCTIONS,
         "Reconstructions",
         "held-out images (upper row of each pair) above their reconstructions",
     ),
-    ("curves.png", "Training curves", "per-epoch metrics"),
+    (CURVES, "Training curves", "per-epoch metrics"),
 )
 
 _MIME = {".png": "image/png", ".gif": "image/gif", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
@@ -183,10 +198,9 @@ def _measure_run(run_dir: Path, history: Sequence[Mapping[str, Any]], registry: 
     """Measures of a run without ``measures.json``: from its checkpoint and data if possible."""
 
     base = _measures_from_history(history)
-    if not (run_dir / "checkpoint.npz").exists():
+    if not (run_dir / CHECKPOINT).exists():
         return base
     try:
-
         model = load_run(run_dir, registry=registry)
         meta = getattr(model, "run_meta", {}) or {}
         ckpt_history = meta.get("history") or history
@@ -194,7 +208,7 @@ def _measure_run(run_dir: Path, history: Sequence[Mapping[str, Any]], registry: 
         dataset = load_dataset_from_spec(
             {**spec, "download": False} if spec else spec,  # a report never downloads
             where=str(run_dir),
-            preprocessing=run_dir / "preprocessing.npz",
+            preprocessing=run_dir / PREPROCESSING,
         )
         measured = model_measures(model, dataset, ckpt_history)
     except (SparsekitError, OSError, ValueError):
@@ -237,14 +251,14 @@ def expand_run_dirs(paths: Sequence[str | Path]) -> list[Path]:
     for p in map(Path, paths):
         if not p.is_dir():
             raise ParameterError(f"{p}: no such directory")
-        listing = read_json_or_none(p / "comparison.json")
+        listing = read_json_or_none(p / COMPARISON)
         if isinstance(listing, dict) and isinstance(listing.get("methods"), list):
             out.extend(p / str(m["run_dir"]) for m in listing["methods"] if m.get("run_dir"))
-        elif (p / "config.json").exists() or (p / "failure.json").exists():
+        elif (p / CONFIG).exists() or (p / FAILURE).exists():
             out.append(p)
         else:
             raise ParameterError(
-                f"{p}: not a run directory (no config.json) nor a comparison (no comparison.json)"
+                f"{p}: not a run directory (no {CONFIG}) nor a comparison (no {COMPARISON})"
             )
     if not out:
         raise ParameterError("no run directories to report on")
@@ -255,10 +269,10 @@ def load_record(run_dir: str | Path, *, registry: Any = None) -> RunRecord:
     """Everything the report needs from ``run_dir`` (missing pieces stay empty)."""
 
     run_dir = Path(run_dir)
-    config = read_json_or_none(run_dir / "config.json") or {}
-    summary = read_json_or_none(run_dir / "summary.json") or {}
-    failure = read_json_or_none(run_dir / "failure.json")
-    measures = read_json_or_none(run_dir / "measures.json")
+    config = read_json_or_none(run_dir / CONFIG) or {}
+    summary = read_json_or_none(run_dir / SUMMARY) or {}
+    failure = read_json_or_none(run_dir / FAILURE)
+    measures = read_json_or_none(run_dir / MEASURES)
     history = read_metrics(run_dir)
     method = config.get("method") or (failure or {}).get("method") or summary.get("method")
     if isinstance(failure, dict):
@@ -578,8 +592,8 @@ def _section_html(record: RunRecord, anchor: str) -> str:
         uri = _data_uri(path) if path is not None else None
         if uri is None:
             continue
-        cls = {"curves.png": "plot", "reconstructions.png": "pixels wide"}.get(name, "pixels")
-        if name == "filters.png" and record.status != "finished":
+        cls = {CURVES: "plot", RECONSTRUCTIONS: "pixels wide"}.get(name, "pixels")
+        if name == FILTERS and record.status != "finished":
             title = "Filters when the run stopped"
         figures.append(
             f'<figure><h3>{_e(title)}</h3><img class="{cls}" src="{uri}" '
@@ -629,6 +643,30 @@ def write_across_figures(records: Sequence[RunRecord], html: Path) -> list[tuple
     return out
 
 
+#: The page. ``$notices``, ``$figures`` and ``$sections`` are whole lines (each ending in a
+#: newline) or nothing, so that a page without them has no blank line in their place; the
+#: values are HTML already (escaped where they hold text).
+_PAGE = string.Template(
+    """\
+<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="$csp">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>$title</title><style>$css</style></head><body><main>
+<h1>$title</h1>
+<p class="meta">$summary</p>
+${notices}<h2>Measures</h2>
+$table
+<p class="note">MSE, variance explained, active and dead units and coherence are \
+measured on the training data with the final weights; the best value of each column \
+is highlighted. Seconds per epoch count training only; total seconds include data \
+loading, figures and checkpoints. Methods trained in parallel share the CPUs.</p>
+${figures}$toc
+${sections}</main></body></html>
+"""
+)
+
+
 def render_html(
     records: Sequence[RunRecord],
     *,
@@ -639,20 +677,40 @@ def render_html(
 
     used: set[str] = set()
     anchors = {i: _anchor(r.name, used) for i, r in enumerate(records)}
-    shown, differ = _shared_settings(records)
-    failed = [r for r in records if r.failed]
+    figures = _across_html(across) + _tradeoff_html(records) + _overview_html(records, anchors)
+    return _PAGE.substitute(
+        csp=_CSP,
+        title=_e(title),
+        css=_CSS,
+        summary=_summary_text(records),
+        notices=_lines(_notices_html(records, anchors)),
+        table=_table_html(records, anchors),
+        figures=_lines(figures),
+        toc=_toc_html(records, anchors),
+        sections=_lines([_section_html(r, anchors[i]) for i, r in enumerate(records)]),
+    )
+
+
+def _lines(parts: Sequence[str]) -> str:
+    """``parts`` as lines of the page: each followed by a newline."""
+    return "".join(part + "\n" for part in parts)
+
+
+def _summary_text(records: Sequence[RunRecord]) -> str:
+    """How many runs, finished and failed; when and by which sparsekit the page was made."""
+    failed = sum(1 for r in records if r.failed)
     generated = time.strftime("%Y-%m-%d %H:%M:%S %Z")
-    out = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{_e(title)}</title><style>{_CSS}</style></head><body><main>",
-        f"<h1>{_e(title)}</h1>",
-        f'<p class="meta">{len(records)} run{"s" if len(records) != 1 else ""}, '
-        f"{len(records) - len(failed)} finished, {len(failed)} failed · generated "
-        f"{_e(generated)} by sparsekit {_e(__version__)}</p>",
-    ]
+    return (
+        f"{len(records)} run{'s' if len(records) != 1 else ''}, "
+        f"{len(records) - failed} finished, {failed} failed · generated "
+        f"{_e(generated)} by sparsekit {_e(__version__)}"
+    )
+
+
+def _notices_html(records: Sequence[RunRecord], anchors: Mapping[int, str]) -> list[str]:
+    """The settings the runs share, a warning when some differ, and the runs that failed."""
+    shown, differ = _shared_settings(records)
+    out = []
     if shown:
         out.append(
             '<ul class="settings">'
@@ -664,6 +722,7 @@ def render_html(
             '<p class="warning">These runs were not trained under the same settings: they '
             f"differ in {_e(', '.join(differ))}.</p>"
         )
+    failed = [r for r in records if r.failed]
     if failed:
         out.append(
             '<p class="warning">'
@@ -675,65 +734,72 @@ def render_html(
             )
             + "</p>"
         )
-    out.append("<h2>Measures</h2>")
-    out.append(_table_html(records, anchors))
-    out.append(
-        '<p class="note">MSE, variance explained, active and dead units and coherence are '
-        "measured on the training data with the final weights; the best value of each column "
-        "is highlighted. Seconds per epoch count training only; total seconds include data "
-        "loading, figures and checkpoints. Methods trained in parallel share the CPUs.</p>"
-    )
-    plots = [(t, c, uri) for t, c, p in across if (uri := _data_uri(p)) is not None]
-    if plots:
-        out.append("<h2>Across methods</h2>")
-        out.append(
-            '<div class="figures">'
-            + "".join(
-                f'<figure><h3>{_e(t)}</h3><img class="plot" src="{uri}" alt="{_e(t)}">'
-                f"<figcaption>{_e(c)}</figcaption></figure>"
-                for t, c, uri in plots
-            )
-            + "</div>"
-        )
-    if len(shown_columns(records)) > len(COLUMNS):  # data with a ground truth: the trade-off
+    return out
 
-        png = tradeoff_png(records)
-        if png is not None:
-            uri = f"data:image/png;base64,{base64.b64encode(png).decode('ascii')}"
-            out.append("<h2>Variance explained against L0</h2>")
-            out.append(
-                f'<figure class="tradeoff"><img class="plot" id="tradeoff" src="{uri}" '
-                'alt="Variance explained against L0, one point per method"><figcaption>one '
-                "point per method, measured as in the table: up and to the left is better"
-                "</figcaption></figure>"
-            )
+
+def _across_html(across: Sequence[tuple[str, str, Path]]) -> list[str]:
+    """The plots across methods (:func:`write_across_figures`) that could be read back."""
+    plots = [(t, c, uri) for t, c, p in across if (uri := _data_uri(p)) is not None]
+    if not plots:
+        return []
+    return [
+        "<h2>Across methods</h2>",
+        '<div class="figures">'
+        + "".join(
+            f'<figure><h3>{_e(t)}</h3><img class="plot" src="{uri}" alt="{_e(t)}">'
+            f"<figcaption>{_e(c)}</figcaption></figure>"
+            for t, c, uri in plots
+        )
+        + "</div>",
+    ]
+
+
+def _tradeoff_html(records: Sequence[RunRecord]) -> list[str]:
+    """Variance explained against L0, on data with a ground truth (:mod:`.tradeoff`)."""
+    if len(shown_columns(records)) <= len(COLUMNS):  # no truth columns: no trade-off plot
+        return []
+    png = tradeoff_png(records)
+    if png is None:
+        return []
+    uri = f"data:image/png;base64,{base64.b64encode(png).decode('ascii')}"
+    return [
+        "<h2>Variance explained against L0</h2>",
+        f'<figure class="tradeoff"><img class="plot" id="tradeoff" src="{uri}" '
+        'alt="Variance explained against L0, one point per method"><figcaption>one '
+        "point per method, measured as in the table: up and to the left is better"
+        "</figcaption></figure>",
+    ]
+
+
+def _overview_html(records: Sequence[RunRecord], anchors: Mapping[int, str]) -> list[str]:
+    """Every run's final filters side by side, each linking to its section."""
     overview = [
-        (i, r, _data_uri(r.figures["filters.png"]))
-        for i, r in enumerate(records)
-        if "filters.png" in r.figures
+        (i, r, _data_uri(r.figures[FILTERS])) for i, r in enumerate(records) if FILTERS in r.figures
     ]
     overview = [(i, r, uri) for i, r, uri in overview if uri is not None]
-    if overview:
-        out.append("<h2>Final filters side by side</h2>")
-        out.append(
-            '<div class="overview">'
-            + "".join(
-                f'<figure><a href="#{anchors[i]}"><img class="pixels" src="{uri}" '
-                f'alt="Final filters of {_e(r.name)}"></a><figcaption>{_e(r.name)}'
-                f"{' (' + _e(r.status) + ')' if r.status != 'finished' else ''}</figcaption>"
-                "</figure>"
-                for i, r, uri in overview
-            )
-            + "</div>"
+    if not overview:
+        return []
+    return [
+        "<h2>Final filters side by side</h2>",
+        '<div class="overview">'
+        + "".join(
+            f'<figure><a href="#{anchors[i]}"><img class="pixels" src="{uri}" '
+            f'alt="Final filters of {_e(r.name)}"></a><figcaption>{_e(r.name)}'
+            f"{' (' + _e(r.status) + ')' if r.status != 'finished' else ''}</figcaption>"
+            "</figure>"
+            for i, r, uri in overview
         )
-    out.append(
+        + "</div>",
+    ]
+
+
+def _toc_html(records: Sequence[RunRecord], anchors: Mapping[int, str]) -> str:
+    """Links to each run's section."""
+    return (
         '<nav class="toc">'
         + "".join(f'<a href="#{anchors[i]}">{_e(r.name)}</a>' for i, r in enumerate(records))
         + "</nav>"
     )
-    out += [_section_html(r, anchors[i]) for i, r in enumerate(records)]
-    out.append("</main></body></html>")
-    return "\n".join(out) + "\n"
 
 
 # --------------------------------------------------------------------------- writing
@@ -743,14 +809,14 @@ def _comparison_title(run_dirs: Sequence[str | Path]) -> str | None:
     """The stored title when ``run_dirs`` is one comparison directory."""
     if len(run_dirs) != 1:
         return None
-    listing = read_json_or_none(Path(run_dirs[0]) / "comparison.json")
+    listing = read_json_or_none(Path(run_dirs[0]) / COMPARISON)
     title = listing.get("title") if isinstance(listing, dict) else None
     return title if isinstance(title, str) and title else None
 
 
 def write_report(
     run_dirs: Sequence[str | Path],
-    out: str | Path = "report.html",
+    out: str | Path = REPORT,
     *,
     title: str | None = None,
     registry: Any = None,
@@ -762,7 +828,6 @@ def write_report(
     """
 
     if registry is None:
-
         try:
             registry = load_registry()
         except SparsekitError:

@@ -32,6 +32,7 @@ import json
 import os
 import zipfile
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -104,7 +105,8 @@ def checkpoint_arrays(
     data_spec: Mapping[str, Any] | None = None,
     extra: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
-    """The members of a checkpoint of ``trainer`` (a :class:`~sparsekit.training.trainer.Trainer`)."""
+    """The members of a checkpoint of ``trainer``
+    (a :class:`~sparsekit.training.trainer.Trainer`)."""
 
     state = trainer.state_dict()
     optim_arrays, optim_scalars = _split_state(state["optimizer"], trainer.backend)
@@ -288,15 +290,60 @@ def load_checkpoint(path: str | os.PathLike[str], *, registry: Any = None) -> di
     Returns a dict with ``meta`` (the decoded metadata), ``method`` (a fresh instance with
     the stored parameters, validated against the problem size), ``config``
     (:class:`~sparsekit.training.settings.TrainConfig`), ``state`` (what
-    :meth:`~sparsekit.training.trainer.Trainer.load_state_dict` takes) and ``extra`` (name -> array).
-    Raises :class:`~sparsekit.errors.CheckpointError` (one line) for any problem.
+    :meth:`~sparsekit.training.trainer.Trainer.load_state_dict` takes) and ``extra``
+    (name -> array). Raises :class:`~sparsekit.errors.CheckpointError` (one line) for any problem.
     """
     path = checkpoint_path(path)
     members = _read_members(path)
     meta = _decode_meta(path, members)
+    method, config, dim = _method_and_config(path, meta, registry)
+    expected = _expected_params(method, config, dim)
+    check = _ArrayCheck(path, members, np.dtype(config.dtype), meta["method"], config.hidden, dim)
+    params = {k: check(_PARAMS + k, shape) for k, shape in expected.items()}
+    unexpected = sorted(
+        k for k in members if k.startswith(_PARAMS) and k[len(_PARAMS) :] not in expected
+    )
+    if unexpected:
+        raise CheckpointError(
+            f"{path}: unexpected array {unexpected[0]!r} for method {meta['method']!r}"
+        )
+    optimizer = {} if method.own_update else _optimizer_state(check, meta, config, expected)
+    method_state = dict(meta["method_scalars"])
+    for key, arr in members.items():
+        if key.startswith(_METHOD):
+            method_state[key[len(_METHOD) :]] = arr
+    upkeep = _upkeep_state(path, meta, members, config.hidden)
+    _check_progress(path, meta)
+    # Centred training: the data's mean sample is part of the model.
+    input_mean = check(_INPUT_MEAN, (dim,)) if config.center else None
 
+    extra = {k[len(_EXTRA) :]: v for k, v in members.items() if k.startswith(_EXTRA)}
+    state = {
+        "params": params,
+        "optimizer": optimizer,
+        "method_state": method_state,
+        "upkeep": upkeep,
+        "shuffle_rng": meta["shuffle_rng"],
+        "epoch": meta["epoch"],
+        "history": meta["history"],
+        "input_mean": input_mean,
+    }
+    return {
+        "path": path,
+        "meta": meta,
+        "method": method,
+        "config": config,
+        "state": state,
+        "extra": extra,
+    }
+
+
+def _method_and_config(
+    path: Path, meta: Mapping[str, Any], registry: Any
+) -> tuple[Method, TrainConfig, int]:
+    """The stored method (installed, with valid parameters), its training configuration and
+    the data dimension, checked against each other."""
     if registry is None:
-
         registry = load_registry()
     name = meta["method"]
     if name not in registry:
@@ -317,72 +364,89 @@ def load_checkpoint(path: str | os.PathLike[str], *, registry: Any = None) -> di
         method.validate(config.hidden, dim)
     except ParameterError as exc:
         raise CheckpointError(f"{path}: stored settings are invalid: {first_line(exc)}") from None
+    return method, config, dim
 
-    dtype = np.dtype(config.dtype)
-    expected = _expected_params(method, config, dim)
 
-    def check(key: str, shape: tuple[int, ...]) -> np.ndarray:
-        if key not in members:
+@dataclass(frozen=True)
+class _ArrayCheck:
+    """Fetches a member that must be there with a given shape, the run's dtype and finite
+    values; the errors name the method and the problem size the shape follows from."""
+
+    path: Path
+    members: Mapping[str, np.ndarray]
+    dtype: np.dtype
+    name: str
+    hidden: int
+    dim: int
+
+    def __call__(self, key: str, shape: tuple[int, ...]) -> np.ndarray:
+        path = self.path
+        if key not in self.members:
             raise CheckpointError(f"{path}: array {key!r} is missing")
-        arr = members[key]
+        arr = self.members[key]
         if arr.shape != shape:
             raise CheckpointError(
                 f"{path}: array {key!r} has shape {arr.shape}, expected {shape} for "
-                f"{name} with hidden={config.hidden} and {dim} inputs"
+                f"{self.name} with hidden={self.hidden} and {self.dim} inputs"
             )
-        if arr.dtype != dtype:
-            raise CheckpointError(f"{path}: array {key!r} has dtype {arr.dtype}, expected {dtype}")
+        if arr.dtype != self.dtype:
+            raise CheckpointError(
+                f"{path}: array {key!r} has dtype {arr.dtype}, expected {self.dtype}"
+            )
         if not np.isfinite(arr).all():
             raise CheckpointError(f"{path}: array {key!r} holds NaN or infinite values")
         return arr
 
-    params = {k: check(_PARAMS + k, shape) for k, shape in expected.items()}
-    unexpected = sorted(
-        k for k in members if k.startswith(_PARAMS) and k[len(_PARAMS) :] not in expected
-    )
-    if unexpected:
-        raise CheckpointError(f"{path}: unexpected array {unexpected[0]!r} for method {name!r}")
 
-    optimizer: dict[str, Any] = {}
-    if not method.own_update:
-        if meta.get("optimizer") != config.optimizer:
-            raise CheckpointError(
-                f"{path}: optimizer {meta.get('optimizer')!r} does not match the configuration's "
-                f"{config.optimizer!r}"
-            )
-        steps = meta["optimizer_scalars"].get("steps", 0)
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-            raise CheckpointError(f"{path}: invalid optimizer step count {steps!r}")
-        optimizer["steps"] = steps
-        keys = _expected_optimizer(config.optimizer, expected)
-        present = [k for k in keys if _OPTIM + k in members]
-        if present and len(present) != len(keys):
-            missing = next(k for k in keys if _OPTIM + k not in members)
-            raise CheckpointError(f"{path}: array {_OPTIM + missing!r} is missing")
-        if steps > 0 and keys and not present:
-            raise CheckpointError(f"{path}: array {_OPTIM + keys[0]!r} is missing")
-        for key in present:
-            optimizer[key] = check(_OPTIM + key, expected[key.split(".", 1)[1]])
+def _optimizer_state(
+    check: _ArrayCheck,
+    meta: Mapping[str, Any],
+    config: TrainConfig,
+    expected: Mapping[str, tuple[int, ...]],
+) -> dict[str, Any]:
+    """The optimizer's step count and moment arrays: all of them or (before a step) none."""
+    path, members = check.path, check.members
+    if meta.get("optimizer") != config.optimizer:
+        raise CheckpointError(
+            f"{path}: optimizer {meta.get('optimizer')!r} does not match the configuration's "
+            f"{config.optimizer!r}"
+        )
+    steps = meta["optimizer_scalars"].get("steps", 0)
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise CheckpointError(f"{path}: invalid optimizer step count {steps!r}")
+    optimizer: dict[str, Any] = {"steps": steps}
+    keys = _expected_optimizer(config.optimizer, expected)
+    present = [k for k in keys if _OPTIM + k in members]
+    if present and len(present) != len(keys):
+        missing = next(k for k in keys if _OPTIM + k not in members)
+        raise CheckpointError(f"{path}: array {_OPTIM + missing!r} is missing")
+    if steps > 0 and keys and not present:
+        raise CheckpointError(f"{path}: array {_OPTIM + keys[0]!r} is missing")
+    for key in present:
+        optimizer[key] = check(_OPTIM + key, expected[key.split(".", 1)[1]])
+    return optimizer
 
-    method_state = dict(meta["method_scalars"])
-    for key, arr in members.items():
-        if key.startswith(_METHOD):
-            method_state[key[len(_METHOD) :]] = arr
 
+def _upkeep_state(
+    path: Path, meta: Mapping[str, Any], members: Mapping[str, np.ndarray], hidden: int
+) -> dict[str, Any]:
+    """The trainer's upkeep: scalars from ``meta``, one integer array per unit from members."""
     upkeep = dict(meta.get("upkeep") or {})
     for key, arr in members.items():
         if key.startswith(_UPKEEP):
-            name_ = key[len(_UPKEEP) :]
-            if arr.shape != (config.hidden,) or arr.dtype.kind not in "iu":
+            if arr.shape != (hidden,) or arr.dtype.kind not in "iu":
                 raise CheckpointError(
                     f"{path}: array {key!r} has shape {arr.shape} and dtype {arr.dtype}, "
-                    f"expected ({config.hidden},) integers"
+                    f"expected ({hidden},) integers"
                 )
-            upkeep[name_] = arr
+            upkeep[key[len(_UPKEEP) :]] = arr
+    return upkeep
 
-    rng_state = meta["shuffle_rng"]
+
+def _check_progress(path: Path, meta: Mapping[str, Any]) -> None:
+    """The shuffle generator's state loads, and the history has one row per epoch."""
     try:
-        np.random.default_rng(0).bit_generator.state = rng_state
+        np.random.default_rng(0).bit_generator.state = meta["shuffle_rng"]
     except (TypeError, ValueError, KeyError) as exc:
         raise CheckpointError(
             f"{path}: invalid shuffle generator state ({first_line(exc)})"
@@ -393,26 +457,3 @@ def load_checkpoint(path: str | os.PathLike[str], *, registry: Any = None) -> di
         raise CheckpointError(
             f"{path}: epoch {epoch} does not match the {len(history)} epochs of history"
         )
-
-    # Centred training: the data's mean sample is part of the model.
-    input_mean = check(_INPUT_MEAN, (dim,)) if config.center else None
-
-    extra = {k[len(_EXTRA) :]: v for k, v in members.items() if k.startswith(_EXTRA)}
-    state = {
-        "params": params,
-        "optimizer": optimizer,
-        "method_state": method_state,
-        "upkeep": upkeep,
-        "shuffle_rng": rng_state,
-        "epoch": epoch,
-        "history": history,
-        "input_mean": input_mean,
-    }
-    return {
-        "path": path,
-        "meta": meta,
-        "method": method,
-        "config": config,
-        "state": state,
-        "extra": extra,
-    }
