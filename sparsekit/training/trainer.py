@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from sparsekit.backend import Backend, fused, get_backend
+from sparsekit.backend import Backend, get_backend
+from sparsekit.backend.counting import count_active
 from sparsekit.backend.process import own_threads
 from sparsekit.core import step as autoencoder
 from sparsekit.core.contract import Method, TopK
@@ -360,40 +361,6 @@ def add_active_counts(xp: Any, counts: Any, fwd: autoencoder.Forward, hidden: in
         )
     else:
         count_active(xp, counts, fwd.code, ACTIVE_THRESHOLD)
-
-
-@fused.op
-def count_active(xp: Any, counts: Any, code: Any, threshold: float) -> None:
-    """``counts[j] += #{i : |code[i, j]| > threshold}`` for a B×H code, in place."""
-    counts += (xp.abs(code) > threshold).sum(axis=0, dtype=xp.int32)
-
-
-@count_active.twin
-def _count_active_fused(xp: Any, counts: Any, code: Any, threshold: float) -> Any:
-    if (
-        not fused.usable(code)
-        or code.ndim != 2
-        or not isinstance(counts, np.ndarray)
-        or counts.dtype != np.int64
-        or counts.shape != code.shape[1:]
-        or not counts.flags.writeable
-    ):
-        return fused.NOT_RUN
-    threshold = code.dtype.type(threshold)
-    fn = _count_active_loop.ready(code.dtype.char, counts, code[:0], threshold)
-    if fn is None:
-        return fused.NOT_RUN
-    fn(counts, code, threshold)
-    return None
-
-
-@fused.loop
-def _count_active_loop(counts, code, threshold):  # pragma: no cover - runs compiled
-    rows, cols = code.shape
-    for i in range(rows):
-        for j in range(cols):
-            if abs(code[i, j]) > threshold:
-                counts[j] += 1
 
 
 def train(
