@@ -4,8 +4,10 @@ NumPy runs an expression such as Adam's update as a dozen separate passes over e
 matrix, each reading and writing megabytes; a fused loop does the same arithmetic in one
 pass, element by element: Adam with weight decay takes a third of the time inside a training
 step (``docs/performance.md``). Each loop is written as plain Python **next to the formula it
-mirrors** (KL's in ``methods/kl.py``, Arora's in ``methods/arora.py``, Adam's in ``optim.py``,
-the sigmoid's in ``activations.py``) and declared with :func:`loop`; this module compiles it
+mirrors** (KL's in ``methods/kl.py``, Arora's in ``methods/arora.py``, Adam's in
+``training/optim.py``, the sigmoid's in ``core/activations.py``; a loop that is no formula's
+twin, such as the minibatch gather, is a backend op: ``backend/gather.py``,
+``backend/counting.py``) and declared with :func:`loop`; this module compiles it
 with Numba on first use, for the dtype it meets (float32 on the hot path, float64 in gradient
 checks), and Numba caches it on disk, so later processes load it in a fraction of a second.
 

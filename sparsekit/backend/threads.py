@@ -3,6 +3,9 @@
 :func:`split_run` calls a function on contiguous parts of a range, one part per thread; NumPy
 and the fused loops (:mod:`sparsekit.backend.fused`) release the GIL, so the parts run on
 several cores with the same result, element for element, as one call over the whole range.
+:func:`split_elementwise` does the same for an in-place update of whole arrays (the
+optimizers'), :func:`matmul` for a large matrix product. Code outside ``backend/`` calls these
+and never picks a thread count or a part size (``tests/architecture/test_door.py``).
 """
 
 from __future__ import annotations
@@ -147,6 +150,22 @@ def split_run(fn: Any, size: int, min_size: int | None = None) -> None:
                 raise error
     finally:
         _split_lock.release()
+
+
+def split_elementwise(fn: Any, *arrays: Any) -> None:
+    """Call ``fn(*parts)`` on matching contiguous parts of ``arrays`` (arrays of one size), in
+    parallel if large; the parts together cover every element once.
+
+    For an elementwise, in-place update such as Adam's: when every array is a C-contiguous
+    NumPy array, their flat views are cut at the same offsets by :func:`split_run`; otherwise
+    (a device array, a strided view) ``fn`` runs once on the arrays themselves. Either way
+    each element gets the same operations, so the same bits.
+    """
+    if all(isinstance(a, np.ndarray) and a.flags.c_contiguous for a in arrays):
+        flat = [a.reshape(-1) for a in arrays]
+        split_run(lambda lo, hi: fn(*(a[lo:hi] for a in flat)), flat[0].size)
+    else:
+        fn(*arrays)
 
 
 def min_rows(work_per_row: int) -> int:

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from sparsekit.backend import fused
+from sparsekit.backend.gather import take_scaled
 from sparsekit.errors import DataError
 
 
@@ -98,50 +98,5 @@ class ArrayDataset(Dataset):
         return int(self._data.shape[1])
 
     def take(self, indices: np.ndarray, dtype: Any = np.float32) -> np.ndarray:
+        # the gather is a backend op: a fused pass for integer pixels, else NumPy's indexing
         return take_scaled(self._data, indices, dtype, self._scale)
-
-
-@fused.op
-def take_scaled(data: Any, rows: Any, dtype: Any, scale: float) -> np.ndarray:
-    """``data[rows]`` as ``dtype``, times ``scale`` (integer pixels to [0, 1]): a contiguous
-    minibatch."""
-    out = np.asarray(data[rows], dtype=dtype)
-    if scale != 1.0:
-        out *= np.dtype(dtype).type(scale)
-    return np.ascontiguousarray(out)
-
-
-@take_scaled.twin
-def _take_scaled_fused(data: Any, rows: Any, dtype: Any, scale: float) -> Any:
-    # Gather, convert and scale in one pass; only for integer pixels in a C-contiguous 2-D
-    # array and in-range rows (the loop does not check bounds).
-    dtype = np.dtype(dtype)
-    if (
-        scale == 1.0
-        or not isinstance(data, np.ndarray)
-        or data.ndim != 2
-        or data.dtype.kind not in "iu"
-        or not data.flags.c_contiguous
-        or dtype not in (np.float32, np.float64)
-        or not isinstance(rows, np.ndarray)
-        or rows.ndim != 1
-        or rows.dtype.kind not in "iu"
-        or (rows.size and (rows.min() < 0 or rows.max() >= data.shape[0]))
-    ):
-        return fused.NOT_RUN
-    out = np.empty((rows.size, data.shape[1]), dtype)
-    factor = dtype.type(scale)
-    types = f"{dtype.char}{data.dtype.char}{rows.dtype.char}"  # one compiled version each
-    fn = _take_scaled_loop.ready(types, out[:0], data, rows[:0], factor)
-    if fn is None:
-        return fused.NOT_RUN
-    fn(out, data, rows, factor)
-    return out
-
-
-@fused.loop
-def _take_scaled_loop(out, data, rows, scale):  # pragma: no cover - runs compiled
-    for i in range(rows.size):
-        src, dst = data[rows[i]], out[i]
-        for j in range(dst.size):
-            dst[j] = out.dtype.type(src[j]) * scale

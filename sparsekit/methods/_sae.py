@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from sparsekit.backend import sparse_code, threads
+from sparsekit.backend.selection import row_blocks, top_k_indices
 from sparsekit.backend.sparse_code import (
     code_times,
     code_transpose_times,
@@ -21,7 +22,6 @@ from sparsekit.backend.sparse_code import (
 )
 from sparsekit.errors import ParameterError
 from sparsekit.methods import Forward, ObjectiveMethod, Param, StepState, Upkeep, non_negative
-from sparsekit.methods.ksparse import top_k_indices
 
 
 def unit_rows_init(rng: np.random.Generator, dim: int, hidden: int) -> dict[str, np.ndarray]:
@@ -83,10 +83,6 @@ RESAMPLE_PARAM = Param(
     "every this many steps re-initialise dead units from poorly reconstructed inputs (0: off)",
     non_negative_int,
 )
-
-
-#: Bytes of one block of rows of the AuxK code (B_block × n_dead) in :func:`auxk_term`.
-AUX_BLOCK_BYTES = 1 << 22
 
 
 @dataclass
@@ -212,8 +208,9 @@ def auxk_term(
         ∇W_enc[units] = dZ_aᵀ X̃ ;  ∇b_enc[units] = Σ_rows dZ_a
 
     (b_dec's encoder part −(Σ_rows dZ) W_enc is the caller's, from the total ∇b_enc.) The
-    batch is taken in blocks of rows of fixed size (``AUX_BLOCK_BYTES`` of code), so no
-    B×n_dead array exists and the sums run in the same order on any number of threads.
+    batch is taken in the blocks of rows of :func:`sparsekit.backend.selection.row_blocks`
+    (a size fixed by the row width alone), so no B×n_dead array exists and the sums run in
+    the same order on any number of threads.
     Nothing reaches b_dec or the live latents: R is a constant and Ê has no bias
     (sparsify #132, SAELens PR #432).
     """
@@ -225,7 +222,6 @@ def auxk_term(
     batch = z.shape[0]
     n_dead = int(units.shape[0])
     w_dead = w_dec[units]
-    block = max(1, AUX_BLOCK_BYTES // (n_dead * z.dtype.itemsize))
     total = None
     grads = None
     if want_grads:
@@ -235,8 +231,7 @@ def auxk_term(
             xp.zeros((n_dead, x_tilde.shape[1]), dtype=x_tilde.dtype),
             xp.zeros(n_dead, dtype=z.dtype),
         )
-    for lo in range(0, batch, block):
-        hi = min(batch, lo + block)
+    for lo, hi in row_blocks(batch, n_dead * z.dtype.itemsize):
         code = aux_code_block(backend, z[lo:hi], units, k_aux)
         e_aux = threads.matmul(code, w_dead)
         e_aux -= residual[lo:hi]

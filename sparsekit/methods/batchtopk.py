@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from sparsekit.backend.selection import batch_code_is_sparse, batch_top_k, batch_top_k_dense
 from sparsekit.backend.sparse_code import code_times, code_transpose_times, gathered_dot
 from sparsekit.backend.threads import matmul
 from sparsekit.errors import ParameterError
@@ -63,80 +64,6 @@ def _threshold_tensor(method: Any, params: Any) -> dict[str, Any]:
 
 def _threshold_state(cfg: Any, tensors: Any) -> dict[str, Any]:
     return {"threshold": float(np.asarray(tensors["threshold"]).max())}
-
-
-#: Entries of Z sampled (evenly spaced) to place the first candidate threshold of batch_top_k.
-SAMPLE_SIZE = 1 << 16
-#: Bytes of the block of rows batch_top_k scans at a time.
-SCAN_BLOCK_BYTES = 1 << 22
-
-
-def _candidates(z: Any, n: int) -> tuple[Any, Any]:
-    """Flat positions (row-major) and values of entries of Z that include its n largest
-    positive ones, without a B×H copy: every entry at or above a threshold placed by an even
-    sample of Z (a block of rows at a time), lowered until at least n entries pass (at the
-    end to 0: every positive entry)."""
-    flat = z.reshape(-1)
-    stride = max(1, flat.size // SAMPLE_SIZE)
-    sample = np.sort(flat[::stride])
-    step = max(1, SCAN_BLOCK_BYTES // max(1, z.shape[1] * z.dtype.itemsize))
-    want = n / flat.size * sample.size  # sampled entries expected among the n largest
-    for extra in (1.25, 2.0, 4.0, 0.0):
-        rank = sample.size - int(extra * want + 4 * want**0.5 + 8)
-        lower = max(float(sample[rank]), 0.0) if extra and rank > 0 else 0.0
-        positions, values = [], []
-        for lo in range(0, z.shape[0], step):
-            block = z[lo : lo + step].reshape(-1)
-            pos = np.flatnonzero(block >= lower if lower > 0 else block > 0)
-            values.append(block[pos])
-            positions.append(pos + lo * z.shape[1])
-        found = sum(v.size for v in values)
-        if found >= n or lower == 0:
-            return np.concatenate(positions), np.concatenate(values)
-    raise AssertionError("unreachable")  # pragma: no cover - the last threshold is 0
-
-
-def batch_top_k(xp: Any, z: Any, n: int) -> tuple[Any, Any]:
-    """The n largest entries of ReLU(Z) over the whole batch, as a padded row-sparse code.
-
-    Returns ``(indices, values)``, both B×m with m the most entries any row keeps: row i's
-    kept units in increasing order, then zeros (value 0) at units row i does not keep, so a
-    dense code rebuilt from them (``put_along_axis``) and every sparse product are exact.
-    Only positive entries are kept (a zero of ReLU(Z) is the same kept or not); ties at the
-    n-th value are broken by position.
-    """
-    rows, hidden = z.shape
-    if xp is np:
-        flat, vals = _candidates(z, n)
-    else:
-        relu = xp.maximum(z, 0).reshape(-1)
-        flat = xp.flatnonzero(relu)
-        vals = relu[flat]
-    if vals.shape[0] > n:
-        kth = xp.partition(vals, vals.shape[0] - n)[vals.shape[0] - n]
-        keep = vals > kth
-        ties = xp.flatnonzero(vals == kth)[: n - int(keep.sum())]
-        keep[ties] = True
-        flat, vals = flat[keep], vals[keep]
-    row = flat // hidden
-    col = flat % hidden
-    counts = xp.bincount(row, minlength=rows)
-    width = max(1, int(counts.max()) if rows else 1)
-    starts = xp.cumsum(counts) - counts
-    slot = xp.arange(flat.shape[0]) - starts[row]
-    indices = xp.empty((rows, width), dtype=xp.int64)
-    values = xp.zeros((rows, width), dtype=z.dtype)
-    indices[row, slot] = col
-    values[row, slot] = vals
-    # Padding: slot c_i + t of row i gets the t-th unit row i does not keep, u = t + #{kept
-    # units with fewer than t + 1 unkept units below them} (g = col − slot of each kept one).
-    pad_row, pad_slot = xp.nonzero(xp.arange(width)[None, :] >= counts[:, None])
-    if pad_row.shape[0]:
-        gaps = row * (hidden + 1) + (col - slot)  # nondecreasing: rows, then gaps in a row
-        t = pad_slot - counts[pad_row]
-        below = xp.searchsorted(gaps, pad_row * (hidden + 1) + t, side="right")
-        indices[pad_row, pad_slot] = t + below - starts[pad_row]
-    return indices, values
 
 
 class BatchTopKSAE(_sae.SAEMethod):
@@ -191,16 +118,11 @@ class BatchTopKSAE(_sae.SAEMethod):
         if not training and self.threshold is not None:
             return z * (z > max(self.threshold, 0.0))
         n = min(self.k * z.shape[0], z.size)
-        if xp is np:
-            code = xp.zeros_like(z)
-            indices, values = batch_top_k(xp, z, n)
-            xp.put_along_axis(code, indices, values, axis=1)
-            return code
-        # elsewhere (a GPU) a padded code's width would be read back from the device
-        code = xp.maximum(z, 0)
-        flat = code.reshape(-1)
-        if n < flat.size:
-            flat[xp.argpartition(flat, flat.size - n)[: flat.size - n]] = 0
+        if not batch_code_is_sparse(xp):
+            return batch_top_k_dense(xp, z, n)
+        code = xp.zeros_like(z)
+        indices, values = batch_top_k(xp, z, n)
+        xp.put_along_axis(code, indices, values, axis=1)
         return code
 
     def forward(self, backend, params, x, training):
@@ -208,7 +130,7 @@ class BatchTopKSAE(_sae.SAEMethod):
         x_tilde = x - params["b_dec"]
         z = matmul(x_tilde, params["W_enc"].T)  # split over threads in the trainer
         z += params["b_enc"]
-        if xp is not np or (not training and self.threshold is not None):
+        if not batch_code_is_sparse(xp) or (not training and self.threshold is not None):
             # inference (a dense JumpReLU code, the output) or a GPU: the dense code
             code = self.encode_batch(backend, z, training)
             xhat = matmul(code, params["W_dec"])

@@ -15,18 +15,15 @@ Schedule (the authors' code): k starts at ``k_start`` (100) and falls linearly t
 the first ``anneal`` fraction (half) of the epochs, then holds. Encoding for downstream use
 keeps the ``alpha``·k largest units (α = 3 on MNIST).
 
-The selection, :func:`top_k_indices`, is here too (TopK, BatchTopK and Matryoshka use it);
-the sparse products of the backward pass are :mod:`sparsekit.backend.sparse_code`'s.
+The selection is :func:`sparsekit.backend.selection.top_k_indices` (TopK and AuxK use it
+too); the sparse products of the backward pass are :mod:`sparsekit.backend.sparse_code`'s.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
-from sparsekit.backend import threads
-from sparsekit.backend.threads import split_run
+from sparsekit.backend.selection import top_k_indices
 from sparsekit.methods import (
     IDENTITY,
     Method,
@@ -120,52 +117,6 @@ class KSparse(Method):
     def mask(self, xp, z, a, training):
         k = self.current_k if training else int(round(self.alpha * self.k))
         return TopK(top_k_indices(xp, z, min(k, z.shape[1])))
-
-
-#: Bytes of the block of rows :func:`top_k_indices` partitions at a time (about an L2 cache).
-TOPK_BLOCK_BYTES = 1 << 20
-
-
-def top_k_indices(xp: Any, z: Any, k: int) -> Any:
-    """Indices of the k largest entries (by signed value) of each row; O(H) a row.
-
-    On the CPU: the k-th largest value of each row by ``partition`` (introselect, O(H)) of
-    a copy of a cache-sized block of rows, then the entries at or above it, which come out
-    in increasing column order. When a row
-    has ties at its threshold (or NaN) that does not give exactly k entries, and
-    ``argpartition`` decides instead (unordered within a row).
-    """
-    rows, h = z.shape
-    if k >= h:
-        return xp.broadcast_to(xp.arange(h), z.shape).copy()
-    if xp is np and k > 0 and rows > 0:
-        blocks: dict[int, Any] = {}
-
-        step = max(1, TOPK_BLOCK_BYTES // (h * z.dtype.itemsize))
-
-        def part(lo: int, hi: int) -> None:  # threads take blocks of rows
-            # a cache-sized block at a time, partitioned in a reused buffer: no copy of z
-            buf = np.empty((min(step, hi - lo), h), dtype=z.dtype)
-            found = []
-            for start in range(lo, hi, step):
-                block = z[start : min(hi, start + step)]
-                kth = buf[: block.shape[0]]
-                np.copyto(kth, block)
-                kth.partition(h - k, axis=1)
-                # row-major: sorted columns per row; blocks start at row boundaries
-                found.append(np.flatnonzero(block >= kth[:, h - k : h - k + 1]))
-            blocks[lo] = found[0] if len(found) == 1 else np.concatenate(found)
-
-        split_run(
-            part, rows, min_size=max(2, threads.PARALLEL_MIN_SIZE // (4 * h))
-        )  # 65 rows of 1000
-        flat = (
-            blocks[0] if len(blocks) == 1 else np.concatenate([blocks[i] for i in sorted(blocks)])
-        )
-        if flat.size == rows * k:  # every row has >= k entries >= its threshold
-            flat %= h  # blocks start at row boundaries, so this is the column
-            return flat.reshape(rows, k)
-    return xp.argpartition(z, h - k, axis=1)[:, h - k :]
 
 
 @hookimpl

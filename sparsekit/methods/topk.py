@@ -24,12 +24,14 @@ and SAELens PR #432 / sparsify #57).
 Every main term but the encoder product is computed on the k kept units of each row; the AuxK
 term on the dead latents' columns, a block of rows at a time (:func:`_sae.auxk_term`). With no
 dead latent the AuxK term is w·(1/2B)‖R‖², a constant of the step (zero gradient), left out.
+The selections are :mod:`sparsekit.backend.selection`'s.
 The trainer keeps decoder rows at unit norm, starts b_dec at the data's geometric median and
 tracks dead latents (:meth:`upkeep`).
 """
 
 from __future__ import annotations
 
+from sparsekit.backend.selection import top_k_indices
 from sparsekit.backend.sparse_code import code_times, code_transpose_times, gathered_dot
 from sparsekit.backend.threads import matmul
 from sparsekit.methods import (
@@ -41,7 +43,6 @@ from sparsekit.methods import (
     between_one_and_hidden,
     hookimpl,
 )
-from sparsekit.methods.ksparse import top_k_indices
 
 
 class TopKSAE(_sae.SAEMethod):

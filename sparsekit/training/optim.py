@@ -18,13 +18,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from sparsekit.backend import fused
-from sparsekit.backend.threads import split_run
+from sparsekit.backend.threads import split_elementwise
 from sparsekit.errors import ParameterError
-
-
-def _flat_ok(*arrays: Any) -> bool:
-    """Whether the arrays are C-contiguous NumPy arrays (flat views, threaded updates)."""
-    return all(isinstance(a, np.ndarray) and a.flags.c_contiguous for a in arrays)
 
 
 def _adam_update(
@@ -343,14 +338,8 @@ class Adam(Optimizer):
     def update_numpy(
         self, xp: Any, p: Any, g: Any, m: Any, v: Any, b1: float, b2: float, eps: float, step: float
     ) -> None:
-        if _flat_ok(p, g, m, v):  # contiguous halves on split_run's threads
-            flat = [a.reshape(-1) for a in (p, g, m, v)]
-            split_run(
-                lambda lo, hi: _adam_update(xp, *(a[lo:hi] for a in flat), b1, b2, eps, step),
-                p.size,
-            )
-        else:
-            _adam_update(xp, p, g, m, v, b1, b2, eps, step)
+        # contiguous parts on the backend's threads when it can split them (the same bits)
+        split_elementwise(lambda *parts: _adam_update(xp, *parts, b1, b2, eps, step), p, g, m, v)
 
     def reset_rows(self, key: str, rows: Any) -> None:
         """Zero m and v of the entries ``rows`` (the global step count and so the bias

@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from sparsekit.backend import Backend, fused, get_backend
+from sparsekit.backend import Backend, get_backend
+from sparsekit.backend.counting import count_active
 from sparsekit.backend.process import own_threads
 from sparsekit.core import step as autoencoder
 from sparsekit.core.contract import BaseMethod, TopK, UpdateMethod, check_method_class
@@ -66,6 +67,30 @@ def as_dataset(data: Any) -> Dataset:
                 row = start + int(np.flatnonzero(~finite)[0])
                 raise DataError(f"array: row {row} contains NaN or infinite values")
     return dataset
+
+
+class _EpochSums:
+    """What an epoch adds up step by step, on the backend's device: the loss and the
+    reconstruction term (each times the batch size), each unit's active count and, in the
+    first epoch, the data's variance (every full epoch sees the same rows, so the SST around
+    the data mean for "fve" is accumulated once and reused after)."""
+
+    def __init__(self, backend: Backend, hidden: int, first: bool) -> None:
+        xp = backend.xp
+        self.xp, self.hidden = xp, hidden
+        self.loss_sum = xp.zeros((), dtype=backend.dtype)
+        self.rec_sum = xp.zeros((), dtype=backend.dtype)
+        self.active_per_unit = xp.zeros(hidden, dtype=xp.int64)
+        self.variance = VarianceAccumulator(xp) if first else None
+
+    def add(self, x: Any, loss: Any, rec: Any, fwd: autoencoder.Forward) -> None:
+        """One step's batch ``x``, loss, reconstruction term and forward pass."""
+        batch = x.shape[0]
+        self.loss_sum += loss * batch
+        self.rec_sum += rec * batch
+        add_active_counts(self.xp, self.active_per_unit, fwd, self.hidden)
+        if self.variance is not None:
+            self.variance.add(x)
 
 
 class Trainer:
@@ -147,23 +172,14 @@ class Trainer:
         return self.model
 
     def train_epoch(self) -> dict[str, Any]:
-        """One pass over the data in a freshly shuffled order; returns its metrics."""
-        cfg, backend, xp, method = self.config, self.backend, self.backend.xp, self.method
-        epoch = self.epoch
-        n = len(self.dataset)
-        method.on_epoch_start(epoch, cfg.epochs)
+        """One pass over the data in a freshly shuffled order; returns its metrics (``{}``
+        when a callback stopped it before its last step)."""
+        backend, epoch = self.backend, self.epoch
+        self.method.on_epoch_start(epoch, self.config.epochs)
         for cb in self.callbacks:
             cb.on_epoch_begin(self, epoch)
-        order = self.shuffle_rng.permutation(n)
-        steps = math.ceil(n / cfg.batch_size)
-        hidden = cfg.hidden
-        loss_sum = xp.zeros((), dtype=backend.dtype)
-        rec_sum = xp.zeros((), dtype=backend.dtype)
-        active_per_unit = xp.zeros(hidden, dtype=xp.int64)
-        # SST around the data mean, for "fve": every full epoch sees the same rows, so it is
-        # accumulated during the first one only and reused after.
-        variance = VarianceAccumulator(xp) if self._data_sst is None else None
-        check_every = 50 if backend.is_gpu else 1
+        order = self.shuffle_rng.permutation(len(self.dataset))
+        sums = _EpochSums(backend, self.config.hidden, first=self._data_sst is None)
         backend.synchronize()
         start = time.perf_counter()
         # BLAS on one thread while sparsekit splits products and loops itself (no spinning
@@ -172,76 +188,92 @@ class Trainer:
         # would leave a BLAS thread spinning into the next epoch (OpenBLAS: about 0.1 s),
         # halving the speed of sparsekit's own threads meanwhile.
         with own_threads():
-            for step in range(steps):
-                rows = np.sort(order[step * cfg.batch_size : (step + 1) * cfg.batch_size])
-                batch_rows = self.dataset.take(rows, backend.dtype)
-                # No host transfer in here: on a GPU each would wait for the step to finish.
-                with backend.step_scope():
-                    x = backend.asarray(batch_rows)
-                    if self.input_mean is not None:
-                        x -= self.input_mean
-                    resample = False
-                    if isinstance(method, UpdateMethod):
-                        out = method.update(backend, self.params, x, cfg.lr)
-                        loss, rec, fwd = out.loss, out.reconstruction, out.forward
-                    else:
-                        loss, fwd, rec, resample = self._gradient_step(x)
-                    batch = x.shape[0]
-                    loss_sum += loss * batch
-                    rec_sum += rec * batch
-                    add_active_counts(xp, active_per_unit, fwd, hidden)
-                    if variance is not None:
-                        variance.add(x)
-                if resample:  # rare, and reads the device (its generator is on the host)
-                    self.upkeep.resample(self.params, x, fwd, self.optimizer)
-                if (step + 1) % check_every == 0 or step == steps - 1:
-                    value = float(loss)
-                    if not math.isfinite(value):
-                        raise DivergenceError(
-                            f"training diverged at epoch {epoch + 1}, step {step + 1}: loss is {value}"
-                            " (try a smaller learning rate)"
-                        )
-                for cb in self.callbacks:
-                    cb.on_step_end(self, step + 1, steps)
-                if self.stop_requested:
-                    break
+            step, steps, x = self._run_steps(order, sums)
             backend.synchronize()
             seconds = time.perf_counter() - start
             if self.stop_requested and step + 1 < steps:
                 return {}
-            for name, value in self.params.items():
-                if not bool(xp.isfinite(value).all()):
-                    raise DivergenceError(
-                        f"training diverged at epoch {epoch + 1}, step {step + 1}: {name} holds NaN"
-                        " or infinite values (try a smaller learning rate)"
-                    )
-            # Finite but huge weights overflow when used: check them on the last batch.
-            if not bool(
-                xp.isfinite(autoencoder.forward(method, backend, self.params, x).xhat).all()
-            ):
-                raise DivergenceError(
-                    f"training diverged at epoch {epoch + 1}, step {step + 1}: the weights are so"
-                    " large that reconstructions overflow (try a smaller learning rate)"
-                )
-            if variance is not None:
-                self._data_sst = variance.sst
-            counts = backend.to_numpy(active_per_unit)
-            metrics = {
-                "epoch": epoch + 1,
-                "loss": float(loss_sum) / n,
-                "mse": 2.0 * float(rec_sum) / (n * self.dataset.dim),
-                "mean_active": float(counts.sum()) / n,
-                "dead_units": int((counts == 0).sum()),
-                "seconds": seconds,
-                # 1 − SSE/SST of the epoch's running reconstructions; coherence of the decoder atoms.
-                "fve": fve_from_sums(2.0 * float(rec_sum), self._data_sst),
-                "coherence": coherence(decoder_weights(self.params), xp=xp),
-            }
-            metrics.update(method.epoch_metrics())
+            self._check_weights(step, x)
+            metrics = self._epoch_metrics(sums, seconds)
         self.epoch += 1
         self.history.append(metrics)
         for cb in self.callbacks:
             cb.on_epoch_end(self, metrics)
+        return metrics
+
+    def _run_steps(self, order: np.ndarray, sums: _EpochSums) -> tuple[int, int, Any]:
+        """The epoch's minibatches in ``order``, added to ``sums``: ``(last step run, steps,
+        its batch)``; stops early when a callback asks."""
+        cfg, backend, method = self.config, self.backend, self.method
+        steps = math.ceil(len(order) / cfg.batch_size)
+        check_every = 50 if backend.is_gpu else 1
+        for step in range(steps):
+            rows = np.sort(order[step * cfg.batch_size : (step + 1) * cfg.batch_size])
+            batch_rows = self.dataset.take(rows, backend.dtype)
+            # No host transfer in here: on a GPU each would wait for the step to finish.
+            with backend.step_scope():
+                x = backend.asarray(batch_rows)
+                if self.input_mean is not None:
+                    x -= self.input_mean
+                resample = False
+                if isinstance(method, UpdateMethod):
+                    out = method.update(backend, self.params, x, cfg.lr)
+                    loss, rec, fwd = out.loss, out.reconstruction, out.forward
+                else:
+                    loss, fwd, rec, resample = self._gradient_step(x)
+                sums.add(x, loss, rec, fwd)
+            if resample:  # rare, and reads the device (its generator is on the host)
+                self.upkeep.resample(self.params, x, fwd, self.optimizer)
+            if (step + 1) % check_every == 0 or step == steps - 1:
+                value = float(loss)
+                if not math.isfinite(value):
+                    raise DivergenceError(
+                        f"training diverged at epoch {self.epoch + 1}, step {step + 1}: loss is "
+                        f"{value} (try a smaller learning rate)"
+                    )
+            for cb in self.callbacks:
+                cb.on_step_end(self, step + 1, steps)
+            if self.stop_requested:
+                break
+        return step, steps, x
+
+    def _check_weights(self, step: int, x: Any) -> None:
+        """Raise :class:`DivergenceError` when a weight is not finite, or when the weights
+        are so large that the reconstruction of the last batch ``x`` overflows."""
+        xp, epoch = self.backend.xp, self.epoch
+        for name, value in self.params.items():
+            if not bool(xp.isfinite(value).all()):
+                raise DivergenceError(
+                    f"training diverged at epoch {epoch + 1}, step {step + 1}: {name} holds NaN"
+                    " or infinite values (try a smaller learning rate)"
+                )
+        # Finite but huge weights overflow when used: check them on the last batch.
+        if not bool(
+            xp.isfinite(autoencoder.forward(self.method, self.backend, self.params, x).xhat).all()
+        ):
+            raise DivergenceError(
+                f"training diverged at epoch {epoch + 1}, step {step + 1}: the weights are so"
+                " large that reconstructions overflow (try a smaller learning rate)"
+            )
+
+    def _epoch_metrics(self, sums: _EpochSums, seconds: float) -> dict[str, Any]:
+        """The metrics of the epoch just run, from its running sums."""
+        n, dim = len(self.dataset), self.dataset.dim
+        if sums.variance is not None:
+            self._data_sst = sums.variance.sst
+        counts = self.backend.to_numpy(sums.active_per_unit)
+        metrics = {
+            "epoch": self.epoch + 1,
+            "loss": float(sums.loss_sum) / n,
+            "mse": 2.0 * float(sums.rec_sum) / (n * dim),
+            "mean_active": float(counts.sum()) / n,
+            "dead_units": int((counts == 0).sum()),
+            "seconds": seconds,
+            # 1 − SSE/SST of the epoch's running reconstructions; coherence of the decoder atoms.
+            "fve": fve_from_sums(2.0 * float(sums.rec_sum), self._data_sst),
+            "coherence": coherence(decoder_weights(self.params), xp=self.backend.xp),
+        }
+        metrics.update(self.method.epoch_metrics())
         return metrics
 
     def _gradient_step(self, x: Any) -> tuple[Any, autoencoder.Forward, Any, bool]:
@@ -361,40 +393,6 @@ def add_active_counts(xp: Any, counts: Any, fwd: autoencoder.Forward, hidden: in
         )
     else:
         count_active(xp, counts, fwd.code, ACTIVE_THRESHOLD)
-
-
-@fused.op
-def count_active(xp: Any, counts: Any, code: Any, threshold: float) -> None:
-    """``counts[j] += #{i : |code[i, j]| > threshold}`` for a B×H code, in place."""
-    counts += (xp.abs(code) > threshold).sum(axis=0, dtype=xp.int32)
-
-
-@count_active.twin
-def _count_active_fused(xp: Any, counts: Any, code: Any, threshold: float) -> Any:
-    if (
-        not fused.usable(code)
-        or code.ndim != 2
-        or not isinstance(counts, np.ndarray)
-        or counts.dtype != np.int64
-        or counts.shape != code.shape[1:]
-        or not counts.flags.writeable
-    ):
-        return fused.NOT_RUN
-    threshold = code.dtype.type(threshold)
-    fn = _count_active_loop.ready(code.dtype.char, counts, code[:0], threshold)
-    if fn is None:
-        return fused.NOT_RUN
-    fn(counts, code, threshold)
-    return None
-
-
-@fused.loop
-def _count_active_loop(counts, code, threshold):  # pragma: no cover - runs compiled
-    rows, cols = code.shape
-    for i in range(rows):
-        for j in range(cols):
-            if abs(code[i, j]) > threshold:
-                counts[j] += 1
 
 
 def train(

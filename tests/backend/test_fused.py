@@ -544,7 +544,7 @@ def test_loop_failing_on_first_use_disables_the_loops(monkeypatch, fused_kernels
 
 def test_count_active_failing_on_first_use_disables_the_loops(monkeypatch, fused_kernels):
     """count_active's loop raising on first use: warns, the reference counts, loops off."""
-    from sparsekit.training.trainer import _count_active_loop, count_active
+    from sparsekit.backend.counting import _count_active_loop, count_active
 
     _failing_loop(monkeypatch, _count_active_loop, ValueError("no"))
     counts = np.zeros(3, np.int64)
@@ -560,7 +560,7 @@ def test_count_active_failing_on_first_use_disables_the_loops(monkeypatch, fused
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
 def test_count_active_matches_numpy(dtype, fused_path):
     """counts += (|code| > t).sum(axis=0): negatives and values exactly at t included."""
-    from sparsekit.training.trainer import count_active
+    from sparsekit.backend.counting import count_active
 
     spy, calls = fused_path
     t = 1e-3
@@ -583,7 +583,7 @@ def test_count_active_matches_numpy(dtype, fused_path):
 def test_count_active_refuses_what_the_loop_cannot_take(fused_path):
     """Float or int32 counts, a wrong shape, a transposed or integer code: the reference
     formula runs instead (and counts the same)."""
-    from sparsekit.training.trainer import count_active
+    from sparsekit.backend.counting import count_active
 
     spy, calls = fused_path
     code = np.ones((4, 3), np.float32)
@@ -931,8 +931,8 @@ COVERED_OPS = {
     "sparsekit.methods.arora.atom_update": "test_atom_update_matches_numpy",
     "sparsekit.backend.sparse_code.nonzero_times": "test_nonzero_products_match_blas",
     "sparsekit.backend.sparse_code.nonzero_transpose_times": "test_nonzero_products_match_blas",
-    "sparsekit.training.trainer.count_active": "test_count_active_matches_numpy",
-    "sparsekit.data.dataset.take_scaled": "test_take_gathers_converts_and_scales_like_numpy",
+    "sparsekit.backend.counting.count_active": "test_count_active_matches_numpy",
+    "sparsekit.backend.gather.take_scaled": "test_take_gathers_converts_and_scales_like_numpy",
 }
 
 

@@ -26,8 +26,8 @@ pytestmark = [
 
 from sparsekit import get_backend, load_registry, make_plugin_manager  # noqa: E402
 from sparsekit.backend import sparse_code  # noqa: E402
+from sparsekit.backend.selection import top_k_indices  # noqa: E402
 from sparsekit.core import step as autoencoder  # noqa: E402
-from sparsekit.methods.ksparse import top_k_indices  # noqa: E402
 from sparsekit.training.optim import Adam  # noqa: E402
 from sparsekit.training.settings import resolve_config  # noqa: E402
 from sparsekit.training.trainer import Trainer  # noqa: E402

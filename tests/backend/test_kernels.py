@@ -18,11 +18,11 @@ import numpy as np
 import pytest
 
 from sparsekit import get_backend, load_registry, make_plugin_manager  # noqa: E402
-from sparsekit.backend import Backend, sparse_code
+from sparsekit.backend import Backend, selection, sparse_code
 from sparsekit.backend import threads as backend_threads
+from sparsekit.backend.selection import top_k_indices
 from sparsekit.core import step as autoencoder
 from sparsekit.core.contract import TopK
-from sparsekit.methods.ksparse import top_k_indices
 from sparsekit.training.optim import Adam
 
 BUILTINS = ["plain", "l2", "kl", "arora", "ksparse"]
@@ -288,11 +288,9 @@ def test_top_k_with_ties_and_nan_still_keeps_k_units(threads):
 def test_top_k_in_blocks_of_rows_is_the_same_selection(monkeypatch, block_bytes, threads):
     """Partitioning a block of rows at a time gives the whole-array selection, exactly, and
     a tie in a later block still falls back to argpartition for the whole array."""
-    from sparsekit.methods import ksparse
-
     z = np.random.default_rng(21).standard_normal((17, 40))
     expected = np.argsort(-z, axis=1)[:, :6]
-    monkeypatch.setattr(ksparse, "TOPK_BLOCK_BYTES", block_bytes)
+    monkeypatch.setattr(selection, "TOPK_BLOCK_BYTES", block_bytes)
     got = top_k_indices(np, z, 6)
     assert np.array_equal(got, np.sort(expected, axis=1))
     z[15, :8] = 10.0  # 8 tied maxima in a late row, k = 6

@@ -88,8 +88,7 @@ CPU_ONLY = [
     ("sparsekit.backend.sparse_code", "_sparsetools"),
     ("sparsekit.backend.sparse_code", "split_run"),
     ("sparsekit.backend.threads", "split_run"),
-    ("sparsekit.training.optim", "split_run"),
-    ("sparsekit.methods.ksparse", "split_run"),
+    ("sparsekit.backend.selection", "split_run"),
 ]
 
 

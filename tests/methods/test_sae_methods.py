@@ -217,9 +217,9 @@ def test_auxk_needs_its_stop_gradient_to_pass():
 def test_auxk_in_blocks_matches_the_papers_formula(monkeypatch, k_aux, block_bytes):
     """The AuxK term taken a block of rows at a time, on the dead columns (every dead latent
     kept when k_aux >= their number), against the paper's formula's finite differences."""
-    from sparsekit.methods import _sae
+    from sparsekit.backend import selection
 
-    monkeypatch.setattr(_sae, "AUX_BLOCK_BYTES", block_bytes)
+    monkeypatch.setattr(selection, "ROW_BLOCK_BYTES", block_bytes)
     method, params, x, dead = _aux_setup()
     method.k_aux = k_aux
     anchor = {k: v.copy() for k, v in params.items()}
@@ -241,7 +241,7 @@ def test_auxk_in_blocks_matches_the_papers_formula(monkeypatch, k_aux, block_byt
 def test_auxk_blocks_do_not_change_a_float32_step_beyond_rounding(monkeypatch):
     """One block or many: the same float32 loss and gradients to rounding (the sums over
     blocks are the only difference)."""
-    from sparsekit.methods import _sae
+    from sparsekit.backend import selection
 
     f32 = get_backend(gpu=False, dtype="float32")
     rng = np.random.default_rng(5)
@@ -253,7 +253,7 @@ def test_auxk_blocks_do_not_change_a_float32_step_beyond_rounding(monkeypatch):
     dead = rng.uniform(size=64) < 0.3
     results = []
     for block_bytes in (1 << 22, 4 * 7 * int(dead.sum())):  # one block; blocks of 7 rows
-        monkeypatch.setattr(_sae, "AUX_BLOCK_BYTES", block_bytes)
+        monkeypatch.setattr(selection, "ROW_BLOCK_BYTES", block_bytes)
         results.append(method.loss_and_grads(f32, params, x, StepState(dead=dead)))
     (loss_a, grads_a, _, _), (loss_b, grads_b, _, _) = results
     assert loss_a.dtype == np.float32 and float(loss_a) == pytest.approx(float(loss_b), rel=1e-5)
@@ -431,40 +431,6 @@ def _dense_batch_top_k(z, n):
     flat = code.reshape(-1)
     flat[np.argpartition(flat, flat.size - n)[: flat.size - n]] = 0
     return code
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("scan_bytes", [64, 1 << 22])  # blocks of 1-2 rows, one block
-def test_batch_top_k_is_the_dense_selection_kept_sparse(monkeypatch, dtype, scan_bytes):
-    from sparsekit.methods import batchtopk
-
-    monkeypatch.setattr(batchtopk, "SCAN_BLOCK_BYTES", scan_bytes)
-    rng = np.random.default_rng(7)
-    z = (rng.standard_normal((50, 40)) * rng.uniform(0.2, 3, size=(50, 1))).astype(dtype)
-    n = 50 * 3
-    indices, values = batchtopk.batch_top_k(np, z, n)
-    code = np.zeros_like(z)
-    np.put_along_axis(code, indices, values, axis=1)
-    assert values.dtype == dtype
-    assert np.array_equal(code, _dense_batch_top_k(z, n))  # the same entries, bit for bit
-    # rows of different lengths: padding sits at units the row does not keep, all distinct
-    assert len({int((row > 0).sum()) for row in values}) > 1
-    assert all(len(set(row.tolist())) == len(row) for row in indices)
-    assert indices.shape[1] == max(int((row > 0).sum()) for row in values)
-
-
-def test_batch_top_k_lowers_a_misleading_sample_threshold(monkeypatch):
-    """Every sampled entry huge: the first thresholds pass too few entries, the last (0)
-    keeps every positive one, and the selection is still exact."""
-    from sparsekit.methods import batchtopk
-
-    monkeypatch.setattr(batchtopk, "SAMPLE_SIZE", 64)
-    z = np.random.default_rng(8).standard_normal((40, 32))
-    z.reshape(-1)[:: z.size // 64] = 100.0
-    indices, values = batchtopk.batch_top_k(np, z, 120)
-    code = np.zeros_like(z)
-    np.put_along_axis(code, indices, values, axis=1)
-    assert np.array_equal(code, _dense_batch_top_k(z, 120))
 
 
 @pytest.mark.parametrize("cls", [BatchTopKSAE, MatryoshkaSAE])

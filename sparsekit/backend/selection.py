@@ -1,0 +1,195 @@
+"""Selection kernels: which entries of the pre-activations a top-k method keeps.
+
+The sparse methods state their selection as math (each row's k largest entries; the B·k
+largest entries of the whole batch; the k_aux largest dead ones) and call these kernels for
+it. How the selection is computed fast lives here, behind the one door for speed: the row
+blocks that fit a cache, the threads of :func:`~sparsekit.backend.threads.split_run`, the
+sampled threshold of the batch-wide scan, and whether a device keeps the batch code dense.
+
+* :func:`top_k_indices`: each row's k largest entries (k-sparse, TopK, AuxK).
+* :func:`batch_top_k` (the CPU's padded row-sparse code) and :func:`batch_top_k_dense` (a
+  device's dense code): the B·k largest entries of ReLU(Z) over the batch (BatchTopK,
+  Matryoshka); :func:`batch_code_is_sparse` says which one a backend gets.
+* :func:`row_blocks`: the fixed blocks of rows in which the AuxK term takes a batch.
+
+Every kernel returns the same entries whatever the thread count or block size
+(``tests/backend/test_selection.py``, ``tests/backend/test_kernels.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from sparsekit.backend import threads
+from sparsekit.backend.threads import split_run
+
+# -- each row's k largest ------------------------------------------------------------------------
+
+#: Bytes of the block of rows :func:`top_k_indices` partitions at a time (about an L2 cache).
+TOPK_BLOCK_BYTES = 1 << 20
+
+
+def top_k_indices(xp: Any, z: Any, k: int) -> Any:
+    """Indices of the k largest entries (by signed value) of each row; O(H) a row.
+
+    On the CPU: the k-th largest value of each row by ``partition`` (introselect, O(H)) of
+    a copy of a cache-sized block of rows, then the entries at or above it, which come out
+    in increasing column order; blocks of rows go to the threads of ``split_run``. When a
+    row has ties at its threshold (or NaN) that does not give exactly k entries, and
+    ``argpartition`` decides instead (unordered within a row), as it does on other backends.
+    """
+    rows, h = z.shape
+    if k >= h:
+        return xp.broadcast_to(xp.arange(h), z.shape).copy()
+    if xp is np and k > 0 and rows > 0:
+        found = _row_thresholds(z, k)
+        if found.size == rows * k:  # every row has >= k entries >= its threshold
+            found %= h  # blocks start at row boundaries, so this is the column
+            return found.reshape(rows, k)
+    return xp.argpartition(z, h - k, axis=1)[:, h - k :]
+
+
+def _row_thresholds(z: np.ndarray, k: int) -> np.ndarray:
+    """Flat (row-major) positions of the entries at or above each row's k-th largest value,
+    in increasing order: threads take contiguous rows, each a cache-sized block at a time."""
+    rows, h = z.shape
+    blocks: dict[int, Any] = {}
+    step = max(1, TOPK_BLOCK_BYTES // (h * z.dtype.itemsize))
+
+    def part(lo: int, hi: int) -> None:
+        # a cache-sized block at a time, partitioned in a reused buffer: no copy of z
+        buf = np.empty((min(step, hi - lo), h), dtype=z.dtype)
+        found = []
+        for start in range(lo, hi, step):
+            block = z[start : min(hi, start + step)]
+            kth = buf[: block.shape[0]]
+            np.copyto(kth, block)
+            kth.partition(h - k, axis=1)
+            # row-major: sorted columns per row; blocks start at row boundaries
+            found.append(np.flatnonzero(block >= kth[:, h - k : h - k + 1]))
+        blocks[lo] = found[0] if len(found) == 1 else np.concatenate(found)
+
+    # about PARALLEL_MIN_SIZE / 4 entries a thread at least: 65 rows of 1000
+    split_run(part, rows, min_size=max(2, threads.PARALLEL_MIN_SIZE // (4 * h)))
+    return blocks[0] if len(blocks) == 1 else np.concatenate([blocks[i] for i in sorted(blocks)])
+
+
+# -- the batch's B·k largest -----------------------------------------------------------------------
+
+#: Entries of Z sampled (evenly spaced) to place the first candidate threshold of batch_top_k.
+SAMPLE_SIZE = 1 << 16
+#: Bytes of the block of rows batch_top_k scans at a time.
+SCAN_BLOCK_BYTES = 1 << 22
+
+
+def batch_code_is_sparse(xp: Any) -> bool:
+    """Whether the batch-wide selection comes as :func:`batch_top_k`'s padded row-sparse code
+    (the CPU) or as :func:`batch_top_k_dense`'s B×H code (a device, where the padded width
+    would be read back from the device every step)."""
+    return xp is np
+
+
+def _candidates(z: Any, n: int) -> tuple[Any, Any]:
+    """Flat positions (row-major) and values of entries of Z that include its n largest
+    positive ones, without a B×H copy: every entry at or above a threshold placed by an even
+    sample of Z (a block of rows at a time), lowered until at least n entries pass (at the
+    end to 0: every positive entry)."""
+    flat = z.reshape(-1)
+    stride = max(1, flat.size // SAMPLE_SIZE)
+    sample = np.sort(flat[::stride])
+    step = max(1, SCAN_BLOCK_BYTES // max(1, z.shape[1] * z.dtype.itemsize))
+    want = n / flat.size * sample.size  # sampled entries expected among the n largest
+    for extra in (1.25, 2.0, 4.0, 0.0):
+        rank = sample.size - int(extra * want + 4 * want**0.5 + 8)
+        lower = max(float(sample[rank]), 0.0) if extra and rank > 0 else 0.0
+        positions, values = [], []
+        for lo in range(0, z.shape[0], step):
+            block = z[lo : lo + step].reshape(-1)
+            pos = np.flatnonzero(block >= lower if lower > 0 else block > 0)
+            values.append(block[pos])
+            positions.append(pos + lo * z.shape[1])
+        found = sum(v.size for v in values)
+        if found >= n or lower == 0:
+            return np.concatenate(positions), np.concatenate(values)
+    raise AssertionError("unreachable")  # pragma: no cover - the last threshold is 0
+
+
+def batch_top_k(xp: Any, z: Any, n: int) -> tuple[Any, Any]:
+    """The n largest entries of ReLU(Z) over the whole batch, as a padded row-sparse code.
+
+    Returns ``(indices, values)``, both B×m with m the most entries any row keeps: row i's
+    kept units in increasing order, then zeros (value 0) at units row i does not keep, so a
+    dense code rebuilt from them (``put_along_axis``) and every sparse product are exact.
+    Only positive entries are kept (a zero of ReLU(Z) is the same kept or not); ties at the
+    n-th value are broken by position.
+    """
+    if xp is np:
+        flat, vals = _candidates(z, n)
+    else:
+        relu = xp.maximum(z, 0).reshape(-1)
+        flat = xp.flatnonzero(relu)
+        vals = relu[flat]
+    if vals.shape[0] > n:
+        kth = xp.partition(vals, vals.shape[0] - n)[vals.shape[0] - n]
+        keep = vals > kth
+        ties = xp.flatnonzero(vals == kth)[: n - int(keep.sum())]
+        keep[ties] = True
+        flat, vals = flat[keep], vals[keep]
+    return _padded_code(xp, z, flat, vals)
+
+
+def _padded_code(xp: Any, z: Any, flat: Any, vals: Any) -> tuple[Any, Any]:
+    """The kept entries (flat row-major positions ``flat``, values ``vals``, increasing
+    positions) as :func:`batch_top_k`'s padded ``(indices, values)``."""
+    rows, hidden = z.shape
+    row = flat // hidden
+    col = flat % hidden
+    counts = xp.bincount(row, minlength=rows)
+    width = max(1, int(counts.max()) if rows else 1)
+    starts = xp.cumsum(counts) - counts
+    slot = xp.arange(flat.shape[0]) - starts[row]
+    indices = xp.empty((rows, width), dtype=xp.int64)
+    values = xp.zeros((rows, width), dtype=z.dtype)
+    indices[row, slot] = col
+    values[row, slot] = vals
+    # Padding: slot c_i + t of row i gets the t-th unit row i does not keep, u = t + #{kept
+    # units with fewer than t + 1 unkept units below them} (g = col − slot of each kept one).
+    pad_row, pad_slot = xp.nonzero(xp.arange(width)[None, :] >= counts[:, None])
+    if pad_row.shape[0]:
+        gaps = row * (hidden + 1) + (col - slot)  # nondecreasing: rows, then gaps in a row
+        t = pad_slot - counts[pad_row]
+        below = xp.searchsorted(gaps, pad_row * (hidden + 1) + t, side="right")
+        indices[pad_row, pad_slot] = t + below - starts[pad_row]
+    return indices, values
+
+
+def batch_top_k_dense(xp: Any, z: Any, n: int) -> Any:
+    """ReLU(Z) with all but its n largest entries over the whole batch set to 0, as a dense
+    B×H array (a device's batch top-k: nothing is read back to size a padded code)."""
+    code = xp.maximum(z, 0)
+    flat = code.reshape(-1)
+    if n < flat.size:
+        flat[xp.argpartition(flat, flat.size - n)[: flat.size - n]] = 0
+    return code
+
+
+# -- blocks of rows ------------------------------------------------------------------------------
+
+#: Bytes of one block of rows of a B×width temporary taken a block at a time (the AuxK code,
+#: B_block × n_dead, in ``methods/_sae.auxk_term``).
+ROW_BLOCK_BYTES = 1 << 22
+
+
+def row_blocks(rows: int, row_bytes: int) -> Iterator[tuple[int, int]]:
+    """``(lo, hi)`` for the consecutive blocks of ``rows`` rows of ``row_bytes`` bytes each,
+    about :data:`ROW_BLOCK_BYTES` a block.
+
+    The size depends on the row width alone, never on the thread count, so sums over the
+    blocks run in the same order on any machine and a run repeats bit for bit.
+    """
+    block = max(1, ROW_BLOCK_BYTES // max(1, row_bytes))
+    for lo in range(0, rows, block):
+        yield lo, min(rows, lo + block)

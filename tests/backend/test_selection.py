@@ -1,0 +1,86 @@
+"""The selection kernels of :mod:`sparsekit.backend.selection` against the plain formulas.
+
+Row-wise top-k is checked in ``test_kernels.py`` (with and without threads, in blocks of rows);
+here: the batch-wide top-k of BatchTopK and Matryoshka, sparse (the CPU's padded code, a block
+of rows at a time) and dense (a device's), and the AuxK term's blocks of rows.
+"""
+
+from __future__ import annotations
+
+import types
+
+import numpy as np
+import pytest
+
+from sparsekit.backend import selection
+
+
+def _dense_batch_top_k(z, n):
+    """The paper's selection on a dense copy: ReLU, then zero all but the n largest entries."""
+    code = np.maximum(z, 0)
+    flat = code.reshape(-1)
+    flat[np.argpartition(flat, flat.size - n)[: flat.size - n]] = 0
+    return code
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("scan_bytes", [64, 1 << 22])  # blocks of 1-2 rows, one block
+def test_batch_top_k_is_the_dense_selection_kept_sparse(monkeypatch, dtype, scan_bytes):
+    monkeypatch.setattr(selection, "SCAN_BLOCK_BYTES", scan_bytes)
+    rng = np.random.default_rng(7)
+    z = (rng.standard_normal((50, 40)) * rng.uniform(0.2, 3, size=(50, 1))).astype(dtype)
+    n = 50 * 3
+    indices, values = selection.batch_top_k(np, z, n)
+    code = np.zeros_like(z)
+    np.put_along_axis(code, indices, values, axis=1)
+    assert values.dtype == dtype
+    assert np.array_equal(code, _dense_batch_top_k(z, n))  # the same entries, bit for bit
+    # rows of different lengths: padding sits at units the row does not keep, all distinct
+    assert len({int((row > 0).sum()) for row in values}) > 1
+    assert all(len(set(row.tolist())) == len(row) for row in indices)
+    assert indices.shape[1] == max(int((row > 0).sum()) for row in values)
+
+
+def test_batch_top_k_lowers_a_misleading_sample_threshold(monkeypatch):
+    """Every sampled entry huge: the first thresholds pass too few entries, the last (0)
+    keeps every positive one, and the selection is still exact."""
+    monkeypatch.setattr(selection, "SAMPLE_SIZE", 64)
+    z = np.random.default_rng(8).standard_normal((40, 32))
+    z.reshape(-1)[:: z.size // 64] = 100.0
+    indices, values = selection.batch_top_k(np, z, 120)
+    code = np.zeros_like(z)
+    np.put_along_axis(code, indices, values, axis=1)
+    assert np.array_equal(code, _dense_batch_top_k(z, 120))
+
+
+def _numpy_clone():
+    """NumPy under another module object: the kernels take their generic (device) path."""
+    clone = types.ModuleType("numpy_clone")
+    clone.__dict__.update({k: v for k, v in np.__dict__.items() if not k.startswith("__")})
+    return clone
+
+
+@pytest.mark.parametrize("n", [1, 90, 5000])  # fewer, some, more than the positive entries
+def test_batch_top_k_generic_and_dense_paths_keep_the_same_entries(n):
+    z = np.random.default_rng(9).standard_normal((60, 50))
+    clone = _numpy_clone()
+    assert selection.batch_code_is_sparse(np) and not selection.batch_code_is_sparse(clone)
+    n = min(n, z.size)
+    expected = _dense_batch_top_k(z, n)
+    assert np.array_equal(selection.batch_top_k_dense(clone, z, n), expected)
+    indices, values = selection.batch_top_k(clone, z, n)
+    code = np.zeros_like(z)
+    np.put_along_axis(code, indices, values, axis=1)
+    assert np.array_equal(code, expected)
+
+
+@pytest.mark.parametrize("rows,row_bytes", [(0, 8), (1, 8), (37, 8), (300, 4 * 7), (5, 1 << 30)])
+def test_row_blocks_cover_every_row_once_in_fixed_blocks(monkeypatch, rows, row_bytes):
+    monkeypatch.setattr(selection, "ROW_BLOCK_BYTES", 4 * 7 * 10)
+    blocks = list(selection.row_blocks(rows, row_bytes))
+    assert [i for lo, hi in blocks for i in range(lo, hi)] == list(range(rows))
+    size = max(1, selection.ROW_BLOCK_BYTES // row_bytes)
+    assert all(hi - lo == size for lo, hi in blocks[:-1])
+    for threads in ("1", "3"):  # the blocks do not depend on the thread count
+        monkeypatch.setenv("SPARSEKIT_NUM_THREADS", threads)
+        assert list(selection.row_blocks(rows, row_bytes)) == blocks
