@@ -922,7 +922,7 @@ def test_take_gathers_converts_and_scales_like_numpy(dtype, source, monkeypatch,
 #: Every fused op in sparsekit and the tests above that compare its two paths.
 COVERED_OPS = {
     "sparsekit.training.optim.update_parameter": "test_optimizer_fused_equals_numpy",
-    "sparsekit.core.contract.add_scaled": "test_weight_decay_add_to",
+    "sparsekit.core.declarations.add_scaled": "test_weight_decay_add_to",
     "sparsekit.core.activations.sigmoid_tail": "test_sigmoid_fused_matches_numpy_bitwise",
     "sparsekit.core.activations.sigmoid_output_delta": "test_loss_and_grads_fused_equals_numpy",
     "sparsekit.core.activations.sigmoid_hidden_delta": "test_loss_and_grads_fused_equals_numpy",
