@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 from conftest import run_cli
 from PIL import Image
-from sparsekit.runs.restore import restore_trainer
 
 import sparsekit
 from sparsekit.cli.main import main
@@ -19,6 +18,7 @@ from sparsekit.data import load_mnist
 from sparsekit.errors import CheckpointError
 from sparsekit.evaluation.figures import filter_grid
 from sparsekit.layout import CHECKPOINT
+from sparsekit.runs.restore import restore_trainer
 from sparsekit.runs.writer import RunWriter, read_metrics
 from sparsekit.testing import mnist_data_dir
 from sparsekit.training.checkpoint import load_checkpoint, save_checkpoint
