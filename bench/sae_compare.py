@@ -11,8 +11,10 @@ same settings (``SETTINGS`` below: hidden size, epochs, batch, Adam learning rat
 method parameter passed by name to both), over the same training seeds (``--seeds``, default
 0,1,2: the initial weights and the minibatch order; the world is fixed). Each run happens in
 its own worker process: sparsekit through ``sparsekit.train(name, data, hidden=..., ...)``
-with this script's interpreter, PyTorch through ``bench/sae_torch.py`` (``--torch-python``,
-default ``/work/benchenv/bin/python`` when it exists, else this interpreter).
+with this script's interpreter, PyTorch through ``bench/sae_torch.py`` with the interpreter
+of an environment that has torch: ``--torch-python PATH``, else ``$SPARSEKIT_BENCH_TORCH_PYTHON``,
+else this interpreter (:func:`torch_python`; torch is never a sparsekit dependency, so it
+usually lives in a separate benchmark environment).
 
 Measured on the world's test split with the inference code of each model (batch-independent:
 BatchTopK and Matryoshka use their learned threshold): **MCC** (``sparsekit.evaluation.measures.mcc`` of
@@ -50,6 +52,8 @@ MEASURES = ("mcc", "l0", "fve")
 #: are in the data's units (magnitudes ≈ 4-5, not the unit-scale defaults); λ = 10 gave
 #: L0 ≈ 10 in a 10-epoch PyTorch run (seed 0). Gated's λ: 10 shut almost every gate (L0 1.5),
 #: 1 left L0 in the hundreds after 3 epochs; 3 is a guess between, not tuned.
+#: Environment variable naming a Python interpreter that has torch (``--torch-python`` wins).
+TORCH_PYTHON_ENV = "SPARSEKIT_BENCH_TORCH_PYTHON"
 SHARED = {"hidden": 1024, "epochs": 5, "batch_size": 1024, "lr": 1e-3}
 _AUX = {"k_aux": 256, "aux_coef": 1 / 32, "dead_after": 100_000}
 SETTINGS: dict[str, dict[str, Any]] = {
@@ -62,6 +66,16 @@ SETTINGS: dict[str, dict[str, Any]] = {
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def torch_python(given: str | None = None) -> str:
+    """The interpreter that runs the PyTorch workers: ``given`` (``--torch-python``), else
+    ``$SPARSEKIT_BENCH_TORCH_PYTHON``, else this interpreter. No machine's path is built in:
+    torch sits in whatever benchmark environment the person running this made."""
+    chosen = given or os.environ.get(TORCH_PYTHON_ENV, "").strip() or sys.executable
+    if not Path(chosen).exists():
+        raise SystemExit(f"--torch-python / ${TORCH_PYTHON_ENV}: {chosen} does not exist")
+    return chosen
 
 
 def cpu_model() -> dict[str, Any]:
@@ -297,7 +311,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=SHARED["lr"])
     parser.add_argument("--param", action="append", default=[], help="METHOD.NAME=VALUE")
     parser.add_argument("--threads", type=int, default=1, help="BLAS/torch threads per worker")
-    parser.add_argument("--torch-python", default=None)
+    parser.add_argument(
+        "--torch-python", default=None, help=f"a Python with torch (default: ${TORCH_PYTHON_ENV})"
+    )
     parser.add_argument("--timeout", type=float, default=3600)
     parser.add_argument("--json", default=str(BENCH / "results" / "sae-compare.json"))
     parser.add_argument(
@@ -328,11 +344,7 @@ def main(argv: list[str] | None = None) -> int:
     frameworks = [f for f in args.frameworks.split(",") if f]
     overrides = _parse_params(args.param)
     settings = {m: {**SETTINGS[m], **overrides.get(m, {})} for m in methods}
-    torch_python = args.torch_python or (
-        "/work/benchenv/bin/python"
-        if Path("/work/benchenv/bin/python").exists()
-        else sys.executable
-    )
+    python_for_torch = torch_python(args.torch_python)
     registered = set(load_registry().methods) if "sparsekit" in frameworks else set()
 
     world = SyntheticSAEWorld.create(parse_spec(args.world))
@@ -378,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
                 "python": platform.python_version(),
                 "sparsekit": sparsekit.__version__,
                 "numpy": np.__version__,
-                "torch_python": torch_python,
+                "torch_python": python_for_torch,
                 "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
                 "note": "shared, busy 2-core machine",
             },
@@ -403,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
                 script = (
                     Path(__file__).resolve() if framework == "sparsekit" else BENCH / "sae_torch.py"
                 )
-                python = sys.executable if framework == "sparsekit" else torch_python
+                python = sys.executable if framework == "sparsekit" else python_for_torch
                 print(f"[sae-compare] {framework} {method} seed {seed} ...", file=sys.stderr)
                 load_before = _load()
                 result = _spawn(python, script, job, workdir, args.timeout)

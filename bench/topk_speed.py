@@ -23,8 +23,9 @@ Reported per run: median seconds per step over ``--steps`` timed steps after ``-
 steps, the peak resident memory of the worker (``ru_maxrss``) and the same before training
 (data and imports), their difference, the dead latents at the end, thread counts, and the
 ratio sparsekit / torch eager. The CPU vendor and model (``/proc/cpuinfo``) and the load
-average are recorded. PyTorch runs with ``--torch-python`` (default ``/work/benchenv/bin/
-python`` when it exists); it is never a sparsekit dependency.
+average are recorded. PyTorch runs with the interpreter of ``--torch-python PATH``, else of
+``$SPARSEKIT_BENCH_TORCH_PYTHON``, else this one (``sae_compare.torch_python``); torch is never
+a sparsekit dependency.
 """
 
 from __future__ import annotations
@@ -269,7 +270,9 @@ def main(argv: list[str] | None = None) -> int:
         help="the reported seconds: wall clock (default) or process CPU, which a busy machine"
         " disturbs far less (use with --threads 1); both are recorded either way",
     )
-    parser.add_argument("--torch-python", default=None)
+    parser.add_argument(
+        "--torch-python", default=None, help="a Python with torch (default: $SPARSEKIT_BENCH_TORCH_PYTHON)"
+    )
     parser.add_argument("--timeout", type=float, default=3600)
     parser.add_argument("--json", default=str(BENCH / "results" / "topk-speed.json"))
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -283,12 +286,9 @@ def main(argv: list[str] | None = None) -> int:
 
     sys.path.insert(0, str(BENCH))
     from sae_compare import cpu_model
+    from sae_compare import torch_python as find_torch_python
 
-    torch_python = args.torch_python or (
-        "/work/benchenv/bin/python"
-        if Path("/work/benchenv/bin/python").exists()
-        else sys.executable
-    )
+    torch_python = find_torch_python(args.torch_python)
     results = []
     for shape in args.shapes.split(","):
         dim, hidden = (int(v) for v in shape.split("x"))

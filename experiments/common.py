@@ -1,4 +1,9 @@
-"""Shared pieces of the experiments: machine description, data, timing, result files."""
+"""Shared pieces of the experiments: machine description, data, timing, result files.
+
+The data directory (every script's ``--data`` default, :data:`DEFAULT_DATA`) is sparsekit's
+own: ``$SPARSEKIT_DATA`` when set, else the per-user cache where ``sparsekit download mnist``
+puts MNIST (:func:`sparsekit.data.paths.resolve_data_dir`).
+"""
 
 from __future__ import annotations
 
@@ -11,10 +16,11 @@ from typing import Any
 
 import numpy as np
 
+from sparsekit.data.paths import resolve_data_dir
 from sparsekit.training.trainer import Callback
 
 RESULTS = Path(__file__).resolve().parent / "results"
-DEFAULT_DATA = os.environ.get("SPARSEKIT_DATA", "/work/shared/data")
+DEFAULT_DATA = str(resolve_data_dir())
 
 
 def machine() -> dict[str, Any]:

@@ -1,7 +1,17 @@
-"""Shared fixtures: the real MNIST files (see sparsekit.testing.mnist_data_dir), small subsets."""
+"""Shared fixtures: the real MNIST files (see sparsekit.testing.mnist_data_dir), small subsets,
+and :func:`run_cli`, the one way tests run the command line in a subprocess.
+
+Test modules import the helper itself (``from conftest import run_cli``: pytest puts ``tests/``
+on ``sys.path``, as for ``failing_plugin``) where they need it outside a test, e.g. in a
+module-scoped fixture; a test may take the ``sparsekit_cli`` fixture instead.
+"""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -28,3 +38,46 @@ def mnist_2000(data_dir: Path) -> np.ndarray:
     from sparsekit.data import load_mnist
 
     return load_mnist(data_dir, split="train", subset=2000).to_array(np.float32)
+
+
+def run_cli(
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    autoload: bool = False,
+    clean: bool = False,
+    cwd: Path | str | None = None,
+    timeout: float = 300,
+    **kwargs,
+) -> subprocess.CompletedProcess:
+    """``python -m sparsekit.cli.main ARGS`` in a subprocess; its output captured as text.
+
+    The environment is this process's with ``SPARSEKIT_DEBUG`` removed (it would turn the
+    one-line errors the tests check into tracebacks) and, unless ``autoload``,
+    ``SPARSEKIT_DISABLE_PLUGIN_AUTOLOAD=1`` (plugins installed in the environment must not
+    change what the built-ins do). ``clean`` drops every ``SPARSEKIT_*`` variable first, for
+    tests that set the plugin switches themselves. ``env`` is added last; ``kwargs`` go to
+    :func:`subprocess.run`.
+    """
+    environ = {
+        key: value
+        for key, value in os.environ.items()
+        if key != "SPARSEKIT_DEBUG" and not (clean and key.startswith("SPARSEKIT_"))
+    }
+    if not autoload:
+        environ["SPARSEKIT_DISABLE_PLUGIN_AUTOLOAD"] = "1"
+    environ.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "sparsekit.cli.main", *args],
+        capture_output=True,
+        text=True,
+        env=environ,
+        cwd=cwd,
+        timeout=timeout,
+        **kwargs,
+    )
+
+
+@pytest.fixture(scope="session")
+def sparsekit_cli():
+    """:func:`run_cli`, as a fixture."""
+    return run_cli

@@ -3,26 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_cli
 from PIL import Image
 
-
-def run(*args: str, env: dict | None = None, cwd: Path | None = None):
-    full_env = {**os.environ, "SPARSEKIT_DISABLE_PLUGIN_AUTOLOAD": "1", **(env or {})}
-    full_env.pop("SPARSEKIT_DEBUG", None)
-    return subprocess.run(
-        [sys.executable, "-m", "sparsekit.cli.main", *args],
-        capture_output=True,
-        text=True,
-        env=full_env,
-        cwd=cwd,
-        timeout=300,
-    )
+run = run_cli
 
 
 def test_train_writes_a_run_directory(data_dir, tmp_path):

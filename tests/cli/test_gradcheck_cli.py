@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import run_cli
 from typer.testing import CliRunner
 
 import sparsekit
@@ -104,12 +105,7 @@ def _installed_methods() -> list[str]:
 
 @pytest.mark.parametrize("method", _installed_methods())
 def test_every_installed_method_checks_with_no_options(method):
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    command = [str(Path(sys.executable).parent / "sparsekit"), "gradcheck", method]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    result = run_cli("gradcheck", method, autoload=True)  # the installed plugins' methods too
     assert result.returncode == 0, result.stdout + result.stderr
     assert "gradients match" in result.stdout or "not the gradient" in result.stdout
 

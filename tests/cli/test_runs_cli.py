@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import subprocess
-import sys
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_cli
 from PIL import Image
 
 import sparsekit
@@ -22,17 +22,7 @@ from sparsekit.testing import mnist_data_dir
 DATA_DIR = mnist_data_dir()
 
 
-def sk(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "SPARSEKIT_DISABLE_PLUGIN_AUTOLOAD": "1", "COLUMNS": "120"}
-    env.pop("SPARSEKIT_DEBUG", None)
-    return subprocess.run(
-        [sys.executable, "-m", "sparsekit.cli.main", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=cwd,
-        timeout=300,
-    )
+sk = partial(run_cli, env={"COLUMNS": "120"})
 
 
 def one_line_error(result: subprocess.CompletedProcess) -> str:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_cli
 
 from sparsekit.backend import get_backend
 from sparsekit.data import ground_truth, load_dataset, make_synthetic_sae
@@ -223,15 +222,7 @@ def test_evaluate_reports_mcc_dense_units_and_shrinkage_on_synthetic_sae():
 
 
 def test_eval_command_reports_mcc_for_a_synthetic_sae_run(tmp_path):
-    env = {**os.environ, "SPARSEKIT_DISABLE_PLUGIN_AUTOLOAD": "1", "OPENBLAS_NUM_THREADS": "1"}
-    env.pop("SPARSEKIT_DEBUG", None)
-
-    def cli(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "-m", "sparsekit.cli.main", *args],
-            capture_output=True, text=True, env=env, timeout=300,
-        )  # fmt: skip
-
+    cli = partial(run_cli, env={"OPENBLAS_NUM_THREADS": "1"})
     trained = cli(
         "train", "ksparse", "--dataset", SMALL, "--epochs", "2", "--hidden", "128", "--k", "8",
         "--out", str(tmp_path),

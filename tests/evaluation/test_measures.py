@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_cli
 
 from sparsekit.backend import get_backend
 from sparsekit.data import make_sparse_coding
@@ -202,17 +202,8 @@ def test_probe_without_scikit_learn_says_how_to_install_it(monkeypatch):
 # -- sparsekit eval, end to end ----------------------------------------------------------------
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    # One BLAS thread: on a shared machine OpenBLAS's spinning threads slow small products 10×.
-    env = {**os.environ, "SPARSEKIT_DISABLE_PLUGIN_AUTOLOAD": "1", "OPENBLAS_NUM_THREADS": "1"}
-    env.pop("SPARSEKIT_DEBUG", None)
-    return subprocess.run(
-        [sys.executable, "-m", "sparsekit.cli.main", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
+# One BLAS thread: on a shared machine OpenBLAS's spinning threads slow small products 10×.
+_cli = partial(run_cli, env={"OPENBLAS_NUM_THREADS": "1"})
 
 
 def test_eval_command_end_to_end_on_a_tiny_run(data_dir, tmp_path):

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_cli
 
 safetensors_numpy = pytest.importorskip("safetensors.numpy")
 
@@ -253,11 +252,7 @@ def test_bad_files_and_methods_without_a_counterpart(x, tmp_path):
         sparsekit.load_saelens(tmp_path / "ok")
 
 
-def sk(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "SPARSEKIT_DISABLE_PLUGIN_AUTOLOAD": "1", "COLUMNS": "120"}
-    env.pop("SPARSEKIT_DEBUG", None)
-    return subprocess.run([sys.executable, "-m", "sparsekit.cli.main", *args],
-                          capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
+sk = partial(run_cli, env={"COLUMNS": "120"})
 
 
 @pytest.mark.slow

@@ -15,10 +15,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_cli
 
 from sparsekit import PluginError, load_registry, make_plugin_manager
 
-BIN = Path(sys.executable).parent
 _counter = itertools.count()
 
 GOOD = """
@@ -167,15 +167,12 @@ def test_trace_hooks_prints_every_hook_call(site, monkeypatch, capfd):
 
 
 def _cli(site: FakeSite, *args: str, **env: str) -> subprocess.CompletedProcess:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("SPARSEKIT_")}
-    environ.update(
-        PYTHONPATH=os.pathsep.join(filter(None, [str(site.root), os.environ.get("PYTHONPATH")])),
-        COLUMNS="250",
-        **env,
-    )
-    return subprocess.run(
-        [str(BIN / "sparsekit"), *args], env=environ, capture_output=True, text=True, timeout=120
-    )
+    """The command line with the fake site on its path and none of our SPARSEKIT_* switches."""
+    path = os.pathsep.join(filter(None, [str(site.root), os.environ.get("PYTHONPATH")]))
+    return run_cli(
+        *args, env={"PYTHONPATH": path, "COLUMNS": "250", **env}, autoload=True, clean=True,
+        timeout=120,
+    )  # fmt: skip
 
 
 def test_sparsekit_list_shows_broken_plugins_and_still_works(site):

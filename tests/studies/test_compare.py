@@ -15,6 +15,7 @@ from pathlib import Path
 
 import failing_plugin
 import pytest
+from conftest import run_cli
 
 from sparsekit.errors import ParameterError, PluginError, UnknownMethodError
 from sparsekit.studies.compare import (
@@ -31,17 +32,7 @@ SMALL = {"subset": 1000, "hidden": 32, "epochs": 2, "batch_size": 100}
 PLUGIN_FILE = Path(failing_plugin.__file__).resolve()
 
 
-def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "SPARSEKIT_DISABLE_PLUGIN_AUTOLOAD": "1"}
-    env.pop("SPARSEKIT_DEBUG", None)
-    return subprocess.run(
-        [sys.executable, "-m", "sparsekit.cli.main", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=cwd,
-        timeout=300,
-    )
+cli = run_cli
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:

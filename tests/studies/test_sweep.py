@@ -19,11 +19,13 @@ import subprocess
 import sys
 import textwrap
 import time
+from functools import partial
 from pathlib import Path
 
 import failing_plugin
 import numpy as np
 import pytest
+from conftest import run_cli
 
 from sparsekit.errors import MissingDependencyError, ParameterError, UnknownMethodError
 from sparsekit.studies.jobs import usable_cpus
@@ -73,17 +75,7 @@ def assert_same_weights(a: str | Path, b: str | Path) -> None:
         assert np.array_equal(wa[key], wb[key]), f"{key} differs"
 
 
-def cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
-    env = {**os.environ, "SPARSEKIT_DISABLE_PLUGIN_AUTOLOAD": "1", "COLUMNS": "200"}
-    env.pop("SPARSEKIT_DEBUG", None)
-    return subprocess.run(
-        [sys.executable, "-m", "sparsekit.cli.main", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-        **kwargs,
-    )
+cli = partial(run_cli, env={"COLUMNS": "200"})
 
 
 def write(tmp_path: Path, text: str, name: str = "sweep.toml") -> Path:

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import csv
 import io
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_cli
 from PIL import Image
 
 from sparsekit.errors import ParameterError
@@ -66,16 +64,11 @@ def test_mcc_column_and_tradeoff_figure_appear_only_with_a_ground_truth():
 
 @pytest.mark.slow
 def test_compare_on_synthetic_sae_reports_mcc_and_the_tradeoff(tmp_path):
-    env = {**os.environ, "SPARSEKIT_DISABLE_PLUGIN_AUTOLOAD": "1", "OPENBLAS_NUM_THREADS": "1"}
-    env.pop("SPARSEKIT_DEBUG", None)
     spec = "synthetic-sae:features=256,dim=32,n=2048,roots=4,depth=2"
-    result = subprocess.run(
-        [
-            sys.executable, "-m", "sparsekit.cli.main", "compare", "ksparse", "plain",
-            "--dataset", spec, "--epochs", "1", "--hidden", "64", "-p", "ksparse.k=4",
-            "--jobs", "1", "--out", str(tmp_path),
-        ],
-        capture_output=True, text=True, env=env, timeout=600,
+    result = run_cli(
+        "compare", "ksparse", "plain", "--dataset", spec, "--epochs", "1", "--hidden", "64",
+        "-p", "ksparse.k=4", "--jobs", "1", "--out", str(tmp_path),
+        env={"OPENBLAS_NUM_THREADS": "1"}, timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "MCC" in result.stderr  # the measures table (the report paths go to stdout)

@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_cli
 from PIL import Image
 
 import sparsekit
@@ -333,12 +332,7 @@ def test_bad_checkpoints_are_refused_with_one_line(broken, capsys, edit, words):
 def test_a_pickled_object_is_refused_not_loaded(broken, tmp_path):
     marker = tmp_path / "pwned"
     run_dir = broken(lambda m: m.update({"params/W_enc": np.array([Evil(marker)], dtype=object)}))
-    env = {**os.environ, "SPARSEKIT_DISABLE_PLUGIN_AUTOLOAD": "1"}
-    env.pop("SPARSEKIT_DEBUG", None)
-    result = subprocess.run(
-        [sys.executable, "-m", "sparsekit.cli.main", "show", str(run_dir)],
-        capture_output=True, text=True, env=env, timeout=120,
-    )  # fmt: skip
+    result = run_cli("show", str(run_dir), timeout=120)
     assert result.returncode == CheckpointError.exit_code
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
