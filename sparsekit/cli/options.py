@@ -52,12 +52,14 @@ def command_signature(
     """``func``'s signature with ``settings`` in place of its ``**settings`` catch-all:
     what Typer reads to build the command's options. ``after`` names ``func``'s own
     parameters that come after the settings in ``--help``."""
+    settings = list(settings)
+    names = {p.name for p in settings}  # a signature made before holds them already
     own = [
         p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
         if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
         else p
         for p in inspect.signature(func, eval_str=True).parameters.values()
-        if p.kind is not inspect.Parameter.VAR_KEYWORD
+        if p.kind is not inspect.Parameter.VAR_KEYWORD and p.name not in names
     ]
     first = [p for p in own if p.name not in after]
     last = [p for p in own if p.name in after]

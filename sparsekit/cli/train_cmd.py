@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,7 +18,7 @@ from sparsekit.core.contract import Method
 from sparsekit.errors import ParameterError
 from sparsekit.methods.registry import load_registry
 from sparsekit.runs.api import start_run
-from sparsekit.training.settings import BY_NAME, RUN
+from sparsekit.training.settings import BY_NAME, RUN, Setting
 
 #: Unknown ``--name value`` options are the method's own parameters.
 # --help is the command's own option: with a METHOD it also lists that method's options.
@@ -111,11 +113,15 @@ def train(
         _train_new(ctx, method, settings)
 
 
-# Typer builds the command's options from this signature: one per ``run`` setting of the
-# declaration (sparsekit.training.settings.SETTINGS), with its flag, default and help.
-train.__signature__ = command_signature(  # type: ignore[attr-defined]
-    train, [option_parameter(s) for s in RUN], after=("resume", "show_help")
-)
+def train_signature(settings: Iterable[Setting] = RUN) -> inspect.Signature:
+    """The signature Typer builds ``sparsekit train``'s options from: METHOD, an option per
+    setting (its flag, default and help from the declaration), then --resume and --help."""
+    return command_signature(
+        train, [option_parameter(s) for s in settings], after=("resume", "show_help")
+    )
+
+
+train.__signature__ = train_signature()  # type: ignore[attr-defined]
 
 
 def _show_help(ctx: typer.Context, method: str | None) -> None:

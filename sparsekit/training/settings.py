@@ -187,7 +187,10 @@ class Setting:
         elif self.type is int:
             value = int(text) if text.strip().lstrip("+-").isdigit() else text
         elif self.type is float:
-            value = parse_number(text, self.option) if text.strip() else text
+            try:
+                value = parse_number(text, self.option)
+            except ParameterError:
+                pass  # the check below says what the setting must be
         self.check(value)
         return value
 
