@@ -26,7 +26,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from sparsekit.cli.options import DataDirOption, DatasetOption, DownloadOption, SubsetOption
+from sparsekit.cli.options import cli_default, command_signature, option_parameter
+from sparsekit.training.settings import BY_NAME, GROUPS, SHARED, Setting
 
 
 class ComparisonDisplay:
@@ -137,10 +138,6 @@ def compare(
         list[str] | None,
         typer.Argument(help="Methods to compare (default: every registered method)."),
     ] = None,
-    dataset: DatasetOption = "mnist",
-    data: DataDirOption = None,
-    download: DownloadOption = True,
-    subset: SubsetOption = None,
     preset: Annotated[
         str | None,
         typer.Option(
@@ -149,16 +146,6 @@ def compare(
             "them. Written to OUT/PRESET; the same command again continues it."
         ),
     ] = None,
-    epochs: Annotated[
-        int | None, typer.Option(help="Passes over the data (every method) [10].")
-    ] = None,
-    hidden: Annotated[int | None, typer.Option(help="Hidden units (every method) [196].")] = None,
-    batch_size: Annotated[
-        int | None, typer.Option(help="Samples per minibatch (every method) [128].")
-    ] = None,
-    seed: Annotated[int, typer.Option(help="Seed for initialisation and shuffling.")] = 0,
-    dtype: Annotated[str, typer.Option(help="float32 or float64.")] = "float32",
-    gpu: Annotated[bool, typer.Option("--gpu", help="Train on a CUDA GPU with CuPy.")] = False,
     param: Annotated[
         list[str] | None,
         typer.Option(
@@ -185,13 +172,6 @@ def compare(
     out: Annotated[
         Path, typer.Option(help="Directory that receives the comparison directory.")
     ] = Path("runs"),
-    snapshot_every: Annotated[
-        int | None, typer.Option(help="Add a frame to each progression.gif every N epochs [1].")
-    ] = None,
-    gif_frames: Annotated[
-        int | None,
-        typer.Option(help="Frames each progression.gif shows at most, spread evenly [60]."),
-    ] = None,
     title: Annotated[str | None, typer.Option(help="Title of the report.")] = None,
     strict: Annotated[
         bool, typer.Option("--strict", help="Exit 10 if any method fails (not only all).")
@@ -203,34 +183,61 @@ def compare(
             "address of an existing scheduler, tcp://HOST:PORT (see docs/sweeps.md)."
         ),
     ] = None,
+    **settings: Any,
 ) -> None:
     """Train several methods under identical settings and write one report.
 
     Every method gets the same data, subset, seed, hidden size, epochs and batch size; each trains in its own process into COMPARISON_DIR/METHOD, and COMPARISON_DIR/report.html (with report.csv and report.md) puts them side by side.
     """
-    from sparsekit.studies.compare import CompareSettings, ComparisonError, summary_line
-    from sparsekit.studies.compare import compare as run_compare
-    from sparsekit.studies.report import load_record
+    from sparsekit.studies.compare import CompareSettings
 
     console = Console(stderr=True)
-    settings = CompareSettings(
-        dataset=dataset,
-        data=str(data) if data is not None else None,
-        download=download,
-        subset=subset,
-        seed=seed,
-        dtype=dtype,
-        gpu=gpu,
+    given = {k: str(v) if isinstance(v, Path) else v for k, v in settings.items()}
+    # Options with a default form the settings; those left unset (None) override the
+    # preset's (or the defaults) only when given on the command line.
+    shared = {k: v for k, v in given.items() if cli_default(BY_NAME[k]) is not None}
+    overrides = {k: v for k, v in given.items() if k not in shared and v is not None}
+    comparison = _run_with_display(
+        console,
+        methods or None,
+        settings=CompareSettings(**shared),
+        params=param or [],
+        plugins=plugin or [],
+        out=out,
+        jobs=jobs,
+        title=title,
+        preset=preset,
+        scheduler=scheduler,
+        **overrides,
     )
-    # Only the sizes given on the command line override the preset's (or the defaults).
-    sizes = {
-        "hidden": hidden,
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "snapshot_every": snapshot_every,
-        "gif_frames": gif_frames,
-    }
-    overrides = {k: v for k, v in sizes.items() if v is not None}
+    _print_outcome(console, comparison, strict)
+
+
+def _compare_help(setting: Setting) -> str:
+    """A shared setting's help in ``compare``: where a method would pick its own value,
+    every method gets the same, by default the declared one."""
+    if not setting.tunable:
+        return setting.help
+    return f"{setting.help.rstrip('.')} (every method) [{setting.default}]."
+
+
+# Typer builds the command's options from this signature: one per setting a comparison
+# shares (sparsekit.training.settings.SETTINGS), grouped as the declaration groups them.
+compare.__signature__ = command_signature(  # type: ignore[attr-defined]
+    compare,
+    [
+        option_parameter(s, help=_compare_help(s), panel=f"{s.group.capitalize()} settings")
+        for s in sorted(SHARED, key=lambda s: GROUPS.index(s.group))
+    ],
+    after=("param", "plugin", "jobs", "out", "title", "strict", "scheduler"),
+)
+
+
+def _run_with_display(console: Console, methods: list[str] | None, **kwargs: Any) -> Any:
+    """Run :func:`sparsekit.studies.compare.compare` under one progress display; on
+    Ctrl-C, say how to continue or report before the interruption goes on."""
+    from sparsekit.studies.compare import compare as run_compare
+
     with Progress(
         TextColumn("{task.description:<12}"),
         BarColumn(),
@@ -243,22 +250,11 @@ def compare(
     ) as progress:
         display = ComparisonDisplay(progress)
         try:
-            comparison = run_compare(
-                methods or None,
-                settings=settings,
-                params=param or [],
-                plugins=plugin or [],
-                out=out,
-                jobs=jobs,
-                on_event=display,
-                title=title,
-                download_progress=display.download,
-                preset=preset,
-                **overrides,
-                scheduler=scheduler,
+            return run_compare(
+                methods, on_event=display, download_progress=display.download, **kwargs
             )
         except KeyboardInterrupt:
-            if preset is not None:
+            if kwargs.get("preset") is not None:
                 console.print(
                     "interrupted; the same command continues the unfinished runs from their "
                     "checkpoints",
@@ -271,6 +267,13 @@ def compare(
                     soft_wrap=True,
                 )
             raise
+
+
+def _print_outcome(console: Console, comparison: Any, strict: bool) -> None:
+    """The measures table, the report's files, and the exit status the outcome calls for."""
+    from sparsekit.studies.compare import ComparisonError, summary_line
+    from sparsekit.studies.report import load_record
+
     records = [load_record(r.run_dir) for r in comparison.results]
     # A log file or pipe gets the whole table, not one squeezed into 80 columns.
     wide = console if console.is_terminal else Console(stderr=True, width=120)

@@ -2,28 +2,75 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import inspect
+from collections.abc import Callable, Iterable
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from sparsekit.training.settings import BY_NAME, Setting
 from sparsekit.training.trainer import Callback, Trainer
 
-DatasetOption = Annotated[
-    str,
-    typer.Option(
-        help="mnist, fashion-mnist, synthetic, synthetic-sae (see docs/data.md), or a "
-        ".npy/.npz/IDX file."
-    ),
-]
-DataDirOption = Annotated[
-    Path | None,
-    typer.Option(help="Data directory (default: $SPARSEKIT_DATA, else the user cache)."),
-]
-DownloadOption = Annotated[bool, typer.Option(help="Download missing MNIST files.")]
-SubsetOption = Annotated[int | None, typer.Option(help="Use only the first N training samples.")]
+
+def cli_default(setting: Setting) -> Any:
+    """A setting's default on the command line: ``None`` ("not given") where the method
+    (tunable), a resumed run or a preset supplies the value, else the declared default."""
+    return None if setting.tunable or setting.cli_unset else setting.default
+
+
+def option_annotation(
+    setting: Setting, default: Any, help: str | None = None, panel: str | None = None
+) -> Any:
+    """``Annotated[type, typer.Option(...)]`` of ``setting`` (``help`` replaces its own;
+    ``panel`` is the heading ``--help`` shows it under)."""
+    kind: Any = setting.type if default is not None else setting.type | None
+    option = typer.Option(*setting.flags, help=help or setting.help, rich_help_panel=panel)
+    return Annotated[kind, option]
+
+
+def option_parameter(
+    setting: Setting, default: Any = ..., help: str | None = None, panel: str | None = None
+) -> inspect.Parameter:
+    """``setting`` as a keyword parameter of a Typer command (default: :func:`cli_default`)."""
+    value = cli_default(setting) if default is ... else default
+    return inspect.Parameter(
+        setting.name,
+        inspect.Parameter.KEYWORD_ONLY,
+        default=value,
+        annotation=option_annotation(setting, value, help, panel),
+    )
+
+
+def command_signature(
+    func: Callable[..., Any],
+    settings: Iterable[inspect.Parameter],
+    *,
+    after: Iterable[str] = (),
+) -> inspect.Signature:
+    """``func``'s signature with ``settings`` in place of its ``**settings`` catch-all:
+    what Typer reads to build the command's options. ``after`` names ``func``'s own
+    parameters that come after the settings in ``--help``."""
+    settings = list(settings)
+    names = {p.name for p in settings}  # a signature made before holds them already
+    own = [
+        p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+        if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
+        else p
+        for p in inspect.signature(func, eval_str=True).parameters.values()
+        if p.kind is not inspect.Parameter.VAR_KEYWORD and p.name not in names
+    ]
+    first = [p for p in own if p.name not in after]
+    last = [p for p in own if p.name in after]
+    return inspect.Signature([*first, *settings, *last])
+
+
+#: The data options several commands share, from the declaration.
+DatasetOption = option_annotation(BY_NAME["dataset"], BY_NAME["dataset"].default)
+DataDirOption = option_annotation(BY_NAME["data"], None)
+DownloadOption = option_annotation(BY_NAME["download"], True)
+SubsetOption = option_annotation(BY_NAME["subset"], None)
 
 
 def step_progress(console: Console) -> Progress:

@@ -160,26 +160,13 @@ def sweep(
     trials that stopped part way resume from their checkpoint. Writes OUT/NAME/results.csv and OUT/NAME/report.html.
     """
     from sparsekit.studies.executor import check_scheduler
-    from sparsekit.studies.sweep import (
-        SweepFailedError,
-        plan_sweep,
-        run_sweep,
-        summary_line,
-        trial_status,
-    )
+    from sparsekit.studies.sweep import plan_sweep
 
     console = Console(stderr=True)
     # Every mistake (file, data, options, a missing Dask) is one line before any display.
     plan = plan_sweep(sweep_file, out, name=name)
     if dry_run:
-        table = Table(title=f"{len(plan.trials)} trials", show_edge=False, header_style="bold")
-        for column in ("trial", "method", "grid values", "state"):
-            table.add_column(column)
-        for trial in plan.trials:
-            state = trial_status(Path(out) / plan.name / trial.id)
-            label = ", ".join(f"{k}={v}" for k, v in trial.label.items())
-            table.add_row(escape(trial.id), escape(trial.method), escape(label), state)
-        Console(width=200 if not console.is_terminal else None).print(table)
+        _list_trials(plan, out, console)
         return
     check_scheduler(
         scheduler,
@@ -188,6 +175,35 @@ def sweep(
         feature="sparsekit sweep",
     )
     start = time.monotonic()
+    result = _run_with_display(
+        console,
+        plan,
+        out=out,
+        scheduler=scheduler,
+        workers=workers,
+        threads_per_worker=threads_per_worker,
+    )
+    _print_outcome(console, result, time.monotonic() - start, strict)
+
+
+def _list_trials(plan: Any, out: Path, console: Console) -> None:
+    """``--dry-run``: a table of the planned trials and where each stands."""
+    from sparsekit.studies.sweep import trial_status
+
+    table = Table(title=f"{len(plan.trials)} trials", show_edge=False, header_style="bold")
+    for column in ("trial", "method", "grid values", "state"):
+        table.add_column(column)
+    for trial in plan.trials:
+        state = trial_status(Path(out) / plan.name / trial.id)
+        label = ", ".join(f"{k}={v}" for k, v in trial.label.items())
+        table.add_row(escape(trial.id), escape(trial.method), escape(label), state)
+    Console(width=200 if not console.is_terminal else None).print(table)
+
+
+def _run_with_display(console: Console, plan: Any, **kwargs: Any) -> Any:
+    """Run the sweep under one progress display; on Ctrl-C, say how to finish it."""
+    from sparsekit.studies.sweep import run_sweep
+
     with Progress(
         TextColumn("{task.description:<14}"),
         BarColumn(),
@@ -199,14 +215,7 @@ def sweep(
     ) as progress:
         display = SweepDisplay(progress)
         try:
-            result = run_sweep(
-                plan,
-                out=out,
-                scheduler=scheduler,
-                workers=workers,
-                threads_per_worker=threads_per_worker,
-                on_event=display,
-            )
+            return run_sweep(plan, on_event=display, **kwargs)
         except KeyboardInterrupt:
             if display.directory is not None:
                 console.print(
@@ -215,10 +224,16 @@ def sweep(
                     soft_wrap=True,
                 )
             raise
+
+
+def _print_outcome(console: Console, result: Any, seconds: float, strict: bool) -> None:
+    """The best settings, the files written, and the exit status the outcome calls for."""
+    from sparsekit.studies.sweep import SweepFailedError, summary_line
+
     wide = console if console.is_terminal else Console(stderr=True, width=140)
     if result.finished:
         wide.print(_best_table(result))
-    console.print(f"{summary_line(result)} in {time.monotonic() - start:.0f} s")
+    console.print(f"{summary_line(result)} in {seconds:.0f} s")
     console.print(f" results: {result.results_csv}")
     for kind in ("csv", "markdown"):
         if kind in result.report:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -11,18 +13,12 @@ from rich.table import Table
 
 from sparsekit.cli import runs_cmd
 from sparsekit.cli.data_cmd import download_progress
-from sparsekit.cli.options import (
-    DataDirOption,
-    DatasetOption,
-    DownloadOption,
-    RichProgress,
-    SubsetOption,
-    step_progress,
-)
+from sparsekit.cli.options import RichProgress, command_signature, option_parameter, step_progress
 from sparsekit.core.contract import Method
 from sparsekit.errors import ParameterError
 from sparsekit.methods.registry import load_registry
 from sparsekit.runs.api import start_run
+from sparsekit.training.settings import BY_NAME, RUN_SETTINGS, Setting
 
 #: Unknown ``--name value`` options are the method's own parameters.
 # --help is the command's own option: with a METHOD it also lists that method's options.
@@ -85,45 +81,6 @@ def train(
     method: Annotated[
         str | None, typer.Argument(help="Method name (see `sparsekit list`).")
     ] = None,
-    dataset: DatasetOption = "mnist",
-    data: DataDirOption = None,
-    download: DownloadOption = True,
-    subset: SubsetOption = None,
-    remove_mean: Annotated[
-        bool, typer.Option(help="Subtract each sample's own mean (per-sample centring).")
-    ] = False,
-    zca: Annotated[
-        bool, typer.Option(help="ZCA-whiten the data (parameters saved in the run directory).")
-    ] = False,
-    epochs: Annotated[int | None, typer.Option(help="Passes over the data.")] = None,
-    hidden: Annotated[int | None, typer.Option(help="Number of hidden units (code size).")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Samples per minibatch.")] = None,
-    lr: Annotated[float | None, typer.Option(help="Learning rate.")] = None,
-    optimizer: Annotated[str | None, typer.Option(help="sgd, momentum or adam.")] = None,
-    momentum: Annotated[float | None, typer.Option(help="Momentum coefficient.")] = None,
-    tied: Annotated[
-        bool | None, typer.Option("--tied/--untied", help="Share encoder and decoder weights.")
-    ] = None,
-    center: Annotated[
-        bool | None,
-        typer.Option(
-            "--center/--no-center",
-            help="Subtract the training data's mean image (stored with the model; encode "
-            "and eval apply it). Default: the method's (on for ksparse).",
-        ),
-    ] = None,
-    seed: Annotated[int, typer.Option(help="Seed for initialisation and shuffling.")] = 0,
-    dtype: Annotated[str, typer.Option(help="float32 or float64.")] = "float32",
-    gpu: Annotated[bool, typer.Option("--gpu", help="Train on a CUDA GPU with CuPy.")] = False,
-    out: Annotated[Path, typer.Option(help="Directory that receives the run directory.")] = Path(
-        "runs"
-    ),
-    snapshot_every: Annotated[
-        int | None, typer.Option(help="Add a frame to progression.gif every N epochs [1].")
-    ] = None,
-    checkpoint_every: Annotated[
-        int | None, typer.Option(help="Write checkpoint.npz every N epochs (and at the end) [1].")
-    ] = None,
     resume: Annotated[
         Path | None,
         typer.Option(help="Continue RUN_DIR from its checkpoint (--epochs may extend it)."),
@@ -132,59 +89,64 @@ def train(
         bool,
         typer.Option("--help", "-h", help="Show this message (and METHOD's own options) and exit."),
     ] = False,
+    **settings: Any,
 ) -> None:
     """Train METHOD and write filters, configuration and metrics to a run directory.
 
     The method's own parameters are options too, e.g. `sparsekit train ksparse --k 40`.
     """
-    from sparsekit.cli.stop import stop_on_signals
-
     if show_help:
-        typer.echo(ctx.get_help(), nl=False)
-        if method is not None:
-            Console().print(method_options_table(load_registry().get(method)))
-        else:
-            typer.echo("Name a METHOD before --help to see its own options.")
-        raise typer.Exit()
-    if resume is not None:
+        _show_help(ctx, method)
+    elif resume is not None:
         runs_cmd.check_resume_options(ctx, method)
         runs_cmd.resume_training(
             resume,
-            epochs=epochs,
-            data=data,
-            snapshot_every=snapshot_every,
-            checkpoint_every=checkpoint_every,
-            download=download if runs_cmd.given(ctx, "download") else None,
+            epochs=settings["epochs"],
+            data=settings["data"],
+            snapshot_every=settings["snapshot_every"],
+            checkpoint_every=settings["checkpoint_every"],
+            download=settings["download"] if runs_cmd.given(ctx, "download") else None,
         )
-        return
-    if method is None:
+    elif method is None:
         raise ParameterError("name the METHOD to train (see `sparsekit list`), or --resume RUN_DIR")
+    else:
+        _train_new(ctx, method, settings)
+
+
+def train_signature(settings: Iterable[Setting] = RUN_SETTINGS) -> inspect.Signature:
+    """The signature Typer builds ``sparsekit train``'s options from: METHOD, an option per
+    setting (its flag, default and help from the declaration), then --resume and --help."""
+    return command_signature(
+        train, [option_parameter(s) for s in settings], after=("resume", "show_help")
+    )
+
+
+train.__signature__ = train_signature()  # type: ignore[attr-defined]
+
+
+def _show_help(ctx: typer.Context, method: str | None) -> None:
+    """``--help``: the command's help, then METHOD's own options when one is named."""
+    typer.echo(ctx.get_help(), nl=False)
+    if method is not None:
+        Console().print(method_options_table(load_registry().get(method)))
+    else:
+        typer.echo("Name a METHOD before --help to see its own options.")
+    raise typer.Exit()
+
+
+def _train_new(ctx: typer.Context, method: str, settings: dict[str, Any]) -> None:
+    """Start a new run of ``method`` with the command's ``settings`` and train it."""
+    from sparsekit.cli.stop import stop_on_signals
+
     method_cls = load_registry().get(method)
+    # Unset on the command line so that --resume can tell; a new run starts from 1.
+    given = {k: v for k, v in settings.items() if v is not None or not BY_NAME[k].cli_unset}
     console = Console(stderr=True)
     with download_progress(console) as progress:
         trainer, run_dir = start_run(
             method_cls(**parse_method_options(method_cls, list(ctx.args))),
-            dataset,
-            out=out,
-            data=data,
-            download=download,
-            subset=subset,
-            remove_mean=remove_mean,
-            zca=zca,
-            hidden=hidden,
-            epochs=epochs,
-            batch_size=batch_size,
-            lr=lr,
-            optimizer=optimizer,
-            momentum=momentum,
-            tied=tied,
-            center=center,
-            seed=seed,
-            dtype=dtype,
-            gpu=gpu,
-            snapshot_every=1 if snapshot_every is None else snapshot_every,
-            checkpoint_every=1 if checkpoint_every is None else checkpoint_every,
             progress=progress,
+            **given,
         )
     instance, config, train_set = trainer.method, trainer.config, trainer.dataset
     with step_progress(console) as progress:

@@ -40,25 +40,21 @@ from sparsekit.core.contract import BaseMethod
 from sparsekit.errors import ParameterError, UnknownMethodError
 from sparsekit.methods.registry import load_registry
 from sparsekit.training.model import Model
-from sparsekit.training.settings import resolve_config
+from sparsekit.training.settings import (
+    NON_NEGATIVE_INT,
+    TRAIN_CONFIG_SETTINGS,
+    check_value,
+    resolve_config,
+)
 from sparsekit.training.trainer import Trainer, make_method
 
 __all__ = ["SparseCoding"]
 
-#: The constructor's own parameters (training settings); everything else is the method's.
-_SETTINGS = (
-    "method",
-    "hidden",
-    "epochs",
-    "batch_size",
-    "lr",
-    "optimizer",
-    "momentum",
-    "tied",
-    "center",
-    "dtype",
-    "random_state",
-)
+#: The training settings the constructor takes: the ``config`` settings of the declaration,
+#: but ``seed`` (scikit-learn's ``random_state``) and ``gpu`` (the estimator runs on the CPU).
+_TRAIN = tuple(s.name for s in TRAIN_CONFIG_SETTINGS if s.name not in ("seed", "gpu"))
+#: The constructor's own parameters; everything else is the method's.
+_SETTINGS = ("method", *_TRAIN, "random_state")
 
 
 def _method_class(method: Any) -> type[BaseMethod] | None:
@@ -208,8 +204,7 @@ class SparseCoding(TransformerMixin, BaseEstimator):
     def _seed(self) -> int:
         rs = self.random_state
         if isinstance(rs, numbers.Integral) and not isinstance(rs, bool):
-            if rs < 0:
-                raise ParameterError(f"random_state must be >= 0, got {rs}")
+            check_value("random_state", rs, NON_NEGATIVE_INT)
             return int(rs)
         return int(check_random_state(rs).randint(np.iinfo(np.int32).max))
 
@@ -221,20 +216,8 @@ class SparseCoding(TransformerMixin, BaseEstimator):
                 f"method must be a registered name or a Method class, got {self.method!r}"
             )
         method = make_method(self.method, **self._method_params)
-        config = resolve_config(
-            method,
-            hidden=self.hidden,
-            epochs=self.epochs,
-            batch_size=self.batch_size,
-            lr=self.lr,
-            optimizer=self.optimizer,
-            momentum=self.momentum,
-            tied=self.tied,
-            center=self.center,
-            seed=self._seed(),
-            dtype=self.dtype,
-            gpu=False,
-        )
+        settings = {name: getattr(self, name) for name in _TRAIN}
+        config = resolve_config(method, **settings, seed=self._seed(), gpu=False)
         return method, config
 
     def _store(self, trainer: Any) -> None:

@@ -18,6 +18,7 @@ function here that feeds data to the run's model passes it through them first
 
 from __future__ import annotations
 
+import inspect
 import io
 import os
 import time
@@ -32,12 +33,24 @@ from sparsekit.data import Preprocessed, ground_truth, load_dataset, preprocess
 from sparsekit.errors import CheckpointError, DataError, OutputError, ParameterError
 from sparsekit.evaluation.measures import PROBE_C, PROBE_MAX_ITER, evaluate, linear_probe
 from sparsekit.files import write_atomic, write_json
-from sparsekit.layout import CHECKPOINT, CONFIG, EVAL_FILE, PREPROCESSING
+from sparsekit.layout import CHECKPOINT, EVAL_FILE, PREPROCESSING
+from sparsekit.layout import CONFIG as CONFIG_FILE
 from sparsekit.runs.preprocessing import read_preprocessing, save_preprocessing
 from sparsekit.runs.restore import load_run, restore_trainer
 from sparsekit.runs.writer import RunWriter, create_run_dir, read_config, read_metrics, summary
 from sparsekit.training.checkpoint import load_checkpoint
-from sparsekit.training.settings import resolve_config
+from sparsekit.training.settings import (
+    POSITIVE_INT,
+    POSITIVE_NUMBER,
+    RUN_SETTINGS,
+    TRAIN_CONFIG_SETTINGS,
+    Setting,
+    check_settings,
+    check_value,
+    resolve_config,
+    settings_signature,
+    split_settings,
+)
 from sparsekit.training.trainer import Trainer, as_dataset, make_method
 
 if TYPE_CHECKING:
@@ -45,7 +58,7 @@ if TYPE_CHECKING:
     from sparsekit.data.dataset import Dataset
     from sparsekit.data.download import ProgressCallback
     from sparsekit.training.model import Model
-    from sparsekit.training.trainer import Callback, Trainer
+    from sparsekit.training.trainer import Callback
 
 __all__ = [
     "EVAL_FILE",
@@ -99,7 +112,7 @@ def run_summary(run_dir: PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
             and isinstance(meta.get("method_params"), dict)
             and isinstance(meta.get("train"), dict)
         ):
-            raise CheckpointError(f"{run_dir}: no {CHECKPOINT} and {CONFIG} is incomplete")
+            raise CheckpointError(f"{run_dir}: no {CHECKPOINT} and {CONFIG_FILE} is incomplete")
     return summary(meta, history, status=""), meta
 
 
@@ -161,24 +174,23 @@ def encode_run(
     dataset = prepare_data(run_dir, data, model=model, name=name)
     codes = model.encode(dataset, training=training)
     if output is not None:
-
-        output = Path(output)
-        try:
-            output.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise OutputError(f"cannot create {output.parent}: {exc.strerror or exc}") from None
         buffer = io.BytesIO()
         np.save(buffer, codes, allow_pickle=False)
-        write_atomic(output, buffer.getvalue())
+        write_atomic(_output_path(output), buffer.getvalue())
     return codes
 
 
+def _output_path(output: PathLike) -> Path:
+    """``output`` as a path whose folder exists (an :class:`OutputError` if it cannot)."""
+    output = Path(output)
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create {output.parent}: {exc.strerror or exc}") from None
+    return output
+
+
 # --------------------------------------------------------------------------- evaluate
-
-
-def _positive(value: int | None, name: str) -> None:
-    if value is not None and value < 1:
-        raise ParameterError(f"{name} must be a positive number of samples, got {value}")
 
 
 def _load_split(spec: dict[str, Any], data: PathLike | None, split: str, subset: int | None) -> Any:
@@ -218,12 +230,11 @@ def evaluate_run(
     With ``output`` the result is also written there as JSON, atomically.
     """
 
-    _positive(subset, "subset")
-    _positive(test_subset, "test-subset")
-    if not C > 0:
-        raise ParameterError(f"C must be > 0, got {C}")
-    if max_iter < 1:
-        raise ParameterError(f"max-iter must be >= 1, got {max_iter}")
+    for flag, value in (("--subset", subset), ("--test-subset", test_subset)):
+        if value is not None:
+            check_value(flag, value, POSITIVE_INT)
+    check_value("--C", C, POSITIVE_NUMBER)
+    check_value("--max-iter", max_iter, POSITIVE_INT)
     if not Path(run_dir).is_dir():
         raise CheckpointError(f"{run_dir}: no such run directory")
     run_dir = Path(run_dir)
@@ -243,42 +254,51 @@ def evaluate_run(
     truth = ground_truth(str(spec.get("spec", "")))  # None unless the data has one
     start = time.perf_counter()
     result["test"] = evaluate(model, test_set, truth=truth)
-    labels_train, labels_test = train_raw.labels, test_raw.labels
-    if labels_train is None or labels_test is None:
+    if train_raw.labels is None or test_raw.labels is None:
         result["probe"] = None
         result["note"] = f"{train_raw.name} has no labels: no linear probe"
     else:
-        codes_train = model.encode(train_set, training=training_code)
-        codes_test = model.encode(test_set, training=training_code)
-        settings = {"C": C, "max_iter": max_iter}
-        probe: dict[str, Any] = {
-            **settings,
-            "solver": "lbfgs",
-            "standardize": True,
-            "code": "training" if training_code else "encoding",
-        }
-        t0 = time.perf_counter()
-        probe["codes_error"] = linear_probe(
-            codes_train, labels_train, codes_test, labels_test, **settings
-        )
-        probe["codes_seconds"] = round(time.perf_counter() - t0, 2)
-        if raw:
-            t0 = time.perf_counter()
-            probe["raw_pixels_error"] = linear_probe(
-                train_raw.to_array(), labels_train, test_raw.to_array(), labels_test, **settings
-            )
-            probe["raw_pixels_seconds"] = round(time.perf_counter() - t0, 2)
-        result["probe"] = probe
+        splits = (train_raw, test_raw, train_set, test_set)
+        result["probe"] = _probe(model, splits, C, max_iter, raw, training_code)
     result["seconds"] = round(time.perf_counter() - start, 2)
     if output is not None:
-
-        output = Path(output)
-        try:
-            output.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise OutputError(f"cannot create {output.parent}: {exc.strerror or exc}") from None
-        write_json(output, result)
+        write_json(_output_path(output), result)
     return result
+
+
+def _probe(
+    model: Model,
+    splits: tuple[Dataset, Dataset, Dataset, Dataset],
+    C: float,
+    max_iter: int,
+    raw: bool,
+    training_code: bool,
+) -> dict[str, Any]:
+    """:func:`evaluate_run`'s linear probe: on the codes of the prepared splits, and on the
+    raw ones when ``raw``. ``splits`` is (train raw, test raw, train prepared, test prepared)."""
+    train_raw, test_raw, train_set, test_set = splits
+    labels_train, labels_test = train_raw.labels, test_raw.labels
+    codes_train = model.encode(train_set, training=training_code)
+    codes_test = model.encode(test_set, training=training_code)
+    settings = {"C": C, "max_iter": max_iter}
+    probe: dict[str, Any] = {
+        **settings,
+        "solver": "lbfgs",
+        "standardize": True,
+        "code": "training" if training_code else "encoding",
+    }
+    t0 = time.perf_counter()
+    probe["codes_error"] = linear_probe(
+        codes_train, labels_train, codes_test, labels_test, **settings
+    )
+    probe["codes_seconds"] = round(time.perf_counter() - t0, 2)
+    if raw:
+        t0 = time.perf_counter()
+        probe["raw_pixels_error"] = linear_probe(
+            train_raw.to_array(), labels_train, test_raw.to_array(), labels_test, **settings
+        )
+        probe["raw_pixels_seconds"] = round(time.perf_counter() - t0, 2)
+    return probe
 
 
 # --------------------------------------------------------------------------- train
@@ -291,96 +311,87 @@ class StartedRun(NamedTuple):
     run_dir: Path
 
 
+def _run_default(setting: Setting) -> Any:
+    """A setting's default in :func:`start_run`: ``None`` (the method's) when tunable."""
+    return None if setting.tunable else setting.default
+
+
 def start_run(
     method: str | Method | type[Method],
     dataset: PathLike = "mnist",
     *,
-    out: PathLike = "runs",
-    data: PathLike | None = None,
-    download: bool = True,
-    subset: int | None = None,
-    remove_mean: bool = False,
-    zca: bool = False,
-    hidden: int | None = None,
-    epochs: int | None = None,
-    batch_size: int | None = None,
-    lr: float | None = None,
-    optimizer: str | None = None,
-    momentum: float | None = None,
-    tied: bool | None = None,
-    center: bool | None = None,
-    seed: int = 0,
-    dtype: str = "float32",
-    gpu: bool = False,
-    snapshot_every: int = 1,
-    checkpoint_every: int = 1,
     callbacks: Sequence[Callback] = (),
     progress: ProgressCallback | None = None,
     registry: Any = None,
-    **method_params: Any,
+    **settings: Any,
 ) -> StartedRun:
     """Load the data, create ``out/<method>-<date>-<time>`` and return it with a
     :class:`~sparsekit.training.trainer.Trainer` that writes the run there; call ``.fit()`` on it.
 
     What ``sparsekit train`` does before its first step, with the same settings and
-    defaults: ``dataset`` is a :func:`~sparsekit.data.load_dataset` spec (``"mnist"``, a
-    ``.npy`` file, ...) read from ``data`` (downloaded when missing and ``download``), cut
-    to ``subset`` samples, then mean-removed / ZCA-whitened (the parameters stored in the
-    run directory, so :func:`encode_run` and :func:`evaluate_run` apply them to new data).
-    The run keeps how to load its data again, so :func:`resume_run` can continue it. The
-    trainer's callbacks are the run's :class:`~sparsekit.runs.writer.RunWriter`, then ``callbacks``;
+    defaults (the ``run`` settings of :data:`sparsekit.training.settings.SETTINGS`; other
+    keywords are the method's own parameters): ``dataset`` is a
+    :func:`~sparsekit.data.load_dataset` spec (``"mnist"``, a ``.npy`` file, ...) read from
+    ``data`` (downloaded when missing and ``download``), cut to ``subset`` samples, then
+    mean-removed / ZCA-whitened (the parameters stored in the run directory, so
+    :func:`encode_run` and :func:`evaluate_run` apply them to new data). The run keeps how
+    to load its data again, so :func:`resume_run` can continue it. The trainer's callbacks
+    are the run's :class:`~sparsekit.runs.writer.RunWriter`, then ``callbacks``;
     ``progress`` reports a download. Settings are checked before any data is read, and no
     directory is created for a run that cannot start.
     """
-
+    given, method_params = split_settings(settings, RUN_SETTINGS)
+    values = {s.name: _run_default(s) for s in RUN_SETTINGS}
+    values.update(given, dataset=dataset)
+    check_settings(values)
     instance = make_method(method, registry, **method_params)
-    config = resolve_config(
-        instance,
-        hidden=hidden,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        optimizer=optimizer,
-        momentum=momentum,
-        tied=tied,
-        center=center,
-        seed=seed,
-        dtype=dtype,
-        gpu=gpu,
-    )
-    if subset is not None and subset < 1:
-        raise ParameterError(f"subset must be a positive number of samples, got {subset}")
-    for flag, every in (("snapshot", snapshot_every), ("checkpoint", checkpoint_every)):
-        if every < 1:
-            raise ParameterError(f"--{flag}-every must be a positive number of epochs, got {every}")
+    config = resolve_config(instance, **{s.name: values[s.name] for s in TRAIN_CONFIG_SETTINGS})
     instance.validate(config.hidden)  # before any data is read or downloaded
     backend = get_backend(config.gpu, config.dtype)  # no CUDA: a clear error, before the data
     train_set = load_dataset(
-        dataset, data, split="train", subset=subset, download=download, progress=progress
+        dataset,
+        values["data"],
+        split="train",
+        subset=values["subset"],
+        download=values["download"],
+        progress=progress,
     )
-    if remove_mean or zca:
-        train_set = preprocess(train_set, remove_mean=remove_mean, zca=zca, seed=seed)
+    if values["remove_mean"] or values["zca"]:
+        train_set = preprocess(
+            train_set, remove_mean=values["remove_mean"], zca=values["zca"], seed=values["seed"]
+        )
     instance.validate(config.hidden, train_set.dim)
-    run_dir = create_run_dir(out, instance.name)
+    run_dir = create_run_dir(values["out"], instance.name)
     if isinstance(train_set, Preprocessed):
         save_preprocessing(run_dir, train_set)
     writer = RunWriter(
         run_dir,
-        data_spec={
-            "spec": str(Path(dataset).resolve()) if Path(dataset).exists() else str(dataset),
-            "data": str(Path(data).resolve()) if data is not None else None,
-            "split": "train",
-            "subset": subset,
-            "download": download,
-            "remove_mean": remove_mean,
-            "zca": zca,
-            "seed": seed,
-        },
-        snapshot_every=snapshot_every,
-        checkpoint_every=checkpoint_every,
+        data_spec=_data_spec(values),
+        snapshot_every=values["snapshot_every"],
+        checkpoint_every=values["checkpoint_every"],
     )
     trainer = Trainer(instance, train_set, config, callbacks=[writer, *callbacks], backend=backend)
     return StartedRun(trainer, run_dir)
+
+
+start_run.__signature__ = settings_signature(  # type: ignore[attr-defined]
+    start_run, RUN_SETTINGS, _run_default, keep_var_keyword="method_params"
+)
+
+
+def _data_spec(values: dict[str, Any]) -> dict[str, Any]:
+    """How the run reloads its data (stored in its config and checkpoint)."""
+    dataset, data = values["dataset"], values["data"]
+    return {
+        "spec": str(Path(dataset).resolve()) if Path(dataset).exists() else str(dataset),
+        "data": str(Path(data).resolve()) if data is not None else None,
+        "split": "train",
+        "subset": values["subset"],
+        "download": values["download"],
+        "remove_mean": values["remove_mean"],
+        "zca": values["zca"],
+        "seed": values["seed"],
+    }
 
 
 def train_run(
@@ -395,6 +406,11 @@ def train_run(
     trainer, run_dir = start_run(method, dataset, **settings)
     trainer.fit()
     return run_dir
+
+
+train_run.__signature__ = inspect.signature(start_run).replace(  # type: ignore[attr-defined]
+    return_annotation=Path
+)
 
 
 # --------------------------------------------------------------------------- resume
@@ -422,9 +438,8 @@ def resume_trainer(
 
     run_dir = run_directory(run_dir)
     stored = read_config(run_dir).get("run", {})
-    for flag, every in (("snapshot", snapshot_every), ("checkpoint", checkpoint_every)):
-        if every is not None and every < 1:
-            raise ParameterError(f"--{flag}-every must be a positive number of epochs, got {every}")
+    given = {"snapshot_every": snapshot_every, "checkpoint_every": checkpoint_every}
+    check_settings({k: v for k, v in given.items() if v is not None})
     writer = RunWriter(
         run_dir,
         snapshot_every=snapshot_every or int(stored.get("snapshot_every", 1)),

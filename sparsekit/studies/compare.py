@@ -61,7 +61,7 @@ from sparsekit.studies.settings import (
     SHARED_SETTINGS,
     CompareSettings,
 )
-from sparsekit.training.settings import resolve_config
+from sparsekit.training.settings import POSITIVE_INT, check_value, parse_setting, resolve_config
 
 __all__ = [
     "COMPARE_DEFAULTS",
@@ -207,7 +207,7 @@ def plan_jobs(
             if key in declared:
                 method_values[key] = declared[key].convert(value)
             elif key in PER_METHOD_SETTINGS:
-                train_values[key] = _convert_setting(key, value)
+                train_values[key] = parse_setting(key, value)
             elif key in SHARED_SETTINGS:
                 raise ParameterError(
                     f"{name}.{key}: {key.replace('_', ' ')} is shared by every method of a "
@@ -239,24 +239,6 @@ def plan_jobs(
             )
         )
     return jobs
-
-
-def _convert_setting(key: str, value: Any) -> Any:
-    if not isinstance(value, str):
-        return value
-    try:
-        if key in ("lr", "momentum"):
-            return float(value)
-        if key in ("tied", "center"):
-            lowered = value.lower()
-            if lowered in ("1", "true", "yes", "on", "tied"):
-                return True
-            if lowered in ("0", "false", "no", "off", "untied"):
-                return False
-            raise ValueError(value)
-    except ValueError:
-        raise ParameterError(f"{key}: cannot use {value!r}") from None
-    return value
 
 
 def _dir_name(method: str) -> str:
@@ -315,56 +297,28 @@ def compare(
     else:
         base = settings or CompareSettings()
     settings = replace(base, **overrides).validate()
-    if settings.gpu:
-
-        get_backend(True, settings.dtype)  # no CuPy or no device: one clear error, up front
     plugin_specs = [plugin_spec(p) for p in plugins]
-    if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
-        raise ParameterError(f"jobs must be a positive integer, got {jobs!r}")
-    if scheduler is not None:
-
-        check_scheduler(scheduler, workers=jobs, feature="compare --scheduler")
+    _check_where(settings, jobs, scheduler)
     # Check the methods first (cheap), then the data (downloading once, here, if allowed).
     plan_jobs(methods, settings, params, plugin_specs, Path(out))
     dim = check_data(settings, download_progress)
     if chosen is not None:
         directory = _preset_directory(Path(out) / chosen.name, settings)
-        planned = [
-            replace(job, resume=True)
-            for job in plan_jobs(methods, settings, params, plugin_specs, directory, dim=dim)
-        ]
     else:
         directory = create_run_dir(out, "compare")
-        planned = plan_jobs(methods, settings, params, plugin_specs, directory, dim=dim)
+    planned = plan_jobs(methods, settings, params, plugin_specs, directory, dim=dim)
+    if chosen is not None:
+        planned = [replace(job, resume=True) for job in planned]
     for job in planned:
         Path(job.run_dir).mkdir(exist_ok=chosen is not None)
-    n_jobs = jobs if jobs is not None else default_jobs(len(planned))
     title = title or f"sparsekit comparison {directory.name}"
     write_json(directory / COMPARISON, _comparison_json(settings, planned, [], plugin_specs, title))
-    emit = on_event or (lambda event: None)
-    for job in planned:
-        emit(
-            CompareEvent(
-                "queued", job.method, {"epochs": settings.epochs, "directory": str(directory)}
-            )
-        )
-    finished = {job.method: done for job in planned if (done := _finished(job)) is not None}
-    for method, result in finished.items():
-        emit(CompareEvent("finished", method, {"result": result}))
-    todo = [job for job in planned if job.method not in finished]
-    if scheduler is None:
-        results = run_in_processes(todo, n_jobs, emit)
-    else:
-
-        results = run_compare_jobs(todo, scheduler, jobs, emit)
-    results.update(finished)
-    ordered = [results[job.method] for job in planned]
+    ordered = _run_planned(planned, directory, jobs, scheduler, on_event)
     write_json(
         directory / COMPARISON, _comparison_json(settings, planned, ordered, plugin_specs, title)
     )
     comparison = Comparison(directory=directory, results=ordered)
     if report:
-
         comparison.report = write_report(
             [Path(job.run_dir) for job in planned],
             directory / "report.html",
@@ -372,6 +326,42 @@ def compare(
             registry=registry_for(plugin_specs),
         )
     return comparison
+
+
+def _check_where(settings: CompareSettings, jobs: int | None, scheduler: str | None) -> None:
+    """Check where the methods are to run (the GPU, ``jobs``, the Dask scheduler) up front."""
+    if settings.gpu:
+        get_backend(True, settings.dtype)  # no CuPy or no device: one clear error, up front
+    if jobs is not None:
+        check_value("--jobs", jobs, POSITIVE_INT)
+    if scheduler is not None:
+        check_scheduler(scheduler, workers=jobs, feature="compare --scheduler")
+
+
+def _run_planned(
+    planned: Sequence[MethodJob],
+    directory: Path,
+    jobs: int | None,
+    scheduler: str | None,
+    on_event: Callable[[CompareEvent], None] | None,
+) -> list[MethodResult]:
+    """Train the planned methods not finished yet (in processes, or on Dask with
+    ``scheduler``); every method's result, in the planned order."""
+    emit = on_event or (lambda event: None)
+    for job in planned:
+        epochs = job.settings.epochs
+        emit(CompareEvent("queued", job.method, {"epochs": epochs, "directory": str(directory)}))
+    finished = {job.method: done for job in planned if (done := _finished(job)) is not None}
+    for method, result in finished.items():
+        emit(CompareEvent("finished", method, {"result": result}))
+    todo = [job for job in planned if job.method not in finished]
+    if scheduler is None:
+        n_jobs = jobs if jobs is not None else default_jobs(len(planned))
+        results = run_in_processes(todo, n_jobs, emit)
+    else:
+        results = run_compare_jobs(todo, scheduler, jobs, emit)
+    results.update(finished)
+    return [results[job.method] for job in planned]
 
 
 def resolve_preset(preset: str | Preset) -> Preset:

@@ -47,6 +47,7 @@ from sparsekit.studies.jobs import (
     run_job,
     usable_cpus,
 )
+from sparsekit.training.settings import POSITIVE_INT, check_value
 
 __all__ = [
     "INSTALL_HINT",
@@ -79,11 +80,6 @@ def blas_threads(workers: int, threads_per_worker: int, cpus: int | None = None)
     """BLAS threads per job so that ``workers × threads_per_worker`` jobs use the CPUs once."""
     cpus = cpus if cpus is not None else usable_cpus()
     return max(1, cpus // max(1, workers * threads_per_worker))
-
-
-def _positive(name: str, value: Any) -> None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-        raise ParameterError(f"{name} must be a positive integer, got {value!r}")
 
 
 def _is_local(scheduler: str | None) -> bool:
@@ -136,8 +132,9 @@ class DaskExecutor:
         dashboard: bool = True,
         feature: str = "sparsekit sweep",
     ) -> None:
-        _positive("workers", workers)
-        _positive("threads per worker", threads_per_worker)
+        for flag, value in (("--workers", workers), ("--threads-per-worker", threads_per_worker)):
+            if value is not None:
+                check_value(flag, value, POSITIVE_INT)
         if not _is_local(scheduler):
             if not isinstance(scheduler, str) or "://" not in scheduler:
                 raise ParameterError(
@@ -301,49 +298,21 @@ class DaskExecutor:
             for key, job in jobs.items()
         }
         results: dict[str, MethodResult] = {}
-
-        def drain(timeout: float) -> None:
-            try:
-                item = events.get(timeout=timeout)
-            except queue_module.Empty:
-                return
-            while True:
-                message = item[1] if isinstance(item, tuple) else item
-                if isinstance(message, dict) and message.get("key") not in results:
-                    data = dict(message.get("data") or {})
-                    data["worker"] = message.get("worker")
-                    emit(str(message.get("kind")), str(message.get("key")), data)
-                try:
-                    item = events.get_nowait()
-                except queue_module.Empty:
-                    return
-
         try:
             pending = as_completed(list(futures))
             while not pending.is_empty():
-                drain(0.1)
+                _drain(events, results, emit, 0.1)
                 for future in pending.next_batch(block=False):
                     key = futures[future]
                     result = self._result(future, jobs[key])
-                    drain(0.0)  # progress sent just before the result
+                    _drain(events, results, emit, 0.0)  # progress sent just before the result
                     results[key] = result
                     emit(result.status, key, {"result": result})
-            drain(0.05)
+            _drain(events, results, emit, 0.05)
         except BaseException:
             with contextlib.suppress(Exception):
                 client.cancel(list(futures))
-            for key, job in jobs.items():
-                if key not in results and not (Path(job.run_dir) / FAILURE).exists():
-                    with contextlib.suppress(Exception):
-                        write_json(
-                            Path(job.run_dir) / FAILURE,
-                            {
-                                "method": job.method,
-                                "status": "interrupted",
-                                "reason": "interrupted",
-                                "error_type": "KeyboardInterrupt",
-                            },
-                        )
+            _record_interrupted(jobs, results)
             raise
         finally:
             with contextlib.suppress(Exception):
@@ -383,6 +352,48 @@ class DaskExecutor:
             reason=reason,
             error_type=error,
         )
+
+
+def _drain(
+    events: queue_module.Queue[Any],
+    results: Mapping[str, MethodResult],
+    emit: Callable[[str, str, dict[str, Any]], None],
+    timeout: float,
+) -> None:
+    """Pass on the progress events that arrived (waiting up to ``timeout`` for the first),
+    but those of jobs whose result is already in."""
+    try:
+        item = events.get(timeout=timeout)
+    except queue_module.Empty:
+        return
+    while True:
+        message = item[1] if isinstance(item, tuple) else item
+        if isinstance(message, dict) and message.get("key") not in results:
+            data = dict(message.get("data") or {})
+            data["worker"] = message.get("worker")
+            emit(str(message.get("kind")), str(message.get("key")), data)
+        try:
+            item = events.get_nowait()
+        except queue_module.Empty:
+            return
+
+
+def _record_interrupted(
+    jobs: Mapping[str, MethodJob], results: Mapping[str, MethodResult]
+) -> None:
+    """A failure.json saying "interrupted" for each job without a result (or its own)."""
+    for key, job in jobs.items():
+        if key not in results and not (Path(job.run_dir) / FAILURE).exists():
+            with contextlib.suppress(Exception):
+                write_json(
+                    Path(job.run_dir) / FAILURE,
+                    {
+                        "method": job.method,
+                        "status": "interrupted",
+                        "reason": "interrupted",
+                        "error_type": "KeyboardInterrupt",
+                    },
+                )
 
 
 def check_scheduler(

@@ -33,7 +33,7 @@ from sparsekit.methods.registry import registry_for
 from sparsekit.runs.restore import restore_trainer
 from sparsekit.runs.writer import RunWriter
 from sparsekit.studies.report import model_measures
-from sparsekit.training.settings import resolve_config
+from sparsekit.training.settings import TRAIN_CONFIG_SETTINGS, resolve_config
 from sparsekit.training.trainer import Callback, Trainer
 
 if TYPE_CHECKING:
@@ -167,16 +167,8 @@ def _train_and_measure(
     run_dir.mkdir(parents=True, exist_ok=True)
     registry = registry_for(job.plugins)
     method = registry.create(job.method, **job.params)
-    config = resolve_config(
-        method,
-        hidden=settings.hidden,
-        epochs=settings.epochs,
-        batch_size=settings.batch_size,
-        seed=settings.seed,
-        dtype=settings.dtype,
-        gpu=settings.gpu,
-        **job.train,
-    )
+    shared = {s.name: getattr(settings, s.name) for s in TRAIN_CONFIG_SETTINGS if not s.per_method}
+    config = resolve_config(method, **shared, **job.train)
     emit("status", {"text": "loading data"})
     dataset = load_dataset(
         settings.dataset, settings.data, split="train", subset=settings.subset, download=False
@@ -288,20 +280,16 @@ def run_in_processes(
     running: dict[str, tuple[Any, MethodJob]] = {}
     results: dict[str, MethodResult] = {}
 
-    def handle(message: tuple[str, str, dict[str, Any]]) -> None:
-        kind, method, data = message
+    def drain(timeout: float) -> bool:
+        try:
+            kind, method, data = events.get(timeout=timeout)
+        except queue_module.Empty:
+            return False
         if kind == "result":
-            result = MethodResult(**data)
-            results[method] = result
+            result = results[method] = MethodResult(**data)
             emit(CompareEvent(result.status, method, {"result": result}))
         else:
             emit(CompareEvent(kind, method, data))
-
-    def drain(timeout: float) -> bool:
-        try:
-            handle(events.get(timeout=timeout))
-        except queue_module.Empty:
-            return False
         return True
 
     try:
@@ -324,59 +312,65 @@ def run_in_processes(
                 process.join()
                 del running[method]
                 if method not in results:
-                    code = process.exitcode
-                    reason = (
-                        f"the worker process was killed by signal {-code}"
-                        if code is not None and code < 0
-                        else f"the worker process exited with code {code} without a result"
-                    )
-                    result = MethodResult(
-                        method=method,
-                        run_dir=job.run_dir,
-                        status="failed",
-                        reason=reason,
-                        error_type="WorkerDied",
-                    )
-                    with contextlib.suppress(Exception):
-                        write_json(
-                            Path(job.run_dir) / FAILURE,
-                            {
-                                "method": method,
-                                "status": "failed",
-                                "reason": reason,
-                                "error_type": "WorkerDied",
-                            },
-                        )
-                    results[method] = result
-                    emit(CompareEvent("failed", method, {"result": result}))
+                    results[method] = _died(process.exitcode, job)
+                    emit(CompareEvent("failed", method, {"result": results[method]}))
         while drain(0.05):  # progress sent just before the last result
             pass
     except BaseException as exc:
-        if isinstance(exc, KeyboardInterrupt):
-            # A Ctrl-C reaches the workers too: let them record it in failure.json.
-            deadline = time.monotonic() + 3.0
-            for process, _ in running.values():
-                process.join(timeout=max(0.0, deadline - time.monotonic()))
-        for process, _ in running.values():
-            if process.is_alive():
-                process.terminate()
-            process.join(timeout=5)
-        stopped = [(job, "interrupted") for _, job in running.values()]
-        stopped += [(job, "not started: the comparison was interrupted") for job in pending]
-        for job, reason in stopped:
-            if not (Path(job.run_dir) / FAILURE).exists():
-                with contextlib.suppress(Exception):
-                    write_json(
-                        Path(job.run_dir) / FAILURE,
-                        {
-                            "method": job.method,
-                            "status": "interrupted",
-                            "reason": reason,
-                            "error_type": type(exc).__name__,
-                        },
-                    )
+        _stop_workers(running, pending, exc)
         raise
     finally:
         events.close()
         events.join_thread()
     return results
+
+
+def _died(code: int | None, job: MethodJob) -> MethodResult:
+    """The result of a worker process that ended without one (recorded in failure.json)."""
+    reason = (
+        f"the worker process was killed by signal {-code}"
+        if code is not None and code < 0
+        else f"the worker process exited with code {code} without a result"
+    )
+    with contextlib.suppress(Exception):
+        write_json(
+            Path(job.run_dir) / FAILURE,
+            {"method": job.method, "status": "failed", "reason": reason, "error_type": "WorkerDied"},
+        )
+    return MethodResult(
+        method=job.method,
+        run_dir=job.run_dir,
+        status="failed",
+        reason=reason,
+        error_type="WorkerDied",
+    )
+
+
+def _stop_workers(
+    running: dict[str, tuple[Any, MethodJob]], pending: Sequence[MethodJob], exc: BaseException
+) -> None:
+    """End the running workers after ``exc`` (on Ctrl-C they get 3 s to record it themselves)
+    and record every job without a failure.json as interrupted or not started."""
+    if isinstance(exc, KeyboardInterrupt):
+        # A Ctrl-C reaches the workers too: let them record it in failure.json.
+        deadline = time.monotonic() + 3.0
+        for process, _ in running.values():
+            process.join(timeout=max(0.0, deadline - time.monotonic()))
+    for process, _ in running.values():
+        if process.is_alive():
+            process.terminate()
+        process.join(timeout=5)
+    stopped = [(job, "interrupted") for _, job in running.values()]
+    stopped += [(job, "not started: the comparison was interrupted") for job in pending]
+    for job, reason in stopped:
+        if not (Path(job.run_dir) / FAILURE).exists():
+            with contextlib.suppress(Exception):
+                write_json(
+                    Path(job.run_dir) / FAILURE,
+                    {
+                        "method": job.method,
+                        "status": "interrupted",
+                        "reason": reason,
+                        "error_type": type(exc).__name__,
+                    },
+                )

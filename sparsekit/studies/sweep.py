@@ -65,10 +65,11 @@ from sparsekit.errors import OutputError, ParameterError, SparsekitError, SweepF
 from sparsekit.files import first_line, read_json_or_none, write_atomic, write_json
 from sparsekit.layout import FAILURE, MEASURES, PLAN, RESULTS, SOURCE
 from sparsekit.methods.registry import plugin_spec
-from sparsekit.studies.compare import PER_METHOD_SETTINGS, CompareSettings, check_data, plan_jobs
+from sparsekit.studies.compare import check_data, plan_jobs
 from sparsekit.studies.executor import DaskExecutor, check_scheduler
 from sparsekit.studies.jobs import MethodJob, MethodResult
 from sparsekit.studies.report import COLUMNS
+from sparsekit.studies.settings import DATA_KEYS, PER_METHOD_SETTINGS, TRAIN_KEYS, CompareSettings
 from sparsekit.studies.sweep_report import write_sweep_report
 from sparsekit.studies.sweep_types import BEST_BY, Sweep, SweepEvent, SweepPlan, Trial
 
@@ -88,22 +89,14 @@ __all__ = [
 ]
 
 
-#: The keys of ``[data]`` and ``[train]`` and the fields of :class:`CompareSettings` they set.
-DATA_KEYS = ("dataset", "data", "subset", "download")
-TRAIN_KEYS = (
-    "hidden",
-    "epochs",
-    "batch_size",
-    "seed",
-    "dtype",
-    "gpu",
-    "snapshot_every",
-    "gif_frames",
-)
+# The keys of ``[data]`` and ``[train]`` (DATA_KEYS, TRAIN_KEYS) are the settings that every
+# trial shares (CompareSettings' fields), from the one declaration of the training settings.
 TOP_KEYS = ("name", "plugins", "data", "train", "methods", "report", "resources")
 REPORT_KEYS = ("best_by", "title")
 #: Settings that describe how a run is shown, not what it learns (left out of a trial's hash).
 COSMETIC = ("snapshot_every", "gif_frames", "download")
+
+
 class SweepFileError(ParameterError):
     """A sweep file is malformed, or declares something that cannot be trained."""
 
@@ -215,8 +208,27 @@ def plan_sweep(
     if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
         raise SweepFileError(f"{where}: plugins must be a list of import specs (strings)")
     plugin_specs = tuple(plugin_spec(p) for p in plugins)
-    data = _table(doc, "data", DATA_KEYS, where)
-    train = _table(doc, "train", (*TRAIN_KEYS, *PER_METHOD_SETTINGS), where)
+    best_by, title = _report_options(doc, where)
+    resources = _resources(doc, where)
+    shared = _shared_axes(doc, where)
+    blocks = _method_blocks(doc, where)
+    dims = _data_dims(shared, where, download_progress)
+    directory = Path(out) / sweep_name
+    trials = _trials(blocks, shared, dims, plugin_specs, directory, where)
+    return SweepPlan(
+        name=sweep_name,
+        trials=trials,
+        plugins=plugin_specs,
+        best_by=best_by,
+        title=title,
+        resources=resources,
+        source=text,
+        path=path,
+    )
+
+
+def _report_options(doc: Mapping[str, Any], where: str) -> tuple[str, str | None]:
+    """``[report]``'s ``best_by`` and ``title``, checked."""
     report = _table(doc, "report", REPORT_KEYS, where)
     best_by = report.get("best_by", "fve")
     if best_by not in BEST_BY:
@@ -226,6 +238,11 @@ def plan_sweep(
     title = report.get("title")
     if title is not None and not isinstance(title, str):
         raise SweepFileError(f"{where}: report.title must be a string")
+    return best_by, title
+
+
+def _resources(doc: Mapping[str, Any], where: str) -> dict[str, float]:
+    """``[resources]``: the Dask worker resources each trial needs."""
     resources = doc.get("resources", {})
     if not isinstance(resources, dict) or not all(
         isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
@@ -234,17 +251,28 @@ def plan_sweep(
         raise SweepFileError(
             f"{where}: resources must be a table of positive numbers, e.g. {{ GPU = 1 }}"
         )
-    methods = doc.get("methods")
-    if not isinstance(methods, dict) or not methods:
-        raise SweepFileError(
-            f"{where}: no methods: add a table per method, e.g. [methods.ksparse] with k = [10, 40]"
-        )
-    # The shared settings and the per-method blocks, each value as an axis.
+    return {str(k): float(v) for k, v in resources.items()}
+
+
+def _shared_axes(doc: Mapping[str, Any], where: str) -> dict[str, list[Any]]:
+    """``[data]`` and ``[train]``, each value as a grid axis."""
+    data = _table(doc, "data", DATA_KEYS, where)
+    train = _table(doc, "train", (*TRAIN_KEYS, *PER_METHOD_SETTINGS), where)
     shared: dict[str, list[Any]] = {}
     for key, value in data.items():
         shared[key] = _axis(f"data.{key}", value, where)
     for key, value in train.items():
         shared[key] = _axis(f"train.{key}", value, where)
+    return shared
+
+
+def _method_blocks(doc: Mapping[str, Any], where: str) -> list[tuple[str, str, dict[str, list]]]:
+    """``(method, label, axes)`` for each ``[methods.X]`` table (each of ``[[methods.X]]``)."""
+    methods = doc.get("methods")
+    if not isinstance(methods, dict) or not methods:
+        raise SweepFileError(
+            f"{where}: no methods: add a table per method, e.g. [methods.ksparse] with k = [10, 40]"
+        )
     blocks: list[tuple[str, str, dict[str, list[Any]]]] = []
     for method, spec in methods.items():
         specs = spec if isinstance(spec, list) else [spec]
@@ -262,7 +290,14 @@ def plan_sweep(
                         f"{where}: {label}.{key}: the data is shared; set it in [data]"
                     )
             blocks.append((method, label, axes))
-    # Check each data set once (loading it; downloading if the file allows) for its size.
+    return blocks
+
+
+def _data_dims(
+    shared: Mapping[str, list[Any]], where: str, download_progress: Any
+) -> dict[str, int]:
+    """The feature count of each data set the sweep names (each loaded once; downloaded if
+    the file allows), by :func:`_data_key`."""
     dims: dict[str, int] = {}
     first = {k: v[0] for k, v in shared.items()}
     for values in itertools.product(*(shared.get(k, [None]) for k in DATA_KEYS)):
@@ -274,7 +309,18 @@ def plan_sweep(
                 dims[key] = check_data(settings, download_progress)
             except SparsekitError as exc:
                 raise type(exc)(f"{where}: data: {first_line(exc)}") from None
-    directory = Path(out) / sweep_name
+    return dims
+
+
+def _trials(
+    blocks: Sequence[tuple[str, str, dict[str, list[Any]]]],
+    shared: Mapping[str, list[Any]],
+    dims: Mapping[str, int],
+    plugin_specs: tuple[str, ...],
+    directory: Path,
+    where: str,
+) -> list[Trial]:
+    """Every point of every method block's grid, planned and checked, once each."""
     trials: dict[str, Trial] = {}
     for method, label, axes in blocks:
         merged = {**shared, **axes}
@@ -303,16 +349,7 @@ def plan_sweep(
                     job=replace(job, run_dir=str(directory / trial_id), resume=True),
                     label={k: values[k] for k in varying},
                 )
-    return SweepPlan(
-        name=sweep_name,
-        trials=list(trials.values()),
-        plugins=plugin_specs,
-        best_by=best_by,
-        title=title,
-        resources={str(k): float(v) for k, v in resources.items()},
-        source=text,
-        path=path,
-    )
+    return list(trials.values())
 
 
 def _settings(values: Mapping[str, Any], where: str) -> CompareSettings:
@@ -521,40 +558,17 @@ def run_sweep(
         threads_per_worker=threads_per_worker,
         feature="sparsekit sweep",
     )
-
     directory = Path(out) / plan.name
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"cannot create {directory}: {exc.strerror or exc}") from None
-    # Trials found under another readable name (the file changed) keep their directory.
-    existing = _existing(directory)
-    trials = []
-    for trial in plan.trials:
-        found = existing.get(trial.id.rsplit("-", 1)[1])
-        name = found.name if found is not None else trial.id
-        # (a plan made for another ``out`` is placed here)
-        run_dir = str(directory / name)
-        trials.append(replace(trial, id=name, job=replace(trial.job, run_dir=run_dir)))
-    plan = replace(plan, trials=trials)
+    plan = _placed(plan, directory)
     if plan.source is not None:
         write_atomic(directory / SOURCE, plan.source.encode("utf-8"))
     write_json(directory / PLAN, _plan_json(plan))
     emit = on_event or (lambda event: None)
-    results: dict[str, MethodResult] = {}
-    skipped: list[str] = []
-    todo: dict[str, MethodJob] = {}
-    for trial in plan.trials:
-        run_dir = Path(trial.job.run_dir)
-        state = trial_status(run_dir)
-        if state == "finished":
-            results[trial.id] = _finished_result(trial)
-            skipped.append(trial.id)
-            continue
-        run_dir.mkdir(exist_ok=True)
-        with contextlib.suppress(FileNotFoundError):
-            (run_dir / FAILURE).unlink()  # tried again: a new outcome
-        todo[trial.id] = trial.job
+    results, skipped, todo = _sort_trials(plan)
     emit(
         SweepEvent(
             "planned",
@@ -570,33 +584,8 @@ def run_sweep(
     dashboard = None
     try:
         if todo:
-            with DaskExecutor(
-                scheduler,
-                workers=workers,
-                threads_per_worker=threads_per_worker,
-                max_workers=len(todo),
-            ) as executor:
-                dashboard = executor.dashboard_link
-                emit(
-                    SweepEvent(
-                        "cluster",
-                        "",
-                        {
-                            "dashboard": dashboard,
-                            "scheduler": executor.scheduler_address,
-                            "workers": executor.n_workers,
-                            "threads": executor.n_threads,
-                            "env": dict(executor.worker_env),
-                        },
-                    )
-                )
-                results.update(
-                    executor.run(
-                        todo,
-                        on_event=lambda kind, key, data: emit(SweepEvent(kind, key, data)),
-                        resources=plan.resources or None,
-                    )
-                )
+            cluster = {"workers": workers, "threads_per_worker": threads_per_worker}
+            dashboard = _train_on_dask(todo, plan, scheduler, cluster, results, emit)
     finally:
         # Whatever happened (even Ctrl-C), results.csv says where every trial stands.
         with contextlib.suppress(Exception):
@@ -606,9 +595,78 @@ def run_sweep(
     )
     write_results(directory, plan, results)
     if report:
-
         sweep.report = write_sweep_report(sweep)
     return sweep
+
+
+def _placed(plan: SweepPlan, directory: Path) -> SweepPlan:
+    """``plan`` with each trial's run directory in ``directory`` (a plan made for another
+    ``out`` is placed here); a trial found under another readable name (the file changed)
+    keeps its directory."""
+    existing = _existing(directory)
+    trials = []
+    for trial in plan.trials:
+        found = existing.get(trial.id.rsplit("-", 1)[1])
+        name = found.name if found is not None else trial.id
+        run_dir = str(directory / name)
+        trials.append(replace(trial, id=name, job=replace(trial.job, run_dir=run_dir)))
+    return replace(plan, trials=trials)
+
+
+def _sort_trials(
+    plan: SweepPlan,
+) -> tuple[dict[str, MethodResult], list[str], dict[str, MethodJob]]:
+    """(the results of finished trials, their ids, the jobs still to train): a trial to
+    train gets its run directory, without the failure.json of an earlier attempt."""
+    results: dict[str, MethodResult] = {}
+    skipped: list[str] = []
+    todo: dict[str, MethodJob] = {}
+    for trial in plan.trials:
+        run_dir = Path(trial.job.run_dir)
+        if trial_status(run_dir) == "finished":
+            results[trial.id] = _finished_result(trial)
+            skipped.append(trial.id)
+            continue
+        run_dir.mkdir(exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            (run_dir / FAILURE).unlink()  # tried again: a new outcome
+        todo[trial.id] = trial.job
+    return results, skipped, todo
+
+
+def _train_on_dask(
+    todo: Mapping[str, MethodJob],
+    plan: SweepPlan,
+    scheduler: str | None,
+    cluster: Mapping[str, int | None],
+    results: dict[str, MethodResult],
+    emit: Callable[[SweepEvent], None],
+) -> str | None:
+    """Train ``todo`` on Dask and add their results to ``results``; the dashboard's address
+    (None when none is served)."""
+    with DaskExecutor(scheduler, **cluster, max_workers=len(todo)) as executor:
+        dashboard = executor.dashboard_link
+        emit(
+            SweepEvent(
+                "cluster",
+                "",
+                {
+                    "dashboard": dashboard,
+                    "scheduler": executor.scheduler_address,
+                    "workers": executor.n_workers,
+                    "threads": executor.n_threads,
+                    "env": dict(executor.worker_env),
+                },
+            )
+        )
+        results.update(
+            executor.run(
+                todo,
+                on_event=lambda kind, key, data: emit(SweepEvent(kind, key, data)),
+                resources=plan.resources or None,
+            )
+        )
+    return dashboard
 
 
 def summary_line(sweep: Sweep) -> str:

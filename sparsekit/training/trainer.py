@@ -26,7 +26,13 @@ from sparsekit.methods.registry import load_registry
 from sparsekit.training.metrics import VarianceAccumulator, coherence, fve_from_sums
 from sparsekit.training.model import Model
 from sparsekit.training.optim import Optimizer, make_optimizer
-from sparsekit.training.settings import TrainConfig, resolve_config
+from sparsekit.training.settings import (
+    TRAIN_CONFIG_SETTINGS,
+    TrainConfig,
+    resolve_config,
+    settings_signature,
+    split_settings,
+)
 from sparsekit.training.upkeep import Upkeeper
 
 #: A code entry with |h| above this counts as active (for L0 and dead units).
@@ -399,30 +405,21 @@ def train(
     method: str | BaseMethod | type[BaseMethod],
     data: Any,
     *,
-    hidden: int | None = None,
-    epochs: int | None = None,
-    batch_size: int | None = None,
-    lr: float | None = None,
-    optimizer: str | None = None,
-    momentum: float | None = None,
-    tied: bool | None = None,
-    center: bool | None = None,
-    seed: int | None = None,
-    dtype: str | None = None,
-    gpu: bool | None = None,
     callbacks: Sequence[Callback] = (),
     registry: Any = None,
     backend: Backend | None = None,
-    **method_params: Any,
+    **settings: Any,
 ) -> Model:
     """Train a sparsity method on an array and return the :class:`~sparsekit.training.model.Model`.
 
     ``method`` is a registered name (``"ksparse"``), a :class:`Method` class or an
     instance. ``data`` is an (N, D) or (N, h, w) array (``uint8`` is scaled to [0, 1]) or a
-    :class:`~sparsekit.data.dataset.Dataset`. Settings left as ``None`` take the method's
-    recommended value (``center``: k-sparse subtracts the data's mean sample, which the
-    returned model then subtracts in ``encode`` and adds back in ``decode``). Extra keyword
-    arguments are the method's own parameters::
+    :class:`~sparsekit.data.dataset.Dataset`. The training settings are the ``config`` ones of
+    :data:`sparsekit.training.settings.SETTINGS` (``hidden``, ``epochs``, ``batch_size``,
+    ``lr``, ``optimizer``, ``momentum``, ``tied``, ``center``, ``seed``, ``dtype``, ``gpu``);
+    those left as ``None`` take the method's recommended value (``center``: k-sparse subtracts
+    the data's mean sample, which the returned model then subtracts in ``encode`` and adds
+    back in ``decode``). Other keyword arguments are the method's own parameters::
 
         model = sparsekit.train("ksparse", images, hidden=1000, epochs=10, k=25)
         codes = model.encode(images)
@@ -430,22 +427,17 @@ def train(
     ``backend`` overrides ``gpu`` and ``dtype`` with a ready :class:`Backend` (e.g. the
     simulated device of :mod:`sparsekit.backend.simulated`, to test the GPU path on a CPU).
     """
+    config_values, method_params = split_settings(settings, TRAIN_CONFIG_SETTINGS)
     instance = make_method(method, registry, **method_params)
-    config = resolve_config(
-        instance,
-        hidden=hidden,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        optimizer=optimizer,
-        momentum=momentum,
-        tied=tied,
-        center=center,
-        seed=seed,
-        dtype=dtype,
-        gpu=gpu,
-    )
+    config = resolve_config(instance, **config_values)
     return Trainer(instance, data, config, callbacks=callbacks, backend=backend).fit()
+
+
+# The signature help() and editors show: every ``config`` setting as a keyword (None: the
+# method's value), then the method's own parameters.
+train.__signature__ = settings_signature(  # type: ignore[attr-defined]
+    train, TRAIN_CONFIG_SETTINGS, default=lambda s: None, keep_var_keyword="method_params"
+)
 
 
 def make_method(

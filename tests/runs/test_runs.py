@@ -85,7 +85,7 @@ def test_train_run_writes_what_the_parts_write(run_dir, tmp_path):
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
-        ({"subset": 0}, "subset must be a positive"),
+        ({"subset": 0}, "--subset must be a positive integer, got 0"),
         ({"snapshot_every": 0}, "--snapshot-every must be a positive"),
         ({"checkpoint_every": -1}, "--checkpoint-every must be a positive"),
         ({"hidden": 3}, "k"),  # k = 5 of 3 units: refused before any data is read
@@ -167,7 +167,7 @@ def test_evaluate_run_measures_the_preprocessed_test_split(run_dir, tmp_path):
     test = load_dataset("mnist", DATA_DIR, split="test", subset=100)
     expected = evaluate(model, preprocess(test, remove_mean=True))
     assert result["test"] == json.loads(json.dumps(expected))
-    with pytest.raises(ParameterError, match="C must be > 0"):
+    with pytest.raises(ParameterError, match="--C must be a finite number > 0"):
         sparsekit.evaluate_run(run_dir, C=0)
 
 
