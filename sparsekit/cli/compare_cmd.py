@@ -27,6 +27,7 @@ from rich.progress import (
 from rich.table import Table
 
 from sparsekit.cli.options import cli_default, command_signature, option_parameter
+from sparsekit.layout import COMPARISON, REPORT
 from sparsekit.training.settings import BY_NAME, GROUPS, SHARED, Setting
 
 
@@ -310,10 +311,10 @@ def report(
 
     if out is None:
         single = run_dirs[0] if len(run_dirs) == 1 else None
-        if single is not None and (single / "comparison.json").is_file():
-            out = single / "report.html"
+        if single is not None and (single / COMPARISON).is_file():
+            out = single / REPORT
         else:
-            out = Path("report.html")
+            out = Path(REPORT)
     paths = write_report(run_dirs, out, title=title)
     console = Console(stderr=True)
     for kind in ("csv", "markdown"):

@@ -43,7 +43,7 @@ from sparsekit.backend import get_backend
 from sparsekit.data import load_dataset
 from sparsekit.errors import ComparisonError, ParameterError, PluginError
 from sparsekit.files import write_json
-from sparsekit.layout import COMPARISON, MEASURES
+from sparsekit.layout import COMPARISON, MEASURES, REPORT
 from sparsekit.methods.registry import plugin_spec, registry_for
 from sparsekit.runs.writer import create_run_dir, read_metrics
 from sparsekit.studies.executor import check_scheduler, run_compare_jobs
@@ -321,7 +321,7 @@ def compare(
     if report:
         comparison.report = write_report(
             [Path(job.run_dir) for job in planned],
-            directory / "report.html",
+            directory / REPORT,
             title=title,
             registry=registry_for(plugin_specs),
         )

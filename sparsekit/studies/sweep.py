@@ -63,7 +63,7 @@ from typing import Any
 from sparsekit._version import __version__
 from sparsekit.errors import OutputError, ParameterError, SparsekitError, SweepFailedError
 from sparsekit.files import first_line, read_json_or_none, write_atomic, write_json
-from sparsekit.layout import FAILURE, MEASURES, PLAN, RESULTS, SOURCE
+from sparsekit.layout import CHECKPOINT, CONFIG, FAILURE, MEASURES, PLAN, RESULTS, SOURCE
 from sparsekit.methods.registry import plugin_spec
 from sparsekit.studies.compare import check_data, plan_jobs
 from sparsekit.studies.executor import DaskExecutor, check_scheduler
@@ -404,7 +404,7 @@ def trial_status(run_dir: str | Path) -> str:
         return "finished"
     if (run_dir / FAILURE).is_file():
         return "failed"
-    if (run_dir / "checkpoint.npz").is_file():
+    if (run_dir / CHECKPOINT).is_file():
         return "partial"
     return "new"
 
@@ -445,7 +445,7 @@ def results_rows(plan: SweepPlan, results: Mapping[str, MethodResult]) -> list[d
     for trial in plan.trials:
         job = trial.job
         result = results.get(trial.id)
-        config = read_json_or_none(Path(job.run_dir) / "config.json") or {}
+        config = read_json_or_none(Path(job.run_dir) / CONFIG) or {}
         train = {**job.train, **(config.get("train") or {})}
         row: dict[str, Any] = {
             "trial": trial.id,

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from sparsekit.errors import SparsekitError
 from sparsekit.evaluation.figures import plot_fve_l0 as draw
 from sparsekit.files import write_atomic
+from sparsekit.layout import REPORT
 from sparsekit.methods.registry import registry_for
 from sparsekit.studies.report import csv_text, load_record, markdown_table, render_html
 from sparsekit.studies.sweep_types import BEST_BY
@@ -256,7 +257,7 @@ def write_sweep_report(sweep: Sweep, out: str | Path | None = None) -> dict[str,
         if marker in page
         else page.replace("</main>", extra + "</main>", 1)
     )
-    html_path = Path(out) if out is not None else sweep.directory / "report.html"
+    html_path = Path(out) if out is not None else sweep.directory / REPORT
     paths = {
         "html": html_path,
         "csv": html_path.with_suffix(".csv"),
