@@ -13,19 +13,16 @@ statistics, codes and pixels alike. Results go to ``RUN_DIR/eval.json`` too. The
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from sparsekit.evaluation.display import format_number
 from sparsekit.evaluation.measures import PROBE_C, PROBE_MAX_ITER
 from sparsekit.layout import EVAL_FILE
 from sparsekit.runs.api import evaluate_run, run_directory
-
-
-def _fmt(value: Any, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
 
 
 def eval_run(
@@ -82,15 +79,15 @@ def eval_run(
     table.add_column("", style="bold")
     table.add_column("")
     table.add_row("test images", str(result["n_test"]))
-    table.add_row("mse", _fmt(test["mse"], ".5f"))
-    table.add_row("variance explained", _fmt(test["fve"], ".4f"))
-    table.add_row("mean active (L0)", _fmt(test["mean_active"], ".2f"))
-    table.add_row("dead units", _fmt(test["dead_units"], "d"))
-    table.add_row("dense units (active on >10%)", _fmt(test.get("dense_units"), "d"))
-    table.add_row("shrinkage (mean |x^|/|x|)", _fmt(test.get("shrinkage"), ".4f"))
+    table.add_row("mse", format_number(test["mse"], ".5f"))
+    table.add_row("variance explained", format_number(test["fve"], ".4f"))
+    table.add_row("mean active (L0)", format_number(test["mean_active"], ".2f"))
+    table.add_row("dead units", format_number(test["dead_units"], "d"))
+    table.add_row("dense units (active on >10%)", format_number(test.get("dense_units"), "d"))
+    table.add_row("shrinkage (mean |x^|/|x|)", format_number(test.get("shrinkage"), ".4f"))
     if "mcc" in test:
-        table.add_row("MCC (vs the true dictionary)", _fmt(test["mcc"], ".4f"))
-    table.add_row("coherence", _fmt(test["coherence"], ".4f"))
+        table.add_row("MCC (vs the true dictionary)", format_number(test["mcc"], ".4f"))
+    table.add_row("coherence", format_number(test["coherence"], ".4f"))
     if probe is None:
         table.add_row("linear probe", result.get("note", "-"))
     else:

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -12,6 +12,7 @@ from rich.table import Table
 
 from sparsekit.cli.options import DownloadOption, RichProgress, step_progress
 from sparsekit.errors import ParameterError
+from sparsekit.evaluation.display import format_number
 from sparsekit.runs.api import encode_run, resume_trainer, run_directory, run_summary
 
 #: ``sparsekit train`` options that may be given together with ``--resume``.
@@ -203,15 +204,6 @@ def encode(
     typer.echo(str(output))
 
 
-def _fmt(value: Any, spec: str) -> str:
-    if value is None:
-        return "-"
-    try:
-        return format(value, spec)
-    except (TypeError, ValueError):
-        return str(value)
-
-
 def show(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) -> None:
     """Print a summary of RUN_DIR: method, settings, epochs and final measures."""
     info, meta = run_summary(run_dir)
@@ -233,10 +225,10 @@ def show(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) -> N
     )
     table.add_row("data", f"{data.get('name', '-')} ({data.get('n', '-')} samples)")
     table.add_row("epochs", f"{info['epochs']} of {info['epochs_planned']}")
-    table.add_row("final loss", _fmt(final["loss"], ".5f"))
-    table.add_row("final mse", _fmt(final["mse"], ".5f"))
-    table.add_row("mean active", _fmt(final["mean_active"], ".2f"))
-    table.add_row("dead units", _fmt(final["dead_units"], "d"))
-    table.add_row("seconds", _fmt(info["total_seconds"], ".1f"))
+    table.add_row("final loss", format_number(final["loss"], ".5f"))
+    table.add_row("final mse", format_number(final["mse"], ".5f"))
+    table.add_row("mean active", format_number(final["mean_active"], ".2f"))
+    table.add_row("dead units", format_number(final["dead_units"], "d"))
+    table.add_row("seconds", format_number(info["total_seconds"], ".1f"))
     table.add_row("version", str(meta.get("sparsekit_version", "-")))
     Console().print(table)

@@ -41,6 +41,7 @@ from typing import Any
 
 from sparsekit._version import __version__
 from sparsekit.errors import OutputError, ParameterError, SparsekitError
+from sparsekit.evaluation.display import format_number, is_number
 from sparsekit.evaluation.figures import plot_methods
 from sparsekit.evaluation.measures import evaluate
 from sparsekit.files import read_json_or_none, write_atomic
@@ -137,7 +138,7 @@ TRUTH_COLUMNS: tuple[Column, ...] = (
 
 def shown_columns(records: Sequence[RunRecord]) -> tuple[Column, ...]:
     """:data:`COLUMNS`, then each of :data:`TRUTH_COLUMNS` that some record has a value for."""
-    extra = tuple(c for c in TRUTH_COLUMNS if any(_number(r.measures.get(c.key)) for r in records))
+    extra = tuple(c for c in TRUTH_COLUMNS if any(is_number(r.measures.get(c.key)) for r in records))
     return COLUMNS + extra
 
 
@@ -166,7 +167,7 @@ def model_measures(
 
     values = evaluate(model, dataset)
     final = history[-1] if history else {}
-    seconds = [float(r["seconds"]) for r in history if _number(r.get("seconds"))]
+    seconds = [float(r["seconds"]) for r in history if is_number(r.get("seconds"))]
     return {
         "loss": _float(final.get("loss")),
         "mse": float(values["mse"]),
@@ -184,7 +185,7 @@ def model_measures(
 
 def _measures_from_history(history: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     final = history[-1] if history else {}
-    seconds = [float(r["seconds"]) for r in history if _number(r.get("seconds"))]
+    seconds = [float(r["seconds"]) for r in history if is_number(r.get("seconds"))]
     out = {c.key: final.get(c.key) for c in COLUMNS if c.key in final}
     out["seconds_per_epoch"] = sum(seconds) / len(seconds) if seconds else None
     out["total_seconds"] = sum(seconds) if seconds else None
@@ -318,23 +319,13 @@ def load_record(run_dir: str | Path, *, registry: Any = None) -> RunRecord:
 # --------------------------------------------------------------------------- the table
 
 
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def _float(value: Any) -> float | None:
-    return float(value) if _number(value) else None
+    return float(value) if is_number(value) else None
 
 
 def format_value(column: Column, value: Any) -> str:
     """A table cell: the number in the column's format, ``—`` when missing."""
-    if not _number(value):
-        return "—"
-    if not math.isfinite(value):
-        return str(value)
-    if column.fmt == "d":
-        return str(int(value))
-    return format(value, column.fmt)
+    return format_number(value, column.fmt)
 
 
 def _best(records: Sequence[RunRecord]) -> dict[str, float]:
@@ -346,7 +337,7 @@ def _best(records: Sequence[RunRecord]) -> dict[str, float]:
             r.measures.get(column.key)
             for r in records
             if not r.failed
-            and _number(r.measures.get(column.key))
+            and is_number(r.measures.get(column.key))
             and math.isfinite(r.measures[column.key])
         ]
         if len(values) > 1:
@@ -372,7 +363,7 @@ def csv_text(records: Sequence[RunRecord]) -> str:
         row = [r.name, r.status]
         for c in columns:
             value = r.measures.get(c.key)
-            row.append("" if not _number(value) else repr(value))
+            row.append("" if not is_number(value) else repr(value))
         row.append(r.reason or "")
         writer.writerow(row)
     return buffer.getvalue()
@@ -545,7 +536,7 @@ def _table_html(records: Sequence[RunRecord], anchors: Mapping[int, str]) -> str
         cells = []
         for c in columns:
             value = r.measures.get(c.key)
-            is_best = not r.failed and c.key in best and _number(value) and value == best[c.key]
+            is_best = not r.failed and c.key in best and is_number(value) and value == best[c.key]
             cls = ' class="best"' if is_best else ""
             cells.append(f"<td{cls}>{_e(format_value(c, value))}</td>")
         status = "finished" if r.status == "finished" else r.status

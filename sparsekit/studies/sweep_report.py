@@ -20,13 +20,13 @@ import base64
 import html
 import io
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sparsekit.errors import SparsekitError
+from sparsekit.evaluation.display import format_number, is_number
 from sparsekit.evaluation.figures import plot_fve_l0 as draw
 from sparsekit.files import write_atomic
 from sparsekit.layout import REPORT
@@ -55,10 +55,6 @@ class SettingSummary:
     measures: dict[str, float] = field(default_factory=dict)  # means over the seeds
 
 
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def setting_summaries(sweep: Sweep) -> list[SettingSummary]:
     """The finished trials grouped by setting (all but the seed), measures averaged."""
     groups: dict[str, SettingSummary] = {}
@@ -83,7 +79,7 @@ def setting_summaries(sweep: Sweep) -> list[SettingSummary]:
         group.trials.append(trial.id)
         group.seeds.append(job.settings.seed)
         for m in AVERAGED:
-            if _number(result.measures.get(m)):
+            if is_number(result.measures.get(m), finite=True):
                 values[key][m].append(float(result.measures[m]))
     for key, group in groups.items():
         group.measures = {m: sum(v) / len(v) for m, v in values[key].items() if v}
@@ -144,20 +140,16 @@ def _e(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _fmt(value: Any, spec: str) -> str:
-    return format(value, spec) if _number(value) else "—"
-
-
 def best_rows(best: Sequence[SettingSummary]) -> list[list[str]]:
     return [
         [
             s.method,
             s.setting,
             str(s.hidden),
-            _fmt(s.measures.get("fve"), ".3f"),
-            _fmt(s.measures.get("mean_active"), ".1f"),
-            _fmt(s.measures.get("mse"), ".4g"),
-            _fmt(s.measures.get("dead_units"), ".1f"),
+            format_number(s.measures.get("fve"), ".3f"),
+            format_number(s.measures.get("mean_active"), ".1f"),
+            format_number(s.measures.get("mse"), ".4g"),
+            format_number(s.measures.get("dead_units"), ".1f"),
             str(len(s.seeds)),
         ]
         for s in best

@@ -38,7 +38,7 @@ def test_blas_threads_split_the_cpus_between_the_jobs():
 def test_workers_and_threads_must_be_positive_integers(value):
     with pytest.raises(ParameterError, match="workers must be a positive integer"):
         DaskExecutor(workers=value)
-    with pytest.raises(ParameterError, match="threads per worker must be a positive integer"):
+    with pytest.raises(ParameterError, match="--threads-per-worker must be a positive integer"):
         DaskExecutor(threads_per_worker=value)
 
 
