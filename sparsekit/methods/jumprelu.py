@@ -141,14 +141,31 @@ class JumpReLUSAE(_sae.SAEMethod):
         return Forward(z, z, None, code, None, xhat, xhat)
 
     def check_problem(self, rng, params, x):
-        """Put each unit's largest pre-activation inside its threshold's window, off centre."""
-        _, z = self._pre(None, params, x)
-        top = z.max(axis=0)
-        params["b_enc"] = params["b_enc"] + np.maximum(0.3 - top, 0)  # that entry > 0.3
-        _, z = self._pre(None, params, x)
-        offset = self.bandwidth * rng.uniform(0.1, 0.4, size=z.shape[1])
-        offset *= rng.choice([-1.0, 1.0], size=z.shape[1])
-        params["log_threshold"] = np.log(z.max(axis=0) + offset)
+        """Put pre-activations across the whole band (−ε, ε) on both sides of every threshold.
+
+        Each unit gets one row in each quarter of the band, (−ε, −ε/2), (−ε/2, 0), (0, ε/2)
+        and (ε/2, ε), at a seeded random place in the middle of that quarter (never within
+        0.1·ε/2 of a kink, far more than a finite-difference step moves Z), and the other rows
+        at seeded random offsets in (−1.5ε, 1.5ε). Rows between ε/2 and ε, and beyond ε, are
+        where a window of the wrong width differs from the declared one; before, every unit
+        sat 0.1ε–0.4ε from its threshold and such a window passed. W_enc is solved so that
+        Z hits these targets exactly (min-norm, the batch's rows being independent).
+        """
+        x_tilde, _ = self._pre(None, params, x)
+        rows, hidden = x.shape[0], params["b_enc"].shape[0]
+        theta = rng.uniform(0.3, 0.6, size=hidden)
+        quarters = np.array([-1.0, -0.5, 0.0, 0.5])  # left ends of the quarters, in ε
+        offsets = rng.uniform(-1.5, 1.5, size=(rows, hidden))
+        kink = np.abs(offsets - np.round(2 * offsets) / 2) < 0.05  # near −ε/2, 0 or ε/2
+        offsets[kink] += 0.1
+        placed = min(rows, quarters.size)
+        inner = quarters[:placed, None] + rng.uniform(0.1, 0.9, size=(placed, hidden)) * 0.5
+        offsets[:placed] = inner
+        offsets = rng.permuted(offsets, axis=0)  # which row sits where: random per unit
+        target = theta + self.bandwidth * offsets
+        w_t, *_ = np.linalg.lstsq(x_tilde, target - params["b_enc"], rcond=None)
+        params["W_enc"] = np.ascontiguousarray(w_t.T)
+        params["log_threshold"] = np.log(theta)
         return params
 
     def loss_and_grads(self, backend, params, x, state, term=None):

@@ -81,10 +81,20 @@ class GradientReport:
     notes: tuple[str, ...] = ()
     #: Parameters whose gradient is (partly) a declared straight-through estimator.
     surrogates: tuple[str, ...] = ()
+    #: Per parameter, the cosine between the gradient and the finite differences (only
+    #: where both are non-zero): a negative one is a gradient of the wrong sign.
+    cosines: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def wrong_signs(self) -> dict[str, float]:
+        """The parameters whose gradient points against the finite differences, by cosine."""
+        return {k: c for k, c in self.cosines.items() if c < 0}
 
     @property
     def ok(self) -> bool:
-        return all(_fine(err, self.tolerance) for err in self.all_errors.values())
+        return not self.wrong_signs and all(
+            _fine(err, self.tolerance) for err in self.all_errors.values()
+        )
 
     @property
     def worst(self) -> float:
@@ -96,13 +106,7 @@ class GradientReport:
     @property
     def all_errors(self) -> dict[str, float]:
         """Every checked quantity: the parameters' gradients, then the terms."""
-        return {
-            **{
-                f"{'surrogate' if k in self.surrogates else 'loss'}: ∂L/∂{k}": v
-                for k, v in self.errors.items()
-            },
-            **self.terms,
-        }
+        return {**{self._key(k): v for k, v in self.errors.items()}, **self.terms}
 
     @property
     def failures(self) -> dict[str, float]:
@@ -114,8 +118,23 @@ class GradientReport:
             return (
                 f"{self.method} ({layout}): gradients match (worst relative error {self.worst:.1e})"
             )
-        bad = ", ".join(f"{k}: {v:.2e}" for k, v in self.failures.items())
-        return f"{self.method} ({layout}): relative error above {self.tolerance:.0e} for {bad}"
+        # A sign flip makes ‖num + grad‖ vanish, so its relative error (e.g. 7.7e+08) says
+        # nothing a reader can act on: name the sign instead.
+        signs = [
+            f"gradient of {k} has the wrong sign (cosine {c:.2f} with finite differences)"
+            for k, c in self.wrong_signs.items()
+        ]
+        flipped = {self._key(k) for k in self.wrong_signs}
+        rest = {k: v for k, v in self.failures.items() if k not in flipped}
+        parts = signs
+        if rest:
+            bad = ", ".join(f"{k}: {v:.2e}" for k, v in rest.items())
+            parts = [*signs, f"relative error above {self.tolerance:.0e} for {bad}"]
+        return f"{self.method} ({layout}): " + "; ".join(parts)
+
+    def _key(self, name: str) -> str:
+        """The :attr:`all_errors` key of parameter ``name``'s full-objective gradient."""
+        return f"{'surrogate' if name in self.surrogates else 'loss'}: ∂L/∂{name}"
 
 
 def _fine(err: float, tolerance: float) -> bool:
@@ -134,6 +153,17 @@ def relative_error(numeric: np.ndarray, analytic: np.ndarray) -> float:
     if denom == 0:
         return float(np.linalg.norm(numeric - analytic))
     return float(np.linalg.norm(numeric - analytic) / denom)
+
+
+def cosine(numeric: np.ndarray, analytic: np.ndarray) -> float | None:
+    """The cosine between two gradients; ``None`` when either is zero (no direction)."""
+    numeric = np.asarray(numeric, dtype=np.float64).reshape(-1)
+    analytic = np.asarray(analytic, dtype=np.float64)
+    if analytic.size != numeric.size:
+        return None
+    analytic = analytic.reshape(-1)
+    norms = float(np.linalg.norm(numeric) * np.linalg.norm(analytic))
+    return float(numeric @ analytic) / norms if norms > 0 else None
 
 
 def random_problem(
@@ -203,10 +233,13 @@ def check_gradients(
     _, grads, _, _ = autoencoder.loss_and_grads(method, backend, _copy(params), x.copy(), state)
     loss = _loss_function(method, backend, params, x, state)
 
-    errors = {}
+    errors, cosines = {}, {}
     for name, value in params.items():
         numeric = numeric_gradient(lambda: loss(params), value, eps)
         errors[name] = relative_error(numeric, np.asarray(grads[name]))
+        cos = cosine(numeric, np.asarray(grads[name]))
+        if cos is not None:
+            cosines[name] = cos
     term_errors: dict[str, float] = {}
     skipped: dict[str, str] = {}
     if terms and isinstance(method, ObjectiveMethod):
@@ -223,7 +256,7 @@ def check_gradients(
         )
     surrogates = tuple(k for k in _surrogates(method) if k in params)
     return GradientReport(
-        method.name, tied, errors, tolerance, term_errors, skipped, notes, surrogates
+        method.name, tied, errors, tolerance, term_errors, skipped, notes, surrogates, cosines
     )
 
 
