@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 try:
-    from sklearn.base import BaseEstimator, TransformerMixin
+    from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
     from sklearn.utils import check_random_state
     from sklearn.utils.validation import check_is_fitted, validate_data
 except ImportError as exc:  # pragma: no cover - depends on the environment
@@ -37,6 +37,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from sparsekit.backend import get_backend, resolve_dtype
 from sparsekit.core.contract import BaseMethod
+from sparsekit.data.dataset import ArrayDataset
 from sparsekit.errors import ParameterError, UnknownMethodError
 from sparsekit.methods.registry import load_registry
 from sparsekit.training.model import Model
@@ -70,7 +71,7 @@ def _method_class(method: Any) -> type[BaseMethod] | None:
     return None
 
 
-class SparseCoding(TransformerMixin, BaseEstimator):
+class SparseCoding(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     """A sparsekit method as a scikit-learn transformer: ``transform`` gives the codes.
 
     Parameters
@@ -87,7 +88,8 @@ class SparseCoding(TransformerMixin, BaseEstimator):
         ``RandomState`` draws one.
     **method_params
         The method's own parameters (``k=25`` for ksparse). ``get_params`` lists every
-        parameter the method declares, with its default when not given.
+        parameter the method declares, with its default when not given; each reads and
+        writes as an attribute too (``est.k``), like the training settings.
 
     Attributes
     ----------
@@ -109,6 +111,9 @@ class SparseCoding(TransformerMixin, BaseEstimator):
 
     Notes
     -----
+    ``uint8`` input (pixels) is scaled to [0, 1] in ``fit``, ``transform`` and ``score``, as
+    :func:`sparsekit.train` scales it; other input is used as given.
+    ``get_feature_names_out`` names the codes ``sparsecoding0`` … ``sparsecoding{hidden-1}``.
     ``transform`` uses the method's encoding-time code (e.g. k-sparse's αk units);
     ``score`` is the negative mean squared reconstruction error per feature of
     ``inverse_transform(transform(X))`` (higher is better, as scikit-learn expects).
@@ -149,6 +154,36 @@ class SparseCoding(TransformerMixin, BaseEstimator):
         self._method_params = dict(method_params)
 
     # -- parameters ------------------------------------------------------------------------
+
+    def __getattr__(self, name: str) -> Any:
+        """A method parameter as an attribute (``est.l1``): given, else the declared default.
+
+        Only called when normal lookup fails; fitted (``name_``) and private names are never
+        method parameters, so ``hasattr(est, "params_")`` keeps meaning "fitted".
+        """
+        given = self.__dict__.get("_method_params")
+        if given is None or "method" not in self.__dict__ or name[:1] == "_" or name[-1:] == "_":
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        if name in given:
+            return given[name]
+        declared = self._declared()
+        if name in declared:
+            return declared[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # est.l1 = 0.1 must change what get_params and fit see, as set_params(l1=0.1) does.
+        if self._is_method_param(name):
+            self._method_params[name] = value
+        else:
+            super().__setattr__(name, value)
+
+    def _is_method_param(self, name: str) -> bool:
+        if name in _SETTINGS or name[:1] == "_" or name[-1:] == "_":
+            return False
+        if "_method_params" not in self.__dict__:  # still in __init__
+            return False
+        return name in self._method_params or name in self._declared()
 
     def _declared(self) -> dict[str, Any]:
         """The current method's declared parameters and defaults (empty if unknown)."""
@@ -234,7 +269,7 @@ class SparseCoding(TransformerMixin, BaseEstimator):
         """Train the method on the rows of ``X`` for ``epochs`` epochs; returns self."""
 
         method, config = self._make()
-        X = validate_data(self, X, dtype=resolve_dtype(config.dtype), reset=True)
+        X = self._input(X, config.dtype, reset=True)
         trainer = Trainer(method, X, config)
         trainer.fit()
         self._config = config
@@ -249,7 +284,7 @@ class SparseCoding(TransformerMixin, BaseEstimator):
             method, config = self._make()
         else:
             method, config = self.method_, self._config
-        X = validate_data(self, X, dtype=resolve_dtype(config.dtype), reset=first)
+        X = self._input(X, config.dtype, reset=first)
         trainer = Trainer(method, X, config)
         if not first:
             trainer.load_state_dict(self._trainer_state)
@@ -257,6 +292,23 @@ class SparseCoding(TransformerMixin, BaseEstimator):
         self._config = config
         self._store(trainer)
         return self
+
+    def _input(self, X: Any, dtype: str, *, reset: bool) -> np.ndarray:
+        """``X`` validated, in ``dtype``, ``uint8`` scaled to [0, 1].
+
+        The scaling is :class:`~sparsekit.data.dataset.ArrayDataset`'s, the one
+        :func:`sparsekit.train` applies: validating straight to a float dtype would turn
+        pixels into 0–255 floats and train on another scale than the library.
+        """
+        X = validate_data(self, X, dtype="numeric", reset=reset)
+        if X.dtype == np.uint8:
+            return ArrayDataset(X, name="X").to_array(resolve_dtype(dtype))
+        return np.asarray(X, dtype=resolve_dtype(dtype))
+
+    @property
+    def _n_features_out(self) -> int:
+        """The number of codes (``hidden``): ``get_feature_names_out``'s count."""
+        return int(self.components_.shape[0])
 
     # -- using the model -------------------------------------------------------------------
 
@@ -270,7 +322,7 @@ class SparseCoding(TransformerMixin, BaseEstimator):
     def transform(self, X: Any) -> np.ndarray:
         """The codes (n_samples × hidden) of the rows of ``X``."""
         check_is_fitted(self)
-        X = validate_data(self, X, dtype=resolve_dtype(self._config.dtype), reset=False)
+        X = self._input(X, self._config.dtype, reset=False)
         return self._model().encode(X)
 
     def inverse_transform(self, X: Any) -> np.ndarray:
@@ -289,7 +341,7 @@ class SparseCoding(TransformerMixin, BaseEstimator):
     def score(self, X: Any, y: Any = None) -> float:
         """−mean((X − X̂)²) with X̂ = inverse_transform(transform(X)); higher is better."""
         check_is_fitted(self)
-        X = validate_data(self, X, dtype=resolve_dtype(self._config.dtype), reset=False)
+        X = self._input(X, self._config.dtype, reset=False)
         model = self._model()
         recon = model.decode(model.encode(X))
         diff = recon.astype(np.float64) - X

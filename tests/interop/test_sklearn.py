@@ -105,6 +105,37 @@ def test_partial_fit_continues_and_pickles():
         est.partial_fit(X[:, :5])
 
 
+def test_feature_names_out_name_every_code():
+    X = np.random.default_rng(3).random((30, 6)).astype(np.float32)
+    est = SparseCoding("relu-l1", hidden=5, epochs=1, random_state=0).fit(X)
+    names = est.get_feature_names_out()
+    assert list(names) == [f"sparsecoding{i}" for i in range(5)]
+    assert len(names) == est.transform(X).shape[1]
+
+
+def test_method_parameters_are_attributes():
+    est = SparseCoding("relu-l1")
+    default = {p.name: p.default for p in sparsekit.load_registry().get("relu-l1").params}
+    assert est.l1 == default["l1"]  # the declared default before anything is set
+    est.set_params(l1=0.1)
+    assert est.l1 == 0.1
+    est.l1 = 0.3  # and an attribute write is a parameter change, as in set_params
+    assert est.get_params()["l1"] == 0.3 and clone(est).l1 == 0.3
+    with pytest.raises(AttributeError):
+        est.not_a_parameter  # noqa: B018
+    assert not hasattr(est, "components_")
+
+
+def test_uint8_is_scaled_as_the_library_scales_it():
+    pixels = np.random.default_rng(4).integers(0, 256, size=(60, 12), dtype=np.uint8)
+    est = SparseCoding("relu-l1", hidden=8, epochs=2, random_state=5).fit(pixels)
+    model = sparsekit.train("relu-l1", pixels, hidden=8, epochs=2, seed=5)
+    np.testing.assert_array_equal(est.components_, model.decoder_weights)
+    scaled = pixels.astype(np.float32) / np.float32(255)
+    np.testing.assert_allclose(est.transform(pixels), est.transform(scaled), atol=1e-6)
+    assert est.score(pixels) == pytest.approx(est.score(scaled), rel=1e-4)
+
+
 @pytest.mark.slow
 def test_pipeline_grid_search_on_digits():
     X, y = load_digits(return_X_y=True)
