@@ -31,6 +31,9 @@ from sparsekit.errors import ParameterError
 from sparsekit.files import atomic_path
 
 __all__ = [
+    "PALETTE",
+    "method_colours",
+    "methods_figure",
     "plot_methods",
     "BACKGROUND",
     "RECON_BORDER",
@@ -124,6 +127,65 @@ def _to_uint8(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
     """Map ``[lo, hi]`` linearly onto 0..255, rounding to nearest and clipping."""
     scaled = (values - lo) * (255.0 / (hi - lo))
     return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
+
+# --------------------------------------------------------------------------- colours and axes
+
+#: A qualitative palette of 20 well-separated colours: matplotlib's tab10, then ten more
+#: (darker, lighter or otherwise distinct hues), so a comparison of every built-in method
+#: (eleven) never repeats a colour, as tab10 alone did (plain and relu-l1 were both blue).
+PALETTE = (
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
+    "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
+    "#000080", "#aa6e28", "#008080", "#e6194b", "#3cb44b",
+    "#f032e6", "#808000", "#4b0082", "#ff69b4", "#2f4f4f",
+)  # fmt: skip
+#: The built-in methods, each with its own palette entry whatever else a chart shows.
+_FIXED_COLOURS = (
+    "plain", "relu-l1", "l2", "kl", "ksparse", "arora",
+    "topk", "batchtopk", "jumprelu", "gated", "matryoshka",
+)  # fmt: skip
+
+
+def method_colours(names: Sequence[str]) -> dict[str, str]:
+    """A distinct colour for every name, the same for a built-in method in every chart.
+
+    Built-in methods take fixed entries of :data:`PALETTE`; other names (plugins, sweep
+    settings) take the free entries in sorted order, then hues spaced by the golden angle
+    (never equal) once the palette is spent.
+    """
+    import colorsys
+
+    colours = {n: PALETTE[_FIXED_COLOURS.index(n)] for n in names if n in _FIXED_COLOURS}
+    free = [c for c in PALETTE if c not in colours.values()]
+    others = sorted({n for n in names if n not in colours})
+    for i, name in enumerate(others):
+        if i < len(free):
+            colours[name] = free[i]
+        else:
+            r, g, b = colorsys.hsv_to_rgb((i * 0.618033988749895) % 1.0, 0.75, 0.8)
+            colours[name] = f"#{round(255 * r):02x}{round(255 * g):02x}{round(255 * b):02x}"
+    return colours
+
+
+def _epoch_ticks(ax: Any, last_epoch: float, *, log: bool) -> None:
+    """Whole-epoch ticks written as plain integers: 1, 2, 5, 10, ... on a log axis (never
+    ``2×10⁰``), every epoch when there are few; no fractional epochs (1.2, 1.4) on a linear
+    one."""
+    from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator, StrMethodFormatter
+
+    if not log:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        return
+    last = max(1, math.ceil(last_epoch))
+    if last <= 10:
+        ticks = list(range(1, last + 1))
+    else:
+        ticks = [m * 10**e for e in range(len(str(last))) for m in (1, 2, 5) if m * 10**e <= last]
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_major_formatter(StrMethodFormatter("{x:.0f}"))
+    ax.xaxis.set_minor_locator(NullLocator())
 
 
 # --------------------------------------------------------------------------- filters
@@ -530,6 +592,7 @@ def plot_curves(
         ax.set_xlabel("epoch")
         ax.set_ylabel(key)
         ax.grid(True, alpha=0.3)
+        _epoch_ticks(ax, max(xs), log=False)
     for ax in axes[len(series) :]:
         ax.set_visible(False)
 
@@ -550,8 +613,25 @@ def plot_methods(
     per-epoch metrics), into a PNG; ``None`` when no run has any of the keys.
 
     Logarithmic epochs (the default) show the first epochs, where most of the change
-    happens, beside the long tail of a 500-epoch run.
+    happens, beside the long tail of a 500-epoch run. Every method has its own colour
+    (:func:`method_colours`) and the one legend stands right of the panels.
     """
+    fig = methods_figure(histories, keys=keys, log_epochs=log_epochs, log_values=log_values)
+    if fig is None:
+        return None
+    p = _prepare_path(path)
+    fig.savefig(p, format="png")
+    return p
+
+
+def methods_figure(
+    histories: Mapping[str, Sequence[Mapping[str, Any]]],
+    *,
+    keys: Sequence[str] = ("loss", "mse"),
+    log_epochs: bool = True,
+    log_values: bool = False,
+) -> Any:
+    """The matplotlib ``Figure`` :func:`plot_methods` saves (``None`` when nothing to draw)."""
     panels = []
     for key in keys:
         lines = []
@@ -567,24 +647,30 @@ def plot_methods(
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(5.0 * len(panels), 3.6), dpi=100, layout="constrained")
+    # Big enough to read at full page width, the legend beside the panels (outside the axes)
+    # so that it never covers a line, whatever the number of methods.
+    fig = Figure(figsize=(6.0 * len(panels) + 1.8, 4.4), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, len(panels), squeeze=False).ravel()
+    colours = method_colours(list(histories))
     for ax, (key, lines) in zip(axes, panels, strict=True):
         for name, xs, ys in lines:
-            ax.plot(xs, ys, linewidth=1.5, label=name)
+            ax.plot(xs, ys, linewidth=1.5, label=name, color=colours[name])
         if log_epochs:
             ax.set_xscale("log")
+        _epoch_ticks(ax, max(max(xs) for _, xs, _ in lines), log=log_epochs)
         if log_values and all(y > 0 for _, _, ys in lines for y in ys if not math.isnan(y)):
             ax.set_yscale("log")
         ax.set_title(_TITLES.get(key, key.replace("_", " ").capitalize()))
         ax.set_xlabel("epoch (log scale)" if log_epochs else "epoch")
         ax.set_ylabel(key)
         ax.grid(True, alpha=0.3, which="both")
-        ax.legend(fontsize="small")
-    p = _prepare_path(path)
-    fig.savefig(p, format="png")
-    return p
+    handles: dict[str, Any] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(label, handle)
+    fig.legend(list(handles.values()), list(handles), loc="outside right upper", fontsize="small")
+    return fig
 
 
 # --------------------------------------------------------------------------- L0 against fve
@@ -609,8 +695,9 @@ def plot_tradeoff(
     fig = Figure(figsize=(5.6, 4.0), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.subplots()
-    for i, (name, l0, fve) in enumerate(points):
-        ax.scatter([l0], [fve], s=36, color=f"C{i % 10}", zorder=3)
+    colours = method_colours([name for name, _, _ in points])
+    for name, l0, fve in points:
+        ax.scatter([l0], [fve], s=36, color=colours[name], zorder=3)
         ax.annotate(name, (l0, fve), textcoords="offset points", xytext=(5, 4), fontsize=9)
     ax.set_xlabel("L0 (mean active latents per sample)")
     ax.set_ylabel("variance explained")
@@ -641,9 +728,10 @@ def plot_fve_l0(
     fig = Figure(figsize=(7.0, 4.6), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
+    colours = method_colours(list(lines))
     for name, xy in sorted(lines.items()):
         xy = sorted(xy)
-        ax.plot([p[0] for p in xy], [p[1] for p in xy], marker="o", label=name)
+        ax.plot([p[0] for p in xy], [p[1] for p in xy], marker="o", label=name, color=colours[name])
     ax.set_xlabel("L0: mean active units per sample")
     ax.set_ylabel("fraction of variance explained")
     ax.set_title(title)

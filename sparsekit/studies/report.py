@@ -447,6 +447,8 @@ figure img { display: block; width: 100%; height: auto; margin: 0 auto; backgrou
 figure img.pixels { image-rendering: pixelated; max-width: 420px; }
 figure img.pixels.wide { max-width: 100%; }
 figure img.plot { background: #fff; max-width: 560px; }
+.figures.across { grid-template-columns: 1fr; }
+.figures.across figure img.plot { max-width: 100%; }
 figcaption { color: var(--muted); font-size: 13px; margin-top: 6px; }
 .missing { color: var(--muted); font-style: italic; }
 nav.toc { margin: 0 0 8px; }
@@ -735,7 +737,9 @@ def _across_html(across: Sequence[tuple[str, str, Path]]) -> list[str]:
         return []
     return [
         "<h2>Across methods</h2>",
-        '<div class="figures">'
+        # one chart per row at the page's width: a chart of eleven methods is unreadable as
+        # a half-width thumbnail
+        '<div class="figures across">'
         + "".join(
             f'<figure><h3>{_e(t)}</h3><img class="plot" src="{uri}" alt="{_e(t)}">'
             f"<figcaption>{_e(c)}</figcaption></figure>"

@@ -456,3 +456,70 @@ def test_plot_fve_l0_draws_one_line_per_method(tmp_path) -> None:
     png = sweep_plot(summaries)
     assert png is not None and png.startswith(b"\x89PNG")
     assert sweep_plot([SettingSummary("topk", "k=8", 64)]) is None
+
+
+# --------------------------------------------------------------------------- charts across methods
+
+BUILT_IN = (
+    "arora", "batchtopk", "gated", "jumprelu", "kl", "ksparse",
+    "l2", "matryoshka", "plain", "relu-l1", "topk",
+)  # fmt: skip
+
+
+def test_every_method_has_its_own_colour_stable_per_name() -> None:
+    from sparsekit.evaluation.figures import method_colours
+
+    colours = method_colours(BUILT_IN)
+    assert len(set(colours.values())) == len(BUILT_IN)  # plain and relu-l1 were both blue
+    assert method_colours(["relu-l1", "plain"]) == {k: colours[k] for k in ("relu-l1", "plain")}
+    many = method_colours([*BUILT_IN, *(f"plugin-{i}" for i in range(30))])
+    assert len(set(many.values())) == len(many)
+
+
+def _tick_labels(ax) -> list[str]:
+    ax.figure.canvas.draw()
+    ticks = [t for t in ax.get_xticklabels() if ax.get_xlim()[0] <= t.get_position()[0]]
+    ticks = [t for t in ticks if t.get_position()[0] <= ax.get_xlim()[1]]
+    return [t.get_text() for t in ticks if t.get_text()]
+
+
+def test_few_epochs_on_a_log_axis_tick_as_plain_integers() -> None:
+    from sparsekit.evaluation.figures import methods_figure
+
+    histories = {m: _metrics(2) for m in ("plain", "relu-l1")}
+    fig = methods_figure(histories)
+    for ax in fig.axes:
+        labels = _tick_labels(ax)
+        assert labels == ["1", "2"], labels  # not 2×10⁰
+    long = methods_figure({m: _metrics(500) for m in ("plain", "relu-l1")})
+    assert _tick_labels(long.axes[0]) == ["1", "2", "5", "10", "20", "50", "100", "200", "500"]
+
+
+def test_per_method_epoch_axes_tick_whole_epochs() -> None:
+    """plot_curves' epoch axes (a run's own curves): two epochs tick 1 and 2, not 1.2, 1.4."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from sparsekit.evaluation.figures import _epoch_ticks
+
+    fig = Figure()
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    ax.plot([1, 2], [0.5, 0.2])
+    _epoch_ticks(ax, 2, log=False)
+    assert all(float(v).is_integer() for v in ax.get_xticks())
+
+
+def test_the_legend_stands_outside_the_axes_and_the_chart_is_large() -> None:
+    from sparsekit.evaluation.figures import methods_figure
+
+    fig = methods_figure({m: _metrics(50) for m in BUILT_IN})
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    (legend,) = fig.legends
+    box = legend.get_window_extent(renderer)
+    for ax in fig.axes:
+        assert not box.overlaps(ax.get_window_extent(renderer))
+    width, height = fig.get_size_inches() * fig.dpi
+    assert width >= 1200 and height >= 400
+    assert len({line.get_color() for line in fig.axes[0].get_lines()}) == len(BUILT_IN)

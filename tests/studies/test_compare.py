@@ -121,6 +121,17 @@ def test_html_is_self_contained(builtins_comparison):
     assert "Content-Security-Policy" in text
 
 
+def test_the_chart_across_methods_is_full_width_not_a_thumbnail(builtins_comparison):
+    """Issue 27: the loss/MSE chart sat in a half-width cell, its legend over the lines."""
+    from PIL import Image
+
+    comparison, _ = builtins_comparison
+    html = comparison.report["html"]
+    assert '<div class="figures across">' in html.read_text(encoding="utf-8")
+    with Image.open(html.with_name(f"{html.stem}-curves.png")) as chart:
+        assert chart.size[0] >= 1200  # two panels and the legend beside them
+
+
 def test_one_progress_stream_reports_every_method(builtins_comparison):
     _, events = builtins_comparison
     for method in BUILTINS:
