@@ -1,7 +1,8 @@
 """Figures of a sparse-coding run, drawn from plain NumPy arrays.
 
 * :func:`filter_grid` / :func:`save_filter_grid`: every hidden unit's weights as a small image,
-  contrast-normalised the way CS294A's ``display_network`` does it (:func:`filter_tiles` and
+  contrast-normalised the way CS294A's ``display_network`` does it (stray outlying pixels
+  clipped) (:func:`filter_tiles` and
   :func:`tile_grid` are its two halves: the tiles, and their layout).
 * :func:`save_progression` and :class:`FrameRecorder`: how those filters change over training,
   as an animated GIF (or APNG).
@@ -208,8 +209,12 @@ def filter_grid(
 
     1. subtract the global mean of **all** weights in ``filters`` (computed before
        ``max_filters`` drops any rows, so a tile looks the same whatever is shown);
-    2. divide each filter by its own largest absolute value, so every filter spans as much of
-       ``[-1, 1]`` as it can (a filter that is all zero after step 1 stays 0, mid grey);
+    2. divide each filter by its own scale, so every filter spans as much of ``[-1, 1]`` as
+       it can (a filter that is all zero after step 1 stays 0, mid grey). The scale is the
+       largest absolute value, as in ``display_network``, unless a few stray pixels stand
+       far above the rest: then it is ``max(6 × median, 95th percentile)`` of the filter's
+       absolute values and the stray pixels are clipped (:func:`_tile_scale`), so that
+       weights Adam grew on pixels that never see ink do not leave the tile blank;
     3. map ``[-1, 1]`` linearly to grey levels 0..255 (rounded, clipped): -1 is black, 0 is
        mid grey (128), +1 is white.
 
@@ -255,13 +260,42 @@ def _normalised_tiles(a: np.ndarray, h: int, w: int, max_filters: int | None) ->
         centred = centred[: _int_at_least(max_filters, "max_filters")]
     n = centred.shape[0]
 
-    peak = np.max(np.abs(centred), axis=1, keepdims=True)
     # Rounding in the mean can leave a constant filter a few ulps away from zero; treat
     # anything that small (relative to the largest weight) as an exactly zero filter.
     tiny = 64 * np.finfo(np.float64).eps * max(float(np.max(np.abs(a))), 1e-300)
+    peak = _tile_scale(centred, tiny)
     zero = peak <= tiny
     normalised = np.where(zero, 0.0, centred / np.where(zero, 1.0, peak))
     return _to_uint8(normalised, -1.0, 1.0).reshape(n, h, w)
+
+
+#: A tile's scale is at most this many times the median |weight| of the tile (see
+#: :func:`_tile_scale`): about the largest weight of a filter without outliers (a trained
+#: MNIST filter's largest |weight| is ~6 times its median), far below a stray pixel's.
+OUTLIER_MEDIANS = 6.0
+#: ... and at least this percentile of the tile's |weights|, so that a filter that is mostly
+#: flat (median near zero) is not saturated everywhere it is not.
+OUTLIER_PERCENTILE = 95.0
+
+
+def _tile_scale(centred: np.ndarray, tiny: float) -> np.ndarray:
+    """Per row, the |weight| drawn as black or white: min(max, max(6 × median, 95th pct)).
+
+    CS294A divides by the largest |weight|. Pixels that (almost) never see ink break that:
+    Adam grows their weights from rare, tiny gradients, and over 500 epochs a few such
+    pixels at the border outweigh the strokes, leaving plain's grid almost blank. A few
+    percent of stray pixels move neither the median nor the 95th percentile, so they are
+    clipped (drawn black or white) while the filter keeps its contrast; a filter without
+    such outliers (largest ≤ 6 × median) is drawn exactly as CS294A draws it, and so is one
+    whose robust scale is nil (a single inked pixel: ``tiny`` or less).
+    """
+    magnitude = np.abs(centred)
+    peak = magnitude.max(axis=1, keepdims=True)
+    robust = np.maximum(
+        OUTLIER_MEDIANS * np.median(magnitude, axis=1, keepdims=True),
+        np.percentile(magnitude, OUTLIER_PERCENTILE, axis=1, keepdims=True),
+    )
+    return np.where(robust > tiny, np.minimum(peak, robust), peak)
 
 
 def tile_grid(

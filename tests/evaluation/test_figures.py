@@ -523,3 +523,38 @@ def test_the_legend_stands_outside_the_axes_and_the_chart_is_large() -> None:
     width, height = fig.get_size_inches() * fig.dpi
     assert width >= 1200 and height >= 400
     assert len({line.get_color() for line in fig.axes[0].get_lines()}) == len(BUILT_IN)
+
+
+# --------------------------------------------------------------------------- stray pixels
+
+
+def test_a_few_stray_pixels_do_not_blank_the_tile() -> None:
+    """Issue 27: weights Adam grew on never-inked border pixels set the scale, and plain's
+    final filters were mid grey; now the stray pixels are clipped and the stroke keeps
+    its contrast."""
+    rng = np.random.default_rng(0)
+    stroke = rng.normal(size=(2, 28 * 28))
+    stray = stroke.copy()
+    border = np.r_[0:28, 28 * 27 : 28 * 28]  # top and bottom rows of the image
+    stray[:, border[::2]] = 100.0 * rng.choice([-1.0, 1.0], size=(2, 28))
+    clean, noisy = filter_tiles(stroke, (28, 28)), filter_tiles(stray, (28, 28))
+    inside = np.s_[:, 2:26, 2:26]
+    assert np.abs(noisy[inside].astype(float) - 128).mean() > 20  # not mid grey
+    # the inside is drawn as without the stray pixels, up to the scale's change
+    corr = np.corrcoef(clean[inside].ravel(), noisy[inside].ravel())[0, 1]
+    assert corr > 0.95
+
+
+def test_a_filter_without_outliers_is_drawn_as_display_network_does() -> None:
+    rng = np.random.default_rng(1)
+    weights = rng.uniform(-1, 1, size=(5, 64))  # max |w| ≈ 2 × median: no outlier
+    centred = weights - weights.mean()
+    expected = np.rint((centred / np.abs(centred).max(axis=1, keepdims=True) + 1) * 127.5)
+    np.testing.assert_array_equal(filter_tiles(weights, (8, 8)).reshape(5, 64), expected)
+
+
+def test_a_single_pixel_filter_is_not_blank() -> None:
+    weights = np.zeros((1, 16))
+    weights[0, 5] = 1.0
+    tile = filter_tiles(weights, (4, 4)).ravel()
+    assert tile.max() == 255 and len(set(tile.tolist())) == 2
