@@ -189,6 +189,22 @@ def _epoch_ticks(ax: Any, last_epoch: float, *, log: bool) -> None:
     ax.xaxis.set_minor_locator(NullLocator())
 
 
+def _plain_numbers(axis: Any) -> None:
+    """Label a log axis 0.5, 2, 10 rather than 5×10⁻¹, 2×10⁰, 10¹; minor ticks (mantissa 2, 3,
+    4, 6) only where the axis spans little more than a decade, so that they never crowd it."""
+    from matplotlib.ticker import FuncFormatter
+
+    def minor(value: float, _pos: Any) -> str:
+        low, high = sorted(axis.get_view_interval())
+        if low <= 0 or math.log10(high / low) > 1.2:
+            return ""
+        mantissa = round(value / 10 ** math.floor(math.log10(value) + 1e-9), 6)
+        return f"{value:g}" if mantissa in (2, 3, 4, 6) else ""
+
+    axis.set_major_formatter(FuncFormatter(lambda value, _pos: f"{value:g}"))
+    axis.set_minor_formatter(FuncFormatter(minor))
+
+
 # --------------------------------------------------------------------------- filters
 
 
@@ -695,6 +711,7 @@ def methods_figure(
         _epoch_ticks(ax, max(max(xs) for _, xs, _ in lines), log=log_epochs)
         if log_values and all(y > 0 for _, _, ys in lines for y in ys if not math.isnan(y)):
             ax.set_yscale("log")
+            _plain_numbers(ax.yaxis)
         ax.set_title(_TITLES.get(key, key.replace("_", " ").capitalize()))
         ax.set_xlabel("epoch (log scale)" if log_epochs else "epoch")
         ax.set_ylabel(key)

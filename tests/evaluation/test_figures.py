@@ -558,3 +558,22 @@ def test_a_single_pixel_filter_is_not_blank() -> None:
     weights[0, 5] = 1.0
     tile = filter_tiles(weights, (4, 4)).ravel()
     assert tile.max() == 255 and len(set(tile.tolist())) == 2
+
+
+def test_log_values_are_labelled_as_plain_numbers() -> None:
+    from sparsekit.evaluation.figures import methods_figure
+
+    # 0.05 to 0.5: a decade, where the minor ticks 0.2, 0.3 are labelled too (not 2×10⁻¹)
+    histories = {m: [{"epoch": e, "mse": (0.1 + 0.04 * i) / e} for e in (1, 2)]
+                 for i, m in enumerate(BUILT_IN)}  # fmt: skip
+    fig = methods_figure(histories, keys=("mse",), log_values=True)
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    low, high = ax.get_ylim()
+    labels = [
+        t.get_text()
+        for t in [*ax.get_yticklabels(), *ax.get_yticklabels(minor=True)]
+        if t.get_text() and low <= t.get_position()[1] <= high
+    ]
+    assert labels and all("10^" not in s and "times" not in s and "e-" not in s for s in labels)
+    assert {"0.1", "0.2", "0.3"} <= set(labels), labels
