@@ -690,10 +690,17 @@ def _lines(parts: Sequence[str]) -> str:
 def _summary_text(records: Sequence[RunRecord]) -> str:
     """How many runs, finished and failed; when and by which sparsekit the page was made."""
     failed = sum(1 for r in records if r.failed)
+    finished = sum(1 for r in records if r.status == "finished")
+    # The rest (partial, not run, stopped, running) by their own state, not as "finished".
+    others: dict[str, int] = {}
+    for r in records:
+        if not r.failed and r.status != "finished":
+            others[r.status] = others.get(r.status, 0) + 1
+    rest = "".join(f", {n} {_e(status)}" for status, n in others.items())
     generated = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     return (
         f"{len(records)} run{'s' if len(records) != 1 else ''}, "
-        f"{len(records) - failed} finished, {failed} failed · generated "
+        f"{finished} finished, {failed} failed{rest} · generated "
         f"{_e(generated)} by sparsekit {_e(__version__)}"
     )
 

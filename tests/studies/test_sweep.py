@@ -184,7 +184,7 @@ def test_cli_errors_are_one_line_and_leave_nothing_behind(data_dir, tmp_path):
     assert "an existing cluster (--scheduler) keeps its own workers" in remote_and_workers.stderr
     dry = cli("sweep", str(good), "--dry-run", "--out", str(tmp_path / "out"))
     assert dry.returncode == 0, dry.stderr
-    assert "plain-" in dry.stdout and "new" in dry.stdout
+    assert "plain-" in dry.stdout and "not run" in dry.stdout
     assert not (tmp_path / "out").exists()
 
 
