@@ -27,6 +27,7 @@ from rich.progress import (
 from rich.table import Table
 
 from sparsekit.cli.options import cli_default, command_signature, option_parameter
+from sparsekit.cli.sweep_cmd import lost_worker_line
 from sparsekit.layout import COMPARISON, REPORT
 from sparsekit.training.settings import BY_NAME, GROUPS, SHARED, Setting
 
@@ -100,6 +101,8 @@ class ComparisonDisplay:
                 status=f"[green]finished[/green] in {result.seconds:.1f}s",
             )
             self.fractions[method] = 1.0
+        elif kind == "resumed":
+            self.progress.console.print(lost_worker_line(method, data), soft_wrap=True)
         elif kind == "failed":
             reason = data["result"].reason or "failed"
             short = reason if len(reason) <= 60 else reason[:57] + "..."

@@ -81,7 +81,8 @@ class SweepEvent:
     (``dashboard``: the address or None, ``scheduler``, ``workers``, ``threads``: trials
     at once, ``env``: the thread variables of a local cluster's workers), then per trial the
     kinds of :class:`~sparsekit.studies.jobs.CompareEvent` (``"status"``, ``"started"``,
-    ``"progress"``, ``"epoch"``; ``data["worker"]`` is the worker's address) and
+    ``"progress"``, ``"epoch"``, ``"resumed"`` when a lost worker's trial starts again
+    elsewhere; ``data["worker"]`` is the worker's address) and
     ``"finished"`` / ``"failed"`` (``result``: a :class:`~sparsekit.studies.jobs.MethodResult`).
     """
 
