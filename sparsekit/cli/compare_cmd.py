@@ -265,12 +265,31 @@ def _run_with_display(console: Console, methods: list[str] | None, **kwargs: Any
                     soft_wrap=True,
                 )
             elif display.directory is not None:
-                console.print(
-                    f"interrupted; the report of what was done: sparsekit report "
-                    f"{escape(display.directory)}",
-                    soft_wrap=True,
-                )
+                for line in _continue_lines(Path(display.directory)):
+                    console.print(line, soft_wrap=True)
             raise
+
+
+def _continue_lines(directory: Path) -> list[str]:
+    """After a Ctrl-C of a comparison without a preset (a new directory each time, so the
+    same command would start over): the commands that continue each method stopped part way
+    from its checkpoint, the methods not started, then the report."""
+    from sparsekit.files import read_json_or_none
+
+    listing = read_json_or_none(directory / COMPARISON) or {}
+    methods = [m for m in listing.get("methods") or [] if isinstance(m, dict)]
+    partial = [m for m in methods if m.get("status") == "partial"]
+    not_run = [str(m.get("method")) for m in methods if m.get("status") == "not run"]
+    lines = [f"interrupted; where each method stands: {escape(str(directory / COMPARISON))}"]
+    lines += [
+        f"continue {escape(str(m.get('method')))}: sparsekit train --resume "
+        f"{escape(str(directory / str(m.get('run_dir'))))}"
+        for m in partial
+    ]
+    if not_run:
+        lines.append(f"not started: {escape(', '.join(not_run))} (compare them again to train)")
+    lines.append(f"the report of what was done: sparsekit report {escape(str(directory))}")
+    return lines
 
 
 def _print_outcome(console: Console, comparison: Any, strict: bool) -> None:

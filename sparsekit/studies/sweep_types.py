@@ -6,44 +6,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sparsekit.files import read_json_or_none
-from sparsekit.layout import CHECKPOINT, FAILURE, MEASURES, RESULTS
+from sparsekit.layout import RESULTS
 from sparsekit.studies.jobs import MethodJob, MethodResult
+
+# The trial states, here too for the sweep's users (defined in sparsekit.studies.states).
+from sparsekit.studies.states import (  # noqa: F401
+    FAILED,
+    FINISHED,
+    NOT_RUN,
+    PARTIAL,
+    TRIAL_STATES,
+    trial_state,
+)
 
 #: Measures a best setting may be chosen by, and whether higher is better.
 BEST_BY = {"fve": True, "mse": False, "loss": False}
-
-# The four states of a trial, the same in ``--dry-run``, results.csv, each run's
-# summary.json and the report; :func:`trial_state` is the one place that decides them.
-#: Its measures are there: trained to the end and measured.
-FINISHED = "finished"
-#: Stopped part way (Ctrl-C, a lost worker) with a checkpoint: the next run resumes it.
-PARTIAL = "partial"
-#: Ended with an error (failure.json says why); the next run trains it again.
-FAILED = "failed"
-#: Nothing to resume from: never started, or stopped before its first checkpoint.
-NOT_RUN = "not run"
-TRIAL_STATES = (FINISHED, PARTIAL, FAILED, NOT_RUN)
-
-
-def trial_state(run_dir: str | Path) -> str:
-    """The state of the trial in ``run_dir``, from its files alone (one of TRIAL_STATES).
-
-    An interruption is not a failure: a failure.json that says ``interrupted`` yields to
-    the checkpoint (``partial``), or to ``not run`` without one; any other failure.json
-    makes it ``failed`` even with a checkpoint, since the error would come back.
-    """
-    run_dir = Path(run_dir)
-    if (run_dir / MEASURES).is_file():
-        return FINISHED
-    if (run_dir / FAILURE).is_file():
-        failure = read_json_or_none(run_dir / FAILURE)
-        if not (isinstance(failure, dict) and failure.get("status") == "interrupted"):
-            return FAILED
-    if (run_dir / CHECKPOINT).is_file():
-        return PARTIAL
-    return NOT_RUN
-
 
 @dataclass(frozen=True)
 class Trial:

@@ -119,3 +119,41 @@ def test_dry_run_shows_the_same_state(tmp_path, name, monkeypatch):
     trials = list(table.columns[0].cells)
     states = list(table.columns[3].cells)
     assert states[trials.index(name)] == EXPECTED[name]
+
+
+# --------------------------------------------------------------------------- compare
+
+
+def test_an_interrupted_compare_lists_each_methods_state(data_dir, tmp_path, monkeypatch):
+    from sparsekit.studies import compare as compare_module
+
+    def stopped(planned, *args):
+        # plain stopped part way (its checkpoint), l2 never started: then Ctrl-C.
+        (Path(planned[0].run_dir) / "checkpoint.npz").write_bytes(b"not read")
+        _interrupted(Path(planned[0].run_dir))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(compare_module, "_run_planned", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        compare_module.compare(
+            ["plain", "l2"], out=tmp_path, data=str(data_dir), subset=100, hidden=8, epochs=1
+        )
+    (directory,) = tmp_path.glob("compare-*")
+    listing = json.loads((directory / "comparison.json").read_text())
+    assert [m["status"] for m in listing["methods"]] == [PARTIAL, NOT_RUN]
+
+
+def test_an_interrupted_compare_says_how_to_continue(tmp_path):
+    from sparsekit.cli.compare_cmd import _continue_lines
+
+    methods = [
+        {"method": "plain", "run_dir": "plain", "status": "finished"},
+        {"method": "kl", "run_dir": "kl", "status": "partial"},
+        {"method": "l2", "run_dir": "l2", "status": "not run"},
+    ]
+    (tmp_path / "comparison.json").write_text(json.dumps({"methods": methods}))
+    lines = _continue_lines(tmp_path)
+    assert f"continue kl: sparsekit train --resume {tmp_path / 'kl'}" in lines
+    assert any(line.startswith("not started: l2") for line in lines)
+    assert lines[-1].endswith(f"sparsekit report {tmp_path}")
+    assert not any("plain" in line for line in lines)
