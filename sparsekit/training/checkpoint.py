@@ -138,7 +138,7 @@ def checkpoint_arrays(
         "method_scalars": method_scalars,
         "upkeep": upkeep_scalars,
     }
-    variance = state.get("data_variance")
+    variance = trainer.variance_state()
     if variance is not None:
         meta["data_variance_n"] = int(variance["n"])
     arrays: dict[str, np.ndarray] = {"meta": encode_json(meta)}

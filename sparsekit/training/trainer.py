@@ -357,12 +357,14 @@ class Trainer:
             "input_mean": None
             if self.input_mean is None
             else self.backend.to_numpy(self.input_mean),
-            "data_variance": self._variance_state(),
         }
 
-    def _variance_state(self) -> dict[str, Any] | None:
-        """The data variance accumulator as ``{"n", "mean", "m2"}`` (NumPy float64), or None
-        before the first full epoch."""
+    def variance_state(self) -> dict[str, Any] | None:
+        """The data variance accumulator behind "fve" as ``{"n", "mean", "m2"}`` (NumPy
+        float64), or None before the first full epoch. Checkpoints keep it (a resumed run's
+        fve is then the uninterrupted one's); :meth:`state_dict` does not, because
+        ``SparseCoding.partial_fit`` carries that state to other data, whose SST differs.
+        :meth:`load_state_dict` restores it when its state has ``data_variance``."""
         acc = self._data_variance
         if acc is None or acc.n == 0:
             return None
