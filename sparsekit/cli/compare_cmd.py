@@ -27,6 +27,7 @@ from rich.progress import (
 from rich.table import Table
 
 from sparsekit.cli.options import cli_default, command_signature, option_parameter
+from sparsekit.cli.sweep_cmd import lost_worker_line
 from sparsekit.layout import COMPARISON, REPORT
 from sparsekit.training.settings import BY_NAME, GROUPS, SHARED, Setting
 
@@ -100,6 +101,8 @@ class ComparisonDisplay:
                 status=f"[green]finished[/green] in {result.seconds:.1f}s",
             )
             self.fractions[method] = 1.0
+        elif kind == "resumed":
+            self.progress.console.print(lost_worker_line(method, data), soft_wrap=True)
         elif kind == "failed":
             reason = data["result"].reason or "failed"
             short = reason if len(reason) <= 60 else reason[:57] + "..."
@@ -262,12 +265,31 @@ def _run_with_display(console: Console, methods: list[str] | None, **kwargs: Any
                     soft_wrap=True,
                 )
             elif display.directory is not None:
-                console.print(
-                    f"interrupted; the report of what was done: sparsekit report "
-                    f"{escape(display.directory)}",
-                    soft_wrap=True,
-                )
+                for line in _continue_lines(Path(display.directory)):
+                    console.print(line, soft_wrap=True)
             raise
+
+
+def _continue_lines(directory: Path) -> list[str]:
+    """After a Ctrl-C of a comparison without a preset (a new directory each time, so the
+    same command would start over): the commands that continue each method stopped part way
+    from its checkpoint, the methods not started, then the report."""
+    from sparsekit.files import read_json_or_none
+
+    listing = read_json_or_none(directory / COMPARISON) or {}
+    methods = [m for m in listing.get("methods") or [] if isinstance(m, dict)]
+    partial = [m for m in methods if m.get("status") == "partial"]
+    not_run = [str(m.get("method")) for m in methods if m.get("status") == "not run"]
+    lines = [f"interrupted; where each method stands: {escape(str(directory / COMPARISON))}"]
+    lines += [
+        f"continue {escape(str(m.get('method')))}: sparsekit train --resume "
+        f"{escape(str(directory / str(m.get('run_dir'))))}"
+        for m in partial
+    ]
+    if not_run:
+        lines.append(f"not started: {escape(', '.join(not_run))} (compare them again to train)")
+    lines.append(f"the report of what was done: sparsekit report {escape(str(directory))}")
+    return lines
 
 
 def _print_outcome(console: Console, comparison: Any, strict: bool) -> None:

@@ -20,6 +20,16 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 
+def lost_worker_line(name: str, data: dict[str, Any]) -> str:
+    """The line printed when a trial's (or method's) worker died and another took it over."""
+    epoch = data.get("epoch")
+    where = f"from its checkpoint at epoch {epoch}" if epoch else "from the start"
+    return (
+        f"[yellow]{escape(name)}: worker {escape(str(data.get('lost')))} lost[/yellow]; "
+        f"resuming on {escape(str(data.get('worker')))} {where}"
+    )
+
+
 class SweepDisplay:
     """One Rich progress display for a sweep: trials done, running and failed, elapsed time,
     and a line per running trial. Fed with :class:`~sparsekit.studies.sweep.SweepEvent` objects."""
@@ -57,7 +67,10 @@ class SweepDisplay:
             console.print(
                 f"dashboard: {escape(dashboard)}"
                 if dashboard
-                else "dashboard: not served (it needs bokeh: pip install 'sparsekit[distributed]')",
+                # escape: Rich would take "[distributed]" for markup and print nothing of it
+                else "dashboard: not served (it needs bokeh: "
+                + escape("pip install 'sparsekit[distributed]'")
+                + ")",
                 soft_wrap=True,
             )
         elif kind in ("finished", "failed"):
@@ -71,6 +84,8 @@ class SweepDisplay:
                     f"[red]{escape(trial)} failed[/red]: {escape(data['result'].reason or '')}",
                     soft_wrap=True,
                 )
+        elif kind == "resumed":
+            console.print(lost_worker_line(trial, data), soft_wrap=True)
         elif kind in ("status", "started", "progress", "epoch"):
             task = self.running.get(trial)
             if task is None:

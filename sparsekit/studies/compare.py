@@ -31,10 +31,12 @@ is :mod:`sparsekit.report`'s. It imports neither typer nor rich.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +63,7 @@ from sparsekit.studies.settings import (
     SHARED_SETTINGS,
     CompareSettings,
 )
+from sparsekit.studies.states import trial_state
 from sparsekit.training.settings import POSITIVE_INT, check_value, parse_setting, resolve_config
 
 __all__ = [
@@ -312,11 +315,8 @@ def compare(
     for job in planned:
         Path(job.run_dir).mkdir(exist_ok=chosen is not None)
     title = title or f"sparsekit comparison {directory.name}"
-    write_json(directory / COMPARISON, _comparison_json(settings, planned, [], plugin_specs, title))
-    ordered = _run_planned(planned, directory, jobs, scheduler, on_event)
-    write_json(
-        directory / COMPARISON, _comparison_json(settings, planned, ordered, plugin_specs, title)
-    )
+    listing = partial(_comparison_json, settings, planned, plugins=plugin_specs, title=title)
+    ordered = _run_listed(listing, planned, directory, jobs, scheduler, on_event)
     comparison = Comparison(directory=directory, results=ordered)
     if report:
         comparison.report = write_report(
@@ -326,6 +326,27 @@ def compare(
             registry=registry_for(plugin_specs),
         )
     return comparison
+
+
+def _run_listed(
+    listing: Callable[..., dict[str, Any]],
+    planned: Sequence[MethodJob],
+    directory: Path,
+    jobs: int | None,
+    scheduler: str | None,
+    on_event: Callable[[CompareEvent], None] | None,
+) -> list[MethodResult]:
+    """:func:`_run_planned`, with comparison.json written before and after: after a Ctrl-C
+    (or a crash) too, saying where each method stands rather than ``planned``."""
+    write_json(directory / COMPARISON, listing([]))
+    try:
+        ordered = _run_planned(planned, directory, jobs, scheduler, on_event)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            write_json(directory / COMPARISON, listing([], stopped=True))
+        raise
+    write_json(directory / COMPARISON, listing(ordered))
+    return ordered
 
 
 def _check_where(settings: CompareSettings, jobs: int | None, scheduler: str | None) -> None:
@@ -456,7 +477,12 @@ def _comparison_json(
     results: Sequence[MethodResult],
     plugins: Sequence[str],
     title: str,
+    *,
+    stopped: bool = False,
 ) -> dict[str, Any]:
+    """The comparison's listing: settings, and per method its run and its status: the
+    result's, else (``stopped``: the run was interrupted) the state its files say
+    (:func:`~sparsekit.studies.states.trial_state`), else ``planned``."""
 
     by_method = {r.method: r for r in results}
     return {
@@ -476,7 +502,7 @@ def _comparison_json(
                         "seconds": by_method[job.method].seconds,
                     }
                     if job.method in by_method
-                    else {"status": "planned"}
+                    else {"status": trial_state(job.run_dir) if stopped else "planned"}
                 ),
             }
             for job in planned

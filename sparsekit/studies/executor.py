@@ -33,6 +33,7 @@ import queue as queue_module
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -298,17 +299,18 @@ class DaskExecutor:
             for key, job in jobs.items()
         }
         results: dict[str, MethodResult] = {}
+        drain = partial(_drain, events, results, emit, {})
         try:
             pending = as_completed(list(futures))
             while not pending.is_empty():
-                _drain(events, results, emit, 0.1)
+                drain(0.1)
                 for future in pending.next_batch(block=False):
                     key = futures[future]
                     result = self._result(future, jobs[key])
-                    _drain(events, results, emit, 0.0)  # progress sent just before the result
+                    drain(0.0)  # progress sent just before the result
                     results[key] = result
                     emit(result.status, key, {"result": result})
-            _drain(events, results, emit, 0.05)
+            drain(0.05)
         except BaseException:
             with contextlib.suppress(Exception):
                 client.cancel(list(futures))
@@ -358,10 +360,16 @@ def _drain(
     events: queue_module.Queue[Any],
     results: Mapping[str, MethodResult],
     emit: Callable[[str, str, dict[str, Any]], None],
+    workers: dict[str, tuple[list[Any], bool]],
     timeout: float,
 ) -> None:
     """Pass on the progress events that arrived (waiting up to ``timeout`` for the first),
-    but those of jobs whose result is already in."""
+    but those of jobs whose result is already in.
+
+    ``workers`` remembers the worker each job last reported from: a job that starts again
+    (Dask gave it to another worker after its worker died) is announced by a ``"resumed"``
+    event first, since Dask itself says nothing to the caller about a retried task.
+    """
     try:
         item = events.get(timeout=timeout)
     except queue_module.Empty:
@@ -369,13 +377,40 @@ def _drain(
     while True:
         message = item[1] if isinstance(item, tuple) else item
         if isinstance(message, dict) and message.get("key") not in results:
+            key, kind = str(message.get("key")), str(message.get("kind"))
             data = dict(message.get("data") or {})
             data["worker"] = message.get("worker")
-            emit(str(message.get("kind")), str(message.get("key")), data)
+            _note_lost_worker(key, kind, data, workers, emit)
+            emit(kind, key, data)
         try:
             item = events.get_nowait()
         except queue_module.Empty:
             return
+
+
+def _note_lost_worker(
+    key: str,
+    kind: str,
+    data: Mapping[str, Any],
+    workers: dict[str, tuple[list[Any], bool]],
+    emit: Callable[[str, str, dict[str, Any]], None],
+) -> None:
+    """Emit ``"resumed"`` (``lost``: the worker that died, ``worker``: the new one,
+    ``epoch``: the epoch training goes on from) when ``key`` starts training a second time,
+    or after events from another worker (one that died while loading the data).
+
+    ``workers[key]``: the addresses ``key`` reported from since it last started, and
+    whether it has started."""
+    address = data["worker"]
+    seen, started = workers.get(key, ([], False))
+    if kind != "started":
+        workers[key] = (seen if address in seen else [*seen, address], started)
+        return
+    others = [a for a in seen if a != address]
+    if started or others:
+        lost = others[-1] if others else address
+        emit("resumed", key, {"lost": lost, "worker": address, "epoch": data.get("epoch")})
+    workers[key] = ([address], True)
 
 
 def _record_interrupted(

@@ -96,10 +96,13 @@ class MethodResult:
 class CompareEvent:
     """Progress of a comparison, as ``on_event`` receives it.
 
-    ``kind`` is one of ``"queued"`` (data: ``epochs``, ``directory`` of the comparison), ``"started"`` (``epochs``),
+    ``kind`` is one of ``"queued"`` (data: ``epochs``, ``directory`` of the comparison),
+    ``"started"`` (``epochs``, ``epoch``: where training begins, > 0 when resumed),
     ``"status"`` (``text``: loading data, evaluating, ...), ``"progress"`` (``epoch``
     0-based, ``step``, ``steps``, ``epochs``, ``done``, ``total``), ``"epoch"``
-    (``metrics``), ``"finished"`` and ``"failed"`` (``result``: a :class:`MethodResult`).
+    (``metrics``), ``"resumed"`` (on Dask: its worker was lost and another took it over;
+    ``lost``, ``worker``, ``epoch``), ``"finished"`` and ``"failed"`` (``result``: a
+    :class:`MethodResult`).
     """
 
     kind: str
@@ -203,7 +206,8 @@ class _Reporter(Callback):
         self.last = 0.0
 
     def on_train_begin(self, trainer: Any) -> None:
-        self.emit("started", {"epochs": trainer.config.epochs})
+        # epoch: 0 for a new run, where it goes on for one resumed from its checkpoint
+        self.emit("started", {"epochs": trainer.config.epochs, "epoch": trainer.epoch})
 
     def on_step_end(self, trainer: Any, step: int, steps: int) -> None:
         now = time.monotonic()

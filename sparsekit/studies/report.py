@@ -62,6 +62,7 @@ from sparsekit.layout import (
 from sparsekit.methods.registry import load_registry
 from sparsekit.runs.restore import load_dataset_from_spec, load_run
 from sparsekit.runs.writer import read_metrics
+from sparsekit.studies.states import FAILED, FINISHED, NOT_RUN, PARTIAL, trial_state
 from sparsekit.studies.tradeoff import tradeoff_png
 
 __all__ = [
@@ -241,8 +242,8 @@ class RunRecord:
 
     @property
     def failed(self) -> bool:
-        """Failed or interrupted: the run did not end as planned."""
-        return self.status in ("failed", "interrupted")
+        """Failed, or stopped part way (partial, not run): the run did not end as planned."""
+        return self.status in (FAILED, PARTIAL, NOT_RUN, "interrupted")
 
 
 def expand_run_dirs(paths: Sequence[str | Path]) -> list[Path]:
@@ -277,7 +278,8 @@ def load_record(run_dir: str | Path, *, registry: Any = None) -> RunRecord:
     history = read_metrics(run_dir)
     method = config.get("method") or (failure or {}).get("method") or summary.get("method")
     if isinstance(failure, dict):
-        status = "interrupted" if failure.get("status") == "interrupted" else "failed"
+        # An interruption is partial (a checkpoint to resume) or not run, as in a sweep.
+        status = trial_state(run_dir) if failure.get("status") == "interrupted" else FAILED
         reason = str(failure.get("reason") or "unknown error")
     elif summary.get("status"):
         status, reason = str(summary["status"]), None
@@ -293,7 +295,7 @@ def load_record(run_dir: str | Path, *, registry: Any = None) -> RunRecord:
     if not isinstance(measures, dict):
         measures = (
             _measures_from_history(history)
-            if status in ("failed", "interrupted")
+            if status in (FAILED, PARTIAL, NOT_RUN)
             else _measure_run(run_dir, history, registry)
         )
     figures = {name: run_dir / name for name, _, _ in FIGURES if (run_dir / name).is_file()}
@@ -691,11 +693,18 @@ def _lines(parts: Sequence[str]) -> str:
 
 def _summary_text(records: Sequence[RunRecord]) -> str:
     """How many runs, finished and failed; when and by which sparsekit the page was made."""
-    failed = sum(1 for r in records if r.failed)
+    failed = sum(1 for r in records if r.status == FAILED)
+    finished = sum(1 for r in records if r.status == FINISHED)
+    # The rest (partial, not run, stopped, running) by their own state, not as "finished".
+    others: dict[str, int] = {}
+    for r in records:
+        if r.status not in (FAILED, FINISHED):
+            others[r.status] = others.get(r.status, 0) + 1
+    rest = "".join(f", {n} {_e(status)}" for status, n in others.items())
     generated = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     return (
         f"{len(records)} run{'s' if len(records) != 1 else ''}, "
-        f"{len(records) - failed} finished, {failed} failed · generated "
+        f"{finished} finished, {failed} failed{rest} · generated "
         f"{_e(generated)} by sparsekit {_e(__version__)}"
     )
 

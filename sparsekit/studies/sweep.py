@@ -36,7 +36,8 @@ kept, trials that stopped part way continue from their checkpoint. It writes::
         sweep.toml           the file, as run
         sweep.json           the plan: every trial, its settings and run directory
         <trial>/             a run directory per trial (+ measures.json / failure.json)
-        results.csv          one row per trial: settings, final measures, seconds, status
+        results.csv          one row per trial: settings, final measures, seconds, state
+                             (finished, partial, failed or not run: see sweep_types)
         report.html          the report (see :mod:`sparsekit.sweep_report`), .csv and .md
 
 This module imports neither typer nor rich, nor (until a sweep runs) Dask.
@@ -63,7 +64,7 @@ from typing import Any
 from sparsekit._version import __version__
 from sparsekit.errors import OutputError, ParameterError, SparsekitError, SweepFailedError
 from sparsekit.files import first_line, read_json_or_none, write_atomic, write_json
-from sparsekit.layout import CHECKPOINT, CONFIG, FAILURE, MEASURES, PLAN, RESULTS, SOURCE
+from sparsekit.layout import CONFIG, FAILURE, MEASURES, PLAN, RESULTS, SOURCE, SUMMARY
 from sparsekit.methods.registry import plugin_spec
 from sparsekit.studies.compare import check_data, plan_jobs
 from sparsekit.studies.executor import DaskExecutor, check_scheduler
@@ -71,7 +72,15 @@ from sparsekit.studies.jobs import MethodJob, MethodResult
 from sparsekit.studies.report import COLUMNS
 from sparsekit.studies.settings import DATA_KEYS, PER_METHOD_SETTINGS, TRAIN_KEYS, CompareSettings
 from sparsekit.studies.sweep_report import write_sweep_report
-from sparsekit.studies.sweep_types import BEST_BY, Sweep, SweepEvent, SweepPlan, Trial
+from sparsekit.studies.sweep_types import (
+    BEST_BY,
+    FINISHED,
+    Sweep,
+    SweepEvent,
+    SweepPlan,
+    Trial,
+    trial_state,
+)
 
 __all__ = [
     "RESULTS",
@@ -397,16 +406,22 @@ def _short(value: Any) -> str:
 
 
 def trial_status(run_dir: str | Path) -> str:
-    """``"finished"`` (its measures are there), ``"partial"`` (a checkpoint to resume from),
-    ``"failed"`` or ``"new"``."""
-    run_dir = Path(run_dir)
-    if (run_dir / MEASURES).is_file():
-        return "finished"
-    if (run_dir / FAILURE).is_file():
-        return "failed"
-    if (run_dir / CHECKPOINT).is_file():
-        return "partial"
-    return "new"
+    """The trial's state from its files: one of :data:`~sparsekit.studies.sweep_types.
+    TRIAL_STATES` (``"finished"``, ``"partial"``, ``"failed"``, ``"not run"``)."""
+    return trial_state(run_dir)
+
+
+def _settle_summaries(plan: SweepPlan) -> None:
+    """Write each trial's state into its run's summary.json, so that it agrees with
+    results.csv and the report: a run stopped by Ctrl-C or a lost worker last wrote
+    ``running`` there, and nothing else would correct it."""
+    for trial in plan.trials:
+        path = Path(trial.job.run_dir) / SUMMARY
+        summary = read_json_or_none(path)
+        if isinstance(summary, dict):
+            state = trial_state(trial.job.run_dir)
+            if summary.get("status") != state:
+                write_json(path, {**summary, "status": state})
 
 
 def _existing(directory: Path) -> dict[str, Path]:
@@ -450,7 +465,7 @@ def results_rows(plan: SweepPlan, results: Mapping[str, MethodResult]) -> list[d
         row: dict[str, Any] = {
             "trial": trial.id,
             "method": trial.method,
-            "status": result.status if result else "not run",
+            "status": trial_state(job.run_dir),
             "dataset": job.settings.dataset,
             "subset": job.settings.subset,
             "hidden": job.settings.hidden,
@@ -590,6 +605,8 @@ def run_sweep(
         # Whatever happened (even Ctrl-C), results.csv says where every trial stands.
         with contextlib.suppress(Exception):
             write_results(directory, plan, results)
+        with contextlib.suppress(Exception):
+            _settle_summaries(plan)
     sweep = Sweep(
         directory=directory, plan=plan, results=results, skipped=skipped, dashboard=dashboard
     )
@@ -623,7 +640,7 @@ def _sort_trials(
     todo: dict[str, MethodJob] = {}
     for trial in plan.trials:
         run_dir = Path(trial.job.run_dir)
-        if trial_status(run_dir) == "finished":
+        if trial_state(run_dir) == FINISHED:
             results[trial.id] = _finished_result(trial)
             skipped.append(trial.id)
             continue

@@ -32,7 +32,7 @@ from sparsekit.files import write_atomic
 from sparsekit.layout import REPORT
 from sparsekit.methods.registry import registry_for
 from sparsekit.studies.report import csv_text, load_record, markdown_table, render_html
-from sparsekit.studies.sweep_types import BEST_BY
+from sparsekit.studies.sweep_types import BEST_BY, trial_state
 
 if TYPE_CHECKING:
     from sparsekit.studies.sweep_types import Sweep
@@ -237,8 +237,8 @@ def write_sweep_report(sweep: Sweep, out: str | Path | None = None) -> dict[str,
     for trial in sweep.plan.trials:
         record = load_record(trial.job.run_dir, registry=registry)
         record.name = trial.id
-        if trial.id not in sweep.results and not record.failed:
-            record.status = "not run"
+        # One state per trial, as results.csv and --dry-run say it.
+        record.status = trial_state(trial.job.run_dir)
         records.append(record)
     title = sweep.plan.title or f"sparsekit sweep {sweep.plan.name}"
     page = render_html(records, title=title)

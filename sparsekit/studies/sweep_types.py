@@ -9,11 +9,18 @@ from typing import Any
 from sparsekit.layout import RESULTS
 from sparsekit.studies.jobs import MethodJob, MethodResult
 
+# The trial states, here too for the sweep's users (defined in sparsekit.studies.states).
+from sparsekit.studies.states import (  # noqa: F401
+    FAILED,
+    FINISHED,
+    NOT_RUN,
+    PARTIAL,
+    TRIAL_STATES,
+    trial_state,
+)
+
 #: Measures a best setting may be chosen by, and whether higher is better.
 BEST_BY = {"fve": True, "mse": False, "loss": False}
-
-
-
 
 @dataclass(frozen=True)
 class Trial:
@@ -51,7 +58,8 @@ class SweepEvent:
     (``dashboard``: the address or None, ``scheduler``, ``workers``, ``threads``: trials
     at once, ``env``: the thread variables of a local cluster's workers), then per trial the
     kinds of :class:`~sparsekit.studies.jobs.CompareEvent` (``"status"``, ``"started"``,
-    ``"progress"``, ``"epoch"``; ``data["worker"]`` is the worker's address) and
+    ``"progress"``, ``"epoch"``, ``"resumed"`` when a lost worker's trial starts again
+    elsewhere; ``data["worker"]`` is the worker's address) and
     ``"finished"`` / ``"failed"`` (``result``: a :class:`~sparsekit.studies.jobs.MethodResult`).
     """
 

@@ -14,6 +14,11 @@ A checkpoint is a NumPy ``.npz`` archive written with :func:`numpy.savez` and re
 ``method/<name>``          array state a method returns from ``state_dict()`` (rare)
 ``upkeep/<name>``          the trainer's upkeep arrays (samples since each unit fired); its
                            scalars (step count, resampling generator) are in ``meta``
+``variance/<name>``        the data variance accumulator behind "fve" (``mean``, ``m2``,
+                           float64; its count is ``meta["data_variance_n"]``), so that a
+                           resumed epoch's fve is that of the uninterrupted run; absent in
+                           checkpoints written before the first epoch ended, or by older
+                           sparsekit (those still load: the next epoch measures it again)
 ``extra/<name>``           what the run directory keeps for its figures (held-out images)
 =========================  ===============================================================
 
@@ -72,6 +77,7 @@ _METHOD = "method/"
 _EXTRA = "extra/"
 _INPUT_MEAN = "input/mean"
 _UPKEEP = "upkeep/"
+_VARIANCE = "variance/"
 
 
 # --------------------------------------------------------------------------- writing
@@ -132,6 +138,9 @@ def checkpoint_arrays(
         "method_scalars": method_scalars,
         "upkeep": upkeep_scalars,
     }
+    variance = trainer.variance_state()
+    if variance is not None:
+        meta["data_variance_n"] = int(variance["n"])
     arrays: dict[str, np.ndarray] = {"meta": encode_json(meta)}
     for key, value in state["params"].items():
         arrays[_PARAMS + key] = np.ascontiguousarray(value)
@@ -143,6 +152,9 @@ def checkpoint_arrays(
         arrays[_INPUT_MEAN] = np.ascontiguousarray(state["input_mean"])
     for key, value in upkeep_arrays.items():
         arrays[_UPKEEP + key] = np.ascontiguousarray(value)
+    if variance is not None:
+        arrays[_VARIANCE + "mean"] = np.ascontiguousarray(variance["mean"])
+        arrays[_VARIANCE + "m2"] = np.ascontiguousarray(variance["m2"])
     for key, value in (extra or {}).items():
         arrays[_EXTRA + key] = np.ascontiguousarray(value)
     for key, value in arrays.items():
@@ -327,6 +339,7 @@ def load_checkpoint(path: str | os.PathLike[str], *, registry: Any = None) -> di
         "epoch": meta["epoch"],
         "history": meta["history"],
         "input_mean": input_mean,
+        "data_variance": _variance_state(path, meta, members, dim),
     }
     return {
         "path": path,
@@ -336,6 +349,28 @@ def load_checkpoint(path: str | os.PathLike[str], *, registry: Any = None) -> di
         "state": state,
         "extra": extra,
     }
+
+
+def _variance_state(
+    path: Path, meta: Mapping[str, Any], members: Mapping[str, np.ndarray], dim: int
+) -> dict[str, Any] | None:
+    """The data variance accumulator (count, mean, M2), or None where the checkpoint has
+    none (written by an older sparsekit, or before the first epoch ended)."""
+    n = meta.get("data_variance_n")
+    if n is None:
+        return None
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise CheckpointError(f"{path}: invalid data_variance_n {n!r}")
+    out: dict[str, Any] = {"n": n}
+    for name in ("mean", "m2"):
+        key = _VARIANCE + name
+        arr = members.get(key)
+        if arr is None:
+            raise CheckpointError(f"{path}: array {key!r} is missing")
+        if arr.shape != (dim,) or arr.dtype != np.float64 or not np.isfinite(arr).all():
+            raise CheckpointError(f"{path}: array {key!r} is not {dim} finite float64 values")
+        out[name] = arr
+    return out
 
 
 def _method_and_config(

@@ -154,6 +154,9 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.stop_requested = False
         self._data_sst: float | None = None  # see train_epoch
+        # Its accumulator (count, mean, M2), kept for the checkpoint: the SST depends on the
+        # order of the first epoch's batches, so a resumed run must not recompute it.
+        self._data_variance: VarianceAccumulator | None = None
 
     # -- running ---------------------------------------------------------------------------
 
@@ -266,6 +269,7 @@ class Trainer:
         """The metrics of the epoch just run, from its running sums."""
         n, dim = len(self.dataset), self.dataset.dim
         if sums.variance is not None:
+            self._data_variance = sums.variance
             self._data_sst = sums.variance.sst
         counts = self.backend.to_numpy(sums.active_per_unit)
         metrics = {
@@ -355,6 +359,18 @@ class Trainer:
             else self.backend.to_numpy(self.input_mean),
         }
 
+    def variance_state(self) -> dict[str, Any] | None:
+        """The data variance accumulator behind "fve" as ``{"n", "mean", "m2"}`` (NumPy
+        float64), or None before the first full epoch. Checkpoints keep it (a resumed run's
+        fve is then the uninterrupted one's); :meth:`state_dict` does not, because
+        ``SparseCoding.partial_fit`` carries that state to other data, whose SST differs.
+        :meth:`load_state_dict` restores it when its state has ``data_variance``."""
+        acc = self._data_variance
+        if acc is None or acc.n == 0:
+            return None
+        to_numpy = self.backend.to_numpy
+        return {"n": int(acc.n), "mean": to_numpy(acc.mean), "m2": to_numpy(acc.m2)}
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
         params = state["params"]
         expected = {k: v.shape for k, v in self.params.items()}
@@ -376,6 +392,14 @@ class Trainer:
         self.history = list(state.get("history", []))
         if state.get("input_mean") is not None:
             self.input_mean = self.backend.asarray(state["input_mean"])
+        variance = state.get("data_variance")
+        if variance is not None:  # absent from older checkpoints: the next epoch measures it
+            xp = self.backend.xp
+            acc = VarianceAccumulator(xp)
+            acc.n = int(variance["n"])
+            acc.mean = xp.asarray(variance["mean"], dtype=xp.float64)
+            acc.m2 = xp.asarray(variance["m2"], dtype=xp.float64)
+            self._data_variance, self._data_sst = acc, acc.sst
 
 
 def data_mean(dataset: Dataset, chunk: int = 1024) -> np.ndarray:

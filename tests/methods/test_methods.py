@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -64,6 +66,17 @@ def test_ksparse_k_schedule_anneals_over_the_first_half():
     ks = [method.k_at(e, 10) for e in range(10)]
     assert ks[0] == 100 and ks[5:] == [25] * 5
     assert all(a > b for a, b in zip(ks[:5], ks[1:6], strict=True))
+
+
+def test_ksparse_k_start_above_hidden_starts_at_hidden_as_documented():
+    # Clipped, not refused: the default k_start (100) is above small sizes such as the
+    # hidden = 64 of docs/sweeps.md's own example, and k = hidden keeps every unit anyway.
+    method = registry().create("ksparse", k=10, k_start=500)
+    method.validate(64, 784)
+    assert method.k_at(0, 10) == 64 and method.k_at(5, 10) == 10
+    doc = (Path(__file__).parents[2] / "docs" / "sweeps.md").read_text(encoding="utf-8")
+    assert "must not exceed the smallest hidden size" not in doc
+    assert "k_start` above a trial's hidden size starts at hidden" in " ".join(doc.split())
 
 
 def test_kl_penalty_drives_mean_activation_toward_rho(mnist_2000):

@@ -320,13 +320,19 @@ def test_ctrl_c_stops_the_workers_and_records_it(data_dir, tmp_path):
     assert process.returncode == 130, stderr
     (directory,) = tmp_path.glob("compare-*")
     assert f"sparsekit report {directory}" in stderr
+    # A new directory each time: the command that continues is printed per method.
+    assert f"continue plain: sparsekit train --resume {directory / 'plain'}" in stderr
+    assert "not started: l2" in stderr
     plain = json.loads((directory / "plain" / "failure.json").read_text())
     later = json.loads((directory / "l2" / "failure.json").read_text())
     assert plain["status"] == later["status"] == "interrupted"
     assert later["reason"].startswith("not started")
+    # One state per method: partial (a checkpoint to resume) or not run, as in a sweep.
+    listing = json.loads((directory / "comparison.json").read_text())
+    assert [m["status"] for m in listing["methods"]] == ["partial", "not run"]
     paths = write_report([directory], directory / "report.html")
     rows = read_csv(paths["csv"])
-    assert [r["status"] for r in rows] == ["interrupted", "interrupted"]
+    assert [r["status"] for r in rows] == ["partial", "not run"]
 
 
 # --------------------------------------------------------------------------- presets

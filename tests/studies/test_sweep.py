@@ -184,7 +184,7 @@ def test_cli_errors_are_one_line_and_leave_nothing_behind(data_dir, tmp_path):
     assert "an existing cluster (--scheduler) keeps its own workers" in remote_and_workers.stderr
     dry = cli("sweep", str(good), "--dry-run", "--out", str(tmp_path / "out"))
     assert dry.returncode == 0, dry.stderr
-    assert "plain-" in dry.stdout and "new" in dry.stdout
+    assert "plain-" in dry.stdout and "not run" in dry.stdout
     assert not (tmp_path / "out").exists()
 
 
@@ -285,6 +285,10 @@ def test_a_killed_worker_costs_nothing_but_time(cluster, reference, data_dir, tm
     mine = [e for e in events if e.trial == target]
     starts = [i for i, e in enumerate(mine) if e.kind == "started"]
     assert len(starts) == 2, [e.kind for e in mine]
+    # ... and said so: one "resumed" event, just before the second start.
+    resumed = [e for e in mine if e.kind == "resumed"]
+    assert len(resumed) == 1 and mine[starts[1] - 1] is resumed[0]
+    assert resumed[0].data["epoch"] >= 1
     after = [e for e in mine[starts[1] :] if e.kind == "progress"]
     assert after and after[0].data["epoch"] >= 1
     epochs_seen = [e.data["metrics"]["epoch"] for e in mine if e.kind == "epoch"]

@@ -137,6 +137,34 @@ def test_resume_after_a_stop_is_bit_for_bit(name, mnist, full_runs, tmp_path):
     assert json.loads((tmp_path / "summary.json").read_text())["status"] == "finished"
 
 
+@pytest.mark.parametrize("name", ["ksparse", "topk"])
+def test_a_resumed_runs_fve_is_bit_for_bit(name, mnist, full_runs, tmp_path):
+    # The SST behind fve sums the first epoch's batches in their shuffled order: a resumed
+    # run must take it (count, mean, M2) from the checkpoint, not from its own first epoch.
+    make_trainer(name, mnist, [RunWriter(tmp_path, data_spec=SPEC), StopAfter(2)]).fit()
+    saved = load_checkpoint(tmp_path)
+    variance = saved["state"]["data_variance"]
+    assert variance["n"] == N and variance["m2"].shape == (mnist.dim,)
+    restore_trainer(tmp_path, callbacks=[RunWriter(tmp_path)]).fit()
+    full = [r["fve"] for r in read_metrics(full_runs[name])]
+    assert [r["fve"] for r in read_metrics(tmp_path)] == full
+
+
+def test_a_checkpoint_without_the_variance_still_resumes(mnist, tmp_path):
+    make_trainer("ksparse", mnist, [RunWriter(tmp_path, data_spec=SPEC), StopAfter(2)]).fit()
+    path = tmp_path / CHECKPOINT
+    with np.load(path) as archive:
+        members = {k: archive[k] for k in archive.files if not k.startswith("variance/")}
+    meta = json.loads(members["meta"].tobytes().decode())
+    del meta["data_variance_n"]  # as sparsekit before the variance was saved wrote it
+    members["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    np.savez(path, **members)
+    assert load_checkpoint(tmp_path)["state"]["data_variance"] is None
+    trainer = restore_trainer(tmp_path, callbacks=[RunWriter(tmp_path)])
+    trainer.fit()
+    assert trainer.epoch == 4 and np.isfinite(trainer.history[-1]["fve"])
+
+
 def test_resume_after_a_crash_drops_what_the_checkpoint_does_not_cover(mnist, full_runs, tmp_path):
     """Checkpoint every 2 epochs, crash after epoch 3: resume from 2, redo 3 and 4 exactly."""
     writer = RunWriter(tmp_path, data_spec=SPEC, checkpoint_every=2)
