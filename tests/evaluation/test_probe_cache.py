@@ -71,3 +71,27 @@ def test_code_mean_active_tells_the_two_codes_apart():
 
 def test_probe_samples_default_is_a_stated_subsample():
     assert 0 < PROBE_SAMPLES < 60000
+
+
+def test_probe_fits_with_capped_blas_threads(monkeypatch):
+    # The probe's thin products gain nothing from BLAS threads that spin (issue 27's timing).
+    from sklearn.linear_model import LogisticRegression
+    from threadpoolctl import threadpool_info
+
+    from sparsekit.evaluation.measures import linear_probe
+
+    seen: list[list[int]] = []
+    fit = LogisticRegression.fit
+
+    def spy(self, *args, **kwargs):
+        seen.append(
+            [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+        )
+        return fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(LogisticRegression, "fit", spy)
+    x, y, xt, yt = _arrays()
+    assert linear_probe(x, y, xt, yt, blas_threads=1) == linear_probe(
+        x, y, xt, yt, blas_threads=None
+    )
+    assert all(n == 1 for n in seen[0])
