@@ -31,10 +31,12 @@ dependency (``pip install 'sparsekit[eval]'``).
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import numpy as np
 
+from sparsekit.backend.process import own_threads
 from sparsekit.core.step import forward
 from sparsekit.data.dataset import ArrayDataset, Dataset
 from sparsekit.data.recovery import recovery_summary
@@ -83,11 +85,6 @@ PROBE_MAX_ITER = 1000
 #: run, 1 epoch: codes 3.81% vs 2.58%, pixels 8.75% vs 7.39%): the ranking of codes against
 #: pixels, what the probe is for, is the same.
 PROBE_SAMPLES = 10000
-#: BLAS threads of the probe's fit. Its products are N×D by D×(classes): too thin to split
-#: well, so extra BLAS threads mostly spin, and on a busy machine they steal from each other
-#: (10,000 MNIST pixels: 25.7 CPU s with OpenBLAS's default threads, 5.7 s with one; the
-#: same 88 iterations and error).
-PROBE_BLAS_THREADS = 1
 
 
 # --------------------------------------------------------------------------- measures
@@ -291,7 +288,7 @@ def linear_probe(
     standardize: bool = True,
     tol: float = 1e-4,
     return_model: bool = False,
-    blas_threads: int | None = PROBE_BLAS_THREADS,
+    one_blas_thread: bool = True,
 ) -> Any:
     """Test error (fraction misclassified) of a linear classifier trained on the codes.
 
@@ -300,8 +297,12 @@ def linear_probe(
     ``standardize`` (default) every feature is first standardised with the training-set
     mean and standard deviation (:func:`probe_features`), which makes one ``C`` and one
     iteration budget fit codes of any scale and raw pixels alike. With ``return_model``
-    returns ``(error, classifier)``. ``blas_threads`` caps BLAS's threads during the fit
-    (:data:`PROBE_BLAS_THREADS`; ``None``: BLAS's own default).
+    returns ``(error, classifier)``. ``one_blas_thread`` (default) fits with BLAS on one
+    thread (:func:`sparsekit.backend.process.own_threads`; ``False``: BLAS's own default).
+    The probe's products are N×D by D×(classes): too thin to split well, so extra BLAS
+    threads mostly spin, and on a busy machine they steal from each other (10,000 MNIST
+    pixels: 25.7 CPU s with OpenBLAS's default threads, 5.7 s with one; the same 88
+    iterations and error).
     """
     linear_model = _sklearn_linear_model()
     y_train = np.asarray(train_labels).ravel()
@@ -318,10 +319,9 @@ def linear_probe(
     x_train, x_test = probe_features(train_codes, test_codes, standardize=standardize)
     import warnings
 
-    from threadpoolctl import threadpool_limits  # scikit-learn's own dependency
-
     clf = linear_model.LogisticRegression(C=C, max_iter=int(max_iter), tol=tol, solver="lbfgs")
-    with warnings.catch_warnings(), threadpool_limits(limits=blas_threads, user_api="blas"):
+    threads = own_threads() if one_blas_thread else contextlib.nullcontext()
+    with warnings.catch_warnings(), threads:
         # A probe that stops at max_iter is still a probe; the budget is part of its settings.
         warnings.filterwarnings("ignore", message=".*(converge|iterations).*")
         clf.fit(x_train, y_train)

@@ -273,10 +273,9 @@ def evaluate_run(
     run_dir = Path(run_dir)
     model = load_run(run_dir)
     spec = (getattr(model, "run_meta", {}) or {}).get("data_spec") or {}
-    train_raw = _load_split(spec, data, "train", subset)
-    test_raw = _load_split(spec, data, "test", test_subset)
-    train_set = prepare_data(run_dir, train_raw, model=model)
-    test_set = prepare_data(run_dir, test_raw, model=model)
+    train_raw, test_raw, train_set, test_set = _eval_splits(
+        run_dir, model, spec, data, (subset, test_subset)
+    )
     n_probe = len(train_set) if full_probe or subset is not None else PROBE_SAMPLES
     n_probe = min(n_probe, len(train_set))
     result: dict[str, Any] = {
@@ -305,6 +304,21 @@ def evaluate_run(
     if output is not None:
         write_json(_output_path(output), result)
     return result
+
+
+def _eval_splits(
+    run_dir: Path,
+    model: Model,
+    spec: dict[str, Any],
+    data: PathLike | None,
+    subsets: tuple[int | None, int | None],
+) -> tuple[Dataset, Dataset, Dataset, Dataset]:
+    """:func:`evaluate_run`'s data: (train raw, test raw, train prepared, test prepared)."""
+    train_raw = _load_split(spec, data, "train", subsets[0])
+    test_raw = _load_split(spec, data, "test", subsets[1])
+    train_set = prepare_data(run_dir, train_raw, model=model)
+    test_set = prepare_data(run_dir, test_raw, model=model)
+    return train_raw, test_raw, train_set, test_set
 
 
 class _ProbeSplits(NamedTuple):

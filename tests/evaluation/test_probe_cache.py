@@ -91,7 +91,7 @@ def test_probe_fits_with_capped_blas_threads(monkeypatch):
 
     monkeypatch.setattr(LogisticRegression, "fit", spy)
     x, y, xt, yt = _arrays()
-    assert linear_probe(x, y, xt, yt, blas_threads=1) == linear_probe(
-        x, y, xt, yt, blas_threads=None
+    assert linear_probe(x, y, xt, yt, one_blas_thread=True) == linear_probe(
+        x, y, xt, yt, one_blas_thread=False
     )
     assert all(n == 1 for n in seen[0])
