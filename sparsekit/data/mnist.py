@@ -161,8 +161,11 @@ def load_mnist(
     if download:
         _download_missing(source, folder, split, fetch)
     else:
-        missing = [spec for spec in specs if find_data_file(folder, spec.name) is None]
-        if missing:
+        if any(find_data_file(folder, spec.name) is None for spec in specs):
+            # Name the missing files of every split: the user who copies only the training
+            # files would otherwise meet a second error for the test files at `eval`.
+            everything = [spec for files in source.splits.values() for spec in files]
+            missing = [spec for spec in everything if find_data_file(folder, spec.name) is None]
             raise DataError(_missing_message(source, folder, missing))
     arrays, paths = _read_split(
         source, folder, specs, verify=verify, download=download, fetch=fetch

@@ -22,7 +22,7 @@ import inspect
 import io
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -31,7 +31,15 @@ import numpy as np
 from sparsekit.backend import get_backend
 from sparsekit.data import Preprocessed, ground_truth, load_dataset, preprocess
 from sparsekit.errors import CheckpointError, DataError, OutputError, ParameterError
-from sparsekit.evaluation.measures import PROBE_C, PROBE_MAX_ITER, evaluate, linear_probe
+from sparsekit.evaluation.measures import (
+    PROBE_C,
+    PROBE_MAX_ITER,
+    PROBE_SAMPLES,
+    code_mean_active,
+    evaluate,
+    linear_probe,
+)
+from sparsekit.evaluation.probe_cache import cached_probe_error, probe_key
 from sparsekit.files import write_atomic, write_json
 from sparsekit.layout import CHECKPOINT, EVAL_FILE, PREPROCESSING
 from sparsekit.layout import CONFIG as CONFIG_FILE
@@ -204,6 +212,19 @@ def _load_split(spec: dict[str, Any], data: PathLike | None, split: str, subset:
     return load_dataset(name, folder, split=split, subset=subset, download=False)
 
 
+#: The phases of :func:`evaluate_run`, in order, as it reports them to ``progress`` (the
+#: encoding and the two probes only on labelled data, the pixel probe only with ``raw``).
+EVAL_PHASES = ("loading", "encoding", "measures", "pixel probe", "code probe")
+
+#: ``progress(phase, detail)`` of :func:`evaluate_run`: called as each phase of
+#: :data:`EVAL_PHASES` starts; ``detail`` says what it works on (may be empty).
+EvalProgress = Callable[[str, str], None]
+
+
+def _no_progress(phase: str, detail: str) -> None:
+    """The default ``progress`` of :func:`evaluate_run`: reports nothing."""
+
+
 def evaluate_run(
     run_dir: PathLike,
     *,
@@ -215,19 +236,29 @@ def evaluate_run(
     max_iter: int = PROBE_MAX_ITER,
     training_code: bool = False,
     output: PathLike | None = None,
+    full_probe: bool = False,
+    cache: bool = True,
+    progress: EvalProgress | None = None,
 ) -> dict[str, Any]:
     """Measures and linear-probe errors of the run in ``run_dir`` (what ``sparsekit eval``
     prints and writes to ``eval.json``).
 
     On the run's test split (``data`` replaces the stored data folder; ``test_subset`` takes
-    the first N test samples): reconstruction MSE, variance explained, L0, dead and dense
-    units, shrinkage, coherence, and the MCC against the true dictionary when the data has
-    one. With labels, a multinomial logistic regression
-    (:func:`sparsekit.evaluation.measures.linear_probe`, ``C``, ``max_iter``) is trained on the codes of
-    the training split (``subset``: its first N samples) and its test error reported, beside
-    the same probe on the raw inputs when ``raw``. ``training_code`` probes the training-time
-    code instead of the encoding one. The run's preprocessing is applied to both splits.
-    With ``output`` the result is also written there as JSON, atomically.
+    the first N test samples): reconstruction MSE, variance explained, L0 of the training
+    code (``test["mean_active"]``) and of the encoding code (``encoding_mean_active``), dead
+    and dense units, shrinkage, coherence, and the MCC against the true dictionary when the
+    data has one. With labels, a multinomial logistic regression
+    (:func:`sparsekit.evaluation.measures.linear_probe`, ``C``, ``max_iter``) is trained on
+    the codes of the training split and its test error reported, beside the same probe on
+    the raw inputs when ``raw``. The probe fits on the first
+    :data:`~sparsekit.evaluation.measures.PROBE_SAMPLES` training samples (``subset``: the
+    first N; ``full_probe``: the whole split), which ``probe["train_samples"]`` states.
+    With ``cache`` the raw-input error is kept in the user cache directory
+    (:mod:`sparsekit.evaluation.probe_cache`): it depends only on the data and the probe.
+    ``training_code`` probes the training-time code instead of the encoding one. The run's
+    preprocessing is applied to both splits. ``progress(phase, detail)`` is told as each
+    phase of :data:`EVAL_PHASES` starts. With ``output`` the result is also written there
+    as JSON, atomically.
     """
 
     for flag, value in (("--subset", subset), ("--test-subset", test_subset)):
@@ -237,68 +268,142 @@ def evaluate_run(
     check_value("--max-iter", max_iter, POSITIVE_INT)
     if not Path(run_dir).is_dir():
         raise CheckpointError(f"{run_dir}: no such run directory")
+    report = progress or _no_progress
+    report("loading", str(run_dir))
     run_dir = Path(run_dir)
     model = load_run(run_dir)
     spec = (getattr(model, "run_meta", {}) or {}).get("data_spec") or {}
-    train_raw = _load_split(spec, data, "train", subset)
-    test_raw = _load_split(spec, data, "test", test_subset)
-    train_set = prepare_data(run_dir, train_raw, model=model)
-    test_set = prepare_data(run_dir, test_raw, model=model)
+    train_raw, test_raw, train_set, test_set = _eval_splits(
+        run_dir, model, spec, data, (subset, test_subset)
+    )
+    n_probe = len(train_set) if full_probe or subset is not None else PROBE_SAMPLES
+    n_probe = min(n_probe, len(train_set))
     result: dict[str, Any] = {
         "run": str(run_dir),
         "method": model.method.name,
         "method_params": model.method.get_params(),
-        "n_train": len(train_set),
+        "n_train": n_probe,
         "n_test": len(test_set),
+        "images": test_raw.image_shape is not None,
     }
     truth = ground_truth(str(spec.get("spec", "")))  # None unless the data has one
     start = time.perf_counter()
+    splits = _ProbeSplits(train_raw, test_raw, train_set, test_set, n_probe)
+    labelled = train_raw.labels is not None and test_raw.labels is not None
+    codes = _encode_splits(model, splits, training_code, report) if labelled else None
+    report("measures", f"{len(test_set)} test samples")
     result["test"] = evaluate(model, test_set, truth=truth)
-    if train_raw.labels is None or test_raw.labels is None:
+    result["encoding_mean_active"] = code_mean_active(model, test_set, training=False)
+    if codes is None:
         result["probe"] = None
         result["note"] = f"{train_raw.name} has no labels: no linear probe"
     else:
-        splits = (train_raw, test_raw, train_set, test_set)
-        result["probe"] = _probe(model, splits, C, max_iter, raw, training_code)
+        settings = _ProbeSettings(C, max_iter, raw, training_code, cache)
+        result["probe"] = _probe(splits, codes, settings, report)
     result["seconds"] = round(time.perf_counter() - start, 2)
     if output is not None:
         write_json(_output_path(output), result)
     return result
 
 
-def _probe(
+def _eval_splits(
+    run_dir: Path,
     model: Model,
-    splits: tuple[Dataset, Dataset, Dataset, Dataset],
-    C: float,
-    max_iter: int,
-    raw: bool,
-    training_code: bool,
+    spec: dict[str, Any],
+    data: PathLike | None,
+    subsets: tuple[int | None, int | None],
+) -> tuple[Dataset, Dataset, Dataset, Dataset]:
+    """:func:`evaluate_run`'s data: (train raw, test raw, train prepared, test prepared)."""
+    train_raw = _load_split(spec, data, "train", subsets[0])
+    test_raw = _load_split(spec, data, "test", subsets[1])
+    train_set = prepare_data(run_dir, train_raw, model=model)
+    test_set = prepare_data(run_dir, test_raw, model=model)
+    return train_raw, test_raw, train_set, test_set
+
+
+class _ProbeSplits(NamedTuple):
+    """The data of :func:`evaluate_run`'s probe: the raw and prepared splits, and how many
+    of the first training samples the probe fits on."""
+
+    train_raw: Dataset
+    test_raw: Dataset
+    train_set: Dataset
+    test_set: Dataset
+    n_probe: int
+
+
+class _ProbeSettings(NamedTuple):
+    """:func:`evaluate_run`'s probe options."""
+
+    C: float
+    max_iter: int
+    raw: bool
+    training_code: bool
+    cache: bool
+
+
+def _encode_splits(
+    model: Model, splits: _ProbeSplits, training_code: bool, report: EvalProgress
+) -> tuple[np.ndarray, np.ndarray]:
+    """The codes the probe fits on (the first ``n_probe`` training samples) and tests on."""
+    n = splits.n_probe
+    report("encoding", f"{n} training and {len(splits.test_set)} test samples")
+    # The first n rows as the model reads them: Model.encode of a Dataset takes its rows
+    # the same way, so these codes equal the first n of encoding the whole split.
+    head = splits.train_set.take(np.arange(n), model.backend.dtype)
+    codes_train = model.encode(head, training=training_code)
+    codes_test = model.encode(splits.test_set, training=training_code)
+    return codes_train, codes_test
+
+
+def _probe(
+    splits: _ProbeSplits,
+    codes: tuple[np.ndarray, np.ndarray],
+    settings: _ProbeSettings,
+    report: EvalProgress,
 ) -> dict[str, Any]:
     """:func:`evaluate_run`'s linear probe: on the codes of the prepared splits, and on the
-    raw ones when ``raw``. ``splits`` is (train raw, test raw, train prepared, test prepared)."""
-    train_raw, test_raw, train_set, test_set = splits
-    labels_train, labels_test = train_raw.labels, test_raw.labels
-    codes_train = model.encode(train_set, training=training_code)
-    codes_test = model.encode(test_set, training=training_code)
-    settings = {"C": C, "max_iter": max_iter}
+    raw ones when ``settings.raw`` (its error from the probe cache when ``settings.cache``)."""
+    n = splits.n_probe
+    labels_train, labels_test = splits.train_raw.labels[:n], splits.test_raw.labels
+    fit = {"C": settings.C, "max_iter": settings.max_iter}
     probe: dict[str, Any] = {
-        **settings,
+        **fit,
         "solver": "lbfgs",
         "standardize": True,
-        "code": "training" if training_code else "encoding",
+        "code": "training" if settings.training_code else "encoding",
+        "train_samples": n,
+        "train_samples_available": len(splits.train_set),
     }
-    t0 = time.perf_counter()
-    probe["codes_error"] = linear_probe(
-        codes_train, labels_train, codes_test, labels_test, **settings
-    )
-    probe["codes_seconds"] = round(time.perf_counter() - t0, 2)
-    if raw:
+    if settings.raw:
+        report("pixel probe", f"{n} training samples, C {settings.C}")
         t0 = time.perf_counter()
-        probe["raw_pixels_error"] = linear_probe(
-            train_raw.to_array(), labels_train, test_raw.to_array(), labels_test, **settings
-        )
+        x_train = splits.train_raw.take(np.arange(n))
+        x_test = splits.test_raw.to_array()
+        arrays = (x_train, labels_train, x_test, labels_test)
+        error, cached = _raw_probe_error(arrays, fit, settings.cache)
+        probe["raw_pixels_error"] = error
+        probe["raw_pixels_cached"] = cached
         probe["raw_pixels_seconds"] = round(time.perf_counter() - t0, 2)
+    report("code probe", f"{n} training samples, C {settings.C}")
+    t0 = time.perf_counter()
+    probe["codes_error"] = linear_probe(codes[0], labels_train, codes[1], labels_test, **fit)
+    probe["codes_seconds"] = round(time.perf_counter() - t0, 2)
     return probe
+
+
+def _raw_probe_error(
+    arrays: tuple[np.ndarray, ...], fit: dict[str, Any], cache: bool
+) -> tuple[float, bool]:
+    """The probe error on raw inputs and whether it came from the probe cache."""
+
+    def run() -> float:
+        return float(linear_probe(*arrays, **fit))
+
+    if not cache:
+        return run(), False
+    key = probe_key(arrays, {**fit, "solver": "lbfgs", "standardize": True, "tol": 1e-4})
+    return cached_probe_error(key, run)
 
 
 # --------------------------------------------------------------------------- train

@@ -182,3 +182,14 @@ def test_corrupt_file_is_one_line_data_error(data_dir: Path, tmp_path: Path) -> 
     with pytest.raises(DataError) as excinfo:
         load_mnist(tmp_path, split="test")
     assert "\n" not in str(excinfo.value) and str(path) in str(excinfo.value)
+
+
+def test_missing_files_message_names_the_test_files_too(tmp_path: Path) -> None:
+    # Issue 27: offline, the error named only the training files; eval then failed on the
+    # test files. One message now names every missing file of every split.
+    with pytest.raises(DataError) as excinfo:
+        load_mnist(tmp_path, split="train")
+    text = str(excinfo.value)
+    assert "\n" not in text
+    for spec in (*MNIST.splits["train"], *MNIST.splits["test"]):
+        assert spec.name in text

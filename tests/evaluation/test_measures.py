@@ -213,11 +213,17 @@ def test_eval_command_end_to_end_on_a_tiny_run(data_dir, tmp_path):
     )  # fmt: skip
     assert trained.returncode == 0, trained.stderr
     run_dir = Path(trained.stdout.strip().splitlines()[-1])
-    result = _cli(
-        "eval", str(run_dir), "--subset", "1000", "--test-subset", "500", "--max-iter", "200"
-    )
+    result = run_cli(
+        "eval", str(run_dir), "--subset", "1000", "--test-subset", "500", "--max-iter", "200",
+        env={"OPENBLAS_NUM_THREADS": "1", "XDG_CACHE_HOME": str(tmp_path / "cache")},
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "probe error, codes" in result.stdout and "raw pixels" in result.stdout
+    # Issue 27: which code each L0 is, which probe ran, and the phases as they ran.
+    assert "L0, training code" in result.stdout and "L0, encoding code" in result.stdout
+    assert "all 1000 training samples" in result.stdout
+    for phase in ("loading", "encoding", "measures", "pixel probe", "code probe"):
+        assert phase in result.stderr
     report = json.loads((run_dir / "eval.json").read_text())
     assert report["n_train"] == 1000 and report["n_test"] == 500
     assert report["probe"]["code"] == "encoding" and report["probe"]["C"] == 0.01

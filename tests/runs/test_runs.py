@@ -196,3 +196,41 @@ def test_run_summary_is_what_show_prints(run_dir, tmp_path):
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(CheckpointError, match="config.json is incomplete"):
         sparsekit.run_summary(tmp_path)
+
+
+def test_evaluate_run_reports_its_phases_and_states_the_probe(run_dir, tmp_path, monkeypatch):
+    # Issue 27: eval printed nothing for minutes, fitted on every training sample and did not
+    # say which code its L0 was. Now: phases reported, a stated subsample, both L0s.
+    from sparsekit.runs.api import EVAL_PHASES
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr("sparsekit.runs.api.PROBE_SAMPLES", 200)
+    phases: list[tuple[str, str]] = []
+    result = sparsekit.evaluate_run(
+        run_dir, test_subset=100, max_iter=50, progress=lambda p, d: phases.append((p, d))
+    )
+    assert [p for p, _ in phases] == list(EVAL_PHASES)
+    probe = result["probe"]
+    assert result["n_train"] == probe["train_samples"] == 200
+    assert probe["train_samples_available"] == 60000  # the whole training split
+    assert result["images"] is True
+    assert result["test"]["mean_active"] == pytest.approx(5.0)  # training code: k
+    assert result["encoding_mean_active"] == pytest.approx(15.0)  # encoding code: alpha*k
+    # --full-probe: every training sample (16 units and no pixel probe keep this quick).
+    full = sparsekit.evaluate_run(run_dir, test_subset=100, max_iter=20, raw=False, full_probe=True)
+    assert full["n_train"] == full["probe"]["train_samples"] == 60000
+
+
+def test_evaluate_run_caches_the_raw_pixel_probe(run_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    kwargs = {"subset": 200, "test_subset": 100, "max_iter": 50}
+    first = sparsekit.evaluate_run(run_dir, **kwargs)["probe"]
+    second = sparsekit.evaluate_run(run_dir, **kwargs)["probe"]
+    assert first["raw_pixels_cached"] is False and second["raw_pixels_cached"] is True
+    assert second["raw_pixels_error"] == first["raw_pixels_error"]
+    assert list((tmp_path / "cache").rglob("probe-cache/*.json"))  # the user cache, not the run
+    other = sparsekit.evaluate_run(run_dir, **{**kwargs, "C": 0.1})["probe"]
+    assert other["raw_pixels_cached"] is False  # other settings, another entry
+    fresh = sparsekit.evaluate_run(run_dir, **kwargs, cache=False)["probe"]
+    assert fresh["raw_pixels_cached"] is False
+    assert fresh["raw_pixels_error"] == first["raw_pixels_error"]
