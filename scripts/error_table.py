@@ -112,28 +112,28 @@ CASES: tuple[Case, ...] = (
         "k = 0",
         _train("ksparse", "--k", "0", small=SMALL_K),
         EXIT_PARAMETER,
-        "k must be between 1",
+        "ksparse: --k must be between 1",
     ),
     Case(
         "k-above-hidden",
         "k larger than the hidden size",
         _train("ksparse", "--k", "50", small=SMALL_K),
         EXIT_PARAMETER,
-        "k must be between 1 and the hidden size (32), got 50",
+        "ksparse: --k must be between 1 and the hidden size (32), got 50",
     ),
     Case(
         "rho-zero",
         "ρ = 0",
         _train("kl", "--rho", "0"),
         EXIT_PARAMETER,
-        "rho must be strictly between 0 and 1",
+        "kl: --rho must be strictly between 0 and 1",
     ),
     Case(
         "rho-above-one",
         "ρ ≥ 1",
         _train("kl", "--rho", "1.5"),
         EXIT_PARAMETER,
-        "rho must be strictly between 0 and 1",
+        "kl: --rho must be strictly between 0 and 1",
     ),
     Case(
         "lr-zero",
@@ -231,7 +231,7 @@ CASES: tuple[Case, ...] = (
         "method parameter of the wrong type",
         _train("ksparse", "--k", "many", small=SMALL_K),
         EXIT_PARAMETER,
-        "k: expected int, got 'many'",
+        "--k: expected int, got 'many'",
     ),
     Case(
         "param-unknown",
@@ -239,6 +239,34 @@ CASES: tuple[Case, ...] = (
         _train("plain", "--k", "5"),
         EXIT_PARAMETER,
         "unknown option --k for method 'plain'",
+    ),
+    Case(
+        "option-misspelt",
+        "misspelt training option",
+        _train("ksparse", "--epoch", "2", small=SMALL_K),
+        EXIT_PARAMETER,
+        "unknown option --epoch for method 'ksparse' (did you mean --epochs?",
+    ),
+    Case(
+        "param-not-a-bool",
+        "method switch that is neither true nor false",
+        _train("jumprelu", "--pre-bias", "maybe"),
+        EXIT_PARAMETER,
+        "--pre-bias: expected true or false, got 'maybe'",
+    ),
+    Case(
+        "resample-without-dead",
+        "resampling without dead-unit tracking",
+        _train("topk", "--k", "4", "--resample-every", "3", "--dead-after", "0"),
+        EXIT_PARAMETER,
+        "topk: --resample-every needs --dead-after > 0",
+    ),
+    Case(
+        "compare-param-impossible",
+        "impossible method parameter in a comparison",
+        ("compare", "ksparse", "--param", "ksparse.k=0", *SMALL_K, "--out", "runs"),
+        EXIT_PARAMETER,
+        "ksparse: --k must be between 1 and the hidden size (32), got 0",
     ),
     Case(
         "untied-not-allowed",
@@ -743,6 +771,8 @@ class Result:
             out.append(f"{len(self.error_lines)} 'sparsekit: error:' lines, expected 1")
         if case.before_training and len(self.lines) != 1:
             out.append(f"{len(self.lines)} non-empty stderr lines, expected 1")
+        elif case.before_training and self.stderr.splitlines() != self.lines:
+            out.append("an empty line on stderr before the error")
         if self.lines and not self.lines[-1].startswith(ERROR_PREFIX):
             out.append("the error is not the last line on stderr")
         if case.expect not in self.message:

@@ -10,6 +10,7 @@ training starts (an unknown method, a bad ``--param``, missing data) exit as ``t
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -239,10 +240,15 @@ compare.__signature__ = command_signature(  # type: ignore[attr-defined]
 
 def _run_with_display(console: Console, methods: list[str] | None, **kwargs: Any) -> Any:
     """Run :func:`sparsekit.studies.compare.compare` under one progress display; on
-    Ctrl-C, say how to continue or report before the interruption goes on."""
+    Ctrl-C, say how to continue or report before the interruption goes on.
+
+    The display starts with the first thing it shows (a download or a queued method), so
+    after the settings are checked: an error found by the checks is printed alone, not
+    after an empty "all methods 0/?" bar.
+    """
     from sparsekit.studies.compare import compare as run_compare
 
-    with Progress(
+    progress = Progress(
         TextColumn("{task.description:<12}"),
         BarColumn(),
         MofNCompleteColumn(),
@@ -251,23 +257,35 @@ def _run_with_display(console: Console, methods: list[str] | None, **kwargs: Any
         TextColumn("{task.fields[status]}"),
         console=console,
         transient=False,
-    ) as progress:
-        display = ComparisonDisplay(progress)
-        try:
-            return run_compare(
-                methods, on_event=display, download_progress=display.download, **kwargs
+    )
+    display = ComparisonDisplay(progress)
+
+    def shown(callback: Callable[..., None]) -> Callable[..., None]:
+        def call(*args: Any) -> None:
+            if not progress.live.is_started:
+                progress.start()
+            callback(*args)
+
+        return call
+
+    try:
+        return run_compare(
+            methods, on_event=shown(display), download_progress=shown(display.download), **kwargs
+        )
+    except KeyboardInterrupt:
+        if kwargs.get("preset") is not None:
+            console.print(
+                "interrupted; the same command continues the unfinished runs from their "
+                "checkpoints",
+                soft_wrap=True,
             )
-        except KeyboardInterrupt:
-            if kwargs.get("preset") is not None:
-                console.print(
-                    "interrupted; the same command continues the unfinished runs from their "
-                    "checkpoints",
-                    soft_wrap=True,
-                )
-            elif display.directory is not None:
-                for line in _continue_lines(Path(display.directory)):
-                    console.print(line, soft_wrap=True)
-            raise
+        elif display.directory is not None:
+            for line in _continue_lines(Path(display.directory)):
+                console.print(line, soft_wrap=True)
+        raise
+    finally:
+        if progress.live.is_started:  # stopping one never started prints an empty line
+            progress.stop()
 
 
 def _continue_lines(directory: Path) -> list[str]:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,6 +16,8 @@ from sparsekit.cli import runs_cmd
 from sparsekit.cli.data_cmd import download_progress
 from sparsekit.cli.options import RichProgress, command_signature, option_parameter, step_progress
 from sparsekit.core.contract import Method
+from sparsekit.core.declarations import did_you_mean
+from sparsekit.data.download import ProgressCallback
 from sparsekit.errors import ParameterError
 from sparsekit.methods.registry import load_registry
 from sparsekit.runs.api import start_run
@@ -37,7 +40,7 @@ def method_options_table(method_cls: type[Method]) -> Table:
     table.add_column("default", no_wrap=True)
     table.add_column("meaning")
     for p in method_cls.params:
-        table.add_row(f"--{p.name.replace('_', '-')}", repr(p.default), p.help)
+        table.add_row(p.option, repr(p.default), p.help)
     if not method_cls.params:
         table.add_row("(none)", "", f"{method_cls.name} has no options of its own")
     defaults = dict(method_cls.training_defaults)
@@ -50,30 +53,49 @@ def method_options_table(method_cls: type[Method]) -> Table:
     return table
 
 
-def parse_method_options(method_cls: type[Method], args: list[str]) -> dict[str, Any]:
-    """``["--k", "25", "--alpha=3"]`` -> ``{"k": "25", "alpha": "3"}``, checked by name."""
-    declared = {p.name: p for p in method_cls.params}
-    names = ", ".join(f"--{n.replace('_', '-')}" for n in declared) or "none"
+def parse_method_options(
+    method_cls: type[Method], args: list[str], others: Iterable[str] = ()
+) -> dict[str, Any]:
+    """``["--k", "25", "--alpha=3"]`` -> ``{"k": "25", "alpha": "3"}``, checked by name.
+
+    An unknown option gets a "did you mean" from the method's options and ``others`` (the
+    command's own, e.g. ``--epochs``: Click sends a misspelt one here too).
+    """
+    declared = {p.option: p for p in method_cls.params}
+    names = ", ".join(declared) or "none"
     values: dict[str, Any] = {}
     i = 0
     while i < len(args):
         arg = args[i]
         if not arg.startswith("--") or len(arg) < 3:
             raise ParameterError(f"unexpected argument {arg!r}")
-        key, eq, value = arg[2:].partition("=")
-        name = key.replace("-", "_")
-        if name not in declared:
+        option, eq, value = arg.partition("=")
+        if option.replace("_", "-") in declared:  # --pre_bias, as before, is --pre-bias
+            option = option.replace("_", "-")
+        else:
+            hint = did_you_mean(option, [*declared, *others])
             raise ParameterError(
-                f"unknown option --{key} for method {method_cls.name!r} (its options: {names})"
+                f"unknown option {option} for method {method_cls.name!r} "
+                f"({hint}its options: {names})"
             )
         if not eq:
             if i + 1 >= len(args):
-                raise ParameterError(f"option --{key} needs a value")
+                raise ParameterError(f"option {option} needs a value")
             i += 1
             value = args[i]
-        values[name] = declared[name].convert(value)
+        values[declared[option].name] = declared[option].convert(value)
         i += 1
     return values
+
+
+def command_options(ctx: typer.Context) -> list[str]:
+    """Every long option of ``ctx``'s command (``--epochs``, ``--no-download``, ...)."""
+    return [
+        name
+        for param in ctx.command.params
+        for name in (*param.opts, *param.secondary_opts)
+        if name.startswith("--")
+    ]
 
 
 def train(
@@ -134,6 +156,24 @@ def _show_help(ctx: typer.Context, method: str | None) -> None:
     raise typer.Exit()
 
 
+@contextmanager
+def download_progress_on_demand(console: Console) -> Iterator[ProgressCallback]:
+    """:func:`download_progress`, drawn from the first file downloaded on.
+
+    A display started and stopped with nothing in it leaves an empty line on stderr: an
+    error found while setting up the run (a bad --k, a missing file) would follow it.
+    """
+    with ExitStack() as stack:
+        shown: list[ProgressCallback] = []
+
+        def update(filename: str, done: int, total: int | None) -> None:
+            if not shown:
+                shown.append(stack.enter_context(download_progress(console)))
+            shown[0](filename, done, total)
+
+        yield update
+
+
 def _train_new(ctx: typer.Context, method: str, settings: dict[str, Any]) -> None:
     """Start a new run of ``method`` with the command's ``settings`` and train it."""
     from sparsekit.cli.stop import stop_on_signals
@@ -141,10 +181,11 @@ def _train_new(ctx: typer.Context, method: str, settings: dict[str, Any]) -> Non
     method_cls = load_registry().get(method)
     # Unset on the command line so that --resume can tell; a new run starts from 1.
     given = {k: v for k, v in settings.items() if v is not None or not BY_NAME[k].cli_unset}
+    options = parse_method_options(method_cls, list(ctx.args), command_options(ctx))
     console = Console(stderr=True)
-    with download_progress(console) as progress:
+    with download_progress_on_demand(console) as progress:
         trainer, run_dir = start_run(
-            method_cls(**parse_method_options(method_cls, list(ctx.args))),
+            method_cls(**options),
             progress=progress,
             **given,
         )

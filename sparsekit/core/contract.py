@@ -60,8 +60,10 @@ from sparsekit.core.declarations import (  # noqa: F401  (re-exported: the contr
     add_scaled,
     between_one_and_hidden,
     code_penalty_pair,
+    did_you_mean,
     non_negative,
     open_unit_interval,
+    option_of,
     penalty_pair,
     positive,
 )
@@ -113,9 +115,11 @@ class BaseMethod:
         declared = {p.name: p for p in self.params}
         unknown = sorted(set(values) - set(declared))
         if unknown:
-            known = ", ".join(declared) or "none"
+            options = [p.option for p in self.params]
+            wrong = option_of(unknown[0])
             raise ParameterError(
-                f"method {self.name!r} has no parameter {unknown[0]!r} (its parameters: {known})"
+                f"method {self.name!r} has no parameter {wrong} "
+                f"({did_you_mean(wrong, options)}its parameters: {', '.join(options) or 'none'})"
             )
         for p in self.params:
             value = values.get(p.name, p.default)
@@ -138,7 +142,7 @@ class BaseMethod:
             if p.check is not None and value is not None:
                 problem = p.check(value, size)
                 if problem:
-                    raise ParameterError(f"{self.name}: {p.name} {problem}")
+                    raise ParameterError(f"{self.name}: {p.option} {problem}")
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())

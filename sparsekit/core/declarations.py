@@ -10,7 +10,8 @@ reads as data, so the step never needs to know which class produced it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import difflib
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +19,25 @@ import numpy as np
 
 from sparsekit.backend import fused
 from sparsekit.errors import ParameterError
+
+
+def option_of(name: str) -> str:
+    """``pre_bias`` -> ``--pre-bias``: how every message names a method parameter.
+
+    One form for both audiences: the command line takes it as typed, and a caller of the
+    Python API (``pre_bias=True``) still recognises its keyword in it.
+    """
+    return "--" + name.replace("_", "-")
+
+
+def did_you_mean(option: str, options: Iterable[str]) -> str:
+    """``"did you mean --epochs? "`` when ``option`` is close to one of ``options``, else ``""``.
+
+    Both are written as options (``--epoch``), so that a typo is compared with what the
+    user could have typed.
+    """
+    close = difflib.get_close_matches(option, list(options), n=1)
+    return f"did you mean {close[0]}? " if close else ""
 
 
 @dataclass(frozen=True)
@@ -34,6 +54,11 @@ class Param:
         default=None, compare=False
     )
 
+    @property
+    def option(self) -> str:
+        """The parameter as messages and ``sparsekit train`` name it (``--pre-bias``)."""
+        return option_of(self.name)
+
     def convert(self, value: Any) -> Any:
         """``value`` (possibly a command-line string) as this parameter's type."""
         if isinstance(value, str) and self.type is not str:
@@ -43,12 +68,12 @@ class Param:
                     return True
                 if lowered in ("0", "false", "no", "off"):
                     return False
-                raise ParameterError(f"{self.name}: expected true or false, got {value!r}")
+                raise ParameterError(f"{self.option}: expected true or false, got {value!r}")
             try:
                 return self.type(value)
             except ValueError:
                 raise ParameterError(
-                    f"{self.name}: expected {self.type.__name__}, got {value!r}"
+                    f"{self.option}: expected {self.type.__name__}, got {value!r}"
                 ) from None
         if self.type is float and isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
@@ -60,7 +85,8 @@ class Param:
             return int(value)
         if not isinstance(value, self.type):
             raise ParameterError(
-                f"{self.name}: expected {self.type.__name__}, got {type(value).__name__} {value!r}"
+                f"{self.option}: expected {self.type.__name__}, "
+                f"got {type(value).__name__} {value!r}"
             )
         return value
 

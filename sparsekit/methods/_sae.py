@@ -326,7 +326,7 @@ class SAEMethod(ObjectiveMethod):
     def validate(self, hidden: int, dim: int | None = None) -> None:
         super().validate(hidden, dim)
         if getattr(self, "resample_every", 0) and not getattr(self, "dead_after", 0):
-            raise ParameterError(f"{self.name}: resample_every needs dead_after > 0")
+            raise ParameterError(f"{self.name}: --resample-every needs --dead-after > 0")
 
     def upkeep(self) -> Upkeep:
         init = getattr(self, "b_dec_init", "none")

@@ -37,7 +37,7 @@ def _fractions(value: str) -> list[float]:
         parts = [float(v) for v in value.split(",") if v.strip()]
     except ValueError:
         raise ParameterError(
-            f"prefixes: expected comma-separated fractions, got {value!r}"
+            f"--prefixes: expected comma-separated fractions, got {value!r}"
         ) from None
     return parts
 

@@ -71,14 +71,24 @@ def test_data_directory_from_the_environment(data_dir, tmp_path):
 @pytest.mark.parametrize(
     ("args", "code", "words"),
     [
-        (["train", "ksparse", "--k", "0"], 2, "k must be between 1 and the hidden size"),
-        (["train", "ksparse", "--hidden", "10", "--k", "11"], 2, "k must be between 1"),
-        (["train", "kl", "--rho", "1.5"], 2, "rho must be strictly between 0 and 1"),
+        (["train", "ksparse", "--k", "0"], 2, "ksparse: --k must be between 1 and the hidden"),
+        (["train", "ksparse", "--hidden", "10", "--k", "11"], 2, "--k must be between 1"),
+        (["train", "kl", "--rho", "1.5"], 2, "--rho must be strictly between 0 and 1"),
         (["train", "kl", "--lr", "-1"], 2, "--lr must be a finite number > 0"),
         (["train", "kl", "--batch-size", "0"], 2, "--batch-size must be a positive integer"),
         (["train", "kl", "--hidden", "0"], 2, "hidden must be a positive integer"),
         (["train", "ksparse", "--kk", "3"], 2, "unknown option --kk for method 'ksparse'"),
-        (["train", "ksparse", "--k", "many"], 2, "k: expected int, got 'many'"),
+        (["train", "ksparse", "--kk", "3"], 2, "(did you mean --k? its options: --k, --alpha"),
+        (["train", "ksparse", "--epoch", "2"], 2, "'ksparse' (did you mean --epochs?"),
+        (["train", "ksparse", "--no-donwload"], 2, "(did you mean --no-download?"),
+        (["train", "ksparse", "--k", "many"], 2, "--k: expected int, got 'many'"),
+        (["train", "jumprelu", "--pre-bias", "maybe"], 2, "--pre-bias: expected true or false"),
+        (["train", "jumprelu", "--pre_bias", "maybe"], 2, "--pre-bias: expected true or false"),
+        (
+            ["train", "topk", "--resample-every", "2", "--dead-after", "0"],
+            2,
+            "topk: --resample-every needs --dead-after > 0",
+        ),
         (["train", "arora", "--untied"], 2, "needs tied weights"),
         (["train", "nope"], 5, "unknown method 'nope'"),
         (["train", "ksparse", "--gpu"], 4, "--gpu"),
@@ -87,8 +97,8 @@ def test_data_directory_from_the_environment(data_dir, tmp_path):
 def test_bad_input_gives_one_line_and_an_exit_code(args, code, words, tmp_path):
     result = run(*args, "--out", str(tmp_path / "runs"), "--no-download", "--data", str(tmp_path))
     assert result.returncode == code, result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr  # not even an empty line before it
     assert words in lines[0] and "Traceback" not in result.stderr
     assert not (tmp_path / "runs").exists()  # nothing written for a run that never started
 

@@ -68,7 +68,7 @@ def test_bad_method_parameter_is_a_fit_time_error():
     X = np.random.default_rng(0).random((20, 5))
     with pytest.raises(ParameterError, match="k must be between 1 and the hidden size"):
         est.fit(X)
-    with pytest.raises(ParameterError, match="no parameter 'kk'"):
+    with pytest.raises(ParameterError, match="no parameter --kk"):
         SparseCoding("ksparse", hidden=10, kk=3).fit(X)
 
 

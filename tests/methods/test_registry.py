@@ -106,12 +106,12 @@ def test_unknown_method_lists_the_available_ones():
 @pytest.mark.parametrize(
     ("method", "params", "message"),
     [
-        ("ksparse", {"k": 0}, "k must be between 1 and the hidden size"),
-        ("ksparse", {"k": 65}, "k must be between 1 and the hidden size"),
-        ("kl", {"rho": 1.5}, "rho must be strictly between 0 and 1"),
-        ("kl", {"beta": -1.0}, "beta must be >= 0"),
-        ("l2", {"weight_decay": float("nan")}, "weight_decay must be >= 0"),
-        ("arora", {"init": "zeros"}, "init must be one of"),
+        ("ksparse", {"k": 0}, ": --k must be between 1 and the hidden size"),
+        ("ksparse", {"k": 65}, ": --k must be between 1 and the hidden size"),
+        ("kl", {"rho": 1.5}, "--rho must be strictly between 0 and 1"),
+        ("kl", {"beta": -1.0}, "--beta must be >= 0"),
+        ("l2", {"weight_decay": float("nan")}, "--weight-decay must be >= 0"),
+        ("arora", {"init": "zeros"}, "--init must be one of"),
     ],
 )
 def test_parameters_are_validated_with_clear_errors(method, params, message):
@@ -120,7 +120,7 @@ def test_parameters_are_validated_with_clear_errors(method, params, message):
 
 
 def test_unknown_parameter_names_the_known_ones():
-    with pytest.raises(sparsekit.ParameterError, match=r"no parameter 'kk' \(its parameters: k,"):
+    with pytest.raises(sparsekit.ParameterError, match=r"no parameter --kk \(did you mean --k\? its parameters: --k,"):
         fresh_registry().create("ksparse", kk=3)
 
 

@@ -397,7 +397,7 @@ def test_resampling_reinitialises_dead_units_and_their_moments():
 
 
 def test_resampling_needs_dead_unit_tracking():
-    with pytest.raises(sparsekit.ParameterError, match="dead_after"):
+    with pytest.raises(sparsekit.ParameterError, match="--resample-every needs --dead-after > 0"):
         TopKSAE(k=2, dead_after=0, resample_every=5).validate(8, 4)
 
 

@@ -266,7 +266,7 @@ def test_cli_errors_before_training_leave_nothing_behind(data_dir, tmp_path):
         "--data", str(data_dir), "--no-download", "--out", str(tmp_path),
     )  # fmt: skip
     assert result.returncode == ParameterError.exit_code
-    assert result.stderr.strip().splitlines()[-1].startswith("sparsekit: error: ksparse: k ")
+    assert result.stderr.strip().splitlines()[-1].startswith("sparsekit: error: ksparse: --k ")
     assert not list(tmp_path.iterdir())
 
 
