@@ -201,7 +201,11 @@ def _load_split(spec: dict[str, Any], data: PathLike | None, split: str, subset:
             "the run was trained on data given in memory; it does not say which data to evaluate on"
         )
     folder = data if data is not None else spec.get("data")
-    return load_dataset(name, folder, split=split, subset=subset, download=False)
+    # Runs from before --test-fraction held out the 10% that is still its default.
+    fraction = spec.get("test_fraction", 0.1)
+    return load_dataset(
+        name, folder, split=split, subset=subset, download=False, test_fraction=fraction
+    )
 
 
 def evaluate_run(
@@ -354,6 +358,7 @@ def start_run(
         split="train",
         subset=values["subset"],
         download=values["download"],
+        test_fraction=values["test_fraction"],
         progress=progress,
     )
     if values["remove_mean"] or values["zca"]:
@@ -387,6 +392,7 @@ def _data_spec(values: dict[str, Any]) -> dict[str, Any]:
         "data": str(Path(data).resolve()) if data is not None else None,
         "split": "train",
         "subset": values["subset"],
+        "test_fraction": values["test_fraction"],
         "download": values["download"],
         "remove_mean": values["remove_mean"],
         "zca": values["zca"],
