@@ -3,9 +3,13 @@ the SAE defaults on data of their size."""
 
 from __future__ import annotations
 
+import os
+import stat
+
 import numpy as np
 import pytest
 
+from sparsekit import load_run
 from sparsekit.data import load_dataset
 from sparsekit.errors import DataError
 from sparsekit.runs.api import evaluate_run, start_run, train_run
@@ -41,3 +45,43 @@ def test_train_run_test_fraction_reaches_eval(tmp_path):
                     test_fraction=0.5)
     result = evaluate_run(run)
     assert (result["n_train"], result["n_test"]) == (30, 30)
+
+
+def _model(tmp_path):
+    path = _acts(tmp_path)
+    run = train_run("topk", path, out=tmp_path / "runs", hidden=16, epochs=1, k=2)
+    return load_run(run)
+
+
+def test_model_encode_refuses_nan_naming_the_row(tmp_path):
+    model = _model(tmp_path)
+    x = np.zeros((2000, 8), np.float32)
+    x[1500, 3] = np.nan
+    with pytest.raises(DataError, match=r"^input: row 1500 contains NaN or infinite values$"):
+        model.encode(x)
+    x[1500, 3] = np.inf
+    with pytest.raises(DataError, match="row 1500"):
+        model.reconstruct(x)
+
+
+def test_model_decode_and_encode_name_the_expected_width(tmp_path):
+    model = _model(tmp_path)
+    with pytest.raises(DataError, match=r"expects N × 16"):
+        model.decode(np.zeros((3, 15), np.float32))
+    with pytest.raises(DataError, match="the model expects 8"):
+        model.encode(np.zeros((3, 7), np.float32))
+
+
+def test_saelens_weights_have_the_mode_of_cfg_json(tmp_path):
+    pytest.importorskip("safetensors")
+    from sparsekit.interop.saelens import export_saelens
+
+    model = _model(tmp_path)
+    out = tmp_path / "sae"
+    old = os.umask(0o022)
+    try:
+        export_saelens(model, out)
+    finally:
+        os.umask(old)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in out.iterdir()}
+    assert modes == {"cfg.json": 0o644, "sae_weights.safetensors": 0o644}
