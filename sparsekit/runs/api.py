@@ -152,7 +152,8 @@ def encode_run(
     download: bool = False,
     training: bool = False,
     output: PathLike | None = None,
-) -> np.ndarray:
+    sparse: bool = False,
+) -> Any:
     """The codes (N × hidden) of ``data`` under the model of ``run_dir``.
 
     ``data`` is what ``--dataset`` takes (``"mnist"``, ``"fashion-mnist"``, a ``.npy`` /
@@ -161,11 +162,17 @@ def encode_run(
     applied first (:func:`prepare_data`). ``training`` uses the training-time support
     instead of the encoding one (e.g. αk for k-sparse). With ``output`` (a ``.npy`` name) the
     codes are also written there, atomically.
+
+    ``sparse`` returns a :class:`scipy.sparse.csr_matrix` instead of a dense array, and
+    writes ``output`` (then a ``.npz`` name) with :func:`scipy.sparse.save_npz`: a k-sparse
+    code of 16 nonzeros in 1024 units takes about 1/40 of the dense file.
     """
 
     run_dir = run_directory(run_dir)
-    if output is not None and Path(output).suffix.lower() != ".npy":
-        raise ParameterError(f"{output}: the codes are written as .npy; name the file *.npy")
+    suffix = ".npz" if sparse else ".npy"
+    if output is not None and Path(output).suffix.lower() != suffix:
+        kind = "sparse codes are written as .npz" if sparse else "the codes are written as .npy"
+        raise ParameterError(f"{output}: {kind}; name the file *{suffix}")
     model = load_run(run_dir)
     name = None
     if isinstance(data, (str, os.PathLike)):
@@ -173,9 +180,16 @@ def encode_run(
         data = load_dataset(name, data_dir, split=split, subset=subset, download=download)
     dataset = prepare_data(run_dir, data, model=model, name=name)
     codes = model.encode(dataset, training=training)
+    if sparse:
+        import scipy.sparse  # only here: importing sparsekit need not load SciPy
+
+        codes = scipy.sparse.csr_matrix(codes)
     if output is not None:
         buffer = io.BytesIO()
-        np.save(buffer, codes, allow_pickle=False)
+        if sparse:
+            scipy.sparse.save_npz(buffer, codes)
+        else:
+            np.save(buffer, codes, allow_pickle=False)
         write_atomic(_output_path(output), buffer.getvalue())
     return codes
 

@@ -11,8 +11,8 @@ import pytest
 
 from sparsekit import load_run
 from sparsekit.data import load_dataset
-from sparsekit.errors import DataError
-from sparsekit.runs.api import evaluate_run, start_run, train_run
+from sparsekit.errors import DataError, ParameterError
+from sparsekit.runs.api import encode_run, evaluate_run, start_run, train_run
 
 
 def _acts(tmp_path, n=60, dim=8):
@@ -85,3 +85,33 @@ def test_saelens_weights_have_the_mode_of_cfg_json(tmp_path):
         os.umask(old)
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in out.iterdir()}
     assert modes == {"cfg.json": 0o644, "sae_weights.safetensors": 0o644}
+
+
+def test_encode_run_sparse_returns_and_writes_csr(tmp_path):
+    import scipy.sparse
+
+    path = _acts(tmp_path)
+    run = train_run("topk", path, out=tmp_path / "runs", hidden=16, epochs=1, k=2)
+    dense = encode_run(run, path)
+    codes = encode_run(run, path, sparse=True, output=tmp_path / "codes.npz")
+    assert scipy.sparse.isspmatrix_csr(codes)
+    np.testing.assert_array_equal(codes.toarray(), dense)
+    np.testing.assert_array_equal(scipy.sparse.load_npz(tmp_path / "codes.npz").toarray(), dense)
+    with pytest.raises(ParameterError, match=r"codes.npy: sparse codes are written as .npz"):
+        encode_run(run, path, sparse=True, output=tmp_path / "codes.npy")
+
+
+def test_cli_encode_sparse(tmp_path):
+    import scipy.sparse
+    from typer.testing import CliRunner
+
+    from sparsekit.cli.main import app
+
+    path = _acts(tmp_path)
+    run = train_run("topk", path, out=tmp_path / "runs", hidden=16, epochs=1, k=2)
+    out = tmp_path / "codes.npz"
+    result = CliRunner().invoke(app, ["encode", str(run), str(path), str(out), "--sparse"])
+    assert result.exit_code == 0, result.output
+    assert scipy.sparse.load_npz(out).shape == (60, 16)
+    result = CliRunner().invoke(app, ["encode", str(run), str(path), str(out)])
+    assert isinstance(result.exception, ParameterError)  # main() prints it in one line
