@@ -181,13 +181,13 @@ def encode_run(
     dataset = prepare_data(run_dir, data, model=model, name=name)
     codes = model.encode(dataset, training=training)
     if sparse:
-        import scipy.sparse  # only here: importing sparsekit need not load SciPy
-
-        codes = scipy.sparse.csr_matrix(codes)
+        # The codes are NumPy arrays; the CPU backend's sparse module is scipy.sparse.
+        scipy_sparse = get_backend().sparse
+        codes = scipy_sparse.csr_matrix(codes)
     if output is not None:
         buffer = io.BytesIO()
         if sparse:
-            scipy.sparse.save_npz(buffer, codes)
+            scipy_sparse.save_npz(buffer, codes)
         else:
             np.save(buffer, codes, allow_pickle=False)
         write_atomic(_output_path(output), buffer.getvalue())
