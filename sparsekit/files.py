@@ -17,6 +17,7 @@ import contextlib
 import json
 import os
 import secrets
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -141,6 +142,7 @@ def atomic_path(path: Path, *, error: type[SparsekitError] = OutputError) -> Ite
     tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
     try:
         yield tmp
+        _as_new_file(tmp)
         os.replace(tmp, path)
     except OSError as exc:
         remove_quietly(tmp)
@@ -148,6 +150,34 @@ def atomic_path(path: Path, *, error: type[SparsekitError] = OutputError) -> Ite
     except BaseException:
         remove_quietly(tmp)
         raise
+
+
+def _umask() -> int:
+    """The process's umask: from ``/proc`` where there is one (reading it any other way
+    means setting it for a moment, which another thread's new file could see)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _as_new_file(tmp: Path) -> None:
+    """Give ``tmp`` the permissions a newly created file gets (0644 under umask 022).
+
+    Some writers the block hands the path to create it private: ``safetensors`` writes 0600,
+    which left ``sae_weights.safetensors`` unreadable to others beside a 0644 ``cfg.json``.
+    """
+    if not tmp.exists():
+        return  # the block wrote nothing; os.replace says so
+    mode = 0o666 & ~_umask()
+    if stat.S_IMODE(tmp.stat().st_mode) != mode:
+        os.chmod(tmp, mode)
 
 
 def write_atomic(path: Path, data: bytes, *, error: type[SparsekitError] = OutputError) -> None:

@@ -168,7 +168,9 @@ def encode(
     input: Annotated[
         str, typer.Argument(help="Data to encode: mnist, fashion-mnist, or a .npy/.npz/IDX file.")
     ],
-    output: Annotated[Path, typer.Argument(help="Where to write the codes (.npy).")],
+    output: Annotated[
+        Path, typer.Argument(help="Where to write the codes (.npy; .npz with --sparse).")
+    ],
     data: Annotated[
         Path | None, typer.Option(help="Data directory for mnist / fashion-mnist.")
     ] = None,
@@ -184,8 +186,16 @@ def encode(
         ),
     ] = False,
     download: DownloadOption = False,
+    sparse: Annotated[
+        bool,
+        typer.Option(
+            "--sparse",
+            help="Write a SciPy CSR matrix (.npz, scipy.sparse.load_npz) instead of dense .npy.",
+        ),
+    ] = False,
 ) -> None:
-    """Write the codes (N x hidden, .npy) of INPUT under the model of RUN_DIR."""
+    """Write the codes (N x hidden, .npy, or .npz with --sparse) of INPUT under the model of
+    RUN_DIR."""
     codes = encode_run(
         run_dir,
         input,
@@ -195,10 +205,13 @@ def encode(
         download=download,
         training=training,
         output=output,
+        sparse=sparse,
     )
-    active = float((codes != 0).sum(axis=1).mean()) if len(codes) else 0.0
+    n = codes.shape[0]
+    nonzeros = codes.nnz if sparse else int((codes != 0).sum())
+    active = nonzeros / n if n else 0.0
     Console(stderr=True).print(
-        f"encoded {len(codes)} samples of {input} into {codes.shape[1]} units "
+        f"encoded {n} samples of {input} into {codes.shape[1]} units "
         f"({active:.1f} active on average) -> {output}"
     )
     typer.echo(str(output))

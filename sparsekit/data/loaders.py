@@ -84,7 +84,8 @@ def load_dataset(
       ``split="test"`` cuts them at other places (seed + 1).
     * a path to a ``.npy``, ``.npz`` (``file.npz:name`` picks an array) or IDX file (gzip or
       raw): all rows, or with ``split="train"``/``"test"`` a seeded split that holds out
-      ``test_fraction`` of the rows.
+      ``test_fraction`` of the rows (0: ``"train"`` is every row and ``"test"`` a
+      :class:`DataError`, as there is nothing held out).
 
     * ``"synthetic-sae"`` or ``"synthetic-sae:features=4096,dim=256,n=100000,seed=0,..."``:
       signals of a :mod:`~sparsekit.data.synthetic_sae` world (SynthSAEBench-style);
@@ -169,7 +170,14 @@ def _load_file(
         ds = load_idx_file(path)
     else:
         raise DataError(f"{path}: unsupported file type (expected .npy, .npz or an IDX file)")
-    if split is not None:
+    if split is not None and test_fraction == 0:
+        # Nothing held out: the training split is every row, and there is no test split.
+        if split == "test":
+            raise DataError(
+                f"{path}: no held-out split (the run was trained with --test-fraction 0, "
+                "on every row)"
+            )
+    elif split is not None:
         train, test = train_test_split(ds, test_fraction, seed=seed)
         ds = train if split == "train" else test
     return ds if subset is None else take_subset(ds, subset)

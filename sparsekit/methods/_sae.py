@@ -47,6 +47,12 @@ def non_negative_int(value: int, _size: Any) -> str | None:
     return None if value >= 0 else f"must be >= 0, got {value}"
 
 
+#: The dead-unit window of Gao et al. (10M tokens) and the AuxK methods' default. Their runs
+#: see billions of tokens; on a user's own file of 50,000 rows a run sees far fewer samples,
+#: so the trainer takes this default as "at most a tenth of the run" (see
+#: :func:`sparsekit.training.upkeep.dead_window`).
+PAPER_DEAD_AFTER = 10_000_000
+
 #: Parameters every method with the AuxK loss declares (Gao et al. 2024, §A.2).
 AUXK_PARAMS = (
     Param(
@@ -60,8 +66,9 @@ AUXK_PARAMS = (
     Param(
         "dead_after",
         int,
-        10_000_000,
-        "a latent is dead after this many training samples without firing (paper: 10M tokens)",
+        PAPER_DEAD_AFTER,
+        "a latent is dead after this many training samples without firing (paper: 10M "
+        "tokens; this default becomes a tenth of the run's samples when that is fewer)",
         non_negative_int,
     ),
 )

@@ -46,6 +46,7 @@ def load_dataset_from_spec(
         split=spec.get("split"),
         subset=spec.get("subset"),
         download=bool(spec.get("download", False)) if download is None else download,
+        test_fraction=spec.get("test_fraction", 0.1),  # older runs: the 10% of then
     )
     if spec.get("remove_mean") or spec.get("zca"):
         stored = read_preprocessing(preprocessing) if preprocessing is not None else None

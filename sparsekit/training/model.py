@@ -71,13 +71,19 @@ class Model:
             data if isinstance(data, Dataset) else ArrayDataset(np.asarray(data), name="input")
         )
         if dataset.dim != self.dim:
-
             raise DataError(
                 f"{dataset.name}: samples have {dataset.dim} features, the model expects {self.dim}"
             )
         for start in range(0, len(dataset), batch_size):
             rows = np.arange(start, min(start + batch_size, len(dataset)))
-            x = self.backend.asarray(dataset.take(rows, self.backend.dtype))
+            batch = dataset.take(rows, self.backend.dtype)
+            # NaN would pass through the matmuls into NaN codes without a word; the command
+            # line and the estimator refuse it, and so does the library, naming the row.
+            finite = np.isfinite(batch).all(axis=1)
+            if not finite.all():
+                row = start + int(np.flatnonzero(~finite)[0])
+                raise DataError(f"{dataset.name}: row {row} contains NaN or infinite values")
+            x = self.backend.asarray(batch)
             if self.input_mean is not None:
                 x -= self.input_mean
             yield x
@@ -98,6 +104,12 @@ class Model:
         """Reconstructions (N×D) from codes (N×H)."""
         xp = self.backend.xp
         codes = np.asarray(codes)
+        if codes.ndim != 2 or codes.shape[1] != self.hidden:
+            # NumPy's own matmul message names operands, not the model's width.
+            raise DataError(
+                f"codes have shape {codes.shape}, the model expects N × {self.hidden} "
+                f"(one column per unit)"
+            )
         w_dec = decoder_weights(self.params)
         out = []
         for start in range(0, len(codes), batch_size):

@@ -142,7 +142,10 @@ class Trainer:
         initial = method.init_params(init_rng, dim, config.hidden, config.tied, sample)
         # What the method asks the trainer to maintain (unit-norm decoder, b_dec from the
         # data, dead units, resampling): see sparsekit.training.upkeep.
-        self.upkeep = Upkeeper(method.upkeep(), method, self.backend, config.hidden, config.seed)
+        self.upkeep = Upkeeper(
+            method.upkeep(), method, self.backend, config.hidden, config.seed,
+            run_samples=n * config.epochs,
+        )
         initial = self.upkeep.init_params(initial, sample)
         self.params: dict[str, Any] = {k: self.backend.asarray(v) for k, v in initial.items()}
         self.optimizer: Optimizer | None = (

@@ -12,7 +12,9 @@ trainer's :class:`Upkeeper` then, for any method:
   initial data sample.
 * **dead units** – counts, per unit, training samples since it last fired (code value > 0);
   units at ``dead_after`` or more are dead. The mask goes to the method's objective
-  (:class:`~sparsekit.core.contract.StepState`, e.g. for AuxK).
+  (:class:`~sparsekit.core.contract.StepState`, e.g. for AuxK). The AuxK methods' default
+  window, the paper's 10M samples, is capped at a tenth of the samples the run sees
+  (:func:`dead_window`); a window the run cannot reach gets a one-line warning.
 * **resampling** – every ``resample_every`` optimizer steps, each dead unit j is
   re-initialised from an input of the current batch drawn with probability proportional to
   its squared reconstruction error ‖x − x̂‖² (Bricken et al. 2023): decoder row
@@ -26,6 +28,8 @@ checkpoints store, so a resumed run is exact.
 
 from __future__ import annotations
 
+import warnings
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -33,6 +37,11 @@ import numpy as np
 from sparsekit.backend import Backend
 from sparsekit.core.contract import Method, StepState, TopK, Upkeep
 from sparsekit.core.step import Forward
+from sparsekit.methods._sae import PAPER_DEAD_AFTER
+
+#: The default window as a share of the run: a unit silent for a tenth of the run (one
+#: epoch of ten) is dead. Gao et al.'s 10M tokens are a far smaller share of their runs.
+DEAD_SHARE_OF_RUN = 10
 
 #: Scale of a resampled encoder row relative to the mean live encoder row norm.
 RESAMPLE_ENCODER_SCALE = 0.2
@@ -70,13 +79,48 @@ def fired_units(backend: Backend, fwd: Forward, hidden: int) -> Any:
     return (fwd.code > 0).any(axis=0)
 
 
+def dead_window(upkeep: Upkeep, name: str, run_samples: int | None) -> Upkeep:
+    """``upkeep`` with a dead-unit window the run of ``run_samples`` samples can reach.
+
+    The paper's default (:data:`PAPER_DEAD_AFTER`, which the AuxK methods declare) becomes
+    at most a tenth of the run: with 10M on 225,000 samples no unit could ever count as
+    dead, so AuxK would never run. Any other window at or above the run's samples is the
+    user's choice, kept, with a one-line warning that it cannot take effect. (A user who
+    sets exactly 10,000,000 gets the default's treatment: the value is all there is.)
+    """
+    after = upkeep.dead_after
+    if not after or run_samples is None:
+        return upkeep
+    if after == PAPER_DEAD_AFTER:
+        return replace(upkeep, dead_after=max(1, min(after, run_samples // DEAD_SHARE_OF_RUN)))
+    if after >= run_samples:
+        warnings.warn(
+            f"{name}: dead_after={after} is not less than the {run_samples} samples this run "
+            "sees (epochs x rows): no unit can count as dead, so AuxK and resampling never run",
+            UserWarning,
+            stacklevel=3,
+        )
+    return upkeep
+
+
 class Upkeeper:
-    """Applies one method's :class:`Upkeep` in a trainer (see the module docstring)."""
+    """Applies one method's :class:`Upkeep` in a trainer (see the module docstring).
+
+    ``run_samples`` (epochs × training rows) fits the dead-unit window to the run
+    (:func:`dead_window`); ``None`` keeps the declared one.
+    """
 
     def __init__(
-        self, upkeep: Upkeep, method: Method, backend: Backend, hidden: int, seed: int
+        self,
+        upkeep: Upkeep,
+        method: Method,
+        backend: Backend,
+        hidden: int,
+        seed: int,
+        *,
+        run_samples: int | None = None,
     ) -> None:
-        self.upkeep = upkeep
+        self.upkeep = dead_window(upkeep, method.name, run_samples)
         self.method = method
         self.backend = backend
         self.hidden = hidden
@@ -84,7 +128,7 @@ class Upkeeper:
         self.resampled = 0
         self.rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(2,)))
         self.since_fired = (
-            backend.xp.zeros(hidden, dtype=backend.xp.int64) if upkeep.dead_after else None
+            backend.xp.zeros(hidden, dtype=backend.xp.int64) if self.upkeep.dead_after else None
         )
 
     @property

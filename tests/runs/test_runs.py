@@ -26,6 +26,7 @@ SPEC = {
     "data": str(DATA_DIR),
     "split": "train",
     "subset": 300,
+    "test_fraction": 0.1,
     "download": False,
     "remove_mean": True,
     "zca": False,

@@ -50,6 +50,7 @@ BAD = {
     "data": ("", "--data must be a path, got ''"),
     "download": ("yes", "--download must be true or false, got 'yes'"),
     "subset": (0, "--subset must be a positive integer, got 0"),
+    "test_fraction": (1.0, "--test-fraction must be a number in [0, 1), got 1.0"),
     "remove_mean": (1, "--remove-mean must be true or false, got 1"),
     "zca": ("no", "--zca must be true or false, got 'no'"),
     "epochs": (0, "--epochs must be a positive integer, got 0"),

@@ -3,17 +3,24 @@ decoder rows, b_dec from the data, dead-unit counting and resampling, and its ch
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
 from sparsekit.backend import get_backend
 from sparsekit.core.contract import TopK, Upkeep
 from sparsekit.core.step import Forward
+from sparsekit.methods._sae import PAPER_DEAD_AFTER
 from sparsekit.methods.plain import Plain
+from sparsekit.methods.topk import TopKSAE
 from sparsekit.training.optim import Adam
+from sparsekit.training.settings import resolve_config
+from sparsekit.training.trainer import Trainer
 from sparsekit.training.upkeep import (
     RESAMPLE_ENCODER_SCALE,
     Upkeeper,
+    dead_window,
     decoder_name,
     fired_units,
     geometric_median,
@@ -193,3 +200,32 @@ def test_upkeep_settings_are_checked():
         Upkeep(resample_every=10)
     with pytest.raises(ParameterError, match="b_dec_init must be"):
         Upkeep(b_dec_init="median")
+
+
+# -- the dead-unit window on a run of the user's size (issue 27) ---------------------------------
+
+
+def test_the_papers_default_window_becomes_a_tenth_of_a_short_run():
+    keeper = Upkeeper(
+        Upkeep(dead_after=PAPER_DEAD_AFTER), Plain(), BACKEND, hidden=4, seed=0,
+        run_samples=225_000,
+    )
+    assert keeper.upkeep.dead_after == 22_500
+    long_run = dead_window(Upkeep(dead_after=PAPER_DEAD_AFTER), "topk", 10**9)
+    assert long_run.dead_after == PAPER_DEAD_AFTER  # the paper's runs keep the paper's window
+
+
+def test_a_window_the_run_cannot_reach_is_kept_with_a_warning():
+    with pytest.warns(UserWarning, match=r"^topk: dead_after=500000 .* never run$"):
+        kept = dead_window(Upkeep(dead_after=500_000), "topk", 225_000)
+    assert kept.dead_after == 500_000
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert dead_window(Upkeep(dead_after=1000), "topk", 225_000).dead_after == 1000
+        assert dead_window(Upkeep(), "topk", 225_000).dead_after == 0
+
+
+def test_topk_defaults_on_a_small_file_run_auxk():
+    x = np.random.default_rng(0).normal(size=(200, 6))
+    trainer = Trainer(TopKSAE(k=2), x, resolve_config(TopKSAE(k=2), hidden=8, epochs=5))
+    assert trainer.upkeep.upkeep.dead_after == 100  # 5 epochs x 200 rows / 10
