@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 import threading
+import warnings
 
 import typer
 
@@ -64,8 +65,20 @@ def _raise_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    """A library warning as the command shows it: one line, no source line under it."""
+    text = str(message).strip().splitlines()
+    print(f"sparsekit: warning: {text[0] if text else category.__name__}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the command line; never shows a traceback for a user error."""
+    with warnings.catch_warnings():  # restored on return: the command's display only
+        warnings.showwarning = _warning_line
+        _main(argv)
+
+
+def _main(argv: list[str] | None) -> None:
     # A program, unlike a library, may tune its process (docs/performance.md, "Process").
     tune_process()
     # SIGTERM ends a command like Ctrl-C (one line, exit 130); training installs handlers

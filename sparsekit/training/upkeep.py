@@ -95,7 +95,7 @@ def dead_window(upkeep: Upkeep, name: str, run_samples: int | None) -> Upkeep:
         return replace(upkeep, dead_after=max(1, min(after, run_samples // DEAD_SHARE_OF_RUN)))
     if after >= run_samples:
         warnings.warn(
-            f"{name}: dead_after={after} is not less than the {run_samples} samples this run "
+            f"{name}: --dead-after {after} is not less than the {run_samples} samples this run "
             "sees (epochs x rows): no unit can count as dead, so AuxK and resampling never run",
             UserWarning,
             stacklevel=3,

@@ -216,7 +216,7 @@ def test_the_papers_default_window_becomes_a_tenth_of_a_short_run():
 
 
 def test_a_window_the_run_cannot_reach_is_kept_with_a_warning():
-    with pytest.warns(UserWarning, match=r"^topk: dead_after=500000 .* never run$"):
+    with pytest.warns(UserWarning, match=r"^topk: --dead-after 500000 .* never run$"):
         kept = dead_window(Upkeep(dead_after=500_000), "topk", 225_000)
     assert kept.dead_after == 500_000
     with warnings.catch_warnings():
