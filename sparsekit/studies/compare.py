@@ -42,6 +42,7 @@ from typing import Any
 
 from sparsekit._version import __version__
 from sparsekit.backend import get_backend
+from sparsekit.core.declarations import did_you_mean
 from sparsekit.data import load_dataset
 from sparsekit.errors import ComparisonError, ParameterError, PluginError
 from sparsekit.files import write_json
@@ -217,8 +218,12 @@ def plan_jobs(
                     f"comparison; set it with --{key.replace('_', '-')}"
                 )
             else:
-                options = ", ".join([*declared, *PER_METHOD_SETTINGS])
-                raise ParameterError(f"{name} has no parameter {key!r} (its parameters: {options})")
+                # --param takes METHOD.NAME=VALUE, so names are written as the user types them
+                known = [*declared, *PER_METHOD_SETTINGS]
+                hint = did_you_mean(key, known)
+                raise ParameterError(
+                    f"{name} has no parameter {key!r} ({hint}its parameters: {', '.join(known)})"
+                )
         instance = cls(**method_values)
         resolve_config(
             instance,

@@ -246,8 +246,10 @@ def test_param_specs_and_planning_are_checked_before_training(tmp_path):
         plan_jobs(["nope"], settings, None, [], tmp_path)
     with pytest.raises(ParameterError, match="shared by every method"):
         plan_jobs(["ksparse"], settings, ["ksparse.hidden=10"], [], tmp_path)
-    with pytest.raises(ParameterError, match="has no parameter 'kk'"):
+    with pytest.raises(ParameterError, match="has no parameter 'kk' .did you mean k\\? "):
         plan_jobs(["ksparse"], settings, ["ksparse.kk=10"], [], tmp_path)
+    with pytest.raises(ParameterError, match="did you mean alpha\\? "):
+        plan_jobs(["ksparse"], settings, ["ksparse.alfa=3"], [], tmp_path)
     with pytest.raises(ParameterError, match="not compared"):
         plan_jobs(["plain"], settings, ["kl.rho=0.1"], [], tmp_path)
     with pytest.raises(ParameterError, match="k must be between 1 and the hidden size"):
