@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from old_contract import OldLinearOutput, OldReLU
 
 import sparsekit
 from sparsekit.core import contract
@@ -28,33 +29,6 @@ def _data(rows: int = 64, dim: int = 10, seed: int = 0) -> np.ndarray:
 
 
 # -- methods in the style of the first contract ---------------------------------------------------
-
-
-class OldReLU(Method):
-    """A plugin of the first contract: f overridden as a ReLU, never declared (the step would
-    train a sigmoid autoencoder)."""
-
-    name = "old-relu"
-    description = "ReLU by override (first contract)."
-
-    def activation(self, xp, z):
-        return xp.maximum(z, 0)
-
-    def activation_grad(self, xp, z, a):
-        return (z > 0).astype(z.dtype)
-
-
-class OldLinearOutput(Method):
-    """g overridden as the identity, never declared."""
-
-    name = "old-linear"
-    description = "Linear output by override (first contract)."
-
-    def output(self, xp, y):
-        return y
-
-    def output_grad(self, xp, y, xhat):
-        return None
 
 
 class OldObjective(Method):

@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+from old_contract import OldLinearOutput, OldReLU
 
 import sparsekit
 from sparsekit import Method, Param, PluginError, UnknownMethodError, hookimpl
@@ -147,28 +148,6 @@ def test_import_creates_no_plugin_manager_and_needs_no_cupy():
 # -- the method types at registration ---------------------------------------------------------
 
 
-class OldStyleReLU(Method):
-    """A plugin of the first contract: f is a ReLU by override of activation() (and its
-    derivative), never declared. Registered, it would train a sigmoid autoencoder."""
-
-    name = "old-style-relu"
-    description = "ReLU by override (first contract)."
-
-    def activation(self, xp, z):
-        return xp.maximum(z, 0)
-
-    def activation_grad(self, xp, z, a):
-        return (z > 0).astype(z.dtype)
-
-
-class OldStyleOutput(Method):
-    name = "old-style-output"
-    description = "Linear output by override (first contract)."
-
-    def output(self, xp, y):
-        return y
-
-
 class OldStyleObjective(Method):
     name = "old-style-objective"
     description = "own_objective = True on a generic Method (first contract)."
@@ -194,9 +173,9 @@ def _plugin_of(*classes):
 @pytest.mark.parametrize(
     ("cls", "message"),
     [
-        (OldStyleReLU, r"defines activation\(\), which the step no longer reads: declare "
+        (OldReLU, r"defines activation\(\), which the step no longer reads: declare "
          "hidden_activation"),
-        (OldStyleOutput, r"defines output\(\), which the step no longer reads: declare "
+        (OldLinearOutput, r"defines output\(\), which the step no longer reads: declare "
          "output_activation"),
         (OldStyleObjective, "sets own_objective, which is derived from its type: subclass "
          "sparsekit.methods.ObjectiveMethod instead"),
@@ -217,8 +196,8 @@ def test_a_first_contract_class_is_refused_at_registration(cls, message):
 
 
 def test_one_refused_class_does_not_hide_the_plugins_other_methods_registered_before_it():
-    registry = fresh_registry(_plugin_of(ReluL1, OldStyleReLU))
-    assert "test-relu-l1" in registry and "old-style-relu" not in registry
+    registry = fresh_registry(_plugin_of(ReluL1, OldReLU))
+    assert "test-relu-l1" in registry and OldReLU.name not in registry
     assert "PluginError" in registry.failures[0].error
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from old_contract import OldLinearOutput, OldReLU
 
 import sparsekit
 from sparsekit import Method, hookimpl
@@ -15,31 +16,6 @@ from sparsekit.cli.main import main
 from sparsekit.errors import EXIT_PLUGIN, PluginError
 from sparsekit.testing import ContractError, check_method
 from sparsekit.testing.gradcheck import check_gradients
-
-
-class ReluByOverride(Method):
-    """Computes a ReLU in activation() and its derivative in activation_grad(), declares
-    nothing: the step reads hidden_activation (a sigmoid) and would train that."""
-
-    name = "relu-by-override"
-    description = "ReLU by override (first contract)."
-
-    def activation(self, xp, z):
-        return xp.maximum(z, 0)
-
-    def activation_grad(self, xp, z, a):
-        return (z > 0).astype(z.dtype)
-
-
-class LinearByOverride(Method):
-    name = "linear-by-override"
-    description = "Linear output by override (first contract)."
-
-    def output(self, xp, y):
-        return y
-
-    def output_grad(self, xp, y, xhat):
-        return None
 
 
 class FlaggedObjective(Method):
@@ -55,8 +31,8 @@ class FlaggedObjective(Method):
 
 
 CASES = [
-    (ReluByOverride, r"defines activation\(\).*declare hidden_activation"),
-    (LinearByOverride, r"defines output\(\).*declare output_activation"),
+    (OldReLU, r"defines activation\(\).*declare hidden_activation"),
+    (OldLinearOutput, r"defines output\(\).*declare output_activation"),
     (FlaggedObjective, "sets own_objective.*subclass sparsekit.methods.ObjectiveMethod"),
 ]
 IDS = [cls.name for cls, _ in CASES]
