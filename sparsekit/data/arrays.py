@@ -334,7 +334,6 @@ def load_idx_file(
     """A data set from any IDX file of shape (samples, features) or (samples, h, w).
 
     Uncompressed files are memory-mapped; gzip-compressed ones are read into memory."""
-
     path = Path(path)
     mapped = not is_gzip(path)
     arr = read_idx(path, mmap=mapped)

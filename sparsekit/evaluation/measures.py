@@ -143,7 +143,6 @@ def evaluate(
     there are true atoms, ``recovery_max``, ``recovery_mean``, ``recovery_median`` and
     ``recovered`` (fraction of true atoms within 0.1).
     """
-
     dataset, truth = _dataset_and_truth(data, truth)
     if dataset.dim != model.dim:
         raise ParameterError(

@@ -113,7 +113,6 @@ def export_saelens(
     counterpart or a run trained on preprocessed data (SAELens has no place for a mean or a
     whitening matrix).
     """
-
     model = _model_to_export(source)
     method = model.method
     arch = _arch_of(method)
@@ -419,7 +418,6 @@ def load_saelens(
     Files sparsekit exported come back as the same method with the same parameters; files
     from elsewhere are read by the method that declares it reads their architecture.
     """
-
     folder = Path(folder)
     method, params, cfg, dtype = _as_model_parts(folder, registry)
     backend = get_backend(gpu, dtype)
@@ -446,7 +444,6 @@ def import_saelens(
     the model reads, for ``sparsekit eval`` and the figures; files sparsekit exported carry
     it already. Returns ``run_dir``.
     """
-
     folder, run_dir = Path(folder), Path(run_dir)
     method, params, cfg, dtype = _as_model_parts(folder, registry)
     meta_in = cfg.get("metadata") if isinstance(cfg.get("metadata"), dict) else {}

@@ -245,7 +245,6 @@ class SparseCoding(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
 
     def _make(self) -> tuple[BaseMethod, Any]:
         """A fresh method instance and its validated training configuration."""
-
         if not isinstance(self.method, str) and _method_class(self.method) is None:
             raise ParameterError(
                 f"method must be a registered name or a Method class, got {self.method!r}"
@@ -267,7 +266,6 @@ class SparseCoding(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
 
     def fit(self, X: Any, y: Any = None) -> SparseCoding:
         """Train the method on the rows of ``X`` for ``epochs`` epochs; returns self."""
-
         method, config = self._make()
         X = self._input(X, config.dtype, reset=True)
         trainer = Trainer(method, X, config)
@@ -278,7 +276,6 @@ class SparseCoding(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
 
     def partial_fit(self, X: Any, y: Any = None) -> SparseCoding:
         """One epoch on the rows of ``X``, continuing from the current state; returns self."""
-
         first = not hasattr(self, "params_")
         if first:
             method, config = self._make()

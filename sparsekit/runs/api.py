@@ -106,7 +106,6 @@ def run_summary(run_dir: PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
     data, epochs done and planned, final measures, seconds); ``meta`` the checkpoint's
     metadata, or ``config.json`` for a run that stopped before its first checkpoint.
     """
-
     run_dir = run_directory(run_dir)
     if (run_dir / CHECKPOINT).exists():
         meta = load_checkpoint(run_dir)["meta"]
@@ -134,7 +133,6 @@ def prepare_data(
     name, otherwise); the run's stored preprocessing, if any, is applied. ``model`` saves
     loading the run again.
     """
-
     dataset = as_dataset(dataset)
     if model is None:
         model = load_run(run_dir)
@@ -175,7 +173,6 @@ def encode_run(
     writes ``output`` (then a ``.npz`` name) with :func:`scipy.sparse.save_npz`: a k-sparse
     code of 16 nonzeros in 1024 units takes about 1/40 of the dense file.
     """
-
     run_dir = run_directory(run_dir)
     suffix = ".npz" if sparse else ".npy"
     if output is not None and Path(output).suffix.lower() != suffix:
@@ -278,7 +275,6 @@ def evaluate_run(
     phase of :data:`EVAL_PHASES` starts. With ``output`` the result is also written there
     as JSON, atomically.
     """
-
     for flag, value in (("--subset", subset), ("--test-subset", test_subset)):
         if value is not None:
             check_value(flag, value, POSITIVE_INT)
@@ -414,7 +410,6 @@ def _raw_probe_error(
     arrays: tuple[np.ndarray, ...], fit: dict[str, Any], cache: bool
 ) -> tuple[float, bool]:
     """The probe error on raw inputs and whether it came from the probe cache."""
-
     def run() -> float:
         return float(linear_probe(*arrays, **fit))
 
@@ -560,7 +555,6 @@ def resume_trainer(
     trainer's callbacks are the run's :class:`~sparsekit.runs.writer.RunWriter`, then ``callbacks``.
     On the CPU the result is bit for bit that of a run never interrupted.
     """
-
     run_dir = run_directory(run_dir)
     stored = read_config(run_dir).get("run", {})
     given = {"snapshot_every": snapshot_every, "checkpoint_every": checkpoint_every}

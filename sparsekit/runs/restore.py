@@ -33,7 +33,6 @@ def load_dataset_from_spec(
 
     ``data`` replaces the stored data folder and ``download`` the stored download choice.
     """
-
     if not spec or not spec.get("spec"):
         raise CheckpointError(
             f"{where}: the run was trained on data given in memory; pass the data set "
@@ -116,7 +115,6 @@ def restore_trainer(
     one the run's settings name (e.g. the simulated device of
     :mod:`sparsekit.backend.simulated`).
     """
-
     ckpt = load_checkpoint(location, registry=registry)
     path: Path = ckpt["path"]
     meta = ckpt["meta"]
@@ -170,7 +168,6 @@ def load_run(
     the state of the last epoch trained. Arrays live on the CPU unless ``gpu`` is true (or
     on ``backend``, when given).
     """
-
     ckpt = load_checkpoint(location, registry=registry)
     meta, config, method = ckpt["meta"], ckpt["config"], ckpt["method"]
     method.load_state_dict(ckpt["state"]["method_state"])

@@ -86,7 +86,6 @@ def create_run_dir(root: str | Path, method: str) -> Path:
 
 def run_config(trainer: Trainer, data_spec: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The full description of a run, as stored in ``config.json``."""
-
     return {
         "method": trainer.method.name,
         "method_params": trainer.method.get_params(),
@@ -100,7 +99,6 @@ def run_config(trainer: Trainer, data_spec: Mapping[str, Any] | None = None) -> 
 
 def read_config(run_dir: str | Path) -> dict[str, Any]:
     """``config.json`` of a run directory (a :class:`CheckpointError` if missing or broken)."""
-
     path = Path(run_dir) / CONFIG
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -210,7 +208,6 @@ def select_holdout(
     The first ``n`` images of the test split for MNIST and Fashion-MNIST; otherwise the last
     ``n`` rows of the training data (the same rows every epoch and every resume).
     """
-
     spec = (data_spec or {}).get("spec")
     raw = not (data_spec or {}).get("remove_mean") and not (data_spec or {}).get("zca")
     if isinstance(spec, str) and spec.lower() in SOURCES and raw:
@@ -229,7 +226,6 @@ def summary(
     meta: Mapping[str, Any], history: Sequence[Mapping[str, Any]], status: str
 ) -> dict[str, Any]:
     """The contents of ``summary.json``."""
-
     final = dict(history[-1]) if history else {}
     return {
         "method": meta["method"],
@@ -456,7 +452,6 @@ def render_run(
     ``curves.png`` into ``out`` (default: the run directory). ``cols``, ``scale`` and
     ``max_filters`` change the filter grids' layout; the reconstruction grid keeps its own.
     """
-
     run_dir = Path(run_dir)
     for name, value, low in (
         ("scale", scale, 1),

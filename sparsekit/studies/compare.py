@@ -181,7 +181,6 @@ def plan_jobs(
     dim: int | None = None,
 ) -> list[MethodJob]:
     """Check every method and its settings before anything is trained; one job each."""
-
     registry = registry_for(plugins)
     names = list(methods) if methods else list(registry.methods)
     if not names:
@@ -295,7 +294,6 @@ def compare(
     again with the same preset continues it (finished methods are kept, interrupted ones
     resume from their checkpoints).
     """
-
     chosen = resolve_preset(preset) if preset is not None else None
     if chosen is not None:
         methods = list(methods) if methods else list(chosen.methods)
@@ -462,7 +460,6 @@ def _finished(job: MethodJob) -> MethodResult | None:
 
 def check_data(settings: CompareSettings, progress: Any = None) -> int:
     """Load the data once in this process (downloading if allowed); its feature count."""
-
     dataset = load_dataset(
         settings.dataset,
         settings.data,
@@ -488,7 +485,6 @@ def _comparison_json(
     """The comparison's listing: settings, and per method its run and its status: the
     result's, else (``stopped``: the run was interrupted) the state its files say
     (:func:`~sparsekit.studies.states.trial_state`), else ``planned``."""
-
     by_method = {r.method: r for r in results}
     return {
         "title": title,

@@ -450,7 +450,6 @@ def run_compare_jobs(
     emit: Callable[[Any], None],
 ) -> dict[str, MethodResult]:
     """:func:`sparsekit.studies.compare.compare`'s methods as Dask tasks (one per method)."""
-
     local = _is_local(scheduler)
     with DaskExecutor(
         scheduler,

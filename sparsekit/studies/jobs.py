@@ -233,7 +233,6 @@ class _Reporter(Callback):
 
 def _worker(job: MethodJob, events: Any) -> None:
     """Entry point of a worker process: run the job, send events and the result."""
-
     def emit(kind: str, data: dict[str, Any]) -> None:
         events.put((kind, job.method, data))
 

@@ -165,7 +165,6 @@ def model_measures(
     model: Any, dataset: Any, history: Sequence[Mapping[str, Any]]
 ) -> dict[str, Any]:
     """The table's measures for a trained ``model`` on ``dataset`` (its training data)."""
-
     values = evaluate(model, dataset)
     final = history[-1] if history else {}
     seconds = [float(r["seconds"]) for r in history if is_number(r.get("seconds"))]
@@ -198,7 +197,6 @@ def _measures_from_history(history: Sequence[Mapping[str, Any]]) -> dict[str, An
 
 def _measure_run(run_dir: Path, history: Sequence[Mapping[str, Any]], registry: Any) -> dict:
     """Measures of a run without ``measures.json``: from its checkpoint and data if possible."""
-
     base = _measures_from_history(history)
     if not (run_dir / CHECKPOINT).exists():
         return base
@@ -248,7 +246,6 @@ class RunRecord:
 
 def expand_run_dirs(paths: Sequence[str | Path]) -> list[Path]:
     """Run directories from ``paths``: a comparison directory stands for its runs."""
-
     out: list[Path] = []
     for p in map(Path, paths):
         if not p.is_dir():
@@ -269,7 +266,6 @@ def expand_run_dirs(paths: Sequence[str | Path]) -> list[Path]:
 
 def load_record(run_dir: str | Path, *, registry: Any = None) -> RunRecord:
     """Everything the report needs from ``run_dir`` (missing pieces stay empty)."""
-
     run_dir = Path(run_dir)
     config = read_json_or_none(run_dir / CONFIG) or {}
     summary = read_json_or_none(run_dir / SUMMARY) or {}
@@ -626,7 +622,6 @@ ACROSS_FIGURES = (
 def write_across_figures(records: Sequence[RunRecord], html: Path) -> list[tuple[str, str, Path]]:
     """The plots of :data:`ACROSS_FIGURES` as ``<report>-<suffix>.png`` beside ``html``:
     ``(title, caption, path)`` of each one drawn (none for fewer than two runs)."""
-
     histories = {r.name: r.history for r in records if r.history}
     if len(histories) < 2:
         return []
@@ -669,7 +664,6 @@ def render_html(
     across: Sequence[tuple[str, str, Path]] = (),
 ) -> str:
     """The report as one HTML document (no external resources, no script)."""
-
     used: set[str] = set()
     anchors = {i: _anchor(r.name, used) for i, r in enumerate(records)}
     figures = _across_html(across) + _tradeoff_html(records) + _overview_html(records, anchors)
@@ -830,7 +824,6 @@ def write_report(
     ``run_dirs`` are run directories or comparison directories (which stand for their
     runs). Returns ``{"html": ..., "csv": ..., "markdown": ...}``.
     """
-
     if registry is None:
         try:
             registry = load_registry()

@@ -455,7 +455,6 @@ def _finished_result(trial: Trial) -> MethodResult:
 
 def results_rows(plan: SweepPlan, results: Mapping[str, MethodResult]) -> list[dict[str, Any]]:
     """One row per trial: its id, method, settings, parameters, final measures and status."""
-
     rows = []
     for trial in plan.trials:
         job = trial.job
@@ -505,7 +504,6 @@ def _csv_text(rows: Sequence[Mapping[str, Any]]) -> str:
 
 def write_results(directory: Path, plan: SweepPlan, results: Mapping[str, MethodResult]) -> Path:
     """``results.csv`` of the sweep (atomically)."""
-
     path = directory / RESULTS
     write_atomic(path, _csv_text(results_rows(plan, results)).encode("utf-8"))
     return path
@@ -561,7 +559,6 @@ def run_sweep(
     Raises :class:`SweepFileError` and friends for a bad sweep before anything runs, and
     :class:`~sparsekit.studies.executor.MissingDependencyError` without Dask distributed.
     """
-
     plan = (
         source
         if isinstance(source, SweepPlan)

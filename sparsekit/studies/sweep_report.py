@@ -99,7 +99,6 @@ def best_settings(
     summaries: Sequence[SettingSummary], best_by: str = "fve"
 ) -> list[SettingSummary]:
     """Each method's setting with the best mean ``best_by`` (higher is better for ``fve``)."""
-
     higher = BEST_BY[best_by]
     best: dict[str, SettingSummary] = {}
     for s in summaries:
@@ -119,7 +118,6 @@ def best_settings(
 
 def plot_fve_l0(summaries: Sequence[SettingSummary]) -> bytes | None:
     """PNG bytes of variance explained against L0, one line per method (None: no points)."""
-
     points = [s for s in summaries if "fve" in s.measures and "mean_active" in s.measures]
     if not points:
         return None
@@ -228,7 +226,6 @@ def best_markdown(sweep: Sweep) -> str:
 def write_sweep_report(sweep: Sweep, out: str | Path | None = None) -> dict[str, Path]:
     """Write the sweep's ``report.html``, ``report.csv`` and ``report.md`` (in its directory
     unless ``out`` names the HTML file); returns their paths."""
-
     try:
         registry = registry_for(sweep.plan.plugins)
     except SparsekitError:

@@ -483,7 +483,6 @@ def problem_hidden(method: BaseMethod, *, dim: int = PROBLEM_DIM, start: int = P
     every unit (k-sparse's k = 25 needs 25 units: 64, where a top-k really drops units).
     Raises the method's :class:`~sparsekit.errors.ParameterError` when no size up to
     :data:`MAX_PROBLEM_HIDDEN` is accepted."""
-
     hidden = start
     while True:
         try:

@@ -113,7 +113,6 @@ def checkpoint_arrays(
 ) -> dict[str, np.ndarray]:
     """The members of a checkpoint of ``trainer``
     (a :class:`~sparsekit.training.trainer.Trainer`)."""
-
     state = trainer.state_dict()
     optim_arrays, optim_scalars = _split_state(state["optimizer"], trainer.backend)
     method_arrays, method_scalars = _split_state(state["method_state"], trainer.backend)
