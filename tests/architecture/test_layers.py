@@ -24,7 +24,7 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     ("evaluation",),
     ("training",),
     ("methods",),
-    ("core", "data"),
+    ("core", "data", "coders"),
     ("backend",),
     ("files", "layout", "_version"),
     ("errors",),

@@ -1,0 +1,7 @@
+"""Sparse coders: the code of a batch found by an optimiser, on NumPy or CuPy.
+
+Each function takes a batch of signals X (B × D) and a dictionary D (H × D, atoms as rows)
+and returns the codes Z (B × H) with X ≈ Z D. They use only the backend's array module, so
+the same call runs on the CPU and on a GPU. The dictionary-learning methods and the
+matching-pursuit SAE (:mod:`sparsekit.methods`) call them; so may anyone comparing coders.
+"""
