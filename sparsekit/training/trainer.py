@@ -23,6 +23,7 @@ from sparsekit.core.step import decoder_weights
 from sparsekit.data.dataset import ArrayDataset, Dataset
 from sparsekit.errors import DataError, DivergenceError, ParameterError
 from sparsekit.methods.registry import load_registry
+from sparsekit.training.batches import BatchPlan
 from sparsekit.training.metrics import VarianceAccumulator, coherence, fve_from_sums
 from sparsekit.training.model import Model
 from sparsekit.training.optim import Optimizer, make_optimizer
@@ -130,6 +131,8 @@ class Trainer:
         init_seed, shuffle_seed = np.random.SeedSequence(config.seed).spawn(2)
         init_rng = np.random.default_rng(init_seed)
         self.shuffle_rng = np.random.default_rng(shuffle_seed)
+        #: Each epoch's minibatches (see sparsekit.training.batches).
+        self.batches = BatchPlan(self.dataset, config.batch_size, self.shuffle_rng)
         sample_rows = np.sort(init_rng.choice(n, size=min(n, INIT_SAMPLE), replace=False))
         #: The data's mean sample (config.center), subtracted from every batch; else None.
         self.input_mean: Any = None
@@ -190,7 +193,7 @@ class Trainer:
         self.method.on_epoch_start(epoch, self.config.epochs)
         for cb in self.callbacks:
             cb.on_epoch_begin(self, epoch)
-        order = self.shuffle_rng.permutation(len(self.dataset))
+        steps = self.batches.start_epoch()
         sums = _EpochSums(backend, self.config.hidden, first=self._data_sst is None)
         backend.synchronize()
         start = time.perf_counter()
@@ -200,7 +203,7 @@ class Trainer:
         # would leave a BLAS thread spinning into the next epoch (OpenBLAS: about 0.1 s),
         # halving the speed of sparsekit's own threads meanwhile.
         with own_threads():
-            step, steps, x = self._run_steps(order, sums)
+            step, x = self._run_steps(steps, sums)
             backend.synchronize()
             seconds = time.perf_counter() - start
             if self.stop_requested and step + 1 < steps:
@@ -213,15 +216,13 @@ class Trainer:
             cb.on_epoch_end(self, metrics)
         return metrics
 
-    def _run_steps(self, order: np.ndarray, sums: _EpochSums) -> tuple[int, int, Any]:
-        """The epoch's minibatches in ``order``, added to ``sums``: ``(last step run, steps,
-        its batch)``; stops early when a callback asks."""
+    def _run_steps(self, steps: int, sums: _EpochSums) -> tuple[int, Any]:
+        """The epoch's ``steps`` minibatches (from :attr:`batches`), added to ``sums``:
+        ``(last step run, its batch)``; stops early when a callback asks."""
         cfg, backend, method = self.config, self.backend, self.method
-        steps = math.ceil(len(order) / cfg.batch_size)
         check_every = 50 if backend.is_gpu else 1
         for step in range(steps):
-            rows = np.sort(order[step * cfg.batch_size : (step + 1) * cfg.batch_size])
-            batch_rows = self.dataset.take(rows, backend.dtype)
+            batch_rows = self.batches.batch(step, backend.dtype)
             # No host transfer in here: on a GPU each would wait for the step to finish.
             with backend.step_scope():
                 x = backend.asarray(batch_rows)
@@ -247,7 +248,7 @@ class Trainer:
                 cb.on_step_end(self, step + 1, steps)
             if self.stop_requested:
                 break
-        return step, steps, x
+        return step, x
 
     def _check_weights(self, step: int, x: Any) -> None:
         """Raise :class:`DivergenceError` when a weight is not finite, or when the weights
