@@ -20,6 +20,8 @@ from sparsekit.errors import BackendError, ParameterError
 from sparsekit.files import first_line
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
+#: How a GPU training step's matrix products round: exact float32, or TF32 tensor cores.
+MATMUL_PRECISIONS = ("float32", "tf32")
 
 
 @dataclass(frozen=True)
@@ -36,11 +38,15 @@ class Backend:
     sparse: ModuleType | None
     dtype: np.dtype
     is_gpu: bool = False
+    #: The training step's matrix products: "float32" (exact) or "tf32" (CuPy only, inside
+    #: :meth:`step_scope`; products outside a step, e.g. evaluation, stay exact).
+    matmul_precision: str = "float32"
 
     @contextmanager
     def step_scope(self) -> Iterator[None]:
         """The trainer runs each minibatch's work inside this scope. Nothing happens here on
-        NumPy or CuPy; the simulated device refuses host transfers inside it."""
+        NumPy; CuPy switches its float32 products to TF32 for the scope when asked; the
+        simulated device refuses host transfers inside it."""
         yield
 
     def asarray(self, array: Any, dtype: Any = None) -> Any:
@@ -69,13 +75,52 @@ def resolve_dtype(dtype: Any) -> np.dtype:
     return resolved
 
 
-def get_backend(gpu: bool = False, dtype: Any = "float32") -> Backend:
+@dataclass(frozen=True)
+class CupyBackend(Backend):
+    """The CuPy backend: with ``matmul_precision="tf32"`` each training step's float32
+    products use the tensor cores' TF32 inputs, set for the step and restored after it (CuPy's
+    compute type is process-wide state: a library leaves it as it found it)."""
+
+    @contextmanager
+    def step_scope(self) -> Iterator[None]:  # pragma: no cover - needs a GPU
+        if self.matmul_precision != "tf32":
+            yield
+            return
+        from cupy._core import _routines_linalg as linalg
+
+        previous = linalg.get_compute_type(np.float32)
+        linalg.set_compute_type(np.float32, linalg.COMPUTE_TYPE_TF32)
+        try:
+            yield
+        finally:
+            linalg.set_compute_type(np.float32, previous)
+
+
+def check_matmul_precision(precision: str, gpu: bool, dtype: np.dtype) -> None:
+    """Refuse a precision the backend cannot honour (one line): TF32 is a GPU format for
+    float32 products, and nothing is trained as something other than what was asked."""
+    if precision not in MATMUL_PRECISIONS:
+        raise ParameterError(
+            f"--matmul-precision must be {' or '.join(MATMUL_PRECISIONS)}, got {precision!r}"
+        )
+    if precision == "tf32" and not (gpu and dtype == np.dtype(np.float32)):
+        raise ParameterError(
+            "--matmul-precision tf32 needs --gpu and --dtype float32 (TF32 is the GPU "
+            "tensor cores' format for float32 products)"
+        )
+
+
+def get_backend(
+    gpu: bool = False, dtype: Any = "float32", matmul_precision: str = "float32"
+) -> Backend:
     """The NumPy backend, or the CuPy one when ``gpu`` is true.
 
-    Raises :class:`BackendError` with a one-line reason when CuPy is not installed or no
-    CUDA device can be used.
+    ``matmul_precision="tf32"`` (CuPy, float32 only) lets each training step's products use
+    TF32 tensor cores. Raises :class:`BackendError` with a one-line reason when CuPy is not
+    installed or no CUDA device can be used.
     """
     resolved = resolve_dtype(dtype)
+    check_matmul_precision(matmul_precision, gpu, resolved)
     if not gpu:
         try:
             import scipy.sparse as sparse
@@ -101,7 +146,16 @@ def get_backend(gpu: bool = False, dtype: Any = "float32") -> Backend:
         import cupyx.scipy.sparse as sparse
     except Exception:  # pragma: no cover - part of CuPy
         sparse = None
-    return Backend("cupy", cupy, sparse, resolved, is_gpu=True)
+    if matmul_precision == "tf32":
+        from cupy._core import _routines_linalg as linalg
+
+        if not hasattr(linalg, "set_compute_type"):
+            raise BackendError(
+                f"--matmul-precision tf32: CuPy {cupy.__version__} cannot switch its compute type"
+            )
+    return CupyBackend(
+        "cupy", cupy, sparse, resolved, is_gpu=True, matmul_precision=matmul_precision
+    )
 
 
 def array_module(array: Any) -> ModuleType:

@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from sparsekit.backend import Backend, resolve_dtype
+from sparsekit.backend import Backend, check_matmul_precision, resolve_dtype
 from sparsekit.errors import BackendError
 
 __all__ = [
@@ -527,10 +527,15 @@ class SimulatedBackend(Backend):
             _scope.depth -= 1
 
 
-def simulated_backend(dtype: Any = "float32") -> SimulatedBackend:
+def simulated_backend(dtype: Any = "float32", matmul_precision: str = "float32") -> SimulatedBackend:
     """A backend that runs sparsekit's GPU path on the CPU (see the module docstring)::
 
     from sparsekit.backend.simulated import simulated_backend
     model = sparsekit.train("ksparse", images, backend=simulated_backend(), k=25)
     """
-    return SimulatedBackend("simulated-cupy", xp, sparse, resolve_dtype(dtype), is_gpu=True)
+    resolved = resolve_dtype(dtype)
+    # Checked and recorded as on CuPy; NumPy's products stay exact float32 (a dry run).
+    check_matmul_precision(matmul_precision, True, resolved)
+    return SimulatedBackend(
+        "simulated-cupy", xp, sparse, resolved, is_gpu=True, matmul_precision=matmul_precision
+    )

@@ -52,8 +52,11 @@ from sparsekit.training.trainer import Trainer, make_method
 __all__ = ["SparseCoding"]
 
 #: The training settings the constructor takes: the ``config`` settings of the declaration,
-#: but ``seed`` (scikit-learn's ``random_state``) and ``gpu`` (the estimator runs on the CPU).
-_TRAIN = tuple(s.name for s in TRAIN_CONFIG_SETTINGS if s.name not in ("seed", "gpu"))
+#: but ``seed`` (scikit-learn's ``random_state``), ``gpu`` and ``matmul_precision`` (the
+#: estimator runs on the CPU).
+_TRAIN = tuple(
+    s.name for s in TRAIN_CONFIG_SETTINGS if s.name not in ("seed", "gpu", "matmul_precision")
+)
 #: The constructor's own parameters; everything else is the method's.
 _SETTINGS = ("method", *_TRAIN, "random_state")
 

@@ -465,7 +465,7 @@ def start_run(
     instance = make_method(method, registry, **method_params)
     config = resolve_config(instance, **{s.name: values[s.name] for s in TRAIN_CONFIG_SETTINGS})
     instance.validate(config.hidden)  # before any data is read or downloaded
-    backend = get_backend(config.gpu, config.dtype)  # no CUDA: a clear error, before the data
+    backend = get_backend(config.gpu, config.dtype, config.matmul_precision)  # no CUDA: a clear error, before the data
     train_set = load_dataset(
         dataset,
         values["data"],

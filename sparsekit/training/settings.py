@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from sparsekit.backend import DTYPES, resolve_dtype
+from sparsekit.backend import DTYPES, MATMUL_PRECISIONS, check_matmul_precision, resolve_dtype
 from sparsekit.core.contract import Method
 from sparsekit.errors import ParameterError
 from sparsekit.training.optim import OPTIMIZERS
@@ -94,6 +94,9 @@ BOOLEAN = Rule("true or false", lambda v: isinstance(v, bool))
 PATH = Rule("a path", lambda v: isinstance(v, (str, os.PathLike)) and os.fspath(v) != "")
 OPTIMIZER = Rule(f"one of {', '.join(OPTIMIZERS)}", lambda v: isinstance(v, str) and v in OPTIMIZERS)
 DTYPE = Rule(" or ".join(DTYPES), _dtype)
+MATMUL_PRECISION = Rule(
+    " or ".join(MATMUL_PRECISIONS), lambda v: isinstance(v, str) and v in MATMUL_PRECISIONS
+)
 
 
 def flag_of(name: str) -> str:
@@ -251,6 +254,10 @@ SETTINGS: tuple[Setting, ...] = (
        "optimiser", DTYPE, "config", "run", "compare"),
     _s("gpu", bool, False, "Train on a CUDA GPU with CuPy.",
        "optimiser", BOOLEAN, "config", "run", "compare", flag="--gpu"),
+    _s("matmul_precision", str, "float32",
+       "Matrix products of a GPU training step: float32 (exact) or tf32 (tensor cores, "
+       "inputs rounded to 10 mantissa bits; --gpu with float32 only).",
+       "optimiser", MATMUL_PRECISION, "config", "run", "compare"),
     _s("out", Path, Path("runs"), "Directory that receives the run directory.",
        "run output", PATH, "run"),
     _s("snapshot_every", int, 1, "Add a frame to progression.gif every N epochs [1].",
@@ -357,10 +364,13 @@ class TrainConfig:
     seed: int = 0
     dtype: str = "float32"
     gpu: bool = False
+    #: The GPU step's matrix products: "float32" or "tf32" (see sparsekit.backend).
+    matmul_precision: str = "float32"
 
     def validate(self, method: Method | type[Method] | None = None) -> TrainConfig:
         """Raise :class:`ParameterError` for impossible settings; return self."""
         check_settings(asdict(self))
+        check_matmul_precision(self.matmul_precision, self.gpu, resolve_dtype(self.dtype))
         if method is not None:
             if self.tied and not method.allows_tied:
                 raise ParameterError(f"method {method.name!r} does not support tied weights")

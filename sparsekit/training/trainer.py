@@ -123,7 +123,12 @@ class Trainer:
         self.config = config
         self.dataset = as_dataset(data)
         self.callbacks = list(callbacks)
-        self.backend = backend or get_backend(config.gpu, config.dtype)
+        self.backend = backend or get_backend(config.gpu, config.dtype, config.matmul_precision)
+        if self.backend.matmul_precision != config.matmul_precision:
+            raise ParameterError(
+                f"the backend's matmul precision is {self.backend.matmul_precision}, the "
+                f"config's {config.matmul_precision}: give both the same"
+            )
         n, dim = len(self.dataset), self.dataset.dim
         method.validate(config.hidden, dim)
         if n < 1:

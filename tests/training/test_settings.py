@@ -64,6 +64,7 @@ BAD = {
     "seed": (-1, "--seed must be an integer >= 0, got -1"),
     "dtype": ("float16", "--dtype must be float32 or float64, got 'float16'"),
     "gpu": ("cuda", "--gpu must be true or false, got 'cuda'"),
+    "matmul_precision": ("bf16", "--matmul-precision must be float32 or tf32, got 'bf16'"),
     "out": ("", "--out must be a path, got ''"),
     "snapshot_every": (0, "--snapshot-every must be a positive integer, got 0"),
     "checkpoint_every": (-1, "--checkpoint-every must be a positive integer, got -1"),
@@ -181,7 +182,7 @@ def test_the_compare_command_has_an_option_per_shared_setting():
 def test_scikit_learn_parameters_are_the_declared_ones():
     from sparsekit.interop.sklearn import SparseCoding
 
-    declared = [s.name for s in TRAIN_CONFIG_SETTINGS if s.name not in ("seed", "gpu")]
+    declared = [s.name for s in TRAIN_CONFIG_SETTINGS if s.name not in ("seed", "gpu", "matmul_precision")]
     own = [n for n in inspect.signature(SparseCoding.__init__).parameters if n != "self"]
     assert own[0] == "method" and own[-2:] == ["random_state", "method_params"]
     assert sorted(own[1:-2]) == sorted(declared)
