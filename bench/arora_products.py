@@ -194,9 +194,9 @@ def run_training(data_dir: Path, epochs: int, reps: int, taus: list[float]) -> d
     """Train sparsekit's Arora at the benchmark's settings; density and the sparse probe."""
     import numpy as np
 
-    from sparsekit.training.settings import resolve_config
     from sparsekit.data import load_mnist
     from sparsekit.methods.registry import load_registry
+    from sparsekit.training.settings import resolve_config
     from sparsekit.training.trainer import Callback, Trainer
 
     data = load_mnist(data_dir)

@@ -129,9 +129,9 @@ def _blas_info() -> list[dict[str, Any]]:
 
 def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
     """Train one model for 1 + repeats epochs; return timings and memory."""
-    from sparsekit.training.settings import resolve_config
     from sparsekit.data import load_mnist
     from sparsekit.methods.registry import load_registry
+    from sparsekit.training.settings import resolve_config
 
     name, framework, gpu = spec["method"], spec["framework"], spec["gpu"]
     n, hidden, batch = spec["n"], spec["hidden"], spec["batch"]
@@ -146,6 +146,7 @@ def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
         epochs=epochs,
         dtype="float32",
         gpu=gpu,
+        matmul_precision=spec.get("matmul_precision", "float32"),
         optimizer=None if method.own_update else "adam",
         seed=spec.get("seed", 0),
     )
@@ -169,7 +170,12 @@ def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
                     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - self.faults
                     faults_per_step.append(faults / steps)
 
-        trainer = Trainer(method, data, cfg, callbacks=[CpuClock()])
+        backend = None
+        if spec.get("simulated"):  # the GPU path on the simulated device: a dry run
+            from sparsekit.backend.simulated import simulated_backend
+
+            backend = simulated_backend("float32", cfg.matmul_precision)
+        trainer = Trainer(method, data, cfg, callbacks=[CpuClock()], backend=backend)
         from sparsekit.backend import fused
 
         out["fused_loops"] = not gpu and fused.enabled()
@@ -190,7 +196,7 @@ def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
         out["final_metrics"] = {
             k: v for k, v in trainer.history[-1].items() if isinstance(v, (int, float))
         }
-        if backend.is_gpu:
+        if backend.is_gpu and not spec.get("simulated"):
             pool = xp.get_default_memory_pool()
             out["gpu_pool_mib"] = pool.total_bytes() / 2**20
         out["blas"] = _blas_info()
@@ -204,7 +210,7 @@ def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
         initial = method.init_params(
             init_rng, data.dim, hidden, cfg.tied, data.take(rows, np.float64)
         )
-        settings = {**method.get_params(), "lr": cfg.lr}
+        settings = {**method.get_params(), "lr": cfg.lr, "matmul_precision": cfg.matmul_precision}
         # Keep the images as stored (uint8) and scale each minibatch, as the trainer does.
         raw = np.asarray(getattr(data, "_data", None))
         if raw.dtype == np.uint8 and raw.shape[0] == n:
@@ -294,6 +300,8 @@ def _peer_step(
     from torch_models import make_model
 
     device = "cuda" if gpu else "cpu"
+    if gpu:  # PyTorch's default is exact float32 products; TF32 only where the run asks
+        torch.backends.cuda.matmul.allow_tf32 = settings.get("matmul_precision") == "tf32"
     model = make_model(name, initial, device, settings)
     if framework == "torch-compile":
         # The default (inductor) backend; one static graph per batch shape (dynamic=False),
@@ -518,6 +526,8 @@ def run_main(args: argparse.Namespace) -> dict[str, Any]:
         "k": args.k,
         "repeats": args.epochs,
         "gpu": args.gpu,
+        "simulated": args.simulated,
+        "matmul_precision": args.matmul_precision,
         "threads": args.threads,
     }
     notes = _peer_notes(args)
@@ -538,6 +548,8 @@ def run_main(args: argparse.Namespace) -> dict[str, Any]:
         if args.partial:  # keep what is done if a long run is cut short
             args.partial.write_text(json.dumps({"partial": rows}, indent=1, default=float))
     device = "GPU (CuPy vs PyTorch CUDA)" if args.gpu else "CPU (NumPy vs PyTorch and JAX CPU)"
+    if args.simulated:
+        device = "simulated device (a dry run of the GPU path: no peers, CPU times)"
     threads = f"{args.threads} thread(s)" if args.threads else "default threads"
     clock = "wall-clock" if args.clock == "wall" else "process CPU"
     print_table(rows, f"{device}, {threads}, {clock} seconds", args.peers)
@@ -678,6 +690,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="6,000 images, 1 repeat (smoke run)")
     p.add_argument("--gpu", action="store_true", help="CuPy backend vs PyTorch on CUDA")
     p.add_argument(
+        "--simulated",
+        action="store_true",
+        help="with --gpu: sparsekit's GPU path on the simulated device, no peers (a dry run)",
+    )
+    p.add_argument(
+        "--matmul-precision",
+        choices=("float32", "tf32"),
+        default="float32",
+        help="GPU products: exact float32 (default) or TF32, the same for CuPy and PyTorch",
+    )
+    p.add_argument(
         "--threads",
         type=int,
         default=None,
@@ -711,6 +734,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     args.peers = [peer.strip() for peer in args.peers.split(",") if peer.strip()]
+    if args.simulated:
+        if not args.gpu:
+            p.error("--simulated runs the GPU path: give --gpu too")
+        args.peers = []  # no peer runs on the simulated device
     unknown = sorted(set(args.peers) - set(PEERS))
     if unknown:
         p.error(f"unknown peer(s) {', '.join(unknown)}; choose from {', '.join(PEERS)}")
@@ -718,7 +745,7 @@ def main(argv: list[str] | None = None) -> int:
     args.sweep_k = [int(v) for v in args.sweep_k.split(",")]
     started = time.time()
     result = run_sweep(args) if args.sweep else run_main(args)
-    result["environment"] = _environment(args.gpu)
+    result["environment"] = _environment(args.gpu and not args.simulated)
     result["command"] = " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])])
     result["started"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started))
     result["wall_seconds"] = time.time() - started

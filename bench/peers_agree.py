@@ -34,9 +34,9 @@ def main() -> int:
     from jax_models import JaxModel
     from torch_models import make_model
 
-    from sparsekit.training.settings import resolve_config
     from sparsekit.data import load_mnist
     from sparsekit.methods.registry import load_registry
+    from sparsekit.training.settings import resolve_config
 
     data = load_mnist(args.data, subset=256 * args.steps)
     pixels = np.ascontiguousarray(np.asarray(data._data).reshape(len(data), -1))

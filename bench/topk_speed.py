@@ -139,6 +139,8 @@ def worker_sparsekit(job: dict[str, Any]) -> dict[str, Any]:
         aux_coef=job["aux_coef"],
         dead_after=job["dead_after"],
     )
+    device = job.get("device", "cpu")
+    precision = job.get("matmul_precision", "float32")
     config = resolve_config(
         method,
         hidden=job["hidden"],
@@ -148,17 +150,28 @@ def worker_sparsekit(job: dict[str, Any]) -> dict[str, Any]:
         optimizer="adam",
         seed=job["seed"],
         dtype="float32",
+        gpu=device != "cpu",
+        matmul_precision=precision,
     )
+    backend = None
+    if device == "simulated":
+        from sparsekit.backend.simulated import simulated_backend
+
+        backend = simulated_backend("float32", precision)
     times: list[tuple[float, float]] = []
 
     class Timer(Callback):
         def on_epoch_begin(self, trainer: Any, epoch: int) -> None:
+            trainer.backend.synchronize()
             times.append(_clocks())
 
         def on_step_end(self, trainer: Any, step: int, steps: int) -> None:
+            trainer.backend.synchronize()  # a GPU step is timed when it has run, not queued
             times.append(_clocks())
 
-    trainer = Trainer(method, ArrayDataset(x, name="normal"), config, callbacks=[Timer()])
+    trainer = Trainer(
+        method, ArrayDataset(x, name="normal"), config, callbacks=[Timer()], backend=backend
+    )
     trainer.fit()
     out: dict[str, Any] = {
         **_per_step(times, job["warmup"], job.get("clock", "wall")),
@@ -166,7 +179,14 @@ def worker_sparsekit(job: dict[str, Any]) -> dict[str, Any]:
         "peak_rss_mib": _rss_mib(),
         "sparsekit": sparsekit.__version__,
         "threads_env": {k: os.environ.get(k) for k in THREAD_VARS},
+        "device": device,
+        "matmul_precision": precision,
     }
+    if job.get("breakdown", True):
+        out["parts"] = step_parts(trainer, x[: job["batch"]], job["k"], job["k_aux"])
+        out["step_over_encoder_product"] = (
+            out["wall_seconds_per_step"] / out["parts"]["encoder product"]
+        )
     dead = getattr(trainer, "dead_mask", None)
     if callable(dead):
         try:
@@ -176,6 +196,116 @@ def worker_sparsekit(job: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+#: The parts of a TopK + AuxK step, in the step's order (``step_parts``).
+PARTS = (
+    "encoder product",
+    "selection",
+    "sparse decoder",
+    "decoder gradient",
+    "sparse encoder gradient",
+    "auxk",
+    "adam",
+    "decoder-norm projection",
+)
+
+
+def step_parts(trainer: Any, x_host: Any, k: int, k_aux: int, repeats: int = 3) -> dict[str, float]:
+    """Wall seconds of each part of one TopK + AuxK step, each timed alone (median of
+    ``repeats``) with the operations the step itself calls, on the trained model's weights,
+    one batch and its dead latents, under the trainer's thread setting. Their sum is close to
+    the step's time; the encoder product X̃·W_encᵀ is the step's floor (every other part is
+    sparse or linear in the parameters)."""
+    import copy
+
+    from sparsekit.backend.process import own_threads
+    from sparsekit.backend.selection import top_k_indices
+    from sparsekit.backend.sparse_code import code_times, code_transpose_times, gathered_dot
+    from sparsekit.backend.threads import matmul
+    from sparsekit.methods import _sae
+
+    backend = trainer.backend
+    xp, sync = backend.xp, backend.synchronize
+    params = trainer.params
+    hidden = params["W_enc"].shape[0]
+    x = backend.asarray(x_host)
+    batch = x.shape[0]
+    state = trainer.upkeep.step_state()
+    timings: dict[str, list[float]] = {name: [] for name in PARTS}
+
+    def timed(name: str, fn: Any) -> Any:
+        sync()
+        start = time.perf_counter()
+        result = fn()
+        sync()
+        timings[name].append(time.perf_counter() - start)
+        return result
+
+    def one_round() -> None:
+        x_tilde = x - params["b_dec"]
+        z = timed("encoder product", lambda: matmul(x_tilde, params["W_enc"].T))
+        z += params["b_enc"]
+
+        def select() -> tuple[Any, Any]:
+            idx = top_k_indices(xp, z, k)
+            values = xp.take_along_axis(z, idx, axis=1)
+            xp.maximum(values, 0, out=values)
+            return idx, values
+
+        idx, values = timed("selection", select)
+        xhat = timed("sparse decoder", lambda: code_times(backend, idx, values, params["W_dec"]))
+        xhat += params["b_dec"]
+        g = (xhat - x) * (1.0 / batch)
+
+        def decoder_gradient() -> Any:
+            code_transpose_times(backend, idx, values, g, hidden)
+            d_values = gathered_dot(backend, g, params["W_dec"], idx)
+            d_values *= values > 0
+            return d_values
+
+        d_values = timed("decoder gradient", decoder_gradient)
+        timed(
+            "sparse encoder gradient",
+            lambda: _sae.encoder_grads_sparse(
+                backend, [(idx, d_values)], x_tilde, params["W_enc"], hidden, False
+            ),
+        )
+        dead = _sae.dead_units(backend, state.dead)
+
+        def auxk() -> None:
+            if dead is None:
+                return
+            residual = x - xhat
+            scale = _sae.auxk_scale(backend, x, residual, trainer.method.aux_coef)
+            _sae.auxk_term(
+                backend, z, dead, k_aux, params["W_dec"], residual, scale, x_tilde, True
+            )
+
+        timed("auxk", auxk)
+        scratch = {name: value.copy() for name, value in params.items()}
+        optimizer = copy.deepcopy(trainer.optimizer)
+        grads = {name: xp.full_like(value, 1e-3) for name, value in scratch.items()}
+
+        def adam() -> None:
+            optimizer.start_step()
+            for name, grad in grads.items():
+                optimizer.update(xp, scratch, name, grad, None)
+
+        timed("adam", adam)
+        grad = grads["W_dec"]
+
+        def projection() -> None:
+            trainer.upkeep.project("W_dec", grad, scratch)
+            trainer.upkeep.renormalise("W_dec", scratch)
+
+        timed("decoder-norm projection", projection)
+
+    with own_threads():
+        for _ in range(repeats):
+            one_round()
+
+    return {name: statistics.median(values) for name, values in timings.items()}
+
+
 def worker_torch(job: dict[str, Any], compiled: bool) -> dict[str, Any]:
     import torch
 
@@ -183,6 +313,10 @@ def worker_torch(job: dict[str, Any], compiled: bool) -> dict[str, Any]:
     from sae_torch import TorchSAE
 
     steps = job["warmup"] + job["steps"]
+    gpu = job.get("device", "cpu") == "gpu"
+    if gpu:  # PyTorch's default is exact float32 products; TF32 where the run asks for it
+        torch.backends.cuda.matmul.allow_tf32 = job.get("matmul_precision") == "tf32"
+    device = "cuda" if gpu else "cpu"
     x_all = torch.from_numpy(_data(job["dim"], job["batch"] * steps, job["seed"]))
     rss_before = _current_rss_mib()
     torch.manual_seed(job["seed"])
@@ -199,7 +333,9 @@ def worker_torch(job: dict[str, Any], compiled: bool) -> dict[str, Any]:
         },
         gen,
         x_all[:1000],
-    )
+    ).to(device)
+    x_all = x_all.to(device)
+    sync = torch.cuda.synchronize if gpu else (lambda: None)
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
     loss_fn = torch.compile(model.loss) if compiled else model.loss
     marks = [_clocks()]
@@ -213,6 +349,7 @@ def worker_torch(job: dict[str, Any], compiled: bool) -> dict[str, Any]:
         opt.step()
         model.normalize_decoder()
         model.after_step(code.detach())
+        sync()
         marks.append(_clocks())
         if step == 0 and compiled:
             compile_seconds = marks[1][0] - marks[0][0]
@@ -225,6 +362,9 @@ def worker_torch(job: dict[str, Any], compiled: bool) -> dict[str, Any]:
         "dead_latents": int(dead.sum()) if dead is not None else None,
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
+        "device": device,
+        "matmul_precision": "tf32" if gpu and torch.backends.cuda.matmul.allow_tf32 else "float32",
+        "gpu_peak_mib": torch.cuda.max_memory_allocated() / 2**20 if gpu else None,
     }
 
 
@@ -273,6 +413,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--torch-python", default=None, help="a Python with torch (default: $SPARSEKIT_BENCH_TORCH_PYTHON)"
     )
+    parser.add_argument(
+        "--device",
+        choices=("cpu", "gpu", "simulated"),
+        default="cpu",
+        help="cpu (NumPy vs PyTorch CPU), gpu (CuPy vs PyTorch CUDA) or simulated (sparsekit's"
+        " GPU path on the simulated device, no peers: a dry run)",
+    )
+    parser.add_argument("--matmul-precision", choices=("float32", "tf32"), default="float32")
+    parser.add_argument(
+        "--no-breakdown", action="store_true", help="skip timing the step's parts one by one"
+    )
     parser.add_argument("--timeout", type=float, default=3600)
     parser.add_argument("--json", default=str(BENCH / "results" / "topk-speed.json"))
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -310,7 +461,13 @@ def main(argv: list[str] | None = None) -> int:
                 "seed": 0,
                 "threads": args.threads,
                 "clock": args.clock,
+                "device": args.device,
+                "matmul_precision": args.matmul_precision,
+                "breakdown": not args.no_breakdown,
             }
+            if fw != "sparsekit" and args.device == "simulated":
+                row[fw] = {"skipped": "no peer on the simulated device"}
+                continue
             python = sys.executable if fw == "sparsekit" else torch_python
             print(f"[topk-speed] {shape} {fw} ...", file=sys.stderr, flush=True)
             load = os.getloadavg()
@@ -362,6 +519,18 @@ def main(argv: list[str] | None = None) -> int:
                 f"{r.get('wall_seconds_per_step', float('nan')):>8.3f} "
                 f"{r.get('cpu_seconds_per_step', float('nan')):>8.3f} "
                 f"{r['peak_rss_mib']:>9.0f} {r.get('training_rss_mib', float('nan')):>9.0f}"
+            )
+        parts = (row.get("sparsekit") or {}).get("parts")
+        if parts:
+            product = parts["encoder product"]
+            for name in PARTS:
+                print(
+                    f"{'':<10}   {name:<24} {parts[name]:>8.4f} s  "
+                    f"{parts[name] / product:>5.2f}x the encoder product"
+                )
+            print(
+                f"{'':<10}   {'whole step':<24} {row['sparsekit']['wall_seconds_per_step']:>8.4f} s"
+                f"  {row['sparsekit']['step_over_encoder_product']:>5.2f}x the encoder product"
             )
         if "sparsekit_vs_torch_eager" in row:
             print(
