@@ -185,11 +185,17 @@ def aux_code_block(backend: Any, z: Any, units: Any, k_aux: int) -> Any:
     z_dead = xp.take(z, units, axis=1)
     n_dead = z_dead.shape[1]
     if k_aux < n_dead:
-        local = top_k_indices(xp, z_dead, k_aux)
-        rows = xp.arange(z_dead.shape[0])[:, None]
-        code = xp.zeros_like(z_dead)
-        code[rows, local] = z_dead[rows, local]
-        z_dead = code
+        # A row with at most k_aux positive entries keeps all of them whichever k_aux are
+        # chosen (the ReLU zeroes the rest): only rows with more need the selection. Most
+        # rows are such rows when k_aux is near the dead count; the code is the same bits.
+        crowded = xp.flatnonzero(xp.count_nonzero(z_dead > 0, axis=1) > k_aux)
+        if crowded.shape[0]:
+            block = z_dead[crowded]
+            local = top_k_indices(xp, block, k_aux)
+            rows = xp.arange(block.shape[0])[:, None]
+            code = xp.zeros_like(block)
+            code[rows, local] = block[rows, local]
+            z_dead[crowded] = code
     xp.maximum(z_dead, 0, out=z_dead)
     return z_dead
 

@@ -469,3 +469,23 @@ def test_the_generic_array_path_matches_the_numpy_one(cls):
     assert np.array_equal(
         sparsekit.core.step.dense_code(F64, fwd), sparsekit.core.step.dense_code(generic, fwd_g)
     )
+
+
+@pytest.mark.parametrize("shift", [-1.0, 0.0, 2.0], ids=["few-positive", "half", "crowded"])
+@pytest.mark.parametrize("k_aux", [5, 40, 79])
+def test_the_aux_code_keeps_the_k_aux_largest_dead_pre_activations(shift, k_aux):
+    """The selection is skipped on rows with at most k_aux positives (the ReLU leaves the
+    same code); checked against sorting each row."""
+    from sparsekit.backend import get_backend
+    from sparsekit.methods import _sae
+
+    rng = np.random.default_rng(3)
+    z = (rng.standard_normal((64, 120)) + shift).astype(np.float32)
+    units = np.sort(rng.choice(120, 80, replace=False))
+    code = _sae.aux_code_block(get_backend(), z, units, k_aux)
+    z_dead = z[:, units]
+    expected = np.zeros_like(z_dead)
+    top = np.argsort(-z_dead, axis=1, kind="stable")[:, :k_aux]
+    rows = np.arange(64)[:, None]
+    expected[rows, top] = np.maximum(z_dead[rows, top], 0)
+    np.testing.assert_array_equal(code, expected)
