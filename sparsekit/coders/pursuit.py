@@ -42,13 +42,15 @@ class Pursuit:
     coefficients: Any
     residual: Any
 
-    def code(self, hidden: int) -> Any:
-        """The dense B × H code z (coefficients of a repeated atom summed)."""
-        xp = array_module(self.coefficients)
+    def code(self, hidden: int, xp: Any = None) -> Any:
+        """The dense B × H code z (coefficients of a repeated atom summed); ``xp`` as for
+        :func:`matching_pursuit`."""
+        xp = array_module(self.coefficients) if xp is None else xp
         rows = self.indices.shape[0]
         z = xp.zeros((rows, hidden), dtype=self.coefficients.dtype)
-        flat = (xp.arange(rows)[:, None] * hidden + self.indices).ravel()
-        xp.add.at(z.reshape(-1), flat, self.coefficients.ravel())  # repeats add up
+        row_ids = xp.arange(rows)
+        for t in range(self.indices.shape[1]):  # one entry per row each step: no clash
+            z[row_ids, self.indices[:, t]] += self.coefficients[:, t]  # repeats add up
         return z
 
 
@@ -60,6 +62,7 @@ def matching_pursuit(
     nonnegative: bool = True,
     indices: Any = None,
     gram: bool | None = None,
+    xp: Any = None,
 ) -> Pursuit:
     """k steps of matching pursuit of every row of ``x`` (B × D) over ``dictionary`` (H × D).
 
@@ -75,7 +78,8 @@ def matching_pursuit(
     ``None`` does so when it is fewer operations (H ≤ k·B). Either way c_t is computed from
     the residual itself, ⟨r_{t−1}, d_{j_t}⟩, so the code and the residual are the same; only a
     near-tie of two correlations (to rounding) can pick the other atom. Atoms should have
-    unit norm; the function does not normalise them.
+    unit norm; the function does not normalise them. ``xp``: the array module (default: the
+    one of ``x``, NumPy or CuPy; a :class:`~sparsekit.backend.Backend`'s ``xp`` for others).
     """
     if isinstance(k, bool) or int(k) != k or k < 1:
         raise ParameterError(f"matching_pursuit: k must be a positive integer, got {k!r}")
@@ -84,7 +88,7 @@ def matching_pursuit(
             f"matching_pursuit: x is {tuple(x.shape)} and the dictionary {tuple(dictionary.shape)}"
             "; expected B × D and H × D"
         )
-    xp = array_module(x)
+    xp = array_module(x) if xp is None else xp
     rows, hidden = x.shape[0], dictionary.shape[0]
     k = int(k)
     if indices is not None and tuple(indices.shape) != (rows, k):

@@ -121,16 +121,18 @@ class MatchingPursuitSAE(_sae.SAEMethod):
         base = super().upkeep()
         return Upkeep(unit_norm_decoder=True, b_dec_init=base.b_dec_init)
 
-    def _pursuit(self, params: dict[str, Any], x: Any, indices: Any = None) -> Any:
-        return matching_pursuit(x - params["b_dec"], params["W_enc"], self.k, indices=indices)
+    def _pursuit(self, backend: Any, params: dict[str, Any], x: Any, indices: Any = None) -> Any:
+        return matching_pursuit(
+            x - params["b_dec"], params["W_enc"], self.k, indices=indices, xp=backend.xp
+        )
 
     def _forward_of(self, backend: Any, params: dict[str, Any], x: Any, pursuit: Any) -> Forward:
-        code = pursuit.code(params["W_enc"].shape[0])
+        code = pursuit.code(params["W_enc"].shape[0], backend.xp)
         xhat = x - pursuit.residual  # = z D + b_dec
         return Forward(code, code, None, code, None, xhat, xhat)
 
     def forward(self, backend, params, x, training):
-        return self._forward_of(backend, params, x, self._pursuit(params, x))
+        return self._forward_of(backend, params, x, self._pursuit(backend, params, x))
 
     def _objective(self, backend, params, x, state, term, anchor, want_grads):
         self._check_term(term)
@@ -138,8 +140,8 @@ class MatchingPursuitSAE(_sae.SAEMethod):
         batch = x.shape[0]
         indices = None
         if anchor is not None:
-            indices = self._pursuit(anchor, x).indices
-        pursuit = self._pursuit(params, x, indices)
+            indices = self._pursuit(backend, anchor, x).indices
+        pursuit = self._pursuit(backend, params, x, indices)
         fwd = self._forward_of(backend, params, x, pursuit)
         r = pursuit.residual
         reconstruction = (0.5 / batch) * xp.vdot(r, r)
