@@ -86,8 +86,8 @@ PRESETS: dict[str, dict[str, Any]] = {
             "batchtopk": {"k": 9},
             "matryoshka": {"k": 9},
             "mp-sae": {"k": 9},
-            "jumprelu": {"l0_coef": 20.0},
-            "standard": {"l1": 3.0},
+            "jumprelu": {"l0_coef": 20.0, "threshold_init": 1.15},
+            "standard": {"l1": 4.0},
         },
         "json": "sae-bench.json",
     }
