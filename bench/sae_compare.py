@@ -44,7 +44,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = Path(__file__).resolve().parent
-METHODS = ("topk", "batchtopk", "jumprelu", "gated", "matryoshka")
+METHODS = ("topk", "batchtopk", "jumprelu", "gated", "matryoshka", "standard", "mp-sae")
 MEASURES = ("mcc", "l0", "fve")
 
 #: What both frameworks train with. The world's true L0 is ≈ 16 (≈ 12 among the 1,024 most
@@ -62,6 +62,35 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "matryoshka": {"k": 16, **_AUX, "threshold_rate": 0.01},
     "jumprelu": {"l0_coef": 10.0, "bandwidth": 0.1, "threshold_init": 1.0},
     "gated": {"l1_coef": 3.0},
+    "standard": {"l1": 1.0},
+    "mp-sae": {"k": 16},
+}
+
+#: ``--preset sae-bench``: SynthSAEBench-16k's comparison (issue 31) scaled down to fit a few
+#: CPU minutes. SynthSAEBench-16k has 16,384 features in 768 dimensions, SAEs of width 4,096 (a
+#: quarter) and reports MCC at L0 = 25, the true L0 of its 4,096 most frequent features. Here:
+#: 2,048 features in 256 dimensions (16 roots x branching 4 x depth 3: 1,360 features in trees,
+#: 66% as there), width 512 (a quarter), 50,000 training samples, 5 epochs at batch 512 (490
+#: steps); the true L0 of the 512 most frequent features is 8.6 (11.2 of all), so the matched
+#: L0 is about 9: k = 9 for the TopK family and MP, JumpReLU's and the standard SAE's λ tuned
+#: to L0 ≈ 9 on seed 0 (docs/results.md). PyTorch references run for the two methods new in
+#: issue 31 only (the others were compared before: bench/results/sae-compare.json).
+PRESETS: dict[str, dict[str, Any]] = {
+    "sae-bench": {
+        "methods": ("standard", "topk", "batchtopk", "jumprelu", "matryoshka", "mp-sae"),
+        "torch_methods": ("standard", "mp-sae"),
+        "world": "synthetic-sae:features=2048,dim=256,roots=16,n=50000",
+        "shared": {"hidden": 512, "epochs": 5, "batch_size": 512, "lr": 1e-3},
+        "settings": {
+            "topk": {"k": 9},
+            "batchtopk": {"k": 9},
+            "matryoshka": {"k": 9},
+            "mp-sae": {"k": 9},
+            "jumprelu": {"l0_coef": 20.0, "threshold_init": 1.15},
+            "standard": {"l1": 4.0},
+        },
+        "json": "sae-bench.json",
+    }
 }
 
 
@@ -301,21 +330,25 @@ def markdown(report: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--methods", default=None, help="default: the preset's, else all")
+    parser.add_argument("--preset", default=None, choices=sorted(PRESETS))
+    parser.add_argument(
+        "--torch-methods", default=None, help="run PyTorch for these only (default: all)"
+    )
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--frameworks", default="sparsekit,torch")
-    parser.add_argument("--world", default="synthetic-sae", help="a synthetic-sae spec")
-    parser.add_argument("--epochs", type=int, default=SHARED["epochs"])
-    parser.add_argument("--hidden", type=int, default=SHARED["hidden"])
-    parser.add_argument("--batch-size", type=int, default=SHARED["batch_size"])
-    parser.add_argument("--lr", type=float, default=SHARED["lr"])
+    parser.add_argument("--world", default=None, help="a synthetic-sae spec")
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--hidden", type=int, default=None)
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--param", action="append", default=[], help="METHOD.NAME=VALUE")
     parser.add_argument("--threads", type=int, default=1, help="BLAS/torch threads per worker")
     parser.add_argument(
         "--torch-python", default=None, help=f"a Python with torch (default: ${TORCH_PYTHON_ENV})"
     )
     parser.add_argument("--timeout", type=float, default=3600)
-    parser.add_argument("--json", default=str(BENCH / "results" / "sae-compare.json"))
+    parser.add_argument("--json", default=None, help="default bench/results/sae-compare.json")
     parser.add_argument(
         "--table", default=None, help="print the Markdown table of an existing results JSON"
     )
@@ -336,14 +369,29 @@ def main(argv: list[str] | None = None) -> int:
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(args.threads)
     os.environ["SPARSEKIT_NUM_THREADS"] = str(args.threads)
-    methods = [m for m in args.methods.split(",") if m]
+    preset = PRESETS.get(args.preset or "", {})
+    methods_arg = args.methods or ",".join(preset.get("methods", METHODS))
+    methods = [m for m in methods_arg.split(",") if m]
+    torch_arg = args.torch_methods or ",".join(preset.get("torch_methods", METHODS))
+    torch_methods = {m for m in torch_arg.split(",") if m}
+    if args.json is None:
+        args.json = str(BENCH / "results" / preset.get("json", "sae-compare.json"))
+    if args.world is None:
+        args.world = preset.get("world", "synthetic-sae")
+    shared = {**SHARED, **preset.get("shared", {})}
+    for key in ("epochs", "hidden", "batch_size", "lr"):
+        if getattr(args, key) is None:
+            setattr(args, key, shared[key])
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
         raise SystemExit(f"unknown method(s) {unknown}; use {', '.join(METHODS)}")
     seeds = [int(s) for s in args.seeds.split(",") if s]
     frameworks = [f for f in args.frameworks.split(",") if f]
     overrides = _parse_params(args.param)
-    settings = {m: {**SETTINGS[m], **overrides.get(m, {})} for m in methods}
+    settings = {
+        m: {**SETTINGS[m], **preset.get("settings", {}).get(m, {}), **overrides.get(m, {})}
+        for m in methods
+    }
     python_for_torch = torch_python(args.torch_python)
     registered = set(load_registry().methods) if "sparsekit" in frameworks else set()
 
@@ -383,6 +431,7 @@ def main(argv: list[str] | None = None) -> int:
                 **{k: base[k] for k in ("hidden", "epochs", "batch_size", "lr", "threads")},
                 "optimizer": "adam (0.9, 0.999, 1e-8)",
                 "seeds": seeds,
+                "preset": args.preset,
                 "methods": settings,
             },
             "environment": {
@@ -405,6 +454,8 @@ def main(argv: list[str] | None = None) -> int:
     for seed in seeds:
         for method in methods:
             for framework in frameworks:
+                if framework == "torch" and method not in torch_methods:
+                    continue
                 if framework == "sparsekit" and method not in registered:
                     if method not in skipped:
                         skipped[method] = "not registered in sparsekit (yet): skipped"

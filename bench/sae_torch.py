@@ -35,6 +35,14 @@ Methods (``make_model(name, ...)``):
 ``gated``     Rajamanoharan et al. 2024 (arXiv 2404.16014): π_gate = X̃W_gᵀ + b_gate,
               π_mag = (X̃W_gᵀ) ⊙ exp(r_mag) + b_mag, A = 1[π_gate > 0] ⊙ ReLU(π_mag); loss
               (1/2B)‖X̂ − X‖² + (λ/B)Σ ReLU(π_gate) + (1/2B)‖ReLU(π_gate) sg(W_dec) + sg(b_dec) − X‖².
+``standard``  Conerly et al., Circuits Updates April 2024 (SAELens ``standard``): F = ReLU(Z),
+              loss (1/2B)‖X̂ − X‖² + (λ_t/B)Σ_ij F_ij‖W_dec[j]‖, λ_t = λ·min(1, (t+1)/T) over
+              T = ``l1_warm_up_steps`` steps; decoder rows *not* normalised, initialised at
+              norm 0.1 with W_enc = W_dec.
+``mp-sae``    Costa et al. 2025 (arXiv 2506.03093), as SAELens' ``_encode_matching_pursuit``
+              trains it: r = X − b_dec, k times: j = argmax ReLU(r W_decᵀ) under ``no_grad``,
+              c = ReLU(⟨r, W_dec[j]⟩) *with* autograd, a[j] += c, r −= c·W_dec[j];
+              X̂ = a W_dec + b_dec. No encoder weights (the dictionary is W_dec, unit rows).
 
 ``train(name, data, settings, seed)`` trains one model and returns its numpy weights and a
 function that encodes at inference time. Run as a script (``python bench/sae_torch.py JOB``)
@@ -140,11 +148,13 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "dead_after": 0,
     },
     "gated": {"l1_coef": 1.0, "dead_after": 0},
+    "standard": {"l1": 0.05, "l1_warm_up_steps": 0, "dead_after": 0},
+    "mp-sae": {"k": 16, "dead_after": 0},
 }
 
 
 class TorchSAE:
-    """One of the five models: parameters, loss, inference encoding and bookkeeping."""
+    """One of the seven models: parameters, loss, inference encoding and bookkeeping."""
 
     def __init__(
         self,
@@ -166,12 +176,17 @@ class TorchSAE:
         w = torch.randn(hidden, dim, generator=generator)
         w /= torch.linalg.norm(w, dim=1, keepdim=True)
         b_dec = geometric_median(sample.double()).float()
+        if name == "standard":
+            w *= 0.1  # the April update's decoder_init_norm
         weights = {
             "W_enc": w.clone(),
             "b_enc": torch.zeros(hidden),
             "W_dec": w.clone(),
             "b_dec": b_dec,
         }
+        if name == "mp-sae":  # no encoder: the pursuit runs over W_dec
+            del weights["W_enc"], weights["b_enc"]
+        self.steps = 0
         if name == "jumprelu":
             weights["log_threshold"] = torch.full((hidden,), math.log(self.p["threshold_init"]))
         if name == "gated":
@@ -224,6 +239,25 @@ class TorchSAE:
         weight = (self.p["aux_coef"] * n_x / n_r).detach()
         return weight * half_mse(e_hat, residual)
 
+    def pursuit(self, x: torch.Tensor) -> torch.Tensor:
+        """SAELens' matching pursuit for exactly k steps: selections without gradient, the
+        coefficients and residuals under autograd."""
+        w = self.w["W_dec"]
+        r = x - self.w["b_dec"]
+        acts = torch.zeros(x.shape[0], self.hidden, dtype=x.dtype)
+        for _ in range(int(self.p["k"])):
+            with torch.no_grad():
+                idx = torch.relu(r @ w.T).max(dim=1, keepdim=True).indices
+            atoms = w[idx.squeeze(1)]
+            values = torch.relu((r * atoms).sum(dim=-1, keepdim=True))
+            acts = acts.scatter_add(1, idx, values)
+            r = r - values * atoms
+        return acts
+
+    @property
+    def unit_decoder(self) -> bool:
+        return self.name != "standard"
+
     # -- training and inference --------------------------------------------------------------
 
     def loss(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -271,11 +305,22 @@ class TorchSAE:
             l1 = self.p["l1_coef"] * gate.sum(dim=1).mean()
             x_aux = gate @ w["W_dec"].detach() + w["b_dec"].detach()
             return half_mse(xhat, x) + l1 + half_mse(x_aux, x), code
+        if name == "standard":
+            code = torch.relu(self.pre(x))
+            xhat = code @ w["W_dec"] + w["b_dec"]
+            warm = int(self.p["l1_warm_up_steps"])
+            lam = self.p["l1"] * (min(1.0, (self.steps + 1) / warm) if warm > 0 else 1.0)
+            norms = torch.linalg.norm(w["W_dec"], dim=1)
+            return half_mse(xhat, x) + lam * (code * norms).sum(dim=1).mean(), code
+        if name == "mp-sae":
+            code = self.pursuit(x)
+            return half_mse(code @ w["W_dec"] + w["b_dec"], x), code
         raise AssertionError(name)
 
     @torch.no_grad()
     def after_step(self, code: torch.Tensor) -> None:
         fired = (code > 0).any(dim=0)
+        self.steps += 1
         self.since_fired += code.shape[0]
         self.since_fired[fired] = 0
         if self.name in ("batchtopk", "matryoshka"):
@@ -299,6 +344,10 @@ class TorchSAE:
         if name == "jumprelu":
             z = self.pre(x, bool(self.p["pre_bias"]))
             return z * (z > torch.exp(w["log_threshold"])).to(z.dtype)
+        if name == "standard":
+            return torch.relu(self.pre(x))
+        if name == "mp-sae":
+            return self.pursuit(x)
         u = (x - w["b_dec"]) @ w["W_enc"].T
         gate = (u + w["b_enc"]) > 0
         return gate.to(x.dtype) * torch.relu(u * torch.exp(w["r_mag"]) + w["b_mag"])
@@ -349,9 +398,11 @@ def train(
             loss, code = model.loss(x)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            model.project_decoder_grad()
+            if model.unit_decoder:
+                model.project_decoder_grad()
             opt.step()
-            model.normalize_decoder()
+            if model.unit_decoder:
+                model.normalize_decoder()
             model.after_step(code.detach())
             if not math.isfinite(float(loss.detach())):
                 raise FloatingPointError(f"{name}: the loss diverged ({float(loss.detach())})")

@@ -448,7 +448,7 @@ def _make_xp() -> types.ModuleType:
         "argpartition argsort bincount broadcast_to clip concatenate count_nonzero cumsum dot"
         " einsum empty empty_like flatnonzero full full_like mean nonzero ones ones_like"
         " put_along_axis sort stack sum take take_along_axis vdot where zeros zeros_like arange"
-        " any all max min outer"
+        " any all max min outer argmax"
     ).split():
         setattr(xp, name, _function(name, getattr(np, name)))
     for name in (

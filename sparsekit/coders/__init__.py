@@ -5,3 +5,7 @@ and returns the codes Z (B × H) with X ≈ Z D. They use only the backend's arr
 the same call runs on the CPU and on a GPU. The dictionary-learning methods and the
 matching-pursuit SAE (:mod:`sparsekit.methods`) call them; so may anyone comparing coders.
 """
+
+from sparsekit.coders.pursuit import Pursuit, matching_pursuit
+
+__all__ = ["Pursuit", "matching_pursuit"]

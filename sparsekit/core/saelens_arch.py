@@ -48,6 +48,11 @@ class SAELensArch:
       of the method instance (JumpReLU's ``pre_bias``).
     * ``reads`` – whether a SAELens file of this architecture that names no sparsekit method
       may be read as this method: only when the method computes exactly SAELens' code.
+    * ``decoder_only`` – the architecture has no encoder weights of its own: its files hold
+      ``W_dec`` and ``b_dec`` only (SAELens' ``matching_pursuit``, whose W_enc is W_decᵀ).
+      The method is tied (its ``W_enc`` is the dictionary); an export writes that as
+      ``W_dec`` and leaves ``W_enc`` and ``b_enc`` out, an import reads ``W_dec`` into
+      ``W_enc`` with ``b_enc`` = 0.
     * ``note`` – where the method's code differs from SAELens' (written to the exported
       ``metadata`` as ``sparsekit_note`` and printed by the command line); empty when they
       agree exactly.
@@ -66,6 +71,7 @@ class SAELensArch:
     )
     subtracts_b_dec: bool | Callable[[Any], bool] = False
     reads: bool = True
+    decoder_only: bool = False
     note: str = ""
 
     def pre_bias(self, method: Any) -> bool:

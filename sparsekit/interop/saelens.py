@@ -181,6 +181,8 @@ def _export_tensors(
         "W_dec": np.ascontiguousarray(w_dec),
         "b_dec": np.ascontiguousarray(b_dec),
     }
+    if arch.decoder_only:  # the file's W_enc is W_decᵀ; there is no b_enc
+        del tensors["W_enc"], tensors["b_enc"]
     for ours, theirs in arch.tensors.items():
         tensors[theirs] = np.ascontiguousarray(params[ours])
     if arch.export_tensors is not None:
@@ -294,7 +296,7 @@ def _as_model_parts(
     meta = cfg.get("metadata") if isinstance(cfg.get("metadata"), dict) else {}
     method, arch = _reading_method(cfg, tensors, meta, folder, d_in, d_sae, registry)
     _check_tensors(tensors, arch, folder, d_in, d_sae)
-    dtype = "float64" if tensors["W_enc"].dtype == np.float64 else "float32"
+    dtype = "float64" if tensors["W_dec"].dtype == np.float64 else "float32"
     return method, _params_from_tensors(cfg, tensors, method, arch, meta, folder), cfg, dtype
 
 
@@ -357,6 +359,8 @@ def _check_tensors(
 ) -> None:
     """Every tensor the architecture needs is there, of its shape, and finite."""
     shapes = {"W_enc": (d_in, d_sae), "b_enc": (d_sae,), "W_dec": (d_sae, d_in), "b_dec": (d_in,)}
+    if arch.decoder_only:
+        del shapes["W_enc"], shapes["b_enc"]
     shapes.update({theirs: (d_sae,) for theirs in arch.tensors.values()})
     for name, shape in shapes.items():
         if name not in tensors:
@@ -380,6 +384,8 @@ def _params_from_tensors(
 ) -> dict[str, np.ndarray]:
     """sparsekit's parameters (float64, H×D) from SAELens tensors, with its conventions
     on the decoder bias and the decoder norm folded in."""
+    if arch.decoder_only:
+        return _decoder_only_params(cfg, tensors)
     w_enc = tensors["W_enc"].astype(np.float64).T  # H×D
     w_dec = tensors["W_dec"].astype(np.float64)
     b_enc = tensors["b_enc"].astype(np.float64)
@@ -408,6 +414,18 @@ def _params_from_tensors(
         extra = arch.import_tensors(cfg, tensors)
         params.update({k: np.asarray(v, dtype=np.float64) for k, v in extra.items()})
     return params
+
+
+def _decoder_only_params(
+    cfg: Mapping[str, Any], tensors: Mapping[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """A tied method's parameters from W_dec and b_dec alone: W_enc = W_dec, b_enc = 0, and
+    b_dec = 0 when the file does not apply it (SAELens then neither subtracts nor adds it)."""
+    w_dec = tensors["W_dec"].astype(np.float64)
+    b_dec = tensors["b_dec"].astype(np.float64)
+    if not cfg.get("apply_b_dec_to_input", True):
+        b_dec = np.zeros_like(b_dec)
+    return {"W_enc": w_dec, "b_enc": np.zeros(w_dec.shape[0]), "b_dec": b_dec}
 
 
 def load_saelens(

@@ -49,6 +49,8 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "sparsekit.methods.jumprelu",
     "sparsekit.methods.gated",
     "sparsekit.methods.matryoshka",
+    "sparsekit.methods.standard",
+    "sparsekit.methods.mp_sae",
 )
 
 ENTRY_POINT_GROUP = "sparsekit"

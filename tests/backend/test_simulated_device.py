@@ -51,6 +51,8 @@ SETTINGS: dict[str, dict] = {
     "matryoshka": {"k": 2, "k_aux": 8, "dead_after": 50},
     "jumprelu": {"dead_after": 50, "resample_every": 3},
     "gated": {"dead_after": 50, "resample_every": 3},
+    "standard": {"l1": 0.01, "l1_warm_up_steps": 4},
+    "mp-sae": {"k": 3},
 }
 
 #: Methods with a known host transfer inside their step (none: each would be a strict xfail).
@@ -77,6 +79,8 @@ METHODS = [
     "gated",
     "matryoshka",
     "relu-l1",
+    "standard",
+    "mp-sae",
 ]
 FIGURES = ("filters.png", "reconstructions.png", "curves.png", "progression.gif")
 

@@ -114,8 +114,8 @@ def test_relu_l1_is_saelens_standard_exactly(x, tmp_path):
     np.testing.assert_allclose(back.encode(x), model.encode(x), rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.skipif(not HAS_RELU_L1, reason="the relu-l1 plugin is not installed")
-def test_a_foreign_standard_sae_with_b_dec_subtracted(x, tmp_path):
+@pytest.mark.parametrize("apply_b_dec", [True, False])
+def test_a_foreign_standard_sae_is_read_by_standard(x, tmp_path, apply_b_dec):
     rng = np.random.default_rng(3)
     tensors = {
         "W_enc": rng.standard_normal((20, 16)).astype(np.float32),
@@ -124,16 +124,85 @@ def test_a_foreign_standard_sae_with_b_dec_subtracted(x, tmp_path):
         "b_dec": rng.standard_normal(20).astype(np.float32),
     }
     cfg = {"architecture": "standard", "d_in": 20, "d_sae": 16, "dtype": "float32",
-           "apply_b_dec_to_input": True, "normalize_activations": "none",
+           "apply_b_dec_to_input": apply_b_dec, "normalize_activations": "none",
            "metadata": {"hook_name": "blocks.0.hook_resid_post"}}  # fmt: skip
     folder = write_saelens(tmp_path / "foreign", cfg, tensors)
     model = sparsekit.load_saelens(folder)
-    assert model.method.name == "relu-l1"
+    assert model.method.name == "standard"  # the built-in reader; relu-l1 declares reads=False
     ref = saelens_encode(cfg, tensors, x.astype(np.float64))
     np.testing.assert_allclose(model.encode(x), ref, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(
         model.decode(model.encode(x)), saelens_decode(cfg, tensors, ref), rtol=1e-4, atol=1e-3
     )
+
+
+def test_standard_round_trip_is_saelens_standard_exactly(x, tmp_path):
+    model = sparsekit.train("standard", x, hidden=24, epochs=3, l1=0.01, batch_size=64, seed=2)
+    cfg = sparsekit.export_saelens(model, tmp_path / "std")
+    assert cfg["architecture"] == "standard" and cfg["apply_b_dec_to_input"] is True
+    tensors = safetensors_numpy.load_file(str(tmp_path / "std" / "sae_weights.safetensors"))
+    assert set(tensors) == {"W_enc", "b_enc", "W_dec", "b_dec"}
+    ref = saelens_encode(cfg, tensors, x.astype(np.float64))
+    assert (ref > 0).any() and (ref == 0).any()
+    np.testing.assert_allclose(model.encode(x), ref, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        model.decode(model.encode(x)), saelens_decode(cfg, tensors, ref), rtol=1e-4, atol=1e-4
+    )
+    back = sparsekit.load_saelens(tmp_path / "std")
+    assert back.method.name == "standard" and back.method.get_params() == model.method.get_params()
+    np.testing.assert_allclose(back.encode(x), model.encode(x), rtol=1e-6, atol=1e-6)
+
+
+def saelens_matching_pursuit(cfg: dict, t: dict, x: np.ndarray) -> np.ndarray:
+    """SAELens' _encode_matching_pursuit written out for max_iterations steps, no early stop:
+    argmax of ReLU(r·W_decᵀ), the ReLU'd value scatter-added, r −= value·W_dec[j]."""
+    w_dec = t["W_dec"].astype(np.float64)
+    r = x - t["b_dec"] if cfg.get("apply_b_dec_to_input", True) else x.copy()
+    acts = np.zeros((x.shape[0], w_dec.shape[0]))
+    rows = np.arange(x.shape[0])
+    for _ in range(cfg["max_iterations"]):
+        corr = np.maximum(r @ w_dec.T, 0)
+        j = corr.argmax(axis=1)
+        value = corr[rows, j]
+        np.add.at(acts, (rows, j), value)
+        r = r - value[:, None] * w_dec[j]
+    return acts
+
+
+def test_mp_sae_is_saelens_matching_pursuit_both_ways(x, tmp_path):
+    model = sparsekit.train("mp-sae", x, hidden=24, epochs=2, k=5, batch_size=64, seed=2)
+    cfg = sparsekit.export_saelens(model, tmp_path / "mp")
+    assert cfg["architecture"] == "matching_pursuit" and cfg["max_iterations"] == 5
+    assert cfg["stop_on_duplicate_support"] is False and cfg["residual_threshold"] == 0
+    tensors = safetensors_numpy.load_file(str(tmp_path / "mp" / "sae_weights.safetensors"))
+    assert set(tensors) == {"W_dec", "b_dec"}  # SAELens' W_enc is W_decᵀ; no b_enc
+    ref = saelens_matching_pursuit(cfg, tensors, x.astype(np.float64))
+    np.testing.assert_allclose(model.encode(x), ref, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        model.decode(model.encode(x)), ref @ tensors["W_dec"] + tensors["b_dec"], atol=1e-4
+    )
+    back = sparsekit.load_saelens(tmp_path / "mp")
+    assert back.method.name == "mp-sae" and back.method.k == 5 and back.tied
+    np.testing.assert_allclose(back.encode(x), model.encode(x), rtol=1e-6, atol=1e-6)
+
+    foreign = dict(cfg, metadata={})  # read by the declared reader, k from max_iterations
+    write_saelens(tmp_path / "foreign", foreign, tensors)
+    again = sparsekit.load_saelens(tmp_path / "foreign")
+    assert again.method.name == "mp-sae" and again.method.k == 5
+    np.testing.assert_allclose(again.encode(x), ref, rtol=1e-4, atol=1e-5)
+
+
+def test_a_matching_pursuit_file_that_stops_early_is_refused(tmp_path):
+    rng = np.random.default_rng(5)
+    tensors = {"W_dec": rng.standard_normal((8, 20)).astype(np.float32),
+               "b_dec": np.zeros(20, dtype=np.float32)}  # fmt: skip
+    cfg = {"architecture": "matching_pursuit", "d_in": 20, "d_sae": 8, "dtype": "float32",
+           "apply_b_dec_to_input": True, "normalize_activations": "none",
+           "residual_threshold": 0.01, "max_iterations": None,
+           "stop_on_duplicate_support": True, "metadata": {}}  # fmt: skip
+    write_saelens(tmp_path / "mp", cfg, tensors)
+    with pytest.raises(DataError, match="exactly k steps"):
+        sparsekit.load_saelens(tmp_path / "mp")
 
 
 class ReluTopK(Method):

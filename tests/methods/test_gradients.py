@@ -10,7 +10,8 @@ from sparsekit.core import step as autoencoder
 from sparsekit.testing.gradcheck import check_gradients, random_problem
 
 BUILTINS = [
-    "plain", "l2", "kl", "arora", "ksparse", "topk", "batchtopk", "jumprelu", "gated", "matryoshka"
+    "plain", "l2", "kl", "arora", "ksparse", "topk", "batchtopk", "jumprelu", "gated", "matryoshka",
+    "standard", "mp-sae",
 ]  # fmt: skip
 # Small problems; k below the hidden size so the top-k mask really drops units.
 PARAMS = {
@@ -21,6 +22,8 @@ PARAMS = {
     "batchtopk": {"k": 3, "k_aux": 2},
     "matryoshka": {"k": 3, "k_aux": 2, "prefixes": "0.25,0.5,1"},
     "gated": {"l1_coef": 0.3},
+    "standard": {"l1": 0.3},
+    "mp-sae": {"k": 3},
 }
 
 

@@ -69,8 +69,11 @@ class ReluL1(Method):
         ),
     )
     tied = False
-    # ReLU(x W_encᵀ + b_enc), linear decoder: SAELens' "standard" SAE, exactly.
-    saelens = SAELensArch("standard")
+    # ReLU(x W_encᵀ + b_enc), linear decoder: SAELens' "standard" SAE with
+    # apply_b_dec_to_input false, exactly. A "standard" file from elsewhere is read by the
+    # built-in ``standard`` method (which subtracts b_dec as SAELens does by default), so this
+    # example declares reads=False: one reader per architecture.
+    saelens = SAELensArch("standard", reads=False)
     training_defaults = {
         "optimizer": "adam",
         "lr": 1e-3,
