@@ -5,3 +5,18 @@ and returns the codes Z (B × H) with X ≈ Z D. They use only the backend's arr
 the same call runs on the CPU and on a GPU. The dictionary-learning methods and the
 matching-pursuit SAE (:mod:`sparsekit.methods`) call them; so may anyone comparing coders.
 """
+
+from sparsekit.coders.l1 import CodeResult, fista, ista, l1_objective, lipschitz, soft_threshold
+from sparsekit.coders.omp import omp
+from sparsekit.coders.threshold import threshold
+
+__all__ = [
+    "CodeResult",
+    "fista",
+    "ista",
+    "l1_objective",
+    "lipschitz",
+    "omp",
+    "soft_threshold",
+    "threshold",
+]
