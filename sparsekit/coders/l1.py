@@ -26,11 +26,13 @@ atoms on 144-pixel patches, 1,000 atoms on 784-pixel MNIST), the residual form o
 Either way an iteration is one or two BLAS products over the whole batch, no loop over
 rows, on NumPy or CuPy alike.
 
-**Stopping rule.** Iterate until the relative change of the batch's code,
-‖Z_{k+1} − Z_k‖_F ≤ tol · ‖Z_{k+1}‖_F, checked every ``check_every`` iterations, or until
-``max_iter`` iterations. ``tol=0`` never checks: exactly ``max_iter`` iterations and no
-host synchronisation on a GPU (each check reads one number back). The result says how many
-iterations ran and whether the tolerance was met.
+**Stopping rule.** Each row stops on its own, as soon as the relative change of its code
+is small, ‖z_{k+1} − z_k‖ ≤ tol · ‖z_{k+1}‖ (checked every ``check_every`` iterations), and
+at the latest after ``max_iter`` iterations; the rows that stopped leave the batch, so the
+products shrink as rows converge (a few slow rows no longer hold the whole batch).
+``tol=0`` never checks: exactly ``max_iter`` iterations for every row and no host
+synchronisation on a GPU (each check reads one flag back). The result says how many
+iterations each row ran and whether every row met the tolerance.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from sparsekit.backend import array_module
+from sparsekit.backend.sparse_code import nonzero_times
 from sparsekit.backend.threads import matmul
 from sparsekit.errors import ParameterError
 
@@ -53,12 +56,17 @@ LIPSCHITZ_MARGIN = 1.01
 
 @dataclass
 class CodeResult:
-    """What an iterative coder returns: the codes, the iterations run, and whether the
-    stopping tolerance was met (always false with ``tol=0``: the cap was the rule)."""
+    """What an iterative coder returns.
+
+    ``codes`` (B×H); ``iterations``, the most any row ran; ``converged``, whether every row
+    met the tolerance (always false with ``tol=0``: the cap was the rule);
+    ``row_iterations``, each row's count (an array of the input's namespace).
+    """
 
     codes: Any
     iterations: int
     converged: bool
+    row_iterations: Any = None
 
 
 def check_coder_inputs(x: Any, dictionary: Any) -> None:
@@ -86,16 +94,20 @@ def _check_iterations(max_iter: int, tol: float, check_every: int) -> None:
         raise ParameterError(f"check_every must be >= 1, got {check_every}")
 
 
-def lipschitz(dictionary: Any, iterations: int = POWER_ITERATIONS, seed: int = 0) -> Any:
+def lipschitz(
+    dictionary: Any, iterations: int = POWER_ITERATIONS, seed: int = 0, gram: Any | None = None
+) -> Any:
     """λ_max(DDᵀ) (= ‖D‖₂², the Lipschitz constant of the gradient of ½‖x − zD‖²), by
-    power iteration on the smaller of DDᵀ and DᵀD, raised by :data:`LIPSCHITZ_MARGIN`.
+    power iteration on the smaller of DDᵀ and DᵀD (or on ``gram``, DDᵀ, when given),
+    raised by :data:`LIPSCHITZ_MARGIN`.
 
     A 0-d array of the dictionary's namespace and dtype (no host read on a GPU). The start
     vector is drawn from ``seed``, so the value is the same on every call.
     """
     xp = array_module(dictionary)
     h, d = dictionary.shape
-    gram = matmul(dictionary, dictionary.T) if h <= d else matmul(dictionary.T, dictionary)
+    if gram is None:
+        gram = matmul(dictionary, dictionary.T) if h <= d else matmul(dictionary.T, dictionary)
     start = np.random.default_rng(seed).standard_normal(gram.shape[0])
     v = xp.asarray(start, dtype=dictionary.dtype)
     v /= xp.sqrt(xp.vdot(v, v))
@@ -108,8 +120,9 @@ def lipschitz(dictionary: Any, iterations: int = POWER_ITERATIONS, seed: int = 0
 def soft_threshold(xp: Any, v: Any, t: Any, positive: bool = False) -> Any:
     """S_t(v) = sign(v)·max(|v| − t, 0), elementwise (``positive``: max(v − t, 0))."""
     if positive:
-        return xp.maximum(v - t, 0)
-    return xp.sign(v) * xp.maximum(xp.abs(v) - t, 0)
+        out = v - t
+        return xp.maximum(out, 0, out=out)
+    return v - xp.clip(v, -t, t)  # two passes: v − clip(v, −t, t) is S_t(v)
 
 
 def l1_objective(x: Any, dictionary: Any, codes: Any, alpha: float) -> Any:
@@ -126,6 +139,7 @@ class _Gradient:
         h, d = dictionary.shape
         self.dictionary = dictionary
         self.use_gram = gram is not None or h <= 2 * d
+        self.xp = array_module(x)
         self.x = x
         if self.use_gram:
             self.gram = matmul(dictionary, dictionary.T) if gram is None else gram
@@ -133,22 +147,28 @@ class _Gradient:
 
     def __call__(self, z: Any) -> Any:
         if self.use_gram:
-            g = matmul(z, self.gram)
+            g = nonzero_times(self.xp, z, self.gram)  # by z's few nonzeros, on the CPU
             g -= self.correlations
             return g
-        residual = matmul(z, self.dictionary)
+        residual = nonzero_times(self.xp, z, self.dictionary)
         residual -= self.x
         return matmul(residual, self.dictionary.T)
 
+    def keep(self, rows: Any) -> None:
+        """Drop every row of the batch but ``rows`` (the rows still iterating)."""
+        self.x = self.x[rows]
+        if self.use_gram:
+            self.correlations = self.correlations[rows]
+
 
 def _prepare(
-    x: Any, dictionary: Any, alpha: float, init: Any | None, step: Any | None
+    x: Any, dictionary: Any, alpha: float, init: Any | None, step: Any | None, gram: Any | None
 ) -> tuple[Any, Any, Any]:
     check_coder_inputs(x, dictionary)
     if not alpha >= 0:
         raise ParameterError(f"alpha must be >= 0, got {alpha}")
     xp = array_module(x)
-    lipschitz_constant = lipschitz(dictionary) if step is None else step
+    lipschitz_constant = lipschitz(dictionary, gram=gram) if step is None else step
     if init is None:
         z = xp.zeros((x.shape[0], dictionary.shape[0]), dtype=x.dtype)
     else:
@@ -160,9 +180,63 @@ def _prepare(
     return xp, z, lipschitz_constant
 
 
-def _small_change(xp: Any, new: Any, old: Any, tol: float) -> bool:
-    change = new - old
-    return bool(xp.vdot(change, change) <= (tol * tol) * xp.vdot(new, new))
+def _proximal_gradient(
+    x: Any,
+    dictionary: Any,
+    alpha: float,
+    accelerate: bool,
+    max_iter: int,
+    tol: float,
+    check_every: int,
+    init: Any | None,
+    lipschitz_constant: Any | None,
+    gram: Any | None,
+    positive: bool,
+) -> CodeResult:
+    """ISTA (``accelerate=False``) or FISTA, every row stopping on its own (module docstring)."""
+    _check_iterations(max_iter, tol, check_every)
+    xp, z, lip = _prepare(x, dictionary, alpha, init, lipschitz_constant, gram)
+    gradient = _Gradient(x, dictionary, gram)
+    step = (1.0 / lip).astype(x.dtype) if hasattr(lip, "astype") else x.dtype.type(1.0 / lip)
+    threshold = alpha * step
+    batch = x.shape[0]
+    codes = z if tol == 0 else xp.empty_like(z)  # rows written as they stop
+    rows = xp.arange(batch)  # the rows still iterating, as rows of ``codes``
+    row_iterations = xp.full(batch, max_iter)
+    y, t = z, 1.0
+    for iteration in range(1, max_iter + 1):
+        v = gradient(y)
+        v *= -step
+        v += y
+        new = soft_threshold(xp, v, threshold, positive)
+        if tol > 0 and iteration % check_every == 0:
+            change = new - z
+            done = xp.einsum("bh,bh->b", change, change) <= (tol * tol) * xp.einsum(
+                "bh,bh->b", new, new
+            )
+            if bool(done.any()):
+                finished = rows[done]
+                codes[finished] = new[done]
+                row_iterations[finished] = iteration
+                going = ~done
+                if not bool(going.any()):
+                    return CodeResult(codes, iteration, True, row_iterations)
+                rows, new, z = rows[going], new[going], z[going]
+                gradient.keep(going)
+        if accelerate:
+            t_next = (1.0 + np.sqrt(1.0 + 4.0 * t * t)) / 2.0
+            y = new - z
+            y *= (t - 1.0) / t_next
+            y += new
+            t = t_next
+        else:
+            y = new
+        z = new
+    if tol > 0:
+        codes[rows] = z
+    else:
+        codes = z
+    return CodeResult(codes, max_iter, False, row_iterations)
 
 
 def ista(
@@ -185,20 +259,10 @@ def ista(
     :func:`lipschitz`) and ``gram`` (DDᵀ) skip recomputing them when the dictionary has not
     changed. Returns a :class:`CodeResult`.
     """
-    _check_iterations(max_iter, tol, check_every)
-    xp, z, lip = _prepare(x, dictionary, alpha, init, lipschitz_constant)
-    gradient = _Gradient(x, dictionary, gram)
-    step = (1.0 / lip).astype(x.dtype) if hasattr(lip, "astype") else x.dtype.type(1.0 / lip)
-    threshold = alpha * step
-    for iteration in range(1, max_iter + 1):
-        v = gradient(z)
-        v *= -step
-        v += z
-        new = soft_threshold(xp, v, threshold, positive)
-        if tol > 0 and iteration % check_every == 0 and _small_change(xp, new, z, tol):
-            return CodeResult(new, iteration, True)
-        z = new
-    return CodeResult(z, max_iter, False)
+    return _proximal_gradient(
+        x, dictionary, alpha, False, max_iter, tol, check_every, init, lipschitz_constant,
+        gram, positive,
+    )
 
 
 def fista(
@@ -217,24 +281,7 @@ def fista(
     """As :func:`ista`, with Beck & Teboulle's momentum (FISTA): the same fixed point, in
     O(1/k²) instead of O(1/k) of the objective's gap. The stopping rule is ISTA's, on the
     change of z_k (not of the extrapolated point)."""
-    _check_iterations(max_iter, tol, check_every)
-    xp, z, lip = _prepare(x, dictionary, alpha, init, lipschitz_constant)
-    gradient = _Gradient(x, dictionary, gram)
-    step = (1.0 / lip).astype(x.dtype) if hasattr(lip, "astype") else x.dtype.type(1.0 / lip)
-    threshold = alpha * step
-    y = z
-    t = 1.0
-    for iteration in range(1, max_iter + 1):
-        v = gradient(y)
-        v *= -step
-        v += y
-        new = soft_threshold(xp, v, threshold, positive)
-        if tol > 0 and iteration % check_every == 0 and _small_change(xp, new, z, tol):
-            return CodeResult(new, iteration, True)
-        t_next = (1.0 + np.sqrt(1.0 + 4.0 * t * t)) / 2.0
-        momentum = (t - 1.0) / t_next
-        y = new - z
-        y *= momentum
-        y += new
-        z, t = new, t_next
-    return CodeResult(z, max_iter, False)
+    return _proximal_gradient(
+        x, dictionary, alpha, True, max_iter, tol, check_every, init, lipschitz_constant,
+        gram, positive,
+    )

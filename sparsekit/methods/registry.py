@@ -49,6 +49,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "sparsekit.methods.jumprelu",
     "sparsekit.methods.gated",
     "sparsekit.methods.matryoshka",
+    "sparsekit.methods.dictionary",
 )
 
 ENTRY_POINT_GROUP = "sparsekit"
