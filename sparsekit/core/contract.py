@@ -447,10 +447,10 @@ _FLAGS: Mapping[str, type | tuple[type, ...]] = {
 
 
 def _readers(types: type | tuple[type, ...]) -> str:
-    """``Method's step`` or ``UpdateMethod's step (or ObjectiveUpdateMethod's)``."""
+    """``Method's step reads`` or ``UpdateMethod's step reads (or ObjectiveUpdateMethod's)``."""
     group = types if isinstance(types, tuple) else (types,)
     others = "".join(f" (or {t.__name__}'s)" for t in group[1:])
-    return f"{group[0].__name__}'s step{others}"
+    return f"{group[0].__name__}'s step reads{others}"
 
 
 def _type_names(types: type | tuple[type, ...], prefix: str = "") -> str:
@@ -531,7 +531,7 @@ def _member_problem(cls: type[BaseMethod]) -> str | None:
             for reader, members in ONLY_READ_BY.items():
                 if member in members and not issubclass(cls, reader):
                     return (
-                        f"defines {member}, which only {_readers(reader)} reads (its "
+                        f"defines {member}, which only {_readers(reader)} (its "
                         f"type is {kind.__name__}): subclass "
                         f"{_type_names(reader, 'sparsekit.methods.')} or remove {member}"
                     )

@@ -10,7 +10,8 @@ from sparsekit.core import step as autoencoder
 from sparsekit.testing.gradcheck import check_gradients, random_problem
 
 BUILTINS = [
-    "plain", "l2", "kl", "arora", "ksparse", "topk", "batchtopk", "jumprelu", "gated", "matryoshka"
+    "plain", "l2", "kl", "arora", "ksparse", "topk", "batchtopk", "jumprelu", "gated", "matryoshka",
+    "dict-learning",
 ]  # fmt: skip
 # Small problems; k below the hidden size so the top-k mask really drops units.
 PARAMS = {
