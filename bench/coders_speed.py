@@ -61,8 +61,14 @@ def learned_dictionary(train: np.ndarray, hidden: int) -> np.ndarray:
     """One epoch of dict-learning (OMP coder, k = 10) on ``train``: a dictionary as coders
     meet it while learning."""
     model = sparsekit.train(
-        "dict-learning", train, hidden=hidden, epochs=1, batch_size=256, seed=0,
-        coder="omp", k=10,
+        "dict-learning",
+        train,
+        hidden=hidden,
+        epochs=1,
+        batch_size=256,
+        seed=0,
+        coder="omp",
+        k=10,
     )
     return np.ascontiguousarray(model.decoder_weights, dtype=np.float32)
 
@@ -74,7 +80,9 @@ def problem(name: str, x: np.ndarray, dictionary: np.ndarray, alpha: float, args
     def objective(codes) -> float:
         return float(l1_objective(xs, ds, np.asarray(codes, dtype=np.float64), alpha).sum())
 
-    print(f"\n== {name}: batch {x.shape[0]}, {dictionary.shape[0]} atoms of {x.shape[1]}, α={alpha}")
+    print(
+        f"\n== {name}: batch {x.shape[0]}, {dictionary.shape[0]} atoms of {x.shape[1]}, α={alpha}"
+    )
     fista(x[:8], dictionary, alpha, max_iter=20)  # compile the fused product once
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -131,8 +139,10 @@ def problem(name: str, x: np.ndarray, dictionary: np.ndarray, alpha: float, args
 
                 t, res = best_time(run, args.repeat)
                 gap = objective(backend.to_numpy(res.codes)) / exact - 1
-                print(f"GPU {coder.__name__} tol={tol:g}: {t * 1e3:.1f} ms, gap {gap:+.1e}, "
-                      f"ratio to sklearn CPU {sklearn_best / t:.1f}x")
+                print(
+                    f"GPU {coder.__name__} tol={tol:g}: {t * 1e3:.1f} ms, gap {gap:+.1e}, "
+                    f"ratio to sklearn CPU {sklearn_best / t:.1f}x"
+                )
         omp(gx, gd, k)
 
         def run_omp():

@@ -53,7 +53,11 @@ def cpu_model() -> str:
 def held_out_objective(dictionary: np.ndarray, x: np.ndarray, alpha: float) -> float:
     d = np.ascontiguousarray(dictionary, dtype=np.float32)
     codes = fista(x, d, alpha, tol=1e-4, max_iter=5000).codes
-    return float(l1_objective(x.astype(np.float64), d.astype(np.float64), codes.astype(np.float64), alpha).mean())
+    return float(
+        l1_objective(
+            x.astype(np.float64), d.astype(np.float64), codes.astype(np.float64), alpha
+        ).mean()
+    )
 
 
 def batches(n: int, batch: int, seed: int):
@@ -83,7 +87,7 @@ def run_curve(step, dictionary, train, held, alpha, args) -> list[tuple[float, f
 
 def time_to_reach(curve: list[tuple[float, float]], target: float) -> float | None:
     """The first time the curve is at or below ``target``, interpolated between points."""
-    for (t0, v0), (t1, v1) in zip(curve, curve[1:]):
+    for (t0, v0), (t1, v1) in zip(curve, curve[1:], strict=False):
         if v1 <= target:
             if v0 == v1:
                 return t1
@@ -110,8 +114,10 @@ def main(argv: list[str] | None = None) -> int:
     else:
         data = load_mnist(args.data, split="train", subset=n + HELD_OUT).to_array(np.float32)
     train, held = data[:n], data[n:]
-    print(f"{args.dataset}: {n} training rows, {HELD_OUT} held out, {atoms} atoms, α={alpha}, "
-          f"batch {args.batch}, {args.seconds:g} s of training each")
+    print(
+        f"{args.dataset}: {n} training rows, {HELD_OUT} held out, {atoms} atoms, α={alpha}, "
+        f"batch {args.batch}, {args.seconds:g} s of training each"
+    )
 
     settings = {"tol": args.tol, "max_iter": args.max_iter}
     method = sparsekit.make_method(
@@ -126,10 +132,16 @@ def main(argv: list[str] | None = None) -> int:
     ours = run_curve(
         lambda x: method.update(backend, params, x, 1.0),
         lambda: params["W_enc"],
-        train, held, alpha, args,
+        train,
+        held,
+        alpha,
+        args,
     )
     theirs_model = MiniBatchDictionaryLearning(
-        n_components=atoms, alpha=alpha, batch_size=args.batch, dict_init=init["W_enc"].copy(),
+        n_components=atoms,
+        alpha=alpha,
+        batch_size=args.batch,
+        dict_init=init["W_enc"].copy(),
         random_state=args.seed,
     )
     with warnings.catch_warnings():
@@ -137,7 +149,10 @@ def main(argv: list[str] | None = None) -> int:
         theirs = run_curve(
             lambda x: theirs_model.partial_fit(x.astype(np.float64)),
             lambda: getattr(theirs_model, "components_", init["W_enc"]),
-            train, held, alpha, args,
+            train,
+            held,
+            alpha,
+            args,
         )
     print("\n   seconds  sparsekit   |   seconds  scikit-learn")
     for i in range(max(len(ours), len(theirs))):
@@ -158,15 +173,21 @@ def main(argv: list[str] | None = None) -> int:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(*zip(*ours), "o-", label="sparsekit dict-learning (FISTA)")
-    ax.plot(*zip(*theirs), "s-", label="scikit-learn MiniBatchDictionaryLearning (LARS)")
+    ax.plot(*zip(*ours, strict=True), "o-", label="sparsekit dict-learning (FISTA)")
+    ax.plot(
+        *zip(*theirs, strict=True), "s-", label="scikit-learn MiniBatchDictionaryLearning (LARS)"
+    )
     ax.axhline(final, color="grey", lw=0.8, ls="--")
     ax.set_xlabel("training wall time (s), CPU")
     ax.set_ylabel("held-out ½‖x − zD‖² + α‖z‖₁ per sample")
     ax.set_title(f"{args.dataset}: {atoms} atoms, α={alpha:g}, batch {args.batch}")
     ax.legend()
     fig.tight_layout()
-    out = Path(args.plot) if args.plot else ROOT / "docs" / "results" / f"dict-learning-{args.dataset}.png"
+    out = (
+        Path(args.plot)
+        if args.plot
+        else ROOT / "docs" / "results" / f"dict-learning-{args.dataset}.png"
+    )
     fig.savefig(out, dpi=110)
     print(f"plot written to {out}")
     return 0

@@ -260,8 +260,17 @@ def ista(
     changed. Returns a :class:`CodeResult`.
     """
     return _proximal_gradient(
-        x, dictionary, alpha, False, max_iter, tol, check_every, init, lipschitz_constant,
-        gram, positive,
+        x,
+        dictionary,
+        alpha,
+        False,
+        max_iter,
+        tol,
+        check_every,
+        init,
+        lipschitz_constant,
+        gram,
+        positive,
     )
 
 
@@ -282,6 +291,15 @@ def fista(
     O(1/k²) instead of O(1/k) of the objective's gap. The stopping rule is ISTA's, on the
     change of z_k (not of the extrapolated point)."""
     return _proximal_gradient(
-        x, dictionary, alpha, True, max_iter, tol, check_every, init, lipschitz_constant,
-        gram, positive,
+        x,
+        dictionary,
+        alpha,
+        True,
+        max_iter,
+        tol,
+        check_every,
+        init,
+        lipschitz_constant,
+        gram,
+        positive,
     )

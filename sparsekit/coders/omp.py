@@ -87,9 +87,7 @@ def _forward_sweep(xp: Any, factor: Any, rhs: Any, t: int) -> Any:
     """w with L[:t, :t] w = rhs, for every row (rhs: B×t)."""
     w = xp.zeros_like(rhs)
     for i in range(t):
-        w[:, i] = (
-            rhs[:, i] - xp.einsum("bi,bi->b", factor[:, i, :i], w[:, :i])
-        ) / factor[:, i, i]
+        w[:, i] = (rhs[:, i] - xp.einsum("bi,bi->b", factor[:, i, :i], w[:, :i])) / factor[:, i, i]
     return w
 
 

@@ -511,7 +511,11 @@ def _type_problem(cls: type[BaseMethod]) -> str | None:
             verb = "sets" if getattr(cls, flag) else "clears"
             return (
                 f"{verb} {flag}, which is derived from its type: subclass "
-                + (_type_names(kind, "sparsekit.methods.") if getattr(cls, flag) else "sparsekit.methods.Method")
+                + (
+                    _type_names(kind, "sparsekit.methods.")
+                    if getattr(cls, flag)
+                    else "sparsekit.methods.Method"
+                )
                 + " instead"
             )
     return None

@@ -107,8 +107,7 @@ class DictionaryLearning(ObjectiveUpdateMethod):
         "descent (Mairal et al.)."
     )
     citation = (
-        "Mairal, Bach, Ponce & Sapiro, 'Online Dictionary Learning for Sparse Coding', "
-        "ICML 2009"
+        "Mairal, Bach, Ponce & Sapiro, 'Online Dictionary Learning for Sparse Coding', ICML 2009"
     )
     params = (
         Param("coder", str, "fista", "the sparse coder: fista, ista or omp", _coder_choice),

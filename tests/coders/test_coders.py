@@ -143,7 +143,9 @@ def test_stopping_rule_is_honoured(random_problem) -> None:
     lip = lipschitz(dictionary)
     for row in (0, 7, 19):
         n = int(result.row_iterations[row])
-        before = ista(x[row : row + 1], dictionary, alpha, tol=0, max_iter=n - 1, lipschitz_constant=lip)
+        before = ista(
+            x[row : row + 1], dictionary, alpha, tol=0, max_iter=n - 1, lipschitz_constant=lip
+        )
         at = ista(x[row : row + 1], dictionary, alpha, tol=0, max_iter=n, lipschitz_constant=lip)
         change = np.linalg.norm(at.codes - before.codes)
         assert change <= tol * np.linalg.norm(at.codes)
@@ -152,9 +154,7 @@ def test_stopping_rule_is_honoured(random_problem) -> None:
             earlier = ista(
                 x[row : row + 1], dictionary, alpha, tol=0, max_iter=n - 2, lipschitz_constant=lip
             )
-            assert np.linalg.norm(before.codes - earlier.codes) > tol * np.linalg.norm(
-                before.codes
-            )
+            assert np.linalg.norm(before.codes - earlier.codes) > tol * np.linalg.norm(before.codes)
 
     every = ista(x, dictionary, alpha, tol=tol, max_iter=5000, check_every=10)
     assert (every.row_iterations % 10 == 0).all()
@@ -172,7 +172,9 @@ def test_check_every_and_cap_validated(random_problem) -> None:
 
 
 def test_float32_stays_float32(random_problem) -> None:
-    x, dictionary, alpha = (a.astype(np.float32) if isinstance(a, np.ndarray) else a for a in random_problem)
+    x, dictionary, alpha = (
+        a.astype(np.float32) if isinstance(a, np.ndarray) else a for a in random_problem
+    )
     assert fista(x, dictionary, alpha).codes.dtype == np.float32
     assert ista(x, dictionary, alpha).codes.dtype == np.float32
     assert omp(x, dictionary, 3).dtype == np.float32

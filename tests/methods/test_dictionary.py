@@ -62,7 +62,9 @@ def test_resume_is_exact(tmp_path) -> None:
     np.testing.assert_array_equal(resumed.method.state_dict()["A"], state["A"])
     resumed.fit()
     np.testing.assert_array_equal(resumed.params["W_enc"], straight.params["W_enc"])
-    np.testing.assert_array_equal(resumed.method.state_dict()["B"], straight.method.state_dict()["B"])
+    np.testing.assert_array_equal(
+        resumed.method.state_dict()["B"], straight.method.state_dict()["B"]
+    )
 
 
 def test_forgetting_schedule_is_mairals() -> None:
