@@ -24,10 +24,11 @@ constant: at step t (from 0) with batch size B, θ = (t + 1)B while t < B − 1,
 checkpoint), so ``--resume`` continues exactly.
 
 **Dead atoms.** An atom whose A_jj is below 10⁻⁶ of the mean of A's diagonal (no code of the
-recent batches used it) is re-initialised, in the same pass, to the normalised residual
-x − x̂ of the worst-coded sample of the batch (the largest ‖x − x̂‖; the second-worst for the
-second dead atom, and so on, cycling through the batch). No host read decides it: the
-choice is arithmetic on the device, so the update stays one GPU stream.
+recent batches used it) is re-initialised, in the same pass, to the worst-coded sample of
+the batch, normalised (the sample x − b_dec with the largest ‖x − x̂‖; the second-worst for
+the second dead atom, and so on, cycling through the batch). scikit-learn draws a random
+sample instead; the worst-coded one is what the dictionary lacks most. No host read decides
+it: the choice is arithmetic on the device, so the update stays one GPU stream.
 
 **The gradient that is checked.** Training is not a gradient step, and the code is an
 optimiser's output, not a differentiable function of D. What :meth:`loss_and_grads` returns
@@ -236,7 +237,7 @@ class DictionaryLearning(ObjectiveUpdateMethod):
             self._a = xp.asarray(self._a, dtype=a_new.dtype) * beta + a_new
             self._b = xp.asarray(self._b, dtype=b_new.dtype) * beta + b_new
         self.steps += 1
-        block_coordinate_pass(xp, dictionary, self._a, self._b, residual)
+        block_coordinate_pass(xp, dictionary, self._a, self._b, centred, residual)
         return StepResult(loss, reconstruction, fwd)
 
     # -- state -----------------------------------------------------------------------------
@@ -253,9 +254,12 @@ class DictionaryLearning(ObjectiveUpdateMethod):
         self._b = state.get("B")
 
 
-def block_coordinate_pass(xp: Any, dictionary: Any, a: Any, b: Any, residual: Any) -> None:
+def block_coordinate_pass(
+    xp: Any, dictionary: Any, a: Any, b: Any, samples: Any, residual: Any
+) -> None:
     """One pass of d_j ← Π(d_j + (b_j − a_j D)/A_jj) over the atoms, in place, with the dead
-    atoms (A_jj < DEAD_FRACTION · mean A_jj) set to the batch's worst-coded residuals."""
+    atoms (A_jj < DEAD_FRACTION · mean A_jj) set to the batch's worst-coded ``samples``
+    (largest ‖``residual``‖ first), normalised."""
     hidden = dictionary.shape[0]
     diag = xp.einsum("hh->h", a)
     dead = diag < DEAD_FRACTION * diag.mean()
@@ -264,7 +268,7 @@ def block_coordinate_pass(xp: Any, dictionary: Any, a: Any, b: Any, residual: An
     errors = xp.einsum("bd,bd->b", residual, residual)
     worst = (-errors).argsort()
     rank = (dead.cumsum() - 1) % residual.shape[0]
-    fresh = residual[worst[rank]]
+    fresh = samples[worst[rank]]
     fresh /= xp.maximum(xp.sqrt(xp.einsum("hd,hd->h", fresh, fresh)), 1e-12)[:, None]
     for j in range(hidden):
         atom = dictionary[j] + (b[j] - a[j] @ dictionary) / safe[j]

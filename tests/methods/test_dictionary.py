@@ -100,11 +100,12 @@ def test_block_coordinate_pass_matches_its_formula() -> None:
     for j in range(6):
         atom = expected[j] + (b[j] - a[j] @ expected) / a[j, j]
         expected[j] = atom / max(np.linalg.norm(atom), 1)
-    block_coordinate_pass(np, dictionary, a, b, x - codes @ dictionary)
+    block_coordinate_pass(np, dictionary, a, b, x, x - codes @ dictionary)
     np.testing.assert_allclose(dictionary, expected, rtol=1e-12)
 
 
 def test_dead_atoms_take_the_worst_coded_samples() -> None:
+    """Unused atoms become the samples with the largest residuals, worst first."""
     rng = np.random.default_rng(2)
     codes = rng.standard_normal((10, 4))
     codes[:, [1, 3]] = 0  # atoms 1 and 3 unused: A_11 = A_33 = 0
@@ -114,9 +115,9 @@ def test_dead_atoms_take_the_worst_coded_samples() -> None:
     residual = rng.standard_normal((10, 5))
     residual[7] *= 10  # the worst-coded sample
     residual[2] *= 5  # the second worst
-    block_coordinate_pass(np, dictionary, a, b, residual)
-    np.testing.assert_allclose(dictionary[1], residual[7] / np.linalg.norm(residual[7]))
-    np.testing.assert_allclose(dictionary[3], residual[2] / np.linalg.norm(residual[2]))
+    block_coordinate_pass(np, dictionary, a, b, x, residual)
+    np.testing.assert_allclose(dictionary[1], x[7] / np.linalg.norm(x[7]))
+    np.testing.assert_allclose(dictionary[3], x[2] / np.linalg.norm(x[2]))
     assert np.isfinite(dictionary).all()
 
 
