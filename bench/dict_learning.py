@@ -71,25 +71,30 @@ def batches(n: int, batch: int, seed: int):
             yield np.sort(order[start : start + batch])
 
 
-def run_curve(step, dictionary, train, held, alpha, args) -> list[tuple[float, float]]:
-    """``[(training seconds, held-out objective)]``, the first at 0 s."""
+def run_curve(step, dictionary, train, held, alpha, args) -> tuple[list, int]:
+    """``([(training seconds, held-out objective)], minibatches)``, the curve's first point
+    at 0 s (the initial dictionary)."""
     curve = [(0.0, held_out_objective(dictionary(), held, alpha))]
-    spent, next_eval = 0.0, args.every
+    spent, next_eval, steps = 0.0, args.every, 0
     for rows in batches(len(train), args.batch, args.seed):
         x = train[rows]
         start = time.perf_counter()
         step(x)
         spent += time.perf_counter() - start
+        steps += 1
         if spent >= next_eval or spent >= args.seconds:
             curve.append((spent, held_out_objective(dictionary(), held, alpha)))
             next_eval = spent + args.every
         if spent >= args.seconds:
-            return curve
-    return curve
+            break
+    return curve, steps
 
 
 def time_to_reach(curve: list[tuple[float, float]], target: float) -> float | None:
-    """The first time the curve is at or below ``target``, interpolated between points."""
+    """The first time the curve is at or below ``target``, interpolated between points
+    (None when it never is, or already was at 0 s)."""
+    if curve[0][1] <= target:
+        return None
     for (t0, v0), (t1, v1) in zip(curve, curve[1:], strict=False):
         if v1 <= target:
             if v0 == v1:
@@ -136,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         with own_threads():  # as the trainer runs every step: BLAS on one thread
             method.update(backend, params, x, 1.0)
 
-    ours = run_curve(
+    ours, our_steps = run_curve(
         our_step,
         lambda: params["W_enc"],
         train,
@@ -153,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        theirs = run_curve(
+        theirs, their_steps = run_curve(
             lambda x: theirs_model.partial_fit(x.astype(np.float64)),
             lambda: getattr(theirs_model, "components_", init["W_enc"]),
             train,
@@ -166,10 +171,20 @@ def main(argv: list[str] | None = None) -> int:
         a = f"{ours[i][0]:10.1f} {ours[i][1]:10.4f}" if i < len(ours) else " " * 21
         b = f"{theirs[i][0]:10.1f} {theirs[i][1]:10.4f}" if i < len(theirs) else ""
         print(f"{a}   | {b}")
+    ours_rate, theirs_rate = our_steps / ours[-1][0], their_steps / theirs[-1][0]
+    print(
+        f"\nminibatches per second: sparsekit {ours_rate:.2f} ({our_steps}), scikit-learn "
+        f"{theirs_rate:.2f} ({their_steps}): {ours_rate / theirs_rate:.1f}x"
+    )
     final = theirs[-1][1]
+    print(f"scikit-learn's final held-out objective {final:.4f} after {theirs[-1][0]:.1f} s")
     reached = time_to_reach(ours, final)
-    print(f"\nscikit-learn's final held-out objective {final:.4f} after {theirs[-1][0]:.1f} s")
-    if reached is None:
+    if final >= theirs[0][1]:
+        print(
+            f"scikit-learn ended above the initial dictionary's {theirs[0][1]:.4f}: no time "
+            f"to reach it; sparsekit's final is {ours[-1][1]:.4f}"
+        )
+    elif reached is None:
         print(f"sparsekit did not reach it in {ours[-1][0]:.1f} s (its final: {ours[-1][1]:.4f})")
     else:
         print(f"sparsekit reached it after {reached:.1f} s: {theirs[-1][0] / reached:.1f}x sooner")
