@@ -27,6 +27,7 @@ from __future__ import annotations
 from typing import Any
 
 from sparsekit.backend import array_module
+from sparsekit.backend.process import own_threads
 from sparsekit.backend.threads import matmul
 from sparsekit.coders.l1 import check_coder_inputs
 from sparsekit.errors import ParameterError
@@ -43,7 +44,12 @@ def omp(x: Any, dictionary: Any, k: int, *, gram: Any | None = None) -> Any:
     h = dictionary.shape[0]
     if not 1 <= k <= h:
         raise ParameterError(f"k must be between 1 and the number of atoms ({h}), got {k}")
-    xp = array_module(x)
+    with own_threads():  # BLAS on one thread, as in a training step (see coders.l1)
+        return _omp(array_module(x), x, dictionary, k, gram)
+
+
+def _omp(xp: Any, x: Any, dictionary: Any, k: int, gram: Any | None) -> Any:
+    h = dictionary.shape[0]
     dtype = x.dtype
     b = x.shape[0]
     g = matmul(dictionary, dictionary.T) if gram is None else gram
