@@ -159,9 +159,15 @@ def get_backend(
 
 
 def array_module(array: Any) -> ModuleType:
-    """The array namespace of ``array``: CuPy for device arrays, else NumPy."""
+    """The array namespace of ``array``: CuPy for device arrays, else NumPy.
+
+    An array of another type that declares its namespace the array-API way
+    (``__array_namespace__``, e.g. the simulated device's arrays) gets that namespace.
+    """
     if type(array).__module__.split(".")[0] == "cupy":  # pragma: no cover - needs a GPU
         import cupy
 
         return cupy
+    if not isinstance(array, np.ndarray) and hasattr(type(array), "__array_namespace__"):
+        return array.__array_namespace__()
     return np

@@ -78,7 +78,12 @@ def own_threads() -> Iterator[None]:
     sparsekit's own threads split products and loops (see the module docstring).
 
     Uses threadpoolctl; without it (or with no BLAS it recognises) the scope changes nothing.
+    Inside another such scope (a coder called by a training step) it changes nothing either,
+    and costs nothing: threadpoolctl's limits take about a millisecond to set.
     """
+    if threads.products_split.depth:
+        yield
+        return
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:  # pragma: no cover - a dependency

@@ -138,6 +138,10 @@ class DeviceArray:
     def __init__(self, data: np.ndarray) -> None:
         self._data = data
 
+    def __array_namespace__(self, api_version: Any = None) -> Any:
+        """The simulated CuPy namespace (:data:`xp`), as the array API declares it."""
+        return xp
+
     # -- metadata (no transfer) --------------------------------------------------------------
 
     @property

@@ -20,6 +20,11 @@ choose what to run from that type alone:
 * :class:`ObjectiveMethod` – a method that computes its forward pass, loss and gradients
   itself (:meth:`ObjectiveMethod.forward`, :meth:`ObjectiveMethod.loss_and_grads`), e.g.
   sparse autoencoders with a pre-encoder bias, an auxiliary loss or extra parameters.
+* :class:`ObjectiveUpdateMethod` – an :class:`ObjectiveMethod` (its forward pass and the
+  gradient the check differentiates are its own) trained by its own
+  :meth:`ObjectiveUpdateMethod.update` instead of an optimizer, e.g. online dictionary
+  learning, whose code comes from an optimiser and whose atoms from block-coordinate
+  descent.
 
 What every method has (name, parameters, layouts, initialisation, schedules, upkeep, state)
 is :class:`BaseMethod`. :func:`check_method_class` refuses, with one line saying what to
@@ -105,8 +110,9 @@ class BaseMethod:
     #: Parameters with one entry per unit along their first axis (besides W_enc, b_enc and
     #: W_dec): the trainer resets their optimizer moments when it resamples a unit.
     unit_params: ClassVar[tuple[str, ...]] = ()
-    #: Derived from the type, for readers of the first contract: true for an
-    #: :class:`UpdateMethod` only. Subclass that type rather than setting it.
+    #: Derived from the type: true for an :class:`UpdateMethod` or an
+    #: :class:`ObjectiveUpdateMethod` (trained by ``update()``, with no optimizer). Subclass
+    #: one of those types rather than setting it.
     own_update: ClassVar[bool] = False
     #: Derived from the type: true for an :class:`ObjectiveMethod` only.
     own_objective: ClassVar[bool] = False
@@ -361,11 +367,36 @@ class ObjectiveMethod(BaseMethod):
         return params
 
 
+class ObjectiveUpdateMethod(ObjectiveMethod):
+    """An :class:`ObjectiveMethod` trained by its own update instead of an optimizer.
+
+    Its forward pass (what ``Model.encode`` returns), its loss and the gradients the check
+    compares with finite differences are its own, as for any :class:`ObjectiveMethod`; each
+    training step calls :meth:`update`, which must be defined, and the trainer keeps no
+    optimizer for it (``own_update`` is true).
+    """
+
+    own_update: ClassVar[bool] = True
+
+    def update(self, backend: Any, params: dict[str, Any], x: Any, lr: float) -> StepResult:
+        """Update ``params`` in place from minibatch ``x``; as :meth:`UpdateMethod.update`."""
+        raise NotImplementedError(f"{self.name} does not define its own update")
+
+
 # -- the one check every method class passes ---------------------------------------------------
 
 #: The contract's own types: members found in their ``__dict__`` are the contract's, every
 #: other class in a method's MRO is the author's.
-CONTRACT_TYPES: tuple[type, ...] = (BaseMethod, Method, UpdateMethod, ObjectiveMethod)
+CONTRACT_TYPES: tuple[type, ...] = (
+    BaseMethod,
+    Method,
+    UpdateMethod,
+    ObjectiveMethod,
+    ObjectiveUpdateMethod,
+)
+
+#: The types trained by their own ``update()`` (``own_update`` is true for them alone).
+UPDATE_TYPES: tuple[type, ...] = (UpdateMethod, ObjectiveUpdateMethod)
 
 #: Members of the first contract that the step no longer reads, with what to declare instead.
 RETIRED: Mapping[str, str] = {
@@ -378,7 +409,7 @@ RETIRED: Mapping[str, str] = {
 }
 
 #: Members only one type's step reads, by the type that reads them.
-ONLY_READ_BY: Mapping[type, tuple[str, ...]] = {
+ONLY_READ_BY: Mapping[type | tuple[type, ...], tuple[str, ...]] = {
     Method: (
         "hidden_activation",
         "uses_code_penalty",
@@ -387,7 +418,7 @@ ONLY_READ_BY: Mapping[type, tuple[str, ...]] = {
         "weight_penalty",
         "code_weight_penalty",
     ),
-    UpdateMethod: ("update",),
+    UPDATE_TYPES: ("update",),
     ObjectiveMethod: (
         "terms",
         "extra_params",
@@ -405,16 +436,34 @@ ONLY_READ_BY: Mapping[type, tuple[str, ...]] = {
 REQUIRED: Mapping[type, tuple[str, ...]] = {
     UpdateMethod: ("update",),
     ObjectiveMethod: ("forward", "loss_and_grads"),
+    ObjectiveUpdateMethod: ("forward", "loss_and_grads", "update"),
 }
 
 #: The flags of the first contract and the type that replaces each.
-_FLAGS: Mapping[str, type] = {"own_update": UpdateMethod, "own_objective": ObjectiveMethod}
+_FLAGS: Mapping[str, type | tuple[type, ...]] = {
+    "own_update": UPDATE_TYPES,
+    "own_objective": ObjectiveMethod,
+}
+
+
+def _readers(types: type | tuple[type, ...]) -> str:
+    """``Method's step reads`` or ``UpdateMethod's step reads (or ObjectiveUpdateMethod's)``."""
+    group = types if isinstance(types, tuple) else (types,)
+    others = "".join(f" (or {t.__name__}'s)" for t in group[1:])
+    return f"{group[0].__name__}'s step reads{others}"
+
+
+def _type_names(types: type | tuple[type, ...], prefix: str = "") -> str:
+    """``Method`` or ``UpdateMethod or ObjectiveUpdateMethod`` (each with ``prefix``)."""
+    group = types if isinstance(types, tuple) else (types,)
+    return " or ".join(prefix + t.__name__ for t in group)
 
 
 def method_type(cls: type[BaseMethod]) -> type[BaseMethod]:
-    """Which of :class:`Method`, :class:`UpdateMethod`, :class:`ObjectiveMethod` ``cls`` is
-    (the most specific one; :func:`check_method_class` has refused any mix)."""
-    for kind in (UpdateMethod, ObjectiveMethod, Method):
+    """Which of :class:`Method`, :class:`UpdateMethod`, :class:`ObjectiveMethod`,
+    :class:`ObjectiveUpdateMethod` ``cls`` is (the most specific one;
+    :func:`check_method_class` has refused any mix)."""
+    for kind in (UpdateMethod, ObjectiveUpdateMethod, ObjectiveMethod, Method):
         if issubclass(cls, kind):
             return kind
     return BaseMethod
@@ -462,7 +511,12 @@ def _type_problem(cls: type[BaseMethod]) -> str | None:
             verb = "sets" if getattr(cls, flag) else "clears"
             return (
                 f"{verb} {flag}, which is derived from its type: subclass "
-                f"sparsekit.methods.{kind.__name__ if getattr(cls, flag) else 'Method'} instead"
+                + (
+                    _type_names(kind, "sparsekit.methods.")
+                    if getattr(cls, flag)
+                    else "sparsekit.methods.Method"
+                )
+                + " instead"
             )
     return None
 
@@ -481,9 +535,9 @@ def _member_problem(cls: type[BaseMethod]) -> str | None:
             for reader, members in ONLY_READ_BY.items():
                 if member in members and not issubclass(cls, reader):
                     return (
-                        f"defines {member}, which only {reader.__name__}'s step reads (its "
-                        f"type is {kind.__name__}): subclass sparsekit.methods."
-                        f"{reader.__name__} or remove {member}"
+                        f"defines {member}, which only {_readers(reader)} (its "
+                        f"type is {kind.__name__}): subclass "
+                        f"{_type_names(reader, 'sparsekit.methods.')} or remove {member}"
                     )
     for member in REQUIRED.get(kind, ()):
         if not any(member in vars(klass) for klass in authors):

@@ -18,6 +18,7 @@ from sparsekit.core.contract import (
     BaseMethod,
     Method,
     ObjectiveMethod,
+    ObjectiveUpdateMethod,
     UpdateMethod,
     check_method_class,
 )
@@ -49,6 +50,7 @@ __all__ = [
     "Identity",
     "Method",
     "ObjectiveMethod",
+    "ObjectiveUpdateMethod",
     "Param",
     "ReLU",
     "RowPenalty",

@@ -51,6 +51,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "sparsekit.methods.matryoshka",
     "sparsekit.methods.standard",
     "sparsekit.methods.mp_sae",
+    "sparsekit.methods.dictionary",
 )
 
 ENTRY_POINT_GROUP = "sparsekit"

@@ -1,8 +1,9 @@
 """A test kit for sparsity methods, in the spirit of scikit-learn's ``check_estimator``.
 
 A plugin author tests a method against the whole contract of its type
-(:class:`sparsekit.Method`, :class:`sparsekit.UpdateMethod` or
-:class:`sparsekit.ObjectiveMethod`) with one line::
+(:class:`sparsekit.Method`, :class:`sparsekit.UpdateMethod`,
+:class:`sparsekit.ObjectiveMethod` or :class:`sparsekit.ObjectiveUpdateMethod`) with one
+line::
 
     from sparsekit.testing import method_contract_tests
     test_contract = method_contract_tests(MyMethod)          # one pytest test per check
@@ -434,6 +435,8 @@ def _dtypes_one_layout(
     x = backend.asarray(x_host)
     if isinstance(method, ObjectiveMethod):
         _dtypes_own_objective(cls, method, p, x, backend, c)
+        if method.own_update:  # an ObjectiveUpdateMethod
+            _dtypes_update(cls, method, p, x, backend, c)
         return
     assert isinstance(method, Method)
     arr = _ArrayChecker(cls, c, backend)
@@ -442,22 +445,28 @@ def _dtypes_one_layout(
     arr("the code", code, (BATCH, HIDDEN))
     _dtypes_penalties(cls, method, p, code, backend, c)
     if isinstance(method, UpdateMethod):
-        before = {k: v.shape for k, v in p.items()}
-        out = method.update(backend, p, x, 0.01)
-        if not isinstance(out, StepResult):
-            _fail(
-                cls, c, "update() must return a sparsekit.StepResult(loss, reconstruction, forward)"
-            )
-        arr("update().loss", out.loss, ())
-        arr("update().reconstruction", out.reconstruction, ())
-        for name, shape in before.items():
-            arr(f"parameter {name} after update()", p[name], shape)
+        _dtypes_update(cls, method, p, x, backend, c)
     else:
         loss, grads, _, rec = autoencoder.loss_and_grads(method, backend, p, x)
         arr("the loss", loss, ())
         arr("the reconstruction term", rec, ())
         for name, value in p.items():
             arr(f"gradient of {name}", grads[name], value.shape)
+
+
+def _dtypes_update(
+    cls: type[BaseMethod], method: Any, p: dict[str, Any], x: Any, backend: Backend, c: str
+) -> None:
+    """What an own update returns, and the parameters it leaves."""
+    arr = _ArrayChecker(cls, c, backend)
+    before = {k: v.shape for k, v in p.items()}
+    out = method.update(backend, p, x, 0.01)
+    if not isinstance(out, StepResult):
+        _fail(cls, c, "update() must return a sparsekit.StepResult(loss, reconstruction, forward)")
+    arr("update().loss", out.loss, ())
+    arr("update().reconstruction", out.reconstruction, ())
+    for name, shape in before.items():
+        arr(f"parameter {name} after update()", p[name], shape)
 
 
 def _dtypes_forward(

@@ -16,7 +16,8 @@ Two levels:
 An :class:`~sparsekit.core.contract.UpdateMethod` is checked on the model it defines (the
 generic step's); its update is not a gradient, so only the model's loss is differentiated.
 
-An :class:`~sparsekit.core.contract.ObjectiveMethod` is checked the same way on its
+An :class:`~sparsekit.core.contract.ObjectiveMethod` (an
+:class:`~sparsekit.core.contract.ObjectiveUpdateMethod` too) is checked the same way on its
 :meth:`~sparsekit.core.contract.ObjectiveMethod.loss_and_grads`, given its
 :meth:`~sparsekit.core.contract.ObjectiveMethod.check_state` (e.g. which units are dead),
 and with ``terms=True`` each of its ``terms`` on its own. When a method declares
@@ -253,6 +254,11 @@ def check_gradients(
         notes = (
             f"{method.name} trains with its own update (UpdateMethod.update), which is not "
             "the gradient of this loss: the check covers the model's loss and its pieces only.",
+        )
+    elif method.own_update:  # an ObjectiveUpdateMethod
+        notes = (
+            f"{method.name} trains with its own update, which is not a gradient step: the "
+            "check covers the gradients of its objective (loss_and_grads) only.",
         )
     surrogates = tuple(k for k in _surrogates(method) if k in params)
     return GradientReport(

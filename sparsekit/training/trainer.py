@@ -18,7 +18,7 @@ from sparsekit.backend import Backend, get_backend
 from sparsekit.backend.counting import count_active
 from sparsekit.backend.process import own_threads
 from sparsekit.core import step as autoencoder
-from sparsekit.core.contract import BaseMethod, TopK, UpdateMethod, check_method_class
+from sparsekit.core.contract import BaseMethod, TopK, check_method_class
 from sparsekit.core.step import decoder_weights
 from sparsekit.data.dataset import ArrayDataset, Dataset
 from sparsekit.errors import DataError, DivergenceError, ParameterError
@@ -158,7 +158,7 @@ class Trainer:
         self.params: dict[str, Any] = {k: self.backend.asarray(v) for k, v in initial.items()}
         self.optimizer: Optimizer | None = (
             None
-            if isinstance(method, UpdateMethod)
+            if method.own_update  # declared by its type: UpdateMethod, ObjectiveUpdateMethod
             else make_optimizer(config.optimizer, config.lr, config.momentum)
         )
         self.epoch = 0  # epochs completed
@@ -234,7 +234,7 @@ class Trainer:
                 if self.input_mean is not None:
                     x -= self.input_mean
                 resample = False
-                if isinstance(method, UpdateMethod):
+                if method.own_update:
                     out = method.update(backend, self.params, x, cfg.lr)
                     loss, rec, fwd = out.loss, out.reconstruction, out.forward
                 else:

@@ -45,6 +45,8 @@ HIDDEN, BATCH, ROWS, SEED = 32, 50, 300, 1
 #: Small problems; the SAE settings make units die within the epoch, so AuxK and the
 #: trainer's resampling of dead units run on the device too.
 SETTINGS: dict[str, dict] = {
+    # tol=0: a fixed iteration count, as the device always runs (no flag read back per step)
+    "dict-learning": {"tol": 0.0, "max_iter": 30},
     "ksparse": {"k": 5, "k_start": 10},
     "topk": {"k": 2, "k_aux": 8, "dead_after": 50, "resample_every": 3},
     "batchtopk": {"k": 2, "k_aux": 8, "dead_after": 50, "resample_every": 3},
@@ -81,6 +83,7 @@ METHODS = [
     "relu-l1",
     "standard",
     "mp-sae",
+    "dict-learning",
 ]
 FIGURES = ("filters.png", "reconstructions.png", "curves.png", "progression.gif")
 

@@ -15,7 +15,11 @@ from sklearn.linear_model import LogisticRegression  # noqa: E402
 from sklearn.model_selection import GridSearchCV  # noqa: E402
 from sklearn.pipeline import make_pipeline  # noqa: E402
 from sklearn.preprocessing import MinMaxScaler  # noqa: E402
-from sklearn.utils.estimator_checks import check_estimator  # noqa: E402
+from sklearn.utils.estimator_checks import (  # noqa: E402
+    check_estimator,
+    check_methods_sample_order_invariance,
+    check_methods_subset_invariance,
+)
 
 import sparsekit  # noqa: E402
 from sparsekit.errors import ParameterError  # noqa: E402
@@ -25,6 +29,15 @@ from sparsekit.sklearn import SparseCoding  # noqa: E402
 #: style). check_array_api_input is skipped by scikit-learn itself unless SCIPY_ARRAY_API
 #: is set: sparsekit computes with its own NumPy/CuPy backend, not on array-API inputs.
 NOT_APPLICABLE = {"check_array_api_input"}
+
+#: Checks a method fails by design, with the reason. dict-learning's code is an iterative
+#: solver's output: in float32 a row's rounding depends on where it sits in the batch
+#: (BLAS blocking), the optimiser amplifies it up to its stopping tolerance (1e-3 relative
+#: by default), and scikit-learn asks for 1e-7. In float64 both checks pass
+#: (test_dict_learning_is_order_invariant_in_float64).
+EXPECTED_FAILURES = {
+    "dict-learning": {"check_methods_sample_order_invariance", "check_methods_subset_invariance"}
+}
 
 METHODS = sorted(info.name for info in sparsekit.load_registry())
 
@@ -42,10 +55,17 @@ def test_check_estimator_every_method(method):
     problems = [
         (r["check_name"], r["status"], repr(r["exception"]))
         for r in results
-        if r["status"] != "passed" and r["check_name"] not in NOT_APPLICABLE
+        if r["status"] != "passed"
+        and r["check_name"] not in NOT_APPLICABLE | EXPECTED_FAILURES.get(method, set())
     ]
     assert len(results) > 40
     assert problems == []
+
+
+def test_dict_learning_is_order_invariant_in_float64():
+    estimator = small("dict-learning", dtype="float64")
+    check_methods_sample_order_invariance("SparseCoding", estimator)
+    check_methods_subset_invariance("SparseCoding", estimator)
 
 
 def test_get_params_lists_the_method_parameters():

@@ -12,6 +12,7 @@ from sparsekit.testing.gradcheck import check_gradients, random_problem
 BUILTINS = [
     "plain", "l2", "kl", "arora", "ksparse", "topk", "batchtopk", "jumprelu", "gated", "matryoshka",
     "standard", "mp-sae",
+    "dict-learning",
 ]  # fmt: skip
 # Small problems; k below the hidden size so the top-k mask really drops units.
 PARAMS = {

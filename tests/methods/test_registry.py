@@ -100,7 +100,7 @@ def test_a_plugin_that_raises_is_recorded_and_the_others_still_load():
 
 
 def test_unknown_method_lists_the_available_ones():
-    with pytest.raises(UnknownMethodError, match="available: arora, batchtopk, gated, jumprelu"):
+    with pytest.raises(UnknownMethodError, match="available: arora, batchtopk, dict-learning, gated, jumprelu"):
         fresh_registry().get("nope")
 
 

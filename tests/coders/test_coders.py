@@ -1,0 +1,203 @@
+"""The sparse coders against scikit-learn's ``sparse_encode``, and their stated rules.
+
+ISTA and FISTA solve ½‖x − zD‖² + α‖z‖₁ per row, which ``sparse_encode`` with
+``lasso_lars`` (exact: LARS follows the solution path) solves at the same α; OMP picks the
+same k atoms as ``algorithm="omp"``; the thresholding coder is ``algorithm="threshold"``.
+Each comparison is in float64, on random data and on MNIST rows, with supports and
+objectives compared (objective to 1e-5 relative). The simulated device gives the NumPy
+results (same formulas, another namespace).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.decomposition import sparse_encode
+
+from sparsekit.backend.simulated import xp as device
+from sparsekit.coders import fista, ista, l1_objective, lipschitz, omp, threshold
+from sparsekit.errors import ParameterError
+
+#: Codes below this magnitude count as zero when supports are compared (both solvers stop
+#: at a tolerance, so an entry that is exactly zero in one may be 1e-12 in the other).
+SUPPORT_FLOOR = 1e-7
+
+
+def _unit_rows(a: np.ndarray) -> np.ndarray:
+    return a / np.linalg.norm(a, axis=1, keepdims=True)
+
+
+@pytest.fixture(scope="module")
+def random_problem() -> tuple[np.ndarray, np.ndarray, float]:
+    rng = np.random.default_rng(0)
+    dictionary = _unit_rows(rng.standard_normal((48, 24)))
+    x = rng.standard_normal((30, 24))
+    return x, dictionary, 0.5
+
+
+@pytest.fixture(scope="module")
+def mnist_problem(mnist_2000: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """40 MNIST rows coded on 100 other (normalised) rows: a coherent dictionary."""
+    data = mnist_2000.astype(np.float64)
+    return data[:40], _unit_rows(data[1000:1100]), 1.0
+
+
+PROBLEMS = ["random_problem", "mnist_problem"]
+
+
+def _support(codes: np.ndarray) -> np.ndarray:
+    return np.abs(codes) > SUPPORT_FLOOR
+
+
+def _lars(x: np.ndarray, dictionary: np.ndarray, alpha: float) -> np.ndarray:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return sparse_encode(x, dictionary, algorithm="lasso_lars", alpha=alpha)
+
+
+@pytest.mark.parametrize("problem", PROBLEMS)
+@pytest.mark.parametrize("coder", [ista, fista])
+def test_l1_coders_match_lasso_lars(request, problem, coder) -> None:
+    x, dictionary, alpha = request.getfixturevalue(problem)
+    reference = _lars(x, dictionary, alpha)
+    result = coder(x, dictionary, alpha, tol=1e-9, max_iter=200_000)
+    assert result.converged
+    ours = l1_objective(x, dictionary, result.codes, alpha)
+    theirs = l1_objective(x, dictionary, reference, alpha)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5)
+    assert (_support(result.codes) == _support(reference)).all()
+
+
+def test_alpha_is_scikit_learns_sparse_encode_alpha(random_problem) -> None:
+    """sparse_encode's lasso_cd divides α by the features for Lasso: the same problem."""
+    x, dictionary, alpha = random_problem
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cd = sparse_encode(x, dictionary, algorithm="lasso_cd", alpha=alpha, max_iter=100_000)
+    ours = fista(x, dictionary, alpha, tol=1e-9, max_iter=200_000).codes
+    np.testing.assert_allclose(
+        l1_objective(x, dictionary, ours, alpha).sum(),
+        l1_objective(x, dictionary, cd, alpha).sum(),
+        rtol=1e-5,
+    )
+    assert (_support(ours) == _support(cd)).mean() > 0.99
+
+
+@pytest.mark.parametrize("problem", PROBLEMS)
+def test_omp_matches_scikit_learn(request, problem) -> None:
+    x, dictionary, _ = request.getfixturevalue(problem)
+    k = 7
+    reference = sparse_encode(x, dictionary, algorithm="omp", n_nonzero_coefs=k)
+    codes = omp(x, dictionary, k)
+    assert ((codes != 0).sum(axis=1) == k).all()
+    assert ((codes != 0) == (reference != 0)).all()
+    np.testing.assert_allclose(
+        l1_objective(x, dictionary, codes, 0.0),
+        l1_objective(x, dictionary, reference, 0.0),
+        rtol=1e-5,
+    )
+    np.testing.assert_allclose(codes, reference, atol=1e-8)
+
+
+def test_omp_never_picks_an_atom_twice() -> None:
+    """A signal in the span of two atoms still gets exactly k distinct atoms."""
+    rng = np.random.default_rng(3)
+    dictionary = _unit_rows(rng.standard_normal((20, 10)))
+    x = (2 * dictionary[3] - dictionary[11])[None, :]
+    codes = omp(x, dictionary, 5)
+    assert (codes != 0).sum() + (codes == 0).sum() == 20
+    np.testing.assert_allclose(codes @ dictionary, x, atol=1e-10)
+    assert abs(codes[0, 3] - 2) < 1e-10 and abs(codes[0, 11] + 1) < 1e-10
+
+
+def test_threshold_is_scikit_learns(random_problem) -> None:
+    x, dictionary, alpha = random_problem
+    reference = sparse_encode(x, dictionary, algorithm="threshold", alpha=alpha)
+    np.testing.assert_allclose(threshold(x, dictionary, alpha), reference, atol=1e-12)
+    assert (threshold(x, dictionary, alpha, positive=True) >= 0).all()
+
+
+def test_fista_needs_fewer_iterations_than_ista(mnist_problem) -> None:
+    x, dictionary, alpha = mnist_problem
+    for tol in (1e-4, 1e-6):
+        slow = ista(x, dictionary, alpha, tol=tol, max_iter=100_000)
+        fast = fista(x, dictionary, alpha, tol=tol, max_iter=100_000)
+        assert fast.iterations <= slow.iterations
+        assert (np.asarray(fast.row_iterations) <= np.asarray(slow.row_iterations)).mean() > 0.9
+
+
+def test_stopping_rule_is_honoured(random_problem) -> None:
+    """Each row stops at the first check where its relative change is ≤ tol, or at the cap."""
+    x, dictionary, alpha = random_problem
+    capped = fista(x, dictionary, alpha, tol=1e-12, max_iter=7)
+    assert capped.iterations == 7 and not capped.converged
+    assert (capped.row_iterations == 7).all()
+    exact = fista(x, dictionary, alpha, tol=0, max_iter=7)  # tol=0: exactly the cap
+    np.testing.assert_array_equal(exact.codes, capped.codes)
+
+    tol = 1e-3
+    result = ista(x, dictionary, alpha, tol=tol, max_iter=5000)
+    assert result.converged
+    lip = lipschitz(dictionary)
+    for row in (0, 7, 19):
+        n = int(result.row_iterations[row])
+        before = ista(
+            x[row : row + 1], dictionary, alpha, tol=0, max_iter=n - 1, lipschitz_constant=lip
+        )
+        at = ista(x[row : row + 1], dictionary, alpha, tol=0, max_iter=n, lipschitz_constant=lip)
+        change = np.linalg.norm(at.codes - before.codes)
+        assert change <= tol * np.linalg.norm(at.codes)
+        np.testing.assert_allclose(at.codes[0], result.codes[row], rtol=1e-9, atol=1e-12)
+        if n > 1:
+            earlier = ista(
+                x[row : row + 1], dictionary, alpha, tol=0, max_iter=n - 2, lipschitz_constant=lip
+            )
+            assert np.linalg.norm(before.codes - earlier.codes) > tol * np.linalg.norm(before.codes)
+
+    every = ista(x, dictionary, alpha, tol=tol, max_iter=5000, check_every=10)
+    assert (every.row_iterations % 10 == 0).all()
+
+
+def test_check_every_and_cap_validated(random_problem) -> None:
+    x, dictionary, alpha = random_problem
+    for bad in ({"max_iter": 0}, {"tol": -1.0}, {"check_every": 0}):
+        with pytest.raises(ParameterError):
+            ista(x, dictionary, alpha, **bad)
+    with pytest.raises(ParameterError, match="features"):
+        fista(x[:, :5], dictionary, alpha)
+    with pytest.raises(ParameterError, match="k must be"):
+        omp(x, dictionary, 49)
+
+
+def test_float32_stays_float32(random_problem) -> None:
+    x, dictionary, alpha = (
+        a.astype(np.float32) if isinstance(a, np.ndarray) else a for a in random_problem
+    )
+    assert fista(x, dictionary, alpha).codes.dtype == np.float32
+    assert ista(x, dictionary, alpha).codes.dtype == np.float32
+    assert omp(x, dictionary, 3).dtype == np.float32
+    assert threshold(x, dictionary, alpha).dtype == np.float32
+
+
+def test_lipschitz_is_the_largest_eigenvalue(random_problem) -> None:
+    _, dictionary, _ = random_problem
+    exact = np.linalg.eigvalsh(dictionary @ dictionary.T).max()
+    assert exact <= float(lipschitz(dictionary)) <= 1.02 * exact
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_simulated_device_gives_the_numpy_codes(random_problem, dtype) -> None:
+    x, dictionary, alpha = random_problem
+    x, dictionary = x.astype(dtype), dictionary.astype(dtype)
+    dx, dd = device.asarray(x), device.asarray(dictionary)
+    for coder in (ista, fista):
+        host = coder(x, dictionary, alpha, tol=1e-4)
+        dev = coder(dx, dd, alpha, tol=1e-4)
+        assert dev.iterations == host.iterations
+        np.testing.assert_allclose(dev.codes.get(), host.codes, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(omp(dx, dd, 5).get(), omp(x, dictionary, 5), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        threshold(dx, dd, alpha).get(), threshold(x, dictionary, alpha), rtol=1e-5, atol=1e-6
+    )
