@@ -105,3 +105,19 @@ def test_partial_fit_on_chunks_read_from_a_source(folder):
     for j in range(len(ds.segments)):
         est.partial_fit(ds.convert(ds.read_segment(j), np.float32))
     assert est.transform(ds.take(np.arange(10))).shape == (10, 16)
+
+
+def test_compare_streams_the_folder_in_each_job(folder, tmp_path):
+    from sparsekit.studies.compare import compare
+
+    result = compare(
+        ["topk", "batchtopk"], out=tmp_path, jobs=1, report=False,
+        dataset=str(folder), hidden=16, epochs=1, batch_size=64, stream_memory=2,
+        params=["topk.k=4", "batchtopk.k=4"],
+    )  # fmt: skip
+    assert not result.failed, result.failed
+    for r in result.results:
+        manifest = json.loads((Path(r.run_dir) / MANIFEST).read_text())
+        assert manifest["rows"] == 1000
+        config = json.loads((Path(r.run_dir) / "config.json").read_text())
+        assert config["data"]["window_segments"] >= 1 and config["data_spec"]["stream_memory"] == 2
