@@ -91,8 +91,8 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
 
     import sparsekit
     from sparsekit.data import ArrayDataset, load_dataset
-    from sparsekit.training.trainer import Callback, Trainer, make_method
     from sparsekit.training.settings import resolve_config
+    from sparsekit.training.trainer import Callback, Trainer, make_method
 
     total = args.warmup + args.steps
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0

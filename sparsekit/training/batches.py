@@ -100,9 +100,11 @@ class StreamPlan:
 
     def _start_reader(self, first: int) -> None:
         self.close()
-        seed, windows = self.epoch_seed, self._windows
+        # the reader holds the data set, not the plan: a plan dropped mid-epoch is collected,
+        # and its __del__ stops the thread
+        seed, windows, dataset = self.epoch_seed, self._windows, self.dataset
         self._reader = Prefetcher(
-            lambda w: self.dataset.read_window(windows[w], seed, w), range(first, len(windows))
+            lambda w: dataset.read_window(windows[w], seed, w), range(first, len(windows))
         )
         self._reader_next = first
 
@@ -142,6 +144,9 @@ class StreamPlan:
             self._reader.close()
             self._reader = None
         self._current = None
+
+    def __del__(self) -> None:
+        self.close()
 
     def state_dict(self) -> dict[str, Any]:
         """Where the plan stands: the epoch's seed and the next step (JSON-friendly)."""

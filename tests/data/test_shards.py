@@ -141,3 +141,11 @@ def test_non_finite_rows_are_named_by_shard_and_row(tmp_path):
         for j in range(len(ds.segments)):
             ds.read_segment(j)
     _one_line(exc)
+
+
+def test_take_any_rows_in_any_order(tmp_path):
+    expected = npy_folder(tmp_path / "f")
+    ds = load_dataset(str(tmp_path / "f"))
+    idx = np.random.default_rng(0).integers(0, 1000, size=300)
+    idx[:3] = [299, 300, 299]  # across a shard boundary, and a repeat
+    np.testing.assert_array_equal(ds.take(idx, np.float64), expected[idx].astype(np.float64))
