@@ -107,6 +107,9 @@ class StreamDataset(Dataset):
             )
         keep = test if split == "test" else ~test
         self.segments = segments[keep]
+        # statistics come from the training segments whatever the split: the test split is
+        # then scaled as training scaled
+        self._stats_segments = segments[~test]
         self._set_ends()
         row_bytes = folder.width * max(folder.dtype.itemsize, 4)
         segment_bytes = self.segment_rows * row_bytes
@@ -150,7 +153,6 @@ class StreamDataset(Dataset):
         before = int(self._ends[cut - 1]) if cut else 0
         out.segments[-1, 2] = out.segments[-1, 1] + (count - before)
         out._set_ends()
-        out._stats = None
         return out
 
     def take(self, indices: np.ndarray, dtype: Any = np.float32) -> np.ndarray:
@@ -232,13 +234,16 @@ class StreamDataset(Dataset):
 
     def statistics(self) -> tuple[np.ndarray, float, int]:
         """(mean sample, mean row norm, rows used): from the first :attr:`stats_rows` rows
-        of a seeded order of the split's segments (float64)."""
+        of a seeded order of the training segments (float64; the same for either split)."""
         if self._stats is None:
-            order = np.random.default_rng([self.seed, 0x57A7]).permutation(len(self.segments))
+            segments = self._stats_segments
+            order = np.random.default_rng([self.seed, 0x57A7]).permutation(len(segments))
             total = np.zeros(self.dim, dtype=np.float64)
             norms, count = 0.0, 0
             for j in order:
-                rows = self.read_segment(int(j))[: max(0, self.stats_rows - count)]
+                shard, start, stop = (int(v) for v in segments[j])
+                read = self._checked(self.folder.read(shard, start, stop), shard, start)
+                rows = read[: max(0, self.stats_rows - count)]
                 x = rows.astype(np.float64)
                 total += x.sum(axis=0)
                 norms += float(np.sqrt((x * x).sum(axis=1)).sum())

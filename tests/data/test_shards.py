@@ -149,3 +149,12 @@ def test_take_any_rows_in_any_order(tmp_path):
     idx = np.random.default_rng(0).integers(0, 1000, size=300)
     idx[:3] = [299, 300, 299]  # across a shard boundary, and a repeat
     np.testing.assert_array_equal(ds.take(idx, np.float64), expected[idx].astype(np.float64))
+
+
+def test_both_splits_are_scaled_as_training_is(tmp_path):
+    npy_folder(tmp_path / "f")
+    kw = dict(norm_scale=True, test_fraction=0.3, seed=1)
+    train = load_dataset(str(tmp_path / "f"), split="train", **kw)
+    test = load_dataset(str(tmp_path / "f"), split="test", **kw)
+    assert train.scale == test.scale != 1.0
+    np.testing.assert_array_equal(train.mean(), test.mean())
