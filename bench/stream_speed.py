@@ -3,7 +3,8 @@
     .venv/bin/python bench/stream_speed.py                    # 10 GB folder, as issue 29 asks
     .venv/bin/python bench/stream_speed.py --size-gb 2 --steps 12 --stream-memory 256
 
-TopK 768 -> 16,384 (k 32, batch 4,096, float32, Adam). The folder (``--folder``, default
+TopK 768 -> 16,384 (k 32, batch 4,096, float32, Adam; AuxK with dead_after one batch on both
+sides, so it runs). The folder (``--folder``, default
 ``/tmp/sparsekit-stream-bench``; never inside the repository) holds ``--size-gb`` of float32
 ``.npy`` shards of ``--shard-rows`` rows each, written once and reused while its size matches.
 The rows are Gaussian of rank 16 plus a little noise: speed does not depend on what they mean.
@@ -140,7 +141,9 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
             self.waits.append(time.perf_counter() - start)
             return out
 
-    method = make_method("topk", k=args.k)
+    # dead_after fixed (one batch, as bench/topk_speed.py): by default it is a tenth of the
+    # run's samples, which differ between the sides (the folder's rows, the rows loaded)
+    method = make_method("topk", k=args.k, dead_after=args.batch)
     config = resolve_config(method, hidden=args.hidden, batch_size=args.batch, epochs=1, seed=0)
     timer = Timer()
     trainer = Trainer(method, data, config, callbacks=[timer])

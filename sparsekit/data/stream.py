@@ -54,6 +54,11 @@ def split_folder_spec(text: str) -> tuple[str, str | None]:
     return text, None
 
 
+def is_folder_spec(spec: Any) -> bool:
+    """Whether ``spec`` (``DIR`` or ``DIR:name``) names a folder of shards."""
+    return os.path.isdir(split_folder_spec(os.fspath(spec))[0])
+
+
 class StreamDataset(Dataset):
     """The ``split`` (``"train"``, ``"test"`` or ``None``: every row) of a shard folder.
 

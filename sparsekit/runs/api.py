@@ -30,7 +30,7 @@ import numpy as np
 
 from sparsekit.backend import get_backend
 from sparsekit.data import Preprocessed, ground_truth, load_dataset, preprocess
-from sparsekit.data.stream import stream_options
+from sparsekit.data.stream import is_folder_spec, stream_options
 from sparsekit.errors import CheckpointError, DataError, OutputError, ParameterError
 from sparsekit.evaluation.measures import (
     PROBE_C,
@@ -520,7 +520,8 @@ def _data_spec(values: dict[str, Any]) -> dict[str, Any]:
         "split": "train",
         "subset": values["subset"],
         "test_fraction": values["test_fraction"],
-        **stream_options(values),
+        # a shard folder's streaming settings (a run on anything else is read as before)
+        **(stream_options(values) if is_folder_spec(dataset) else {}),
         "download": values["download"],
         "remove_mean": values["remove_mean"],
         "zca": values["zca"],

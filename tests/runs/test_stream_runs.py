@@ -111,9 +111,9 @@ def test_compare_streams_the_folder_in_each_job(folder, tmp_path):
     from sparsekit.studies.compare import compare
 
     result = compare(
-        ["topk", "batchtopk"], out=tmp_path, jobs=1, report=False,
+        ["topk"], out=tmp_path, jobs=1, report=False,
         dataset=str(folder), hidden=16, epochs=1, batch_size=64, stream_memory=2,
-        params=["topk.k=4", "batchtopk.k=4"],
+        params=["topk.k=4"],
     )  # fmt: skip
     assert not result.failed, result.failed
     for r in result.results:
