@@ -89,3 +89,16 @@ def test_a_bad_row_met_by_the_reader_stops_training_naming_it(folder):
     np.save(path / "shard_001.npy", bad)
     with pytest.raises(DataError, match=r"shard_001.npy: row 40 contains NaN or infinite"):
         sparsekit.train("topk", load_dataset(str(path)), hidden=16, k=2, epochs=1, batch_size=32)
+
+
+def test_streamed_training_on_the_simulated_device_matches_numpy(folder):
+    """The GPU path: batches from the stream are uploaded like any other (no transfer in a
+    step), and training gives NumPy's weights to float32 rounding."""
+    from sparsekit.backend.simulated import simulated_backend
+
+    ds = load_dataset(str(folder[0]))
+    common = dict(hidden=16, k=4, epochs=1, batch_size=64, seed=0, center=True)
+    gpu = sparsekit.train("topk", ds, backend=simulated_backend(), **common)
+    cpu = sparsekit.train("topk", ds, **common)
+    for name, value in cpu.numpy_params().items():
+        np.testing.assert_allclose(gpu.numpy_params()[name], value, rtol=1e-3, atol=1e-5)
