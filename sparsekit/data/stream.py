@@ -264,6 +264,40 @@ class StreamDataset(Dataset):
         return self.statistics()[0]
 
 
+class ScaledDataset(Dataset):
+    """Another data set's rows times ``scale``: a ``--norm-scale`` run's inputs, for data
+    that is not its shard folder (:func:`sparsekit.runs.api.prepare_data`)."""
+
+    def __init__(self, base: Dataset, scale: float) -> None:
+        self.base, self.scale = base, float(scale)
+        self.name, self.labels, self.image_shape = base.name, base.labels, base.image_shape
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    @property
+    def dim(self) -> int:
+        return self.base.dim
+
+    def take(self, indices: np.ndarray, dtype: Any = np.float32) -> np.ndarray:
+        rows = self.base.take(indices, dtype)
+        rows *= np.asarray(self.scale, dtype=rows.dtype)
+        return rows
+
+
+def with_scale(dataset: Dataset, scale: float) -> Dataset:
+    """``dataset`` read as a run scaled by ``scale`` reads it (a streamed folder scales its
+    rows as it reads them; other data is wrapped)."""
+    if scale == 1.0:
+        return dataset
+    if isinstance(dataset, StreamDataset):
+        if dataset.scale != 1.0 and dataset.scale != scale:
+            raise DataError(f"{dataset.name}: already scaled by {dataset.scale}, not {scale}")
+        dataset.scale = float(scale)
+        return dataset
+    return ScaledDataset(dataset, scale)
+
+
 def open_stream(
     spec: str,
     *,

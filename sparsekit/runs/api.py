@@ -30,7 +30,7 @@ import numpy as np
 
 from sparsekit.backend import get_backend
 from sparsekit.data import Preprocessed, ground_truth, load_dataset, preprocess
-from sparsekit.data.stream import is_folder_spec, stream_options
+from sparsekit.data.stream import is_folder_spec, stream_options, with_scale
 from sparsekit.errors import CheckpointError, DataError, OutputError, ParameterError
 from sparsekit.evaluation.measures import (
     PROBE_C,
@@ -142,6 +142,9 @@ def prepare_data(
             f"{name or dataset.name}: samples have {dataset.dim} features, the model of {run_dir} "
             f"expects {model.dim}"
         )
+    # a --norm-scale run's inputs are scaled by the factor estimated when it started
+    scale = read_config(run_directory(run_dir)).get("data", {}).get("scale", 1.0)
+    dataset = with_scale(dataset, float(scale))
     stored = read_preprocessing(run_dir)
     return Preprocessed.from_dict(dataset, stored) if stored is not None else dataset
 

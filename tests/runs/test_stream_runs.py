@@ -121,3 +121,17 @@ def test_compare_streams_the_folder_in_each_job(folder, tmp_path):
         assert manifest["rows"] == 1000
         config = json.loads((Path(r.run_dir) / "config.json").read_text())
         assert config["data"]["window_segments"] >= 1 and config["data_spec"]["stream_memory"] == 2
+
+
+def test_a_norm_scaled_run_scales_what_it_encodes_and_evaluates(folder, tmp_path):
+    run = sparsekit.train_run(
+        "topk", str(folder), out=tmp_path, norm_scale=True, **{**SETTINGS, "epochs": 1}
+    )
+    scale = json.loads((run / "config.json").read_text())["data"]["scale"]
+    assert scale != 1.0
+    rows = load_dataset(str(folder)).take(np.arange(40))
+    model = sparsekit.load_run(run)
+    from_folder = sparsekit.encode_run(run, str(folder), subset=40)
+    np.testing.assert_array_equal(from_folder, model.encode(rows * np.float32(scale)))
+    np.testing.assert_array_equal(sparsekit.encode_run(run, rows), from_folder)
+    assert sparsekit.evaluate_run(run)["test"]["fve"] > 0
