@@ -306,10 +306,52 @@ CASES: tuple[Case, ...] = (
     ),
     Case(
         "data-folder",
-        "data path is a folder",
+        "data folder without shards",
         _train("plain", small=()) + ("--dataset", "runs-file-dir"),
         EXIT_DATA,
-        "is a folder",
+        "runs-file-dir: no shards",
+    ),
+    Case(
+        "shard-width",
+        "shard folder: a shard of another width",
+        _train("plain", small=()) + ("--dataset", "shards-width"),
+        EXIT_DATA,
+        "b.npy: rows of 7 features, but a.npy has 64",
+    ),
+    Case(
+        "shard-dtype",
+        "shard folder: a shard of another dtype",
+        _train("plain", small=()) + ("--dataset", "shards-dtype"),
+        EXIT_DATA,
+        "b.npy: dtype float16, but a.npy is float32",
+    ),
+    Case(
+        "shard-truncated",
+        "shard folder: a truncated shard",
+        _train("plain", small=()) + ("--dataset", "shards-truncated"),
+        EXIT_DATA,
+        "b.npy: truncated",
+    ),
+    Case(
+        "shard-nan",
+        "shard folder: NaN in a shard",
+        _train("plain", small=()) + ("--dataset", "shards-nan", "--test-fraction", "0"),
+        EXIT_DATA,
+        "b.npy: row 4 contains NaN or infinite values",
+    ),
+    Case(
+        "arrow-corrupt",
+        "SAELens cache: a corrupt Arrow file",
+        _train("plain", small=()) + ("--dataset", "cache-corrupt"),
+        EXIT_DATA,
+        "data-00000-of-00001.arrow: not a readable Arrow file",
+    ),
+    Case(
+        "stream-memory-small",
+        "--stream-memory below one segment",
+        _train("plain", small=()) + ("--dataset", "shards-big", "--stream-memory", "1"),
+        EXIT_PARAMETER,
+        "--stream-memory 1 MiB is too small",
     ),
     Case(
         "data-unknown-type",
@@ -644,6 +686,22 @@ def make_fixtures(folder: Path) -> None:
     (folder / "notzip.npz").write_bytes(b"PK\x03\x04 but not really a zip file")
     (folder / "data.txt").write_text("1,2,3\n")
     (folder / "runs-file-dir").mkdir()
+    shards = good.reshape(200, -1)
+    for name in ("width", "dtype", "truncated", "nan"):
+        (folder / f"shards-{name}").mkdir()
+        np.save(folder / f"shards-{name}" / "a.npy", shards)
+    np.save(folder / "shards-width" / "b.npy", shards[:, :7])
+    np.save(folder / "shards-dtype" / "b.npy", shards.astype(np.float16))
+    np.save(folder / "shards-truncated" / "b.npy", shards)
+    cut = folder / "shards-truncated" / "b.npy"
+    cut.write_bytes(cut.read_bytes()[:-1000])
+    nan_rows = shards.copy()
+    nan_rows[4, 2] = np.nan
+    np.save(folder / "shards-nan" / "b.npy", nan_rows)
+    (folder / "shards-big").mkdir()
+    np.save(folder / "shards-big" / "a.npy", np.zeros((40_000, 64), np.float32))
+    (folder / "cache-corrupt").mkdir()
+    (folder / "cache-corrupt" / "data-00000-of-00001.arrow").write_bytes(b"\xff\xff\xff\xff" * 9)
     write_idx(folder / "full.idx", (good * 255).astype(np.uint8))
     whole = (folder / "full.idx").read_bytes()
     (folder / "truncated.idx").write_bytes(whole[: len(whole) // 3])

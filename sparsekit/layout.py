@@ -17,6 +17,8 @@ SUMMARY = "summary.json"
 CHECKPOINT = "checkpoint.npz"
 #: The checkpoint before the last one (kept while the new one is written).
 PREVIOUS_CHECKPOINT = "checkpoint.prev.npz"
+#: The shards a streamed run read (names, rows, width, dtype, checksums), beside its config.
+MANIFEST = "data_manifest.json"
 #: The mean-removal / ZCA parameters, for runs that have them.
 PREPROCESSING = "preprocessing.npz"
 #: What ``sparsekit eval`` measured.
@@ -34,6 +36,9 @@ CURVES = "curves.png"
 # --------------------------------------------------------------------------- SAELens files
 SAELENS_CFG = "cfg.json"
 SAELENS_WEIGHTS = "sae_weights.safetensors"
+#: Read, never written: the list of Arrow files of a SAELens activation cache (a Hugging Face
+#: ``datasets`` folder saved with ``save_to_disk``).
+SAELENS_CACHE_STATE = "state.json"
 
 # --------------------------------------------------------------------------- compare and sweep
 #: A compare's plan and outcome, in its output folder.

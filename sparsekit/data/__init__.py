@@ -22,7 +22,9 @@ from sparsekit.data.preprocess import (
     train_test_split,
 )
 from sparsekit.data.recovery import match_dictionaries, recovery_distance, recovery_summary
+from sparsekit.data.shards import ShardFolder
 from sparsekit.data.sources import SOURCES, DataFile, DataSource
+from sparsekit.data.stream import StreamDataset, open_stream
 from sparsekit.data.synthetic import SparseCodingProblem, make_sparse_coding, mutual_coherence
 from sparsekit.data.synthetic_sae import SyntheticSAEParams, SyntheticSAEWorld, make_synthetic_sae
 
@@ -38,7 +40,9 @@ __all__ = [
     "Dataset",
     "Preprocessed",
     "ProgressCallback",
+    "ShardFolder",
     "SparseCodingProblem",
+    "StreamDataset",
     "SubsetDataset",
     "SyntheticSAEParams",
     "SyntheticSAEWorld",
@@ -56,6 +60,7 @@ __all__ = [
     "make_synthetic_sae",
     "match_dictionaries",
     "mutual_coherence",
+    "open_stream",
     "preprocess",
     "read_idx",
     "read_idx_header",

@@ -25,6 +25,9 @@ class Dataset:
     image_shape: tuple[int, int] | None = None
     #: Integer class labels, one per sample, when the data has them.
     labels: np.ndarray | None = None
+    #: Declared by data sets read a window at a time from disk (a shard folder): the trainer
+    #: then takes its minibatches from a stream plan, never by index over every row.
+    streamed: bool = False
 
     def __len__(self) -> int:
         raise NotImplementedError
@@ -44,6 +47,11 @@ class Dataset:
     def describe(self) -> dict[str, Any]:
         """A JSON-serialisable description, stored with runs and checkpoints."""
         return {"name": self.name, "n": len(self), "dim": self.dim, "image_shape": self.image_shape}
+
+    def manifest(self) -> dict[str, Any] | None:
+        """What files the data was read from (shards, rows, checksums), or ``None`` for data
+        that is not a folder of shards. A run stores it; a resume refuses a changed folder."""
+        return None
 
 
 class ArrayDataset(Dataset):

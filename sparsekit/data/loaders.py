@@ -16,6 +16,7 @@ from sparsekit.data.patches import make_patches, parse_patches
 from sparsekit.data.preprocess import subset as take_subset
 from sparsekit.data.preprocess import train_test_split
 from sparsekit.data.sources import SOURCES
+from sparsekit.data.stream import DEFAULT_MEMORY, STATS_ROWS, open_stream, split_folder_spec
 from sparsekit.data.synthetic import make_sparse_coding
 from sparsekit.data.synthetic_sae import NAME as SYNTHETIC_SAE
 from sparsekit.data.synthetic_sae import SyntheticSAEWorld
@@ -71,6 +72,9 @@ def load_dataset(
     seed: int = 0,
     mirrors: Sequence[str] | None = None,
     progress: ProgressCallback | None = None,
+    stream_memory: int = DEFAULT_MEMORY >> 20,
+    stats_rows: int = STATS_ROWS,
+    norm_scale: bool = False,
 ) -> Dataset:
     """A data set from ``spec``.
 
@@ -90,6 +94,13 @@ def load_dataset(
     * ``"synthetic-sae"`` or ``"synthetic-sae:features=4096,dim=256,n=100000,seed=0,..."``:
       signals of a :mod:`~sparsekit.data.synthetic_sae` world (SynthSAEBench-style);
       ``split="test"`` gives an independent stream of the same world.
+
+    * a folder of ``.npy`` shards, of safetensors shards (``DIR:name`` picks the tensor) or
+      a SAELens activation cache (Arrow files; ``DIR:name`` picks the column): a
+      :class:`~sparsekit.data.stream.StreamDataset` read a window at a time, holding at most
+      ``stream_memory`` MiB of rows; ``split`` holds out a seeded ``test_fraction`` of its
+      segments; statistics (the mean, and with ``norm_scale`` the scale to a mean row norm
+      of √D) come from ``stats_rows`` rows.
 
     ``subset`` keeps the first ``subset`` samples (after splitting).
     """
@@ -113,6 +124,18 @@ def load_dataset(
         return _load_synthetic(text, split, subset)
     if key == "patches" or key.startswith("patches:"):
         return _load_patches(text, split, subset)
+    folder, _ = split_folder_spec(text)
+    if os.path.isdir(folder):
+        stream = open_stream(
+            text,
+            split=split,
+            test_fraction=test_fraction,
+            seed=seed,
+            memory=int(stream_memory) << 20,
+            stats_rows=stats_rows,
+            norm_scale=norm_scale,
+        )
+        return stream if subset is None else stream.head(subset)
     return _load_file(text, split, subset, test_fraction=test_fraction, seed=seed)
 
 

@@ -30,6 +30,7 @@ import numpy as np
 
 from sparsekit.backend import get_backend
 from sparsekit.data import Preprocessed, ground_truth, load_dataset, preprocess
+from sparsekit.data.stream import is_folder_spec, stream_options, with_scale
 from sparsekit.errors import CheckpointError, DataError, OutputError, ParameterError
 from sparsekit.evaluation.measures import (
     PROBE_C,
@@ -141,6 +142,9 @@ def prepare_data(
             f"{name or dataset.name}: samples have {dataset.dim} features, the model of {run_dir} "
             f"expects {model.dim}"
         )
+    # a --norm-scale run's inputs are scaled by the factor estimated when it started
+    scale = read_config(run_directory(run_dir)).get("data", {}).get("scale", 1.0)
+    dataset = with_scale(dataset, float(scale))
     stored = read_preprocessing(run_dir)
     return Preprocessed.from_dict(dataset, stored) if stored is not None else dataset
 
@@ -223,7 +227,13 @@ def _load_split(spec: dict[str, Any], data: PathLike | None, split: str, subset:
     # Runs from before --test-fraction held out the 10% that is still its default.
     fraction = spec.get("test_fraction", 0.1)
     return load_dataset(
-        name, folder, split=split, subset=subset, download=False, test_fraction=fraction
+        name,
+        folder,
+        split=split,
+        subset=subset,
+        download=False,
+        test_fraction=fraction,
+        **stream_options(spec),
     )
 
 
@@ -474,7 +484,13 @@ def start_run(
         download=values["download"],
         test_fraction=values["test_fraction"],
         progress=progress,
+        **stream_options(values),
     )
+    if (values["remove_mean"] or values["zca"]) and train_set.streamed:
+        raise ParameterError(
+            f"{dataset}: --remove-mean and --zca need the data in memory; a shard folder is "
+            "streamed (use --center or --norm-scale)"
+        )
     if values["remove_mean"] or values["zca"]:
         train_set = preprocess(
             train_set, remove_mean=values["remove_mean"], zca=values["zca"], seed=values["seed"]
@@ -507,6 +523,8 @@ def _data_spec(values: dict[str, Any]) -> dict[str, Any]:
         "split": "train",
         "subset": values["subset"],
         "test_fraction": values["test_fraction"],
+        # a shard folder's streaming settings (a run on anything else is read as before)
+        **(stream_options(values) if is_folder_spec(dataset) else {}),
         "download": values["download"],
         "remove_mean": values["remove_mean"],
         "zca": values["zca"],

@@ -11,9 +11,11 @@ from typing import Any
 from sparsekit.backend import Backend, get_backend
 from sparsekit.data import Preprocessed, load_dataset, preprocess
 from sparsekit.data.dataset import Dataset
+from sparsekit.data.shards import check_manifest
+from sparsekit.data.stream import stream_options
 from sparsekit.errors import CheckpointError, ParameterError, SparsekitError
 from sparsekit.files import first_line
-from sparsekit.layout import CONFIG, PREPROCESSING
+from sparsekit.layout import CONFIG, MANIFEST, PREPROCESSING
 from sparsekit.runs.preprocessing import read_preprocessing
 from sparsekit.training.checkpoint import load_checkpoint
 from sparsekit.training.model import Model
@@ -46,6 +48,7 @@ def load_dataset_from_spec(
         subset=spec.get("subset"),
         download=bool(spec.get("download", False)) if download is None else download,
         test_fraction=spec.get("test_fraction", 0.1),  # older runs: the 10% of then
+        **stream_options(spec),
     )
     if spec.get("remove_mean") or spec.get("zca"):
         stored = read_preprocessing(preprocessing) if preprocessing is not None else None
@@ -137,6 +140,13 @@ def restore_trainer(
             download=download,
         )
     dataset = as_dataset(dataset)
+    manifest = dataset.manifest()
+    if manifest is not None and (path.parent / MANIFEST).is_file():
+        try:
+            read = json.loads((path.parent / MANIFEST).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(f"{path.parent / MANIFEST}: unreadable ({first_line(exc)})") from None
+        check_manifest(manifest, read)
     stored = meta["data"]
     if len(dataset) != stored.get("n") or dataset.dim != stored.get("dim"):
         raise CheckpointError(

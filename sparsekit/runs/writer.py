@@ -43,6 +43,7 @@ from sparsekit.layout import (
     CURVES,
     FILTERS,
     FRAMES,
+    MANIFEST,
     METRICS,
     PROGRESSION,
     RECONSTRUCTIONS,
@@ -310,6 +311,9 @@ class RunWriter(Callback):
             "max_frames": self.max_frames,
         }
         write_json(self.run_dir / CONFIG, config)
+        manifest = trainer.dataset.manifest()
+        if manifest is not None and (trainer.epoch == 0 or not (self.run_dir / MANIFEST).is_file()):
+            write_json(self.run_dir / MANIFEST, manifest)
         # metrics.jsonl always matches the trainer's history (a resumed run drops the rows a
         # crashed run wrote after its last checkpoint).
         write_atomic(

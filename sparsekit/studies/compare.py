@@ -467,6 +467,7 @@ def check_data(settings: CompareSettings, progress: Any = None) -> int:
         subset=settings.subset,
         download=settings.download,
         progress=progress,
+        stream_memory=settings.stream_memory,
     )
     if len(dataset) < 1:
         raise ParameterError(f"{dataset.name}: no samples to train on")

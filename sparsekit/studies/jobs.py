@@ -174,7 +174,12 @@ def _train_and_measure(
     config = resolve_config(method, **shared, **job.train)
     emit("status", {"text": "loading data"})
     dataset = load_dataset(
-        settings.dataset, settings.data, split="train", subset=settings.subset, download=False
+        settings.dataset,
+        settings.data,
+        split="train",
+        subset=settings.subset,
+        download=False,
+        stream_memory=settings.stream_memory,
     )
     callbacks = [
         RunWriter(

@@ -84,6 +84,7 @@ class CompareSettings(_CompareFields):  # type: ignore[misc, valid-type]
             "split": "train",
             "subset": self.subset,
             "download": False,
+            "stream_memory": self.stream_memory,
             "remove_mean": False,
             "zca": False,
             "seed": self.seed,

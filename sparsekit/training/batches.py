@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from sparsekit.backend.prefetch import Prefetcher
 from sparsekit.data.dataset import Dataset
 
 
@@ -45,3 +46,124 @@ class BatchPlan:
     def batch(self, step: int, dtype: Any) -> np.ndarray:
         """The rows of ``step`` as a C-contiguous ``(rows, dim)`` host array of ``dtype``."""
         return self.dataset.take(self.rows(step), dtype)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Nothing beyond the shuffle generator the trainer saves: each epoch's order is
+        drawn from it at the epoch's start."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """See :meth:`state_dict`."""
+
+
+class StreamPlan:
+    """A streamed data set (``dataset.streamed``): each epoch one pass over every row, a
+    window of shuffled segments at a time, read ahead by a background thread.
+
+    Each epoch draws one seed from ``rng``; the windows, their order and the order of rows
+    inside each (:meth:`StreamDataset.epoch_windows` / ``read_window``) follow from it alone.
+    Step ``s`` takes positions ``s·B : (s+1)·B`` of the epoch's concatenated windows, so a
+    batch may span two windows. :meth:`state_dict` (the epoch's seed and the next step) is
+    enough to rebuild the rest of an epoch exactly: :meth:`load_state_dict` restarts the
+    reader at the window holding that step.
+    """
+
+    def __init__(self, dataset: Dataset, batch_size: int, rng: np.random.Generator) -> None:
+        self.dataset: Any = dataset
+        self.batch_size = batch_size
+        self.rng = rng
+        self.epoch_seed: int | None = None
+        self.next_step = 0
+        self._windows: list[np.ndarray] = []
+        self._starts = np.zeros(1, dtype=np.int64)
+        self._reader: Prefetcher | None = None
+        self._reader_next = 0  # the window the reader hands over next
+        self._current: tuple[int, np.ndarray] | None = None
+
+    def start_epoch(self) -> int:
+        """Draw the epoch's seed and start reading; returns its number of steps."""
+        self._begin(int(self.rng.integers(2**63)))
+        return self.steps
+
+    @property
+    def steps(self) -> int:
+        return math.ceil(len(self.dataset) / self.batch_size)
+
+    def _begin(self, seed: int) -> None:
+        self.close()
+        self.epoch_seed = seed
+        self.next_step = 0
+        self._windows = self.dataset.epoch_windows(seed)
+        sizes = [self.dataset.window_rows(w) for w in self._windows]
+        self._starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        self._start_reader(0)
+
+    def _start_reader(self, first: int) -> None:
+        self.close()
+        # the reader holds the data set, not the plan: a plan dropped mid-epoch is collected,
+        # and its __del__ stops the thread
+        seed, windows, dataset = self.epoch_seed, self._windows, self.dataset
+        self._reader = Prefetcher(
+            lambda w: dataset.read_window(windows[w], seed, w), range(first, len(windows))
+        )
+        self._reader_next = first
+
+    def _window(self, w: int) -> np.ndarray:
+        if self._current is not None and self._current[0] == w:
+            return self._current[1]
+        if self._reader is None or w < self._reader_next:
+            self._start_reader(w)
+        assert self._reader is not None
+        while self._reader_next <= w:  # skip forward: a plan restored mid-epoch
+            rows = self._reader.next()
+            self._reader_next += 1
+        self._current = (w, rows)
+        return rows
+
+    def batch(self, step: int, dtype: Any) -> np.ndarray:
+        """The rows of ``step`` as a fresh C-contiguous host array of ``dtype``."""
+        assert self.epoch_seed is not None, "start_epoch() first"
+        b = self.batch_size
+        first, last = step * b, min((step + 1) * b, int(self._starts[-1]))
+        pieces = []
+        while first < last:
+            w = int(np.searchsorted(self._starts, first, side="right")) - 1
+            rows = self._window(w)
+            stop = min(last, int(self._starts[w + 1]))
+            pieces.append(rows[first - self._starts[w] : stop - self._starts[w]])
+            first = stop
+        self.next_step = step + 1
+        if self.next_step >= self.steps:
+            self.close()
+        joined = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+        return self.dataset.convert(joined, dtype)
+
+    def close(self) -> None:
+        """Stop the reader and drop the windows held."""
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+        self._current = None
+
+    def __del__(self) -> None:
+        self.close()
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where the plan stands: the epoch's seed and the next step (JSON-friendly)."""
+        return {"epoch_seed": self.epoch_seed, "next_step": self.next_step}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state_dict`: the same epoch, its next batch the same rows."""
+        if state.get("epoch_seed") is None:
+            return
+        self._begin(int(state["epoch_seed"]))
+        self.next_step = int(state.get("next_step", 0))
+        self.close()  # the reader restarts at the window of the next batch asked for
+
+
+def plan_for(dataset: Dataset, batch_size: int, rng: np.random.Generator) -> Any:
+    """The plan the data set declares: a :class:`StreamPlan` for a streamed one, else a
+    :class:`BatchPlan`."""
+    if dataset.streamed:
+        return StreamPlan(dataset, batch_size, rng)
+    return BatchPlan(dataset, batch_size, rng)

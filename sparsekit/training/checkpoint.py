@@ -8,6 +8,8 @@ A checkpoint is a NumPy ``.npz`` archive written with :func:`numpy.savez` and re
                            method name and parameters, the training configuration, the data
                            description (and how to load it again), the epoch, the per-epoch
                            history, the shuffle generator's ``bit_generator.state``, the
+                           batch plan's position (a streamed folder: the epoch's seed and
+                           the next step), the
                            optimizer's step count and the method's scalar state
 ``params/<name>``          the parameters (``W_enc``, ``b_enc``, ``b_dec``, ``W_dec``)
 ``optimizer/<name>``       the optimizer's moment / velocity arrays (gradient methods)
@@ -132,6 +134,7 @@ def checkpoint_arrays(
         "epoch": int(state["epoch"]),
         "history": state["history"],
         "shuffle_rng": state["shuffle_rng"],
+        "batches": state.get("batches", {}),
         "optimizer": trainer.config.optimizer if trainer.optimizer is not None else None,
         "optimizer_scalars": optim_scalars,
         "method_scalars": method_scalars,
@@ -335,6 +338,7 @@ def load_checkpoint(path: str | os.PathLike[str], *, registry: Any = None) -> di
         "method_state": method_state,
         "upkeep": upkeep,
         "shuffle_rng": meta["shuffle_rng"],
+        "batches": meta.get("batches") if isinstance(meta.get("batches"), dict) else {},
         "epoch": meta["epoch"],
         "history": meta["history"],
         "input_mean": input_mean,

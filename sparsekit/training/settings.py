@@ -214,8 +214,9 @@ def _s(
 #: Every training setting, in the order ``sparsekit train --help`` lists them.
 SETTINGS: tuple[Setting, ...] = (
     _s("dataset", str, "mnist",
-       "mnist, fashion-mnist, synthetic, synthetic-sae (see docs/data.md), or a "
-       ".npy/.npz/IDX file.",
+       "mnist, fashion-mnist, synthetic, synthetic-sae (see docs/data.md), a "
+       ".npy/.npz/IDX file, or a folder of .npy/safetensors shards or a SAELens cache "
+       "(streamed; DIR:name picks a tensor or column).",
        "data", PATH, "run", "compare"),
     _s("data", Path, None, "Data directory (default: $SPARSEKIT_DATA, else the user cache).",
        "data", PATH, "run", "compare", optional=True),
@@ -225,6 +226,15 @@ SETTINGS: tuple[Setting, ...] = (
     _s("test_fraction", float, 0.1,
        "Share of a .npy/.npz/IDX file's rows held out for evaluation [0.1]; 0 trains on all.",
        "data", FRACTION, "run"),
+    _s("stream_memory", int, 1024,
+       "MiB of rows a streamed shard folder may hold in memory (the shuffle window) [1024].",
+       "data", POSITIVE_INT, "run", "compare"),
+    _s("stats_rows", int, 100_000,
+       "Rows of a shard folder the mean (--center) and --norm-scale are estimated from.",
+       "data", POSITIVE_INT, "run"),
+    _s("norm_scale", bool, False,
+       "Scale a shard folder's rows to a mean norm of sqrt(features), as SAELens does.",
+       "data", BOOLEAN, "run"),
     _s("remove_mean", bool, False, "Subtract each sample's own mean (per-sample centring).",
        "data", BOOLEAN, "run"),
     _s("zca", bool, False, "ZCA-whiten the data (parameters saved in the run directory).",

@@ -23,7 +23,7 @@ from sparsekit.core.step import decoder_weights
 from sparsekit.data.dataset import ArrayDataset, Dataset
 from sparsekit.errors import DataError, DivergenceError, ParameterError
 from sparsekit.methods.registry import load_registry
-from sparsekit.training.batches import BatchPlan
+from sparsekit.training.batches import plan_for
 from sparsekit.training.metrics import VarianceAccumulator, coherence, fve_from_sums
 from sparsekit.training.model import Model
 from sparsekit.training.optim import Optimizer, make_optimizer
@@ -137,7 +137,7 @@ class Trainer:
         init_rng = np.random.default_rng(init_seed)
         self.shuffle_rng = np.random.default_rng(shuffle_seed)
         #: Each epoch's minibatches (see sparsekit.training.batches).
-        self.batches = BatchPlan(self.dataset, config.batch_size, self.shuffle_rng)
+        self.batches = plan_for(self.dataset, config.batch_size, self.shuffle_rng)
         sample_rows = np.sort(init_rng.choice(n, size=min(n, INIT_SAMPLE), replace=False))
         #: The data's mean sample (config.center), subtracted from every batch; else None.
         self.input_mean: Any = None
@@ -361,6 +361,7 @@ class Trainer:
             "method_state": self.method.state_dict(),
             "upkeep": self.upkeep.state_dict(),
             "shuffle_rng": self.shuffle_rng.bit_generator.state,
+            "batches": self.batches.state_dict(),
             "epoch": self.epoch,
             "history": list(self.history),
             "input_mean": None
@@ -397,6 +398,7 @@ class Trainer:
         self.method.load_state_dict(state.get("method_state", {}))
         self.upkeep.load_state_dict(state.get("upkeep", {}))
         self.shuffle_rng.bit_generator.state = state["shuffle_rng"]
+        self.batches.load_state_dict(state.get("batches") or {})
         self.epoch = int(state["epoch"])
         self.history = list(state.get("history", []))
         if state.get("input_mean") is not None:
@@ -413,7 +415,10 @@ class Trainer:
 
 def data_mean(dataset: Dataset, chunk: int = 1024) -> np.ndarray:
     """The mean sample of ``dataset`` (float64, one pass in chunks of ``chunk`` rows: a few
-    MB at a time, so a memory-mapped data set is never held whole)."""
+    MB at a time, so a memory-mapped data set is never held whole). A streamed data set
+    estimates it from the number of rows it states (no pass over all of it)."""
+    if dataset.streamed:
+        return dataset.mean()  # type: ignore[attr-defined,no-any-return]
     total = np.zeros(dataset.dim, dtype=np.float64)
     for start in range(0, len(dataset), chunk):
         rows = np.arange(start, min(start + chunk, len(dataset)))

@@ -127,8 +127,10 @@ def test_not_an_array_file(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="no such file") as excinfo:
         load_dataset(tmp_path / "nope.npy")
     _one_line(excinfo, "mnist", "synthetic")
-    with pytest.raises(DataError, match="is a folder"):
-        load_dataset(tmp_path)
+    # a folder is a shard folder now (tests/data/test_shards.py): one without shards says so
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no shards"):
+        load_dataset(tmp_path / "empty")
 
 
 def test_nan_in_memory_checked_at_load(tmp_path: Path) -> None:
