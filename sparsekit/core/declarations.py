@@ -291,6 +291,22 @@ class StepState:
     dead: Any = None
 
 
+#: :attr:`BaseMethod.batch_reduction` values: how a step reads its batch, which is what
+#: data-parallel training (``--distributed``) needs to know to give the one-process model.
+#:
+#: ``ROW_MEAN``: the loss is a mean over the batch's rows of per-row terms, plus terms that do
+#: not depend on the batch (weight penalties); the mask of each row depends on that row alone.
+#: Each rank then computes the step on its share as if it were the whole batch, its loss and
+#: gradients are weighted by its share of the rows, and the weighted sums over the ranks are
+#: the global ones (an :class:`UpdateMethod` receives the summing function as ``reduce``).
+ROW_MEAN = "row_mean"
+#: ``COLUMN_MEANS``: as ``ROW_MEAN``, except that the code penalty reads the batch through the
+#: mean of each code unit over the batch (KL's ρ̂); the method defines
+#: :meth:`Method.penalty_from_column_means`, which the step calls with the global means.
+COLUMN_MEANS = "column_means"
+BATCH_REDUCTIONS = (ROW_MEAN, COLUMN_MEANS)
+
+
 #: What :meth:`Method.mask` returns: ``None`` (keep every unit), a B×H array of 0/1 in the
 #: compute dtype, or a :class:`TopK`.
 Support = Any

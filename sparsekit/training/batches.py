@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from sparsekit.data.dataset import Dataset
+from sparsekit.parallel import share_bounds
 
 
 class BatchPlan:
@@ -23,12 +24,24 @@ class BatchPlan:
     Each epoch draws one permutation of all rows from ``rng``; step ``s`` takes rows
     ``order[s·B : (s+1)·B]``, read in increasing row order (sequential reads on a memory map;
     the order inside a batch does not change a mean gradient).
+
+    Under data-parallel training ``share`` is ``(rank, ranks)``: every rank draws the same
+    order (the same seed), and :meth:`batch` reads only the rank's contiguous share of each
+    global batch (:func:`~sparsekit.parallel.share_bounds` of its sorted rows);
+    :meth:`rows` stays the global batch's.
     """
 
-    def __init__(self, dataset: Dataset, batch_size: int, rng: np.random.Generator) -> None:
+    def __init__(
+        self,
+        dataset: Dataset,
+        batch_size: int,
+        rng: np.random.Generator,
+        share: tuple[int, int] = (0, 1),
+    ) -> None:
         self.dataset = dataset
         self.batch_size = batch_size
         self.rng = rng
+        self.share = share
         self._order: np.ndarray | None = None
 
     def start_epoch(self) -> int:
@@ -43,5 +56,11 @@ class BatchPlan:
         return np.sort(self._order[step * b : (step + 1) * b])
 
     def batch(self, step: int, dtype: Any) -> np.ndarray:
-        """The rows of ``step`` as a C-contiguous ``(rows, dim)`` host array of ``dtype``."""
-        return self.dataset.take(self.rows(step), dtype)
+        """This rank's rows of ``step`` (all of them in one process) as a C-contiguous
+        ``(rows, dim)`` host array of ``dtype``."""
+        rows = self.rows(step)
+        rank, ranks = self.share
+        if ranks > 1:
+            start, stop = share_bounds(len(rows), rank, ranks)
+            rows = rows[start:stop]
+        return self.dataset.take(rows, dtype)
