@@ -52,6 +52,7 @@ from sparsekit.core.declarations import (  # noqa: F401  (re-exported: the contr
     BATCH_REDUCTIONS,
     COLUMN_MEANS,
     ROW_MEAN,
+    BatchShare,
     Param,
     RowPenalty,
     StepResult,

@@ -52,6 +52,7 @@ from sparsekit.backend.threads import matmul
 from sparsekit.core.contract import (
     COLUMN_MEANS,
     BaseMethod,
+    BatchShare,
     Method,
     ObjectiveMethod,
     RowPenalty,
@@ -75,22 +76,6 @@ class Forward:
     code_values: Any
     y: Any
     xhat: Any
-
-
-@dataclass(frozen=True)
-class BatchShare:
-    """This rank's share of a global batch under data-parallel training: ``rows`` of the
-    ``total`` rows, and the communicator (a :class:`sparsekit.parallel.Communicator` working
-    on the backend's arrays) that sums over the ranks. The step reads it only for a method
-    that declares ``batch_reduction = COLUMN_MEANS``; the trainer weights and sums the rest."""
-
-    comm: Any
-    rows: int
-    total: int
-
-    def column_means(self, code: Any) -> Any:
-        """Each code unit's mean over the global batch (the same on every rank)."""
-        return self.comm.allreduce_sum(code.sum(axis=0)) / self.total
 
 
 def _code_penalty(method: Method, xp: Any, code: Any, share: BatchShare | None) -> Any:

@@ -370,13 +370,10 @@ class Trainer:
         parallel = self.parallel
         assert optimizer is not None and parallel is not None
         rows = x.shape[0]
+        share = parallel.batch_share(rows, total)
+        state.share = share
         loss, grads, fwd, rec, decay = autoencoder.loss_and_grads_before_decay(
-            self.method,
-            backend,
-            self.params,
-            x,
-            state=state,
-            share=parallel.batch_share(rows, total),
+            self.method, backend, self.params, x, state=state, share=share
         )
         for name in grads:
             grads[name] = parallel.weighted_sum(grads[name], rows, total)

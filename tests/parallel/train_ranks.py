@@ -1,6 +1,7 @@
-"""Run by ``mpiexec -n N python train_ranks.py OUT.npz METHOD JSON_SETTINGS``: every rank trains
-the same small problem with ``distributed=True``; rank 0 saves the weights and the metrics.
-(A script, not a test: tests/parallel/test_data_parallel.py launches it.)"""
+"""``mpiexec -n N python train_ranks.py OUT.npz CASES_JSON``: every rank trains each case
+(``[name, method, settings]``) on the same small array with ``distributed=True``; rank 0
+saves every case's weights (``NAME/PARAM``) and, where there is one, its method state.
+A script, not a test: ``tests/parallel/test_data_parallel.py`` launches it."""
 
 import json
 import sys
@@ -8,17 +9,36 @@ import sys
 import numpy as np
 
 import sparsekit
+from sparsekit.parallel import MPICommunicator
 
-out, method, settings = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
-data = np.random.default_rng(7).uniform(size=(settings.pop("rows", 300), 20))
-if method == "relu-l1":  # the plugin, by its class
-    from sparsekit_relu_l1 import ReluL1
 
-    method = ReluL1
-check = settings.pop("check_replicas", True)
-model = sparsekit.train(method, data, distributed=True, check_replicas=check, **settings)
-from mpi4py import MPI  # noqa: E402  (already initialised by sparsekit)
+def problem(settings: dict) -> np.ndarray:
+    """The training array of a case (the test builds the same in one process)."""
+    rows = settings.pop("rows", 300)
+    return np.random.default_rng(7).uniform(size=(rows, 20))
 
-if MPI.COMM_WORLD.Get_rank() == 0:
-    arrays = {k: np.asarray(v) for k, v in model.params.items()}
-    np.savez(out, **arrays)
+
+def method_of(name: str):
+    if name == "relu-l1":  # the plugin, by its class
+        from sparsekit_relu_l1 import ReluL1
+
+        return ReluL1
+    return name
+
+
+if __name__ == "__main__":
+    out, cases = sys.argv[1], json.loads(sys.argv[2])
+    comm = MPICommunicator()
+    saved = {}
+    for name, method, settings in cases:
+        data = problem(settings)
+        model = sparsekit.train(
+            method_of(method), data, distributed=comm, check_replicas=True, **settings
+        )
+        for key, value in model.params.items():
+            saved[f"{name}/{key}"] = np.asarray(value)
+        threshold = getattr(model.method, "threshold", None)
+        if threshold is not None:
+            saved[f"{name}/threshold"] = np.asarray(threshold)
+    if comm.rank == 0:
+        np.savez(out, **saved)
