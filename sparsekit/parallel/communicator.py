@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from sparsekit.errors import MissingDependencyError
+from sparsekit.errors import MissingDependencyError, SparsekitError
+from sparsekit.files import one_line_reason
 
 #: What ``pip install`` gives an MPI on a laptop (a cluster uses its own MPI under mpi4py).
 INSTALL_HINT = "pip install 'sparsekit[mpi]'"
@@ -130,3 +133,40 @@ def share_bounds(total: int, rank: int, size: int) -> tuple[int, int]:
     base, extra = divmod(total, size)
     start = rank * base + min(rank, extra)
     return start, start + base + (1 if rank < extra else 0)
+
+
+def on_every_rank(exc: BaseException) -> BaseException:
+    """Mark ``exc`` as raised by every rank alike (a refusal at start, decided from facts
+    every rank gathered): :func:`abort_on_error` then lets every rank exit with one line
+    written by rank 0, instead of aborting the job."""
+    exc.every_rank = True  # type: ignore[attr-defined]
+    return exc
+
+
+@contextmanager
+def abort_on_error(
+    comm: Communicator, write: Callable[[str], Any] = lambda line: print(line, file=sys.stderr)
+) -> Iterator[None]:
+    """End the whole job when this rank raises: one line naming the rank and the cause, then
+    ``comm.abort`` (MPI_Abort: the other ranks, waiting in a collective, are ended too).
+
+    An error marked :func:`on_every_rank` is raised by every rank alike: rank 0 writes its
+    line and every rank exits with its code. ``SystemExit(0)`` passes.
+    """
+    try:
+        yield
+    except BaseException as exc:
+        if isinstance(exc, SystemExit) and not exc.code:
+            raise
+        if isinstance(exc, KeyboardInterrupt):
+            line, code = "interrupted", 130
+        else:
+            line = one_line_reason(exc)
+            code = exc.exit_code if isinstance(exc, SparsekitError) else 1
+        if getattr(exc, "every_rank", False):
+            if comm.rank == 0:
+                write(f"sparsekit: error: {line}")
+            raise SystemExit(code) from None
+        write(f"sparsekit: error: rank {comm.rank} of {comm.size}: {line}")
+        comm.abort(code)
+        raise

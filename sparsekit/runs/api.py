@@ -43,10 +43,12 @@ from sparsekit.evaluation.probe_cache import cached_probe_error, probe_key
 from sparsekit.files import write_atomic, write_json
 from sparsekit.layout import CHECKPOINT, EVAL_FILE, PREPROCESSING
 from sparsekit.layout import CONFIG as CONFIG_FILE
+from sparsekit.parallel import Communicator, on_every_rank
 from sparsekit.runs.preprocessing import read_preprocessing, save_preprocessing
 from sparsekit.runs.restore import load_run, restore_trainer
 from sparsekit.runs.writer import RunWriter, create_run_dir, read_config, read_metrics, summary
 from sparsekit.training.checkpoint import load_checkpoint
+from sparsekit.training.distributed import refusal
 from sparsekit.training.settings import (
     POSITIVE_INT,
     POSITIVE_NUMBER,
@@ -59,7 +61,7 @@ from sparsekit.training.settings import (
     settings_signature,
     split_settings,
 )
-from sparsekit.training.trainer import Trainer, as_dataset, make_method
+from sparsekit.training.trainer import Trainer, as_dataset, make_method, world_communicator
 
 if TYPE_CHECKING:
     from sparsekit.core.contract import Method
@@ -441,6 +443,8 @@ def start_run(
     callbacks: Sequence[Callback] = (),
     progress: ProgressCallback | None = None,
     registry: Any = None,
+    distributed: bool | Communicator = False,
+    check_replicas: bool = False,
     **settings: Any,
 ) -> StartedRun:
     """Load the data, create ``out/<method>-<date>-<time>`` and return it with a
@@ -457,6 +461,12 @@ def start_run(
     are the run's :class:`~sparsekit.runs.writer.RunWriter`, then ``callbacks``;
     ``progress`` reports a download. Settings are checked before any data is read, and no
     directory is created for a run that cannot start.
+
+    ``distributed`` trains data-parallel over MPI's ranks (``mpiexec -n N``; or a
+    :class:`~sparsekit.parallel.Communicator`): every rank calls ``start_run`` with the same
+    arguments, rank 0 creates and writes the run directory (its path is broadcast, so every
+    rank returns it), the others write nothing; ``check_replicas`` compares the ranks'
+    weights after every epoch (``docs/distributed.md``).
     """
     given, method_params = split_settings(settings, RUN_SETTINGS)
     values = {s.name: _run_default(s) for s in RUN_SETTINGS}
@@ -465,6 +475,9 @@ def start_run(
     instance = make_method(method, registry, **method_params)
     config = resolve_config(instance, **{s.name: values[s.name] for s in TRAIN_CONFIG_SETTINGS})
     instance.validate(config.hidden)  # before any data is read or downloaded
+    comm = world_communicator(distributed)
+    if comm is not None and (refused := refusal(instance, instance.upkeep())):
+        raise on_every_rank(ParameterError(refused))
     backend = get_backend(config.gpu, config.dtype)  # no CUDA: a clear error, before the data
     train_set = load_dataset(
         dataset,
@@ -480,16 +493,24 @@ def start_run(
             train_set, remove_mean=values["remove_mean"], zca=values["zca"], seed=values["seed"]
         )
     instance.validate(config.hidden, train_set.dim)
-    run_dir = create_run_dir(values["out"], instance.name)
-    if isinstance(train_set, Preprocessed):
-        save_preprocessing(run_dir, train_set)
-    writer = RunWriter(
-        run_dir,
-        data_spec=_data_spec(values),
-        snapshot_every=values["snapshot_every"],
-        checkpoint_every=values["checkpoint_every"],
-    )
-    trainer = Trainer(instance, train_set, config, callbacks=[writer, *callbacks], backend=backend)
+    writes = comm is None or comm.rank == 0  # data parallel: rank 0 alone writes the run
+    if writes:
+        run_dir = create_run_dir(values["out"], instance.name)
+        if isinstance(train_set, Preprocessed):
+            save_preprocessing(run_dir, train_set)
+        writer = RunWriter(
+            run_dir,
+            data_spec=_data_spec(values),
+            snapshot_every=values["snapshot_every"],
+            checkpoint_every=values["checkpoint_every"],
+        )
+        callbacks = [writer, *callbacks]
+    if comm is not None:
+        run_dir = Path(comm.broadcast(str(run_dir) if writes else None))
+    trainer = Trainer(
+        instance, train_set, config, callbacks=callbacks, backend=backend, comm=comm,
+        check_replicas=check_replicas,
+    )  # fmt: skip
     return StartedRun(trainer, run_dir)
 
 

@@ -40,7 +40,7 @@ from sparsekit.core.contract import BATCH_REDUCTIONS, BaseMethod, UpdateMethod
 from sparsekit.core.declarations import Upkeep
 from sparsekit.core.step import BatchShare
 from sparsekit.errors import ParameterError
-from sparsekit.parallel import Communicator, share_bounds
+from sparsekit.parallel import Communicator, on_every_rank, share_bounds
 from sparsekit.training.metrics import VarianceAccumulator
 
 
@@ -93,10 +93,12 @@ class DataParallel:
         last = n % batch_size or batch_size
         smallest = min(batch_size, n, last)
         if smallest < self.size:
-            raise ParameterError(
-                f"--distributed with {self.size} ranks: a batch of {smallest} rows (the last of"
-                f" each epoch of {n} rows at --batch-size {batch_size}) leaves a rank without "
-                "rows; pick a batch size or --subset so every batch has at least one row a rank"
+            raise on_every_rank(
+                ParameterError(
+                    f"--distributed with {self.size} ranks: a batch of {smallest} rows (the last of"
+                    f" each epoch of {n} rows at --batch-size {batch_size}) leaves a rank without "
+                    "rows; pick a batch size or --subset so every batch has at least one row a rank"
+                )
             )
 
     # -- sums over ranks --------------------------------------------------------------------
@@ -150,9 +152,11 @@ class DataParallel:
         for rank, theirs in enumerate(everyone[1:], start=1):
             for key, value in everyone[0].items():
                 if theirs.get(key) != value:
-                    raise ParameterError(
-                        f"--distributed: rank {rank}'s {key} differs from rank 0's; every rank "
-                        "must run the same sparsekit on the same data with the same settings"
+                    raise on_every_rank(
+                        ParameterError(
+                            f"--distributed: rank {rank}'s {key} differs from rank 0's; every rank "
+                            "must run the same sparsekit on the same data with the same settings"
+                        )
                     )
 
     def check_weights(self, params: dict[str, Any], epoch: int) -> None:
@@ -164,9 +168,11 @@ class DataParallel:
         sums = self.host.allgather(h.hexdigest())
         differing = [r for r, s in enumerate(sums) if s != sums[0]]
         if differing:
-            raise ParameterError(
-                f"--distributed: after epoch {epoch} the weights of rank {differing[0]} differ "
-                "from rank 0's (replica checksum)"
+            raise on_every_rank(
+                ParameterError(
+                    f"--distributed: after epoch {epoch} the weights of rank {differing[0]} differ "
+                    "from rank 0's (replica checksum)"
+                )
             )
 
     def is_update_method(self, method: BaseMethod) -> bool:

@@ -23,7 +23,7 @@ from sparsekit.core.step import decoder_weights
 from sparsekit.data.dataset import ArrayDataset, Dataset
 from sparsekit.errors import DataError, DivergenceError, ParameterError
 from sparsekit.methods.registry import load_registry
-from sparsekit.parallel import Communicator, MPICommunicator
+from sparsekit.parallel import Communicator, MPICommunicator, on_every_rank
 from sparsekit.training.batches import BatchPlan
 from sparsekit.training.distributed import DataParallel, refusal
 from sparsekit.training.metrics import VarianceAccumulator, coherence, fve_from_sums
@@ -134,7 +134,7 @@ class Trainer:
         if comm is not None:  # before any data is read
             refused = refusal(method, method.upkeep())
             if refused:
-                raise ParameterError(refused)
+                raise on_every_rank(ParameterError(refused))
         self.method = method
         self.config = config
         self.dataset = as_dataset(data)
