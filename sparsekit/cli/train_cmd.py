@@ -132,12 +132,13 @@ def train(
 
     The method's own parameters are options too, e.g. `sparsekit train ksparse --k 40`.
     """
+    if check_replicas and not distributed and not show_help:
+        raise ParameterError("--check-replicas compares the ranks of --distributed: add it")
     if show_help:
         _show_help(ctx, method)
     elif resume is not None and distributed:
-        raise ParameterError(
-            "--resume with --distributed is not supported yet: resume in one process"
-        )
+        runs_cmd.check_resume_options(ctx, method)
+        _resume_distributed(ctx, resume, settings, check_replicas)
     elif resume is not None:
         runs_cmd.check_resume_options(ctx, method)
         runs_cmd.resume_training(
@@ -253,5 +254,35 @@ def _train_distributed(
         # last epoch's checkpoint (written atomically by rank 0) is what --resume reads.
         trainer.fit()
         console.print(f"run written to {run_dir}")
+        if comm.rank == 0:
+            typer.echo(str(run_dir))
+
+
+def _resume_distributed(
+    ctx: typer.Context, run_dir: Path, settings: dict[str, Any], check_replicas: bool
+) -> None:
+    """``--resume RUN_DIR --distributed``: continue a run on ``mpiexec``'s ranks."""
+    from sparsekit.parallel import MPICommunicator, abort_on_error
+    from sparsekit.runs.api import resume_trainer
+
+    comm = MPICommunicator()
+    with abort_on_error(comm):
+        trainer = resume_trainer(
+            run_dir,
+            epochs=settings["epochs"],
+            data=settings["data"],
+            download=settings["download"] if runs_cmd.given(ctx, "download") else None,
+            snapshot_every=settings["snapshot_every"],
+            checkpoint_every=settings["checkpoint_every"],
+            distributed=comm,
+            check_replicas=check_replicas,
+        )
+        console = Console(stderr=True, quiet=comm.rank != 0)
+        if trainer.epoch < trainer.config.epochs:
+            console.print(
+                f"resuming {run_dir} at epoch {trainer.epoch + 1} of {trainer.config.epochs} "
+                f"on {comm.size} ranks"
+            )
+            trainer.fit()
         if comm.rank == 0:
             typer.echo(str(run_dir))

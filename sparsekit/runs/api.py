@@ -22,6 +22,7 @@ import inspect
 import io
 import os
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -566,6 +567,8 @@ def resume_trainer(
     snapshot_every: int | None = None,
     checkpoint_every: int | None = None,
     callbacks: Sequence[Callback] = (),
+    distributed: bool | Communicator = False,
+    check_replicas: bool = False,
 ) -> Trainer:
     """A :class:`~sparsekit.training.trainer.Trainer` that continues the run in ``run_dir`` from its
     checkpoint, writing into the same directory; call ``.fit()`` on it.
@@ -575,19 +578,35 @@ def resume_trainer(
     choice; ``snapshot_every`` and ``checkpoint_every`` default to the run's own. The
     trainer's callbacks are the run's :class:`~sparsekit.runs.writer.RunWriter`, then ``callbacks``.
     On the CPU the result is bit for bit that of a run never interrupted.
+
+    ``distributed`` continues data-parallel (as :func:`start_run`'s; rank 0 alone writes):
+    with the number of ranks the checkpoint was written by, bit for bit the uninterrupted
+    run; with another number, the same model to float rounding, and a warning says so.
     """
     run_dir = run_directory(run_dir)
     stored = read_config(run_dir).get("run", {})
     given = {"snapshot_every": snapshot_every, "checkpoint_every": checkpoint_every}
     check_settings({k: v for k, v in given.items() if v is not None})
-    writer = RunWriter(
-        run_dir,
-        snapshot_every=snapshot_every or int(stored.get("snapshot_every", 1)),
-        checkpoint_every=checkpoint_every or int(stored.get("checkpoint_every", 1)),
-        max_frames=int(stored.get("max_frames", 60)),
-    )
-    trainer = restore_trainer(run_dir, epochs=epochs, data=data, download=download)
-    trainer.callbacks = [writer, *callbacks]
+    comm = world_communicator(distributed)
+    trainer = restore_trainer(run_dir, epochs=epochs, data=data, download=download, comm=comm)
+    ranks = int(np.ravel(trainer.checkpoint_extra.get("ranks", 1))[0])
+    now = 1 if comm is None else comm.size
+    if ranks != now and (comm is None or comm.rank == 0):
+        warnings.warn(
+            f"{run_dir}: trained on {ranks} rank{'s' if ranks > 1 else ''}, continued on {now}:"
+            " the same model to float rounding, not bit for bit",
+            UserWarning,
+            stacklevel=2,
+        )
+    if comm is None or comm.rank == 0:
+        writer = RunWriter(
+            run_dir,
+            snapshot_every=snapshot_every or int(stored.get("snapshot_every", 1)),
+            checkpoint_every=checkpoint_every or int(stored.get("checkpoint_every", 1)),
+            max_frames=int(stored.get("max_frames", 60)),
+        )
+        callbacks = [writer, *callbacks]
+    trainer.callbacks = list(callbacks)
     return trainer
 
 
