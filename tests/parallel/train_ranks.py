@@ -9,6 +9,7 @@ import sys
 import numpy as np
 
 import sparsekit
+from sparsekit.backend.simulated import simulated_backend
 from sparsekit.parallel import MPICommunicator
 
 
@@ -32,11 +33,13 @@ if __name__ == "__main__":
     saved = {}
     for name, method, settings in cases:
         data = problem(settings)
+        if settings.pop("simulated", False):  # the GPU path, on the simulated device
+            settings["backend"] = simulated_backend(settings.pop("dtype"))
         model = sparsekit.train(
             method_of(method), data, distributed=comm, check_replicas=True, **settings
         )
         for key, value in model.params.items():
-            saved[f"{name}/{key}"] = np.asarray(value)
+            saved[f"{name}/{key}"] = model.backend.to_numpy(value)
         threshold = getattr(model.method, "threshold", None)
         if threshold is not None:
             saved[f"{name}/threshold"] = np.asarray(threshold)

@@ -1,0 +1,132 @@
+"""Data-parallel training, 1 against 2 ranks, and the cost model's prediction for 8 and 64.
+
+    OMP_NUM_THREADS=1 python bench/distributed_speed.py [--rows 6000] [--wide]
+
+For each shape it launches ``mpiexec -n 1`` then ``mpiexec -n 2`` (then again, in alternation,
+``--repeats`` times; one BLAS thread a rank), each rank training one epoch on its share of the
+same global batches, and prints, from rank 0: samples per second of the whole job, and the
+seconds spent inside MPI's collectives (sums and gathers: communication plus the time a rank
+waits for the slower one). Shapes:
+
+* ``ksparse`` on MNIST (784 → 1,000, k 25, batch 128; ``SPARSEKIT_TEST_DATA`` or the cache);
+* ``topk`` 256 → 4,096 (k 32, batch 1,024) on uniform random data;
+* with ``--wide``, ``topk`` 768 → 16,384 (k 32, batch 1,024).
+
+Then the cost model of ``docs/distributed.md`` for N = 8 and 64 ranks on a 100 Gb/s network
+(12.5 GB/s, 5 µs a message), from the 1-rank step time measured here: data parallel
+(compute / N + ring all-reduce of the gradients, 2·(N−1)/N·4·P bytes, P the parameters) and,
+for comparison, latent sharding (the B·D partial reconstructions all-reduced, plus the N·B·k
+candidates gathered; not implemented).
+
+The machine of the measurement may be shared with other work: compare the two columns of one
+run, not runs of different days.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve()
+NETWORK = 12.5e9  # bytes/s: 100 Gb/s
+LATENCY = 5e-6  # s a message
+
+SHAPES = {
+    "ksparse-mnist": {"method": "ksparse", "dim": 784, "hidden": 1000, "k": 25, "batch": 128},
+    "topk-256x4096": {"method": "topk", "dim": 256, "hidden": 4096, "k": 32, "batch": 1024},
+    "topk-768x16384": {"method": "topk", "dim": 768, "hidden": 16384, "k": 32, "batch": 1024},
+}
+
+
+def worker(shape: str, rows: int) -> None:
+    """One rank: train one epoch, then rank 0 prints its numbers as JSON."""
+    import sparsekit
+    from sparsekit.parallel import MPICommunicator
+
+    spec = SHAPES[shape]
+    comm = MPICommunicator()
+    if spec["method"] == "ksparse":
+        from sparsekit.data import load_dataset
+
+        data_dir = os.environ.get("SPARSEKIT_TEST_DATA")
+        data = load_dataset("mnist", data_dir, split="train", subset=rows)
+        settings = {"k": spec["k"], "k_start": spec["k"]}
+    else:
+        data = np.random.default_rng(0).uniform(size=(rows, spec["dim"])).astype(np.float32)
+        settings = {"k": spec["k"], "dead_after": 10**9}
+    start = time.perf_counter()
+    model = sparsekit.train(
+        spec["method"], data, distributed=comm, hidden=spec["hidden"],
+        batch_size=spec["batch"], epochs=1, **settings,
+    )  # fmt: skip
+    del model
+    wall = time.perf_counter() - start
+    if comm.rank == 0:
+        print(json.dumps({"wall": wall, "comm": comm.seconds, "rows": rows}))
+
+
+def launch(ranks: int, shape: str, rows: int) -> dict:
+    mpiexec = shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or "mpiexec"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [mpiexec, "-n", str(ranks), sys.executable, str(HERE), "--worker", shape,
+         "--rows", str(rows)],
+        capture_output=True, text=True, env=env, check=True,
+    )  # fmt: skip
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def predict(spec: dict, step_seconds: float, ranks: int) -> tuple[float, float]:
+    """Samples/s of data parallel and of latent sharding on ``ranks`` ranks (the model)."""
+    d, h, b, k = spec["dim"], spec["hidden"], spec["batch"], spec["k"]
+    params = 2 * d * h + h + d
+    ring = 2 * (ranks - 1) / ranks
+    data_parallel = ring * 4 * params / NETWORK + 2 * (ranks - 1) * LATENCY * 4
+    sharded = ring * 4 * b * d / NETWORK + 8 * ranks * b * k / NETWORK + 4 * (ranks - 1) * LATENCY
+    compute = step_seconds / ranks
+    return b / (compute + data_parallel), b / (compute + sharded)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--rows", type=int, default=6000)
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--wide", action="store_true", help="also topk 768 -> 16,384")
+    args = parser.parse_args()
+    if args.worker:
+        worker(args.worker, args.rows)
+        return
+    shapes = [s for s in SHAPES if args.wide or s != "topk-768x16384"]
+    print(f"rows {args.rows}, one epoch, one BLAS thread a rank; {os.cpu_count()} CPUs")
+    print(f"{'shape':16} {'ranks':>5} {'samples/s':>10} {'comm s':>7} {'wall s':>7}")
+    for shape in shapes:
+        results: dict[int, list[dict]] = {1: [], 2: []}
+        for _ in range(args.repeats):
+            for ranks in (1, 2):
+                results[ranks].append(launch(ranks, shape, args.rows))
+        for ranks, runs in results.items():
+            best = min(runs, key=lambda r: r["wall"])
+            rate = best["rows"] / best["wall"]
+            print(f"{shape:16} {ranks:5d} {rate:10.0f} {best['comm']:7.2f} {best['wall']:7.2f}")
+        spec = SHAPES[shape]
+        one = min(results[1], key=lambda r: r["wall"])
+        step = one["wall"] / (one["rows"] / spec["batch"])
+        for ranks in (8, 64):
+            dp, sh = predict(spec, step, ranks)
+            print(
+                f"{shape:16} {ranks:5d} predicted on 100 Gb/s: data parallel {dp:9.0f}/s, "
+                f"latent sharding {sh:9.0f}/s"
+            )
+
+
+if __name__ == "__main__":
+    main()
