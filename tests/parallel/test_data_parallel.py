@@ -115,11 +115,20 @@ CASES_DEVICE = [
 ]
 
 
+# Latents sharded across the ranks (sparsekit.training.sharded): 15 latents, shards of 8 and 7.
+CASES_SHARDED = [
+    ["ksparse-sharded", "ksparse", {**SMALL, "hidden": 15, "k": 3, "k_start": 6}],
+    ["topk-sharded", "topk", {**SMALL, "hidden": 15, "k": 3, "aux_coef": 0.0}],
+]
+CASES_SHARDED = [[n, m, {**s, "dtype": "float64", "sharded": True}] for n, m, s in CASES_SHARDED]
+
+
 @needs_mpi
 def test_two_ranks_train_the_one_process_model_in_float64(tmp_path):
-    got = train_ranks(tmp_path, CASES64 + CASES_DEVICE)
-    for name, method, settings in CASES64 + CASES_DEVICE:
-        one = {k: v for k, v in settings.items() if k != "simulated"}
+    cases = CASES64 + CASES_DEVICE + CASES_SHARDED
+    got = train_ranks(tmp_path, cases)
+    for name, method, settings in cases:
+        one = {k: v for k, v in settings.items() if k not in ("simulated", "sharded")}
         assert_close(name, got, one_process(method, one), 1e-10)
 
 

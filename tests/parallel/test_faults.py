@@ -5,6 +5,7 @@ mpi4py."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -108,3 +109,18 @@ def test_one_process_never_imports_mpi4py(tmp_path):
         [sys.executable, "-c", code], capture_output=True, text=True, env=environment()
     )
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+@pytest.mark.parametrize(
+    ("method", "params", "says"),
+    [
+        ("kl", {}, "kl cannot train with its latents sharded: only ksparse, topk can"),
+        ("topk", {"k": 2}, "topk with sharded latents needs --aux-coef 0 and no resampling"),
+    ],
+)
+def test_latent_sharding_refuses_what_it_does_not_compute(method, params, says):
+    from sparsekit.training.sharded import train_sharded
+
+    data = np.random.default_rng(0).uniform(size=(40, 6))
+    with pytest.raises(ParameterError, match=re.escape(says)):
+        train_sharded(method, data, comm=LocalCommunicator(), hidden=8, epochs=1, **params)

@@ -11,6 +11,7 @@ import numpy as np
 import sparsekit
 from sparsekit.backend.simulated import simulated_backend
 from sparsekit.parallel import MPICommunicator
+from sparsekit.training.sharded import train_sharded
 
 
 def problem(settings: dict) -> np.ndarray:
@@ -35,9 +36,12 @@ if __name__ == "__main__":
         data = problem(settings)
         if settings.pop("simulated", False):  # the GPU path, on the simulated device
             settings["backend"] = simulated_backend(settings.pop("dtype"))
-        model = sparsekit.train(
-            method_of(method), data, distributed=comm, check_replicas=True, **settings
-        )
+        if settings.pop("sharded", False):  # latents sharded across the ranks
+            model = train_sharded(method_of(method), data, comm=comm, **settings)
+        else:
+            model = sparsekit.train(
+                method_of(method), data, distributed=comm, check_replicas=True, **settings
+            )
         for key, value in model.params.items():
             saved[f"{name}/{key}"] = model.backend.to_numpy(value)
         threshold = getattr(model.method, "threshold", None)
