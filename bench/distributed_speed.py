@@ -2,11 +2,12 @@
 
     OMP_NUM_THREADS=1 python bench/distributed_speed.py [--rows 6000] [--wide]
 
-For each shape it launches ``mpiexec -n 1`` then ``mpiexec -n 2`` (then again, in alternation,
-``--repeats`` times; one BLAS thread a rank), each rank training one epoch on its share of the
-same global batches, and prints, from rank 0: samples per second of the whole job, and the
-seconds spent inside MPI's collectives (sums and gathers: communication plus the time a rank
-waits for the slower one). Shapes:
+For each shape it launches ``mpiexec -n 1``, ``mpiexec -n 2`` data parallel and ``mpiexec
+-n 2`` with the latents sharded (in alternation, ``--repeats`` times; one BLAS thread a rank),
+each training one epoch on the same global batches, and prints, from rank 0: samples per
+second of the whole job, the seconds spent inside MPI's collectives (sums and gathers:
+communication plus the time a rank waits for the slower one) and the bytes the model says a
+rank sends. Shapes:
 
 * ``ksparse`` on MNIST (784 → 1,000, k 25, batch 128; ``SPARSEKIT_TEST_DATA`` or the cache);
 * ``topk`` 256 → 4,096 (k 32, batch 1,024) on uniform random data;
@@ -46,10 +47,11 @@ SHAPES = {
 }
 
 
-def worker(shape: str, rows: int) -> None:
+def worker(shape: str, rows: int, strategy: str) -> None:
     """One rank: train one epoch, then rank 0 prints its numbers as JSON."""
     import sparsekit
     from sparsekit.parallel import MPICommunicator
+    from sparsekit.training.sharded import train_sharded
 
     spec = SHAPES[shape]
     comm = MPICommunicator()
@@ -61,11 +63,13 @@ def worker(shape: str, rows: int) -> None:
         settings = {"k": spec["k"], "k_start": spec["k"]}
     else:
         data = np.random.default_rng(0).uniform(size=(rows, spec["dim"])).astype(np.float32)
-        settings = {"k": spec["k"], "dead_after": 10**9}
+        settings = {"k": spec["k"], "aux_coef": 0.0}  # (sharding has no AuxK)
     start = time.perf_counter()
-    model = sparsekit.train(
-        spec["method"], data, distributed=comm, hidden=spec["hidden"],
-        batch_size=spec["batch"], epochs=1, **settings,
+    train = train_sharded if strategy == "sharded" else sparsekit.train
+    where = {"comm": comm} if strategy == "sharded" else {"distributed": comm}
+    model = train(
+        spec["method"], data, hidden=spec["hidden"], batch_size=spec["batch"], epochs=1,
+        **where, **settings,
     )  # fmt: skip
     del model
     wall = time.perf_counter() - start
@@ -73,52 +77,68 @@ def worker(shape: str, rows: int) -> None:
         print(json.dumps({"wall": wall, "comm": comm.seconds, "rows": rows}))
 
 
-def launch(ranks: int, shape: str, rows: int) -> dict:
+def launch(ranks: int, shape: str, rows: int, strategy: str = "data") -> dict:
     mpiexec = shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or "mpiexec"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
     done = subprocess.run(
         [mpiexec, "-n", str(ranks), sys.executable, str(HERE), "--worker", shape,
-         "--rows", str(rows)],
+         "--rows", str(rows), "--strategy", strategy],
         capture_output=True, text=True, env=env, check=True,
     )  # fmt: skip
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def sent_bytes(spec: dict, ranks: int) -> tuple[float, float]:
+    """Bytes a rank sends a step (ring all-reduce, gather): data parallel, latent sharding."""
+    d, h, b, k = spec["dim"], spec["hidden"], spec["batch"], spec["k"]
+    tied = spec["method"] == "ksparse"
+    params = (1 if tied else 2) * d * h + h + d
+    ring = 2 * (ranks - 1) / ranks
+    data_parallel = ring * 4 * params
+    sharded = ring * 4 * b * d + (ranks - 1) * b * (k / ranks + 1) * 12  # values + indices
+    return data_parallel, sharded
+
+
 def predict(spec: dict, step_seconds: float, ranks: int) -> tuple[float, float]:
     """Samples/s of data parallel and of latent sharding on ``ranks`` ranks (the model)."""
-    d, h, b, k = spec["dim"], spec["hidden"], spec["batch"], spec["k"]
-    params = 2 * d * h + h + d
-    ring = 2 * (ranks - 1) / ranks
-    data_parallel = ring * 4 * params / NETWORK + 2 * (ranks - 1) * LATENCY * 4
-    sharded = ring * 4 * b * d / NETWORK + 8 * ranks * b * k / NETWORK + 4 * (ranks - 1) * LATENCY
+    data_parallel, sharded = sent_bytes(spec, ranks)
     compute = step_seconds / ranks
-    return b / (compute + data_parallel), b / (compute + sharded)
+    dp = compute + data_parallel / NETWORK + 2 * (ranks - 1) * LATENCY * 4
+    sh = compute + sharded / NETWORK + 2 * (ranks - 1) * LATENCY * 2
+    return spec["batch"] / dp, spec["batch"] / sh
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--strategy", default="data", help=argparse.SUPPRESS)
     parser.add_argument("--rows", type=int, default=6000)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--wide", action="store_true", help="also topk 768 -> 16,384")
     args = parser.parse_args()
     if args.worker:
-        worker(args.worker, args.rows)
+        worker(args.worker, args.rows, args.strategy)
         return
     shapes = [s for s in SHAPES if args.wide or s != "topk-768x16384"]
     print(f"rows {args.rows}, one epoch, one BLAS thread a rank; {os.cpu_count()} CPUs")
-    print(f"{'shape':16} {'ranks':>5} {'samples/s':>10} {'comm s':>7} {'wall s':>7}")
+    print(f"{'shape':16} {'ranks':>5} {'strategy':9} {'samples/s':>10} {'comm s':>7} "
+          f"{'wall s':>7} {'MB sent a step (model)':>22}")  # fmt: skip
+    runs_of = {(1, "data"): "one", (2, "data"): "data", (2, "sharded"): "sharded"}
     for shape in shapes:
-        results: dict[int, list[dict]] = {1: [], 2: []}
+        spec = SHAPES[shape]
+        results: dict[tuple[int, str], list[dict]] = {key: [] for key in runs_of}
         for _ in range(args.repeats):
-            for ranks in (1, 2):
-                results[ranks].append(launch(ranks, shape, args.rows))
-        for ranks, runs in results.items():
+            for ranks, strategy in runs_of:
+                results[ranks, strategy].append(launch(ranks, shape, args.rows, strategy))
+        for (ranks, strategy), runs in results.items():
             best = min(runs, key=lambda r: r["wall"])
             rate = best["rows"] / best["wall"]
-            print(f"{shape:16} {ranks:5d} {rate:10.0f} {best['comm']:7.2f} {best['wall']:7.2f}")
-        spec = SHAPES[shape]
-        one = min(results[1], key=lambda r: r["wall"])
+            sent = sent_bytes(spec, ranks)[strategy == "sharded"] / 1e6
+            print(
+                f"{shape:16} {ranks:5d} {runs_of[ranks, strategy]:9} {rate:10.0f} "
+                f"{best['comm']:7.2f} {best['wall']:7.2f} {sent:22.2f}"
+            )
+        one = min(results[1, "data"], key=lambda r: r["wall"])
         step = one["wall"] / (one["rows"] / spec["batch"])
         for ranks in (8, 64):
             dp, sh = predict(spec, step, ranks)
