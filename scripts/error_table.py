@@ -610,7 +610,7 @@ CASES: tuple[Case, ...] = (
     Case(
         "distributed-resample",
         "`--distributed` with resampling of dead units",
-        _train("topk", "--distributed", "--dead-after", "10", "--resample-every", "5"),
+        _train("topk", "--distributed", "--k", "4", "--dead-after", "10", "--resample-every", "5"),
         EXIT_PARAMETER,
         "topk cannot train with --distributed while resampling dead units",
     ),

@@ -231,15 +231,19 @@ def _train_distributed(
 ) -> None:
     """``--distributed``: this process is one rank of ``mpiexec``'s job. Rank 0 writes the
     run and speaks; a rank that fails ends the whole job with one line naming it."""
-    from sparsekit.parallel import MPICommunicator, abort_on_error
+    from sparsekit.parallel import MPICommunicator, abort_on_error, same_on_every_rank
 
     comm = MPICommunicator()
     with abort_on_error(comm):
-        method_cls = load_registry().get(method)
-        given = {k: v for k, v in settings.items() if v is not None or not BY_NAME[k].cli_unset}
-        options = parse_method_options(method_cls, list(ctx.args), command_options(ctx))
+        with same_on_every_rank(comm):  # the same command line on every rank
+            method_cls = load_registry().get(method)
+            given = {
+                k: v for k, v in settings.items() if v is not None or not BY_NAME[k].cli_unset
+            }
+            options = parse_method_options(method_cls, list(ctx.args), command_options(ctx))
+            instance = method_cls(**options)
         trainer, run_dir = start_run(
-            method_cls(**options), distributed=comm, check_replicas=check_replicas, **given
+            instance, distributed=comm, check_replicas=check_replicas, **given
         )
         console = Console(stderr=True, quiet=comm.rank != 0)
         instance, config, train_set = trainer.method, trainer.config, trainer.dataset

@@ -14,6 +14,7 @@ from sparsekit.parallel.communicator import (
     MPICommunicator,
     abort_on_error,
     on_every_rank,
+    same_on_every_rank,
     share_bounds,
 )
 
@@ -23,5 +24,6 @@ __all__ = [
     "MPICommunicator",
     "abort_on_error",
     "on_every_rank",
+    "same_on_every_rank",
     "share_bounds",
 ]

@@ -144,6 +144,19 @@ def on_every_rank(exc: BaseException) -> BaseException:
 
 
 @contextmanager
+def same_on_every_rank(comm: Communicator | None) -> Iterator[None]:
+    """Code whose user errors depend only on what every rank was given alike (the command
+    line, the settings: checked before any data is read): a :class:`SparsekitError` raised
+    inside is marked :func:`on_every_rank` when ``comm`` is not ``None``."""
+    try:
+        yield
+    except SparsekitError as exc:
+        if comm is not None:
+            on_every_rank(exc)
+        raise
+
+
+@contextmanager
 def abort_on_error(
     comm: Communicator, write: Callable[[str], Any] = lambda line: print(line, file=sys.stderr)
 ) -> Iterator[None]:

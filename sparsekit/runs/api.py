@@ -44,7 +44,7 @@ from sparsekit.evaluation.probe_cache import cached_probe_error, probe_key
 from sparsekit.files import write_atomic, write_json
 from sparsekit.layout import CHECKPOINT, EVAL_FILE, PREPROCESSING
 from sparsekit.layout import CONFIG as CONFIG_FILE
-from sparsekit.parallel import Communicator, on_every_rank
+from sparsekit.parallel import Communicator, same_on_every_rank
 from sparsekit.runs.preprocessing import read_preprocessing, save_preprocessing
 from sparsekit.runs.restore import load_run, restore_trainer
 from sparsekit.runs.writer import RunWriter, create_run_dir, read_config, read_metrics, summary
@@ -469,16 +469,19 @@ def start_run(
     rank returns it), the others write nothing; ``check_replicas`` compares the ranks'
     weights after every epoch (``docs/distributed.md``).
     """
-    given, method_params = split_settings(settings, RUN_SETTINGS)
-    values = {s.name: _run_default(s) for s in RUN_SETTINGS}
-    values.update(given, dataset=dataset)
-    check_settings(values)
-    instance = make_method(method, registry, **method_params)
-    config = resolve_config(instance, **{s.name: values[s.name] for s in TRAIN_CONFIG_SETTINGS})
-    instance.validate(config.hidden)  # before any data is read or downloaded
     comm = world_communicator(distributed)
-    if comm is not None and (refused := refusal(instance, instance.upkeep())):
-        raise on_every_rank(ParameterError(refused))
+    with same_on_every_rank(comm):  # every rank has the same arguments
+        given, method_params = split_settings(settings, RUN_SETTINGS)
+        values = {s.name: _run_default(s) for s in RUN_SETTINGS}
+        values.update(given, dataset=dataset)
+        check_settings(values)
+        instance = make_method(method, registry, **method_params)
+        config = resolve_config(
+            instance, **{s.name: values[s.name] for s in TRAIN_CONFIG_SETTINGS}
+        )
+        instance.validate(config.hidden)  # before any data is read or downloaded
+        if comm is not None and (refused := refusal(instance, instance.upkeep())):
+            raise ParameterError(refused)
     backend = get_backend(config.gpu, config.dtype)  # no CUDA: a clear error, before the data
     train_set = load_dataset(
         dataset,
