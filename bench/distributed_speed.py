@@ -2,8 +2,8 @@
 
     OMP_NUM_THREADS=1 python bench/distributed_speed.py [--rows 6000] [--wide]
 
-For each shape it launches ``mpiexec -n 1``, ``mpiexec -n 2`` data parallel and ``mpiexec
--n 2`` with the latents sharded (in alternation, ``--repeats`` times; one BLAS thread a rank),
+For each shape it launches ``mpiexec -n 1`` (one process, no collectives), ``mpiexec -n 2``
+data parallel and ``mpiexec -n 2`` with the latents sharded (in alternation, ``--repeats`` times; one BLAS thread a rank),
 each training one epoch on the same global batches, and prints, from rank 0: samples per
 second of the whole job, the seconds spent inside MPI's collectives (sums and gathers:
 communication plus the time a rank waits for the slower one) and the bytes the model says a
@@ -66,7 +66,7 @@ def worker(shape: str, rows: int, strategy: str) -> None:
         settings = {"k": spec["k"], "aux_coef": 0.0}  # (sharding has no AuxK)
     start = time.perf_counter()
     train = train_sharded if strategy == "sharded" else sparsekit.train
-    where = {"comm": comm} if strategy == "sharded" else {"distributed": comm}
+    where = {"one": {}, "sharded": {"comm": comm}, "data": {"distributed": comm}}[strategy]
     model = train(
         spec["method"], data, hidden=spec["hidden"], batch_size=spec["batch"], epochs=1,
         **where, **settings,
@@ -123,7 +123,7 @@ def main() -> None:
     print(f"rows {args.rows}, one epoch, one BLAS thread a rank; {os.cpu_count()} CPUs")
     print(f"{'shape':16} {'ranks':>5} {'strategy':9} {'samples/s':>10} {'comm s':>7} "
           f"{'wall s':>7} {'MB sent a step (model)':>22}")  # fmt: skip
-    runs_of = {(1, "data"): "one", (2, "data"): "data", (2, "sharded"): "sharded"}
+    runs_of = {(1, "one"): "one", (2, "data"): "data", (2, "sharded"): "sharded"}
     for shape in shapes:
         spec = SHAPES[shape]
         results: dict[tuple[int, str], list[dict]] = {key: [] for key in runs_of}
@@ -138,7 +138,7 @@ def main() -> None:
                 f"{shape:16} {ranks:5d} {runs_of[ranks, strategy]:9} {rate:10.0f} "
                 f"{best['comm']:7.2f} {best['wall']:7.2f} {sent:22.2f}"
             )
-        one = min(results[1, "data"], key=lambda r: r["wall"])
+        one = min(results[1, "one"], key=lambda r: r["wall"])
         step = one["wall"] / (one["rows"] / spec["batch"])
         for ranks in (8, 64):
             dp, sh = predict(spec, step, ranks)

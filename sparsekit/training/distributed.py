@@ -40,7 +40,7 @@ from sparsekit.core.contract import BATCH_REDUCTIONS, BaseMethod, UpdateMethod
 from sparsekit.core.declarations import Upkeep
 from sparsekit.core.step import BatchShare
 from sparsekit.errors import ParameterError
-from sparsekit.parallel import Communicator, on_every_rank, share_bounds
+from sparsekit.parallel import Communicator, LocalCommunicator, on_every_rank, share_bounds
 from sparsekit.training.metrics import VarianceAccumulator
 
 
@@ -73,7 +73,9 @@ class DataParallel:
 
     def __init__(self, comm: Communicator, backend: Backend, *, check_replicas: bool = False):
         self.host = comm
-        self.comm = device_communicator(comm, backend)
+        # One rank on the CPU: the sums are the identity (no copies through MPI).
+        one = comm.size == 1 and not backend.is_gpu
+        self.comm = LocalCommunicator() if one else device_communicator(comm, backend)
         self.backend = backend
         self.rank, self.size = comm.rank, comm.size
         #: Compare a checksum of the weights across ranks after every epoch (debug mode).

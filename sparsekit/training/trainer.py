@@ -179,11 +179,7 @@ class Trainer:
         # What the method asks the trainer to maintain (unit-norm decoder, b_dec from the
         # data, dead units, resampling): see sparsekit.training.upkeep.
         self.upkeep = Upkeeper(
-            method.upkeep(),
-            method,
-            self.backend,
-            config.hidden,
-            config.seed,
+            method.upkeep(), method, self.backend, config.hidden, config.seed,
             run_samples=n * config.epochs,
         )
         initial = self.upkeep.init_params(initial, sample)
