@@ -28,6 +28,7 @@ model on every rank.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -195,20 +196,34 @@ def train_sharded(
     if communicator is None:
         raise ParameterError("train_sharded needs a communicator (comm=True: MPI's world)")
     trainer = Trainer(instance, data, config)  # the whole initial model, from the seed
-    sharded = ShardedStep(trainer, communicator)
+    return fit_sharded(trainer, communicator)
+
+
+def fit_sharded(trainer: Trainer, comm: Communicator) -> Model:
+    """Train ``trainer``'s model (as constructed: the whole initial model) to its last epoch
+    with the latents sharded over ``comm``; ``trainer.history`` gets each epoch's loss and
+    seconds, ``trainer.params`` the whole trained model, which is returned."""
+    instance, config = trainer.method, trainer.config
+    refused = sharding_refusal(instance)
+    if refused:
+        raise on_every_rank(ParameterError(refused))
+    sharded = ShardedStep(trainer, comm)
     backend = trainer.backend
     while trainer.epoch < config.epochs:
         instance.on_epoch_start(trainer.epoch, config.epochs)
         steps = trainer.batches.start_epoch()
         total = backend.xp.zeros((), dtype=backend.dtype)
+        start = time.perf_counter()
         for step in range(steps):
             x = backend.asarray(trainer.batches.batch(step, backend.dtype))
             if trainer.input_mean is not None:
                 x -= trainer.input_mean
             total += sharded.step(x) * x.shape[0]
+        backend.synchronize()
+        seconds = time.perf_counter() - start
         trainer.epoch += 1
         trainer.history.append(
-            {"epoch": trainer.epoch, "loss": float(total) / len(trainer.dataset)}
+            {"epoch": trainer.epoch, "loss": float(total) / len(trainer.dataset), "seconds": seconds}
         )
     trainer.params = sharded.whole()
     return trainer.model
