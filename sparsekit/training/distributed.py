@@ -111,6 +111,31 @@ class DataParallel:
         scaled = value * xp.asarray(local_rows / total, dtype=value.dtype)
         return self.comm.allreduce_sum(scaled)
 
+    def weighted_sums(self, values: dict[str, Any], local_rows: int, total: int) -> dict[str, Any]:
+        """:meth:`weighted_sum` of every array of ``values`` (one dtype) in one all-reduce:
+        packed into one buffer, so a step pays one message latency, not one a parameter."""
+        xp = self.backend.xp
+        arrays = {n: xp.asarray(v, dtype=self.backend.dtype) for n, v in values.items()}
+        flat = xp.concatenate([a.reshape(-1) for a in arrays.values()])
+        summed = self.weighted_sum(flat, local_rows, total)
+        out, at = {}, 0
+        for name, array in arrays.items():
+            shape = tuple(array.shape)
+            size = int(np.prod(shape, dtype=np.int64))
+            out[name] = summed[at : at + size].reshape(shape)
+            at += size
+        return out
+
+    def data_mean(self, dataset: Any, chunk: int = 1024) -> np.ndarray:
+        """The mean sample of ``dataset`` (float64), each rank reading only its contiguous
+        share of the rows: the ranks' sums are added (the same on every rank)."""
+        start, stop = share_bounds(len(dataset), self.rank, self.size)
+        total = np.zeros(dataset.dim, dtype=np.float64)
+        for first in range(start, stop, chunk):
+            rows = np.arange(first, min(first + chunk, stop))
+            total += dataset.take(rows, np.float64).sum(axis=0)
+        return self.host.allreduce_sum(total) / len(dataset)
+
     def reducer(self, local_rows: int, total: int) -> Any:
         """:meth:`weighted_sum` as a one-argument function (an UpdateMethod's ``reduce``)."""
         return lambda value: self.weighted_sum(value, local_rows, total)

@@ -157,15 +157,8 @@ class Trainer:
         share = (0, 1) if self.parallel is None else (self.parallel.rank, self.parallel.size)
         self.batches = BatchPlan(self.dataset, config.batch_size, self.shuffle_rng, share)
         sample_rows = np.sort(init_rng.choice(n, size=min(n, INIT_SAMPLE), replace=False))
-        #: The data's mean sample (config.center), subtracted from every batch; else None.
-        self.input_mean: Any = None
-        if config.center:
-            mean = data_mean(self.dataset)
-            self.input_mean = self.backend.asarray(mean.astype(self.backend.dtype))
         sample = self.dataset.take(sample_rows, np.float64)
-        if config.center:
-            sample = sample - mean
-        if self.parallel is not None:
+        if self.parallel is not None:  # before the first sum over the ranks
             self.parallel.check_batches(n, config.batch_size)
             self.parallel.agree(
                 {
@@ -175,6 +168,12 @@ class Trainer:
                     "method parameters": method.get_params(),
                 }
             )
+        #: The data's mean sample (config.center), subtracted from every batch; else None.
+        self.input_mean: Any = None
+        if config.center:  # (data parallel: each rank sums its share of the rows)
+            mean = (data_mean if self.parallel is None else self.parallel.data_mean)(self.dataset)
+            self.input_mean = self.backend.asarray(mean.astype(self.backend.dtype))
+            sample = sample - mean
         initial = method.init_params(init_rng, dim, config.hidden, config.tied, sample)
         # What the method asks the trainer to maintain (unit-norm decoder, b_dec from the
         # data, dead units, resampling): see sparsekit.training.upkeep.
@@ -371,10 +370,9 @@ class Trainer:
         loss, grads, fwd, rec, decay = autoencoder.loss_and_grads_before_decay(
             self.method, backend, self.params, x, state=state, share=share
         )
-        for name in grads:
-            grads[name] = parallel.weighted_sum(grads[name], rows, total)
-        both = parallel.weighted_sum(xp.stack([xp.asarray(loss), xp.asarray(rec)]), rows, total)
-        loss, rec = both[0], both[1]
+        summed = parallel.weighted_sums({**grads, " loss": loss, " rec": rec}, rows, total)
+        loss, rec = summed.pop(" loss"), summed.pop(" rec")
+        grads = summed
         if decay is not None and not optimizer.folds_decay:
             loss = loss + decay.value
             decay.add_to(grads)
