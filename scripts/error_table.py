@@ -648,6 +648,21 @@ CASES: tuple[Case, ...] = (
         "training diverged at epoch 1, step",
         before_training=False,
     ),
+    # -- data-parallel training (docs/distributed.md) --------------------------------------------
+    Case(
+        "distributed-resample",
+        "`--distributed` with resampling of dead units",
+        _train("topk", "--distributed", "--k", "4", "--dead-after", "10", "--resample-every", "5"),
+        EXIT_PARAMETER,
+        "topk cannot train with --distributed while resampling dead units",
+    ),
+    Case(
+        "check-replicas-alone",
+        "`--check-replicas` without `--distributed`",
+        _train("plain", "--check-replicas"),
+        EXIT_PARAMETER,
+        "--check-replicas compares the ranks of --distributed: add it",
+    ),
 )
 
 

@@ -531,6 +531,33 @@ class SimulatedBackend(Backend):
             _scope.depth -= 1
 
 
+class SimulatedCollectives:
+    """What NCCL does on a real device, on the simulated one: sums of device arrays across
+    the ranks of ``comm`` (a host communicator), with no host transfer as far as the step
+    can tell (the simulation hands the arrays' NumPy data to ``comm`` underneath). Data-parallel
+    training takes it for the simulated device (:mod:`sparsekit.backend.nccl`), so CI runs the
+    device path of a distributed step with its rule against transfers inside a step."""
+
+    name = "simulated-nccl"
+
+    def __init__(self, comm: Any) -> None:
+        self.comm = comm
+        self.rank, self.size, self.distributed = comm.rank, comm.size, comm.distributed
+
+    def allreduce_sum(self, array: Any) -> Any:
+        data = array._data if isinstance(array, DeviceArray) else np.asarray(array)
+        return DeviceArray(np.asarray(self.comm.allreduce_sum(data)))
+
+    def allgather(self, value: Any) -> list[Any]:
+        return self.comm.allgather(value)
+
+    def broadcast(self, value: Any, root: int = 0) -> Any:
+        return self.comm.broadcast(value, root)
+
+    def abort(self, code: int) -> None:
+        self.comm.abort(code)
+
+
 def simulated_backend(dtype: Any = "float32", matmul_precision: str = "float32") -> SimulatedBackend:
     """A backend that runs sparsekit's GPU path on the CPU (see the module docstring)::
 

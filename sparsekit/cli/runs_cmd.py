@@ -18,6 +18,7 @@ from sparsekit.runs.api import encode_run, resume_trainer, run_directory, run_su
 #: ``sparsekit train`` options that may be given together with ``--resume``.
 RESUME_OPTIONS = frozenset(
     {"resume", "epochs", "data", "download", "snapshot_every", "checkpoint_every"}
+    | {"distributed", "check_replicas"}  # where it runs, not what it trains
 )
 
 

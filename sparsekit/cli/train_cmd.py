@@ -107,6 +107,21 @@ def train(
         Path | None,
         typer.Option(help="Continue RUN_DIR from its checkpoint (--epochs may extend it)."),
     ] = None,
+    distributed: Annotated[
+        bool,
+        typer.Option(
+            "--distributed",
+            help="Data-parallel over the ranks of mpiexec/srun: one model, each rank reading "
+            "its share of every batch (docs/distributed.md).",
+        ),
+    ] = False,
+    check_replicas: Annotated[
+        bool,
+        typer.Option(
+            "--check-replicas",
+            help="With --distributed: compare a checksum of every rank's weights each epoch.",
+        ),
+    ] = False,
     show_help: Annotated[
         bool,
         typer.Option("--help", "-h", help="Show this message (and METHOD's own options) and exit."),
@@ -117,8 +132,13 @@ def train(
 
     The method's own parameters are options too, e.g. `sparsekit train ksparse --k 40`.
     """
+    if check_replicas and not distributed and not show_help:
+        raise ParameterError("--check-replicas compares the ranks of --distributed: add it")
     if show_help:
         _show_help(ctx, method)
+    elif resume is not None and distributed:
+        runs_cmd.check_resume_options(ctx, method)
+        _resume_distributed(ctx, resume, settings, check_replicas)
     elif resume is not None:
         runs_cmd.check_resume_options(ctx, method)
         runs_cmd.resume_training(
@@ -131,6 +151,8 @@ def train(
         )
     elif method is None:
         raise ParameterError("name the METHOD to train (see `sparsekit list`), or --resume RUN_DIR")
+    elif distributed:
+        _train_distributed(ctx, method, settings, check_replicas)
     else:
         _train_new(ctx, method, settings)
 
@@ -139,7 +161,7 @@ def train_signature(settings: Iterable[Setting] = RUN_SETTINGS) -> inspect.Signa
     """The signature Typer builds ``sparsekit train``'s options from: METHOD, an option per
     setting (its flag, default and help from the declaration), then --resume and --help."""
     return command_signature(
-        train, [option_parameter(s) for s in settings], after=("resume", "show_help")
+        train, [option_parameter(s) for s in settings], after=("resume", "distributed", "check_replicas", "show_help")
     )
 
 
@@ -202,3 +224,69 @@ def _train_new(ctx: typer.Context, method: str, settings: dict[str, Any]) -> Non
             trainer.fit()
     console.print(f"run written to {run_dir}")
     typer.echo(str(run_dir))
+
+
+def _train_distributed(
+    ctx: typer.Context, method: str, settings: dict[str, Any], check_replicas: bool
+) -> None:
+    """``--distributed``: this process is one rank of ``mpiexec``'s job. Rank 0 writes the
+    run and speaks; a rank that fails ends the whole job with one line naming it."""
+    from sparsekit.parallel import MPICommunicator, abort_on_error, same_on_every_rank
+
+    comm = MPICommunicator()
+    with abort_on_error(comm):
+        with same_on_every_rank(comm):  # the same command line on every rank
+            method_cls = load_registry().get(method)
+            given = {
+                k: v for k, v in settings.items() if v is not None or not BY_NAME[k].cli_unset
+            }
+            options = parse_method_options(method_cls, list(ctx.args), command_options(ctx))
+            instance = method_cls(**options)
+        trainer, run_dir = start_run(
+            instance, distributed=comm, check_replicas=check_replicas, **given
+        )
+        console = Console(stderr=True, quiet=comm.rank != 0)
+        instance, config, train_set = trainer.method, trainer.config, trainer.dataset
+        console.print(
+            f"training [bold]{instance.name}[/bold] {instance.get_params()} on {train_set.name} "
+            f"({len(train_set)} samples) on {comm.size} ranks, batch {config.batch_size} "
+            f"(about {config.batch_size // comm.size} rows a rank), hidden {config.hidden}, "
+            f"{config.epochs} epochs, {trainer.backend.name}/{config.dtype}, "
+            f"sums over {trainer.parallel.comm.name}"
+        )
+        # No Ctrl-C checkpoint: a rank that stopped alone would leave the others waiting. The
+        # last epoch's checkpoint (written atomically by rank 0) is what --resume reads.
+        trainer.fit()
+        console.print(f"run written to {run_dir}")
+        if comm.rank == 0:
+            typer.echo(str(run_dir))
+
+
+def _resume_distributed(
+    ctx: typer.Context, run_dir: Path, settings: dict[str, Any], check_replicas: bool
+) -> None:
+    """``--resume RUN_DIR --distributed``: continue a run on ``mpiexec``'s ranks."""
+    from sparsekit.parallel import MPICommunicator, abort_on_error
+    from sparsekit.runs.api import resume_trainer
+
+    comm = MPICommunicator()
+    with abort_on_error(comm):
+        trainer = resume_trainer(
+            run_dir,
+            epochs=settings["epochs"],
+            data=settings["data"],
+            download=settings["download"] if runs_cmd.given(ctx, "download") else None,
+            snapshot_every=settings["snapshot_every"],
+            checkpoint_every=settings["checkpoint_every"],
+            distributed=comm,
+            check_replicas=check_replicas,
+        )
+        console = Console(stderr=True, quiet=comm.rank != 0)
+        if trainer.epoch < trainer.config.epochs:
+            console.print(
+                f"resuming {run_dir} at epoch {trainer.epoch + 1} of {trainer.config.epochs} "
+                f"on {comm.size} ranks"
+            )
+            trainer.fit()
+        if comm.rank == 0:
+            typer.echo(str(run_dir))

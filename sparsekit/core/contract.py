@@ -54,6 +54,10 @@ from sparsekit.core.activations import (  # noqa: F401  (sigmoid: re-export)
     sigmoid,
 )
 from sparsekit.core.declarations import (  # noqa: F401  (re-exported: the contract's names)
+    BATCH_REDUCTIONS,
+    COLUMN_MEANS,
+    ROW_MEAN,
+    BatchShare,
     Param,
     RowPenalty,
     StepResult,
@@ -110,6 +114,13 @@ class BaseMethod:
     #: Parameters with one entry per unit along their first axis (besides W_enc, b_enc and
     #: W_dec): the trainer resets their optimizer moments when it resamples a unit.
     unit_params: ClassVar[tuple[str, ...]] = ()
+    #: How the step reads the batch (:data:`ROW_MEAN` or :data:`COLUMN_MEANS`, see
+    #: :mod:`sparsekit.core.declarations`), or ``None``: undeclared. Data-parallel training
+    #: (``--distributed``) trains a declared method exactly as one process does and refuses
+    #: an undeclared one rather than train it as something else. A method whose declaration
+    #: depends on its parameters (an auxiliary term that reads the whole batch) makes it a
+    #: property, ``None`` for the settings it cannot distribute.
+    batch_reduction: ClassVar[str | None] = None
     #: Derived from the type: true for an :class:`UpdateMethod` or an
     #: :class:`ObjectiveUpdateMethod` (trained by ``update()``, with no optimizer). Subclass
     #: one of those types rather than setting it.
@@ -240,6 +251,13 @@ class Method(BaseMethod):
         """
         return None
 
+    def penalty_from_column_means(self, xp: Any, means: Any, rows: int) -> RowPenalty:
+        """The code penalty of a method that declares ``batch_reduction = COLUMN_MEANS``,
+        from ``means`` (each unit's mean code over the *global* batch) for a share of
+        ``rows`` rows: its value for the whole batch, and the gradient row scaled for a batch
+        of ``rows`` rows (the trainer weights each rank's share)."""
+        raise NotImplementedError(f"{self.name} declares no penalty from column means")
+
     def weight_penalty(
         self, xp: Any, weights: Mapping[str, Any]
     ) -> tuple[Any, dict[str, Any]] | WeightDecay | None:
@@ -275,11 +293,17 @@ class UpdateMethod(Method):
 
     own_update: ClassVar[bool] = True
 
-    def update(self, backend: Any, params: dict[str, Any], x: Any, lr: float) -> StepResult:
+    def update(
+        self, backend: Any, params: dict[str, Any], x: Any, lr: float, reduce: Any = None
+    ) -> StepResult:
         """Update ``params`` in place from minibatch ``x`` (a backend array).
 
         Returns a :class:`StepResult` (the forward pass is the one before the update, for
-        the trainer's statistics).
+        the trainer's statistics). ``reduce`` is ``None`` in one process; under data-parallel
+        training (a method declaring ``batch_reduction = ROW_MEAN``) it is a function that
+        turns a row-mean quantity computed on this rank's rows (the update direction, the
+        loss) into the global batch's, the same on every rank: apply it before changing
+        ``params``.
         """
         raise NotImplementedError(f"{self.name} does not define its own update")
 
@@ -417,6 +441,7 @@ ONLY_READ_BY: Mapping[type | tuple[type, ...], tuple[str, ...]] = {
         "code_penalty",
         "weight_penalty",
         "code_weight_penalty",
+        "penalty_from_column_means",
     ),
     UPDATE_TYPES: ("update",),
     ObjectiveMethod: (

@@ -278,6 +278,32 @@ class StepResult:
     forward: Any
 
 
+@dataclass(frozen=True)
+class BatchShare:
+    """This rank's share of a global batch under data-parallel training: ``rows`` of the
+    ``total`` rows, and the communicator (a :class:`sparsekit.parallel.Communicator` working
+    on the backend's arrays) that sums over the ranks. The generic step reads it for a method
+    declaring ``COLUMN_MEANS``; a :class:`ObjectiveMethod` declaring ``ROW_MEAN`` whose
+    objective has a batch-wide part (AuxK's variance-normalised weight, BatchTopK's
+    selection) finds it in :attr:`StepState.share` and computes that part over the ranks."""
+
+    comm: Any
+    rows: int
+    total: int
+
+    def sum(self, array: Any) -> Any:
+        """``array`` summed over the ranks (the same on every rank)."""
+        return self.comm.allreduce_sum(array)
+
+    def gather(self, value: Any) -> list[Any]:
+        """Every rank's ``value`` (small objects), in rank order."""
+        return self.comm.allgather(value)
+
+    def column_means(self, code: Any) -> Any:
+        """Each code unit's mean over the global batch (the same on every rank)."""
+        return self.sum(code.sum(axis=0)) / self.total
+
+
 @dataclass
 class StepState:
     """What the trainer knows beyond the minibatch, handed to
@@ -285,10 +311,29 @@ class StepState:
 
     ``dead`` is a boolean (H,) backend array, true for units dead by
     :attr:`Upkeep.dead_after`, or ``None`` when nothing is tracked. A gradient check builds
-    its own (:meth:`ObjectiveMethod.check_state`).
+    its own (:meth:`ObjectiveMethod.check_state`). ``share``: see :class:`BatchShare`.
     """
 
     dead: Any = None
+    #: Under data-parallel training, this rank's :class:`BatchShare` (else ``None``): an
+    #: objective with a batch-wide part computes that part over every rank's rows with it.
+    share: BatchShare | None = None
+
+
+#: :attr:`BaseMethod.batch_reduction` values: how a step reads its batch, which is what
+#: data-parallel training (``--distributed``) needs to know to give the one-process model.
+#:
+#: ``ROW_MEAN``: the loss is a mean over the batch's rows of per-row terms, plus terms that do
+#: not depend on the batch (weight penalties); the mask of each row depends on that row alone.
+#: Each rank then computes the step on its share as if it were the whole batch, its loss and
+#: gradients are weighted by its share of the rows, and the weighted sums over the ranks are
+#: the global ones (an :class:`UpdateMethod` receives the summing function as ``reduce``).
+ROW_MEAN = "row_mean"
+#: ``COLUMN_MEANS``: as ``ROW_MEAN``, except that the code penalty reads the batch through the
+#: mean of each code unit over the batch (KL's ρ̂); the method defines
+#: :meth:`Method.penalty_from_column_means`, which the step calls with the global means.
+COLUMN_MEANS = "column_means"
+BATCH_REDUCTIONS = (ROW_MEAN, COLUMN_MEANS)
 
 
 #: What :meth:`Method.mask` returns: ``None`` (keep every unit), a B×H array of 0/1 in the

@@ -50,7 +50,9 @@ from sparsekit.backend.sparse_code import (
 )
 from sparsekit.backend.threads import matmul
 from sparsekit.core.contract import (
+    COLUMN_MEANS,
     BaseMethod,
+    BatchShare,
     Method,
     ObjectiveMethod,
     RowPenalty,
@@ -74,6 +76,13 @@ class Forward:
     code_values: Any
     y: Any
     xhat: Any
+
+
+def _code_penalty(method: Method, xp: Any, code: Any, share: BatchShare | None) -> Any:
+    """The method's code penalty; from the global column means under data parallelism."""
+    if share is not None and method.batch_reduction == COLUMN_MEANS:
+        return method.penalty_from_column_means(xp, share.column_means(code), share.rows)
+    return method.code_penalty(xp, code)
 
 
 def decoder_weights(params: dict[str, Any]) -> Any:
@@ -262,6 +271,7 @@ def loss_and_grads_before_decay(
     x: Any,
     sink: GradientSink | None = None,
     state: StepState | None = None,
+    share: BatchShare | None = None,
 ) -> tuple[Any, dict[str, Any], Forward, Any, WeightDecay | None]:
     """As :func:`loss_and_grads`, but a :class:`WeightDecay` penalty is returned, not applied.
 
@@ -276,6 +286,10 @@ def loss_and_grads_before_decay(
     place: with untied weights the trainer updates ``W_enc`` and both biases before the
     decoder's gradient is computed, while the encoder's gradient is still in cache, and the
     step never holds both H×D gradients at once.
+
+    ``share`` (data-parallel training, see :class:`BatchShare`) makes a method declaring
+    ``COLUMN_MEANS`` read the global batch's column means; everything else is this rank's
+    step on its rows, which the trainer weights and sums over the ranks.
     """
     if isinstance(method, ObjectiveMethod):  # the method's own forward, loss and gradients
         loss, grads, fwd, reconstruction = method.loss_and_grads(
@@ -290,7 +304,7 @@ def loss_and_grads_before_decay(
     # A penalty on a dense code reads the B×H code now, still in cache from the forward pass
     # (after the next two products it would come from memory again). TopK: further down.
     topk = isinstance(fwd.support, TopK)
-    code_penalty = None if topk else method.code_penalty(xp, fwd.code)
+    code_penalty = None if topk else _code_penalty(method, xp, fwd.code, share)
     weights = {name: params[name] for name in ("W_enc", "W_dec") if name in params}
     # Penalties on the weights read them before any update (a sink may update them).
     weight_penalty = method.weight_penalty(xp, weights)
@@ -309,7 +323,7 @@ def loss_and_grads_before_decay(
     loss = reconstruction
     if topk:
         loss, b_enc_grad, grad_enc, decoder_grad = _topk_backward(
-            method, backend, params, x, fwd, g, weights, out, loss
+            method, backend, params, x, fwd, g, weights, out, loss, share
         )
     else:
         loss, b_enc_grad, grad_enc, decoder_grad = _dense_backward(
@@ -386,6 +400,7 @@ def _topk_backward(
     weights: dict[str, Any],
     out: _Gradients,
     loss: Any,
+    share: BatchShare | None = None,
 ) -> tuple[Any, Any, Any, Callable[[], Any] | None]:
     """The same terms on the k kept units of each row (a :class:`TopK` support)."""
     xp = backend.xp
@@ -395,7 +410,7 @@ def _topk_backward(
     d_values = gathered_dot(backend, g, w_dec, idx)  # dH at the kept entries
     if method.uses_code_penalty:  # the dense B×H code only for a method that reads it
         code = dense_code(backend, fwd)
-        penalty = method.code_penalty(xp, code)
+        penalty = _code_penalty(method, xp, code, share)
         if isinstance(penalty, RowPenalty):
             loss = loss + penalty.value
             d_values += penalty.row[idx]

@@ -23,6 +23,8 @@ from sparsekit.core.contract import (
     check_method_class,
 )
 from sparsekit.core.declarations import (
+    COLUMN_MEANS,
+    ROW_MEAN,
     Param,
     RowPenalty,
     StepResult,
@@ -41,7 +43,9 @@ from sparsekit.core.step import Forward, decoder_weights, pre_activation
 from sparsekit.methods.hookspecs import hookimpl
 
 __all__ = [
+    "COLUMN_MEANS",
     "IDENTITY",
+    "ROW_MEAN",
     "RELU",
     "SIGMOID",
     "Activation",

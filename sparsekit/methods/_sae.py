@@ -21,7 +21,15 @@ from sparsekit.backend.sparse_code import (
     gathered_dot,
 )
 from sparsekit.errors import ParameterError
-from sparsekit.methods import Forward, ObjectiveMethod, Param, StepState, Upkeep, non_negative
+from sparsekit.methods import (
+    ROW_MEAN,
+    Forward,
+    ObjectiveMethod,
+    Param,
+    StepState,
+    Upkeep,
+    non_negative,
+)
 
 
 def unit_rows_init(rng: np.random.Generator, dim: int, hidden: int) -> dict[str, np.ndarray]:
@@ -261,18 +269,30 @@ def auxk_term(
     return scale * (0.5 / batch) * total, grads
 
 
-def auxk_scale(backend: Any, x: Any, residual: Any, coef: float) -> Any:
+def auxk_scale(backend: Any, x: Any, residual: Any, coef: float, share: Any = None) -> Any:
     """α·N_X/N_R, the AuxK weight on (1/2B)‖Ê − R‖² (a constant of the step: stop-gradient).
 
     Gao et al. normalise each loss by its target's variance, ‖E‖²/N_X + α‖Ê − R‖²/N_R with
     N_X = ‖X − x̄‖², N_R = ‖R − r̄‖² over the batch; multiplied by N_X/(2B) that is our
     (1/2B)‖E‖² plus this weight times (1/2B)‖Ê − R‖². Zero when N_R is (openai's NaN → 0).
+
+    Under data-parallel training (``share``, a :class:`~sparsekit.core.declarations.
+    BatchShare`) the means and the sums of squares are the global batch's: two sums over
+    the ranks (the column sums, then the squares around the global means).
     """
     xp = backend.xp
-    xc = x - x.mean(axis=0)
-    rc = residual - residual.mean(axis=0)
+    if share is None:
+        x_mean, r_mean = x.mean(axis=0), residual.mean(axis=0)
+    else:
+        sums = share.sum(xp.stack([x.sum(axis=0), residual.sum(axis=0)]))
+        x_mean, r_mean = sums[0] / share.total, sums[1] / share.total
+    xc = x - x_mean
+    rc = residual - r_mean
     n_x = xp.vdot(xc, xc)
     n_r = xp.vdot(rc, rc)
+    if share is not None:
+        both = share.sum(xp.stack([xp.asarray(n_x), xp.asarray(n_r)]))
+        n_x, n_r = both[0], both[1]
     positive = n_r > 0  # (no host read: a device keeps it there)
     return xp.where(positive, x.dtype.type(coef) * n_x / xp.where(positive, n_r, 1), 0).astype(
         x.dtype
@@ -332,6 +352,8 @@ class SAEMethod(ObjectiveMethod):
     }
     #: Whether the encoder reads X̃ = X − b_dec.
     pre_bias = True
+    # Means over rows; AuxK's weight (and BatchTopK's selection) read StepState.share.
+    batch_reduction = ROW_MEAN
 
     def init_params(self, rng, dim, hidden, tied, sample):
         return unit_rows_init(rng, dim, hidden)

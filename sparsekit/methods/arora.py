@@ -31,6 +31,7 @@ from sparsekit.backend import fused
 from sparsekit.backend.sparse_code import nonzero_times, nonzero_transpose_times
 from sparsekit.methods import (
     IDENTITY,
+    ROW_MEAN,
     Forward,
     Param,
     StepResult,
@@ -72,6 +73,9 @@ class Arora(UpdateMethod):
     )
     tied = True
     allows_untied = False
+    # ĝ and the loss are means over rows, each row decoded alone: update() sums them with
+    # ``reduce`` under data-parallel training.
+    batch_reduction = ROW_MEAN
     training_defaults = {"lr": 0.1, "hidden": 196, "batch_size": 128, "epochs": 10}
 
     def init_params(self, rng, dim, hidden, tied, sample):
@@ -112,10 +116,12 @@ class Arora(UpdateMethod):
         step = nonzero_transpose_times(backend.xp, sgn, residual * (scale / y.shape[0]))
         return step, fwd, residual
 
-    def update(self, backend, params, x, lr):
+    def update(self, backend, params, x, lr, reduce=None):
         xp = backend.xp
         step, fwd, residual = self.direction(backend, params, x, scale=lr)
         loss = 0.5 * xp.vdot(residual, residual) / x.shape[0]
+        if reduce is not None:  # data parallel: the global batch's ĝ and loss, every rank
+            step, loss = reduce(step), reduce(loss)
         atom_update(xp, params["W_enc"], step, self.renormalize)
         return StepResult(loss, loss, fwd)
 

@@ -107,17 +107,43 @@ class BatchTopKSAE(_sae.SAEMethod):
         # θ and its update count while a device trains (see _device_after_step).
         self._device_theta: Any = None
         self._device_updates: Any = None
+        # Under data parallelism, the global batch's smallest kept value, from the step's
+        # selection to its after_step (a float, set and cleared within one step).
+        self._global_smallest: float | None = None
 
     # -- forward ----------------------------------------------------------------------------
 
-    def encode_batch(self, backend: Any, z: Any, training: bool) -> Any:
+    def selected(self, backend: Any, z: Any, share: Any = None) -> int:
+        """How many entries of ``z`` the batch top-k keeps: B·k in one process; under
+        data-parallel training (``share``) the number of this rank's entries among the global
+        batch's B·k largest ReLU'd pre-activations. Each rank's candidates (its own B·k
+        largest) are gathered; the union, in rank order, sorted by value (a stable sort: a
+        tie goes to the lower rank), gives the global selection, the same on every rank;
+        the smallest positive value it keeps is θ's update (see :meth:`after_step`)."""
+        if share is None:
+            return min(self.k * z.shape[0], z.size)
+        xp = backend.xp
+        wanted = min(self.k * share.total, share.total * z.shape[1])
+        flat = xp.maximum(z, 0).ravel()
+        m = min(wanted, flat.size)
+        local = flat if m == flat.size else xp.partition(flat, flat.size - m)[flat.size - m :]
+        everyone = share.gather(backend.to_numpy(local))
+        values = np.concatenate(everyone)
+        owner = np.repeat(np.arange(len(everyone)), [len(v) for v in everyone])
+        order = np.argsort(-values, kind="stable")[:wanted]
+        kept = values[order]
+        positive = kept[kept > 0]
+        self._global_smallest = float(positive.min()) if positive.size else None
+        return int(np.count_nonzero(owner[order] == share.comm.rank))
+
+    def encode_batch(self, backend: Any, z: Any, training: bool, share: Any = None) -> Any:
         """The dense code from pre-activations: batch top-k (training) or Z ⊙ 1[Z > θ]."""
         xp = backend.xp
         if not training:
             self._sync_threshold()
         if not training and self.threshold is not None:
             return z * (z > max(self.threshold, 0.0))
-        n = min(self.k * z.shape[0], z.size)
+        n = self.selected(backend, z, share) if training else min(self.k * z.shape[0], z.size)
         if not batch_code_is_sparse(xp):
             return batch_top_k_dense(xp, z, n)
         code = xp.zeros_like(z)
@@ -125,18 +151,19 @@ class BatchTopKSAE(_sae.SAEMethod):
         xp.put_along_axis(code, indices, values, axis=1)
         return code
 
-    def forward(self, backend, params, x, training):
+    def forward(self, backend, params, x, training, share=None):
+        """The forward pass; ``share`` (data parallel) makes the training selection global."""
         xp = backend.xp
         x_tilde = x - params["b_dec"]
         z = matmul(x_tilde, params["W_enc"].T)  # split over threads in the trainer
         z += params["b_enc"]
         if not batch_code_is_sparse(xp) or (not training and self.threshold is not None):
             # inference (a dense JumpReLU code, the output) or a GPU: the dense code
-            code = self.encode_batch(backend, z, training)
+            code = self.encode_batch(backend, z, training, share)
             xhat = matmul(code, params["W_dec"])
             xhat += params["b_dec"]
             return Forward(z, z, None, code, None, xhat, xhat)
-        indices, values = batch_top_k(xp, z, min(self.k * z.shape[0], z.size))
+        indices, values = batch_top_k(xp, z, self.selected(backend, z, share))
         xhat = code_times(backend, indices, values, params["W_dec"])
         xhat += params["b_dec"]
         # rows are padded with zeros to the longest row's length: the padding is not kept
@@ -167,7 +194,7 @@ class BatchTopKSAE(_sae.SAEMethod):
         self._check_term(term)
         xp = backend.xp
         batch, hidden = x.shape[0], params["W_enc"].shape[0]
-        fwd = self.forward(backend, params, x, True)
+        fwd = self.forward(backend, params, x, True, state.share)
         diff = fwd.xhat - x
         reconstruction = (0.5 / batch) * xp.vdot(diff, diff)
         main = term in (None, self.terms[0])
@@ -184,7 +211,7 @@ class BatchTopKSAE(_sae.SAEMethod):
         if aux is not None:
             ref = fwd if anchor is None else self.forward(backend, anchor, x, True)
             residual = x - ref.xhat
-            scale = _sae.auxk_scale(backend, x, residual, self.aux_coef)
+            scale = _sae.auxk_scale(backend, x, residual, self.aux_coef, state.share)
             aux_loss, aux_grads = _sae.auxk_term(
                 backend, fwd.z, aux, self.k_aux, params["W_dec"], residual, scale, x_tilde,
                 want_grads,
@@ -216,6 +243,10 @@ class BatchTopKSAE(_sae.SAEMethod):
     # -- the inference threshold ----------------------------------------------------------------
 
     def after_step(self, backend, params, fwd):
+        if self._global_smallest is not None:  # data parallel: the global batch's minimum
+            self._update_threshold(self._global_smallest)
+            self._global_smallest = None
+            return
         code = fwd.code_values if fwd.code is None else fwd.code
         if backend.is_gpu:
             self._device_after_step(backend.xp, code)
@@ -223,7 +254,11 @@ class BatchTopKSAE(_sae.SAEMethod):
         positive = code[code > 0]
         if positive.size == 0:
             return
-        smallest = float(positive.min())
+        self._update_threshold(float(positive.min()))
+
+    def _update_threshold(self, smallest: float) -> None:
+        """θ ← (1 − r)θ + r·``smallest`` (θ ← ``smallest`` at the first update)."""
+        self._sync_threshold()
         if self.threshold is None:
             self.threshold = smallest
         else:

@@ -21,7 +21,15 @@ from typing import Any
 import numpy as np
 
 from sparsekit.backend import fused
-from sparsekit.methods import Method, Param, RowPenalty, hookimpl, non_negative, open_unit_interval
+from sparsekit.methods import (
+    COLUMN_MEANS,
+    Method,
+    Param,
+    RowPenalty,
+    hookimpl,
+    non_negative,
+    open_unit_interval,
+)
 from sparsekit.methods.l2 import l2_penalty
 
 # Keeps log() finite when a unit saturates; far below any ρ a user would pick.
@@ -41,9 +49,16 @@ class KLSparse(Method):
     )
     training_defaults = {"optimizer": "adam", "lr": 1e-3, "hidden": 196, "batch_size": 128}
     uses_code_penalty = True
+    # ρ̂ is the batch's mean code: data-parallel training hands the global means to
+    # penalty_from_column_means.
+    batch_reduction = COLUMN_MEANS
 
     def code_penalty(self, xp, code):
         value, d_row = kl_penalty(xp, code, self.rho, self.beta, _RHO_HAT_FLOOR)
+        return RowPenalty(value, d_row)
+
+    def penalty_from_column_means(self, xp, means, rows):
+        value, d_row = kl_from_means(xp, means, rows, self.rho, self.beta, _RHO_HAT_FLOOR)
         return RowPenalty(value, d_row)
 
     def weight_penalty(self, xp, weights):
@@ -61,6 +76,20 @@ def kl_penalty(xp: Any, code: Any, rho: float, beta: float, floor: float) -> tup
         rho * xp.log(rho / rho_hat) + (1 - rho) * xp.log((1 - rho) / (1 - rho_hat))
     )
     d_row = (beta / batch) * (-rho / rho_hat + (1 - rho) / (1 - rho_hat))
+    return value, d_row
+
+
+def kl_from_means(
+    xp: Any, means: Any, rows: int, rho: float, beta: float, floor: float
+) -> tuple[Any, Any]:
+    """:func:`kl_penalty` from ρ̂ given (the global batch's column means, under data-parallel
+    training) for a share of ``rows`` rows: the value of the whole batch, and the gradient row
+    with β/``rows`` (the trainer weights each share by rows/B, giving β/B)."""
+    rho_hat = xp.clip(means, floor, 1 - floor)
+    value = beta * xp.sum(
+        rho * xp.log(rho / rho_hat) + (1 - rho) * xp.log((1 - rho) / (1 - rho_hat))
+    )
+    d_row = (beta / rows) * (-rho / rho_hat + (1 - rho) / (1 - rho_hat))
     return value, d_row
 
 

@@ -26,6 +26,7 @@ import numpy as np
 from sparsekit.backend.selection import top_k_indices
 from sparsekit.methods import (
     IDENTITY,
+    ROW_MEAN,
     Method,
     Param,
     SAELensArch,
@@ -56,6 +57,8 @@ class KSparse(Method):
         Param("anneal", float, 0.5, "fraction of the epochs over which k is annealed", _fraction),
     )
     tied = True
+    # Each row's k largest: the mask of a row is that row's alone.
+    batch_reduction = ROW_MEAN
     # SAELens' TopK keeps the k largest pre-activations and applies a ReLU to them; k-sparse
     # keeps their sign. Exported with k = the encoding-time αk; not read from foreign files.
     saelens = SAELensArch(

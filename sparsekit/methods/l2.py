@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sparsekit.methods import Method, Param, WeightDecay, hookimpl, non_negative
+from sparsekit.methods import ROW_MEAN, Method, Param, WeightDecay, hookimpl, non_negative
 
 
 def l2_penalty(xp: Any, weights: Mapping[str, Any], lam: float) -> WeightDecay:
@@ -27,6 +27,7 @@ def l2_penalty(xp: Any, weights: Mapping[str, Any], lam: float) -> WeightDecay:
 
 class L2(Method):
     name = "l2"
+    batch_reduction = ROW_MEAN  # a mean over rows plus λ‖W‖² (no batch in it)
     description = "Sigmoid autoencoder with L2 weight decay on both weight matrices."
     citation = "Ng, CS294A lecture notes 'Sparse autoencoder' (2011)"
     params = (Param("weight_decay", float, 3e-3, "λ, the L2 weight-decay strength", non_negative),)

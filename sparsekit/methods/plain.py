@@ -7,11 +7,12 @@ every reconstruction, so its filters are not specific to digits.
 
 from __future__ import annotations
 
-from sparsekit.methods import Method, hookimpl
+from sparsekit.methods import ROW_MEAN, Method, hookimpl
 
 
 class Plain(Method):
     name = "plain"
+    batch_reduction = ROW_MEAN  # (1/2B)‖X̂ − X‖²: a mean over rows
     description = "Sigmoid autoencoder without any penalty (the baseline)."
     citation = "Rumelhart, Hinton & Williams 1986; as in Ng, CS294A notes 2011 without β, λ"
     training_defaults = {"optimizer": "adam", "lr": 1e-3, "hidden": 196, "batch_size": 128}

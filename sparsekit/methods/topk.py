@@ -104,7 +104,7 @@ class TopKSAE(_sae.SAEMethod):
         if aux is not None:
             ref = fwd if anchor is None else self.forward(backend, anchor, x, True)
             residual = x - ref.xhat  # R = sg(X − X̂)
-            scale = _sae.auxk_scale(backend, x, residual, self.aux_coef)
+            scale = _sae.auxk_scale(backend, x, residual, self.aux_coef, state.share)
             aux_loss, aux_grads = _sae.auxk_term(
                 backend, fwd.z, aux, self.k_aux, w_dec, residual, scale, x_tilde, want_grads
             )

@@ -22,6 +22,7 @@ import inspect
 import io
 import os
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -44,10 +45,12 @@ from sparsekit.evaluation.probe_cache import cached_probe_error, probe_key
 from sparsekit.files import write_atomic, write_json
 from sparsekit.layout import CHECKPOINT, EVAL_FILE, PREPROCESSING
 from sparsekit.layout import CONFIG as CONFIG_FILE
+from sparsekit.parallel import Communicator, same_on_every_rank
 from sparsekit.runs.preprocessing import read_preprocessing, save_preprocessing
 from sparsekit.runs.restore import load_run, restore_trainer
 from sparsekit.runs.writer import RunWriter, create_run_dir, read_config, read_metrics, summary
 from sparsekit.training.checkpoint import load_checkpoint
+from sparsekit.training.distributed import refusal
 from sparsekit.training.settings import (
     POSITIVE_INT,
     POSITIVE_NUMBER,
@@ -60,7 +63,7 @@ from sparsekit.training.settings import (
     settings_signature,
     split_settings,
 )
-from sparsekit.training.trainer import Trainer, as_dataset, make_method
+from sparsekit.training.trainer import Trainer, as_dataset, make_method, world_communicator
 
 if TYPE_CHECKING:
     from sparsekit.core.contract import Method
@@ -451,6 +454,8 @@ def start_run(
     callbacks: Sequence[Callback] = (),
     progress: ProgressCallback | None = None,
     registry: Any = None,
+    distributed: bool | Communicator = False,
+    check_replicas: bool = False,
     **settings: Any,
 ) -> StartedRun:
     """Load the data, create ``out/<method>-<date>-<time>`` and return it with a
@@ -467,15 +472,28 @@ def start_run(
     are the run's :class:`~sparsekit.runs.writer.RunWriter`, then ``callbacks``;
     ``progress`` reports a download. Settings are checked before any data is read, and no
     directory is created for a run that cannot start.
+
+    ``distributed`` trains data-parallel over MPI's ranks (``mpiexec -n N``; or a
+    :class:`~sparsekit.parallel.Communicator`): every rank calls ``start_run`` with the same
+    arguments, rank 0 creates and writes the run directory (its path is broadcast, so every
+    rank returns it), the others write nothing; ``check_replicas`` compares the ranks'
+    weights after every epoch (``docs/distributed.md``).
     """
-    given, method_params = split_settings(settings, RUN_SETTINGS)
-    values = {s.name: _run_default(s) for s in RUN_SETTINGS}
-    values.update(given, dataset=dataset)
-    check_settings(values)
-    instance = make_method(method, registry, **method_params)
-    config = resolve_config(instance, **{s.name: values[s.name] for s in TRAIN_CONFIG_SETTINGS})
-    instance.validate(config.hidden)  # before any data is read or downloaded
-    backend = get_backend(config.gpu, config.dtype, config.matmul_precision)  # no CUDA: a clear error, before the data
+    comm = world_communicator(distributed)
+    with same_on_every_rank(comm):  # every rank has the same arguments
+        given, method_params = split_settings(settings, RUN_SETTINGS)
+        values = {s.name: _run_default(s) for s in RUN_SETTINGS}
+        values.update(given, dataset=dataset)
+        check_settings(values)
+        instance = make_method(method, registry, **method_params)
+        config = resolve_config(
+            instance, **{s.name: values[s.name] for s in TRAIN_CONFIG_SETTINGS}
+        )
+        instance.validate(config.hidden)  # before any data is read or downloaded
+        if comm is not None and (refused := refusal(instance, instance.upkeep())):
+            raise ParameterError(refused)
+    # no CUDA: a clear error, before the data
+    backend = get_backend(config.gpu, config.dtype, config.matmul_precision)
     train_set = load_dataset(
         dataset,
         values["data"],
@@ -496,16 +514,24 @@ def start_run(
             train_set, remove_mean=values["remove_mean"], zca=values["zca"], seed=values["seed"]
         )
     instance.validate(config.hidden, train_set.dim)
-    run_dir = create_run_dir(values["out"], instance.name)
-    if isinstance(train_set, Preprocessed):
-        save_preprocessing(run_dir, train_set)
-    writer = RunWriter(
-        run_dir,
-        data_spec=_data_spec(values),
-        snapshot_every=values["snapshot_every"],
-        checkpoint_every=values["checkpoint_every"],
-    )
-    trainer = Trainer(instance, train_set, config, callbacks=[writer, *callbacks], backend=backend)
+    writes = comm is None or comm.rank == 0  # data parallel: rank 0 alone writes the run
+    if writes:
+        run_dir = create_run_dir(values["out"], instance.name)
+        if isinstance(train_set, Preprocessed):
+            save_preprocessing(run_dir, train_set)
+        writer = RunWriter(
+            run_dir,
+            data_spec=_data_spec(values),
+            snapshot_every=values["snapshot_every"],
+            checkpoint_every=values["checkpoint_every"],
+        )
+        callbacks = [writer, *callbacks]
+    if comm is not None:
+        run_dir = Path(comm.broadcast(str(run_dir) if writes else None))
+    trainer = Trainer(
+        instance, train_set, config, callbacks=callbacks, backend=backend, comm=comm,
+        check_replicas=check_replicas,
+    )  # fmt: skip
     return StartedRun(trainer, run_dir)
 
 
@@ -563,6 +589,8 @@ def resume_trainer(
     snapshot_every: int | None = None,
     checkpoint_every: int | None = None,
     callbacks: Sequence[Callback] = (),
+    distributed: bool | Communicator = False,
+    check_replicas: bool = False,
 ) -> Trainer:
     """A :class:`~sparsekit.training.trainer.Trainer` that continues the run in ``run_dir`` from its
     checkpoint, writing into the same directory; call ``.fit()`` on it.
@@ -572,19 +600,35 @@ def resume_trainer(
     choice; ``snapshot_every`` and ``checkpoint_every`` default to the run's own. The
     trainer's callbacks are the run's :class:`~sparsekit.runs.writer.RunWriter`, then ``callbacks``.
     On the CPU the result is bit for bit that of a run never interrupted.
+
+    ``distributed`` continues data-parallel (as :func:`start_run`'s; rank 0 alone writes):
+    with the number of ranks the checkpoint was written by, bit for bit the uninterrupted
+    run; with another number, the same model to float rounding, and a warning says so.
     """
     run_dir = run_directory(run_dir)
     stored = read_config(run_dir).get("run", {})
     given = {"snapshot_every": snapshot_every, "checkpoint_every": checkpoint_every}
     check_settings({k: v for k, v in given.items() if v is not None})
-    writer = RunWriter(
-        run_dir,
-        snapshot_every=snapshot_every or int(stored.get("snapshot_every", 1)),
-        checkpoint_every=checkpoint_every or int(stored.get("checkpoint_every", 1)),
-        max_frames=int(stored.get("max_frames", 60)),
-    )
-    trainer = restore_trainer(run_dir, epochs=epochs, data=data, download=download)
-    trainer.callbacks = [writer, *callbacks]
+    comm = world_communicator(distributed)
+    trainer = restore_trainer(run_dir, epochs=epochs, data=data, download=download, comm=comm)
+    ranks = int(np.ravel(trainer.checkpoint_extra.get("ranks", 1))[0])
+    now = 1 if comm is None else comm.size
+    if ranks != now and (comm is None or comm.rank == 0):
+        warnings.warn(
+            f"{run_dir}: trained on {ranks} rank{'s' if ranks > 1 else ''}, continued on {now}:"
+            " the same model to float rounding, not bit for bit",
+            UserWarning,
+            stacklevel=2,
+        )
+    if comm is None or comm.rank == 0:
+        writer = RunWriter(
+            run_dir,
+            snapshot_every=snapshot_every or int(stored.get("snapshot_every", 1)),
+            checkpoint_every=checkpoint_every or int(stored.get("checkpoint_every", 1)),
+            max_frames=int(stored.get("max_frames", 60)),
+        )
+        callbacks = [writer, *callbacks]
+    trainer.callbacks = list(callbacks)
     return trainer
 
 

@@ -106,6 +106,7 @@ def restore_trainer(
     download: bool | None = None,
     callbacks: Sequence[Callback] = (),
     backend: Backend | None = None,
+    comm: Any = None,
 ) -> Trainer:
     """A :class:`~sparsekit.training.trainer.Trainer` in exactly the state of a checkpoint.
 
@@ -116,7 +117,8 @@ def restore_trainer(
     :meth:`~sparsekit.training.trainer.Trainer.fit` trains to. On the CPU, fitting the restored trainer gives bit for bit the weights of a run that
     was never interrupted (with the same total number of epochs). ``backend`` replaces the
     one the run's settings name (e.g. the simulated device of
-    :mod:`sparsekit.backend.simulated`).
+    :mod:`sparsekit.backend.simulated`). ``comm`` continues data-parallel (every rank
+    restores the same checkpoint; see :func:`sparsekit.runs.api.resume_trainer`).
     """
     ckpt = load_checkpoint(location, registry=registry)
     path: Path = ckpt["path"]
@@ -154,7 +156,9 @@ def restore_trainer(
             f"was trained on {stored.get('n')} of {stored.get('dim')}"
         )
     try:
-        trainer = Trainer(ckpt["method"], dataset, config, callbacks=callbacks, backend=backend)
+        trainer = Trainer(
+            ckpt["method"], dataset, config, callbacks=callbacks, backend=backend, comm=comm
+        )
         trainer.load_state_dict(ckpt["state"])
     except SparsekitError:
         raise

@@ -375,6 +375,8 @@ class RunWriter(Callback):
 
     def save_checkpoint(self, trainer: Trainer) -> Path:
         extra = {"holdout": np.asarray(self.holdout)} if self.holdout is not None else {}
+        if trainer.parallel is not None:  # how many ranks trained it (--resume compares)
+            extra["ranks"] = np.asarray(trainer.parallel.size)
         path = save_checkpoint(
             self.run_dir / CHECKPOINT,
             trainer,

@@ -36,6 +36,11 @@ what is wrong. The checks (see :data:`CHECKS`):
   weights.
 * ``training_lowers_loss`` – a short training lowers the objective on a tiny problem.
 * ``state_dict`` – the method's state round-trips through ``load_state_dict``.
+* ``batch_reduction`` – what ``batch_reduction`` declares is what the step computes: for a
+  generic-step method declaring ``ROW_MEAN``, the loss and gradients of a batch are the
+  share-weighted sums of those of its two halves (data-parallel training relies on it); with
+  ``COLUMN_MEANS``, the same when each half's penalty is computed from the whole batch's
+  column means, and ``penalty_from_column_means`` of a batch's means is ``code_penalty``.
 
 The problems are tiny (12 inputs, 8 hidden units) so the whole kit runs in about a second
 per method. Parameters that need a bigger hidden size (e.g. k-sparse's ``k``) must be given
@@ -58,7 +63,10 @@ from sparsekit.backend.simulated import simulated_backend  # noqa: F401  (for pl
 from sparsekit.core import step as autoencoder
 from sparsekit.core.activations import Activation
 from sparsekit.core.contract import (
+    BATCH_REDUCTIONS,
+    COLUMN_MEANS,
     BaseMethod,
+    BatchShare,
     Method,
     ObjectiveMethod,
     Param,
@@ -636,6 +644,70 @@ def _copy(params: dict[str, Any]) -> dict[str, Any]:
 
 # -- running them -------------------------------------------------------------------------
 
+class _KnownSums:
+    """A stand-in communicator for one rank whose sums over the ranks are known in advance
+    (the whole batch's), so the kit can compute one share's step alone."""
+
+    rank, size, distributed = 0, 2, True
+
+    def __init__(self, total: Any) -> None:
+        self.total = total
+
+    def allreduce_sum(self, array: Any) -> Any:
+        return self.total
+
+
+def check_batch_reduction(cls: type[BaseMethod], params: Mapping[str, Any]) -> None:
+    """The declared ``batch_reduction`` matches the step (see the module docstring)."""
+    c = "batch_reduction"
+    declared = cls.batch_reduction
+    if declared is None:
+        return  # undeclared: --distributed refuses the method, nothing to check
+    if declared not in BATCH_REDUCTIONS:
+        _fail(cls, c, f"batch_reduction is {declared!r}, not one of {BATCH_REDUCTIONS}")
+    if not issubclass(cls, Method) or issubclass(cls, UpdateMethod):
+        return  # their batch-wide parts go through StepState.share / update(reduce=)
+    backend = get_backend(gpu=False, dtype="float64")
+    method = _make(cls, params, c)
+    x = _tiny_data(5)[: 2 * BATCH + 1]
+    for tied in _layouts(cls):
+        init = method.init_params(np.random.default_rng(1), DIM, HIDDEN, tied, x)
+        full = autoencoder.loss_and_grads_before_decay(method, backend, _copy(init), x)
+        share = None
+        if declared == COLUMN_MEANS:
+            code = autoencoder.dense_code(backend, full[2])
+            penalty, given = method.code_penalty(np, code), method.penalty_from_column_means(
+                np, code.mean(axis=0), len(x)
+            )
+            if not (
+                isinstance(penalty, RowPenalty)
+                and np.allclose(penalty.value, given.value, rtol=1e-10, atol=0)
+                and np.allclose(penalty.row, given.row, rtol=1e-10, atol=1e-300)
+            ):
+                _fail(cls, c, "penalty_from_column_means() of the code's means is not "
+                      "code_penalty() of the code (a RowPenalty)")  # fmt: skip
+            share = code.sum(axis=0)
+        cut = BATCH  # uneven halves: BATCH and BATCH + 1 rows
+        loss, grads = 0.0, {k: 0.0 for k in full[1]}
+        for part in (x[:cut], x[cut:]):
+            weight = len(part) / len(x)
+            given_share = None if share is None else BatchShare(_KnownSums(share), len(part), len(x))
+            got = autoencoder.loss_and_grads_before_decay(
+                method, backend, _copy(init), part, share=given_share
+            )
+            loss = loss + weight * float(got[0])
+            for name, value in got[1].items():
+                grads[name] = grads[name] + weight * value
+        layout = "tied" if tied else "untied"
+        if not np.isclose(loss, float(full[0]), rtol=1e-9, atol=1e-12):
+            _fail(cls, c, f"declares {declared} but the loss of a batch ({float(full[0])!r}) is "
+                  f"not the share-weighted sum of its halves' ({loss!r}), {layout}")  # fmt: skip
+        for name, value in full[1].items():
+            if not np.allclose(grads[name], value, rtol=1e-9, atol=1e-12):
+                _fail(cls, c, f"declares {declared} but the gradient of {name} of a batch is not "
+                      f"the share-weighted sum of its halves', {layout}")  # fmt: skip
+
+
 Check = Callable[[type[BaseMethod], Mapping[str, Any]], None]
 
 #: Every check by name, in the order they run (layout and backend ones are expanded per
@@ -653,6 +725,7 @@ CHECKS: dict[str, Check] = {
     "deterministic": check_deterministic,
     "training_lowers_loss": check_training_lowers_loss,
     "state_dict": check_state_dict,
+    "batch_reduction": check_batch_reduction,
 }
 
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from sparsekit.backend.prefetch import Prefetcher
 from sparsekit.data.dataset import Dataset
+from sparsekit.parallel import share_bounds
 
 
 class BatchPlan:
@@ -24,18 +25,34 @@ class BatchPlan:
     Each epoch draws one permutation of all rows from ``rng``; step ``s`` takes rows
     ``order[s·B : (s+1)·B]``, read in increasing row order (sequential reads on a memory map;
     the order inside a batch does not change a mean gradient).
+
+    Under data-parallel training ``share`` is ``(rank, ranks)``: every rank draws the same
+    order (the same seed), and :meth:`batch` reads only the rank's contiguous share of each
+    global batch (:func:`~sparsekit.parallel.share_bounds` of its sorted rows);
+    :meth:`rows` stays the global batch's.
     """
 
-    def __init__(self, dataset: Dataset, batch_size: int, rng: np.random.Generator) -> None:
+    def __init__(
+        self,
+        dataset: Dataset,
+        batch_size: int,
+        rng: np.random.Generator,
+        share: tuple[int, int] = (0, 1),
+    ) -> None:
         self.dataset = dataset
         self.batch_size = batch_size
         self.rng = rng
+        self.share = share
         self._order: np.ndarray | None = None
 
     def start_epoch(self) -> int:
         """Draw the epoch's order; returns its number of steps."""
         self._order = self.rng.permutation(len(self.dataset))
         return math.ceil(len(self._order) / self.batch_size)
+
+    def global_rows(self, step: int) -> int:
+        """How many rows the global batch of ``step`` has (all ranks' shares together)."""
+        return min((step + 1) * self.batch_size, len(self.dataset)) - step * self.batch_size
 
     def rows(self, step: int) -> np.ndarray:
         """The data set's row indices of ``step`` (sorted)."""
@@ -44,8 +61,14 @@ class BatchPlan:
         return np.sort(self._order[step * b : (step + 1) * b])
 
     def batch(self, step: int, dtype: Any) -> np.ndarray:
-        """The rows of ``step`` as a C-contiguous ``(rows, dim)`` host array of ``dtype``."""
-        return self.dataset.take(self.rows(step), dtype)
+        """This rank's rows of ``step`` (all of them in one process) as a C-contiguous
+        ``(rows, dim)`` host array of ``dtype``."""
+        rows = self.rows(step)
+        rank, ranks = self.share
+        if ranks > 1:
+            start, stop = share_bounds(len(rows), rank, ranks)
+            rows = rows[start:stop]
+        return self.dataset.take(rows, dtype)
 
     def state_dict(self) -> dict[str, Any]:
         """Nothing beyond the shuffle generator the trainer saves: each epoch's order is
@@ -66,12 +89,24 @@ class StreamPlan:
     batch may span two windows. :meth:`state_dict` (the epoch's seed and the next step) is
     enough to rebuild the rest of an epoch exactly: :meth:`load_state_dict` restarts the
     reader at the window holding that step.
+
+    Under data-parallel training (``share`` = ``(rank, ranks)``) every rank draws the same
+    seed and so the same windows; each keeps only its contiguous share of every global batch
+    (:func:`~sparsekit.parallel.share_bounds`). Every rank still reads each window from disk:
+    the rows of one rank's share are scattered over the window's shuffled segments.
     """
 
-    def __init__(self, dataset: Dataset, batch_size: int, rng: np.random.Generator) -> None:
+    def __init__(
+        self,
+        dataset: Dataset,
+        batch_size: int,
+        rng: np.random.Generator,
+        share: tuple[int, int] = (0, 1),
+    ) -> None:
         self.dataset: Any = dataset
         self.batch_size = batch_size
         self.rng = rng
+        self.share = share
         self.epoch_seed: int | None = None
         self.next_step = 0
         self._windows: list[np.ndarray] = []
@@ -88,6 +123,10 @@ class StreamPlan:
     @property
     def steps(self) -> int:
         return math.ceil(len(self.dataset) / self.batch_size)
+
+    def global_rows(self, step: int) -> int:
+        """How many rows the global batch of ``step`` has (all ranks' shares together)."""
+        return min((step + 1) * self.batch_size, len(self.dataset)) - step * self.batch_size
 
     def _begin(self, seed: int) -> None:
         self.close()
@@ -121,7 +160,8 @@ class StreamPlan:
         return rows
 
     def batch(self, step: int, dtype: Any) -> np.ndarray:
-        """The rows of ``step`` as a fresh C-contiguous host array of ``dtype``."""
+        """This rank's rows of ``step`` (all of them in one process) as a fresh C-contiguous
+        host array of ``dtype``."""
         assert self.epoch_seed is not None, "start_epoch() first"
         b = self.batch_size
         first, last = step * b, min((step + 1) * b, int(self._starts[-1]))
@@ -136,6 +176,10 @@ class StreamPlan:
         if self.next_step >= self.steps:
             self.close()
         joined = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+        rank, ranks = self.share
+        if ranks > 1:
+            start, stop = share_bounds(len(joined), rank, ranks)
+            joined = joined[start:stop]
         return self.dataset.convert(joined, dtype)
 
     def close(self) -> None:
@@ -161,9 +205,14 @@ class StreamPlan:
         self.close()  # the reader restarts at the window of the next batch asked for
 
 
-def plan_for(dataset: Dataset, batch_size: int, rng: np.random.Generator) -> Any:
+def plan_for(
+    dataset: Dataset,
+    batch_size: int,
+    rng: np.random.Generator,
+    share: tuple[int, int] = (0, 1),
+) -> Any:
     """The plan the data set declares: a :class:`StreamPlan` for a streamed one, else a
-    :class:`BatchPlan`."""
+    :class:`BatchPlan`; ``share`` is this rank's ``(rank, ranks)`` under data parallelism."""
     if dataset.streamed:
-        return StreamPlan(dataset, batch_size, rng)
-    return BatchPlan(dataset, batch_size, rng)
+        return StreamPlan(dataset, batch_size, rng, share)
+    return BatchPlan(dataset, batch_size, rng, share)

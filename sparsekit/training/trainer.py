@@ -23,7 +23,9 @@ from sparsekit.core.step import decoder_weights
 from sparsekit.data.dataset import ArrayDataset, Dataset
 from sparsekit.errors import DataError, DivergenceError, ParameterError
 from sparsekit.methods.registry import load_registry
+from sparsekit.parallel import Communicator, MPICommunicator, on_every_rank
 from sparsekit.training.batches import plan_for
+from sparsekit.training.distributed import DataParallel, refusal
 from sparsekit.training.metrics import VarianceAccumulator, coherence, fve_from_sums
 from sparsekit.training.model import Model
 from sparsekit.training.optim import Optimizer, make_optimizer
@@ -90,9 +92,12 @@ class _EpochSums:
         self.active_per_unit = xp.zeros(hidden, dtype=xp.int64)
         self.variance = VarianceAccumulator(xp) if first else None
 
-    def add(self, x: Any, loss: Any, rec: Any, fwd: autoencoder.Forward) -> None:
-        """One step's batch ``x``, loss, reconstruction term and forward pass."""
-        batch = x.shape[0]
+    def add(
+        self, x: Any, loss: Any, rec: Any, fwd: autoencoder.Forward, rows: int | None = None
+    ) -> None:
+        """One step's batch ``x``, loss, reconstruction term and forward pass (``rows``: the
+        global batch's size when the loss is the global batch's, under data parallelism)."""
+        batch = x.shape[0] if rows is None else rows
         self.loss_sum += loss * batch
         self.rec_sum += rec * batch
         add_active_counts(self.xp, self.active_per_unit, fwd, self.hidden)
@@ -106,6 +111,11 @@ class Trainer:
     After construction ``trainer.params`` holds the initial parameters; :meth:`fit` runs
     the remaining epochs (all of them, or those after a restored checkpoint) and returns the
     :class:`~sparsekit.training.model.Model`. ``trainer.history`` lists the metrics of every epoch.
+
+    ``comm`` (a :class:`~sparsekit.parallel.Communicator`) trains data-parallel: this process
+    is one rank of ``comm.size`` that train one model together, each reading its share of
+    every batch (:mod:`sparsekit.training.distributed`); ``check_replicas`` then compares a
+    checksum of the weights across ranks after every epoch.
     """
 
     def __init__(
@@ -116,9 +126,15 @@ class Trainer:
         *,
         callbacks: Sequence[Callback] = (),
         backend: Backend | None = None,
+        comm: Communicator | None = None,
+        check_replicas: bool = False,
     ) -> None:
         check_method_class(type(method))  # never train a class as something it does not say
         config.validate(method)
+        if comm is not None:  # before any data is read
+            refused = refusal(method, method.upkeep())
+            if refused:
+                raise on_every_rank(ParameterError(refused))
         self.method = method
         self.config = config
         self.dataset = as_dataset(data)
@@ -129,6 +145,12 @@ class Trainer:
                 f"the backend's matmul precision is {self.backend.matmul_precision}, the "
                 f"config's {config.matmul_precision}: give both the same"
             )
+        #: Data-parallel training (None: one process).
+        self.parallel = (
+            None
+            if comm is None
+            else DataParallel(comm, self.backend, check_replicas=check_replicas)
+        )
         n, dim = len(self.dataset), self.dataset.dim
         method.validate(config.hidden, dim)
         if n < 1:
@@ -137,15 +159,25 @@ class Trainer:
         init_rng = np.random.default_rng(init_seed)
         self.shuffle_rng = np.random.default_rng(shuffle_seed)
         #: Each epoch's minibatches (see sparsekit.training.batches).
-        self.batches = plan_for(self.dataset, config.batch_size, self.shuffle_rng)
+        share = (0, 1) if self.parallel is None else (self.parallel.rank, self.parallel.size)
+        self.batches = plan_for(self.dataset, config.batch_size, self.shuffle_rng, share)
         sample_rows = np.sort(init_rng.choice(n, size=min(n, INIT_SAMPLE), replace=False))
+        sample = self.dataset.take(sample_rows, np.float64)
+        if self.parallel is not None:  # before the first sum over the ranks
+            self.parallel.check_batches(n, config.batch_size)
+            self.parallel.agree(
+                {
+                    "data": (self.dataset.name, n, dim),
+                    "data checksum": np.ascontiguousarray(sample).tobytes(),
+                    "settings": {**config.__dict__, "method": method.name},
+                    "method parameters": method.get_params(),
+                }
+            )
         #: The data's mean sample (config.center), subtracted from every batch; else None.
         self.input_mean: Any = None
-        if config.center:
-            mean = data_mean(self.dataset)
+        if config.center:  # (data parallel: each rank sums its share of the rows)
+            mean = (data_mean if self.parallel is None else self.parallel.data_mean)(self.dataset)
             self.input_mean = self.backend.asarray(mean.astype(self.backend.dtype))
-        sample = self.dataset.take(sample_rows, np.float64)
-        if config.center:
             sample = sample - mean
         initial = method.init_params(init_rng, dim, config.hidden, config.tied, sample)
         # What the method asks the trainer to maintain (unit-norm decoder, b_dec from the
@@ -214,8 +246,12 @@ class Trainer:
             if self.stop_requested and step + 1 < steps:
                 return {}
             self._check_weights(step, x)
+            if self.parallel is not None:
+                self._sum_over_ranks(sums)
             metrics = self._epoch_metrics(sums, seconds)
         self.epoch += 1
+        if self.parallel is not None and self.parallel.check_replicas:
+            self.parallel.check_weights(self.params, self.epoch)
         self.history.append(metrics)
         for cb in self.callbacks:
             cb.on_epoch_end(self, metrics)
@@ -224,22 +260,27 @@ class Trainer:
     def _run_steps(self, steps: int, sums: _EpochSums) -> tuple[int, Any]:
         """The epoch's ``steps`` minibatches (from :attr:`batches`), added to ``sums``:
         ``(last step run, its batch)``; stops early when a callback asks."""
-        cfg, backend, method = self.config, self.backend, self.method
+        cfg, backend, method, parallel = self.config, self.backend, self.method, self.parallel
         check_every = 50 if backend.is_gpu else 1
         for step in range(steps):
             batch_rows = self.batches.batch(step, backend.dtype)
+            total = self.batches.global_rows(step) if parallel is not None else None
             # No host transfer in here: on a GPU each would wait for the step to finish.
             with backend.step_scope():
                 x = backend.asarray(batch_rows)
                 if self.input_mean is not None:
                     x -= self.input_mean
                 resample = False
-                if method.own_update:
+                if method.own_update and parallel is not None:
+                    reduce = parallel.reducer(x.shape[0], total)
+                    out = method.update(backend, self.params, x, cfg.lr, reduce=reduce)
+                    loss, rec, fwd = out.loss, out.reconstruction, out.forward
+                elif method.own_update:
                     out = method.update(backend, self.params, x, cfg.lr)
                     loss, rec, fwd = out.loss, out.reconstruction, out.forward
                 else:
-                    loss, fwd, rec, resample = self._gradient_step(x)
-                sums.add(x, loss, rec, fwd)
+                    loss, fwd, rec, resample = self._gradient_step(x, total)
+                sums.add(x, loss, rec, fwd, total)
             if resample:  # rare, and reads the device (its generator is on the host)
                 self.upkeep.resample(self.params, x, fwd, self.optimizer)
             if (step + 1) % check_every == 0 or step == steps - 1:
@@ -254,6 +295,14 @@ class Trainer:
             if self.stop_requested:
                 break
         return step, x
+
+    def _sum_over_ranks(self, sums: _EpochSums) -> None:
+        """The epoch's unit counts and data variance of every rank (the loss sums already
+        are the global batches')."""
+        assert self.parallel is not None
+        sums.active_per_unit = self.parallel.sum(sums.active_per_unit)
+        if sums.variance is not None:
+            sums.variance = self.parallel.merge_variance(sums.variance)
 
     def _check_weights(self, step: int, x: Any) -> None:
         """Raise :class:`DivergenceError` when a weight is not finite, or when the weights
@@ -295,16 +344,54 @@ class Trainer:
         metrics.update(self.method.epoch_metrics())
         return metrics
 
-    def _gradient_step(self, x: Any) -> tuple[Any, autoencoder.Forward, Any, bool]:
+    def _gradient_step(
+        self, x: Any, total: int | None = None
+    ) -> tuple[Any, autoencoder.Forward, Any, bool]:
         """One optimizer step on minibatch ``x``: (loss, forward pass, reconstruction term,
-        whether dead units are due for :meth:`Upkeeper.resample`)."""
+        whether dead units are due for :meth:`Upkeeper.resample`). ``total``: the global
+        batch's rows, of which ``x`` is this rank's share (data parallel)."""
         backend, optimizer = self.backend, self.optimizer
         assert optimizer is not None
         upkeep = self.upkeep
         state = upkeep.step_state()
+        if self.parallel is not None:
+            assert total is not None
+            loss, fwd, rec = self._parallel_step(x, state, total)
+            self.method.after_step(backend, self.params, fwd)
+            return loss, fwd, rec, upkeep.count_step(x, fwd, total, self.parallel.sum)
         loss, fwd, rec = self._optimizer_step(x, state)
         self.method.after_step(backend, self.params, fwd)
         return loss, fwd, rec, upkeep.count_step(x, fwd)
+
+    def _parallel_step(self, x: Any, state: Any, total: int) -> tuple[Any, Any, Any]:
+        """:meth:`_optimizer_step` of data-parallel training: this rank's loss and gradients
+        weighted by its share and summed over the ranks, then the same update everywhere."""
+        backend, xp, optimizer, upkeep = self.backend, self.backend.xp, self.optimizer, self.upkeep
+        parallel = self.parallel
+        assert optimizer is not None and parallel is not None
+        rows = x.shape[0]
+        share = parallel.batch_share(rows, total)
+        state.share = share
+        loss, grads, fwd, rec, decay = autoencoder.loss_and_grads_before_decay(
+            self.method, backend, self.params, x, state=state, share=share
+        )
+        summed = parallel.weighted_sums({**grads, " loss": loss, " rec": rec}, rows, total)
+        loss, rec = summed.pop(" loss"), summed.pop(" rec")
+        grads = summed
+        if decay is not None and not optimizer.folds_decay:
+            loss = loss + decay.value
+            decay.add_to(grads)
+            decay = None
+        for name, grad in grads.items():
+            upkeep.project(name, grad, self.params)
+        squares = optimizer.step(
+            xp, self.params, grads, decay=None if decay is None else decay.strengths()
+        )
+        for name in list(self.params):
+            upkeep.renormalise(name, self.params)
+        if decay is not None:
+            loss = loss + decay.value_from_squares(squares)
+        return loss, fwd, rec
 
     def _optimizer_step(self, x: Any, state: Any) -> tuple[Any, autoencoder.Forward, Any]:
         backend, xp, optimizer, upkeep = self.backend, self.backend.xp, self.optimizer, self.upkeep
@@ -446,6 +533,8 @@ def train(
     callbacks: Sequence[Callback] = (),
     registry: Any = None,
     backend: Backend | None = None,
+    distributed: bool | Communicator = False,
+    check_replicas: bool = False,
     **settings: Any,
 ) -> Model:
     """Train a sparsity method on an array and return the :class:`~sparsekit.training.model.Model`.
@@ -464,11 +553,33 @@ def train(
 
     ``backend`` overrides ``gpu`` and ``dtype`` with a ready :class:`Backend` (e.g. the
     simulated device of :mod:`sparsekit.backend.simulated`, to test the GPU path on a CPU).
+
+    ``distributed=True`` trains data-parallel over the ranks of ``mpiexec -n N python ...``
+    (MPI's world; or pass a :class:`~sparsekit.parallel.Communicator`): every rank calls
+    ``train`` with the same arguments and gets the same model, the one a single process
+    trains (``docs/distributed.md``); ``check_replicas`` compares the ranks' weights after
+    every epoch.
     """
     config_values, method_params = split_settings(settings, TRAIN_CONFIG_SETTINGS)
     instance = make_method(method, registry, **method_params)
     config = resolve_config(instance, **config_values)
-    return Trainer(instance, data, config, callbacks=callbacks, backend=backend).fit()
+    comm = world_communicator(distributed)
+    return Trainer(
+        instance,
+        data,
+        config,
+        callbacks=callbacks,
+        backend=backend,
+        comm=comm,
+        check_replicas=check_replicas,
+    ).fit()
+
+
+def world_communicator(distributed: bool | Communicator) -> Communicator | None:
+    """``None`` for one process, MPI's world for ``True``, else the communicator given."""
+    if distributed is True:
+        return MPICommunicator()
+    return distributed or None
 
 
 # The signature help() and editors show: every ``config`` setting as a keyword (None: the

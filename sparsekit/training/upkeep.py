@@ -177,15 +177,20 @@ class Upkeeper:
         if self.count_step(x, fwd):
             self.resample(params, x, fwd, optimizer)
 
-    def count_step(self, x: Any, fwd: Forward) -> bool:
+    def count_step(
+        self, x: Any, fwd: Forward, rows: int | None = None, sum_ranks: Any = None
+    ) -> bool:
         """Count one step and the firings of its batch (on the device, no host transfer);
         whether it is time to :meth:`resample` (which reads the device: the trainer calls it
-        after the step)."""
+        after the step). Under data parallelism ``rows`` is the global batch's size and
+        ``sum_ranks`` sums an array over the ranks: a unit fired if it fired on any rank."""
         self.steps += 1
         if self.since_fired is None:
             return False
         fired = fired_units(self.backend, fwd, self.hidden)
-        self.since_fired += x.shape[0]
+        if sum_ranks is not None:
+            fired = sum_ranks(fired.astype(self.backend.xp.int32)) > 0
+        self.since_fired += x.shape[0] if rows is None else rows
         self.since_fired *= ~fired  # 0 where the unit fired
         every = self.upkeep.resample_every
         return bool(every) and self.steps % every == 0

@@ -26,6 +26,10 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     ("methods",),
     ("core", "data", "coders"),
     ("backend",),
+    # Collectives across processes (data-parallel training): the step, the upkeep and the
+    # trainer sum over ranks through it, and the backend's NCCL communicator implements it,
+    # so it sits below them all; it knows only NumPy and, when constructed, mpi4py.
+    ("parallel",),
     ("files", "layout", "_version"),
     ("errors",),
 )

@@ -136,7 +136,9 @@ def test_train_config_holds_the_config_settings_with_their_defaults():
 
 def test_sparsekit_train_takes_the_config_settings():
     keywords = _keywords(sparsekit.train)
-    settings = {k: p for k, p in keywords.items() if k not in ("callbacks", "registry", "backend")}
+    # Where and how it runs (a backend, the ranks of a data-parallel job) is not a setting.
+    how = ("callbacks", "registry", "backend", "distributed", "check_replicas")
+    settings = {k: p for k, p in keywords.items() if k not in how}
     assert list(settings) == [s.name for s in TRAIN_CONFIG_SETTINGS]
     assert all(p.default is None for p in settings.values())  # None: the method's value
 
@@ -144,7 +146,8 @@ def test_sparsekit_train_takes_the_config_settings():
 @pytest.mark.parametrize("func", [sparsekit.start_run, sparsekit.train_run])
 def test_start_run_and_train_run_take_the_run_settings(func):
     keywords = _keywords(func)
-    settings = {k: p for k, p in keywords.items() if k not in ("callbacks", "progress", "registry")}
+    how = ("callbacks", "progress", "registry", "distributed", "check_replicas")
+    settings = {k: p for k, p in keywords.items() if k not in how}
     positional = inspect.signature(func).parameters["dataset"]
     assert positional.default == "mnist"
     assert ["dataset", *settings] == [s.name for s in RUN_SETTINGS]
@@ -159,7 +162,8 @@ def _options(command) -> dict[str, object]:
 def test_the_train_command_has_an_option_per_run_setting_with_its_help():
     command = get_command(app).commands["train"]
     options = _options(command)
-    assert [n for n in options if n not in ("resume", "show_help")] == [s.name for s in RUN_SETTINGS]
+    own = ("resume", "distributed", "check_replicas", "show_help")
+    assert [n for n in options if n not in own] == [s.name for s in RUN_SETTINGS]
     for s in RUN_SETTINGS:
         option = options[s.name]
         assert option.help == s.help

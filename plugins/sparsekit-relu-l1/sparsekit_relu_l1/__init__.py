@@ -28,7 +28,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sparsekit.methods import IDENTITY, RELU, Method, Param, SAELensArch, hookimpl, non_negative
+from sparsekit.methods import (
+    IDENTITY,
+    RELU,
+    ROW_MEAN,
+    Method,
+    Param,
+    SAELensArch,
+    hookimpl,
+    non_negative,
+)
 
 __all__ = ["ReluL1", "decoder_norm_l1", "sparsekit_register_methods"]
 
@@ -55,6 +64,8 @@ def decoder_norm_l1(xp: Any, code: Any, w_dec: Any, lam: float) -> tuple[Any, An
 
 class ReluL1(Method):
     name = "relu-l1"
+    # Ω is a mean over rows (λ/B Σ_i …): data-parallel training is exact with this one line.
+    batch_reduction = ROW_MEAN
     description = (
         "ReLU autoencoder, linear decoder, L1 code penalty scaled by decoder norms (plugin)."
     )
