@@ -13,7 +13,9 @@ Steps, in order, each a subprocess with its share of the time budget (default 48
 2. ``tests``: the CuPy-against-NumPy tests and the matmul-precision tests.
 3. ``bench_train``: every built-in for one timed epoch on MNIST, CuPy against PyTorch CUDA
    (``$SPARSEKIT_DATA`` must hold ``mnist/``: carry it, the machine has no network).
-4. ``topk_float32`` and ``topk_tf32``: ``bench/topk_speed.py`` on the GPU, CuPy against
+4. ``nccl_one_rank``: data-parallel training as a job of one MPI rank, its sums in NCCL,
+   against one process (``scripts/nccl_one_rank.py``; docs/distributed.md).
+5. ``topk_float32`` and ``topk_tf32``: ``bench/topk_speed.py`` on the GPU, CuPy against
    PyTorch eager and compiled at 256→4,096 and 768→16,384, exact float32 then TF32 on both
    sides, with the step's parts.
 
@@ -86,6 +88,8 @@ def _steps(python: str, dry: bool, work: Path) -> list[tuple[str, list[str], Pat
         bench += ["--simulated", "--n", "512", "--hidden", "32", "--methods", "plain,ksparse"]
         bench += ["--epochs", "1"]
     steps.append(("bench_train", [*bench, "--json", str(work / "bench_train.json")], work / "bench_train.json"))
+    nccl = [python, str(ROOT / "scripts" / "nccl_one_rank.py")]
+    steps.append(("nccl_one_rank", nccl + (["--simulated"] if dry else []), None))
     for precision in ("float32", "tf32"):
         out = work / f"topk_{precision}.json"
         topk = [python, str(ROOT / "bench" / "topk_speed.py"), "--matmul-precision", precision]
