@@ -51,6 +51,8 @@ CASES64 = [
     ["matryoshka", "matryoshka", {**SAE, "k": 2}],
     ["jumprelu", "jumprelu", {**SMALL, "hidden": 16}],
     ["gated", "gated", {**SMALL, "hidden": 16}],
+    ["standard", "standard", {**SMALL, "hidden": 16}],
+    ["mp-sae", "mp-sae", {**SMALL, "hidden": 16, "k": 3}],
 ]
 CASES64 = [[n, m, {**s, "dtype": "float64"}] for n, m, s in CASES64]
 # float32: relative 1e-4 (measured: at most 2.2e-5, a b_dec under Adam, whose m/√v turns the
@@ -142,6 +144,23 @@ def test_float32_matches_and_two_runs_are_bit_for_bit_equal(tmp_path):
         assert np.array_equal(first[key], second[key]), key
     for name, method, settings, rtol in CASES32:
         assert_close(name, first, one_process(method, settings), rtol)
+
+
+@needs_mpi
+def test_a_streamed_shard_folder_trains_the_one_process_model(tmp_path):
+    """Each rank keeps its share of every global batch of a streamed folder (the same
+    windows on every rank): the one-process model, float64 to 1e-10."""
+    from shard_folders import npy_folder
+
+    folder = tmp_path / "shards"
+    npy_folder(folder, sizes=(300, 250, 310, 140), dim=12)
+    cases = [
+        ["topk-stream", "topk", {**SAE, "k": 2, "dtype": "float64", "folder": str(folder)}],
+        ["kl-stream", "kl", {**SMALL, "dtype": "float64", "folder": str(folder)}],
+    ]
+    got = train_ranks(tmp_path, cases)
+    for name, method, settings in cases:
+        assert_close(name, got, one_process(method, settings), 1e-10)
 
 
 def test_the_auxk_cases_do_have_dead_units():

@@ -14,9 +14,15 @@ from sparsekit.parallel import MPICommunicator
 from sparsekit.training.sharded import train_sharded
 
 
-def problem(settings: dict) -> np.ndarray:
-    """The training array of a case (the test builds the same in one process)."""
+def problem(settings: dict):
+    """The training data of a case (the test builds the same in one process): a streamed
+    shard folder when the case names one, else a small array."""
     rows = settings.pop("rows", 300)
+    folder = settings.pop("folder", None)
+    if folder is not None:
+        from sparsekit.data import load_dataset
+
+        return load_dataset(folder, split="train")
     return np.random.default_rng(7).uniform(size=(rows, 20))
 
 
