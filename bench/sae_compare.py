@@ -44,7 +44,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = Path(__file__).resolve().parent
-METHODS = ("topk", "batchtopk", "jumprelu", "gated", "matryoshka", "standard", "mp-sae")
+METHODS = (
+    "topk", "batchtopk", "jumprelu", "gated", "matryoshka", "standard", "mp-sae", "dict-learning"
+)
 MEASURES = ("mcc", "l0", "fve")
 
 #: What both frameworks train with. The world's true L0 is ≈ 16 (≈ 12 among the 1,024 most
@@ -64,6 +66,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "gated": {"l1_coef": 3.0},
     "standard": {"l1": 1.0},
     "mp-sae": {"k": 16},
+    "dict-learning": {"coder": "omp", "k": 16},  # no PyTorch twin: scikit-learn is its peer
 }
 
 #: ``--preset sae-bench``: SynthSAEBench-16k's comparison (issue 31) scaled down to fit a few
@@ -77,7 +80,9 @@ SETTINGS: dict[str, dict[str, Any]] = {
 #: issue 31 only (the others were compared before: bench/results/sae-compare.json).
 PRESETS: dict[str, dict[str, Any]] = {
     "sae-bench": {
-        "methods": ("standard", "topk", "batchtopk", "jumprelu", "matryoshka", "mp-sae"),
+        "methods": (
+            "standard", "topk", "batchtopk", "jumprelu", "matryoshka", "mp-sae", "dict-learning"
+        ),
         "torch_methods": ("standard", "mp-sae"),
         "world": "synthetic-sae:features=2048,dim=256,roots=16,n=50000",
         "shared": {"hidden": 512, "epochs": 5, "batch_size": 512, "lr": 1e-3},
@@ -88,6 +93,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             "mp-sae": {"k": 9},
             "jumprelu": {"l0_coef": 20.0, "threshold_init": 1.15},
             "standard": {"l1": 4.0},
+            "dict-learning": {"coder": "omp", "k": 9},  # online dictionary learning, OMP codes
         },
         "json": "sae-bench.json",
     }

@@ -121,6 +121,9 @@ class BaseMethod:
     #: depends on its parameters (an auxiliary term that reads the whole batch) makes it a
     #: property, ``None`` for the settings it cannot distribute.
     batch_reduction: ClassVar[str | None] = None
+    #: With ``batch_reduction`` undeclared: why the method cannot train data-parallel, said
+    #: in the refusal (``None``: the generic reason, an undeclared batch reduction).
+    distributed_refusal: ClassVar[str | None] = None
     #: Derived from the type: true for an :class:`UpdateMethod` or an
     #: :class:`ObjectiveUpdateMethod` (trained by ``update()``, with no optimizer). Subclass
     #: one of those types rather than setting it.

@@ -138,6 +138,12 @@ class DictionaryLearning(ObjectiveUpdateMethod):
     stop_gradients = {
         "code": "the coder's output, computed for the unperturbed dictionary and held fixed"
     }
+    # batch_reduction stays undeclared: A and B are row means that would reduce, but a dead
+    # atom restarts at the global batch's worst-coded sample, which one rank cannot see.
+    distributed_refusal = (
+        "a dead atom restarts at the worst-coded sample of the whole batch, which one rank "
+        "does not see; train it in one process"
+    )
 
     def __init__(self, **values: Any) -> None:
         super().__init__(**values)

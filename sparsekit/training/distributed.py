@@ -48,7 +48,7 @@ def refusal(method: BaseMethod, upkeep: Upkeep) -> str | None:
     """Why ``method`` (with its settings) cannot train data-parallel exactly, or ``None``."""
     declared = method.batch_reduction
     if declared is None:
-        reason = getattr(method, "distributed_refusal", None)
+        reason = method.distributed_refusal
         return f"{method.name} cannot train with --distributed: " + (
             reason
             if reason

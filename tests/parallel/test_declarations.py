@@ -40,3 +40,13 @@ class KLWrongFromMeans(KLSparse):
 def test_a_false_declaration_fails_the_kit(cls, says):
     with pytest.raises(ContractError, match=r"\[batch_reduction\]: .*" + re.escape(says)):
         check_batch_reduction(cls, {})
+
+
+def test_dict_learning_is_refused_with_its_own_reason():
+    from sparsekit.training.distributed import refusal
+    from sparsekit.training.trainer import make_method
+
+    method = make_method("dict-learning")
+    said = refusal(method, method.upkeep())
+    assert said is not None and "worst-coded sample of the whole batch" in said
+    assert "\n" not in said
