@@ -200,8 +200,9 @@ class _Gradient:
 
 #: The polish (module docstring): rounds of active-set correction after the first solve;
 #: how many times rows it could not certify go on iterating at a tenth of the tolerance and
-#: are polished again; the most elements of the padded (rows × m × m) systems solved at once (rows are split
-#: into blocks beyond it, so a few wide supports never allocate B·H² numbers).
+#: are polished again; the most elements of the padded (rows × m × m) systems solved at
+#: once (rows are split into blocks beyond it, so a few wide supports never allocate B·H²
+#: numbers); the most rows per block (blocks of similar support sizes pad less).
 POLISH_ROUNDS = 10
 POLISH_RETRIES = 2
 POLISH_BLOCK_ELEMENTS = 1 << 24
