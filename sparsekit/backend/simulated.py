@@ -28,8 +28,9 @@ naming what was transferred: a transfer there makes a real GPU wait for the step
 (a synchronisation per step).
 
 Only what sparsekit uses of CuPy is here (``xp.cuda.get_current_stream().synchronize()``,
-the array functions and ufuncs its code calls, ``sparse.csr_matrix``); a missing name raises
-:class:`AttributeError` naming it, so a plugin author knows what to add or avoid.
+the array functions and ufuncs its code calls, ``xp.linalg.solve``, ``sparse.csr_matrix``);
+a missing name raises :class:`AttributeError` naming it, so a plugin author knows what to
+add or avoid.
 """
 
 from __future__ import annotations
@@ -466,6 +467,9 @@ def _make_xp() -> types.ModuleType:
     xp.asnumpy = _asnumpy
     xp.ndarray = DeviceArray
     xp.cuda = types.SimpleNamespace(get_current_stream=lambda: _STREAM)
+    xp.linalg = types.SimpleNamespace(
+        solve=_function("linalg.solve", np.linalg.solve), LinAlgError=np.linalg.LinAlgError
+    )
     return xp
 
 

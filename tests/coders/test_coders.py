@@ -4,8 +4,10 @@ ISTA and FISTA solve ½‖x − zD‖² + α‖z‖₁ per row, which ``sparse_e
 ``lasso_lars`` (exact: LARS follows the solution path) solves at the same α; OMP picks the
 same k atoms as ``algorithm="omp"``; the thresholding coder is ``algorithm="threshold"``.
 Each comparison is in float64, on random data and on MNIST rows, with supports and
-objectives compared (objective to 1e-5 relative). The simulated device gives the NumPy
-results (same formulas, another namespace).
+objectives compared (objective to 1e-5 relative). With the exact active-set finish (the
+polish, on by default) FISTA at a loose tolerance reaches LARS's objective to 1e-6 and its
+supports; a row the polish cannot certify keeps its iterate. The simulated device gives the
+NumPy results (same formulas, another namespace).
 """
 
 from __future__ import annotations
@@ -131,15 +133,15 @@ def test_fista_needs_fewer_iterations_than_ista(mnist_problem) -> None:
 def test_stopping_rule_is_honoured(random_problem) -> None:
     """Each row stops at the first check where its relative change is ≤ tol, or at the cap."""
     x, dictionary, alpha = random_problem
-    capped = fista(x, dictionary, alpha, tol=1e-12, max_iter=7)
+    capped = fista(x, dictionary, alpha, tol=1e-12, max_iter=7, polish=False)
     assert capped.iterations == 7 and not capped.converged
     assert (capped.row_iterations == 7).all()
     exact = fista(x, dictionary, alpha, tol=0, max_iter=7)  # tol=0: exactly the cap
     np.testing.assert_array_equal(exact.codes, capped.codes)
 
     tol = 1e-3
-    result = ista(x, dictionary, alpha, tol=tol, max_iter=5000)
-    assert result.converged
+    result = ista(x, dictionary, alpha, tol=tol, max_iter=5000, polish=False)
+    assert result.converged and result.polished == 0
     lip = lipschitz(dictionary)
     for row in (0, 7, 19):
         n = int(result.row_iterations[row])
@@ -196,8 +198,101 @@ def test_simulated_device_gives_the_numpy_codes(random_problem, dtype) -> None:
         host = coder(x, dictionary, alpha, tol=1e-4)
         dev = coder(dx, dd, alpha, tol=1e-4)
         assert dev.iterations == host.iterations
+        assert dev.polished == host.polished > 0
         np.testing.assert_allclose(dev.codes.get(), host.codes, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(omp(dx, dd, 5).get(), omp(x, dictionary, 5), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(
         threshold(dx, dd, alpha).get(), threshold(x, dictionary, alpha), rtol=1e-5, atol=1e-6
     )
+
+
+def _objectives(x, dictionary, codes, alpha) -> np.ndarray:
+    return l1_objective(x, dictionary, codes, alpha)
+
+
+@pytest.mark.parametrize("problem", PROBLEMS)
+def test_polish_makes_a_loose_fista_exact(request, problem) -> None:
+    """At tol=1e-2 the iterate is far from optimal; the polish gives LARS's objective to
+    1e-6 (relative, per row) and LARS's supports."""
+    x, dictionary, alpha = request.getfixturevalue(problem)
+    reference = _lars(x, dictionary, alpha)
+    loose = fista(x, dictionary, alpha, tol=1e-2, polish=False)
+    result = fista(x, dictionary, alpha, tol=1e-2)
+    assert result.polished == x.shape[0] and loose.polished == 0
+    np.testing.assert_array_equal(result.row_iterations, loose.row_iterations)
+    theirs = _objectives(x, dictionary, reference, alpha)
+    np.testing.assert_allclose(_objectives(x, dictionary, result.codes, alpha), theirs, rtol=1e-6)
+    assert not np.allclose(_objectives(x, dictionary, loose.codes, alpha), theirs, rtol=1e-6)
+    assert (_support(result.codes) == _support(reference)).all()
+    np.testing.assert_allclose(result.codes, reference, atol=1e-6)
+
+
+def test_a_row_the_polish_cannot_certify_keeps_its_iterate(mnist_problem, monkeypatch) -> None:
+    """Five FISTA steps, no correction round and no retry: the first support is wrong for
+    most rows. Those keep the unpolished iterate exactly; the certified ones are no worse.
+    With the correction rounds and the retries (the defaults) every row is certified."""
+    from sparsekit.coders import l1
+
+    x, dictionary, alpha = mnist_problem
+    monkeypatch.setattr(l1, "POLISH_ROUNDS", 0)
+    monkeypatch.setattr(l1, "POLISH_RETRIES", 0)
+    plain = fista(x, dictionary, alpha, tol=1e-2, max_iter=5, polish=False)
+    result = fista(x, dictionary, alpha, tol=1e-2, max_iter=5)
+    kept = (result.codes == plain.codes).all(axis=1)
+    assert result.polished < x.shape[0]
+    assert kept.sum() == x.shape[0] - result.polished
+    before = _objectives(x, dictionary, plain.codes, alpha)
+    after = _objectives(x, dictionary, result.codes, alpha)
+    assert (after <= before * (1 + 1e-12)).all()
+    assert (after[~kept] < before[~kept]).all()
+
+    monkeypatch.undo()
+    full = fista(x, dictionary, alpha, tol=1e-2, max_iter=5)
+    assert full.polished == x.shape[0] > result.polished
+    np.testing.assert_allclose(
+        _objectives(x, dictionary, full.codes, alpha),
+        _objectives(x, dictionary, _lars(x, dictionary, alpha), alpha),
+        rtol=1e-6,
+    )
+
+
+def test_polish_survives_singular_systems(random_problem) -> None:
+    """A duplicated atom makes G[S,S] exactly singular; α near 0 gives iterates with more
+    atoms than features (|S| > D). Neither raises, and no row gets worse."""
+    x, dictionary, _ = random_problem
+    doubled = np.vstack([dictionary, dictionary[:5]])
+    for d, alpha in ((doubled, 0.5), (dictionary, 1e-3)):
+        plain = fista(x, d, alpha, tol=1e-2, max_iter=30, polish=False)
+        result = fista(x, d, alpha, tol=1e-2, max_iter=30)
+        before = _objectives(x, d, plain.codes, alpha)
+        after = _objectives(x, d, result.codes, alpha)
+        assert np.isfinite(result.codes).all()
+        assert (after <= before * (1 + 1e-9)).all()
+    assert ((plain.codes != 0).sum(axis=1) > x.shape[1]).any()  # some |S| > D rows were seen
+
+
+@pytest.mark.parametrize("problem", PROBLEMS)
+def test_polish_with_positive_codes(request, problem) -> None:
+    x, dictionary, alpha = request.getfixturevalue(problem)
+    exact = fista(x, dictionary, alpha, tol=1e-10, max_iter=200_000, positive=True, polish=False)
+    result = fista(x, dictionary, alpha, tol=1e-2, positive=True)
+    assert result.polished == x.shape[0]
+    assert (result.codes >= 0).all()
+    np.testing.assert_allclose(
+        _objectives(x, dictionary, result.codes, alpha),
+        _objectives(x, dictionary, exact.codes, alpha),
+        rtol=1e-6,
+    )
+    assert (_support(result.codes) == _support(exact.codes)).all()
+
+
+def test_polish_in_float32(mnist_problem) -> None:
+    x64, d64, alpha = mnist_problem
+    x, dictionary = x64.astype(np.float32), d64.astype(np.float32)
+    reference = _objectives(x64, d64, _lars(x64, d64, alpha), alpha)
+    for coder in (fista, ista):
+        result = coder(x, dictionary, alpha, tol=1e-2)
+        assert result.codes.dtype == np.float32
+        assert result.polished >= 0.9 * x.shape[0]
+        ours = _objectives(x64, d64, result.codes.astype(np.float64), alpha)
+        assert ours.sum() <= reference.sum() * (1 + 1e-5)
