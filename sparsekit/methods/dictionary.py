@@ -165,8 +165,13 @@ class DictionaryLearning(ObjectiveUpdateMethod):
         atoms /= np.maximum(np.linalg.norm(atoms, axis=1, keepdims=True), 1e-12)
         return {"W_enc": atoms, "b_enc": np.zeros(hidden), "b_dec": np.zeros(dim)}
 
-    def code(self, backend: Any, dictionary: Any, x: Any) -> Any:
-        """The coder's codes of ``x`` (B×D, b_dec already removed) on ``dictionary``."""
+    def code(self, backend: Any, dictionary: Any, x: Any, training: bool = True) -> Any:
+        """The coder's codes of ``x`` (B×D, b_dec already removed) on ``dictionary``.
+
+        While training, ISTA/FISTA codes stay loose (``--tol``, no exact finish): the
+        dictionary update needs no exact codes and reaches a given objective sooner without
+        (docs/coders.md). Encoding a trained model (``training`` false) adds the exact
+        active-set finish on the CPU (:mod:`sparsekit.coders.l1`)."""
         if self.coder == "omp":
             return omp(x, dictionary, self.k)
         gram = matmul(dictionary, dictionary.T)
@@ -179,13 +184,14 @@ class DictionaryLearning(ObjectiveUpdateMethod):
             tol=0.0 if backend.is_gpu else self.tol,
             gram=gram,
             lipschitz_constant=lipschitz(dictionary, gram=gram),
+            polish=not training,
         )
         return result.codes
 
     def forward(self, backend, params, x, training):
         dictionary = params["W_enc"]
         centred = x - params["b_dec"]
-        code = self.code(backend, dictionary, centred)
+        code = self.code(backend, dictionary, centred, training)
         xhat = matmul(code, dictionary)
         xhat += params["b_dec"]
         return Forward(code, code, None, code, None, xhat, xhat)

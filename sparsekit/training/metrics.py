@@ -15,6 +15,9 @@ from sparsekit.errors import ParameterError
 
 #: Atoms per block of the Gram matrix: the full H×H Gram up to this many, blocks beyond.
 COHERENCE_CHUNK = 4000
+#: And at most this many bytes a block (float64): at H = 16,384 a block of 4,000 rows was
+#: 500 MB, twice over with its absolute value, the largest allocation of a training epoch.
+COHERENCE_BLOCK_BYTES = 64 << 20
 #: A unit is *dense* when it is active on more than this fraction of the samples.
 DENSE_FRACTION = 0.1
 
@@ -92,7 +95,8 @@ def coherence(atoms: Any, *, chunk: int = COHERENCE_CHUNK, xp: Any = None) -> fl
     NumPy or CuPy input (computed on its device; ``xp`` is its array namespace,
     ``backend.xp``, found from the array by default). Zero rows are left at zero (they are
     coherent with nothing). Up to ``chunk`` atoms the H×H Gram matrix is formed at once;
-    beyond, it is formed ``chunk`` rows at a time. A single atom has coherence 0.
+    beyond, it is formed ``chunk`` rows at a time, and never more than
+    :data:`COHERENCE_BLOCK_BYTES` at once. A single atom has coherence 0.
     """
     if xp is None:
         xp = _xp_of(atoms)
@@ -105,9 +109,10 @@ def coherence(atoms: Any, *, chunk: int = COHERENCE_CHUNK, xp: Any = None) -> fl
     norms = xp.sqrt(xp.einsum("ij,ij->i", a, a))
     a = a / xp.where(norms > 0, norms, 1.0)[:, None]
     best = 0.0
-    step = max(1, int(chunk))
+    step = max(1, min(int(chunk), COHERENCE_BLOCK_BYTES // (8 * h)))
     for start in range(0, h, step):
-        block = xp.abs(a[start : start + step] @ a.T)
+        block = a[start : start + step] @ a.T
+        xp.abs(block, out=block)
         rows = xp.arange(block.shape[0])
         block[rows, rows + start] = 0.0
         best = max(best, float(block.max()))

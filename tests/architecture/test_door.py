@@ -75,6 +75,8 @@ ALLOWED: dict[tuple[str, str], str] = {
     # Memory bounds of a measure and file reads, not blocking of a kernel for speed.
     ("sparsekit.training.metrics", "COHERENCE_CHUNK"): "caps the Gram matrix's memory; the "
     "max over blocks is the same for any chunk, and `coherence(chunk=...)` is public",
+    ("sparsekit.training.metrics", "COHERENCE_BLOCK_BYTES"): "the same cap in bytes, for wide "
+    "dictionaries (H = 16,384: 64 MiB blocks instead of 500 MB)",
     ("sparsekit.data.idx", "_CHUNK"): "bytes read from a file at a time",
     ("sparsekit.data.download", "_CHUNK"): "bytes read from the network at a time",
     ("sparsekit.data.synthetic_sae", "CHUNK"): "rows drawn from one seed: part of the synthetic "

@@ -289,7 +289,7 @@ def test_top_k_with_ties_and_nan_still_keeps_k_units(threads):
 @pytest.mark.parametrize("block_bytes", [8, 3 * 40 * 8, 1 << 30])  # 1 row, 3 rows, all
 def test_top_k_in_blocks_of_rows_is_the_same_selection(monkeypatch, block_bytes, threads):
     """Partitioning a block of rows at a time gives the whole-array selection, exactly, and
-    a tie in a later block still falls back to argpartition for the whole array."""
+    a tie in a later block falls back to argpartition for that row alone."""
     z = np.random.default_rng(21).standard_normal((17, 40))
     expected = np.argsort(-z, axis=1)[:, :6]
     monkeypatch.setattr(selection, "TOPK_BLOCK_BYTES", block_bytes)
@@ -298,7 +298,27 @@ def test_top_k_in_blocks_of_rows_is_the_same_selection(monkeypatch, block_bytes,
     z[15, :8] = 10.0  # 8 tied maxima in a late row, k = 6
     got = top_k_indices(np, z, 6)
     _assert_top_k(z, got, 6)
-    assert np.array_equal(np.sort(got[:15], axis=1), np.sort(expected[:15], axis=1))
+    assert np.array_equal(got[:15], np.sort(expected[:15], axis=1))  # untouched, in order
+    assert np.array_equal(got[16], np.sort(expected[16]))
+    assert np.all(np.diff(got, axis=1) > 0)
+
+
+def test_one_tied_row_does_not_cost_an_index_array_of_the_batch(threads):
+    """A tie at one row's threshold once sent the whole batch to argpartition: an int64
+    array of the batch's shape (512 MiB at 4,096 × 16,384) and a second full selection."""
+    import tracemalloc
+
+    z = np.random.default_rng(3).standard_normal((512, 4096)).astype(np.float32)
+    z[100, :40] = 50.0  # 40 tied maxima, k = 32
+    tracemalloc.start()
+    try:
+        indices = top_k_indices(np, z, 32)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    _assert_top_k(z, indices, 32)
+    assert set(indices[100].tolist()) <= set(range(40))
+    assert peak < z.size * 8 / 4, f"selection allocated {peak} bytes"  # the old: z.size * 8
 
 
 def test_top_k_of_every_unit():
