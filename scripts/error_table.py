@@ -663,6 +663,20 @@ CASES: tuple[Case, ...] = (
         EXIT_PARAMETER,
         "--check-replicas compares the ranks of --distributed: add it",
     ),
+    Case(
+        "shard-latents-alone",
+        "`--shard-latents` without `--distributed`",
+        _train("topk", "--shard-latents"),
+        EXIT_PARAMETER,
+        "--shard-latents shards the latents over the ranks of --distributed: add it",
+    ),
+    Case(
+        "shard-latents-method",
+        "`--distributed --shard-latents` for a method sharding does not compute",
+        _train("kl", "--distributed", "--shard-latents"),
+        EXIT_PARAMETER,
+        "kl cannot train with its latents sharded: only ksparse, topk can",
+    ),
 )
 
 

@@ -115,6 +115,14 @@ def train(
             "its share of every batch (docs/distributed.md).",
         ),
     ] = False,
+    shard_latents: Annotated[
+        bool,
+        typer.Option(
+            "--shard-latents",
+            help="With --distributed: each rank holds H/N latents of one model instead of the "
+            "whole model (ksparse, topk with --aux-coef 0; docs/distributed.md).",
+        ),
+    ] = False,
     check_replicas: Annotated[
         bool,
         typer.Option(
@@ -134,6 +142,10 @@ def train(
     """
     if check_replicas and not distributed and not show_help:
         raise ParameterError("--check-replicas compares the ranks of --distributed: add it")
+    if shard_latents and not distributed and not show_help:
+        raise ParameterError(
+            "--shard-latents shards the latents over the ranks of --distributed: add it"
+        )
     if show_help:
         _show_help(ctx, method)
     elif resume is not None and distributed:
@@ -152,7 +164,7 @@ def train(
     elif method is None:
         raise ParameterError("name the METHOD to train (see `sparsekit list`), or --resume RUN_DIR")
     elif distributed:
-        _train_distributed(ctx, method, settings, check_replicas)
+        _train_distributed(ctx, method, settings, check_replicas, shard_latents)
     else:
         _train_new(ctx, method, settings)
 
@@ -160,9 +172,8 @@ def train(
 def train_signature(settings: Iterable[Setting] = RUN_SETTINGS) -> inspect.Signature:
     """The signature Typer builds ``sparsekit train``'s options from: METHOD, an option per
     setting (its flag, default and help from the declaration), then --resume and --help."""
-    return command_signature(
-        train, [option_parameter(s) for s in settings], after=("resume", "distributed", "check_replicas", "show_help")
-    )
+    own = ("resume", "distributed", "shard_latents", "check_replicas", "show_help")
+    return command_signature(train, [option_parameter(s) for s in settings], after=own)
 
 
 train.__signature__ = train_signature()  # type: ignore[attr-defined]
@@ -227,10 +238,15 @@ def _train_new(ctx: typer.Context, method: str, settings: dict[str, Any]) -> Non
 
 
 def _train_distributed(
-    ctx: typer.Context, method: str, settings: dict[str, Any], check_replicas: bool
+    ctx: typer.Context,
+    method: str,
+    settings: dict[str, Any],
+    check_replicas: bool,
+    shard_latents: bool = False,
 ) -> None:
     """``--distributed``: this process is one rank of ``mpiexec``'s job. Rank 0 writes the
-    run and speaks; a rank that fails ends the whole job with one line naming it."""
+    run and speaks; a rank that fails ends the whole job with one line naming it.
+    ``--shard-latents``: each rank holds H/N latents (:func:`start_run`'s ``shard_latents``)."""
     from sparsekit.parallel import MPICommunicator, abort_on_error, same_on_every_rank
 
     comm = MPICommunicator()
@@ -243,16 +259,25 @@ def _train_distributed(
             options = parse_method_options(method_cls, list(ctx.args), command_options(ctx))
             instance = method_cls(**options)
         trainer, run_dir = start_run(
-            instance, distributed=comm, check_replicas=check_replicas, **given
+            instance,
+            distributed=comm,
+            check_replicas=check_replicas,
+            shard_latents=shard_latents,
+            **given,
         )
         console = Console(stderr=True, quiet=comm.rank != 0)
         instance, config, train_set = trainer.method, trainer.config, trainer.dataset
+        how = (
+            f"about {config.hidden // comm.size} latents a rank, whole batches of "
+            f"{config.batch_size} rows"
+            if shard_latents
+            else f"batch {config.batch_size} (about {config.batch_size // comm.size} rows a "
+            f"rank), sums over {trainer.parallel.comm.name}"
+        )
         console.print(
             f"training [bold]{instance.name}[/bold] {instance.get_params()} on {train_set.name} "
-            f"({len(train_set)} samples) on {comm.size} ranks, batch {config.batch_size} "
-            f"(about {config.batch_size // comm.size} rows a rank), hidden {config.hidden}, "
-            f"{config.epochs} epochs, {trainer.backend.name}/{config.dtype}, "
-            f"sums over {trainer.parallel.comm.name}"
+            f"({len(train_set)} samples) on {comm.size} ranks, {how}, hidden {config.hidden}, "
+            f"{config.epochs} epochs, {trainer.backend.name}/{config.dtype}"
         )
         # No Ctrl-C checkpoint: a rank that stopped alone would leave the others waiting. The
         # last epoch's checkpoint (written atomically by rank 0) is what --resume reads.

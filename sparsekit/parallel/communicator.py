@@ -64,6 +64,9 @@ class LocalCommunicator:
     def allgather(self, value: Any) -> list[Any]:
         return [value]
 
+    def gather(self, value: Any, root: int = 0) -> list[Any] | None:
+        return [value]
+
     def broadcast(self, value: Any, root: int = 0) -> Any:
         return value
 
@@ -108,6 +111,13 @@ class MPICommunicator:
         values = list(self.comm.allgather(value))
         self.seconds += time.perf_counter() - start
         return values
+
+    def gather(self, value: Any, root: int = 0) -> list[Any] | None:
+        """Every rank's ``value`` on rank ``root`` (``None`` on the others)."""
+        start = time.perf_counter()
+        values = self.comm.gather(value, root=root)
+        self.seconds += time.perf_counter() - start
+        return None if values is None else list(values)
 
     def local_rank(self) -> int:
         """This rank's number among the ranks on its own machine (one GPU each)."""

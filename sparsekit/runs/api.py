@@ -45,7 +45,7 @@ from sparsekit.evaluation.probe_cache import cached_probe_error, probe_key
 from sparsekit.files import write_atomic, write_json
 from sparsekit.layout import CHECKPOINT, EVAL_FILE, PREPROCESSING
 from sparsekit.layout import CONFIG as CONFIG_FILE
-from sparsekit.parallel import Communicator, same_on_every_rank
+from sparsekit.parallel import Communicator, LocalCommunicator, same_on_every_rank
 from sparsekit.runs.preprocessing import read_preprocessing, save_preprocessing
 from sparsekit.runs.restore import load_run, restore_trainer
 from sparsekit.runs.writer import RunWriter, create_run_dir, read_config, read_metrics, summary
@@ -63,6 +63,7 @@ from sparsekit.training.settings import (
     settings_signature,
     split_settings,
 )
+from sparsekit.training.sharded import ShardedTrainer, sharding_refusal
 from sparsekit.training.trainer import Trainer, as_dataset, make_method, world_communicator
 
 if TYPE_CHECKING:
@@ -456,6 +457,7 @@ def start_run(
     registry: Any = None,
     distributed: bool | Communicator = False,
     check_replicas: bool = False,
+    shard_latents: bool = False,
     **settings: Any,
 ) -> StartedRun:
     """Load the data, create ``out/<method>-<date>-<time>`` and return it with a
@@ -478,8 +480,21 @@ def start_run(
     arguments, rank 0 creates and writes the run directory (its path is broadcast, so every
     rank returns it), the others write nothing; ``check_replicas`` compares the ranks'
     weights after every epoch (``docs/distributed.md``).
+
+    ``shard_latents`` (with ``distributed``) keeps H/N latents on each rank instead of the
+    whole model (:mod:`sparsekit.training.sharded`; ksparse, and topk with ``aux_coef=0``):
+    every rank reads whole batches; after every epoch the whole model and optimizer state are
+    gathered to rank 0, which writes the run directory and checkpoint as above (the saved
+    model is an ordinary one), and :func:`resume_trainer` continues it sharded.
     """
     comm = world_communicator(distributed)
+    if shard_latents and comm is None:
+        raise ParameterError("--shard-latents shards the latents over the ranks of --distributed: add it")
+    if shard_latents and check_replicas:
+        raise ParameterError(
+            "--check-replicas compares whole models; with --shard-latents each rank holds "
+            "different latents: drop it"
+        )
     with same_on_every_rank(comm):  # every rank has the same arguments
         given, method_params = split_settings(settings, RUN_SETTINGS)
         values = {s.name: _run_default(s) for s in RUN_SETTINGS}
@@ -490,7 +505,11 @@ def start_run(
             instance, **{s.name: values[s.name] for s in TRAIN_CONFIG_SETTINGS}
         )
         instance.validate(config.hidden)  # before any data is read or downloaded
-        if comm is not None and (refused := refusal(instance, instance.upkeep())):
+        if shard_latents and (refused := sharding_refusal(instance)):
+            raise ParameterError(refused)
+        if comm is not None and not shard_latents and (
+            refused := refusal(instance, instance.upkeep())
+        ):
             raise ParameterError(refused)
     # no CUDA: a clear error, before the data
     backend = get_backend(config.gpu, config.dtype, config.matmul_precision)
@@ -528,10 +547,16 @@ def start_run(
         callbacks = [writer, *callbacks]
     if comm is not None:
         run_dir = Path(comm.broadcast(str(run_dir) if writes else None))
-    trainer = Trainer(
-        instance, train_set, config, callbacks=callbacks, backend=backend, comm=comm,
-        check_replicas=check_replicas,
-    )  # fmt: skip
+    if shard_latents:
+        assert comm is not None
+        trainer: Trainer = ShardedTrainer(
+            instance, train_set, config, callbacks=callbacks, backend=backend, shards=comm
+        )
+    else:
+        trainer = Trainer(
+            instance, train_set, config, callbacks=callbacks, backend=backend, comm=comm,
+            check_replicas=check_replicas,
+        )  # fmt: skip
     return StartedRun(trainer, run_dir)
 
 
@@ -604,13 +629,27 @@ def resume_trainer(
     ``distributed`` continues data-parallel (as :func:`start_run`'s; rank 0 alone writes):
     with the number of ranks the checkpoint was written by, bit for bit the uninterrupted
     run; with another number, the same model to float rounding, and a warning says so.
+    A run trained with ``shard_latents`` continues sharded over the ranks of
+    ``distributed`` (one process: one shard), with the same guarantees.
     """
     run_dir = run_directory(run_dir)
-    stored = read_config(run_dir).get("run", {})
+    run_config = read_config(run_dir)
+    stored = run_config.get("run", {})
     given = {"snapshot_every": snapshot_every, "checkpoint_every": checkpoint_every}
     check_settings({k: v for k, v in given.items() if v is not None})
     comm = world_communicator(distributed)
-    trainer = restore_trainer(run_dir, epochs=epochs, data=data, download=download, comm=comm)
+    sharded = bool(run_config.get("shard_latents"))
+    if sharded and check_replicas:
+        raise ParameterError(
+            f"{run_dir} has its latents sharded: each rank holds different latents, "
+            "--check-replicas has no replicas to compare"
+        )
+    trainer = restore_trainer(
+        run_dir, epochs=epochs, data=data, download=download,
+        comm=None if sharded else comm,
+        shards=(comm or LocalCommunicator()) if sharded else None,
+    )  # fmt: skip
+
     ranks = int(np.ravel(trainer.checkpoint_extra.get("ranks", 1))[0])
     now = 1 if comm is None else comm.size
     if ranks != now and (comm is None or comm.rank == 0):

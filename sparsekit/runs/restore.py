@@ -20,6 +20,7 @@ from sparsekit.runs.preprocessing import read_preprocessing
 from sparsekit.training.checkpoint import load_checkpoint
 from sparsekit.training.model import Model
 from sparsekit.training.settings import TrainConfig
+from sparsekit.training.sharded import ShardedTrainer
 from sparsekit.training.trainer import Callback, Trainer, as_dataset
 
 
@@ -107,6 +108,7 @@ def restore_trainer(
     callbacks: Sequence[Callback] = (),
     backend: Backend | None = None,
     comm: Any = None,
+    shards: Any = None,
 ) -> Trainer:
     """A :class:`~sparsekit.training.trainer.Trainer` in exactly the state of a checkpoint.
 
@@ -118,7 +120,9 @@ def restore_trainer(
     was never interrupted (with the same total number of epochs). ``backend`` replaces the
     one the run's settings name (e.g. the simulated device of
     :mod:`sparsekit.backend.simulated`). ``comm`` continues data-parallel (every rank
-    restores the same checkpoint; see :func:`sparsekit.runs.api.resume_trainer`).
+    restores the same checkpoint; see :func:`sparsekit.runs.api.resume_trainer`). ``shards``
+    (a communicator, instead of ``comm``) continues with the latents sharded over its ranks
+    (a :class:`~sparsekit.training.sharded.ShardedTrainer`).
     """
     ckpt = load_checkpoint(location, registry=registry)
     path: Path = ckpt["path"]
@@ -156,9 +160,15 @@ def restore_trainer(
             f"was trained on {stored.get('n')} of {stored.get('dim')}"
         )
     try:
-        trainer = Trainer(
-            ckpt["method"], dataset, config, callbacks=callbacks, backend=backend, comm=comm
-        )
+        if shards is not None:
+            trainer: Trainer = ShardedTrainer(
+                ckpt["method"], dataset, config, callbacks=callbacks, backend=backend,
+                shards=shards,
+            )  # fmt: skip
+        else:
+            trainer = Trainer(
+                ckpt["method"], dataset, config, callbacks=callbacks, backend=backend, comm=comm
+            )
         trainer.load_state_dict(ckpt["state"])
     except SparsekitError:
         raise

@@ -87,7 +87,7 @@ def create_run_dir(root: str | Path, method: str) -> Path:
 
 def run_config(trainer: Trainer, data_spec: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The full description of a run, as stored in ``config.json``."""
-    return {
+    config = {
         "method": trainer.method.name,
         "method_params": trainer.method.get_params(),
         "train": trainer.config.to_dict(),
@@ -96,6 +96,11 @@ def run_config(trainer: Trainer, data_spec: Mapping[str, Any] | None = None) -> 
         "backend": trainer.backend.name,
         "sparsekit_version": __version__,
     }
+    shards = getattr(trainer, "shards", None)
+    if shards is not None:  # --shard-latents: --resume continues it sharded
+        config["shard_latents"] = True
+        config["ranks"] = shards.size
+    return config
 
 
 def read_config(run_dir: str | Path) -> dict[str, Any]:
@@ -377,6 +382,8 @@ class RunWriter(Callback):
         extra = {"holdout": np.asarray(self.holdout)} if self.holdout is not None else {}
         if trainer.parallel is not None:  # how many ranks trained it (--resume compares)
             extra["ranks"] = np.asarray(trainer.parallel.size)
+        elif getattr(trainer, "shards", None) is not None:  # --shard-latents
+            extra["ranks"] = np.asarray(trainer.shards.size)
         path = save_checkpoint(
             self.run_dir / CHECKPOINT,
             trainer,

@@ -41,8 +41,10 @@ from sparsekit.backend.sparse_code import (
     gathered_dot,
 )
 from sparsekit.core.contract import BaseMethod
-from sparsekit.errors import ParameterError
+from sparsekit.core.step import decoder_weights
+from sparsekit.errors import DivergenceError, ParameterError
 from sparsekit.parallel import Communicator, on_every_rank, share_bounds
+from sparsekit.training.metrics import VarianceAccumulator, coherence, fve_from_sums
 from sparsekit.training.model import Model
 from sparsekit.training.optim import make_optimizer
 from sparsekit.training.settings import TRAIN_CONFIG_SETTINGS, resolve_config, split_settings
@@ -88,8 +90,21 @@ class ShardedStep:
             for name, value in trainer.params.items()
         }
         self.optimizer = make_optimizer(config.optimizer, config.lr, config.momentum)
+        if trainer.optimizer is not None:  # a restored run: this rank's rows of its state
+            self.optimizer.load_state_dict(
+                {key: self._own(key, value) for key, value in trainer.optimizer.state_dict().items()}
+            )
         #: Seconds inside the collectives of the steps (communication and waiting).
         self.seconds = 0.0
+        #: Samples each of this rank's latents was among the winners for, this epoch.
+        self.active = self.backend.xp.zeros(self.stop - self.start, dtype=self.backend.xp.int64)
+
+    def _own(self, key: str, value: Any) -> Any:
+        """This rank's part of the optimizer state entry ``key`` (``m.W_enc``, ``steps``)."""
+        name = key.split(".", 1)[-1]
+        if isinstance(value, (int, float)) or name not in SHARDED:
+            return value
+        return value[self.start : self.stop].copy()
 
     def k(self, training: bool = True) -> int:
         method = self.method
@@ -110,6 +125,9 @@ class ShardedStep:
         idx = top_k_indices(xp, z, local_k)
         values = xp.take_along_axis(z, idx, axis=1)
         won = self._winners(values, idx, k)
+        self.active += xp.bincount(
+            idx.ravel(), weights=won.ravel(), minlength=self.stop - self.start
+        ).astype(self.active.dtype)
         kept = values * won
         if self.relu:
             xp.maximum(kept, 0, out=kept)
@@ -161,6 +179,32 @@ class ShardedStep:
         own = chosen[:, offset : offset + values.shape[1]]
         return xp.asarray(own.astype(values.dtype))
 
+    def gather_to_root(self) -> None:
+        """The whole model and optimizer state, gathered into the trainer on rank 0 (for its
+        checkpoint and figures); the other ranks' trainers keep what they had."""
+        to_numpy = self.backend.to_numpy
+        mine = {
+            "params": {n: to_numpy(v) for n, v in self.params.items() if n in SHARDED},
+            "optimizer": {
+                k: to_numpy(v)
+                for k, v in self.optimizer.state_dict().items()
+                if not isinstance(v, (int, float)) and k.split(".", 1)[-1] in SHARDED
+            },
+        }
+        gathered = gather(self.comm, mine)
+        if gathered is None:
+            return
+        trainer, asarray = self.trainer, self.backend.asarray
+        params = dict(self.params)
+        for name in gathered[0]["params"]:
+            params[name] = asarray(np.concatenate([g["params"][name] for g in gathered]))
+        trainer.params = params
+        if trainer.optimizer is not None:
+            state = dict(self.optimizer.state_dict())
+            for key in gathered[0]["optimizer"]:
+                state[key] = asarray(np.concatenate([g["optimizer"][key] for g in gathered]))
+            trainer.optimizer.load_state_dict(state)
+
     def whole(self) -> dict[str, Any]:
         """The whole dictionary, on every rank (the shards gathered in rank order)."""
         gathered = self.comm.allgather(
@@ -199,31 +243,109 @@ def train_sharded(
     return fit_sharded(trainer, communicator)
 
 
+class ShardedTrainer(Trainer):
+    """A :class:`~sparsekit.training.trainer.Trainer` whose :meth:`fit` trains with the
+    latents sharded over ``shards`` (:func:`fit_sharded`): every rank constructs (or restores)
+    the whole model, as one process does, and keeps its rows while training."""
+
+    def __init__(self, *args: Any, shards: Communicator, **kwargs: Any) -> None:
+        refused = sharding_refusal(args[0] if args else kwargs["method"])
+        if refused:  # before any data is read
+            raise on_every_rank(ParameterError(refused))
+        super().__init__(*args, **kwargs)
+        #: The ranks the latents are sharded over (the run directory records their number).
+        self.shards = shards
+
+    def fit(self) -> Model:
+        return fit_sharded(self, self.shards)
+
+
+def gather(comm: Communicator, value: Any) -> list[Any] | None:
+    """Every rank's ``value`` on rank 0 (``None`` elsewhere): the communicator's ``gather``
+    when it has one, else its ``allgather``."""
+    if hasattr(comm, "gather"):
+        return comm.gather(value)  # type: ignore[no-any-return]
+    values = comm.allgather(value)
+    return values if comm.rank == 0 else None
+
+
 def fit_sharded(trainer: Trainer, comm: Communicator) -> Model:
-    """Train ``trainer``'s model (as constructed: the whole initial model) to its last epoch
-    with the latents sharded over ``comm``; ``trainer.history`` gets each epoch's loss and
-    seconds, ``trainer.params`` the whole trained model, which is returned."""
+    """Train ``trainer``'s model (as constructed or restored: the whole model on every rank)
+    to its last epoch with the latents sharded over ``comm``; returns the whole model, on
+    every rank.
+
+    The trainer's callbacks are called as :meth:`Trainer.fit` calls them. After every epoch
+    the whole model and optimizer state are gathered into rank 0's trainer (its
+    ``params``, ``optimizer``, ``history``), so that a
+    :class:`~sparsekit.runs.writer.RunWriter` there checkpoints and draws the whole model;
+    the epoch's metrics are those of one process (loss, mse, mean_active, dead_units,
+    fve, seconds; coherence on rank 0 only).
+    """
     instance, config = trainer.method, trainer.config
     refused = sharding_refusal(instance)
     if refused:
         raise on_every_rank(ParameterError(refused))
     sharded = ShardedStep(trainer, comm)
-    backend = trainer.backend
-    while trainer.epoch < config.epochs:
-        instance.on_epoch_start(trainer.epoch, config.epochs)
-        steps = trainer.batches.start_epoch()
-        total = backend.xp.zeros((), dtype=backend.dtype)
-        start = time.perf_counter()
-        for step in range(steps):
-            x = backend.asarray(trainer.batches.batch(step, backend.dtype))
-            if trainer.input_mean is not None:
-                x -= trainer.input_mean
-            total += sharded.step(x) * x.shape[0]
-        backend.synchronize()
-        seconds = time.perf_counter() - start
-        trainer.epoch += 1
-        trainer.history.append(
-            {"epoch": trainer.epoch, "loss": float(total) / len(trainer.dataset), "seconds": seconds}
-        )
+    for cb in trainer.callbacks:
+        cb.on_train_begin(trainer)
+    while trainer.epoch < config.epochs and not trainer.stop_requested:  # (between epochs)
+        metrics = _sharded_epoch(trainer, sharded)
+        sharded.gather_to_root()
+        if comm.rank == 0:
+            metrics["coherence"] = coherence(
+                decoder_weights(trainer.params), xp=trainer.backend.xp
+            )
+        metrics.update(instance.epoch_metrics())
+        trainer.history.append(metrics)
+        for cb in trainer.callbacks:
+            cb.on_epoch_end(trainer, metrics)
     trainer.params = sharded.whole()
+    for cb in trainer.callbacks:
+        cb.on_train_end(trainer)
     return trainer.model
+
+
+def _sharded_epoch(trainer: Trainer, sharded: ShardedStep) -> dict[str, Any]:
+    """One epoch of sharded steps; its metrics (all but the coherence), the same on every
+    rank. Advances ``trainer.epoch``."""
+    instance, config, backend = trainer.method, trainer.config, trainer.backend
+    xp = backend.xp
+    instance.on_epoch_start(trainer.epoch, config.epochs)
+    for cb in trainer.callbacks:
+        cb.on_epoch_begin(trainer, trainer.epoch)
+    steps = trainer.batches.start_epoch()
+    total = xp.zeros((), dtype=backend.dtype)
+    variance = VarianceAccumulator(xp) if trainer._data_sst is None else None
+    sharded.active[...] = 0
+    start = time.perf_counter()
+    for step in range(steps):
+        x = backend.asarray(trainer.batches.batch(step, backend.dtype))
+        if trainer.input_mean is not None:
+            x -= trainer.input_mean
+        total += sharded.step(x) * x.shape[0]
+        if variance is not None:
+            variance.add(x)
+        for cb in trainer.callbacks:
+            cb.on_step_end(trainer, step + 1, steps)
+    backend.synchronize()
+    seconds = time.perf_counter() - start
+    n, dim = len(trainer.dataset), trainer.dataset.dim
+    loss = float(total) / n
+    if not np.isfinite(loss):
+        raise DivergenceError(
+            f"training diverged at epoch {trainer.epoch + 1}: loss is {loss} (try a smaller "
+            "learning rate)"
+        )
+    if variance is not None:
+        trainer._data_variance, trainer._data_sst = variance, variance.sst
+    counts = np.concatenate(sharded.comm.allgather(backend.to_numpy(sharded.active)))
+    trainer.epoch += 1
+    return {
+        "epoch": trainer.epoch,
+        "loss": loss,
+        "mse": 2.0 * loss / dim,  # the loss is the reconstruction term alone
+        "mean_active": float(counts.sum()) / n,
+        "dead_units": int((counts == 0).sum()),
+        "seconds": seconds,
+        "fve": fve_from_sums(2.0 * loss * n, trainer._data_sst),
+    }

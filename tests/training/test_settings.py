@@ -146,7 +146,7 @@ def test_sparsekit_train_takes_the_config_settings():
 @pytest.mark.parametrize("func", [sparsekit.start_run, sparsekit.train_run])
 def test_start_run_and_train_run_take_the_run_settings(func):
     keywords = _keywords(func)
-    how = ("callbacks", "progress", "registry", "distributed", "check_replicas")
+    how = ("callbacks", "progress", "registry", "distributed", "check_replicas", "shard_latents")
     settings = {k: p for k, p in keywords.items() if k not in how}
     positional = inspect.signature(func).parameters["dataset"]
     assert positional.default == "mnist"
@@ -162,7 +162,7 @@ def _options(command) -> dict[str, object]:
 def test_the_train_command_has_an_option_per_run_setting_with_its_help():
     command = get_command(app).commands["train"]
     options = _options(command)
-    own = ("resume", "distributed", "check_replicas", "show_help")
+    own = ("resume", "distributed", "shard_latents", "check_replicas", "show_help")
     assert [n for n in options if n not in own] == [s.name for s in RUN_SETTINGS]
     for s in RUN_SETTINGS:
         option = options[s.name]
