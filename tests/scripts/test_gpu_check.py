@@ -27,10 +27,13 @@ def test_the_dry_run_runs_every_step_and_writes_one_json(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = json.loads(out.read_text())
     assert report["dry_run"] is True
-    assert list(report["steps"]) == ["tests", "bench_train", "topk_float32", "topk_tf32"]
+    steps = ["tests", "bench_train", "nccl_one_rank", "topk_float32", "topk_tf32"]
+    assert list(report["steps"]) == steps
     assert all(step["rc"] == 0 for step in report["steps"].values())
     methods = [row["method"] for row in report["steps"]["bench_train"]["result"]["results"]]
     assert methods == ["plain", "ksparse"]
+    said = report["steps"]["nccl_one_rank"]["output_tail"]  # the simulated NCCL, or skipped
+    assert "sums through simulated-nccl" in said or "mpi4py missing" in said
     for precision in ("float32", "tf32"):
         row = report["steps"][f"topk_{precision}"]["result"]["results"][0]
         sk = row["sparsekit"]
