@@ -263,6 +263,9 @@ class Trainer:
         cfg, backend, method, parallel = self.config, self.backend, self.method, self.parallel
         check_every = 50 if backend.is_gpu else 1
         for step in range(steps):
+            # The last step's forward pass (its B×H pre-activations: 256 MiB at batch 4,096
+            # and 16,384 latents) must not live on through this step's.
+            fwd = out = None
             batch_rows = self.batches.batch(step, backend.dtype)
             total = self.batches.global_rows(step) if parallel is not None else None
             # No host transfer in here: on a GPU each would wait for the step to finish.
