@@ -206,6 +206,15 @@ class TorchSAE:
     def parameters(self) -> list[torch.Tensor]:
         return list(self.w.values())
 
+    def to(self, device: str | torch.device) -> TorchSAE:
+        """The model on ``device`` (its weights stay leaves that require gradients), as
+        ``nn.Module.to``; ``bench/topk_speed.py`` runs it on CUDA."""
+        self.w = {
+            k: v.detach().to(device).requires_grad_(True) for k, v in self.w.items()
+        }
+        self.since_fired = self.since_fired.to(device)
+        return self
+
     def pre(self, x: torch.Tensor, pre_bias: bool = True) -> torch.Tensor:
         xt = x - self.w["b_dec"] if pre_bias else x
         return xt @ self.w["W_enc"].T + self.w["b_enc"]
@@ -244,7 +253,7 @@ class TorchSAE:
         coefficients and residuals under autograd."""
         w = self.w["W_dec"]
         r = x - self.w["b_dec"]
-        acts = torch.zeros(x.shape[0], self.hidden, dtype=x.dtype)
+        acts = torch.zeros(x.shape[0], self.hidden, dtype=x.dtype, device=x.device)
         for _ in range(int(self.p["k"])):
             with torch.no_grad():
                 idx = torch.relu(r @ w.T).max(dim=1, keepdim=True).indices
@@ -279,7 +288,7 @@ class TorchSAE:
                 loss = half_mse(xhat, x)
             else:
                 xhat = w["b_dec"].expand_as(x)
-                loss = torch.zeros((), dtype=x.dtype)
+                loss = torch.zeros((), dtype=x.dtype, device=x.device)
                 start = 0
                 for end in self.ends:
                     xhat = xhat + code[:, start:end] @ w["W_dec"][start:end]
