@@ -489,49 +489,20 @@ def start_run(
     """
     comm = world_communicator(distributed)
     if shard_latents and comm is None:
-        raise ParameterError("--shard-latents shards the latents over the ranks of --distributed: add it")
+        raise ParameterError(
+            "--shard-latents shards the latents over the ranks of --distributed: add it"
+        )
     if shard_latents and check_replicas:
         raise ParameterError(
             "--check-replicas compares whole models; with --shard-latents each rank holds "
             "different latents: drop it"
         )
-    with same_on_every_rank(comm):  # every rank has the same arguments
-        given, method_params = split_settings(settings, RUN_SETTINGS)
-        values = {s.name: _run_default(s) for s in RUN_SETTINGS}
-        values.update(given, dataset=dataset)
-        check_settings(values)
-        instance = make_method(method, registry, **method_params)
-        config = resolve_config(
-            instance, **{s.name: values[s.name] for s in TRAIN_CONFIG_SETTINGS}
-        )
-        instance.validate(config.hidden)  # before any data is read or downloaded
-        if shard_latents and (refused := sharding_refusal(instance)):
-            raise ParameterError(refused)
-        if comm is not None and not shard_latents and (
-            refused := refusal(instance, instance.upkeep())
-        ):
-            raise ParameterError(refused)
+    instance, config, values = _checked_run(
+        method, dataset, registry, comm, shard_latents, settings
+    )
     # no CUDA: a clear error, before the data
     backend = get_backend(config.gpu, config.dtype, config.matmul_precision)
-    train_set = load_dataset(
-        dataset,
-        values["data"],
-        split="train",
-        subset=values["subset"],
-        download=values["download"],
-        test_fraction=values["test_fraction"],
-        progress=progress,
-        **stream_options(values),
-    )
-    if (values["remove_mean"] or values["zca"]) and train_set.streamed:
-        raise ParameterError(
-            f"{dataset}: --remove-mean and --zca need the data in memory; a shard folder is "
-            "streamed (use --center or --norm-scale)"
-        )
-    if values["remove_mean"] or values["zca"]:
-        train_set = preprocess(
-            train_set, remove_mean=values["remove_mean"], zca=values["zca"], seed=values["seed"]
-        )
+    train_set = _training_data(dataset, values, progress)
     instance.validate(config.hidden, train_set.dim)
     writes = comm is None or comm.rank == 0  # data parallel: rank 0 alone writes the run
     if writes:
@@ -563,6 +534,62 @@ def start_run(
 start_run.__signature__ = settings_signature(  # type: ignore[attr-defined]
     start_run, RUN_SETTINGS, _run_default, keep_var_keyword="method_params"
 )
+
+
+def _checked_run(
+    method: Any,
+    dataset: PathLike,
+    registry: Any,
+    comm: Communicator | None,
+    shard_latents: bool,
+    settings: dict[str, Any],
+) -> tuple[Any, Any, dict[str, Any]]:
+    """The method, its training config and the run settings of :func:`start_run`, checked
+    (the same on every rank) before any data is read or downloaded."""
+    with same_on_every_rank(comm):  # every rank has the same arguments
+        given, method_params = split_settings(settings, RUN_SETTINGS)
+        values = {s.name: _run_default(s) for s in RUN_SETTINGS}
+        values.update(given, dataset=dataset)
+        check_settings(values)
+        instance = make_method(method, registry, **method_params)
+        config = resolve_config(
+            instance, **{s.name: values[s.name] for s in TRAIN_CONFIG_SETTINGS}
+        )
+        instance.validate(config.hidden)
+        if shard_latents and (refused := sharding_refusal(instance)):
+            raise ParameterError(refused)
+        if comm is not None and not shard_latents and (
+            refused := refusal(instance, instance.upkeep())
+        ):
+            raise ParameterError(refused)
+    return instance, config, values
+
+
+def _training_data(
+    dataset: PathLike, values: dict[str, Any], progress: ProgressCallback | None
+) -> Dataset:
+    """The training split of ``dataset`` as the run settings ``values`` ask: loaded (or
+    streamed), cut to ``subset``, mean-removed / ZCA-whitened."""
+    train_set = load_dataset(
+        dataset,
+        values["data"],
+        split="train",
+        subset=values["subset"],
+        download=values["download"],
+        test_fraction=values["test_fraction"],
+        progress=progress,
+        **stream_options(values),
+    )
+    if (values["remove_mean"] or values["zca"]) and train_set.streamed:
+        raise ParameterError(
+            f"{dataset}: --remove-mean and --zca need the data in memory; a shard folder is "
+            "streamed (use --center or --norm-scale)"
+        )
+    if values["remove_mean"] or values["zca"]:
+        train_set = preprocess(
+            train_set, remove_mean=values["remove_mean"], zca=values["zca"], seed=values["seed"]
+        )
+    return train_set
 
 
 def _data_spec(values: dict[str, Any]) -> dict[str, Any]:
