@@ -27,9 +27,9 @@ from __future__ import annotations
 import argparse
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
+from cpuinfo import cpu_model  # bench/, on the path when run as a script
 from sklearn.decomposition import sparse_encode
 
 import sparsekit
@@ -41,16 +41,6 @@ from sparsekit.data.patches import make_patches
 
 EQUAL_GAP = 1e-4
 TOLERANCES = (3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4)
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
 
 
 def best_time(fn, repeat: int) -> tuple[float, object]:

@@ -27,6 +27,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from cpuinfo import cpu_model  # bench/, on the path when run as a script
 from sklearn.decomposition import MiniBatchDictionaryLearning
 
 import sparsekit
@@ -41,16 +42,6 @@ ROOT = Path(__file__).resolve().parent.parent
 #: (atoms, α, training rows) per data set.
 PROBLEMS = {"patches": (256, 1.0, 20000), "mnist": (1000, 1.0, 20000)}
 HELD_OUT = 256
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
 
 
 def held_out_objective(dictionary: np.ndarray, x: np.ndarray, alpha: float) -> float:

@@ -40,6 +40,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cpuinfo import cpu_model  # bench/, on the path when run as a script
+
 ROOT = Path(__file__).resolve().parents[1]
 DIM, HIDDEN, K, BATCH = 768, 16384, 32, 4096
 
@@ -211,7 +213,7 @@ def main() -> None:
     ratio = statistics.median(r["memory_over_disk"] for r in rounds)
     summary = {
         "command": " ".join([sys.executable, *sys.argv]),
-        "machine": {"cpu": _cpu(), "cores": os.cpu_count(), "python": platform.python_version(),
+        "machine": {"cpu": cpu_model(platform.processor()), "cores": os.cpu_count(), "python": platform.python_version(),
                     "load_average": os.getloadavg()},
         "folder": folder,
         "rounds": rounds,
@@ -222,16 +224,6 @@ def main() -> None:
           f"{summary['disk_peak_rss_mib']:.0f} MiB")
     if args.json:
         args.json.write_text(json.dumps(summary, indent=1))
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 if __name__ == "__main__":

@@ -389,58 +389,25 @@ def _proximal_gradient(
     over sparsekit's own threads, as a training step runs (:func:`own_threads`); rows the
     polish could not certify iterate on from their code at a tenth of the tolerance and are
     polished again, at most :data:`POLISH_RETRIES` times."""
+    def run(rows_x: Any, tol: float, init: Any | None, polished: Any | None) -> tuple:
+        return _iterate(
+            rows_x, dictionary, alpha, accelerate, max_iter, tol, check_every, init,
+            lipschitz_constant, gram, positive, polished,
+        )  # fmt: skip
+
     with own_threads():
         if not (polish and tol > 0):
-            return _iterate(
-                x,
-                dictionary,
-                alpha,
-                accelerate,
-                max_iter,
-                tol,
-                check_every,
-                init,
-                lipschitz_constant,
-                gram,
-                positive,
-                None,
-            )[0]
+            return run(x, tol, init, None)[0]
         xp = array_module(x)
         finished = xp.zeros(x.shape[0], dtype=bool)
-        result, gram, lipschitz_constant = _iterate(
-            x,
-            dictionary,
-            alpha,
-            accelerate,
-            max_iter,
-            tol,
-            check_every,
-            init,
-            lipschitz_constant,
-            gram,
-            positive,
-            finished,
-        )
+        result, gram, lipschitz_constant = run(x, tol, init, finished)
         for _ in range(POLISH_RETRIES):
             failed = xp.flatnonzero(~finished)
             tol /= 10
             if failed.shape[0] == 0 or tol <= 0:
                 break
             again = xp.zeros(failed.shape[0], dtype=bool)
-            more, _, _ = _iterate(
-                x[failed],
-                dictionary,
-                alpha,
-                accelerate,
-                max_iter,
-                tol,
-                check_every,
-                result.codes[failed],
-                lipschitz_constant,
-                gram,
-                positive,
-                again,
-            )
+            more = run(x[failed], tol, result.codes[failed], again)[0]
             result.codes[failed] = more.codes
             result.row_iterations[failed] += more.row_iterations
             result.converged = result.converged and more.converged

@@ -19,7 +19,37 @@ from sparsekit.data.dataset import Dataset
 from sparsekit.parallel import share_bounds
 
 
-class BatchPlan:
+class _Plan:
+    """What both plans share: the data set, the batch size, the shuffle generator and this
+    rank's ``share`` ``(rank, ranks)`` of every global batch (``(0, 1)`` in one process)."""
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        batch_size: int,
+        rng: np.random.Generator,
+        share: tuple[int, int] = (0, 1),
+    ) -> None:
+        self.dataset: Any = dataset
+        self.batch_size = batch_size
+        self.rng = rng
+        self.share = share
+
+    def global_rows(self, step: int) -> int:
+        """How many rows the global batch of ``step`` has (all ranks' shares together)."""
+        return min((step + 1) * self.batch_size, len(self.dataset)) - step * self.batch_size
+
+    def _rank_share(self, rows: np.ndarray) -> np.ndarray:
+        """This rank's contiguous part of a global batch's ``rows``
+        (:func:`~sparsekit.parallel.share_bounds`)."""
+        rank, ranks = self.share
+        if ranks == 1:
+            return rows
+        start, stop = share_bounds(len(rows), rank, ranks)
+        return rows[start:stop]
+
+
+class BatchPlan(_Plan):
     """An in-memory (or memory-mapped) data set in a fresh random order each epoch.
 
     Each epoch draws one permutation of all rows from ``rng``; step ``s`` takes rows
@@ -39,20 +69,13 @@ class BatchPlan:
         rng: np.random.Generator,
         share: tuple[int, int] = (0, 1),
     ) -> None:
-        self.dataset = dataset
-        self.batch_size = batch_size
-        self.rng = rng
-        self.share = share
+        super().__init__(dataset, batch_size, rng, share)
         self._order: np.ndarray | None = None
 
     def start_epoch(self) -> int:
         """Draw the epoch's order; returns its number of steps."""
         self._order = self.rng.permutation(len(self.dataset))
         return math.ceil(len(self._order) / self.batch_size)
-
-    def global_rows(self, step: int) -> int:
-        """How many rows the global batch of ``step`` has (all ranks' shares together)."""
-        return min((step + 1) * self.batch_size, len(self.dataset)) - step * self.batch_size
 
     def rows(self, step: int) -> np.ndarray:
         """The data set's row indices of ``step`` (sorted)."""
@@ -63,12 +86,7 @@ class BatchPlan:
     def batch(self, step: int, dtype: Any) -> np.ndarray:
         """This rank's rows of ``step`` (all of them in one process) as a C-contiguous
         ``(rows, dim)`` host array of ``dtype``."""
-        rows = self.rows(step)
-        rank, ranks = self.share
-        if ranks > 1:
-            start, stop = share_bounds(len(rows), rank, ranks)
-            rows = rows[start:stop]
-        return self.dataset.take(rows, dtype)
+        return self.dataset.take(self._rank_share(self.rows(step)), dtype)
 
     def state_dict(self) -> dict[str, Any]:
         """Nothing beyond the shuffle generator the trainer saves: each epoch's order is
@@ -79,7 +97,7 @@ class BatchPlan:
         """See :meth:`state_dict`."""
 
 
-class StreamPlan:
+class StreamPlan(_Plan):
     """A streamed data set (``dataset.streamed``): each epoch one pass over every row, a
     window of shuffled segments at a time, read ahead by a background thread.
 
@@ -103,10 +121,7 @@ class StreamPlan:
         rng: np.random.Generator,
         share: tuple[int, int] = (0, 1),
     ) -> None:
-        self.dataset: Any = dataset
-        self.batch_size = batch_size
-        self.rng = rng
-        self.share = share
+        super().__init__(dataset, batch_size, rng, share)
         self.epoch_seed: int | None = None
         self.next_step = 0
         self._windows: list[np.ndarray] = []
@@ -123,10 +138,6 @@ class StreamPlan:
     @property
     def steps(self) -> int:
         return math.ceil(len(self.dataset) / self.batch_size)
-
-    def global_rows(self, step: int) -> int:
-        """How many rows the global batch of ``step`` has (all ranks' shares together)."""
-        return min((step + 1) * self.batch_size, len(self.dataset)) - step * self.batch_size
 
     def _begin(self, seed: int) -> None:
         self.close()
@@ -176,11 +187,7 @@ class StreamPlan:
         if self.next_step >= self.steps:
             self.close()
         joined = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
-        rank, ranks = self.share
-        if ranks > 1:
-            start, stop = share_bounds(len(joined), rank, ranks)
-            joined = joined[start:stop]
-        return self.dataset.convert(joined, dtype)
+        return self.dataset.convert(self._rank_share(joined), dtype)
 
     def close(self) -> None:
         """Stop the reader and drop the windows held."""

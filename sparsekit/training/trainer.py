@@ -175,8 +175,14 @@ class Trainer:
             )
         #: The data's mean sample (config.center), subtracted from every batch; else None.
         self.input_mean: Any = None
-        if config.center:  # (data parallel: each rank sums its share of the rows)
-            mean = (data_mean if self.parallel is None else self.parallel.data_mean)(self.dataset)
+        if config.center:
+            if self.dataset.streamed:  # estimated from the rows it states (seeded: the same
+                # on every rank, and no pass over the folder)
+                mean = self.dataset.mean()  # type: ignore[attr-defined]
+            else:  # (data parallel: each rank sums its share of the rows)
+                mean = (data_mean if self.parallel is None else self.parallel.data_mean)(
+                    self.dataset
+                )
             self.input_mean = self.backend.asarray(mean.astype(self.backend.dtype))
             sample = sample - mean
         initial = method.init_params(init_rng, dim, config.hidden, config.tied, sample)
@@ -274,12 +280,12 @@ class Trainer:
                 if self.input_mean is not None:
                     x -= self.input_mean
                 resample = False
-                if method.own_update and parallel is not None:
-                    reduce = parallel.reducer(x.shape[0], total)
-                    out = method.update(backend, self.params, x, cfg.lr, reduce=reduce)
-                    loss, rec, fwd = out.loss, out.reconstruction, out.forward
-                elif method.own_update:
-                    out = method.update(backend, self.params, x, cfg.lr)
+                if method.own_update:
+                    if parallel is None:
+                        out = method.update(backend, self.params, x, cfg.lr)
+                    else:
+                        reduce = parallel.reducer(x.shape[0], total)
+                        out = method.update(backend, self.params, x, cfg.lr, reduce=reduce)
                     loss, rec, fwd = out.loss, out.reconstruction, out.forward
                 else:
                     loss, fwd, rec, resample = self._gradient_step(x, total)
@@ -505,10 +511,7 @@ class Trainer:
 
 def data_mean(dataset: Dataset, chunk: int = 1024) -> np.ndarray:
     """The mean sample of ``dataset`` (float64, one pass in chunks of ``chunk`` rows: a few
-    MB at a time, so a memory-mapped data set is never held whole). A streamed data set
-    estimates it from the number of rows it states (no pass over all of it)."""
-    if dataset.streamed:
-        return dataset.mean()  # type: ignore[attr-defined,no-any-return]
+    MB at a time, so a memory-mapped data set is never held whole)."""
     total = np.zeros(dataset.dim, dtype=np.float64)
     for start in range(0, len(dataset), chunk):
         rows = np.arange(start, min(start + chunk, len(dataset)))

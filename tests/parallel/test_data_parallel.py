@@ -83,6 +83,23 @@ def mpirun(ranks: int, *args: str, timeout: float = 120) -> subprocess.Completed
     )  # fmt: skip
 
 
+def train_command(tmp_path: Path, out: str, method: str, *args: str) -> Path:
+    """``mpiexec -n 2 sparsekit train METHOD`` on ``tmp_path/data.npy`` into ``tmp_path/out``:
+    the run directory, which rank 0 alone created and printed."""
+    done = mpirun(
+        2, "-m", "sparsekit.cli.main", "train", method, "--dataset", str(tmp_path / "data.npy"),
+        "--out", str(tmp_path / out), *args,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    (run,) = (tmp_path / out).iterdir()  # rank 0 alone created a run directory
+    assert done.stdout.strip() == str(run)  # and rank 0 alone printed it
+    return run
+
+
+def run_weights(run: Path) -> dict[str, np.ndarray]:
+    return {k: np.asarray(v) for k, v in sparsekit.load_run(run).params.items()}
+
+
 def train_ranks(tmp_path: Path, cases: list, ranks: int = 2, tag: str = "") -> dict:
     out = tmp_path / f"weights{tag}.npz"
     done = mpirun(ranks, str(HERE / "train_ranks.py"), str(out), json.dumps(cases))

@@ -16,25 +16,14 @@ import sparsekit
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from test_data_parallel import mpirun, needs_mpi  # noqa: E402
+from test_data_parallel import mpirun, needs_mpi, run_weights, train_command  # noqa: E402
 
 ARGS = ["--hidden", "12", "--k", "4", "--k-start", "4", "--batch-size", "50", "--dtype",
         "float64", "--no-download", "--snapshot-every", "100"]  # fmt: skip
 
 
 def train_cli(tmp_path: Path, out: str, *extra: str) -> Path:
-    done = mpirun(
-        2, "-m", "sparsekit.cli.main", "train", "ksparse", "--dataset", str(tmp_path / "data.npy"),
-        "--distributed", "--check-replicas", "--out", str(tmp_path / out), *ARGS, *extra,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    (run,) = (tmp_path / out).iterdir()  # rank 0 alone created a run directory
-    assert done.stdout.strip() == str(run)  # and rank 0 alone printed it
-    return run
-
-
-def weights(run: Path) -> dict[str, np.ndarray]:
-    return {k: np.asarray(v) for k, v in sparsekit.load_run(run).params.items()}
+    return train_command(tmp_path, out, "ksparse", "--distributed", "--check-replicas", *ARGS, *extra)
 
 
 @needs_mpi
@@ -45,7 +34,7 @@ def test_the_command_trains_the_one_process_model_and_resumes_it(tmp_path):
         "ksparse", str(tmp_path / "data.npy"), out=tmp_path / "one", epochs=2, hidden=12, k=4,
         k_start=4, batch_size=50, dtype="float64", download=False, snapshot_every=100,
     )  # fmt: skip
-    got, want = weights(run), weights(single)
+    got, want = run_weights(run), run_weights(single)
     for key in want:
         assert np.abs(got[key] - want[key]).max() <= 1e-10 * np.abs(want[key]).max(), key
 
@@ -56,7 +45,7 @@ def test_the_command_trains_the_one_process_model_and_resumes_it(tmp_path):
                   "--distributed")  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     straight = train_cli(tmp_path, "straight", "--epochs", "3")
-    resumed, uninterrupted = weights(run), weights(straight)
+    resumed, uninterrupted = run_weights(run), run_weights(straight)
     for key in uninterrupted:
         assert np.array_equal(resumed[key], uninterrupted[key]), key
 

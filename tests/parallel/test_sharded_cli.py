@@ -22,7 +22,7 @@ from sparsekit.parallel import LocalCommunicator
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from test_data_parallel import environment, mpirun, needs_mpi  # noqa: E402
+from test_data_parallel import environment, mpirun, needs_mpi, run_weights, train_command  # noqa: E402
 
 ARGS = ["--hidden", "15", "--k", "3", "--aux-coef", "0", "--batch-size", "50", "--dtype",
         "float64", "--no-download", "--snapshot-every", "100"]  # fmt: skip
@@ -30,18 +30,7 @@ PARAMETER_EXIT = ParameterError.exit_code
 
 
 def train_cli(tmp_path: Path, out: str, *extra: str) -> Path:
-    done = mpirun(
-        2, "-m", "sparsekit.cli.main", "train", "topk", "--dataset", str(tmp_path / "data.npy"),
-        "--distributed", "--shard-latents", "--out", str(tmp_path / out), *ARGS, *extra,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    (run,) = (tmp_path / out).iterdir()  # rank 0 alone created a run directory
-    assert done.stdout.strip() == str(run)  # and rank 0 alone printed it
-    return run
-
-
-def weights(run: Path) -> dict[str, np.ndarray]:
-    return {k: np.asarray(v) for k, v in sparsekit.load_run(run).params.items()}
+    return train_command(tmp_path, out, "topk", "--distributed", "--shard-latents", *ARGS, *extra)
 
 
 @needs_mpi
@@ -52,7 +41,7 @@ def test_sharded_training_writes_the_one_process_run_and_resumes_it(tmp_path):
         "topk", str(tmp_path / "data.npy"), out=tmp_path / "one", epochs=2, hidden=15, k=3,
         aux_coef=0.0, batch_size=50, dtype="float64", download=False, snapshot_every=100,
     )  # fmt: skip
-    got, want = weights(run), weights(single)
+    got, want = run_weights(run), run_weights(single)
     assert got["W_enc"].shape == (15, 16)  # the whole model: shards of 8 and 7, gathered
     for key in want:
         assert np.abs(got[key] - want[key]).max() <= 1e-10 * np.abs(want[key]).max(), key
@@ -75,7 +64,7 @@ def test_sharded_training_writes_the_one_process_run_and_resumes_it(tmp_path):
                   "--distributed")  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     straight = train_cli(tmp_path, "straight", "--epochs", "3")
-    resumed, uninterrupted = weights(run), weights(straight)
+    resumed, uninterrupted = run_weights(run), run_weights(straight)
     for key in uninterrupted:
         assert np.array_equal(resumed[key], uninterrupted[key]), key
     assert json.loads((run / "config.json").read_text())["shard_latents"] is True
@@ -126,7 +115,7 @@ def test_ksparse_trains_sharded_into_a_run(tmp_path):
         shard_latents=True, **settings,
     )  # fmt: skip
     single = sparsekit.train_run("ksparse", str(tmp_path / "data.npy"), **settings)
-    got, want = weights(run), weights(single)
+    got, want = run_weights(run), run_weights(single)
     for key in want:  # (tied: the two gradients of W summed in another order)
         assert np.abs(got[key] - want[key]).max() <= 1e-10 * np.abs(want[key]).max(), key
 
