@@ -174,6 +174,9 @@ def test_a_streamed_shard_folder_trains_the_one_process_model(tmp_path):
     cases = [
         ["topk-stream", "topk", {**SAE, "k": 2, "dtype": "float64", "folder": str(folder)}],
         ["kl-stream", "kl", {**SMALL, "dtype": "float64", "folder": str(folder)}],
+        # --center: the folder's mean estimated from 200 rows, for N ranks as for one process
+        ["plain-centred", "plain", {**SMALL, "dtype": "float64", "folder": str(folder),
+                                    "center": True, "stats_rows": 200}],
     ]
     got = train_ranks(tmp_path, cases)
     for name, method, settings in cases:

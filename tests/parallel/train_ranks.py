@@ -19,10 +19,11 @@ def problem(settings: dict):
     shard folder when the case names one, else a small array."""
     rows = settings.pop("rows", 300)
     folder = settings.pop("folder", None)
+    stats_rows = settings.pop("stats_rows", 100_000)
     if folder is not None:
         from sparsekit.data import load_dataset
 
-        return load_dataset(folder, split="train")
+        return load_dataset(folder, split="train", stats_rows=stats_rows)
     return np.random.default_rng(7).uniform(size=(rows, 20))
 
 
