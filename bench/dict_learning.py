@@ -105,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plot", default=None, help="PNG path (default docs/results/...)")
     parser.add_argument("--tol", type=float, default=None, help="dict-learning's --tol")
     parser.add_argument("--max-iter", type=int, default=None, help="dict-learning's --max-iter")
+    parser.add_argument("--coder", default=None, help="dict-learning's --coder (default fista)")
     args = parser.parse_args(argv)
     atoms, alpha, n = PROBLEMS[args.dataset]
     print(f"CPU: {cpu_model()}; numpy {np.__version__}; sparsekit {sparsekit.__version__}")
@@ -118,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         f"batch {args.batch}, {args.seconds:g} s of training each"
     )
 
-    settings = {"tol": args.tol, "max_iter": args.max_iter}
+    settings = {"tol": args.tol, "max_iter": args.max_iter, "coder": args.coder}
     method = sparsekit.make_method(
         "dict-learning", alpha=alpha, **{k: v for k, v in settings.items() if v is not None}
     )
@@ -186,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(*zip(*ours, strict=True), "o-", label="sparsekit dict-learning (FISTA)")
+    ax.plot(*zip(*ours, strict=True), "o-", label=f"sparsekit dict-learning ({method.coder})")
     ax.plot(
         *zip(*theirs, strict=True), "s-", label="scikit-learn MiniBatchDictionaryLearning (LARS)"
     )

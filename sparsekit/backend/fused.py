@@ -15,8 +15,11 @@ A formula with a twin is an :class:`Op`: the math code calls the op, and the op 
 twin when it can (Numba present and working, ``SPARSEKIT_JIT`` not 0, contiguous writeable
 NumPy arrays) and the reference formula otherwise. The math code never branches on which
 one exists. Twins keep the reference's order of operations, so the results are the same bits
-(``tests/test_fused.py`` checks every op both ways); only sums of squares (weight decay's
-value, Arora's row norms) are accumulated in float64 instead.
+(``tests/backend/test_fused.py`` checks every op both ways); only sums of squares (weight decay's
+value, Arora's row norms) are accumulated in float64 instead. One twin is an algorithm's
+faster schedule rather than the same operations: coordinate descent's
+(``coders/cd.py``) sweeps active sets between full sweeps and stops by the reference's rule,
+so the two agree to that rule's tolerance (checked by objective and support).
 
 Loops release the GIL, so :func:`run` spreads large arrays over the threads of
 :func:`~sparsekit.backend.threads.split_run` (Numba's own thread pool is never used).
@@ -222,5 +225,36 @@ def run_rows(fused_loop: Loop, arrays: tuple[Any, ...], scalars: tuple[Any, ...]
         lambda lo, hi: fn(*(a[lo:hi] for a in arrays), *scalars),
         rows,
         min_size=max(2, threads.PARALLEL_MIN_SIZE // max(1, cols)),
+    )
+    return True
+
+
+def run_row_blocks(
+    fused_loop: Loop,
+    shared: tuple[Any, ...],
+    split: tuple[Any, ...],
+    scalars: tuple[Any, ...],
+    work_per_row: int,
+) -> bool:
+    """Run a loop over blocks of rows: ``fn(*shared, *(a[lo:hi] for a in split), *scalars)``,
+    the blocks on threads, for loops whose rows are independent problems (a coder's rows).
+
+    ``shared`` arrays are passed whole to every block (read only); ``split`` arrays (any
+    dtypes, one first dimension) are cut at the same rows; ``work_per_row`` (about the
+    multiply-adds of a row) decides whether a second thread pays. The caller checks the
+    arrays are ones its loop can take. False when the loops are unavailable.
+    """
+    arrays = shared + split
+    if not all(isinstance(a, np.ndarray) and a.flags.c_contiguous for a in arrays):
+        return False
+    fn = fused_loop.ready(
+        split[0].dtype.char, *shared, *(a[:0] for a in split), *scalars
+    )  # compiled on empty blocks: nothing changes
+    if fn is None:
+        return False
+    threads.split_run(
+        lambda lo, hi: fn(*shared, *(a[lo:hi] for a in split), *scalars),
+        split[0].shape[0],
+        min_size=threads.min_rows(work_per_row),
     )
     return True

@@ -6,6 +6,7 @@ the same call runs on the CPU and on a GPU. The dictionary-learning methods and 
 matching-pursuit SAE (:mod:`sparsekit.methods`) call them; so may anyone comparing coders.
 """
 
+from sparsekit.coders.cd import coordinate_descent
 from sparsekit.coders.l1 import CodeResult, fista, ista, l1_objective, lipschitz, soft_threshold
 from sparsekit.coders.omp import omp
 from sparsekit.coders.pursuit import Pursuit, matching_pursuit
@@ -14,6 +15,7 @@ from sparsekit.coders.threshold import threshold
 __all__ = [
     "CodeResult",
     "Pursuit",
+    "coordinate_descent",
     "fista",
     "ista",
     "l1_objective",

@@ -122,7 +122,7 @@ def check_coder_inputs(x: Any, dictionary: Any) -> None:
         )
 
 
-def _check_iterations(max_iter: int, tol: float, check_every: int) -> None:
+def check_iterations(max_iter: int, tol: float, check_every: int) -> None:
     if max_iter < 1:
         raise ParameterError(f"max_iter must be >= 1, got {max_iter}")
     if not tol >= 0:
@@ -209,21 +209,25 @@ POLISH_BLOCK_ELEMENTS = 1 << 24
 POLISH_BLOCK_ROWS = 32
 
 
-class _Polish:
-    """The exact active-set finish of :func:`ista` / :func:`fista` (module docstring).
+class Polish:
+    """The exact active-set finish of :func:`ista` / :func:`fista` (module docstring), also
+    used by :func:`sparsekit.coders.cd.coordinate_descent`.
 
     Holds what the finish needs of the problem: the Gram matrix G and correlations C of the
-    whole batch (Gram form), or X and D to form G[S,S], C_S and zG − C from (residual form).
+    whole batch (Gram form, ``gram`` given), or X and D to form G[S,S], C_S and zG − C from
+    (residual form, ``gram`` None).
     """
 
-    def __init__(self, xp: Any, x: Any, dictionary: Any, gradient: _Gradient) -> None:
+    def __init__(
+        self, xp: Any, x: Any, dictionary: Any, gram: Any | None, correlations: Any | None
+    ) -> None:
         self.xp = xp
         self.x = x
         self.dictionary = dictionary
-        self.use_gram = gradient.use_gram
+        self.use_gram = gram is not None
         if self.use_gram:
-            self.gram = gradient.gram
-            self.correlations = gradient.correlations  # of the whole batch (kept before keep())
+            self.gram = gram
+            self.correlations = correlations  # of the whole batch
 
     def correlations_of(self, rows: Any) -> Any:
         if self.use_gram:
@@ -262,7 +266,7 @@ def _solve_block(xp: Any, matrices: Any, rhs: Any) -> Any:
 
 
 def _solve_supports(
-    xp: Any, problem: _Polish, active: Any, signs: Any, correlations: Any, count: Any, alpha: float
+    xp: Any, problem: Polish, active: Any, signs: Any, correlations: Any, count: Any, alpha: float
 ) -> Any:
     """z with z_S solving G[S,S] z_S = C_S − α s for every row's support S (``active``) and
     signs s, zero off S. Rows go in order of support size, in blocks of at most
@@ -298,8 +302,8 @@ def _solve_supports(
     return z
 
 
-def _polish(
-    xp: Any, codes: Any, alpha: float, positive: bool, problem: _Polish, rounds: int
+def polish_codes(
+    xp: Any, codes: Any, alpha: float, positive: bool, problem: Polish, rounds: int
 ) -> Any:
     """Replaces each row of ``codes`` whose support/sign system gives a KKT-certified lasso
     solution by that solution, in place; the other rows keep their iterate. Returns which
@@ -434,10 +438,16 @@ def _iterate(
     """ISTA (``accelerate=False``) or FISTA, every row stopping on its own, then, when
     ``polished`` (a (B,) boolean array, set to the rows certified) is given, the polish
     (module docstring). Returns the result, the Gram matrix used (or None) and L."""
-    _check_iterations(max_iter, tol, check_every)
+    check_iterations(max_iter, tol, check_every)
     xp, z, lip = _prepare(x, dictionary, alpha, init, lipschitz_constant, gram)
     gradient = _Gradient(x, dictionary, gram)
-    finish = None if polished is None else _Polish(xp, x, dictionary, gradient)
+    finish = None
+    if polished is not None:  # the whole batch's G and C, kept before keep() drops rows
+        gram_form = gradient.use_gram
+        finish = Polish(
+            xp, x, dictionary, gradient.gram if gram_form else None,
+            gradient.correlations if gram_form else None,
+        )  # fmt: skip
     done_with = (gradient.gram if gradient.use_gram else None), lip
     step = (1.0 / lip).astype(x.dtype) if hasattr(lip, "astype") else x.dtype.type(1.0 / lip)
     threshold = alpha * step
@@ -488,11 +498,11 @@ def _finish(
     result: CodeResult,
     alpha: float,
     positive: bool,
-    finish: _Polish | None,
+    finish: Polish | None,
     polished: Any | None,
 ) -> CodeResult:
     if finish is not None:
-        polished[...] = _polish(xp, result.codes, alpha, positive, finish, POLISH_ROUNDS)
+        polished[...] = polish_codes(xp, result.codes, alpha, positive, finish, POLISH_ROUNDS)
         result.polished = int(polished.sum())
     return result
 

@@ -186,7 +186,7 @@ def _atom_update_fused(xp: Any, w: Any, step: Any, renormalize: bool) -> Any:
 
 # Reassociation allowed: the row's Σw² is summed in any order, so it vectorises; nothing else
 # in the loop can be reassociated. The sum is in float64, so the norms differ from the
-# reference's float32 einsum by rounding (tests/test_fused.py states the tolerance).
+# reference's float32 einsum by rounding (tests/backend/test_fused.py states the tolerance).
 @fused.loop(fastmath={"reassoc"})
 def _atom_update_loop(w, step, renormalize, tiny):  # pragma: no cover - runs compiled
     rows, cols = w.shape

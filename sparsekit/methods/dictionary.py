@@ -6,7 +6,7 @@ Matrix Factorization and Sparse Coding"); what scikit-learn's
 weight ``W_enc``; there is no encoder: the code of a batch is the output of a sparse coder
 (:mod:`sparsekit.coders`) run against the current dictionary::
 
-    Z  = coder(X − b_dec; D)          ista / fista: argmin ½‖x − zD‖² + α‖z‖₁ per row
+    Z  = coder(X − b_dec; D)          ista / fista / cd: argmin ½‖x − zD‖² + α‖z‖₁ per row
                                       omp: the best k atoms per row
     X̂  = Z D + b_dec
 
@@ -62,7 +62,8 @@ from typing import Any
 import numpy as np
 
 from sparsekit.backend.threads import matmul
-from sparsekit.coders import fista, ista, lipschitz, omp
+from sparsekit.coders import coordinate_descent, fista, ista, lipschitz, omp
+from sparsekit.errors import ParameterError
 from sparsekit.methods import (
     IDENTITY,
     Forward,
@@ -75,7 +76,7 @@ from sparsekit.methods import (
     non_negative,
 )
 
-CODERS = ("fista", "ista", "omp")
+CODERS = ("fista", "ista", "omp", "cd")
 
 #: An atom is dead when its A_jj is below this fraction of the mean of A's diagonal.
 DEAD_FRACTION = 1e-6
@@ -111,8 +112,16 @@ class DictionaryLearning(ObjectiveUpdateMethod):
         "Mairal, Bach, Ponce & Sapiro, 'Online Dictionary Learning for Sparse Coding', ICML 2009"
     )
     params = (
-        Param("coder", str, "fista", "the sparse coder: fista, ista or omp", _coder_choice),
-        Param("alpha", float, 1.0, "L1 weight α of ½‖x − zD‖² + α‖z‖₁ (ista, fista)", non_negative),
+        Param(
+            "coder",
+            str,
+            "fista",
+            "the sparse coder: fista, ista, omp or cd (coordinate descent, CPU)",
+            _coder_choice,
+        ),
+        Param(
+            "alpha", float, 1.0, "L1 weight α of ½‖x − zD‖² + α‖z‖₁ (ista, fista, cd)", non_negative
+        ),
         Param("k", int, 5, "atoms per sample (omp)", between_one_and_hidden),
         Param(
             "forgetting",
@@ -121,12 +130,15 @@ class DictionaryLearning(ObjectiveUpdateMethod):
             "forgetting factor β of A and B; 0: Mairal et al.'s schedule",
             _forgetting_check,
         ),
-        Param("max_iter", int, 50, "iteration cap of ista / fista", _at_least_one),
+        Param(
+            "max_iter", int, 50, "iteration cap of ista / fista (full sweeps of cd)", _at_least_one
+        ),
         Param(
             "tol",
             float,
             1e-2,
             "ista / fista: a row stops when its code changes by less than this (relative); "
+            "cd: when no coordinate's KKT violation exceeds this times α + max|xDᵀ|; "
             "0: always --max-iter iterations",
             non_negative,
         ),
@@ -175,6 +187,21 @@ class DictionaryLearning(ObjectiveUpdateMethod):
         if self.coder == "omp":
             return omp(x, dictionary, self.k)
         gram = matmul(dictionary, dictionary.T)
+        if self.coder == "cd":
+            if backend.is_gpu:
+                raise ParameterError(
+                    "dict-learning: --coder cd runs on the CPU (one coordinate at a time: "
+                    "thousands of kernel launches a batch on a GPU); use --coder fista with --gpu"
+                )
+            return coordinate_descent(
+                x,
+                dictionary,
+                self.alpha,
+                max_iter=self.max_iter,
+                tol=self.tol,
+                gram=gram,
+                polish=not training,
+            ).codes
         solve = fista if self.coder == "fista" else ista
         result = solve(
             x,

@@ -6,7 +6,7 @@ shape and dtype, so a checkpoint can store it and a resumed run continues exactl
 Each update is written twice, side by side: as array operations (``update_numpy``, every
 backend) and as a fused loop (one pass over the parameter instead of a dozen; compiled by
 :mod:`sparsekit.backend.fused`), with the same operations in the same order, so the same
-bits (``tests/test_fused.py``).
+bits (``tests/backend/test_fused.py``).
 """
 
 from __future__ import annotations

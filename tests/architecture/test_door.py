@@ -94,6 +94,7 @@ DECLARED_TWINS: dict[str, dict[str, str]] = {
         "_hidden_delta_loop": "sigmoid_hidden_delta",
     },
     "sparsekit.core.declarations": {"_add_scaled_loop": "add_scaled"},
+    "sparsekit.coders.cd": {"_cd_rows_loop": "cd_sweeps"},
     "sparsekit.methods.kl": {"_kl_penalty_loop": "kl_penalty"},
     "sparsekit.methods.arora": {
         "_threshold_code_loop": "threshold_code",
