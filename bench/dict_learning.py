@@ -8,8 +8,10 @@ Both learn the same number of atoms at the same α from the same initial diction
 (normalised training samples, sparsekit's init), on the same minibatches in the same order
 (batch 256): scikit-learn by ``partial_fit`` (its default coder, LARS, and its own
 block-coordinate update with Mairal et al.'s forgetting schedule), sparsekit by
-``DictionaryLearning.update`` (FISTA at its default tolerance, the same update and schedule)
-inside ``own_threads()``, as ``sparsekit train`` runs every step.
+``DictionaryLearning.update`` (the same update and schedule) inside ``own_threads()``, as
+``sparsekit train`` runs every step, once per coder of ``--coders`` (default ``cd,fista``:
+coordinate descent, the CPU's fastest, and FISTA, the default and the GPU's coder, each at
+its default tolerance).
 Each runs for ``--seconds`` of training time. Every ``--every`` seconds the clock stops and
 the held-out objective is measured the same way for both dictionaries: the mean over
 held-out rows of ½‖x − zD‖² + α‖z‖₁, with z from FISTA at tol 1e-3 (a relative objective error near 1e-4, far below the
@@ -105,7 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plot", default=None, help="PNG path (default docs/results/...)")
     parser.add_argument("--tol", type=float, default=None, help="dict-learning's --tol")
     parser.add_argument("--max-iter", type=int, default=None, help="dict-learning's --max-iter")
-    parser.add_argument("--coder", default=None, help="dict-learning's --coder (default fista)")
+    parser.add_argument(
+        "--coders", default="cd,fista", help="dict-learning's --coder values, one curve each"
+    )
     args = parser.parse_args(argv)
     atoms, alpha, n = PROBLEMS[args.dataset]
     print(f"CPU: {cpu_model()}; numpy {np.__version__}; sparsekit {sparsekit.__version__}")
@@ -119,28 +123,34 @@ def main(argv: list[str] | None = None) -> int:
         f"batch {args.batch}, {args.seconds:g} s of training each"
     )
 
-    settings = {"tol": args.tol, "max_iter": args.max_iter, "coder": args.coder}
-    method = sparsekit.make_method(
-        "dict-learning", alpha=alpha, **{k: v for k, v in settings.items() if v is not None}
-    )
-    print(f"sparsekit: {method!r}")
-    init = method.init_params(np.random.default_rng(args.seed), train.shape[1], atoms, True, train)
+    coders = [c.strip() for c in args.coders.split(",") if c.strip()]
+    settings = {"tol": args.tol, "max_iter": args.max_iter}
     backend = get_backend(dtype="float32")
-    params = {k: backend.asarray(v) for k, v in init.items()}
-    fista(train[:8], params["W_enc"], alpha, max_iter=20)  # compile the fused product once
+    init = None
+    curves: dict[str, tuple[list, int]] = {}
+    for coder in coders:
+        method = sparsekit.make_method(
+            "dict-learning",
+            alpha=alpha,
+            coder=coder,
+            **{k: v for k, v in settings.items() if v is not None},
+        )
+        print(f"sparsekit: {method!r}")
+        if init is None:  # every run starts from the same dictionary
+            init = method.init_params(
+                np.random.default_rng(args.seed), train.shape[1], atoms, True, train
+            )
+        params = {k: backend.asarray(v.copy()) for k, v in init.items()}
+        with own_threads():  # compile the coder's loops before the clock starts
+            method.code(backend, params["W_enc"], train[:8], True)
 
-    def our_step(x):
-        with own_threads():  # as the trainer runs every step: BLAS on one thread
-            method.update(backend, params, x, 1.0)
+        def our_step(x, method=method, params=params):
+            with own_threads():  # as the trainer runs every step: BLAS on one thread
+                method.update(backend, params, x, 1.0)
 
-    ours, our_steps = run_curve(
-        our_step,
-        lambda: params["W_enc"],
-        train,
-        held,
-        alpha,
-        args,
-    )
+        curves[f"sparsekit {coder}"] = run_curve(
+            our_step, lambda params=params: params["W_enc"], train, held, alpha, args
+        )
     theirs_model = MiniBatchDictionaryLearning(
         n_components=atoms,
         alpha=alpha,
@@ -158,28 +168,35 @@ def main(argv: list[str] | None = None) -> int:
             alpha,
             args,
         )
-    print("\n   seconds  sparsekit   |   seconds  scikit-learn")
-    for i in range(max(len(ours), len(theirs))):
-        a = f"{ours[i][0]:10.1f} {ours[i][1]:10.4f}" if i < len(ours) else " " * 21
-        b = f"{theirs[i][0]:10.1f} {theirs[i][1]:10.4f}" if i < len(theirs) else ""
-        print(f"{a}   | {b}")
-    ours_rate, theirs_rate = our_steps / ours[-1][0], their_steps / theirs[-1][0]
-    print(
-        f"\nminibatches per second: sparsekit {ours_rate:.2f} ({our_steps}), scikit-learn "
-        f"{theirs_rate:.2f} ({their_steps}): {ours_rate / theirs_rate:.1f}x"
-    )
+    names = [*curves, "scikit-learn"]
+    curves["scikit-learn"] = (theirs, their_steps)
+    print("\n" + " | ".join(f"{'seconds':>8s} {name:>18s}" for name in names))
+    for i in range(max(len(curves[n][0]) for n in names)):
+        cells = []
+        for name in names:
+            curve = curves[name][0]
+            cells.append(
+                f"{curve[i][0]:8.1f} {curve[i][1]:18.4f}" if i < len(curve) else " " * 27
+            )
+        print(" | ".join(cells))
     final = theirs[-1][1]
-    print(f"scikit-learn's final held-out objective {final:.4f} after {theirs[-1][0]:.1f} s")
-    reached = time_to_reach(ours, final)
-    if final >= theirs[0][1]:
-        print(
-            f"scikit-learn ended above the initial dictionary's {theirs[0][1]:.4f}: no time "
-            f"to reach it; sparsekit's final is {ours[-1][1]:.4f}"
-        )
-    elif reached is None:
-        print(f"sparsekit did not reach it in {ours[-1][0]:.1f} s (its final: {ours[-1][1]:.4f})")
-    else:
-        print(f"sparsekit reached it after {reached:.1f} s: {theirs[-1][0] / reached:.1f}x sooner")
+    theirs_rate = their_steps / theirs[-1][0]
+    print(
+        f"\nscikit-learn: {theirs_rate:.2f} minibatches/s ({their_steps}); final held-out "
+        f"objective {final:.4f} after {theirs[-1][0]:.1f} s"
+    )
+    for name in names[:-1]:
+        ours, our_steps = curves[name]
+        rate = our_steps / ours[-1][0]
+        reached = time_to_reach(ours, final)
+        line = f"{name}: {rate:.2f} minibatches/s ({our_steps}, {rate / theirs_rate:.1f}x); "
+        if final >= theirs[0][1]:
+            line += f"scikit-learn ended above the initial {theirs[0][1]:.4f}: no time to reach"
+        elif reached is None:
+            line += f"did not reach it in {ours[-1][0]:.1f} s (final {ours[-1][1]:.4f})"
+        else:
+            line += f"reached it after {reached:.1f} s: {theirs[-1][0] / reached:.1f}x sooner"
+        print(line)
 
     import matplotlib
 
@@ -187,9 +204,10 @@ def main(argv: list[str] | None = None) -> int:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(*zip(*ours, strict=True), "o-", label=f"sparsekit dict-learning ({method.coder})")
+    for name, marker in zip(names[:-1], "o^vD", strict=False):
+        ax.plot(*zip(*curves[name][0], strict=True), marker + "-", ms=3, label=name)
     ax.plot(
-        *zip(*theirs, strict=True), "s-", label="scikit-learn MiniBatchDictionaryLearning (LARS)"
+        *zip(*theirs, strict=True), "s-", ms=3, label="scikit-learn MiniBatchDictionaryLearning (LARS)"
     )
     ax.axhline(final, color="grey", lw=0.8, ls="--")
     ax.set_xlabel("training wall time (s), CPU")
