@@ -196,6 +196,10 @@ def _cd_sweeps_fused(
 
 @fused.loop
 def _cd_rows_loop(gram, corr, z, r, sweeps, alpha, tol, max_iter, positive):  # pragma: no cover
+    # The full sweep and the support sweeps repeat the one coordinate update on purpose: one
+    # sweep body over an index list and either G or the copy of G[S,S] (tried) made the coder
+    # 1.5x slower (patches 9.1 -> 13.1 ms, MNIST 31 -> 50 ms, one thread): the full sweep
+    # then loses its direct, vectorisable pass over the rows of G.
     hidden = gram.shape[0]
     zero = alpha - alpha
     support = np.empty(hidden, dtype=np.int64)
@@ -204,12 +208,11 @@ def _cd_rows_loop(gram, corr, z, r, sweeps, alpha, tol, max_iter, positive):  # 
     for i in range(z.shape[0]):
         zi = z[i]
         ri = r[i]
-        scale = alpha
         biggest = zero
         for h in range(hidden):
             if abs(corr[i, h]) > biggest:
                 biggest = abs(corr[i, h])
-        limit = tol * (scale + biggest)
+        limit = tol * (alpha + biggest)
         sweeps[i] = max_iter + 1
         for sweep in range(1, max_iter + 1):
             # A full sweep, r kept exact on every atom.

@@ -8,11 +8,9 @@ scikit-learn's ``lasso_lars`` the check is the L1 coders' (objective 1e-5, same 
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pytest
-from sklearn.decomposition import sparse_encode
+from lasso_problems import PROBLEMS, lars, support
 
 from sparsekit.backend import fused
 from sparsekit.backend.simulated import xp as device
@@ -20,45 +18,11 @@ from sparsekit.coders import coordinate_descent, l1_objective
 from sparsekit.coders.cd import cd_sweeps
 from sparsekit.errors import ParameterError
 
-SUPPORT_FLOOR = 1e-7
-
-
-def _unit_rows(a: np.ndarray) -> np.ndarray:
-    return a / np.linalg.norm(a, axis=1, keepdims=True)
-
-
-@pytest.fixture(scope="module")
-def random_problem() -> tuple[np.ndarray, np.ndarray, float]:
-    rng = np.random.default_rng(0)
-    return rng.standard_normal((30, 24)), _unit_rows(rng.standard_normal((48, 24))), 0.5
-
-
-@pytest.fixture(scope="module")
-def mnist_problem(mnist_2000: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-    """40 MNIST rows coded on 100 other (normalised) rows: a coherent dictionary."""
-    data = mnist_2000.astype(np.float64)
-    return data[:40], _unit_rows(data[1000:1100]), 1.0
-
-
-PROBLEMS = ["random_problem", "mnist_problem"]
-
 
 @pytest.fixture
 def reference_path(monkeypatch: pytest.MonkeyPatch) -> None:
     """No fused loops: cd_sweeps runs its reference."""
     monkeypatch.setitem(fused._state, "numba", None)
-
-
-def _support(codes: np.ndarray) -> np.ndarray:
-    return np.abs(codes) > SUPPORT_FLOOR
-
-
-def _lars(x: np.ndarray, dictionary: np.ndarray, alpha: float, positive: bool = False):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return sparse_encode(
-            x, dictionary, algorithm="lasso_lars", alpha=alpha, positive=positive
-        )
 
 
 def _kkt_violation(x, dictionary, codes, alpha) -> np.ndarray:
@@ -73,7 +37,7 @@ def _kkt_violation(x, dictionary, codes, alpha) -> np.ndarray:
 @pytest.mark.parametrize("positive", [False, True])
 def test_matches_lasso_lars(request, problem, positive) -> None:
     x, dictionary, alpha = request.getfixturevalue(problem)
-    reference = _lars(x, dictionary, alpha, positive)
+    reference = lars(x, dictionary, alpha, positive)
     result = coordinate_descent(x, dictionary, alpha, tol=1e-10, positive=positive)
     assert result.converged
     if positive:
@@ -83,7 +47,7 @@ def test_matches_lasso_lars(request, problem, positive) -> None:
         l1_objective(x, dictionary, reference, alpha),
         rtol=1e-5,
     )
-    assert (_support(result.codes) == _support(reference)).all()
+    assert (support(result.codes) == support(reference)).all()
 
 
 @pytest.mark.parametrize("problem", PROBLEMS)
@@ -98,7 +62,7 @@ def test_twin_and_reference_reach_the_same_codes(request, monkeypatch, problem) 
         l1_objective(x, dictionary, reference.codes, alpha),
         rtol=1e-9,
     )
-    assert (_support(twin.codes) == _support(reference.codes)).all()
+    assert (support(twin.codes) == support(reference.codes)).all()
     np.testing.assert_allclose(twin.codes, reference.codes, atol=1e-7)
     # The twin sweeps the whole dictionary far less often: the point of its active sets.
     assert twin.iterations < reference.iterations
@@ -110,7 +74,7 @@ def test_float32_codes_stay_float32_and_reach_lars(mnist_problem) -> None:
     result = coordinate_descent(x32, d32, alpha)
     assert result.codes.dtype == np.float32
     ours = l1_objective(x, dictionary, result.codes.astype(np.float64), alpha).sum()
-    theirs = l1_objective(x, dictionary, _lars(x, dictionary, alpha), alpha).sum()
+    theirs = l1_objective(x, dictionary, lars(x, dictionary, alpha), alpha).sum()
     assert abs(ours / theirs - 1) < 1e-5
 
 
@@ -145,7 +109,7 @@ def test_polish_certifies_loose_codes(mnist_problem) -> None:
     x, dictionary, alpha = mnist_problem
     loose = coordinate_descent(x, dictionary, alpha, tol=1e-2)
     polished = coordinate_descent(x, dictionary, alpha, tol=1e-2, polish=True)
-    exact = l1_objective(x, dictionary, _lars(x, dictionary, alpha), alpha).sum()
+    exact = l1_objective(x, dictionary, lars(x, dictionary, alpha), alpha).sum()
     assert polished.polished == x.shape[0]
     assert abs(l1_objective(x, dictionary, polished.codes, alpha).sum() / exact - 1) < 1e-9
     assert l1_objective(x, dictionary, loose.codes, alpha).sum() / exact - 1 > 1e-7

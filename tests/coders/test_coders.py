@@ -16,60 +16,25 @@ import warnings
 
 import numpy as np
 import pytest
+from lasso_problems import PROBLEMS, lars, support, unit_rows
 from sklearn.decomposition import sparse_encode
 
 from sparsekit.backend.simulated import xp as device
 from sparsekit.coders import fista, ista, l1_objective, lipschitz, omp, threshold
 from sparsekit.errors import ParameterError
 
-#: Codes below this magnitude count as zero when supports are compared (both solvers stop
-#: at a tolerance, so an entry that is exactly zero in one may be 1e-12 in the other).
-SUPPORT_FLOOR = 1e-7
-
-
-def _unit_rows(a: np.ndarray) -> np.ndarray:
-    return a / np.linalg.norm(a, axis=1, keepdims=True)
-
-
-@pytest.fixture(scope="module")
-def random_problem() -> tuple[np.ndarray, np.ndarray, float]:
-    rng = np.random.default_rng(0)
-    dictionary = _unit_rows(rng.standard_normal((48, 24)))
-    x = rng.standard_normal((30, 24))
-    return x, dictionary, 0.5
-
-
-@pytest.fixture(scope="module")
-def mnist_problem(mnist_2000: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-    """40 MNIST rows coded on 100 other (normalised) rows: a coherent dictionary."""
-    data = mnist_2000.astype(np.float64)
-    return data[:40], _unit_rows(data[1000:1100]), 1.0
-
-
-PROBLEMS = ["random_problem", "mnist_problem"]
-
-
-def _support(codes: np.ndarray) -> np.ndarray:
-    return np.abs(codes) > SUPPORT_FLOOR
-
-
-def _lars(x: np.ndarray, dictionary: np.ndarray, alpha: float) -> np.ndarray:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return sparse_encode(x, dictionary, algorithm="lasso_lars", alpha=alpha)
-
 
 @pytest.mark.parametrize("problem", PROBLEMS)
 @pytest.mark.parametrize("coder", [ista, fista])
 def test_l1_coders_match_lasso_lars(request, problem, coder) -> None:
     x, dictionary, alpha = request.getfixturevalue(problem)
-    reference = _lars(x, dictionary, alpha)
+    reference = lars(x, dictionary, alpha)
     result = coder(x, dictionary, alpha, tol=1e-9, max_iter=200_000)
     assert result.converged
     ours = l1_objective(x, dictionary, result.codes, alpha)
     theirs = l1_objective(x, dictionary, reference, alpha)
     np.testing.assert_allclose(ours, theirs, rtol=1e-5)
-    assert (_support(result.codes) == _support(reference)).all()
+    assert (support(result.codes) == support(reference)).all()
 
 
 def test_alpha_is_scikit_learns_sparse_encode_alpha(random_problem) -> None:
@@ -84,7 +49,7 @@ def test_alpha_is_scikit_learns_sparse_encode_alpha(random_problem) -> None:
         l1_objective(x, dictionary, cd, alpha).sum(),
         rtol=1e-5,
     )
-    assert (_support(ours) == _support(cd)).mean() > 0.99
+    assert (support(ours) == support(cd)).mean() > 0.99
 
 
 @pytest.mark.parametrize("problem", PROBLEMS)
@@ -106,7 +71,7 @@ def test_omp_matches_scikit_learn(request, problem) -> None:
 def test_omp_never_picks_an_atom_twice() -> None:
     """A signal in the span of two atoms still gets exactly k distinct atoms."""
     rng = np.random.default_rng(3)
-    dictionary = _unit_rows(rng.standard_normal((20, 10)))
+    dictionary = unit_rows(rng.standard_normal((20, 10)))
     x = (2 * dictionary[3] - dictionary[11])[None, :]
     codes = omp(x, dictionary, 5)
     assert (codes != 0).sum() + (codes == 0).sum() == 20
@@ -215,7 +180,7 @@ def test_polish_makes_a_loose_fista_exact(request, problem) -> None:
     """At tol=1e-2 the iterate is far from optimal; the polish gives LARS's objective to
     1e-6 (relative, per row) and LARS's supports."""
     x, dictionary, alpha = request.getfixturevalue(problem)
-    reference = _lars(x, dictionary, alpha)
+    reference = lars(x, dictionary, alpha)
     loose = fista(x, dictionary, alpha, tol=1e-2, polish=False)
     result = fista(x, dictionary, alpha, tol=1e-2)
     assert result.polished == x.shape[0] and loose.polished == 0
@@ -223,7 +188,7 @@ def test_polish_makes_a_loose_fista_exact(request, problem) -> None:
     theirs = _objectives(x, dictionary, reference, alpha)
     np.testing.assert_allclose(_objectives(x, dictionary, result.codes, alpha), theirs, rtol=1e-6)
     assert not np.allclose(_objectives(x, dictionary, loose.codes, alpha), theirs, rtol=1e-6)
-    assert (_support(result.codes) == _support(reference)).all()
+    assert (support(result.codes) == support(reference)).all()
     np.testing.assert_allclose(result.codes, reference, atol=1e-6)
 
 
@@ -251,7 +216,7 @@ def test_a_row_the_polish_cannot_certify_keeps_its_iterate(mnist_problem, monkey
     assert full.polished == x.shape[0] > result.polished
     np.testing.assert_allclose(
         _objectives(x, dictionary, full.codes, alpha),
-        _objectives(x, dictionary, _lars(x, dictionary, alpha), alpha),
+        _objectives(x, dictionary, lars(x, dictionary, alpha), alpha),
         rtol=1e-6,
     )
 
@@ -283,13 +248,13 @@ def test_polish_with_positive_codes(request, problem) -> None:
         _objectives(x, dictionary, exact.codes, alpha),
         rtol=1e-6,
     )
-    assert (_support(result.codes) == _support(exact.codes)).all()
+    assert (support(result.codes) == support(exact.codes)).all()
 
 
 def test_polish_in_float32(mnist_problem) -> None:
     x64, d64, alpha = mnist_problem
     x, dictionary = x64.astype(np.float32), d64.astype(np.float32)
-    reference = _objectives(x64, d64, _lars(x64, d64, alpha), alpha)
+    reference = _objectives(x64, d64, lars(x64, d64, alpha), alpha)
     for coder in (fista, ista):
         result = coder(x, dictionary, alpha, tol=1e-2)
         assert result.codes.dtype == np.float32
