@@ -100,6 +100,13 @@ def run_weights(run: Path) -> dict[str, np.ndarray]:
     return {k: np.asarray(v) for k, v in sparsekit.load_run(run).params.items()}
 
 
+def assert_same_weights(got: dict, want: dict, rtol: float = 1e-10) -> None:
+    """Every weight of ``want`` equals ``got``'s to ``rtol`` of its largest entry."""
+    for key, value in want.items():
+        other, value = np.asarray(got[key]), np.asarray(value)
+        assert np.abs(other - value).max() <= rtol * np.abs(value).max(), key
+
+
 def train_ranks(tmp_path: Path, cases: list, ranks: int = 2, tag: str = "") -> dict:
     out = tmp_path / f"weights{tag}.npz"
     done = mpirun(ranks, str(HERE / "train_ranks.py"), str(out), json.dumps(cases))

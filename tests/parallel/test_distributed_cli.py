@@ -16,7 +16,13 @@ import sparsekit
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from test_data_parallel import mpirun, needs_mpi, run_weights, train_command  # noqa: E402
+from test_data_parallel import (  # noqa: E402
+    assert_same_weights,
+    mpirun,
+    needs_mpi,
+    run_weights,
+    train_command,
+)
 
 ARGS = ["--hidden", "12", "--k", "4", "--k-start", "4", "--batch-size", "50", "--dtype",
         "float64", "--no-download", "--snapshot-every", "100"]  # fmt: skip
@@ -35,8 +41,7 @@ def test_the_command_trains_the_one_process_model_and_resumes_it(tmp_path):
         k_start=4, batch_size=50, dtype="float64", download=False, snapshot_every=100,
     )  # fmt: skip
     got, want = run_weights(run), run_weights(single)
-    for key in want:
-        assert np.abs(got[key] - want[key]).max() <= 1e-10 * np.abs(want[key]).max(), key
+    assert_same_weights(got, want)
 
     # --resume with the same N: bit for bit the uninterrupted run.
     elsewhere = tmp_path / "copy"
@@ -53,6 +58,4 @@ def test_the_command_trains_the_one_process_model_and_resumes_it(tmp_path):
     with pytest.warns(UserWarning, match="trained on 2 ranks, continued on 1: the same model"):
         warnings.simplefilter("always")
         model = sparsekit.resume_run(elsewhere, epochs=3)
-    for key, value in uninterrupted.items():
-        other = np.asarray(model.params[key])
-        assert np.abs(other - value).max() <= 1e-10 * np.abs(value).max(), key
+    assert_same_weights(model.params, uninterrupted)

@@ -22,7 +22,14 @@ from sparsekit.parallel import LocalCommunicator
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from test_data_parallel import environment, mpirun, needs_mpi, run_weights, train_command  # noqa: E402
+from test_data_parallel import (  # noqa: E402
+    assert_same_weights,
+    environment,
+    mpirun,
+    needs_mpi,
+    run_weights,
+    train_command,
+)
 
 ARGS = ["--hidden", "15", "--k", "3", "--aux-coef", "0", "--batch-size", "50", "--dtype",
         "float64", "--no-download", "--snapshot-every", "100"]  # fmt: skip
@@ -43,8 +50,7 @@ def test_sharded_training_writes_the_one_process_run_and_resumes_it(tmp_path):
     )  # fmt: skip
     got, want = run_weights(run), run_weights(single)
     assert got["W_enc"].shape == (15, 16)  # the whole model: shards of 8 and 7, gathered
-    for key in want:
-        assert np.abs(got[key] - want[key]).max() <= 1e-10 * np.abs(want[key]).max(), key
+    assert_same_weights(got, want)
     config = json.loads((run / "config.json").read_text())
     assert config["shard_latents"] is True and config["ranks"] == 2
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -116,8 +122,7 @@ def test_ksparse_trains_sharded_into_a_run(tmp_path):
     )  # fmt: skip
     single = sparsekit.train_run("ksparse", str(tmp_path / "data.npy"), **settings)
     got, want = run_weights(run), run_weights(single)
-    for key in want:  # (tied: the two gradients of W summed in another order)
-        assert np.abs(got[key] - want[key]).max() <= 1e-10 * np.abs(want[key]).max(), key
+    assert_same_weights(got, want)  # (tied: the two gradients of W summed in another order)
 
 
 @needs_mpi
