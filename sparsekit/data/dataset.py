@@ -54,6 +54,22 @@ class Dataset:
         return None
 
 
+
+class TransformedRows(Dataset):
+    """Every row of ``base``, in its order, changed as :meth:`take` reads it (whitened,
+    scaled, ...): the base's length, width, name, labels and image shape."""
+
+    def __init__(self, base: Dataset) -> None:
+        self.base = base
+        self.name, self.labels, self.image_shape = base.name, base.labels, base.image_shape
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    @property
+    def dim(self) -> int:
+        return self.base.dim
+
 class ArrayDataset(Dataset):
     """A dataset over an array already in memory (or memory-mapped).
 

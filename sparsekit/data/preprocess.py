@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from sparsekit.data.dataset import Dataset
+from sparsekit.data.dataset import Dataset, TransformedRows
 from sparsekit.errors import DataError, ParameterError
 
 
@@ -170,7 +170,7 @@ class ZCA:
             raise DataError(f"invalid ZCA parameters ({exc})") from None
 
 
-class Preprocessed(Dataset):
+class Preprocessed(TransformedRows):
     """``base`` with per-sample mean removal (each row minus its own mean) and/or ZCA
     whitening applied to each batch ``take()`` returns, in that order."""
 
@@ -180,19 +180,9 @@ class Preprocessed(Dataset):
                 f"{base.name}: ZCA parameters are for {zca.mean.shape[0]} features, the data "
                 f"has {base.dim}"
             )
-        self.base = base
+        super().__init__(base)
         self.remove_mean = bool(remove_mean)
         self.zca = zca
-        self.name = base.name
-        self.image_shape = base.image_shape
-        self.labels = base.labels
-
-    def __len__(self) -> int:
-        return len(self.base)
-
-    @property
-    def dim(self) -> int:
-        return self.base.dim
 
     def take(self, indices: np.ndarray, dtype: Any = np.float32) -> np.ndarray:
         work = np.dtype(dtype) if np.dtype(dtype).kind == "f" else np.dtype(np.float64)

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from sparsekit.data.dataset import Dataset
+from sparsekit.data.dataset import Dataset, TransformedRows
 from sparsekit.data.shards import ShardFolder
 from sparsekit.errors import DataError, ParameterError
 
@@ -264,20 +264,13 @@ class StreamDataset(Dataset):
         return self.statistics()[0]
 
 
-class ScaledDataset(Dataset):
+class ScaledDataset(TransformedRows):
     """Another data set's rows times ``scale``: a ``--norm-scale`` run's inputs, for data
     that is not its shard folder (:func:`sparsekit.runs.api.prepare_data`)."""
 
     def __init__(self, base: Dataset, scale: float) -> None:
-        self.base, self.scale = base, float(scale)
-        self.name, self.labels, self.image_shape = base.name, base.labels, base.image_shape
-
-    def __len__(self) -> int:
-        return len(self.base)
-
-    @property
-    def dim(self) -> int:
-        return self.base.dim
+        super().__init__(base)
+        self.scale = float(scale)
 
     def take(self, indices: np.ndarray, dtype: Any = np.float32) -> np.ndarray:
         rows = self.base.take(indices, dtype)
