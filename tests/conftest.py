@@ -40,6 +40,30 @@ def mnist_2000(data_dir: Path) -> np.ndarray:
     return load_mnist(data_dir, split="train", subset=2000).to_array(np.float32)
 
 
+
+# -- the lasso problems of the coder tests (tests/coders/) -----------------------------------
+
+
+def _unit_rows(a: np.ndarray) -> np.ndarray:
+    return a / np.linalg.norm(a, axis=1, keepdims=True)
+
+
+@pytest.fixture(scope="module")
+def random_problem() -> tuple[np.ndarray, np.ndarray, float]:
+    """30 random rows coded on 48 random unit atoms of 24 features, α = 0.5."""
+    rng = np.random.default_rng(0)
+    dictionary = _unit_rows(rng.standard_normal((48, 24)))
+    x = rng.standard_normal((30, 24))
+    return x, dictionary, 0.5
+
+
+@pytest.fixture(scope="module")
+def mnist_problem(mnist_2000: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """40 MNIST rows coded on 100 other (normalised) rows: a coherent dictionary."""
+    data = mnist_2000.astype(np.float64)
+    return data[:40], _unit_rows(data[1000:1100]), 1.0
+
+
 def run_cli(
     *args: str,
     env: Mapping[str, str] | None = None,

@@ -1,5 +1,6 @@
-"""What the coder tests share: the lasso problems (fixtures in ``conftest.py``), scikit-learn's
-exact LARS codes and the support comparison."""
+"""What the coder tests share beside their problems (the ``random_problem`` and
+``mnist_problem`` fixtures of ``tests/conftest.py``): scikit-learn's exact LARS codes and
+the support comparison."""
 
 from __future__ import annotations
 
