@@ -488,15 +488,7 @@ def start_run(
     model is an ordinary one), and :func:`resume_trainer` continues it sharded.
     """
     comm = world_communicator(distributed)
-    if shard_latents and comm is None:
-        raise ParameterError(
-            "--shard-latents shards the latents over the ranks of --distributed: add it"
-        )
-    if shard_latents and check_replicas:
-        raise ParameterError(
-            "--check-replicas compares whole models; with --shard-latents each rank holds "
-            "different latents: drop it"
-        )
+    _check_parallel_flags(comm, shard_latents, check_replicas)
     instance, config, values = _checked_run(
         method, dataset, registry, comm, shard_latents, settings
     )
@@ -534,6 +526,20 @@ def start_run(
 start_run.__signature__ = settings_signature(  # type: ignore[attr-defined]
     start_run, RUN_SETTINGS, _run_default, keep_var_keyword="method_params"
 )
+
+
+def _check_parallel_flags(comm: Any, shard_latents: bool, check_replicas: bool) -> None:
+    """--shard-latents needs the ranks of --distributed, and is no place for
+    --check-replicas (each rank holds different latents)."""
+    if shard_latents and comm is None:
+        raise ParameterError(
+            "--shard-latents shards the latents over the ranks of --distributed: add it"
+        )
+    if shard_latents and check_replicas:
+        raise ParameterError(
+            "--check-replicas compares whole models; with --shard-latents each rank holds "
+            "different latents: drop it"
+        )
 
 
 def _checked_run(

@@ -164,25 +164,11 @@ class Trainer:
         sample_rows = np.sort(init_rng.choice(n, size=min(n, INIT_SAMPLE), replace=False))
         sample = self.dataset.take(sample_rows, np.float64)
         if self.parallel is not None:  # before the first sum over the ranks
-            self.parallel.check_batches(n, config.batch_size)
-            self.parallel.agree(
-                {
-                    "data": (self.dataset.name, n, dim),
-                    "data checksum": np.ascontiguousarray(sample).tobytes(),
-                    "settings": {**config.__dict__, "method": method.name},
-                    "method parameters": method.get_params(),
-                }
-            )
+            self._check_ranks_agree(sample)
         #: The data's mean sample (config.center), subtracted from every batch; else None.
         self.input_mean: Any = None
         if config.center:
-            if self.dataset.streamed:  # estimated from the rows it states (seeded: the same
-                # on every rank, and no pass over the folder)
-                mean = self.dataset.mean()  # type: ignore[attr-defined]
-            else:  # (data parallel: each rank sums its share of the rows)
-                mean = (data_mean if self.parallel is None else self.parallel.data_mean)(
-                    self.dataset
-                )
+            mean = self._data_mean()
             self.input_mean = self.backend.asarray(mean.astype(self.backend.dtype))
             sample = sample - mean
         initial = method.init_params(init_rng, dim, config.hidden, config.tied, sample)
@@ -206,6 +192,29 @@ class Trainer:
         # Its accumulator (count, mean, M2), kept for the checkpoint: the SST depends on the
         # order of the first epoch's batches, so a resumed run must not recompute it.
         self._data_variance: VarianceAccumulator | None = None
+
+    def _check_ranks_agree(self, sample: np.ndarray) -> None:
+        """Every rank holds the same data (its initial sample too), settings and method:
+        refused at start, with one line, otherwise."""
+        assert self.parallel is not None
+        n, config = len(self.dataset), self.config
+        self.parallel.check_batches(n, config.batch_size)
+        self.parallel.agree(
+            {
+                "data": (self.dataset.name, n, self.dataset.dim),
+                "data checksum": np.ascontiguousarray(sample).tobytes(),
+                "settings": {**config.__dict__, "method": self.method.name},
+                "method parameters": self.method.get_params(),
+            }
+        )
+
+    def _data_mean(self) -> np.ndarray:
+        """The mean sample ``config.center`` subtracts (float64): a streamed folder's is
+        estimated from the rows it states (seeded: the same on every rank, no pass over the
+        folder); otherwise every row's (data parallel: each rank sums its share)."""
+        if self.dataset.streamed:
+            return self.dataset.mean()  # type: ignore[attr-defined]
+        return (data_mean if self.parallel is None else self.parallel.data_mean)(self.dataset)
 
     # -- running ---------------------------------------------------------------------------
 
