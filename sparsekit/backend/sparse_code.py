@@ -218,7 +218,16 @@ def column_sums(backend: Backend, indices: Any, values: Any, n_units: int) -> An
 #: Largest share of nonzeros at which :func:`nonzero_times` and :func:`nonzero_transpose_times`
 #: multiply by the nonzeros alone; denser matrices go to BLAS (docs/performance.md, "Arora's
 #: products").
-NONZERO_DENSITY = 0.05
+NONZERO_DENSITY = 0.1
+
+#: Bytes of the tile of W's rows that :func:`nonzero_times` and :func:`nonzero_masked_times`
+#: keep in cache while every row of A takes its nonzeros there (half a 1 MiB L2 cache,
+#: leaving room for the rows of A and of the result).
+NONZERO_TILE_BYTES = 1 << 19
+
+
+def _tile_rows(w: np.ndarray) -> int:
+    return max(16, NONZERO_TILE_BYTES // max(1, w.shape[1] * w.dtype.itemsize))
 
 
 @fused.op
@@ -239,13 +248,14 @@ def _nonzero_times_fused(xp: Any, a: Any, w: Any) -> Any:
     if found is None:
         return fused.NOT_RUN
     cols, counts, nnz = found
-    fn = _nonzero_times_loop.ready(a.dtype.char, a[:0], cols[:0], counts[:0], w, a[:0, :0])
+    tile = _tile_rows(w)
+    fn = _nonzero_times_loop.ready(a.dtype.char, a[:0], cols[:0], counts[:0], w, a[:0, :0], tile)
     if fn is None:
         return fused.NOT_RUN
     out = np.empty((a.shape[0], w.shape[1]), dtype=a.dtype)
     nnz_per_row = max(1, nnz // max(1, a.shape[0]))
     split_run(
-        lambda lo, hi: fn(a[lo:hi], cols[lo:hi], counts[lo:hi], w, out[lo:hi]),
+        lambda lo, hi: fn(a[lo:hi], cols[lo:hi], counts[lo:hi], w, out[lo:hi], tile),
         a.shape[0],
         min_size=min_rows(nnz_per_row * w.shape[1]),
     )
@@ -253,32 +263,83 @@ def _nonzero_times_fused(xp: Any, a: Any, w: Any) -> Any:
 
 
 @fused.op
-def nonzero_transpose_times(xp: Any, a: Any, r: Any) -> Any:
-    """Aᵀ R for a B×H matrix A that is mostly zeros and a dense B×D matrix R: H×D.
+def nonzero_transpose_times(xp: Any, a: Any, r: Any, add_to: Any = None) -> Any:
+    """Aᵀ R for a B×H matrix A that is mostly zeros and a dense B×D matrix R: H×D, or
+    ``add_to`` + Aᵀ R written into ``add_to`` (a sum over blocks of rows, without an H×D
+    temporary for each block).
 
     The fused twin, under the same condition as :func:`nonzero_times`, adds up for every
     unit j the rows R[i] with A_ij ≠ 0 (in increasing i); threads split the units.
     """
-    return matmul(a.T, r)
+    if add_to is None:
+        return matmul(a.T, r)
+    add_to += matmul(a.T, r)
+    return add_to
 
 
 @nonzero_transpose_times.twin
-def _nonzero_transpose_times_fused(xp: Any, a: Any, r: Any) -> Any:
-    found = _nonzeros(a, r) if a.shape[:1] == r.shape[:1] else None  # else the reference's error
-    if found is None:
+def _nonzero_transpose_times_fused(xp: Any, a: Any, r: Any, add_to: Any = None) -> Any:
+    chains = a.shape[:1] == r.shape[:1] and (
+        add_to is None or (add_to.shape == (a.shape[1], r.shape[1]) and fused.usable(add_to))
+    )
+    found = _nonzeros(a, r) if chains else None  # else the reference's error or copy
+    if found is None or (add_to is not None and add_to.dtype != a.dtype):
         return fused.NOT_RUN
     cols, counts, nnz = found
+    units = a.shape[1]
+    ptr = np.zeros(units + 1, dtype=np.int64)
+    rows = np.empty(nnz, dtype=np.int32)
+    sort = _by_unit_loop.ready("i", cols[:0], counts[:0], ptr[:1].copy(), rows[:0])
     fn = _nonzero_transpose_times_loop.ready(
-        a.dtype.char, a[:0], cols[:0], counts[:0], r[:0], r[:0], 0, 0
+        a.dtype.char, a[:0], ptr[:1], rows[:0], r[:0], r[:0], 0, 0
+    )
+    if fn is None or sort is None:
+        return fused.NOT_RUN
+    sort(cols, counts, ptr, rows)
+    out = np.zeros((units, r.shape[1]), dtype=a.dtype) if add_to is None else add_to
+    split_run(
+        lambda lo, hi: fn(a, ptr, rows, r, out, lo, hi),
+        units,
+        min_size=min_rows(max(1, nnz // max(1, units)) * r.shape[1]),
+    )
+    return out
+
+
+@fused.op
+def nonzero_masked_times(xp: Any, a: Any, g: Any, w: Any) -> Any:
+    """(G Wᵀ) at the nonzeros of a B×H matrix A that is mostly zeros, 0 elsewhere: B×H, for a
+    dense B×D matrix G and H×D matrix W (the gradient reaching a sparse code's kept entries).
+
+    The fused twin computes only the dot products G[i]·W[j] with A_ij ≠ 0, under the same
+    condition as :func:`nonzero_times`; its sums differ from BLAS's by rounding only.
+    """
+    out = matmul(g, w.T)
+    out *= a != 0
+    return out
+
+
+@nonzero_masked_times.twin
+def _nonzero_masked_times_fused(xp: Any, a: Any, g: Any, w: Any) -> Any:
+    found = (
+        _nonzeros(a, g)
+        if a.shape[:1] == g.shape[:1] and a.shape[1:] == w.shape[:1] and g.shape[1:] == w.shape[1:]
+        else None  # the reference's error
+    )
+    if found is None or not fused.usable(g, g) or w.dtype != a.dtype or not w.flags.c_contiguous:
+        return fused.NOT_RUN
+    cols, counts, nnz = found
+    zero = a.dtype.type(0)
+    tile = _tile_rows(w)
+    fn = _nonzero_masked_times_loop.ready(
+        a.dtype.char, cols[:0], counts[:0], g[:0], w, a[:0], zero, tile
     )
     if fn is None:
         return fused.NOT_RUN
-    units = a.shape[1]
-    out = np.zeros((units, r.shape[1]), dtype=a.dtype)
+    out = np.zeros(a.shape, dtype=a.dtype)
     split_run(
-        lambda lo, hi: fn(a, cols, counts, r, out, lo, hi),
-        units,
-        min_size=min_rows(max(1, nnz // max(1, units)) * r.shape[1]),
+        lambda lo, hi: fn(cols[lo:hi], counts[lo:hi], g[lo:hi], w, out[lo:hi], zero, tile),
+        a.shape[0],
+        min_size=min_rows(max(1, nnz // max(1, a.shape[0])) * w.shape[1]),
     )
     return out
 
@@ -337,25 +398,115 @@ def _row_nonzeros_loop(a, cols, counts, limit):  # pragma: no cover - runs compi
 
 
 @fused.loop
-def _nonzero_times_loop(a, cols, counts, w, out):  # pragma: no cover - runs compiled
+def _nonzero_times_loop(a, cols, counts, w, out, tile):  # pragma: no cover - runs compiled
     dim = w.shape[1]
-    for i in range(a.shape[0]):
+    rows = a.shape[0]
+    done = np.zeros(rows, dtype=np.int64)  # each row's nonzeros taken so far (cols increase)
+    for i in range(rows):
         for d in range(dim):
             out[i, d] = 0
-        for t in range(counts[i]):
-            j = cols[i, t]
-            v = a[i, j]
-            for d in range(dim):
-                out[i, d] += v * w[j, d]
+    # W a tile of `tile` rows at a time, every row of A taking its nonzeros in the tile: the
+    # tile stays in cache for all of them. Each out[i] still adds its terms in increasing j,
+    # four rows of W at a time in the order one at a time adds them: the same bits.
+    for start in range(0, w.shape[0], tile):
+        stop = start + tile
+        for i in range(rows):
+            o = out[i]
+            t = done[i]
+            end = t
+            while end < counts[i] and cols[i, end] < stop:
+                end += 1
+            while t + 4 <= end:
+                j0, j1, j2, j3 = cols[i, t], cols[i, t + 1], cols[i, t + 2], cols[i, t + 3]
+                v0, v1, v2, v3 = a[i, j0], a[i, j1], a[i, j2], a[i, j3]
+                w0, w1, w2, w3 = w[j0], w[j1], w[j2], w[j3]
+                for d in range(dim):
+                    o[d] = (((o[d] + v0 * w0[d]) + v1 * w1[d]) + v2 * w2[d]) + v3 * w3[d]
+                t += 4
+            while t < end:
+                j0 = cols[i, t]
+                v0 = a[i, j0]
+                w0 = w[j0]
+                for d in range(dim):
+                    o[d] += v0 * w0[d]
+                t += 1
+            done[i] = end
 
 
 @fused.loop
-def _nonzero_transpose_times_loop(a, cols, counts, r, out, lo, hi):  # pragma: no cover
-    dim = r.shape[1]
-    for i in range(a.shape[0]):
+def _by_unit_loop(cols, counts, ptr, rows):  # pragma: no cover - runs compiled
+    """A counting sort of the nonzeros by unit: unit j's rows, increasing, in
+    rows[ptr[j]:ptr[j + 1]] (ptr comes zeroed, one longer than the units)."""
+    for i in range(cols.shape[0]):
+        for t in range(counts[i]):
+            ptr[cols[i, t] + 1] += 1
+    for j in range(ptr.shape[0] - 1):
+        ptr[j + 1] += ptr[j]
+    for i in range(cols.shape[0]):
         for t in range(counts[i]):
             j = cols[i, t]
-            if j >= lo and j < hi:
-                v = a[i, j]
+            rows[ptr[j]] = i
+            ptr[j] += 1
+    for j in range(ptr.shape[0] - 1, 0, -1):  # each pointer moved to its unit's end: back
+        ptr[j] = ptr[j - 1]
+    ptr[0] = 0
+
+
+@fused.loop
+def _nonzero_transpose_times_loop(a, ptr, rows, r, out, lo, hi):  # pragma: no cover
+    dim = r.shape[1]
+    for j in range(lo, hi):
+        o = out[j]
+        t = ptr[j]
+        end = ptr[j + 1]
+        # Unit j's rows in increasing order, four at a time (the same bits as one at a time)
+        while t + 4 <= end:
+            i0, i1, i2, i3 = rows[t], rows[t + 1], rows[t + 2], rows[t + 3]
+            v0, v1, v2, v3 = a[i0, j], a[i1, j], a[i2, j], a[i3, j]
+            r0, r1, r2, r3 = r[i0], r[i1], r[i2], r[i3]
+            for d in range(dim):
+                o[d] = (((o[d] + v0 * r0[d]) + v1 * r1[d]) + v2 * r2[d]) + v3 * r3[d]
+            t += 4
+        while t < end:
+            i0 = rows[t]
+            v0 = a[i0, j]
+            r0 = r[i0]
+            for d in range(dim):
+                o[d] += v0 * r0[d]
+            t += 1
+
+
+@fused.loop(fastmath={"reassoc"})
+def _nonzero_masked_times_loop(cols, counts, g, w, out, zero, tile):  # pragma: no cover
+    dim = w.shape[1]
+    rows = out.shape[0]
+    done = np.zeros(rows, dtype=np.int64)
+    for start in range(0, w.shape[0], tile):  # a cached tile of W at a time, as above
+        stop = start + tile
+        for i in range(rows):
+            gi = g[i]
+            t = done[i]
+            end = t
+            while end < counts[i] and cols[i, end] < stop:
+                end += 1
+            while t + 4 <= end:  # four dot products at a time share each load of g[i]
+                j0, j1, j2, j3 = cols[i, t], cols[i, t + 1], cols[i, t + 2], cols[i, t + 3]
+                w0, w1, w2, w3 = w[j0], w[j1], w[j2], w[j3]
+                s0 = s1 = s2 = s3 = zero
                 for d in range(dim):
-                    out[j, d] += v * r[i, d]
+                    gd = gi[d]
+                    s0 += gd * w0[d]
+                    s1 += gd * w1[d]
+                    s2 += gd * w2[d]
+                    s3 += gd * w3[d]
+                out[i, j0], out[i, j1], out[i, j2], out[i, j3] = s0, s1, s2, s3
+                t += 4
+            while t < end:
+                j0 = cols[i, t]
+                w0 = w[j0]
+                s0 = zero
+                for d in range(dim):
+                    s0 += gi[d] * w0[d]
+                out[i, j0] = s0
+                t += 1
+            done[i] = end

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from sparsekit.backend import sparse_code, threads
+from sparsekit.backend import sparse_code
 from sparsekit.backend.selection import row_blocks, top_k_indices
 from sparsekit.backend.sparse_code import (
     code_times,
@@ -254,17 +254,17 @@ def auxk_term(
         )
     for lo, hi in row_blocks(batch, n_dead * z.dtype.itemsize):
         code = aux_code_block(backend, z[lo:hi], units, k_aux)
-        e_aux = threads.matmul(code, w_dead)
+        # k_aux of n_dead a row: products by the code's nonzeros where it is sparse enough
+        e_aux = sparse_code.nonzero_times(xp, code, w_dead)
         e_aux -= residual[lo:hi]
         part = xp.vdot(e_aux, e_aux)
         total = part if total is None else total + part
         if grads is None:
             continue
         e_aux *= scale / batch  # G_a
-        grads.w_dec += threads.matmul(code.T, e_aux)
-        d_aux = threads.matmul(e_aux, w_dead.T)
-        d_aux *= code > 0
-        grads.w_enc += threads.matmul(d_aux.T, x_tilde[lo:hi])
+        sparse_code.nonzero_transpose_times(xp, code, e_aux, add_to=grads.w_dec)
+        d_aux = sparse_code.nonzero_masked_times(xp, code, e_aux, w_dead)  # code ≥ 0: M_a ⊙ 1[Z>0]
+        sparse_code.nonzero_transpose_times(xp, d_aux, x_tilde[lo:hi], add_to=grads.w_enc)
         grads.b_enc += d_aux.sum(axis=0)
     return scale * (0.5 / batch) * total, grads
 

@@ -685,23 +685,35 @@ def _sparse_code(dtype, rows=300, units=1000, density=0.02, seed=5):
 @pytest.mark.parametrize("split", [False, True], ids=["one-thread", "split"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
 def test_nonzero_products_match_blas(dtype, split, fused_path, monkeypatch):
-    """X W and Xᵀ R by X's nonzeros alone equal BLAS's products: bit for bit where every
-    partial sum is exact (small integers), to rounding otherwise (float32: 1e-5 of the
-    largest |entry|; float64: 1e-12), whole or split over four threads (rows, units and the
-    search for the nonzeros)."""
-    from sparsekit.backend import threads
-    from sparsekit.backend.sparse_code import nonzero_times, nonzero_transpose_times
+    """X W, Xᵀ R (also added into a given array) and (G Wᵀ) at X's nonzeros, by X's nonzeros
+    alone, equal BLAS's products: bit for bit where every partial sum is exact (small
+    integers), to rounding otherwise (float32: 1e-5 of the largest |entry|; float64: 1e-12),
+    whole or split over four threads (rows, units and the search for the nonzeros), with W
+    taken in small tiles (30 rows) or whole."""
+    from sparsekit.backend import sparse_code, threads
+    from sparsekit.backend.sparse_code import (
+        nonzero_masked_times,
+        nonzero_times,
+        nonzero_transpose_times,
+    )
 
     if split:
         monkeypatch.setattr(threads, "PARALLEL_MIN_SIZE", 16)
+        monkeypatch.setattr(sparse_code, "NONZERO_TILE_BYTES", 30 * 77 * np.dtype(dtype).itemsize)
     _, calls = fused_path
     rng = np.random.default_rng(6)
     a = _sparse_code(dtype)
     w = rng.standard_normal((1000, 77)).astype(dtype)
     r = rng.standard_normal((300, 77)).astype(dtype)
+    start = rng.standard_normal((1000, 77)).astype(dtype)
+    added = start.copy()
+    returned = nonzero_transpose_times(np, a, r, add_to=added)
+    assert returned is added
     for got, want, loop in (
         (nonzero_times(np, a, w), a @ w, "_nonzero_times_loop"),
         (nonzero_transpose_times(np, a, r), a.T @ r, "_nonzero_transpose_times_loop"),
+        (added, start + a.T @ r, "_nonzero_transpose_times_loop"),
+        (nonzero_masked_times(np, a, r, w), (r @ w.T) * (a != 0), "_nonzero_masked_times_loop"),
     ):
         assert calls[loop] >= 1, loop
         assert got.dtype == dtype and got.shape == want.shape
@@ -709,17 +721,45 @@ def test_nonzero_products_match_blas(dtype, split, fused_path, monkeypatch):
         tol = 1e-5 if dtype == np.float32 else 1e-12
         np.testing.assert_allclose(got, want, rtol=tol, atol=tol * scale)
     assert np.all(nonzero_times(np, a, w)[7] == 0)
+    assert np.all(nonzero_masked_times(np, a, r, w)[a == 0] == 0)
     # Small integers: every sum is exact in both orders, so the bits must agree.
     ai, wi, ri = np.round(a * 2), np.round(w * 4), np.round(r * 4)
     assert np.array_equal(nonzero_times(np, ai, wi), ai @ wi)
     assert np.array_equal(nonzero_transpose_times(np, ai, ri), ai.T @ ri)
+    assert np.array_equal(nonzero_masked_times(np, ai, ri, wi), (ri @ wi.T) * (ai != 0))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+def test_nonzero_products_add_one_row_at_a_time(dtype, fused_kernels, monkeypatch):
+    """X W and Xᵀ R add their terms in increasing order, one at a time, whatever the tiles
+    and the four-at-a-time grouping: the same bits as a plain loop (so Arora's and FISTA's
+    products kept their bits when the kernels were tiled and unrolled)."""
+    from sparsekit.backend import sparse_code
+
+    a = _sparse_code(dtype, rows=40, units=300, density=0.06)
+    rng = np.random.default_rng(9)
+    w = rng.standard_normal((300, 13)).astype(dtype)
+    r = rng.standard_normal((40, 13)).astype(dtype)
+    plain = np.zeros((40, 13), dtype=dtype)
+    plain_t = np.zeros((300, 13), dtype=dtype)
+    for i, j in zip(*np.nonzero(a), strict=True):  # row-major: increasing j in a row, i in a unit
+        plain[i] = plain[i] + a[i, j] * w[j]
+        plain_t[j] = plain_t[j] + a[i, j] * r[i]
+    for tile_rows in (16, 37, 300):
+        monkeypatch.setattr(sparse_code, "NONZERO_TILE_BYTES", tile_rows * 13 * a.itemsize)
+        assert np.array_equal(sparse_code.nonzero_times(np, a, w), plain), tile_rows
+    assert np.array_equal(sparse_code.nonzero_transpose_times(np, a, r), plain_t)
 
 
 def test_nonzero_products_leave_dense_or_unsuitable_input_to_blas(fused_path):
     """Above NONZERO_DENSITY, for non-contiguous or mixed-dtype input, the reference runs:
     BLAS's exact bits."""
     from sparsekit.backend import sparse_code
-    from sparsekit.backend.sparse_code import nonzero_times, nonzero_transpose_times
+    from sparsekit.backend.sparse_code import (
+        nonzero_masked_times,
+        nonzero_times,
+        nonzero_transpose_times,
+    )
 
     spy, calls = fused_path
     rng = np.random.default_rng(7)
@@ -738,7 +778,18 @@ def test_nonzero_products_leave_dense_or_unsuitable_input_to_blas(fused_path):
         nonzero_times(np, sparse, w[:999])
     with pytest.raises(ValueError):
         nonzero_transpose_times(np, sparse, r[:299])
+    assert np.array_equal(nonzero_masked_times(np, dense, r, w), (r @ w.T) * (dense != 0))
+    assert np.array_equal(
+        nonzero_masked_times(np, sparse, r, w.astype(np.float64)),
+        (r @ w.T.astype(np.float64)) * (sparse != 0),
+    )
+    with pytest.raises(ValueError):
+        nonzero_masked_times(np, sparse, r[:, :39], w)
+    added = np.zeros((1000, 40), dtype=np.float64)  # another dtype: the reference adds
+    nonzero_transpose_times(np, sparse, r, add_to=added)
+    np.testing.assert_array_equal(added, (sparse.T @ r).astype(np.float64))
     assert not calls["_nonzero_times_loop"] and not calls["_nonzero_transpose_times_loop"]
+    assert not calls["_nonzero_masked_times_loop"]
     assert {ok for name, ok in spy.results} == {False}
 
 
@@ -961,6 +1012,7 @@ COVERED_OPS = {
     "sparsekit.methods.arora.atom_update": "test_atom_update_matches_numpy",
     "sparsekit.backend.sparse_code.nonzero_times": "test_nonzero_products_match_blas",
     "sparsekit.backend.sparse_code.nonzero_transpose_times": "test_nonzero_products_match_blas",
+    "sparsekit.backend.sparse_code.nonzero_masked_times": "test_nonzero_products_match_blas",
     "sparsekit.backend.counting.count_active": "test_count_active_matches_numpy",
     "sparsekit.backend.gather.take_scaled": "test_take_gathers_converts_and_scales_like_numpy",
     "sparsekit.coders.cd.cd_sweeps": "test_coordinate_descent_twin_reaches_the_reference",

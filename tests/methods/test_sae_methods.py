@@ -238,6 +238,46 @@ def test_auxk_in_blocks_matches_the_papers_formula(monkeypatch, k_aux, block_byt
     assert np.all(grads["W_dec"][~dead] == 0) and np.abs(grads["W_dec"][dead]).sum() > 0
 
 
+@pytest.mark.parametrize("by_nonzeros", [True, False], ids=["nonzeros", "blas"])
+def test_auxk_by_the_codes_nonzeros_matches_the_papers_formula(monkeypatch, by_nonzeros):
+    """Many dead latents and a small k_aux (4 of 80: 5% of the aux code nonzero, as at
+    768→16,384 where 512 of 6,569 are kept): the AuxK products run by the code's nonzeros
+    on the CPU, and loss and gradients still match the paper's formula's finite
+    differences, as they do with BLAS's dense products."""
+    from sparsekit.backend import sparse_code
+
+    if by_nonzeros:
+        pytest.importorskip("numba")
+    else:
+        monkeypatch.setattr(sparse_code, "NONZERO_DENSITY", -1.0)  # always BLAS
+    found = []
+    real = sparse_code._nonzeros
+    monkeypatch.setattr(
+        sparse_code, "_nonzeros", lambda a, b: found.append(real(a, b)) or found[-1]
+    )
+    rng = np.random.default_rng(11)
+    method = TopKSAE(k=3, k_aux=4, dead_after=1)
+    params = method.init_params(rng, 12, 128, False, None)
+    x = rng.standard_normal((40, 12))
+    dead = np.zeros(128, dtype=bool)
+    dead[rng.choice(128, 80, replace=False)] = True
+    anchor = {k: v.copy() for k, v in params.items()}
+    loss, grads, _, _ = method.loss_and_grads(F64, params, x, StepState(dead=dead), term="auxk")
+    assert any(f is not None for f in found) == by_nonzeros
+    assert float(loss) == pytest.approx(
+        _aux_reference("correct", params, x, dead, 4, method.aux_coef, anchor), rel=1e-12
+    )
+    for name in params:
+        probe = {k: v.copy() for k, v in params.items()}
+        expected = numeric_gradient(
+            lambda p=probe: _aux_reference("correct", p, x, dead, 4, method.aux_coef, anchor),
+            probe[name],
+            1e-6,
+        )
+        assert relative_error(expected, grads[name]) < 1e-6, name
+    assert np.all(grads["W_dec"][~dead] == 0) and np.abs(grads["W_dec"][dead]).sum() > 0
+
+
 def test_auxk_blocks_do_not_change_a_float32_step_beyond_rounding(monkeypatch):
     """One block or many: the same float32 loss and gradients to rounding (the sums over
     blocks are the only difference)."""
