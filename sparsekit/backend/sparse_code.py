@@ -18,7 +18,7 @@ multiply it by its nonzeros alone when they are few enough to pay for finding th
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -231,20 +231,23 @@ def _tile_rows(w: np.ndarray) -> int:
 
 
 @fused.op
-def nonzero_times(xp: Any, a: Any, w: Any) -> Any:
+def nonzero_times(xp: Any, a: Any, w: Any, nonzeros: Nonzeros | None = None) -> Any:
     """A W for a B×H matrix A that is mostly zeros and a dense H×D matrix W: B×D.
 
     The fused twin finds A's nonzeros row by row and adds up only their rows of W
     (Y[i] = Σ_{j: A_ij ≠ 0} A_ij W[j], in increasing j), when at most :data:`NONZERO_DENSITY`
     of A is nonzero; the sums then differ from BLAS's by rounding only. The zeros are skipped,
-    so a NaN or infinity in W where A is zero does not reach the result.
+    so a NaN or infinity in W where A is zero does not reach the result. ``nonzeros`` (from
+    :func:`find_nonzeros`, of A or of a matrix that is zero wherever A is) spares the twin
+    finding them again.
     """
     return matmul(a, w)
 
 
 @nonzero_times.twin
-def _nonzero_times_fused(xp: Any, a: Any, w: Any) -> Any:
-    found = _nonzeros(a, w) if a.shape[-1:] == w.shape[:1] else None  # else the reference's error
+def _nonzero_times_fused(xp: Any, a: Any, w: Any, nonzeros: Nonzeros | None = None) -> Any:
+    chains = a.shape[-1:] == w.shape[:1]
+    found = _nonzeros(a, w, nonzeros) if chains else None  # else the reference's error
     if found is None:
         return fused.NOT_RUN
     cols, counts, nnz = found
@@ -263,12 +266,14 @@ def _nonzero_times_fused(xp: Any, a: Any, w: Any) -> Any:
 
 
 @fused.op
-def nonzero_transpose_times(xp: Any, a: Any, r: Any, add_to: Any = None) -> Any:
+def nonzero_transpose_times(
+    xp: Any, a: Any, r: Any, add_to: Any = None, nonzeros: Nonzeros | None = None
+) -> Any:
     """Aᵀ R for a B×H matrix A that is mostly zeros and a dense B×D matrix R: H×D, or
     ``add_to`` + Aᵀ R written into ``add_to`` (a sum over blocks of rows, without an H×D
     temporary for each block).
 
-    The fused twin, under the same condition as :func:`nonzero_times`, adds up for every
+    The fused twin, under the same conditions as :func:`nonzero_times`, adds up for every
     unit j the rows R[i] with A_ij ≠ 0 (in increasing i); threads split the units.
     """
     if add_to is None:
@@ -278,11 +283,13 @@ def nonzero_transpose_times(xp: Any, a: Any, r: Any, add_to: Any = None) -> Any:
 
 
 @nonzero_transpose_times.twin
-def _nonzero_transpose_times_fused(xp: Any, a: Any, r: Any, add_to: Any = None) -> Any:
+def _nonzero_transpose_times_fused(
+    xp: Any, a: Any, r: Any, add_to: Any = None, nonzeros: Nonzeros | None = None
+) -> Any:
     chains = a.shape[:1] == r.shape[:1] and (
         add_to is None or (add_to.shape == (a.shape[1], r.shape[1]) and fused.usable(add_to))
     )
-    found = _nonzeros(a, r) if chains else None  # else the reference's error or copy
+    found = _nonzeros(a, r, nonzeros) if chains else None  # else the reference's error or copy
     if found is None or (add_to is not None and add_to.dtype != a.dtype):
         return fused.NOT_RUN
     cols, counts, nnz = found
@@ -306,12 +313,16 @@ def _nonzero_transpose_times_fused(xp: Any, a: Any, r: Any, add_to: Any = None) 
 
 
 @fused.op
-def nonzero_masked_times(xp: Any, a: Any, g: Any, w: Any) -> Any:
+def nonzero_masked_times(
+    xp: Any, a: Any, g: Any, w: Any, nonzeros: Nonzeros | None = None
+) -> Any:
     """(G Wᵀ) at the nonzeros of a B×H matrix A that is mostly zeros, 0 elsewhere: B×H, for a
     dense B×D matrix G and H×D matrix W (the gradient reaching a sparse code's kept entries).
 
     The fused twin computes only the dot products G[i]·W[j] with A_ij ≠ 0, under the same
-    condition as :func:`nonzero_times`; its sums differ from BLAS's by rounding only.
+    conditions as :func:`nonzero_times`; its sums differ from BLAS's by rounding only.
+    ``nonzeros``, when given, must be A's own (:func:`find_nonzeros`): the dot products are
+    taken at exactly those entries.
     """
     out = matmul(g, w.T)
     out *= a != 0
@@ -319,9 +330,11 @@ def nonzero_masked_times(xp: Any, a: Any, g: Any, w: Any) -> Any:
 
 
 @nonzero_masked_times.twin
-def _nonzero_masked_times_fused(xp: Any, a: Any, g: Any, w: Any) -> Any:
+def _nonzero_masked_times_fused(
+    xp: Any, a: Any, g: Any, w: Any, nonzeros: Nonzeros | None = None
+) -> Any:
     found = (
-        _nonzeros(a, g)
+        _nonzeros(a, g, nonzeros)
         if a.shape[:1] == g.shape[:1] and a.shape[1:] == w.shape[:1] and g.shape[1:] == w.shape[1:]
         else None  # the reference's error
     )
@@ -344,19 +357,24 @@ def _nonzero_masked_times_fused(xp: Any, a: Any, g: Any, w: Any) -> Any:
     return out
 
 
-def _nonzeros(a: Any, other: Any) -> tuple[Any, Any, int] | None:
-    """``(cols, counts, nnz)``: row i's nonzero columns in ``cols[i, :counts[i]]``,
-    increasing, and their total; None when the twins cannot take the arrays or A is too
-    dense to gain."""
+class Nonzeros(NamedTuple):
+    """Where a B×H matrix may be nonzero: row i's columns in ``cols[i, :counts[i]]``,
+    increasing, ``nnz`` in all (from :func:`find_nonzeros`)."""
+
+    cols: Any
+    counts: Any
+    nnz: int
+
+
+def find_nonzeros(a: Any) -> Nonzeros | None:
+    """A's nonzeros, for several products with A, or with matrices that are zero wherever A
+    is, to share (``nonzeros=``) instead of each finding them again. None where the twins
+    cannot take A or it is too dense to gain (more than :data:`NONZERO_DENSITY` nonzero)."""
     if not (
         isinstance(a, np.ndarray)
-        and isinstance(other, np.ndarray)
         and a.ndim == 2
-        and other.ndim == 2
         and a.dtype in (np.float32, np.float64)
-        and other.dtype == a.dtype
         and a.flags.c_contiguous
-        and other.flags.c_contiguous
         and a.size > 0
     ):
         return None
@@ -378,7 +396,32 @@ def _nonzeros(a: Any, other: Any) -> tuple[Any, Any, int] | None:
     nnz = sum(found)
     if nnz > limit:  # a part that passed the limit stopped there: too dense to gain
         return None
-    return cols, counts, nnz
+    return Nonzeros(cols, counts, nnz)
+
+
+def _nonzeros(a: Any, other: Any, given: Nonzeros | None) -> Nonzeros | None:
+    """``given`` or A's nonzeros, when the twins can take A with ``other`` (contiguous
+    NumPy arrays of one float dtype); None when they cannot, or A is too dense to gain."""
+    if not (
+        isinstance(a, np.ndarray)
+        and isinstance(other, np.ndarray)
+        and a.ndim == 2
+        and other.ndim == 2
+        and a.dtype in (np.float32, np.float64)
+        and other.dtype == a.dtype
+        and a.flags.c_contiguous
+        and other.flags.c_contiguous
+        and a.size > 0
+    ):
+        return None
+    if given is not None:
+        if given.cols.shape[0] != a.shape[0] or given.cols.shape[1] > a.shape[1]:
+            raise ValueError(
+                f"nonzeros of a {given.cols.shape[0]}-row matrix given for {a.shape[0]}×"
+                f"{a.shape[1]}"
+            )
+        return given
+    return find_nonzeros(a)
 
 
 @fused.loop

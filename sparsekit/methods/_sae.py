@@ -255,16 +255,20 @@ def auxk_term(
     for lo, hi in row_blocks(batch, n_dead * z.dtype.itemsize):
         code = aux_code_block(backend, z[lo:hi], units, k_aux)
         # k_aux of n_dead a row: products by the code's nonzeros where it is sparse enough
-        e_aux = sparse_code.nonzero_times(xp, code, w_dead)
+        found = sparse_code.find_nonzeros(code)
+        e_aux = sparse_code.nonzero_times(xp, code, w_dead, nonzeros=found)
         e_aux -= residual[lo:hi]
         part = xp.vdot(e_aux, e_aux)
         total = part if total is None else total + part
         if grads is None:
             continue
         e_aux *= scale / batch  # G_a
-        sparse_code.nonzero_transpose_times(xp, code, e_aux, add_to=grads.w_dec)
-        d_aux = sparse_code.nonzero_masked_times(xp, code, e_aux, w_dead)  # code ≥ 0: M_a ⊙ 1[Z>0]
-        sparse_code.nonzero_transpose_times(xp, d_aux, x_tilde[lo:hi], add_to=grads.w_enc)
+        sparse_code.nonzero_transpose_times(xp, code, e_aux, add_to=grads.w_dec, nonzeros=found)
+        # code ≥ 0, so its nonzeros are M_a ⊙ 1[Z > 0], and d_aux is zero wherever code is
+        d_aux = sparse_code.nonzero_masked_times(xp, code, e_aux, w_dead, nonzeros=found)
+        sparse_code.nonzero_transpose_times(
+            xp, d_aux, x_tilde[lo:hi], add_to=grads.w_enc, nonzeros=found
+        )
         grads.b_enc += d_aux.sum(axis=0)
     return scale * (0.5 / batch) * total, grads
 

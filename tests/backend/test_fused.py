@@ -751,6 +751,36 @@ def test_nonzero_products_add_one_row_at_a_time(dtype, fused_kernels, monkeypatc
     assert np.array_equal(sparse_code.nonzero_transpose_times(np, a, r), plain_t)
 
 
+
+def test_nonzero_products_share_found_nonzeros(fused_path):
+    """The nonzeros found once serve several products: with A itself the same bits as
+    finding them again, and with a matrix that is zero wherever A is (some of A's nonzeros
+    zeroed) its products by W and R; nonzeros of another shape are refused."""
+    from sparsekit.backend import sparse_code
+
+    rng = np.random.default_rng(12)
+    a = _sparse_code(np.float32)
+    b = a * (rng.random(a.shape) < 0.5)  # zero wherever a is, and at half its nonzeros
+    w = rng.standard_normal((1000, 20)).astype(np.float32)
+    r = rng.standard_normal((300, 20)).astype(np.float32)
+    found = sparse_code.find_nonzeros(a)
+    assert found is not None and found.nnz == np.count_nonzero(a)
+    for m in (a, b):
+        assert np.array_equal(
+            sparse_code.nonzero_times(np, m, w, nonzeros=found), sparse_code.nonzero_times(np, m, w)
+        )
+        assert np.array_equal(
+            sparse_code.nonzero_transpose_times(np, m, r, nonzeros=found),
+            sparse_code.nonzero_transpose_times(np, m, r),
+        )
+    assert np.array_equal(
+        sparse_code.nonzero_masked_times(np, a, r, w, nonzeros=found),
+        sparse_code.nonzero_masked_times(np, a, r, w),
+    )
+    with pytest.raises(ValueError, match="nonzeros of a 300-row matrix"):
+        sparse_code.nonzero_times(np, a[:200], w, nonzeros=found)
+    assert sparse_code.find_nonzeros(np.ones((4, 4), dtype=np.float32)) is None  # too dense
+
 def test_nonzero_products_leave_dense_or_unsuitable_input_to_blas(fused_path):
     """Above NONZERO_DENSITY, for non-contiguous or mixed-dtype input, the reference runs:
     BLAS's exact bits."""

@@ -251,10 +251,8 @@ def test_auxk_by_the_codes_nonzeros_matches_the_papers_formula(monkeypatch, by_n
     else:
         monkeypatch.setattr(sparse_code, "NONZERO_DENSITY", -1.0)  # always BLAS
     found = []
-    real = sparse_code._nonzeros
-    monkeypatch.setattr(
-        sparse_code, "_nonzeros", lambda a, b: found.append(real(a, b)) or found[-1]
-    )
+    real = sparse_code.find_nonzeros
+    monkeypatch.setattr(sparse_code, "find_nonzeros", lambda a: found.append(real(a)) or found[-1])
     rng = np.random.default_rng(11)
     method = TopKSAE(k=3, k_aux=4, dead_after=1)
     params = method.init_params(rng, 12, 128, False, None)
