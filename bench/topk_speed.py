@@ -12,7 +12,9 @@ with full-rank rows every latent fires in every batch and AuxK would never run.
 
 Every (shape, framework) pair runs in a fresh worker process, one after the other:
 
-* ``sparsekit``: ``sparsekit.train("topk", ...)``'s trainer, timed per step with a callback.
+* ``sparsekit``: ``sparsekit.train("topk", ...)``'s trainer, timed per step with a callback,
+  in a process tuned as the ``sparsekit`` command tunes it (``sparsekit.tune_process()``:
+  glibc keeps freed memory; ``--no-tune-process`` measures a script that does not call it).
   Skipped with a note when this sparsekit has no ``topk`` method.
 * ``torch``: the ordinary PyTorch model of ``bench/sae_torch.py`` (autograd, dense B×H code,
   ``torch.optim.Adam``), eager.
@@ -127,6 +129,9 @@ def worker_sparsekit(job: dict[str, Any]) -> dict[str, Any]:
 
     if "topk" not in load_registry().methods:
         return {"skipped": "this sparsekit has no topk method yet"}
+    tuned = job.get("tune_process", True) and hasattr(sparsekit, "tune_process")
+    if tuned:
+        sparsekit.tune_process()  # as the sparsekit command does
     from sparsekit.training.settings import resolve_config
 
     steps = job["warmup"] + job["steps"]
@@ -181,6 +186,7 @@ def worker_sparsekit(job: dict[str, Any]) -> dict[str, Any]:
         "threads_env": {k: os.environ.get(k) for k in THREAD_VARS},
         "device": device,
         "matmul_precision": precision,
+        "tune_process": tuned,
     }
     if job.get("breakdown", True):
         clock = job.get("clock", "wall")
@@ -426,6 +432,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-breakdown", action="store_true", help="skip timing the step's parts one by one"
     )
+    parser.add_argument(
+        "--no-tune-process",
+        action="store_true",
+        help="leave glibc's malloc as it is (a script that embeds sparsekit and does not call "
+        "sparsekit.tune_process(), which the sparsekit command does)",
+    )
     parser.add_argument("--timeout", type=float, default=3600)
     parser.add_argument("--json", default=str(BENCH / "results" / "topk-speed.json"))
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -466,6 +478,7 @@ def main(argv: list[str] | None = None) -> int:
                 "device": args.device,
                 "matmul_precision": args.matmul_precision,
                 "breakdown": not args.no_breakdown,
+                "tune_process": not args.no_tune_process,
             }
             if fw != "sparsekit" and args.device == "simulated":
                 row[fw] = {"skipped": "no peer on the simulated device"}

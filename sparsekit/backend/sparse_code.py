@@ -82,10 +82,14 @@ def _cpu_sparse(backend: Backend, *arrays: Any) -> Any:
     return _sparsetools()
 
 
+@fused.op
 def code_times(backend: Backend, indices: Any, values: Any, weights: Any) -> Any:
     """Hc @ W for a row-sparse code Hc (B×H) and dense W (H×D): B×D.
 
-    On the CPU each thread of :func:`split_run` takes a block of rows: Y[i] = Σ_j v_ij W[idx_ij].
+    On the CPU each thread of :func:`split_run` takes a block of rows: Y[i] = Σ_j v_ij W[idx_ij],
+    added in the order of ``indices`` (SciPy's CSR kernel). The fused twin adds in the same
+    order, four rows of W at a time, so the bits are the same; where each row has several
+    entries in a cache-sized tile of W and its indices increase, it takes W a tile at a time.
     """
     xp = backend.xp
     tools = _cpu_sparse(backend, values, weights)
@@ -111,6 +115,18 @@ def code_times(backend: Backend, indices: Any, values: Any, weights: Any) -> Any
     return xp.einsum("bk,bkd->bd", values, weights[indices])
 
 
+@code_times.twin
+def _code_times_fused(backend: Backend, indices: Any, values: Any, weights: Any) -> Any:
+    if not _row_sparse_usable(backend, indices, values, weights) or values.shape[0] == 0:
+        return fused.NOT_RUN
+    rows, k = indices.shape
+    indices = np.ascontiguousarray(indices)
+    increasing = k < 2 or bool((indices[:, 1:] > indices[:, :-1]).all())
+    out = _rows_times(indices, _full_counts(rows, k), values, False, weights, k, increasing)
+    return fused.NOT_RUN if out is None else out
+
+
+@fused.op
 def code_transpose_times(
     backend: Backend, indices: Any, values: Any, dense: Any, n_units: int
 ) -> Any:
@@ -120,7 +136,8 @@ def code_transpose_times(
     and of dense matrices: the result is then Σ_t Hc_tᵀ X_t (the tied-weight gradient
     dZᵀX + Hcᵀ G in one pass). On the CPU the kept entries are sorted by unit once (a
     counting sort), so each unit's output row is accumulated in cache from the rows of X
-    that use it, and threads split the units.
+    that use it, and threads split the units. The fused twin does the same in one compiled
+    pass, four rows of X at a time in the same order: the same bits.
     """
     xp = backend.xp
     pairs = (
@@ -147,6 +164,26 @@ def code_transpose_times(
         else:
             total += term
     return total
+
+
+@code_transpose_times.twin
+def _code_transpose_times_fused(
+    backend: Backend, indices: Any, values: Any, dense: Any, n_units: int
+) -> Any:
+    many = isinstance(values, (list, tuple))
+    vals, denses = (list(values), list(dense)) if many else ([values], [dense])
+    if len(vals) != len(denses) or not all(
+        _row_sparse_usable(backend, indices, v, d) and d.shape[0] == v.shape[0]
+        for v, d in zip(vals, denses, strict=True)
+    ):
+        return fused.NOT_RUN
+    rows, k = indices.shape
+    indices = np.ascontiguousarray(indices)
+    pairs = list(zip(vals, denses, strict=True))
+    out = np.zeros((n_units, denses[0].shape[1]), dtype=denses[0].dtype)
+    if not _units_times(indices, _full_counts(rows, k), n_units, False, pairs, out):
+        return fused.NOT_RUN
+    return out
 
 
 def _unit_major_products(tools: Any, indices: Any, pairs: list[Any], n_units: int) -> Any:
@@ -226,8 +263,87 @@ NONZERO_DENSITY = 0.1
 NONZERO_TILE_BYTES = 1 << 19
 
 
-def _tile_rows(w: np.ndarray) -> int:
-    return max(16, NONZERO_TILE_BYTES // max(1, w.shape[1] * w.dtype.itemsize))
+def _tile_rows(w: np.ndarray, per_row: int, increasing: bool) -> int:
+    """Rows of W in a tile: about NONZERO_TILE_BYTES, when each row of the code has at least
+    four entries a tile on average and its columns increase (a row's entries are then taken
+    tile by tile in their own order); otherwise all of W (a row's out[i] would be read
+    and written once for every tile, for fewer than four rows of W each time)."""
+    units = w.shape[0]
+    tile = max(16, NONZERO_TILE_BYTES // max(1, w.shape[1] * w.dtype.itemsize))
+    if not increasing or per_row * tile < 4 * units:
+        return max(1, units)
+    return tile
+
+
+def _full_counts(rows: int, k: int) -> np.ndarray:
+    return np.full(rows, k, dtype=np.int64)
+
+
+def _row_sparse_usable(backend: Backend, indices: Any, values: Any, dense: Any) -> bool:
+    """Whether the twins take a row-sparse code with a dense matrix: contiguous NumPy arrays,
+    values and dense of one float dtype, integer indices of the values' shape."""
+    return (
+        _is_numpy(backend.xp)
+        and isinstance(indices, np.ndarray)
+        and indices.ndim == 2
+        and indices.dtype.kind == "i"
+        and isinstance(values, np.ndarray)
+        and values.shape == indices.shape
+        and isinstance(dense, np.ndarray)
+        and dense.ndim == 2
+        and fused.usable(values)
+        and dense.dtype == values.dtype
+        and dense.flags.c_contiguous
+    )
+
+
+def _rows_times(
+    cols: Any, counts: Any, vals: Any, by_column: bool, w: Any, per_row: int, increasing: bool
+) -> Any:
+    """Σ_t v(i, t) W[cols[i, t]] for t < counts[i], row by row on threads: None when the loop
+    cannot run. v(i, t) is vals[i, cols[i, t]] (``by_column``, a B×H matrix) or vals[i, t]."""
+    tile = _tile_rows(w, per_row, increasing)
+    key = vals.dtype.char + cols.dtype.char
+    fn = _rows_times_loop.ready(key, cols[:0], counts[:0], vals[:0], by_column, w, w[:0], tile)
+    if fn is None:
+        return None
+    out = np.empty((cols.shape[0], w.shape[1]), dtype=w.dtype)
+    split_run(
+        lambda lo, hi: fn(cols[lo:hi], counts[lo:hi], vals[lo:hi], by_column, w, out[lo:hi], tile),
+        cols.shape[0],
+        min_size=min_rows(max(1, per_row) * w.shape[1]),
+    )
+    return out
+
+
+def _units_times(
+    cols: Any, counts: Any, n_units: int, by_column: bool, pairs: list[Any], out: Any
+) -> bool:
+    """out += Σ_pairs Σ_{i,t} v(i, t) R[i] into row cols[i, t], unit by unit (each unit's
+    entries in increasing i, then t), units split over threads; False when the loops cannot
+    run. v as in :func:`_rows_times`, from each pair's (vals, R)."""
+    stride = pairs[0][0].shape[1]
+    ptr = np.zeros(n_units + 1, dtype=np.int64)
+    nnz = int(counts.sum())
+    entry = np.empty(nnz, dtype=np.int64)
+    sort = _by_unit_loop.ready(
+        cols.dtype.char, cols[:0], counts[:0], stride, by_column, ptr[:1].copy(), entry[:0]
+    )
+    fns = [
+        _units_times_loop.ready(v.dtype.char, ptr[:1], entry[:0], stride, v[:0], r[:0], out, 0, 0)
+        for v, r in pairs
+    ]
+    if sort is None or any(fn is None for fn in fns):
+        return False
+    sort(cols, counts, stride, by_column, ptr, entry)
+    dim = out.shape[1]
+
+    def part(lo: int, hi: int) -> None:
+        for fn, (v, r) in zip(fns, pairs, strict=True):
+            fn(ptr, entry, stride, v, r, out, lo, hi)
+
+    split_run(part, n_units, min_size=min_rows(max(1, nnz * dim * len(pairs) // max(1, n_units))))
+    return True
 
 
 @fused.op
@@ -250,19 +366,9 @@ def _nonzero_times_fused(xp: Any, a: Any, w: Any, nonzeros: Nonzeros | None = No
     found = _nonzeros(a, w, nonzeros) if chains else None  # else the reference's error
     if found is None:
         return fused.NOT_RUN
-    cols, counts, nnz = found
-    tile = _tile_rows(w)
-    fn = _nonzero_times_loop.ready(a.dtype.char, a[:0], cols[:0], counts[:0], w, a[:0, :0], tile)
-    if fn is None:
-        return fused.NOT_RUN
-    out = np.empty((a.shape[0], w.shape[1]), dtype=a.dtype)
-    nnz_per_row = max(1, nnz // max(1, a.shape[0]))
-    split_run(
-        lambda lo, hi: fn(a[lo:hi], cols[lo:hi], counts[lo:hi], w, out[lo:hi], tile),
-        a.shape[0],
-        min_size=min_rows(nnz_per_row * w.shape[1]),
-    )
-    return out
+    per_row = found.nnz // max(1, a.shape[0])
+    result = _rows_times(found.cols, found.counts, a, True, w, per_row, True)
+    return fused.NOT_RUN if result is None else result
 
 
 @fused.op
@@ -292,23 +398,9 @@ def _nonzero_transpose_times_fused(
     found = _nonzeros(a, r, nonzeros) if chains else None  # else the reference's error or copy
     if found is None or (add_to is not None and add_to.dtype != a.dtype):
         return fused.NOT_RUN
-    cols, counts, nnz = found
-    units = a.shape[1]
-    ptr = np.zeros(units + 1, dtype=np.int64)
-    rows = np.empty(nnz, dtype=np.int32)
-    sort = _by_unit_loop.ready("i", cols[:0], counts[:0], ptr[:1].copy(), rows[:0])
-    fn = _nonzero_transpose_times_loop.ready(
-        a.dtype.char, a[:0], ptr[:1], rows[:0], r[:0], r[:0], 0, 0
-    )
-    if fn is None or sort is None:
+    out = np.zeros((a.shape[1], r.shape[1]), dtype=a.dtype) if add_to is None else add_to
+    if not _units_times(found.cols, found.counts, a.shape[1], True, [(a, r)], out):
         return fused.NOT_RUN
-    sort(cols, counts, ptr, rows)
-    out = np.zeros((units, r.shape[1]), dtype=a.dtype) if add_to is None else add_to
-    split_run(
-        lambda lo, hi: fn(a, ptr, rows, r, out, lo, hi),
-        units,
-        min_size=min_rows(max(1, nnz // max(1, units)) * r.shape[1]),
-    )
     return out
 
 
@@ -342,7 +434,7 @@ def _nonzero_masked_times_fused(
         return fused.NOT_RUN
     cols, counts, nnz = found
     zero = a.dtype.type(0)
-    tile = _tile_rows(w)
+    tile = _tile_rows(w, nnz // max(1, a.shape[0]), True)
     fn = _nonzero_masked_times_loop.ready(
         a.dtype.char, cols[:0], counts[:0], g[:0], w, a[:0], zero, tile
     )
@@ -441,16 +533,17 @@ def _row_nonzeros_loop(a, cols, counts, limit):  # pragma: no cover - runs compi
 
 
 @fused.loop
-def _nonzero_times_loop(a, cols, counts, w, out, tile):  # pragma: no cover - runs compiled
+def _rows_times_loop(cols, counts, vals, by_column, w, out, tile):  # pragma: no cover
     dim = w.shape[1]
-    rows = a.shape[0]
-    done = np.zeros(rows, dtype=np.int64)  # each row's nonzeros taken so far (cols increase)
+    rows = cols.shape[0]
+    done = np.zeros(rows, dtype=np.int64)  # each row's entries taken so far
     for i in range(rows):
         for d in range(dim):
             out[i, d] = 0
-    # W a tile of `tile` rows at a time, every row of A taking its nonzeros in the tile: the
-    # tile stays in cache for all of them. Each out[i] still adds its terms in increasing j,
-    # four rows of W at a time in the order one at a time adds them: the same bits.
+    # W a tile of `tile` rows at a time, every row taking its entries in the tile (their
+    # columns increase, or the tile is all of W): the tile stays in cache for all of them.
+    # Each out[i] still adds its terms in its entries' order, four rows of W at a time in
+    # the order one at a time adds them: the same bits.
     for start in range(0, w.shape[0], tile):
         stop = start + tile
         for i in range(rows):
@@ -461,14 +554,17 @@ def _nonzero_times_loop(a, cols, counts, w, out, tile):  # pragma: no cover - ru
                 end += 1
             while t + 4 <= end:
                 j0, j1, j2, j3 = cols[i, t], cols[i, t + 1], cols[i, t + 2], cols[i, t + 3]
-                v0, v1, v2, v3 = a[i, j0], a[i, j1], a[i, j2], a[i, j3]
+                if by_column:
+                    v0, v1, v2, v3 = vals[i, j0], vals[i, j1], vals[i, j2], vals[i, j3]
+                else:
+                    v0, v1, v2, v3 = vals[i, t], vals[i, t + 1], vals[i, t + 2], vals[i, t + 3]
                 w0, w1, w2, w3 = w[j0], w[j1], w[j2], w[j3]
                 for d in range(dim):
                     o[d] = (((o[d] + v0 * w0[d]) + v1 * w1[d]) + v2 * w2[d]) + v3 * w3[d]
                 t += 4
             while t < end:
                 j0 = cols[i, t]
-                v0 = a[i, j0]
+                v0 = vals[i, j0] if by_column else vals[i, t]
                 w0 = w[j0]
                 for d in range(dim):
                     o[d] += v0 * w0[d]
@@ -477,9 +573,10 @@ def _nonzero_times_loop(a, cols, counts, w, out, tile):  # pragma: no cover - ru
 
 
 @fused.loop
-def _by_unit_loop(cols, counts, ptr, rows):  # pragma: no cover - runs compiled
-    """A counting sort of the nonzeros by unit: unit j's rows, increasing, in
-    rows[ptr[j]:ptr[j + 1]] (ptr comes zeroed, one longer than the units)."""
+def _by_unit_loop(cols, counts, stride, by_column, ptr, entry):  # pragma: no cover
+    """A counting sort of the entries by unit: unit j's entries, in increasing row then
+    slot, in entry[ptr[j]:ptr[j + 1]], each as its flat position i·stride + (column or
+    slot) in the values (ptr comes zeroed, one longer than the units)."""
     for i in range(cols.shape[0]):
         for t in range(counts[i]):
             ptr[cols[i, t] + 1] += 1
@@ -488,7 +585,7 @@ def _by_unit_loop(cols, counts, ptr, rows):  # pragma: no cover - runs compiled
     for i in range(cols.shape[0]):
         for t in range(counts[i]):
             j = cols[i, t]
-            rows[ptr[j]] = i
+            entry[ptr[j]] = i * stride + (j if by_column else t)
             ptr[j] += 1
     for j in range(ptr.shape[0] - 1, 0, -1):  # each pointer moved to its unit's end: back
         ptr[j] = ptr[j - 1]
@@ -496,24 +593,25 @@ def _by_unit_loop(cols, counts, ptr, rows):  # pragma: no cover - runs compiled
 
 
 @fused.loop
-def _nonzero_transpose_times_loop(a, ptr, rows, r, out, lo, hi):  # pragma: no cover
+def _units_times_loop(ptr, entry, stride, vals, r, out, lo, hi):  # pragma: no cover
     dim = r.shape[1]
+    flat = vals.reshape(-1)
     for j in range(lo, hi):
         o = out[j]
         t = ptr[j]
         end = ptr[j + 1]
-        # Unit j's rows in increasing order, four at a time (the same bits as one at a time)
+        # Unit j's entries in order, four at a time (the same bits as one at a time)
         while t + 4 <= end:
-            i0, i1, i2, i3 = rows[t], rows[t + 1], rows[t + 2], rows[t + 3]
-            v0, v1, v2, v3 = a[i0, j], a[i1, j], a[i2, j], a[i3, j]
-            r0, r1, r2, r3 = r[i0], r[i1], r[i2], r[i3]
+            e0, e1, e2, e3 = entry[t], entry[t + 1], entry[t + 2], entry[t + 3]
+            v0, v1, v2, v3 = flat[e0], flat[e1], flat[e2], flat[e3]
+            r0, r1, r2, r3 = r[e0 // stride], r[e1 // stride], r[e2 // stride], r[e3 // stride]
             for d in range(dim):
                 o[d] = (((o[d] + v0 * r0[d]) + v1 * r1[d]) + v2 * r2[d]) + v3 * r3[d]
             t += 4
         while t < end:
-            i0 = rows[t]
-            v0 = a[i0, j]
-            r0 = r[i0]
+            e0 = entry[t]
+            v0 = flat[e0]
+            r0 = r[e0 // stride]
             for d in range(dim):
                 o[d] += v0 * r0[d]
             t += 1

@@ -710,9 +710,9 @@ def test_nonzero_products_match_blas(dtype, split, fused_path, monkeypatch):
     returned = nonzero_transpose_times(np, a, r, add_to=added)
     assert returned is added
     for got, want, loop in (
-        (nonzero_times(np, a, w), a @ w, "_nonzero_times_loop"),
-        (nonzero_transpose_times(np, a, r), a.T @ r, "_nonzero_transpose_times_loop"),
-        (added, start + a.T @ r, "_nonzero_transpose_times_loop"),
+        (nonzero_times(np, a, w), a @ w, "_rows_times_loop"),
+        (nonzero_transpose_times(np, a, r), a.T @ r, "_units_times_loop"),
+        (added, start + a.T @ r, "_units_times_loop"),
         (nonzero_masked_times(np, a, r, w), (r @ w.T) * (a != 0), "_nonzero_masked_times_loop"),
     ):
         assert calls[loop] >= 1, loop
@@ -781,6 +781,47 @@ def test_nonzero_products_share_found_nonzeros(fused_path):
         sparse_code.nonzero_times(np, a[:200], w, nonzeros=found)
     assert sparse_code.find_nonzeros(np.ones((4, 4), dtype=np.float32)) is None  # too dense
 
+
+@pytest.mark.usefixtures("split_threads")
+@pytest.mark.parametrize("split", [False, True], ids=["one-thread", "split"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+@pytest.mark.parametrize("order", ["increasing", "any"])
+def test_row_sparse_products_fused_equal_scipys_bitwise(dtype, order, split, fused_path, monkeypatch):
+    """Hc W and Hcᵀ X (one code, or a pair sharing the indices) by the compiled loops: the
+    same bits as SciPy's CSR kernels, in tiles of W (increasing indices, 23 entries a row
+    of 90 units, tiles of 16 rows) or whole (any order), int32 or int64 indices, whole or
+    split over four threads."""
+    from sparsekit.backend import sparse_code, threads
+
+    if split:
+        monkeypatch.setattr(threads, "PARALLEL_MIN_SIZE", 16)
+    monkeypatch.setattr(sparse_code, "NONZERO_TILE_BYTES", 16 * 9 * np.dtype(dtype).itemsize)
+    _, calls = fused_path
+    cpu = sparsekit.get_backend(False, np.dtype(dtype).name)
+    rng = np.random.default_rng(13)
+    rows, units, k = 50, 90, 23
+    indices = np.argsort(rng.random((rows, units)), axis=1)[:, :k]
+    if order == "increasing":
+        indices.sort(axis=1)
+    values = rng.standard_normal((rows, k)).astype(dtype)
+    values[3] = 0  # a row whose entries are all zero
+    other = rng.standard_normal((rows, k)).astype(dtype)
+    w = rng.standard_normal((units, 9)).astype(dtype)
+    x = rng.standard_normal((rows, 9)).astype(dtype)
+    g = rng.standard_normal((rows, 9)).astype(dtype)
+    for idx in (indices, indices.astype(np.int32)):
+        assert np.array_equal(
+            sparse_code.code_times(cpu, idx, values, w),
+            sparse_code.code_times.reference(cpu, idx, values, w),
+        )
+        for args in ((values, x, units), ([values, other], [x, g], units)):
+            assert np.array_equal(
+                sparse_code.code_transpose_times(cpu, idx, *args),
+                sparse_code.code_transpose_times.reference(cpu, idx, *args),
+            )
+    assert calls["_rows_times_loop"] >= 2 and calls["_units_times_loop"] >= 6
+    assert sparse_code._tile_rows(w, k, order == "increasing") == (16 if order == "increasing" else 90)
+
 def test_nonzero_products_leave_dense_or_unsuitable_input_to_blas(fused_path):
     """Above NONZERO_DENSITY, for non-contiguous or mixed-dtype input, the reference runs:
     BLAS's exact bits."""
@@ -818,7 +859,7 @@ def test_nonzero_products_leave_dense_or_unsuitable_input_to_blas(fused_path):
     added = np.zeros((1000, 40), dtype=np.float64)  # another dtype: the reference adds
     nonzero_transpose_times(np, sparse, r, add_to=added)
     np.testing.assert_array_equal(added, (sparse.T @ r).astype(np.float64))
-    assert not calls["_nonzero_times_loop"] and not calls["_nonzero_transpose_times_loop"]
+    assert not calls["_rows_times_loop"] and not calls["_units_times_loop"]
     assert not calls["_nonzero_masked_times_loop"]
     assert {ok for name, ok in spy.results} == {False}
 
@@ -1043,6 +1084,10 @@ COVERED_OPS = {
     "sparsekit.backend.sparse_code.nonzero_times": "test_nonzero_products_match_blas",
     "sparsekit.backend.sparse_code.nonzero_transpose_times": "test_nonzero_products_match_blas",
     "sparsekit.backend.sparse_code.nonzero_masked_times": "test_nonzero_products_match_blas",
+    "sparsekit.backend.sparse_code.code_times": "test_row_sparse_products_fused_equal_scipys_bitwise",
+    "sparsekit.backend.sparse_code.code_transpose_times": (
+        "test_row_sparse_products_fused_equal_scipys_bitwise"
+    ),
     "sparsekit.backend.counting.count_active": "test_count_active_matches_numpy",
     "sparsekit.backend.gather.take_scaled": "test_take_gathers_converts_and_scales_like_numpy",
     "sparsekit.coders.cd.cd_sweeps": "test_coordinate_descent_twin_reaches_the_reference",

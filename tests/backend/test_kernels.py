@@ -589,9 +589,18 @@ def test_keep_freed_memory_can_be_turned_off(monkeypatch):
 
 
 @pytest.mark.skipif(not hasattr(__import__("os"), "sched_getaffinity"), reason="Linux only")
-def test_a_training_step_does_not_fault_in_fresh_memory():
+@pytest.mark.parametrize(
+    ("name", "options", "shape"),
+    [
+        ("l2", "hidden=1000, batch_size=256", (2048, 784)),
+        # a wide SAE: its 1,024 × 16,384 pre-activations (64 MiB) are above any mmap threshold
+        ("topk", "hidden=16384, batch_size=1024, lr=1e-4", (4096, 32)),
+    ],
+)
+def test_a_training_step_does_not_fault_in_fresh_memory(name, options, shape):
     """After a warm-up epoch, steps reuse memory: no per-step page-fault churn (weight decay
-    allocates two H×D temporaries a step, which glibc used to hand back to the OS).
+    allocates two H×D temporaries a step, which glibc used to hand back to the OS; a wide
+    SAE's B×H pre-activations were mmapped and unmapped every step).
 
     Measured in a fresh process tuned as the ``sparsekit`` command tunes it
     (``tune_process``: glibc keeps freed memory). In the test process itself the count
@@ -601,7 +610,7 @@ def test_a_training_step_does_not_fault_in_fresh_memory():
     import subprocess
     import sys
 
-    script = """
+    script = f"""
 import json, resource
 import numpy as np
 from sparsekit.backend.process import tune_process
@@ -619,9 +628,9 @@ class Count(Callback):
     def on_epoch_end(self, trainer, metrics):
         faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - self.start)
 
-data = np.random.default_rng(14).random((2048, 784)).astype(np.float32)
-method = load_registry().create("l2")
-config = resolve_config(method, hidden=1000, epochs=3, batch_size=256)
+data = np.random.default_rng(14).random({shape}).astype(np.float32)
+method = load_registry().create("{name}")
+config = resolve_config(method, epochs=3, {options})
 Trainer(method, data, config, callbacks=[Count()]).fit()
 print(json.dumps(faults))
 """
@@ -631,6 +640,8 @@ print(json.dumps(faults))
     )
     assert out.returncode == 0, out.stderr
     faults = json.loads(out.stdout.strip().splitlines()[-1])
-    steps = 2048 // 256
-    # one H×D float32 matrix is 766 pages: fresh temporaries every step would show thousands
+    batch = int(options.split("batch_size=")[1].split(",")[0])
+    steps = shape[0] // batch
+    # one 1000×784 float32 matrix is 766 pages, the SAE's pre-activations 16,384: fresh
+    # temporaries every step would show thousands
     assert min(faults[1:]) / steps < 300, faults
