@@ -127,8 +127,8 @@ def worker_sparsekit(job: dict[str, Any]) -> dict[str, Any]:
     from sparsekit.methods.registry import load_registry
     from sparsekit.training.trainer import Callback, Trainer, make_method
 
-    if "topk" not in load_registry().methods:
-        return {"skipped": "this sparsekit has no topk method yet"}
+    if job.get("method", "topk") not in load_registry().methods:
+        return {"skipped": f"this sparsekit has no {job.get('method', 'topk')} method yet"}
     tuned = job.get("tune_process", True) and hasattr(sparsekit, "tune_process")
     if tuned:
         sparsekit.tune_process()  # as the sparsekit command does
@@ -138,7 +138,7 @@ def worker_sparsekit(job: dict[str, Any]) -> dict[str, Any]:
     x = _data(job["dim"], job["batch"] * steps, job["seed"])
     rss_before = _current_rss_mib()
     method = make_method(
-        "topk",
+        job.get("method", "topk"),
         k=job["k"],
         k_aux=job["k_aux"],
         aux_coef=job["aux_coef"],
@@ -216,17 +216,21 @@ PARTS = (
 def step_parts(
     trainer: Any, x_host: Any, k: int, k_aux: int, clock: str = "wall", repeats: int = 3
 ) -> dict[str, float]:
-    """Seconds (on ``clock``: "wall" or process "cpu") of each part of one TopK + AuxK step, each timed alone (median of
-    ``repeats``) with the operations the step itself calls, on the trained model's weights,
-    one batch and its dead latents, under the trainer's thread setting. Their sum is close to
-    the step's time; the encoder product X̃·W_encᵀ is the step's floor (every other part is
-    sparse or linear in the parameters)."""
+    """Seconds (on ``clock``: "wall" or process "cpu") of each part of one TopK (or BatchTopK,
+    Matryoshka) + AuxK step, each timed alone (median of ``repeats``) with the operations
+    the step itself calls, on the trained model's weights, one batch and its dead latents,
+    under the trainer's thread setting. Their sum is close to the step's time; the encoder
+    product X̃·W_encᵀ is the step's floor (every other part is sparse or linear in the
+    parameters). For the batch methods the selection is the batch's B·k largest and the
+    decoder gradient is the method's own main term (Matryoshka's decodes each prefix)."""
     import copy
 
     from sparsekit.backend.process import own_threads
-    from sparsekit.backend.selection import top_k_indices
+    from sparsekit.backend.selection import batch_top_k, top_k_indices
     from sparsekit.backend.sparse_code import code_times, code_transpose_times, gathered_dot
     from sparsekit.backend.threads import matmul
+    from sparsekit.core.contract import TopK
+    from sparsekit.core.step import Forward
     from sparsekit.methods import _sae
 
     backend = trainer.backend
@@ -253,7 +257,12 @@ def step_parts(
         z = timed("encoder product", lambda: matmul(x_tilde, params["W_enc"].T))
         z += params["b_enc"]
 
+        method = trainer.method
+        batched = method.name in ("batchtopk", "matryoshka")
+
         def select() -> tuple[Any, Any]:
+            if batched:
+                return batch_top_k(xp, z, method.selected(backend, z))
             idx = top_k_indices(xp, z, k)
             values = xp.take_along_axis(z, idx, axis=1)
             xp.maximum(values, 0, out=values)
@@ -265,6 +274,11 @@ def step_parts(
         g = (xhat - x) * (1.0 / batch)
 
         def decoder_gradient() -> Any:
+            if batched:
+                fwd = Forward(z, z, TopK(idx, kept=values > 0), None, values, xhat, xhat)
+                d_values = method.main_term(backend, params, x, fwd, True)[3]
+                d_values *= values > 0  # dZ at the kept entries (the padding's is 0)
+                return d_values
             code_transpose_times(backend, idx, values, g, hidden)
             d_values = gathered_dot(backend, g, params["W_dec"], idx)
             d_values *= values > 0
@@ -330,7 +344,7 @@ def worker_torch(job: dict[str, Any], compiled: bool) -> dict[str, Any]:
     torch.manual_seed(job["seed"])
     gen = torch.Generator().manual_seed(job["seed"])
     model = TorchSAE(
-        "topk",
+        job.get("method", "topk"),
         job["dim"],
         job["hidden"],
         {
@@ -433,6 +447,12 @@ def main(argv: list[str] | None = None) -> int:
         "--no-breakdown", action="store_true", help="skip timing the step's parts one by one"
     )
     parser.add_argument(
+        "--method",
+        choices=("topk", "batchtopk", "matryoshka"),
+        default="topk",
+        help="the SAE whose step is timed (AuxK on for all three)",
+    )
+    parser.add_argument(
         "--no-tune-process",
         action="store_true",
         help="leave glibc's malloc as it is (a script that embeds sparsekit and does not call "
@@ -463,6 +483,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise SystemExit(f"unknown framework {fw!r}; use {', '.join(FRAMEWORKS)}")
             job = {
                 "framework": fw,
+                "method": args.method,
                 "dim": dim,
                 "hidden": hidden,
                 "k": args.k,
@@ -509,14 +530,13 @@ def main(argv: list[str] | None = None) -> int:
             "cpu": cpu_model(),
             "torch_python": torch_python,
             "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-            "note": "shared, busy 2-core machine",
         },
         "results": results,
     }
     out_path = Path(args.json)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"{args.threads or 'default'} thread(s); s/step on the {args.clock} clock")
+    print(f"{args.method}: {args.threads or 'default'} thread(s); s/step on the {args.clock} clock")
     print(
         f"{'shape':<10} {'framework':<14} {'s/step':>8} {'wall':>8} {'cpu':>8} "
         f"{'peak MiB':>9} {'train MiB':>9}"

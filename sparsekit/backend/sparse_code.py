@@ -90,6 +90,9 @@ def code_times(backend: Backend, indices: Any, values: Any, weights: Any) -> Any
     added in the order of ``indices`` (SciPy's CSR kernel). The fused twin adds in the same
     order, four rows of W at a time, so the bits are the same; where each row has several
     entries in a cache-sized tile of W and its indices increase, it takes W a tile at a time.
+    It skips entries whose value is zero, which add nothing (a padded code's padding, a
+    Matryoshka prefix's other groups), so a NaN or infinity in W at such an entry does not
+    reach the result either.
     """
     xp = backend.xp
     tools = _cpu_sparse(backend, values, weights)
@@ -137,7 +140,8 @@ def code_transpose_times(
     dZᵀX + Hcᵀ G in one pass). On the CPU the kept entries are sorted by unit once (a
     counting sort), so each unit's output row is accumulated in cache from the rows of X
     that use it, and threads split the units. The fused twin does the same in one compiled
-    pass, four rows of X at a time in the same order: the same bits.
+    pass, four rows of X at a time in the same order (the same bits), skipping entries whose
+    value is zero as :func:`code_times` does.
     """
     xp = backend.xp
     pairs = (
@@ -255,7 +259,7 @@ def column_sums(backend: Backend, indices: Any, values: Any, n_units: int) -> An
 #: Largest share of nonzeros at which :func:`nonzero_times` and :func:`nonzero_transpose_times`
 #: multiply by the nonzeros alone; denser matrices go to BLAS (docs/performance.md, "Arora's
 #: products").
-NONZERO_DENSITY = 0.1
+NONZERO_DENSITY = 0.15
 
 #: Bytes of the tile of W's rows that :func:`nonzero_times` and :func:`nonzero_masked_times`
 #: keep in cache while every row of A takes its nonzeros there (half a 1 MiB L2 cache,
@@ -537,6 +541,8 @@ def _rows_times_loop(cols, counts, vals, by_column, w, out, tile):  # pragma: no
     dim = w.shape[1]
     rows = cols.shape[0]
     done = np.zeros(rows, dtype=np.int64)  # each row's entries taken so far
+    js = np.empty(4, dtype=np.int64)
+    vs = np.empty(4, dtype=out.dtype)
     for i in range(rows):
         for d in range(dim):
             out[i, d] = 0
@@ -552,23 +558,30 @@ def _rows_times_loop(cols, counts, vals, by_column, w, out, tile):  # pragma: no
             end = t
             while end < counts[i] and cols[i, end] < stop:
                 end += 1
-            while t + 4 <= end:
-                j0, j1, j2, j3 = cols[i, t], cols[i, t + 1], cols[i, t + 2], cols[i, t + 3]
-                if by_column:
-                    v0, v1, v2, v3 = vals[i, j0], vals[i, j1], vals[i, j2], vals[i, j3]
-                else:
-                    v0, v1, v2, v3 = vals[i, t], vals[i, t + 1], vals[i, t + 2], vals[i, t + 3]
-                w0, w1, w2, w3 = w[j0], w[j1], w[j2], w[j3]
-                for d in range(dim):
-                    o[d] = (((o[d] + v0 * w0[d]) + v1 * w1[d]) + v2 * w2[d]) + v3 * w3[d]
-                t += 4
             while t < end:
-                j0 = cols[i, t]
-                v0 = vals[i, j0] if by_column else vals[i, t]
-                w0 = w[j0]
-                for d in range(dim):
-                    o[d] += v0 * w0[d]
-                t += 1
+                # the next four entries whose value is not zero (a zero adds nothing to a
+                # sum that is never -0: skipping it keeps the bits, and a padded row's
+                # padding costs nothing)
+                n = 0
+                while t < end and n < 4:
+                    j = cols[i, t]
+                    v = vals[i, j] if by_column else vals[i, t]
+                    t += 1
+                    if v != 0:
+                        js[n] = j
+                        vs[n] = v
+                        n += 1
+                if n == 4:
+                    v0, v1, v2, v3 = vs[0], vs[1], vs[2], vs[3]
+                    w0, w1, w2, w3 = w[js[0]], w[js[1]], w[js[2]], w[js[3]]
+                    for d in range(dim):
+                        o[d] = (((o[d] + v0 * w0[d]) + v1 * w1[d]) + v2 * w2[d]) + v3 * w3[d]
+                else:
+                    for q in range(n):
+                        v0 = vs[q]
+                        w0 = w[js[q]]
+                        for d in range(dim):
+                            o[d] += v0 * w0[d]
             done[i] = end
 
 
@@ -596,25 +609,33 @@ def _by_unit_loop(cols, counts, stride, by_column, ptr, entry):  # pragma: no co
 def _units_times_loop(ptr, entry, stride, vals, r, out, lo, hi):  # pragma: no cover
     dim = r.shape[1]
     flat = vals.reshape(-1)
+    es = np.empty(4, dtype=np.int64)
     for j in range(lo, hi):
         o = out[j]
         t = ptr[j]
         end = ptr[j + 1]
-        # Unit j's entries in order, four at a time (the same bits as one at a time)
-        while t + 4 <= end:
-            e0, e1, e2, e3 = entry[t], entry[t + 1], entry[t + 2], entry[t + 3]
-            v0, v1, v2, v3 = flat[e0], flat[e1], flat[e2], flat[e3]
-            r0, r1, r2, r3 = r[e0 // stride], r[e1 // stride], r[e2 // stride], r[e3 // stride]
-            for d in range(dim):
-                o[d] = (((o[d] + v0 * r0[d]) + v1 * r1[d]) + v2 * r2[d]) + v3 * r3[d]
-            t += 4
+        # Unit j's entries in order, four at a time (the same bits as one at a time), those
+        # whose value is zero skipped (as in _rows_times_loop)
         while t < end:
-            e0 = entry[t]
-            v0 = flat[e0]
-            r0 = r[e0 // stride]
-            for d in range(dim):
-                o[d] += v0 * r0[d]
-            t += 1
+            n = 0
+            while t < end and n < 4:
+                e = entry[t]
+                t += 1
+                if flat[e] != 0:
+                    es[n] = e
+                    n += 1
+            if n == 4:
+                e0, e1, e2, e3 = es[0], es[1], es[2], es[3]
+                v0, v1, v2, v3 = flat[e0], flat[e1], flat[e2], flat[e3]
+                r0, r1, r2, r3 = r[e0 // stride], r[e1 // stride], r[e2 // stride], r[e3 // stride]
+                for d in range(dim):
+                    o[d] = (((o[d] + v0 * r0[d]) + v1 * r1[d]) + v2 * r2[d]) + v3 * r3[d]
+            else:
+                for q in range(n):
+                    v0 = flat[es[q]]
+                    r0 = r[es[q] // stride]
+                    for d in range(dim):
+                        o[d] += v0 * r0[d]
 
 
 @fused.loop(fastmath={"reassoc"})
