@@ -7,6 +7,7 @@ blocks that fit a cache, the threads of :func:`~sparsekit.backend.threads.split_
 sampled threshold of the batch-wide scan, and whether a device keeps the batch code dense.
 
 * :func:`top_k_indices`: each row's k largest entries (k-sparse, TopK, AuxK).
+* :func:`relu_top_k_of_columns`: the AuxK code on the dead latents' columns.
 * :func:`batch_top_k` (the CPU's padded row-sparse code) and :func:`batch_top_k_dense` (a
   device's dense code): the B·k largest entries of ReLU(Z) over the batch (BatchTopK,
   Matryoshka); :func:`batch_code_is_sparse` says which one a backend gets.
@@ -53,6 +54,42 @@ def top_k_indices(xp: Any, z: Any, k: int) -> Any:
             return found.reshape(rows, k)
         return _with_ties(z, k, found)
     return xp.argpartition(z, h - k, axis=1)[:, h - k :]
+
+
+def relu_top_k_of_columns(xp: Any, z: Any, columns: Any, k: int) -> Any:
+    """ReLU of the k largest of each row's entries in ``columns`` of z, the row's other
+    entries there 0 (all of them kept when k ≥ their number): a B×len(columns) array, the
+    AuxK code on the dead latents.
+
+    A row with at most k positive entries keeps all of them whichever k are chosen (the ReLU
+    zeroes the rest), so only rows with more go to :func:`top_k_indices`. On the CPU,
+    blocks of rows go to the threads of ``split_run`` (NumPy's passes release the GIL); each
+    row's result depends on that row alone, so the bits are the same on any thread count.
+    """
+    if xp is not np:
+        return _relu_top_k_of_columns(xp, z, columns, k)
+    out = np.empty((z.shape[0], columns.shape[0]), dtype=z.dtype)
+
+    def part(lo: int, hi: int) -> None:
+        out[lo:hi] = _relu_top_k_of_columns(xp, z[lo:hi], columns, k)
+
+    split_run(part, z.shape[0], min_size=max(2, threads.PARALLEL_MIN_SIZE // max(1, out.shape[1])))
+    return out
+
+
+def _relu_top_k_of_columns(xp: Any, z: Any, columns: Any, k: int) -> Any:
+    z_cols = xp.take(z, columns, axis=1)
+    if k < z_cols.shape[1]:
+        crowded = xp.flatnonzero(xp.count_nonzero(z_cols > 0, axis=1) > k)
+        if crowded.shape[0]:
+            block = z_cols[crowded]
+            local = top_k_indices(xp, block, k)
+            rows = xp.arange(block.shape[0])[:, None]
+            code = xp.zeros_like(block)
+            code[rows, local] = block[rows, local]
+            z_cols[crowded] = code
+    xp.maximum(z_cols, 0, out=z_cols)
+    return z_cols
 
 
 def _with_ties(z: np.ndarray, k: int, found: np.ndarray) -> np.ndarray:

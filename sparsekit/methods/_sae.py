@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from sparsekit.backend import sparse_code
-from sparsekit.backend.selection import row_blocks, top_k_indices
+from sparsekit.backend.selection import relu_top_k_of_columns, row_blocks, top_k_indices
 from sparsekit.backend.sparse_code import (
     code_times,
     code_transpose_times,
@@ -185,29 +185,6 @@ def _auxk_term_masked(
     )
 
 
-def aux_code_block(backend: Any, z: Any, units: Any, k_aux: int) -> Any:
-    """Rows of the AuxK code on the dead columns: ReLU of the ``k_aux`` largest of each row's
-    dead pre-activations ``z[:, units]``, the other dead entries 0 (all of them kept when
-    k_aux ≥ the dead count)."""
-    xp = backend.xp
-    z_dead = xp.take(z, units, axis=1)
-    n_dead = z_dead.shape[1]
-    if k_aux < n_dead:
-        # A row with at most k_aux positive entries keeps all of them whichever k_aux are
-        # chosen (the ReLU zeroes the rest): only rows with more need the selection. Most
-        # rows are such rows when k_aux is near the dead count; the code is the same bits.
-        crowded = xp.flatnonzero(xp.count_nonzero(z_dead > 0, axis=1) > k_aux)
-        if crowded.shape[0]:
-            block = z_dead[crowded]
-            local = top_k_indices(xp, block, k_aux)
-            rows = xp.arange(block.shape[0])[:, None]
-            code = xp.zeros_like(block)
-            code[rows, local] = block[rows, local]
-            z_dead[crowded] = code
-    xp.maximum(z_dead, 0, out=z_dead)
-    return z_dead
-
-
 def auxk_term(
     backend: Any,
     z: Any,
@@ -253,7 +230,7 @@ def auxk_term(
             xp.zeros(n_dead, dtype=z.dtype),
         )
     for lo, hi in row_blocks(batch, n_dead * z.dtype.itemsize):
-        code = aux_code_block(backend, z[lo:hi], units, k_aux)
+        code = relu_top_k_of_columns(xp, z[lo:hi], units, k_aux)  # the aux code's rows
         # k_aux of n_dead a row: products by the code's nonzeros where it is sparse enough
         found = sparse_code.find_nonzeros(code)
         e_aux = sparse_code.nonzero_times(xp, code, w_dead, nonzeros=found)

@@ -84,3 +84,23 @@ def test_row_blocks_cover_every_row_once_in_fixed_blocks(monkeypatch, rows, row_
     for threads in ("1", "3"):  # the blocks do not depend on the thread count
         monkeypatch.setenv("SPARSEKIT_NUM_THREADS", threads)
         assert list(selection.row_blocks(rows, row_bytes)) == blocks
+
+
+def test_the_aux_code_is_the_same_on_any_number_of_threads(monkeypatch):
+    """Blocks of rows on four threads (cut at uneven rows) give the same bits as one thread,
+    a tie at a row's threshold and rows with few positives included."""
+    from sparsekit.backend import threads
+    from sparsekit.backend.selection import relu_top_k_of_columns
+
+    rng = np.random.default_rng(21)
+    z = rng.standard_normal((203, 300)).astype(np.float32)
+    z[5, :40] = 2.0  # a tie across the threshold
+    z[6] -= 3.0  # few positives: no selection
+    columns = np.sort(rng.choice(300, 170, replace=False))
+    monkeypatch.setenv("SPARSEKIT_NUM_THREADS", "1")
+    one = relu_top_k_of_columns(np, z, columns, 20)
+    monkeypatch.setenv("SPARSEKIT_NUM_THREADS", "4")
+    monkeypatch.setattr(threads, "PARALLEL_MIN_SIZE", 16)
+    four = relu_top_k_of_columns(np, z, columns, 20)
+    assert np.array_equal(one, four)
+    assert (np.count_nonzero(one, axis=1) <= 20).all() and np.count_nonzero(one[5]) == 20
