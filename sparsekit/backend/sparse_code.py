@@ -221,16 +221,23 @@ def gathered_dot(backend: Backend, dense: Any, weights: Any, indices: Any) -> An
 
     On the CPU the k weight rows of a block of samples are gathered into a cache-sized
     buffer and multiplied there (a batched matrix-vector product), so the B×k×D gather is
-    never held in memory at once; threads split the samples.
+    never held in memory at once; threads split the samples. ``dense`` may also be a
+    sequence of B×D matrices sharing the indices (Matryoshka's prefixes): the rows are then
+    gathered once for all of them, and a list of results comes back, each the same bits as
+    its own call.
     """
     xp = backend.xp
+    many = isinstance(dense, (list, tuple))
+    denses = list(dense) if many else [dense]
     rows, k = indices.shape
     if not _is_numpy(xp):
-        return xp.matmul(weights[indices], dense[:, :, None])[:, :, 0]
-    dtype = np.result_type(dense, weights)
-    out = np.empty((rows, k), dtype=dtype)
+        gathered_rows = weights[indices]
+        outs = [xp.matmul(gathered_rows, g[:, :, None])[:, :, 0] for g in denses]
+        return outs if many else outs[0]
+    dtype = np.result_type(denses[0], weights)
+    outs = [np.empty((rows, k), dtype=dtype) for _ in denses]
     if rows == 0 or k == 0:
-        return out
+        return outs if many else outs[0]
     dim = weights.shape[1]
     block = max(1, min(rows, GATHER_BLOCK_BYTES // max(1, k * dim * dtype.itemsize)))
 
@@ -240,10 +247,11 @@ def gathered_dot(backend: Backend, dense: Any, weights: Any, indices: Any) -> An
             stop = min(hi, start + block)
             buf = gathered[: stop - start]
             np.take(weights, indices[start:stop], axis=0, out=buf, mode="clip")  # unbuffered
-            np.matmul(buf, dense[start:stop, :, None], out=out[start:stop, :, None])
+            for g, out in zip(denses, outs, strict=True):
+                np.matmul(buf, g[start:stop, :, None], out=out[start:stop, :, None])
 
-    split_run(part, rows, min_size=min_rows(k * dim))
-    return out
+    split_run(part, rows, min_size=min_rows(k * dim * len(denses)))
+    return outs if many else outs[0]
 
 
 def column_sums(backend: Backend, indices: Any, values: Any, n_units: int) -> Any:

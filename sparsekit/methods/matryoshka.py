@@ -109,8 +109,9 @@ class MatryoshkaSAE(BatchTopKSAE):
         # Σ_g A[:, group g]ᵀ S^(g) in one pass over the kept entries
         grad_w_dec = code_transpose_times(backend, indices, in_group, suffix, hidden)
         d_values = xp.zeros_like(values)
-        for q, s_q in enumerate(suffix):
-            d_values += gathered_dot(backend, s_q, w_dec, indices) * (group == q)
+        # W_dec's kept rows gathered once for every prefix's suffix
+        for q, dots in enumerate(gathered_dot(backend, suffix, w_dec, indices)):
+            d_values += dots * (group == q)
         return loss, grad_w_dec, suffix[0].sum(axis=0), d_values
 
     def _dense_main_term(self, backend, params, x, fwd, want_grads):

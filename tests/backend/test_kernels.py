@@ -645,3 +645,22 @@ print(json.dumps(faults))
     # one 1000×784 float32 matrix is 766 pages, the SAE's pre-activations 16,384: fresh
     # temporaries every step would show thousands
     assert min(faults[1:]) / steps < 300, faults
+
+
+def test_gathered_dot_of_several_matrices_is_each_ones_own_bits(monkeypatch):
+    """Matryoshka's prefixes share the gathered rows: each result is the bits of its own call,
+    whole or split over four threads, on NumPy and on the generic array path."""
+    from sparsekit.backend import threads
+
+    rng = np.random.default_rng(31)
+    w = rng.standard_normal((50, 24)).astype(np.float32)
+    indices = rng.integers(0, 50, size=(70, 9))
+    dense = [rng.standard_normal((70, 24)).astype(np.float32) for _ in range(3)]
+    for split in (False, True):
+        if split:
+            monkeypatch.setenv("SPARSEKIT_NUM_THREADS", "4")
+            monkeypatch.setattr(threads, "PARALLEL_MIN_SIZE", 16)
+        together = sparse_code.gathered_dot(CPU32, dense, w, indices)
+        assert isinstance(together, list) and len(together) == 3
+        for got, g in zip(together, dense, strict=True):
+            assert np.array_equal(got, sparse_code.gathered_dot(CPU32, g, w, indices))
