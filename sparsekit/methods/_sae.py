@@ -199,8 +199,11 @@ def auxk_term(
     """The AuxK term scale·(1/2B)‖Ê − R‖², Ê = A_aux W_dec (no b_dec), R held constant, and
     its gradient.
 
-    A_aux is nonzero only on the dead columns ``units``, so every product is a dense product
-    with the n_dead rows W_dec[units]; with G_a = scale·(Ê − R)/B and M_a the aux mask::
+    A_aux is nonzero only on the dead columns ``units``, so every product is one with the
+    n_dead rows W_dec[units]: by the aux code's nonzeros on the CPU when it keeps few of them
+    (k_aux of thousands of dead latents), BLAS's dense product otherwise (the nonzero ops of
+    :mod:`sparsekit.backend.sparse_code` decide); with G_a = scale·(Ê − R)/B and M_a the aux
+    mask::
 
         ∇W_dec[units] = A_auxᵀ G_a ;  dZ_a = (G_a W_dec[units]ᵀ) ⊙ M_a ⊙ 1[Z > 0]
         ∇W_enc[units] = dZ_aᵀ X̃ ;  ∇b_enc[units] = Σ_rows dZ_a
