@@ -166,16 +166,31 @@ def _candidates(z: Any, n: int) -> tuple[Any, Any]:
     for extra in (1.25, 2.0, 4.0, 0.0):
         rank = sample.size - int(extra * want + 4 * want**0.5 + 8)
         lower = max(float(sample[rank]), 0.0) if extra and rank > 0 else 0.0
-        positions, values = [], []
-        for lo in range(0, z.shape[0], step):
-            block = z[lo : lo + step].reshape(-1)
-            pos = np.flatnonzero(block >= lower if lower > 0 else block > 0)
-            values.append(block[pos])
-            positions.append(pos + lo * z.shape[1])
+        positions, values = _entries_above(z, lower, step)
         found = sum(v.size for v in values)
         if found >= n or lower == 0:
             return np.concatenate(positions), np.concatenate(values)
     raise AssertionError("unreachable")  # pragma: no cover - the last threshold is 0
+
+
+def _entries_above(z: np.ndarray, lower: float, step: int) -> tuple[list[Any], list[Any]]:
+    """Flat positions and values of Z's entries at or above ``lower`` (above 0 when it is 0),
+    ``step`` rows at a time; blocks of rows go to the threads and come back in row order, so
+    the entries are the same on any thread count."""
+    parts: dict[int, tuple[list[Any], list[Any]]] = {}
+
+    def scan(first: int, last: int) -> None:
+        positions, values = [], []
+        for lo in range(first, last, step):
+            block = z[lo : min(last, lo + step)].reshape(-1)
+            pos = np.flatnonzero(block >= lower if lower > 0 else block > 0)
+            values.append(block[pos])
+            positions.append(pos + lo * z.shape[1])
+        parts[first] = (positions, values)
+
+    split_run(scan, z.shape[0], min_size=max(step, threads.PARALLEL_MIN_SIZE // z.shape[1]))
+    ordered = [parts[first] for first in sorted(parts)]
+    return [p for pos, _ in ordered for p in pos], [v for _, vals in ordered for v in vals]
 
 
 def batch_top_k(xp: Any, z: Any, n: int) -> tuple[Any, Any]:

@@ -104,3 +104,21 @@ def test_the_aux_code_is_the_same_on_any_number_of_threads(monkeypatch):
     four = relu_top_k_of_columns(np, z, columns, 20)
     assert np.array_equal(one, four)
     assert (np.count_nonzero(one, axis=1) <= 20).all() and np.count_nonzero(one[5]) == 20
+
+
+def test_batch_top_k_is_the_same_on_any_number_of_threads(monkeypatch):
+    """The candidates' scan runs blocks of rows on four threads (cut at uneven rows): the
+    same indices and values as one thread, ties at the n-th value included."""
+    from sparsekit.backend import threads
+
+    rng = np.random.default_rng(22)
+    z = rng.standard_normal((301, 64)).astype(np.float32)
+    z[10:20, :8] = 3.0  # ties
+    monkeypatch.setattr(selection, "SCAN_BLOCK_BYTES", 64 * 4 * 7)  # 7 rows a block
+    monkeypatch.setenv("SPARSEKIT_NUM_THREADS", "1")
+    one = selection.batch_top_k(np, z, 301 * 5)
+    monkeypatch.setenv("SPARSEKIT_NUM_THREADS", "4")
+    monkeypatch.setattr(threads, "PARALLEL_MIN_SIZE", 16)
+    four = selection.batch_top_k(np, z, 301 * 5)
+    assert np.array_equal(one[0], four[0]) and np.array_equal(one[1], four[1])
+    assert int((one[1] > 0).sum()) == 301 * 5
