@@ -127,8 +127,9 @@ def worker_sparsekit(job: dict[str, Any]) -> dict[str, Any]:
     from sparsekit.methods.registry import load_registry
     from sparsekit.training.trainer import Callback, Trainer, make_method
 
-    if job.get("method", "topk") not in load_registry().methods:
-        return {"skipped": f"this sparsekit has no {job.get('method', 'topk')} method yet"}
+    name = job.get("method", "topk")
+    if name not in load_registry().methods:
+        return {"skipped": f"this sparsekit has no {name} method yet"}
     tuned = job.get("tune_process", True) and hasattr(sparsekit, "tune_process")
     if tuned:
         sparsekit.tune_process()  # as the sparsekit command does
@@ -138,7 +139,7 @@ def worker_sparsekit(job: dict[str, Any]) -> dict[str, Any]:
     x = _data(job["dim"], job["batch"] * steps, job["seed"])
     rss_before = _current_rss_mib()
     method = make_method(
-        job.get("method", "topk"),
+        name,
         k=job["k"],
         k_aux=job["k_aux"],
         aux_coef=job["aux_coef"],
@@ -232,6 +233,7 @@ def step_parts(
     from sparsekit.core.contract import TopK
     from sparsekit.core.step import Forward
     from sparsekit.methods import _sae
+    from sparsekit.methods.batchtopk import BatchTopKSAE
 
     backend = trainer.backend
     xp, sync = backend.xp, backend.synchronize
@@ -241,6 +243,8 @@ def step_parts(
     batch = x.shape[0]
     state = trainer.upkeep.step_state()
     timings: dict[str, list[float]] = {name: [] for name in PARTS}
+    method = trainer.method
+    batched = isinstance(method, BatchTopKSAE)  # Matryoshka's code is BatchTopK's too
 
     now = time.process_time if clock == "cpu" else time.perf_counter
 
@@ -256,9 +260,6 @@ def step_parts(
         x_tilde = x - params["b_dec"]
         z = timed("encoder product", lambda: matmul(x_tilde, params["W_enc"].T))
         z += params["b_enc"]
-
-        method = trainer.method
-        batched = method.name in ("batchtopk", "matryoshka")
 
         def select() -> tuple[Any, Any]:
             if batched:

@@ -262,11 +262,11 @@ def column_sums(backend: Backend, indices: Any, values: Any, n_units: int) -> An
     return out
 
 
-# -- products with a mostly-zero B×H matrix (Arora's code) ------------------------------------
+# -- products with a mostly-zero B×H matrix (Arora's code, the AuxK code) -----------------------
 
-#: Largest share of nonzeros at which :func:`nonzero_times` and :func:`nonzero_transpose_times`
-#: multiply by the nonzeros alone; denser matrices go to BLAS (docs/performance.md, "Arora's
-#: products").
+#: Largest share of nonzeros at which the nonzero ops multiply by the nonzeros alone; denser
+#: matrices go to BLAS. At 15% each op measured at most 0.76× BLAS at Arora's and at AuxK's
+#: block shapes (docs/performance.md, "Arora's products, and AuxK's").
 NONZERO_DENSITY = 0.15
 
 #: Bytes of the tile of W's rows that :func:`nonzero_times` and :func:`nonzero_masked_times`
@@ -366,8 +366,8 @@ def nonzero_times(xp: Any, a: Any, w: Any, nonzeros: Nonzeros | None = None) -> 
     (Y[i] = Σ_{j: A_ij ≠ 0} A_ij W[j], in increasing j), when at most :data:`NONZERO_DENSITY`
     of A is nonzero; the sums then differ from BLAS's by rounding only. The zeros are skipped,
     so a NaN or infinity in W where A is zero does not reach the result. ``nonzeros`` (from
-    :func:`find_nonzeros`, of A or of a matrix that is zero wherever A is) spares the twin
-    finding them again.
+    :func:`find_nonzeros`, of A or of a matrix that is zero wherever A is; :data:`DENSE`
+    where it found none worth using) spares the twin finding them again.
     """
     return matmul(a, w)
 
@@ -470,17 +470,16 @@ class Nonzeros(NamedTuple):
     nnz: int
 
 
+#: What to pass as ``nonzeros=`` for a matrix :func:`find_nonzeros` found too dense (or could
+#: not take): the nonzero ops then run BLAS's product without looking for the nonzeros again.
+DENSE = Nonzeros(None, None, -1)
+
+
 def find_nonzeros(a: Any) -> Nonzeros | None:
     """A's nonzeros, for several products with A, or with matrices that are zero wherever A
     is, to share (``nonzeros=``) instead of each finding them again. None where the twins
     cannot take A or it is too dense to gain (more than :data:`NONZERO_DENSITY` nonzero)."""
-    if not (
-        isinstance(a, np.ndarray)
-        and a.ndim == 2
-        and a.dtype in (np.float32, np.float64)
-        and a.flags.c_contiguous
-        and a.size > 0
-    ):
+    if not _scannable(a):
         return None
     rows, units = a.shape
     cols = np.empty((rows, units), dtype=np.int32)
@@ -503,19 +502,27 @@ def find_nonzeros(a: Any) -> Nonzeros | None:
     return Nonzeros(cols, counts, nnz)
 
 
+def _scannable(a: Any) -> bool:
+    """Whether the loops can scan A: a non-empty C-contiguous 2-D NumPy float array."""
+    return (
+        isinstance(a, np.ndarray)
+        and a.ndim == 2
+        and a.dtype in (np.float32, np.float64)
+        and a.flags.c_contiguous
+        and a.size > 0
+    )
+
+
 def _nonzeros(a: Any, other: Any, given: Nonzeros | None) -> Nonzeros | None:
     """``given`` or A's nonzeros, when the twins can take A with ``other`` (contiguous
-    NumPy arrays of one float dtype); None when they cannot, or A is too dense to gain."""
-    if not (
-        isinstance(a, np.ndarray)
+    NumPy arrays of one float dtype); None when they cannot, or A is too dense to gain
+    (``given`` is :data:`DENSE`)."""
+    if given is DENSE or not (
+        _scannable(a)
         and isinstance(other, np.ndarray)
-        and a.ndim == 2
         and other.ndim == 2
-        and a.dtype in (np.float32, np.float64)
         and other.dtype == a.dtype
-        and a.flags.c_contiguous
         and other.flags.c_contiguous
-        and a.size > 0
     ):
         return None
     if given is not None:

@@ -235,7 +235,7 @@ def auxk_term(
     for lo, hi in row_blocks(batch, n_dead * z.dtype.itemsize):
         code = relu_top_k_of_columns(xp, z[lo:hi], units, k_aux)  # the aux code's rows
         # k_aux of n_dead a row: products by the code's nonzeros where it is sparse enough
-        found = sparse_code.find_nonzeros(code)
+        found = sparse_code.find_nonzeros(code) or sparse_code.DENSE  # one scan, for all four
         e_aux = sparse_code.nonzero_times(xp, code, w_dead, nonzeros=found)
         e_aux -= residual[lo:hi]
         part = xp.vdot(e_aux, e_aux)

@@ -755,8 +755,11 @@ def test_nonzero_products_add_one_row_at_a_time(dtype, fused_kernels, monkeypatc
 def test_nonzero_products_share_found_nonzeros(fused_path):
     """The nonzeros found once serve several products: with A itself the same bits as
     finding them again, and with a matrix that is zero wherever A is (some of A's nonzeros
-    zeroed) its products by W and R; nonzeros of another shape are refused."""
+    zeroed) its products by W and R; DENSE sends a matrix found too dense to BLAS without a
+    second search; nonzeros of another shape are refused."""
     from sparsekit.backend import sparse_code
+
+    _, calls = fused_path
 
     rng = np.random.default_rng(12)
     a = _sparse_code(np.float32)
@@ -777,6 +780,17 @@ def test_nonzero_products_share_found_nonzeros(fused_path):
         sparse_code.nonzero_masked_times(np, a, r, w, nonzeros=found),
         sparse_code.nonzero_masked_times(np, a, r, w),
     )
+    # DENSE: found too dense once, BLAS's product at once (no second search)
+    dense = _sparse_code(np.float32, density=2 * sparse_code.NONZERO_DENSITY)
+    scanned = calls["_row_nonzeros_loop"]
+    assert np.array_equal(
+        sparse_code.nonzero_times(np, dense, w, nonzeros=sparse_code.DENSE), dense @ w
+    )
+    assert np.array_equal(
+        sparse_code.nonzero_transpose_times(np, dense, r, nonzeros=sparse_code.DENSE),
+        dense.T @ r,
+    )
+    assert calls["_row_nonzeros_loop"] == scanned
     with pytest.raises(ValueError, match="nonzeros of a 300-row matrix"):
         sparse_code.nonzero_times(np, a[:200], w, nonzeros=found)
     assert sparse_code.find_nonzeros(np.ones((4, 4), dtype=np.float32)) is None  # too dense

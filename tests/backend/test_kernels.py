@@ -590,14 +590,14 @@ def test_keep_freed_memory_can_be_turned_off(monkeypatch):
 
 @pytest.mark.skipif(not hasattr(__import__("os"), "sched_getaffinity"), reason="Linux only")
 @pytest.mark.parametrize(
-    ("name", "options", "shape"),
+    ("name", "options", "batch", "shape"),
     [
-        ("l2", "hidden=1000, batch_size=256", (2048, 784)),
+        ("l2", "hidden=1000", 256, (2048, 784)),
         # a wide SAE: its 1,024 × 16,384 pre-activations (64 MiB) are above any mmap threshold
-        ("topk", "hidden=16384, batch_size=1024, lr=1e-4", (4096, 32)),
+        ("topk", "hidden=16384, lr=1e-4", 1024, (4096, 32)),
     ],
 )
-def test_a_training_step_does_not_fault_in_fresh_memory(name, options, shape):
+def test_a_training_step_does_not_fault_in_fresh_memory(name, options, batch, shape):
     """After a warm-up epoch, steps reuse memory: no per-step page-fault churn (weight decay
     allocates two H×D temporaries a step, which glibc used to hand back to the OS; a wide
     SAE's B×H pre-activations were mmapped and unmapped every step).
@@ -630,7 +630,7 @@ class Count(Callback):
 
 data = np.random.default_rng(14).random({shape}).astype(np.float32)
 method = load_registry().create("{name}")
-config = resolve_config(method, epochs=3, {options})
+config = resolve_config(method, epochs=3, batch_size={batch}, {options})
 Trainer(method, data, config, callbacks=[Count()]).fit()
 print(json.dumps(faults))
 """
@@ -640,7 +640,6 @@ print(json.dumps(faults))
     )
     assert out.returncode == 0, out.stderr
     faults = json.loads(out.stdout.strip().splitlines()[-1])
-    batch = int(options.split("batch_size=")[1].split(",")[0])
     steps = shape[0] // batch
     # one 1000×784 float32 matrix is 766 pages, the SAE's pre-activations 16,384: fresh
     # temporaries every step would show thousands
