@@ -133,7 +133,15 @@ class MPICommunicator:
     def abort(self, code: int) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
+        # The launcher relays each rank's output through a pipe, and MPI_Abort tears the job
+        # down at once: a line written just before could be lost (seen once in CI, the
+        # error line of tests/parallel/test_faults.py). A moment lets the launcher relay it.
+        time.sleep(ABORT_GRACE_SECONDS)
         self.comm.Abort(code)
+
+
+#: Seconds a failing rank waits after flushing its output before MPI_Abort ends the job.
+ABORT_GRACE_SECONDS = 0.2
 
 
 def share_bounds(total: int, rank: int, size: int) -> tuple[int, int]:
