@@ -221,23 +221,17 @@ def gathered_dot(backend: Backend, dense: Any, weights: Any, indices: Any) -> An
 
     On the CPU the k weight rows of a block of samples are gathered into a cache-sized
     buffer and multiplied there (a batched matrix-vector product), so the B×k×D gather is
-    never held in memory at once; threads split the samples. ``dense`` may also be a
-    sequence of B×D matrices sharing the indices (Matryoshka's prefixes): the rows are then
-    gathered once for all of them, and a list of results comes back, each the same bits as
-    its own call.
+    never held in memory at once; threads split the samples. A padded code (BatchTopK's)
+    goes to :func:`kept_gathered_dot` instead.
     """
     xp = backend.xp
-    many = isinstance(dense, (list, tuple))
-    denses = list(dense) if many else [dense]
     rows, k = indices.shape
     if not _is_numpy(xp):
-        gathered_rows = weights[indices]
-        outs = [xp.matmul(gathered_rows, g[:, :, None])[:, :, 0] for g in denses]
-        return outs if many else outs[0]
-    dtype = np.result_type(denses[0], weights)
-    outs = [np.empty((rows, k), dtype=dtype) for _ in denses]
+        return xp.matmul(weights[indices], dense[:, :, None])[:, :, 0]
+    dtype = np.result_type(dense, weights)
+    out = np.empty((rows, k), dtype=dtype)
     if rows == 0 or k == 0:
-        return outs if many else outs[0]
+        return out
     dim = weights.shape[1]
     block = max(1, min(rows, GATHER_BLOCK_BYTES // max(1, k * dim * dtype.itemsize)))
 
@@ -247,19 +241,190 @@ def gathered_dot(backend: Backend, dense: Any, weights: Any, indices: Any) -> An
             stop = min(hi, start + block)
             buf = gathered[: stop - start]
             np.take(weights, indices[start:stop], axis=0, out=buf, mode="clip")  # unbuffered
-            for g, out in zip(denses, outs, strict=True):
-                np.matmul(buf, g[start:stop, :, None], out=out[start:stop, :, None])
+            np.matmul(buf, dense[start:stop, :, None], out=out[start:stop, :, None])
 
-    split_run(part, rows, min_size=min_rows(k * dim * len(denses)))
-    return outs if many else outs[0]
+    split_run(part, rows, min_size=min_rows(k * dim))
+    return out
 
 
+def kept_gathered_dot(
+    backend: Backend,
+    dense: Any,
+    weights: Any,
+    indices: Any,
+    counts: Any,
+    group_ends: Any = None,
+) -> Any:
+    """(G @ Wᵀ) at the kept entries of a padded code (BatchTopK's): B×m, with
+    out[i, j] = G[i] · W[indices[i, j]] for each row's first ``counts[i]`` entries and 0 at
+    its padding.
+
+    :func:`gathered_dot` multiplies every row over the code's whole width, the longest row's:
+    a BatchTopK batch whose longest row keeps 13 times the mean pays 13 times the work, and
+    each dot's bits would depend on how far its row was padded. Here each row's kept entries
+    are one matrix-vector product of their own width (rows of one width gathered and
+    multiplied together, each row its own product), so nothing is spent on padding and a
+    result depends on its own row alone. A code whose rows all keep k entries gets
+    :func:`gathered_dot`'s bits.
+
+    With ``group_ends`` (Matryoshka's prefix ends m_1 < … < m_Q; the kept units of a row
+    increasing) ``dense`` is a sequence of Q matrices, and entry j of row i is multiplied by
+    the matrix of its unit's group, q with m_(q−1) ≤ unit < m_q: each row's entries of one
+    group are one matrix-vector product, so every kept entry is multiplied once (instead of
+    once per matrix).
+    """
+    xp = backend.xp
+    denses = list(dense) if isinstance(dense, (list, tuple)) else [dense]
+    rows, width = indices.shape
+    dtype = np.result_type(denses[0], weights) if _is_numpy(xp) else denses[0].dtype
+    out = xp.zeros((rows, width), dtype=dtype)
+    if rows == 0 or width == 0:
+        return out
+    counts = xp.asarray(counts).astype(xp.int64, copy=False)
+    if group_ends is None:
+        if len(denses) != 1:
+            raise ValueError("kept_gathered_dot: several matrices need group_ends")
+        seg_row = xp.arange(rows)
+        seg_start = xp.zeros(rows, dtype=xp.int64)
+        seg_width = counts
+        seg_group = xp.zeros(rows, dtype=xp.int64)
+    else:
+        n_groups = len(denses)
+        ends = xp.asarray(group_ends)
+        if ends.shape[0] != n_groups:
+            raise ValueError("kept_gathered_dot: one matrix per group")
+        live = xp.arange(width)[None, :] < counts[:, None]
+        group = xp.searchsorted(ends, indices, side="right")
+        group = xp.where(live, group, n_groups)  # the padding: a group of its own, dropped
+        keys = xp.arange(rows)[:, None] * (n_groups + 1) + group
+        per = xp.bincount(keys.ravel(), minlength=rows * (n_groups + 1))
+        per = per.reshape(rows, n_groups + 1)[:, :n_groups]
+        starts = xp.cumsum(per, axis=1) - per  # a row's units increase: its groups are runs
+        seg_row, seg_group = xp.nonzero(per)
+        seg_width = per[seg_row, seg_group]
+        seg_start = starts[seg_row, seg_group]
+    # segments of one (width, group) together: one gather and one stacked product each
+    order = xp.argsort(seg_width * len(denses) + seg_group, kind="stable")
+    seg_row, seg_start = seg_row[order], seg_start[order]
+    seg_width, seg_group = seg_width[order], seg_group[order]
+    bounds = xp.flatnonzero(
+        (seg_width[1:] != seg_width[:-1]) | (seg_group[1:] != seg_group[:-1])
+    )
+    firsts = [0, *(int(b) + 1 for b in backend.to_numpy(bounds))]  # a few hundred at most
+    lasts = [*firsts[1:], int(seg_row.shape[0])]
+    dim = weights.shape[1]
+    for first, last in zip(firsts, lasts, strict=True):
+        n_w = int(seg_width[first])
+        if n_w == 0:
+            continue
+        g_all = denses[int(seg_group[first])]
+        rows_w = seg_row[first:last]
+        cols_w = seg_start[first:last, None] + xp.arange(n_w)[None, :]
+        idx_w = indices[rows_w[:, None], cols_w]
+        if not _is_numpy(xp):
+            dots = xp.matmul(weights[idx_w], g_all[rows_w][:, :, None])[:, :, 0]
+            out[rows_w[:, None], cols_w] = dots
+            continue
+        block = max(1, GATHER_BLOCK_BYTES // max(1, n_w * dim * weights.dtype.itemsize))
+
+        def part(lo: int, hi: int, rows_w=rows_w, cols_w=cols_w, idx_w=idx_w, g_all=g_all,
+                 n_w=n_w, block=block) -> None:  # fmt: skip
+            buf = np.empty((min(block, hi - lo), n_w, dim), dtype=weights.dtype)
+            res = np.empty((min(block, hi - lo), n_w, 1), dtype=dtype)
+            for start in range(lo, hi, block):
+                stop = min(hi, start + block)
+                n = stop - start
+                np.take(weights, idx_w[start:stop], axis=0, out=buf[:n], mode="clip")
+                r = rows_w[start:stop]
+                np.matmul(buf[:n], g_all[r][:, :, None], out=res[:n])
+                out[r[:, None], cols_w[start:stop]] = res[:n, :, 0]
+
+        split_run(part, last - first, min_size=min_rows(n_w * dim))
+    return out
+
+
+@fused.op
 def column_sums(backend: Backend, indices: Any, values: Any, n_units: int) -> Any:
-    """Σ_rows of a row-sparse matrix: length-H vector."""
+    """Σ_rows of a row-sparse matrix: length-H vector, each unit's entries added in
+    row-major order in the values' dtype.
+
+    The fused twin adds in the same order, skipping entries whose value is zero: they add
+    nothing to a sum that starts at +0, so the bits are the same, and a BatchTopK code's
+    padding (hundreds of entries a row where the longest row is long) costs nothing.
+    """
     xp = backend.xp
     out = xp.zeros(n_units, dtype=values.dtype)
     xp.add.at(out, indices.ravel(), values.ravel())  # bincount would upcast to float64
     return out
+
+
+@column_sums.twin
+def _column_sums_fused(backend: Backend, indices: Any, values: Any, n_units: int) -> Any:
+    fn = _scatter_ready(_column_sums_loop, indices, values, n_units)
+    if fn is None:
+        return fused.NOT_RUN
+    out = np.zeros(n_units, dtype=values.dtype)
+    fn(np.ascontiguousarray(indices), values, out)
+    return out
+
+
+@fused.loop
+def _column_sums_loop(indices, values, out):  # pragma: no cover - runs compiled
+    rows, k = values.shape
+    for i in range(rows):
+        for j in range(k):
+            v = values[i, j]
+            if v != 0:
+                out[indices[i, j]] += v
+
+
+def _scatter_ready(scatter_loop: Any, indices: Any, values: Any, n_units: int) -> Any:
+    """The compiled scatter loop for a row-sparse code, or None: NumPy arrays of one 2-D
+    shape, float values, and every index inside the n_units outputs (the loops do not
+    check bounds; the reference raises on a bad index)."""
+    if (
+        not fused.usable(values)
+        or values.ndim != 2
+        or not isinstance(indices, np.ndarray)
+        or indices.shape != values.shape
+        or indices.dtype.kind not in "iu"
+    ):
+        return None
+    if indices.size and not (0 <= int(indices.min()) and int(indices.max()) < n_units):
+        return None
+    idx = np.ascontiguousarray(indices)
+    out = np.zeros(0, dtype=values.dtype)
+    return scatter_loop.ready(values.dtype.char + idx.dtype.char, idx[:0], values[:0], out)
+
+
+@fused.op
+def fired_units(backend: Backend, indices: Any, values: Any, n_units: int) -> Any:
+    """Boolean length-H vector: the units with a positive value at some entry of a row-sparse
+    code (a TopK or BatchTopK batch's firing latents). The fused twin marks them in one pass;
+    no boolean-mask indexing on a device (its size would be read back)."""
+    xp = backend.xp
+    fired = xp.zeros(n_units, dtype=xp.int32)
+    xp.add.at(fired, indices.ravel(), (values > 0).ravel())
+    return fired > 0
+
+
+@fired_units.twin
+def _fired_units_fused(backend: Backend, indices: Any, values: Any, n_units: int) -> Any:
+    fn = _scatter_ready(_fired_units_loop, indices, values, n_units)
+    if fn is None:
+        return fused.NOT_RUN
+    out = np.zeros(n_units, dtype=values.dtype)
+    fn(np.ascontiguousarray(indices), values, out)
+    return out > 0
+
+
+@fused.loop
+def _fired_units_loop(indices, values, out):  # pragma: no cover - runs compiled
+    rows, k = values.shape
+    for i in range(rows):
+        for j in range(k):
+            if values[i, j] > 0:
+                out[indices[i, j]] = 1
 
 
 # -- products with a mostly-zero B×H matrix (Arora's code, the AuxK code) -----------------------

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from sparsekit.backend.selection import batch_code_is_sparse, batch_top_k, batch_top_k_dense
-from sparsekit.backend.sparse_code import code_times, code_transpose_times, gathered_dot
+from sparsekit.backend.sparse_code import code_times, code_transpose_times, kept_gathered_dot
 from sparsekit.backend.threads import matmul
 from sparsekit.errors import ParameterError
 from sparsekit.methods import (
@@ -188,7 +188,10 @@ class BatchTopKSAE(_sae.SAEMethod):
             return loss, matmul(fwd.code.T, g), g.sum(axis=0), matmul(g, params["W_dec"].T)
         indices, values = fwd.support.indices, fwd.code_values
         grad_w_dec = code_transpose_times(backend, indices, values, g, hidden)
-        return loss, grad_w_dec, g.sum(axis=0), gathered_dot(backend, g, params["W_dec"], indices)
+        # each row's kept entries (its positive values, then padding) at the row's own width
+        counts = xp.count_nonzero(values, axis=1)
+        d_values = kept_gathered_dot(backend, g, params["W_dec"], indices, counts)
+        return loss, grad_w_dec, g.sum(axis=0), d_values
 
     def _objective(self, backend, params, x, state, term, anchor, want_grads):
         self._check_term(term)

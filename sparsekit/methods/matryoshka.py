@@ -26,7 +26,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from sparsekit.backend.sparse_code import code_times, code_transpose_times, gathered_dot
+from sparsekit.backend.sparse_code import code_times, code_transpose_times, kept_gathered_dot
 from sparsekit.errors import ParameterError
 from sparsekit.methods import Param, hookimpl
 from sparsekit.methods.batchtopk import BatchTopKSAE
@@ -108,10 +108,9 @@ class MatryoshkaSAE(BatchTopKSAE):
         suffix = list(itertools.accumulate(reversed(g_list), lambda s, g: s + g))[::-1]
         # Σ_g A[:, group g]ᵀ S^(g) in one pass over the kept entries
         grad_w_dec = code_transpose_times(backend, indices, in_group, suffix, hidden)
-        d_values = xp.zeros_like(values)
-        # W_dec's kept rows gathered once for every prefix's suffix
-        for q, dots in enumerate(gathered_dot(backend, suffix, w_dec, indices)):
-            d_values += dots * (group == q)
+        # each kept entry times its own group's suffix only: one pass over the kept entries
+        counts = xp.count_nonzero(values, axis=1)
+        d_values = kept_gathered_dot(backend, suffix, w_dec, indices, counts, xp.asarray(ends))
         return loss, grad_w_dec, suffix[0].sum(axis=0), d_values
 
     def _dense_main_term(self, backend, params, x, fwd, want_grads):

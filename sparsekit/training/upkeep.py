@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from sparsekit.backend import Backend
+from sparsekit.backend import Backend, sparse_code
 from sparsekit.backend.selection import pass_blocks
 from sparsekit.core.contract import Method, StepState, TopK, Upkeep
 from sparsekit.core.step import Forward
@@ -72,11 +72,8 @@ def fired_units(backend: Backend, fwd: Forward, hidden: int) -> Any:
 
     No boolean-mask indexing (its size would be read back from a GPU: a synchronisation).
     """
-    xp = backend.xp
     if isinstance(fwd.support, TopK):
-        fired = xp.zeros(hidden, dtype=xp.int32)
-        xp.add.at(fired, fwd.support.indices.ravel(), (fwd.code_values > 0).ravel())
-        return fired > 0
+        return sparse_code.fired_units(backend, fwd.support.indices, fwd.code_values, hidden)
     return (fwd.code > 0).any(axis=0)
 
 

@@ -837,6 +837,38 @@ def test_row_sparse_products_fused_equal_scipys_bitwise(dtype, order, split, fus
     assert calls["_rows_times_loop"] >= 2 and calls["_units_times_loop"] >= 6
     assert sparse_code._tile_rows(w, k, order == "increasing") == (16 if order == "increasing" else 90)
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+def test_column_sums_and_fired_units_fused_match_numpy_bitwise(dtype, fused_path):
+    """The scatters of a row-sparse code (∇b_enc's Σ_rows, the batch's firing units) in one
+    compiled pass, skipping zeros: NumPy's add.at bits, int32 or int64 indices, NaN kept; a
+    bad index leaves the loops to the reference, which raises."""
+    from sparsekit.backend import sparse_code
+
+    _, calls = fused_path
+    cpu = sparsekit.get_backend(dtype=dtype.__name__)
+    rng = np.random.default_rng(17)
+    rows, units, width = 400, 120, 30
+    indices = rng.integers(0, units, size=(rows, width))  # repeats within and across rows
+    values = (rng.standard_normal((rows, width)) * 1e3).astype(dtype)
+    values[rng.random(values.shape) < 0.4] = 0  # padding
+    values[5, :3] = [-0.0, np.nan, -1e-30]
+    for idx in (indices, indices.astype(np.int32)):
+        got = sparse_code.column_sums(cpu, idx, values, units)
+        want = sparse_code.column_sums.reference(cpu, idx, values, units)
+        assert got.dtype == dtype and np.array_equal(got, want, equal_nan=True)
+        fired = sparse_code.fired_units(cpu, idx, values, units)
+        assert np.array_equal(fired, sparse_code.fired_units.reference(cpu, idx, values, units))
+        assert fired.dtype == bool and 0 < fired.sum() < units or fired.all()
+    assert calls["_column_sums_loop"] == 2 and calls["_fired_units_loop"] == 2
+    bad = indices.copy()
+    bad[7, 2] = units
+    with pytest.raises(IndexError):
+        sparse_code.column_sums(cpu, bad, values, units)
+    with pytest.raises(IndexError):
+        sparse_code.fired_units(cpu, bad, values, units)
+    assert calls["_column_sums_loop"] == 2 and calls["_fired_units_loop"] == 2
+
+
 def test_nonzero_products_leave_dense_or_unsuitable_input_to_blas(fused_path):
     """Above NONZERO_DENSITY, for non-contiguous or mixed-dtype input, the reference runs:
     BLAS's exact bits."""
@@ -971,6 +1003,25 @@ def test_sigmoid_fused_matches_numpy_bitwise(dtype, monkeypatch, fused_path):
     assert np.array_equal(out_fused, out_plain, equal_nan=True)
 
 
+def test_sigmoid_on_threads_is_the_formula_bit_for_bit(monkeypatch):
+    """σ(z) = ½(1 + tanh(z/2)) split over four threads (each part all three passes, in
+    cache): the bits of the formula written out, saturated ends and NaN included."""
+    from sparsekit.backend import threads
+    from sparsekit.core.activations import sigmoid
+
+    z = np.random.default_rng(8).standard_normal((257, 333)).astype(np.float32) * 8
+    z.flat[:5] = [0.0, -0.0, 1e30, -1e30, np.nan]
+    calls = []
+    split = threads.split_run
+    monkeypatch.setattr(threads, "split_run", lambda *a, **k: calls.append(a[1]) or split(*a, **k))
+    monkeypatch.setenv("SPARSEKIT_NUM_THREADS", "4")
+    out = sigmoid(np, z)
+    assert calls and calls[0] == z.size  # the whole array went to the threads
+    expected = (np.tanh(z * np.float32(0.5)) + np.float32(1)) * np.float32(0.5)
+    assert out.dtype == np.float32
+    assert np.array_equal(out, expected, equal_nan=True)
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
 @pytest.mark.parametrize("batch", [256, 7])
 def test_kl_penalty_fused_matches_numpy(dtype, batch, monkeypatch, fused_path):
@@ -1102,6 +1153,12 @@ COVERED_OPS = {
     "sparsekit.backend.sparse_code.code_times": "test_row_sparse_products_fused_equal_scipys_bitwise",
     "sparsekit.backend.sparse_code.code_transpose_times": (
         "test_row_sparse_products_fused_equal_scipys_bitwise"
+    ),
+    "sparsekit.backend.sparse_code.column_sums": (
+        "test_column_sums_and_fired_units_fused_match_numpy_bitwise"
+    ),
+    "sparsekit.backend.sparse_code.fired_units": (
+        "test_column_sums_and_fired_units_fused_match_numpy_bitwise"
     ),
     "sparsekit.backend.counting.count_active": "test_count_active_matches_numpy",
     "sparsekit.backend.gather.take_scaled": "test_take_gathers_converts_and_scales_like_numpy",

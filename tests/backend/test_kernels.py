@@ -646,20 +646,69 @@ print(json.dumps(faults))
     assert min(faults[1:]) / steps < 300, faults
 
 
-def test_gathered_dot_of_several_matrices_is_each_ones_own_bits(monkeypatch):
-    """Matryoshka's prefixes share the gathered rows: each result is the bits of its own call,
-    whole or split over four threads, on NumPy and on the generic array path."""
-    from sparsekit.backend import threads
+def padded_code(rng, rows=40, hidden=60, widest=11, dim=24, dtype=np.float64):
+    """A BatchTopK-like padded code: row i keeps counts[i] increasing units (0 to ``widest``,
+    one row ``widest``), then padding at other units, with value 0."""
+    counts = rng.integers(0, widest + 1, size=rows)
+    counts[3] = widest
+    indices = np.empty((rows, widest), dtype=np.int64)
+    values = np.zeros((rows, widest), dtype=dtype)
+    for i, c in enumerate(counts):
+        units = rng.permutation(hidden)
+        indices[i, :c] = np.sort(units[:c])
+        indices[i, c:] = units[c:widest]
+        values[i, :c] = rng.random(c) + 0.1
+    w = rng.standard_normal((hidden, dim)).astype(dtype)
+    return indices, values, counts, w
 
-    rng = np.random.default_rng(31)
-    w = rng.standard_normal((50, 24)).astype(np.float32)
-    indices = rng.integers(0, 50, size=(70, 9))
-    dense = [rng.standard_normal((70, 24)).astype(np.float32) for _ in range(3)]
-    for split in (False, True):
-        if split:
-            monkeypatch.setenv("SPARSEKIT_NUM_THREADS", "4")
-            monkeypatch.setattr(threads, "PARALLEL_MIN_SIZE", 16)
-        together = sparse_code.gathered_dot(CPU32, dense, w, indices)
-        assert isinstance(together, list) and len(together) == 3
-        for got, g in zip(together, dense, strict=True):
-            assert np.array_equal(got, sparse_code.gathered_dot(CPU32, g, w, indices))
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_kept_gathered_dot_is_the_dense_product_at_the_kept_entries(seed, threads, monkeypatch):
+    monkeypatch.setattr(sparse_code, "GATHER_BLOCK_BYTES", 600)  # several blocks per width
+    rng = np.random.default_rng(seed)
+    indices, values, counts, w = padded_code(rng)
+    g = rng.standard_normal((indices.shape[0], w.shape[1]))
+    out = sparse_code.kept_gathered_dot(CPU64, g, w, indices, counts)
+    kept = values != 0
+    expected = np.where(kept, np.take_along_axis(g @ w.T, indices, axis=1), 0.0)
+    np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
+    assert not out[~kept].any()  # the padding is never multiplied
+
+
+def test_kept_gathered_dot_bits_do_not_depend_on_the_padding(monkeypatch):
+    """A row's dots are the same bits whatever the longest row of its batch, on one thread
+    or four, and a code with every row full gets gathered_dot's bits."""
+    rng = np.random.default_rng(2)
+    indices, values, counts, w = padded_code(rng, dtype=np.float32)
+    g = rng.standard_normal((indices.shape[0], w.shape[1])).astype(np.float32)
+    one = sparse_code.kept_gathered_dot(CPU32, g, w, indices, counts)
+    wider = np.concatenate([indices, indices[:, :5]], axis=1)  # five more padding slots
+    monkeypatch.setenv("SPARSEKIT_NUM_THREADS", "4")
+    monkeypatch.setattr(backend_threads, "PARALLEL_MIN_SIZE", 16)
+    padded = sparse_code.kept_gathered_dot(CPU32, g, w, wider, counts)
+    assert np.array_equal(padded[:, : indices.shape[1]], one)
+    assert not padded[:, indices.shape[1] :].any()
+    full = np.full(indices.shape[0], indices.shape[1])
+    assert np.array_equal(
+        sparse_code.kept_gathered_dot(CPU32, g, w, indices, full),
+        sparse_code.gathered_dot(CPU32, g, w, indices),
+    )
+
+
+@pytest.mark.parametrize("generic", [False, True])
+def test_kept_gathered_dot_multiplies_each_entry_by_its_groups_matrix(generic):
+    """Matryoshka: entry (i, j) times the matrix of its unit's group, each once."""
+    rng = np.random.default_rng(3)
+    indices, values, counts, w = padded_code(rng, hidden=60)
+    ends = np.array([6, 15, 30, 60])
+    dense = [rng.standard_normal((indices.shape[0], w.shape[1])) for _ in ends]
+    backend = _generic_backend("float64") if generic else CPU64
+    out = sparse_code.kept_gathered_dot(backend, dense, w, indices, counts, ends)
+    group = np.searchsorted(ends, indices, side="right")
+    expected = np.zeros_like(values)
+    for q, g in enumerate(dense):
+        expected += np.where(group == q, np.take_along_axis(g @ w.T, indices, axis=1), 0.0)
+    expected[values == 0] = 0.0
+    np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="one matrix per group"):
+        sparse_code.kept_gathered_dot(CPU64, dense[:2], w, indices, counts, ends)
