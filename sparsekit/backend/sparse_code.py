@@ -247,100 +247,120 @@ def gathered_dot(backend: Backend, dense: Any, weights: Any, indices: Any) -> An
     return out
 
 
+#: Columns a BLAS matrix-vector kernel takes together. A product's column j has the same bits
+#: whatever the product's width n as long as j falls in a full group of them (j < n − n mod 4
+#: for OpenBLAS's sgemv/dgemv), which :func:`_compact_widths_exact` checks on the BLAS at hand.
+BLAS_COLUMN_GROUP = 4
+
+_compact_exact: dict[tuple[str, int], bool] = {}
+
+
+def _compact_widths_exact(dtype: np.dtype, dim: int) -> bool:
+    """Whether this BLAS's batched matrix-vector products give a column the same bits at any
+    width that leaves it in a full :data:`BLAS_COLUMN_GROUP`, for vectors of length ``dim``:
+    measured once per (dtype, dim) on random products of the shapes
+    :func:`kept_gathered_dot` makes, narrow and wide, with every remainder."""
+    key = (np.dtype(dtype).char, dim)
+    if key not in _compact_exact:
+        rng = np.random.default_rng(0)
+        exact = True
+        for width in (5, 14, 31, 67, 130):
+            w = rng.standard_normal((3, width, dim)).astype(dtype)
+            g = rng.standard_normal((3, dim)).astype(dtype)
+            whole = np.matmul(w, g[:, :, None])
+            full = width - width % BLAS_COLUMN_GROUP
+            for n in range(BLAS_COLUMN_GROUP, full + 1, BLAS_COLUMN_GROUP):
+                part = np.matmul(np.ascontiguousarray(w[:, :n]), g[:, :, None])
+                exact = exact and np.array_equal(part, whole[:, :n])
+        _compact_exact[key] = exact
+    return _compact_exact[key]
+
+
 def kept_gathered_dot(
     backend: Backend,
     dense: Any,
     weights: Any,
     indices: Any,
     counts: Any,
-    group_ends: Any = None,
+    groups: Any = None,
 ) -> Any:
-    """(G @ Wᵀ) at the kept entries of a padded code (BatchTopK's): B×m, with
-    out[i, j] = G[i] · W[indices[i, j]] for each row's first ``counts[i]`` entries and 0 at
-    its padding.
+    """(G @ Wᵀ) at the kept entries of a padded code (BatchTopK's): B×m, each row's first
+    ``counts[i]`` entries G[i] · W[indices[i, j]] with :func:`gathered_dot`'s bits, 0 at
+    the padding after them.
 
-    :func:`gathered_dot` multiplies every row over the code's whole width, the longest row's:
-    a BatchTopK batch whose longest row keeps 13 times the mean pays 13 times the work, and
-    each dot's bits would depend on how far its row was padded. Here each row's kept entries
-    are one matrix-vector product of their own width (rows of one width gathered and
-    multiplied together, each row its own product), so nothing is spent on padding and a
-    result depends on its own row alone. A code whose rows all keep k entries gets
-    :func:`gathered_dot`'s bits.
+    :func:`gathered_dot` multiplies every row over the code's whole width, the longest
+    row's: in a BatchTopK batch whose longest row keeps 13 times the mean, 13 times the
+    work. Here a row is multiplied over its count rounded up to :data:`BLAS_COLUMN_GROUP`
+    (rows of one width gathered and multiplied together), which gives every kept entry the
+    bits of the whole-width product on a BLAS where :func:`_compact_widths_exact` holds;
+    where it does not, every row takes the whole width, as before.
 
-    With ``group_ends`` (Matryoshka's prefix ends m_1 < … < m_Q; the kept units of a row
-    increasing) ``dense`` is a sequence of Q matrices, and entry j of row i is multiplied by
-    the matrix of its unit's group, q with m_(q−1) ≤ unit < m_q: each row's entries of one
-    group are one matrix-vector product, so every kept entry is multiplied once (instead of
-    once per matrix).
+    With ``groups`` (Matryoshka: B×m, entry j of row i belongs to group groups[i, j])
+    ``dense`` is a sequence of matrices, one per group, sharing each gather, and an entry
+    gets its own group's product: Σ_q (G_q W_rowsᵀ) ⊙ 1[groups = q], summed in q's order.
     """
     xp = backend.xp
     denses = list(dense) if isinstance(dense, (list, tuple)) else [dense]
+    if (groups is None) != (len(denses) == 1):
+        raise ValueError("kept_gathered_dot: one matrix, or one per group with groups")
     rows, width = indices.shape
-    dtype = np.result_type(denses[0], weights) if _is_numpy(xp) else denses[0].dtype
-    out = xp.zeros((rows, width), dtype=dtype)
+    live = xp.arange(width)[None, :] < xp.asarray(counts)[:, None]
+    if not _is_numpy(xp):  # a device: the whole width in one product per matrix
+        gathered = weights[indices]
+        out = xp.zeros((rows, width), dtype=denses[0].dtype)
+        for q, g in enumerate(denses):
+            dots = xp.matmul(gathered, g[:, :, None])[:, :, 0]
+            out += dots if groups is None else dots * (groups == q)
+        return xp.where(live, out, 0)
+    dtype = np.result_type(denses[0], weights)
+    out = np.zeros((rows, width), dtype=dtype)
     if rows == 0 or width == 0:
         return out
-    counts = xp.asarray(counts).astype(xp.int64, copy=False)
-    if group_ends is None:
-        if len(denses) != 1:
-            raise ValueError("kept_gathered_dot: several matrices need group_ends")
-        seg_row = xp.arange(rows)
-        seg_start = xp.zeros(rows, dtype=xp.int64)
-        seg_width = counts
-        seg_group = xp.zeros(rows, dtype=xp.int64)
-    else:
-        n_groups = len(denses)
-        ends = xp.asarray(group_ends)
-        if ends.shape[0] != n_groups:
-            raise ValueError("kept_gathered_dot: one matrix per group")
-        live = xp.arange(width)[None, :] < counts[:, None]
-        group = xp.searchsorted(ends, indices, side="right")
-        group = xp.where(live, group, n_groups)  # the padding: a group of its own, dropped
-        keys = xp.arange(rows)[:, None] * (n_groups + 1) + group
-        per = xp.bincount(keys.ravel(), minlength=rows * (n_groups + 1))
-        per = per.reshape(rows, n_groups + 1)[:, :n_groups]
-        starts = xp.cumsum(per, axis=1) - per  # a row's units increase: its groups are runs
-        seg_row, seg_group = xp.nonzero(per)
-        seg_width = per[seg_row, seg_group]
-        seg_start = starts[seg_row, seg_group]
-    # segments of one (width, group) together: one gather and one stacked product each
-    order = xp.argsort(seg_width * len(denses) + seg_group, kind="stable")
-    seg_row, seg_start = seg_row[order], seg_start[order]
-    seg_width, seg_group = seg_width[order], seg_group[order]
-    bounds = xp.flatnonzero(
-        (seg_width[1:] != seg_width[:-1]) | (seg_group[1:] != seg_group[:-1])
-    )
-    firsts = [0, *(int(b) + 1 for b in backend.to_numpy(bounds))]  # a few hundred at most
-    lasts = [*firsts[1:], int(seg_row.shape[0])]
     dim = weights.shape[1]
-    for first, last in zip(firsts, lasts, strict=True):
-        n_w = int(seg_width[first])
-        if n_w == 0:
+    spans = np.full(rows, width, dtype=np.int64)
+    full = width - width % BLAS_COLUMN_GROUP
+    if _compact_widths_exact(dtype, dim):
+        group = BLAS_COLUMN_GROUP
+        rounded = (np.asarray(counts, dtype=np.int64) + group - 1) // group * group
+        spans = np.where(rounded <= full, rounded, width)
+    order = np.argsort(spans, kind="stable")
+    bounds = np.flatnonzero(np.diff(spans[order])) + 1
+    for chunk in np.split(order, bounds):
+        span = int(spans[chunk[0]])
+        if span == 0:
             continue
-        g_all = denses[int(seg_group[first])]
-        rows_w = seg_row[first:last]
-        cols_w = seg_start[first:last, None] + xp.arange(n_w)[None, :]
-        idx_w = indices[rows_w[:, None], cols_w]
-        if not _is_numpy(xp):
-            dots = xp.matmul(weights[idx_w], g_all[rows_w][:, :, None])[:, :, 0]
-            out[rows_w[:, None], cols_w] = dots
-            continue
-        block = max(1, GATHER_BLOCK_BYTES // max(1, n_w * dim * weights.dtype.itemsize))
-
-        def part(lo: int, hi: int, rows_w=rows_w, cols_w=cols_w, idx_w=idx_w, g_all=g_all,
-                 n_w=n_w, block=block) -> None:  # fmt: skip
-            buf = np.empty((min(block, hi - lo), n_w, dim), dtype=weights.dtype)
-            res = np.empty((min(block, hi - lo), n_w, 1), dtype=dtype)
-            for start in range(lo, hi, block):
-                stop = min(hi, start + block)
-                n = stop - start
-                np.take(weights, idx_w[start:stop], axis=0, out=buf[:n], mode="clip")
-                r = rows_w[start:stop]
-                np.matmul(buf[:n], g_all[r][:, :, None], out=res[:n])
-                out[r[:, None], cols_w[start:stop]] = res[:n, :, 0]
-
-        split_run(part, last - first, min_size=min_rows(n_w * dim))
+        _kept_dots_rows(denses, weights, indices, groups, chunk, span, out)
+    out *= live  # the padding's dots (computed where a row took the whole width) dropped
     return out
+
+
+def _kept_dots_rows(
+    denses: list[Any], weights: Any, indices: Any, groups: Any, rows: Any, span: int, out: Any
+) -> None:
+    """:func:`kept_gathered_dot` for ``rows``, all over their first ``span`` entries: the
+    weight rows of a cache-sized block gathered once and multiplied by every matrix."""
+    dim = weights.shape[1]
+    block = max(1, GATHER_BLOCK_BYTES // max(1, span * dim * weights.dtype.itemsize))
+
+    def part(lo: int, hi: int) -> None:
+        buf = np.empty((min(block, hi - lo), span, dim), dtype=weights.dtype)
+        dots = np.empty((min(block, hi - lo), span, 1), dtype=out.dtype)
+        for start in range(lo, hi, block):
+            r = rows[start : min(hi, start + block)]
+            n = r.shape[0]
+            np.take(weights, indices[r, :span], axis=0, out=buf[:n], mode="clip")
+            if groups is None:
+                np.matmul(buf[:n], denses[0][r][:, :, None], out=dots[:n])
+                out[r, :span] = dots[:n, :, 0]
+                continue
+            acc = np.zeros((n, span), dtype=out.dtype)
+            member = groups[r, :span]
+            for q, g in enumerate(denses):
+                np.matmul(buf[:n], g[r][:, :, None], out=dots[:n])
+                acc += dots[:n, :, 0] * (member == q)
+            out[r, :span] = acc
+
+    split_run(part, rows.shape[0], min_size=min_rows(span * dim * len(denses)))
 
 
 @fused.op

@@ -188,7 +188,7 @@ class BatchTopKSAE(_sae.SAEMethod):
             return loss, matmul(fwd.code.T, g), g.sum(axis=0), matmul(g, params["W_dec"].T)
         indices, values = fwd.support.indices, fwd.code_values
         grad_w_dec = code_transpose_times(backend, indices, values, g, hidden)
-        # each row's kept entries (its positive values, then padding) at the row's own width
+        # dots at the kept entries (a row's positive values, then its padding) alone
         counts = xp.count_nonzero(values, axis=1)
         d_values = kept_gathered_dot(backend, g, params["W_dec"], indices, counts)
         return loss, grad_w_dec, g.sum(axis=0), d_values

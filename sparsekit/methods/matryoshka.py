@@ -108,9 +108,9 @@ class MatryoshkaSAE(BatchTopKSAE):
         suffix = list(itertools.accumulate(reversed(g_list), lambda s, g: s + g))[::-1]
         # Σ_g A[:, group g]ᵀ S^(g) in one pass over the kept entries
         grad_w_dec = code_transpose_times(backend, indices, in_group, suffix, hidden)
-        # each kept entry times its own group's suffix only: one pass over the kept entries
+        # W_dec's kept rows gathered once for every suffix; each entry takes its group's
         counts = xp.count_nonzero(values, axis=1)
-        d_values = kept_gathered_dot(backend, suffix, w_dec, indices, counts, xp.asarray(ends))
+        d_values = kept_gathered_dot(backend, suffix, w_dec, indices, counts, group)
         return loss, grad_w_dec, suffix[0].sum(axis=0), d_values
 
     def _dense_main_term(self, backend, params, x, fwd, want_grads):

@@ -675,24 +675,46 @@ def test_kept_gathered_dot_is_the_dense_product_at_the_kept_entries(seed, thread
     assert not out[~kept].any()  # the padding is never multiplied
 
 
-def test_kept_gathered_dot_bits_do_not_depend_on_the_padding(monkeypatch):
-    """A row's dots are the same bits whatever the longest row of its batch, on one thread
-    or four, and a code with every row full gets gathered_dot's bits."""
+@pytest.mark.parametrize("exact", [True, False])
+def test_kept_gathered_dot_has_the_whole_width_products_bits(exact, monkeypatch):
+    """Each kept entry has the bits of gathered_dot over the code's whole width, whether the
+    rows take their rounded-up counts (the BLAS probe holds, as on every machine that runs
+    this suite) or the whole width (it does not); on one thread or four."""
     rng = np.random.default_rng(2)
-    indices, values, counts, w = padded_code(rng, dtype=np.float32)
+    indices, values, counts, w = padded_code(rng, rows=300, widest=23, dim=40, dtype=np.float32)
     g = rng.standard_normal((indices.shape[0], w.shape[1])).astype(np.float32)
-    one = sparse_code.kept_gathered_dot(CPU32, g, w, indices, counts)
-    wider = np.concatenate([indices, indices[:, :5]], axis=1)  # five more padding slots
+    kept = values != 0
+    whole = np.where(kept, sparse_code.gathered_dot(CPU32, g, w, indices), 0)
+    assert sparse_code._compact_widths_exact(np.dtype(np.float32), w.shape[1])
+    if not exact:
+        monkeypatch.setattr(sparse_code, "_compact_widths_exact", lambda dtype, dim: False)
+    spans = []
+    real = sparse_code._kept_dots_rows
+    monkeypatch.setattr(
+        sparse_code, "_kept_dots_rows", lambda *a: spans.append(a[5]) or real(*a)
+    )
+    assert np.array_equal(sparse_code.kept_gathered_dot(CPU32, g, w, indices, counts), whole)
+    assert spans == ([4, 8, 12, 16, 20, 23] if exact else [23])  # 21..23 take the whole 23
     monkeypatch.setenv("SPARSEKIT_NUM_THREADS", "4")
     monkeypatch.setattr(backend_threads, "PARALLEL_MIN_SIZE", 16)
-    padded = sparse_code.kept_gathered_dot(CPU32, g, w, wider, counts)
-    assert np.array_equal(padded[:, : indices.shape[1]], one)
-    assert not padded[:, indices.shape[1] :].any()
-    full = np.full(indices.shape[0], indices.shape[1])
-    assert np.array_equal(
-        sparse_code.kept_gathered_dot(CPU32, g, w, indices, full),
-        sparse_code.gathered_dot(CPU32, g, w, indices),
-    )
+    assert np.array_equal(sparse_code.kept_gathered_dot(CPU32, g, w, indices, counts), whole)
+
+
+def test_the_blas_probe_says_no_when_widths_change_the_bits(monkeypatch):
+    """A BLAS whose column bits depend on the product's width sends every row to the whole
+    width: the probe compares real products, so a fake matmul that adds the width shows it."""
+    real = np.matmul
+
+    def width_dependent(a, b, *args, **kwargs):
+        out = real(a, b, *args, **kwargs)
+        return out * (1 + 1e-6 * a.shape[-2]) if a.ndim == 3 else out
+
+    monkeypatch.setattr(sparse_code, "_compact_exact", {})
+    monkeypatch.setattr(sparse_code.np, "matmul", width_dependent)
+    assert not sparse_code._compact_widths_exact(np.dtype(np.float64), 7)
+    monkeypatch.setattr(sparse_code.np, "matmul", real)
+    monkeypatch.setattr(sparse_code, "_compact_exact", {})
+    assert sparse_code._compact_widths_exact(np.dtype(np.float64), 7)
 
 
 @pytest.mark.parametrize("generic", [False, True])
@@ -703,12 +725,19 @@ def test_kept_gathered_dot_multiplies_each_entry_by_its_groups_matrix(generic):
     ends = np.array([6, 15, 30, 60])
     dense = [rng.standard_normal((indices.shape[0], w.shape[1])) for _ in ends]
     backend = _generic_backend("float64") if generic else CPU64
-    out = sparse_code.kept_gathered_dot(backend, dense, w, indices, counts, ends)
     group = np.searchsorted(ends, indices, side="right")
+    out = sparse_code.kept_gathered_dot(backend, dense, w, indices, counts, group)
     expected = np.zeros_like(values)
     for q, g in enumerate(dense):
         expected += np.where(group == q, np.take_along_axis(g @ w.T, indices, axis=1), 0.0)
     expected[values == 0] = 0.0
     np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
-    with pytest.raises(ValueError, match="one matrix per group"):
-        sparse_code.kept_gathered_dot(CPU64, dense[:2], w, indices, counts, ends)
+    with pytest.raises(ValueError, match="one per group"):
+        sparse_code.kept_gathered_dot(CPU64, dense, w, indices, counts)
+    if not generic:  # float32: the bits of each group's whole-width product, masked and summed
+        w32, dense32 = w.astype(np.float32), [g.astype(np.float32) for g in dense]
+        whole = np.zeros(values.shape, dtype=np.float32)
+        for q, g in enumerate(dense32):
+            whole += sparse_code.gathered_dot(CPU32, g, w32, indices) * (group == q)
+        got = sparse_code.kept_gathered_dot(CPU32, dense32, w32, indices, counts, group)
+        assert np.array_equal(got, np.where(values != 0, whole, 0))
