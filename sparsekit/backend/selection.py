@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from sparsekit.backend import threads
+from sparsekit.backend import fused, threads
 from sparsekit.backend.threads import split_run
 
 # -- each row's k largest ------------------------------------------------------------------------
@@ -214,12 +214,15 @@ def batch_top_k(xp: Any, z: Any, n: int) -> tuple[Any, Any]:
         ties = xp.flatnonzero(vals == kth)[: n - int(keep.sum())]
         keep[ties] = True
         flat, vals = flat[keep], vals[keep]
-    return _padded_code(xp, z, flat, vals)
+    return padded_code(xp, z, flat, vals)
 
 
-def _padded_code(xp: Any, z: Any, flat: Any, vals: Any) -> tuple[Any, Any]:
+@fused.op
+def padded_code(xp: Any, z: Any, flat: Any, vals: Any) -> tuple[Any, Any]:
     """The kept entries (flat row-major positions ``flat``, values ``vals``, increasing
-    positions) as :func:`batch_top_k`'s padded ``(indices, values)``."""
+    positions) as :func:`batch_top_k`'s padded ``(indices, values)``: row i's kept units,
+    then the units it does not keep, smallest first (value 0). The fused twin fills each row
+    in one compiled pass (the same indices and values)."""
     rows, hidden = z.shape
     row = flat // hidden
     col = flat % hidden
@@ -240,6 +243,45 @@ def _padded_code(xp: Any, z: Any, flat: Any, vals: Any) -> tuple[Any, Any]:
         below = xp.searchsorted(gaps, pad_row * (hidden + 1) + t, side="right")
         indices[pad_row, pad_slot] = t + below - starts[pad_row]
     return indices, values
+
+
+@padded_code.twin
+def _padded_code_fused(xp: Any, z: Any, flat: Any, vals: Any) -> Any:
+    if xp is not np or not fused.usable(vals) or flat.dtype != np.int64 or flat.ndim != 1:
+        return fused.NOT_RUN
+    rows, hidden = z.shape
+    counts = np.bincount(flat // hidden, minlength=rows)
+    width = max(1, int(counts.max()) if rows else 1)
+    indices = np.empty((rows, width), dtype=np.int64)
+    values = np.empty((rows, width), dtype=vals.dtype)
+    fn = _padded_code_loop.ready(
+        vals.dtype.char, flat[:0], vals[:0], counts[:0], hidden, indices[:0], values[:0]
+    )
+    if fn is None:
+        return fused.NOT_RUN
+    fn(flat, vals, counts, hidden, indices, values)
+    return indices, values
+
+
+@fused.loop
+def _padded_code_loop(flat, vals, counts, hidden, indices, values):  # pragma: no cover
+    width = indices.shape[1]
+    start = 0
+    for i in range(counts.shape[0]):
+        c = counts[i]
+        for t in range(c):
+            indices[i, t] = flat[start + t] - i * hidden
+            values[i, t] = vals[start + t]
+        unit = 0
+        kept = 0  # the row's kept units below ``unit`` (they increase)
+        for slot in range(c, width):
+            while kept < c and indices[i, kept] == unit:
+                unit += 1
+                kept += 1
+            indices[i, slot] = unit
+            values[i, slot] = 0
+            unit += 1
+        start += c
 
 
 def batch_top_k_dense(xp: Any, z: Any, n: int) -> Any:

@@ -869,6 +869,32 @@ def test_column_sums_and_fired_units_fused_match_numpy_bitwise(dtype, fused_path
     assert calls["_column_sums_loop"] == 2 and calls["_fired_units_loop"] == 2
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+def test_padded_code_fused_matches_numpy(dtype, fused_path):
+    """BatchTopK's padded code built in one compiled pass: the reference's indices and values
+    (kept units in order, then the unkept ones smallest first), rows that keep nothing or
+    every unit included; the dense code rebuilt from it is exact."""
+    from sparsekit.backend.selection import padded_code
+
+    _, calls = fused_path
+    rng = np.random.default_rng(19)
+    rows, hidden = 60, 37
+    z = rng.standard_normal((rows, hidden)).astype(dtype)
+    keep = rng.random((rows, hidden)) < rng.random((rows, 1)) * 0.6
+    keep[4] = False
+    keep[9] = True  # a row that keeps every unit: no padding, and the code's full width
+    flat = np.flatnonzero(keep)
+    vals = z.reshape(-1)[flat]
+    got = padded_code(np, z, flat, vals)
+    want = padded_code.reference(np, z, flat, vals)
+    assert calls["_padded_code_loop"] == 1
+    for a, b in zip(got, want, strict=True):
+        assert a.dtype == b.dtype and np.array_equal(a, b)
+    dense = np.zeros_like(z)
+    np.put_along_axis(dense, got[0], got[1], axis=1)
+    assert np.array_equal(dense, np.where(keep, z, 0))
+
+
 def test_nonzero_products_leave_dense_or_unsuitable_input_to_blas(fused_path):
     """Above NONZERO_DENSITY, for non-contiguous or mixed-dtype input, the reference runs:
     BLAS's exact bits."""
@@ -1160,6 +1186,7 @@ COVERED_OPS = {
     "sparsekit.backend.sparse_code.fired_units": (
         "test_column_sums_and_fired_units_fused_match_numpy_bitwise"
     ),
+    "sparsekit.backend.selection.padded_code": "test_padded_code_fused_matches_numpy",
     "sparsekit.backend.counting.count_active": "test_count_active_matches_numpy",
     "sparsekit.backend.gather.take_scaled": "test_take_gathers_converts_and_scales_like_numpy",
     "sparsekit.coders.cd.cd_sweeps": "test_coordinate_descent_twin_reaches_the_reference",
