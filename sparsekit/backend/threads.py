@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from typing import Any
 
 import numpy as np
@@ -64,6 +65,8 @@ class _Workers:
     Worker ``i`` always takes part ``i + 1`` (the calling thread takes part 0). A hand-off
     through two locks costs about half as much as a ``ThreadPoolExecutor`` round trip
     (futures, conditions): 11 against 24 µs on the machine of ``docs/performance.md``.
+    Each worker also counts the parts it was given and the parts it finished, so that a
+    wait interrupted by Ctrl-C can still wait until the part is done (:meth:`finish`).
     """
 
     def __init__(self, count: int) -> None:
@@ -72,6 +75,8 @@ class _Workers:
         self._done = [threading.Lock() for _ in range(count)]
         self._tasks: list[tuple[Any, int, int] | None] = [None] * count
         self._errors: list[BaseException | None] = [None] * count
+        self._issued = [0] * count
+        self._finished = [0] * count
         for lock in (*self._go, *self._done):
             lock.acquire()
         for i in range(count):
@@ -89,21 +94,50 @@ class _Workers:
             fn, lo, hi = task
             try:
                 fn(lo, hi)
-            except BaseException as exc:  # handed to the caller by wait()
+            except BaseException as exc:  # handed to the caller by finish()
                 self._errors[i] = exc
             finally:
                 self._tasks[i] = None
                 self._done[i].release()
+                self._finished[i] += 1  # after the release: see _recover
 
     def start(self, i: int, fn: Any, lo: int, hi: int) -> None:
         self._tasks[i] = (fn, lo, hi)
+        self._issued[i] += 1
         self._go[i].release()
 
-    def wait(self, i: int) -> BaseException | None:
-        """Block until worker ``i`` has finished its part; its exception, if it raised."""
-        self._done[i].acquire()
-        error, self._errors[i] = self._errors[i], None
-        return error
+    def finish(self, count: int) -> tuple[list[BaseException | None], BaseException | None]:
+        """Block until workers ``0 … count − 1`` have finished every part given to them.
+
+        Returns their exceptions and, apart, one raised in this thread while it waited
+        (Ctrl-C): the caller raises it once no worker touches its arrays any more. An
+        interrupted process that let a worker run on would be finalised under it (a crash:
+        "PyThreadState_Get: ... the GIL is released").
+        """
+        interrupt: BaseException | None = None
+        errors = []
+        for i in range(count):
+            try:
+                self._done[i].acquire()
+            except BaseException as exc:  # Ctrl-C inside the wait, or just after it
+                interrupt = interrupt or exc
+                self._recover(i)
+            error, self._errors[i] = self._errors[i], None
+            errors.append(error)
+        return errors, interrupt
+
+    def _recover(self, i: int) -> None:
+        """After an exception in :meth:`finish`'s acquire: wait, through further Ctrl-C, until
+        worker ``i`` has finished its part, and leave its done-lock held whether or not the
+        interrupted acquire took it (the worker releases it before counting the part)."""
+        while True:
+            try:
+                while self._finished[i] < self._issued[i]:
+                    time.sleep(0.001)
+                self._done[i].acquire(blocking=False)
+                return
+            except BaseException:  # a second Ctrl-C: the first one is raised
+                continue
 
     def stop(self) -> None:
         for i, go in enumerate(self._go):
@@ -139,12 +173,14 @@ def split_run(fn: Any, size: int, min_size: int | None = None) -> None:
     try:
         workers = _worker_threads(parts - 1)
         cuts = [size * i // parts for i in range(parts + 1)]
-        for i in range(1, parts):
-            workers.start(i - 1, fn, cuts[i], cuts[i + 1])
         try:
+            for i in range(1, parts):
+                workers.start(i - 1, fn, cuts[i], cuts[i + 1])
             fn(cuts[0], cuts[1])
-        finally:  # every part finished before returning or raising
-            errors = [workers.wait(i - 1) for i in range(1, parts)]
+        finally:  # every part finished before returning or raising, Ctrl-C included
+            errors, interrupt = workers.finish(parts - 1)
+        if interrupt is not None:
+            raise interrupt
         for error in errors:
             if error is not None:
                 raise error

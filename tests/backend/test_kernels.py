@@ -197,6 +197,69 @@ def test_split_run_uses_one_worker_per_part_and_survives_errors(monkeypatch):
     assert np.all(seen == 1)
 
 
+@pytest.mark.parametrize("late", [False, True])
+def test_ctrl_c_while_waiting_for_a_worker_waits_for_it_first(late, monkeypatch):
+    """Ctrl-C reaching the caller while it waits for the workers' parts (inside the wait,
+    or just after it, as a signal caught by another thread is) is raised only once every
+    part has finished: an interrupted process must not be finalised under a running worker
+    (a fatal "GIL is released" crash). The next call still waits for its parts."""
+    import signal
+    import time
+
+    monkeypatch.setenv("SPARSEKIT_NUM_THREADS", "3")
+
+    class Interrupted(Exception):
+        pass
+
+    def handler(signum, frame):
+        raise Interrupted
+
+    done = []
+
+    def slow_workers(lo, hi):
+        if lo > 0:
+            time.sleep(0.3)
+            done.append(lo)
+
+    main = threading.main_thread().ident
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        workers = backend_threads._worker_threads(2)
+        if late:  # the interrupt comes just after an acquire that took the lock
+
+            class TakesThenRaises:
+                def __init__(self, lock):
+                    self.lock = lock
+
+                def acquire(self, *args, **kwargs):
+                    took = self.lock.acquire(*args, **kwargs)
+                    if args or kwargs:
+                        return took
+                    raise Interrupted
+
+                def release(self):
+                    self.lock.release()
+
+            workers._done[0] = TakesThenRaises(workers._done[0])
+        else:  # Ctrl-C reaches the caller inside the wait
+            timer = threading.Timer(0.1, signal.pthread_kill, (main, signal.SIGINT))
+            timer.start()
+        with pytest.raises(Interrupted):
+            backend_threads.split_run(slow_workers, 9, min_size=1)
+        if late:
+            workers._done[0] = workers._done[0].lock
+        else:
+            timer.join()
+        assert sorted(done) == [3, 6]  # both workers had finished when it was raised
+        monkeypatch.undo()
+        monkeypatch.setenv("SPARSEKIT_NUM_THREADS", "3")
+        done.clear()
+        backend_threads.split_run(slow_workers, 9, min_size=1)
+        assert sorted(done) == [3, 6]  # the locks are in order: this call waited too
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def test_split_run_nested_or_concurrent_calls_run_whole(monkeypatch):
     """A split_run inside a part, or from another thread while one runs, does its range on
     its own thread instead of waiting for the workers (no deadlock, the same result)."""
