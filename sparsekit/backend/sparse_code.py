@@ -281,12 +281,12 @@ def kept_gathered_dot(
     dense: Any,
     weights: Any,
     indices: Any,
-    counts: Any,
+    values: Any,
     groups: Any = None,
 ) -> Any:
-    """(G @ Wᵀ) at the kept entries of a padded code (BatchTopK's): B×m, each row's first
-    ``counts[i]`` entries G[i] · W[indices[i, j]] with :func:`gathered_dot`'s bits, 0 at
-    the padding after them.
+    """(G @ Wᵀ) at the kept entries of a padded code (BatchTopK's ``indices`` and
+    ``values``, each row's kept entries first, then padding of value 0): B×m, G[i] ·
+    W[indices[i, j]] at the kept entries with :func:`gathered_dot`'s bits, 0 at the padding.
 
     :func:`gathered_dot` multiplies every row over the code's whole width, the longest
     row's: in a BatchTopK batch whose longest row keeps 13 times the mean, 13 times the
@@ -304,7 +304,8 @@ def kept_gathered_dot(
     if (groups is None) != (len(denses) == 1):
         raise ValueError("kept_gathered_dot: one matrix, or one per group with groups")
     rows, width = indices.shape
-    live = xp.arange(width)[None, :] < xp.asarray(counts)[:, None]
+    counts = xp.count_nonzero(values, axis=1)  # a row's kept entries come first
+    live = xp.arange(width)[None, :] < counts[:, None]
     if not _is_numpy(xp):  # a device: the whole width in one product per matrix
         gathered = weights[indices]
         out = xp.zeros((rows, width), dtype=denses[0].dtype)
@@ -380,12 +381,8 @@ def column_sums(backend: Backend, indices: Any, values: Any, n_units: int) -> An
 
 @column_sums.twin
 def _column_sums_fused(backend: Backend, indices: Any, values: Any, n_units: int) -> Any:
-    fn = _scatter_ready(_column_sums_loop, indices, values, n_units)
-    if fn is None:
-        return fused.NOT_RUN
-    out = np.zeros(n_units, dtype=values.dtype)
-    fn(np.ascontiguousarray(indices), values, out)
-    return out
+    out = _scatter(_column_sums_loop, indices, values, n_units)
+    return fused.NOT_RUN if out is None else out
 
 
 @fused.loop
@@ -398,10 +395,11 @@ def _column_sums_loop(indices, values, out):  # pragma: no cover - runs compiled
                 out[indices[i, j]] += v
 
 
-def _scatter_ready(scatter_loop: Any, indices: Any, values: Any, n_units: int) -> Any:
-    """The compiled scatter loop for a row-sparse code, or None: NumPy arrays of one 2-D
-    shape, float values, and every index inside the n_units outputs (the loops do not
-    check bounds; the reference raises on a bad index)."""
+def _scatter(scatter_loop: Any, indices: Any, values: Any, n_units: int) -> Any:
+    """A length-n_units array of the values' dtype, zeros that ``scatter_loop`` filled from a
+    row-sparse code; None when the loops cannot take it: NumPy arrays of one 2-D shape,
+    float values, and every index inside the n_units outputs (the loops do not check
+    bounds; the reference raises on a bad index)."""
     if (
         not fused.usable(values)
         or values.ndim != 2
@@ -413,8 +411,12 @@ def _scatter_ready(scatter_loop: Any, indices: Any, values: Any, n_units: int) -
     if indices.size and not (0 <= int(indices.min()) and int(indices.max()) < n_units):
         return None
     idx = np.ascontiguousarray(indices)
-    out = np.zeros(0, dtype=values.dtype)
-    return scatter_loop.ready(values.dtype.char + idx.dtype.char, idx[:0], values[:0], out)
+    out = np.zeros(n_units, dtype=values.dtype)
+    fn = scatter_loop.ready(values.dtype.char + idx.dtype.char, idx[:0], values[:0], out)
+    if fn is None:
+        return None
+    fn(idx, values, out)
+    return out
 
 
 @fused.op
@@ -430,12 +432,8 @@ def fired_units(backend: Backend, indices: Any, values: Any, n_units: int) -> An
 
 @fired_units.twin
 def _fired_units_fused(backend: Backend, indices: Any, values: Any, n_units: int) -> Any:
-    fn = _scatter_ready(_fired_units_loop, indices, values, n_units)
-    if fn is None:
-        return fused.NOT_RUN
-    out = np.zeros(n_units, dtype=values.dtype)
-    fn(np.ascontiguousarray(indices), values, out)
-    return out > 0
+    marks = _scatter(_fired_units_loop, indices, values, n_units)
+    return fused.NOT_RUN if marks is None else marks > 0
 
 
 @fused.loop

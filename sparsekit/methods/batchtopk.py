@@ -189,8 +189,7 @@ class BatchTopKSAE(_sae.SAEMethod):
         indices, values = fwd.support.indices, fwd.code_values
         grad_w_dec = code_transpose_times(backend, indices, values, g, hidden)
         # dots at the kept entries (a row's positive values, then its padding) alone
-        counts = xp.count_nonzero(values, axis=1)
-        d_values = kept_gathered_dot(backend, g, params["W_dec"], indices, counts)
+        d_values = kept_gathered_dot(backend, g, params["W_dec"], indices, values)
         return loss, grad_w_dec, g.sum(axis=0), d_values
 
     def _objective(self, backend, params, x, state, term, anchor, want_grads):

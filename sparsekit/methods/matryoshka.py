@@ -109,8 +109,7 @@ class MatryoshkaSAE(BatchTopKSAE):
         # Σ_g A[:, group g]ᵀ S^(g) in one pass over the kept entries
         grad_w_dec = code_transpose_times(backend, indices, in_group, suffix, hidden)
         # W_dec's kept rows gathered once for every suffix; each entry takes its group's
-        counts = xp.count_nonzero(values, axis=1)
-        d_values = kept_gathered_dot(backend, suffix, w_dec, indices, counts, group)
+        d_values = kept_gathered_dot(backend, suffix, w_dec, indices, values, group)
         return loss, grad_w_dec, suffix[0].sum(axis=0), d_values
 
     def _dense_main_term(self, backend, params, x, fwd, want_grads):

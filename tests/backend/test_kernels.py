@@ -722,16 +722,16 @@ def padded_code(rng, rows=40, hidden=60, widest=11, dim=24, dtype=np.float64):
         indices[i, c:] = units[c:widest]
         values[i, :c] = rng.random(c) + 0.1
     w = rng.standard_normal((hidden, dim)).astype(dtype)
-    return indices, values, counts, w
+    return indices, values, w
 
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_kept_gathered_dot_is_the_dense_product_at_the_kept_entries(seed, threads, monkeypatch):
     monkeypatch.setattr(sparse_code, "GATHER_BLOCK_BYTES", 600)  # several blocks per width
     rng = np.random.default_rng(seed)
-    indices, values, counts, w = padded_code(rng)
+    indices, values, w = padded_code(rng)
     g = rng.standard_normal((indices.shape[0], w.shape[1]))
-    out = sparse_code.kept_gathered_dot(CPU64, g, w, indices, counts)
+    out = sparse_code.kept_gathered_dot(CPU64, g, w, indices, values)
     kept = values != 0
     expected = np.where(kept, np.take_along_axis(g @ w.T, indices, axis=1), 0.0)
     np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
@@ -744,7 +744,7 @@ def test_kept_gathered_dot_has_the_whole_width_products_bits(exact, monkeypatch)
     rows take their rounded-up counts (the BLAS probe holds, as on every machine that runs
     this suite) or the whole width (it does not); on one thread or four."""
     rng = np.random.default_rng(2)
-    indices, values, counts, w = padded_code(rng, rows=300, widest=23, dim=40, dtype=np.float32)
+    indices, values, w = padded_code(rng, rows=300, widest=23, dim=40, dtype=np.float32)
     g = rng.standard_normal((indices.shape[0], w.shape[1])).astype(np.float32)
     kept = values != 0
     whole = np.where(kept, sparse_code.gathered_dot(CPU32, g, w, indices), 0)
@@ -756,11 +756,11 @@ def test_kept_gathered_dot_has_the_whole_width_products_bits(exact, monkeypatch)
     monkeypatch.setattr(
         sparse_code, "_kept_dots_rows", lambda *a: spans.append(a[5]) or real(*a)
     )
-    assert np.array_equal(sparse_code.kept_gathered_dot(CPU32, g, w, indices, counts), whole)
+    assert np.array_equal(sparse_code.kept_gathered_dot(CPU32, g, w, indices, values), whole)
     assert spans == ([4, 8, 12, 16, 20, 23] if exact else [23])  # 21..23 take the whole 23
     monkeypatch.setenv("SPARSEKIT_NUM_THREADS", "4")
     monkeypatch.setattr(backend_threads, "PARALLEL_MIN_SIZE", 16)
-    assert np.array_equal(sparse_code.kept_gathered_dot(CPU32, g, w, indices, counts), whole)
+    assert np.array_equal(sparse_code.kept_gathered_dot(CPU32, g, w, indices, values), whole)
 
 
 def test_the_blas_probe_says_no_when_widths_change_the_bits(monkeypatch):
@@ -784,23 +784,23 @@ def test_the_blas_probe_says_no_when_widths_change_the_bits(monkeypatch):
 def test_kept_gathered_dot_multiplies_each_entry_by_its_groups_matrix(generic):
     """Matryoshka: entry (i, j) times the matrix of its unit's group, each once."""
     rng = np.random.default_rng(3)
-    indices, values, counts, w = padded_code(rng, hidden=60)
+    indices, values, w = padded_code(rng, hidden=60)
     ends = np.array([6, 15, 30, 60])
     dense = [rng.standard_normal((indices.shape[0], w.shape[1])) for _ in ends]
     backend = _generic_backend("float64") if generic else CPU64
     group = np.searchsorted(ends, indices, side="right")
-    out = sparse_code.kept_gathered_dot(backend, dense, w, indices, counts, group)
+    out = sparse_code.kept_gathered_dot(backend, dense, w, indices, values, group)
     expected = np.zeros_like(values)
     for q, g in enumerate(dense):
         expected += np.where(group == q, np.take_along_axis(g @ w.T, indices, axis=1), 0.0)
     expected[values == 0] = 0.0
     np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
     with pytest.raises(ValueError, match="one per group"):
-        sparse_code.kept_gathered_dot(CPU64, dense, w, indices, counts)
+        sparse_code.kept_gathered_dot(CPU64, dense, w, indices, values)
     if not generic:  # float32: the bits of each group's whole-width product, masked and summed
         w32, dense32 = w.astype(np.float32), [g.astype(np.float32) for g in dense]
         whole = np.zeros(values.shape, dtype=np.float32)
         for q, g in enumerate(dense32):
             whole += sparse_code.gathered_dot(CPU32, g, w32, indices) * (group == q)
-        got = sparse_code.kept_gathered_dot(CPU32, dense32, w32, indices, counts, group)
+        got = sparse_code.kept_gathered_dot(CPU32, dense32, w32, indices, values, group)
         assert np.array_equal(got, np.where(values != 0, whole, 0))
