@@ -29,7 +29,6 @@ compute in float64.
 
 from __future__ import annotations
 
-import os
 import threading
 import warnings
 from collections.abc import Callable
@@ -37,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from sparsekit.backend import threads
+from sparsekit.backend import jit, threads
 from sparsekit.files import one_line_reason
 
 _lock = threading.Lock()
@@ -56,18 +55,8 @@ def enabled() -> bool:
     if "numba" not in _state:
         with _lock:
             if "numba" not in _state:
-                _state["numba"] = _load_numba()
+                _state["numba"] = jit.load_numba()
     return _state["numba"] is not None
-
-
-def _load_numba() -> Any:
-    if os.environ.get("SPARSEKIT_JIT", "1").strip().lower() in ("0", "false", "no", "off"):
-        return None
-    try:
-        import numba
-    except Exception:  # ImportError, or a Numba that refuses this NumPy
-        return None
-    return numba
 
 
 def disable(reason: str) -> None:

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from sparsekit.backend import spin
+
 #: Arrays smaller than this many elements are updated on the calling thread alone.
 PARALLEL_MIN_SIZE = 1 << 18
 
@@ -65,8 +67,10 @@ class _Workers:
     Worker ``i`` always takes part ``i + 1`` (the calling thread takes part 0). A hand-off
     through two locks costs about half as much as a ``ThreadPoolExecutor`` round trip
     (futures, conditions): 11 against 24 µs on the machine of ``docs/performance.md``.
-    Each worker also counts the parts it was given and the parts it finished, so that a
-    wait interrupted by Ctrl-C can still wait until the part is done (:meth:`finish`).
+    Each worker's parts given and finished are also counted, in :attr:`counts` (a cache line
+    apart), so that a wait interrupted by Ctrl-C can still wait until the part is done
+    (:meth:`finish`), and so that both sides can spin on them before blocking on a lock
+    (:mod:`sparsekit.backend.spin`): a worker for its next part, the caller for the part's end.
     """
 
     def __init__(self, count: int) -> None:
@@ -76,7 +80,9 @@ class _Workers:
         self._tasks: list[tuple[Any, int, int] | None] = [None] * count
         self._errors: list[BaseException | None] = [None] * count
         self._issued = [0] * count
-        self._finished = [0] * count
+        self._spin = spin.spinner()
+        # counts[_given(i)]: parts given to worker i; counts[_finished(i)]: parts it finished
+        self.counts = np.zeros(2 * count * _LINE, dtype=np.int64)
         for lock in (*self._go, *self._done):
             lock.acquire()
         for i in range(count):
@@ -86,8 +92,13 @@ class _Workers:
 
     def _loop(self, i: int) -> None:
         _local.worker = True
+        taken = 0
+        spin, counts = self._spin, self.counts
+        if spin is not None:
+            spin.wait(counts, _given(i), 1, grace=True)
         while True:
             self._go[i].acquire()
+            taken += 1
             task = self._tasks[i]
             if task is None:  # stopped
                 return
@@ -99,12 +110,19 @@ class _Workers:
             finally:
                 self._tasks[i] = None
                 self._done[i].release()
-                self._finished[i] += 1  # after the release: see _recover
+                # counted after the release (see _recover), and with the GIL released when
+                # spinning: the caller, woken by the count, then finds the GIL free
+                if spin is None:
+                    counts[_finished(i)] = taken
+                else:
+                    spin.store_then_wait(counts, _finished(i), taken, _given(i), taken + 1)
 
     def start(self, i: int, fn: Any, lo: int, hi: int) -> None:
         self._tasks[i] = (fn, lo, hi)
         self._issued[i] += 1
         self._go[i].release()
+        self.counts[_given(i)] = self._issued[i]  # after the release: a spinning worker that
+        # sees it takes the lock at once
 
     def finish(self, count: int) -> tuple[list[BaseException | None], BaseException | None]:
         """Block until workers ``0 … count − 1`` have finished every part given to them.
@@ -118,6 +136,8 @@ class _Workers:
         errors = []
         for i in range(count):
             try:
+                if self._spin is not None:
+                    self._spin.wait(self.counts, _finished(i), self._issued[i])
                 self._done[i].acquire()
             except BaseException as exc:  # Ctrl-C inside the wait, or just after it
                 interrupt = interrupt or exc
@@ -132,7 +152,7 @@ class _Workers:
         interrupted acquire took it (the worker releases it before counting the part)."""
         while True:
             try:
-                while self._finished[i] < self._issued[i]:
+                while self.counts[_finished(i)] < self._issued[i]:
                     time.sleep(0.001)
                 self._done[i].acquire(blocking=False)
                 return
@@ -142,7 +162,21 @@ class _Workers:
     def stop(self) -> None:
         for i, go in enumerate(self._go):
             self._tasks[i] = None
+            self._issued[i] += 1
             go.release()
+            self.counts[_given(i)] = self._issued[i]
+
+
+#: int64 slots of a cache line: the counters of :class:`_Workers` are this far apart.
+_LINE = 8
+
+
+def _given(i: int) -> int:
+    return 2 * i * _LINE
+
+
+def _finished(i: int) -> int:
+    return (2 * i + 1) * _LINE
 
 
 def _worker_threads(count: int) -> _Workers:

@@ -60,9 +60,8 @@ __all__ = [
 ]
 
 INSTALL_HINT = "pip install 'sparsekit[distributed]'"
-#: Thread-pool variables set for each worker of a local cluster (BLAS, OpenMP, sparsekit's
-#: own elementwise threads), unless the user set them.
-WORKER_THREAD_VARS = (*THREAD_VARS, "SPARSEKIT_NUM_THREADS")
+#: Thread-pool variables set for each worker of a local cluster, unless the user set them.
+WORKER_THREAD_VARS = THREAD_VARS
 #: Seconds to wait for the scheduler of an existing cluster.
 CONNECT_TIMEOUT = 20
 

@@ -56,8 +56,15 @@ __all__ = [
 
 #: Seconds between two progress messages of a worker (the end of an epoch always sends one).
 PROGRESS_INTERVAL = 0.2
-#: Environment variables that size the BLAS/OpenMP thread pools of each worker.
-THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+#: Environment variables that size the thread pools of each worker: BLAS, OpenMP and
+#: sparsekit's own threads (which spin briefly between parts: two processes that each took
+#: every CPU would spin against each other).
+THREAD_VARS = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "SPARSEKIT_NUM_THREADS",
+)
 
 
 
@@ -253,7 +260,7 @@ def _worker(job: MethodJob, events: Any) -> None:
 
 @contextlib.contextmanager
 def worker_threads(n_jobs: int) -> Iterator[None]:
-    """Size each worker's BLAS pool so that ``n_jobs`` workers share the CPUs (unless the
+    """Size each worker's thread pools so that ``n_jobs`` workers share the CPUs (unless the
     user set the variables); the parent's environment is restored afterwards.
 
     Spawned workers inherit the environment at start, so this is how their thread pools are

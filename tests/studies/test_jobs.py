@@ -102,6 +102,7 @@ def test_worker_threads_share_the_cpus_and_restore_the_environment(monkeypatch):
     monkeypatch.setattr(jobs, "usable_cpus", lambda: 8)
     with worker_threads(3):
         assert os.environ["OMP_NUM_THREADS"] == os.environ["OPENBLAS_NUM_THREADS"] == "2"
+        assert os.environ["SPARSEKIT_NUM_THREADS"] == "2"  # sparsekit's own threads too
         assert os.environ["MKL_NUM_THREADS"] == "7"
     assert "OMP_NUM_THREADS" not in os.environ and "OPENBLAS_NUM_THREADS" not in os.environ
     assert os.environ["MKL_NUM_THREADS"] == "7"
