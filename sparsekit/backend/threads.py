@@ -30,18 +30,22 @@ _local = threading.local()
 
 
 def cpu_threads() -> int:
-    """Threads for elementwise work: ``SPARSEKIT_NUM_THREADS``, else the usable CPUs (≤ 4).
+    """Threads for elementwise work and split products: ``SPARSEKIT_NUM_THREADS``, else
+    ``OMP_NUM_THREADS`` (how MPI ranks and job schedulers give a process its share of the
+    cores: ``docs/distributed.md``), else the usable CPUs (≤ 4).
 
     The same number BLAS uses by default, and the two never run at the same time (the
     threads of :func:`split_run` work between matrix products), so they do not
-    oversubscribe the cores.
+    oversubscribe the cores. Processes that share a machine must each be given their
+    share: sparsekit's threads spin briefly between parts (:mod:`sparsekit.backend.spin`).
     """
-    env = os.environ.get("SPARSEKIT_NUM_THREADS", "").strip()
-    if env:
-        try:
-            return max(1, int(env))
-        except ValueError:
-            pass
+    for name in ("SPARSEKIT_NUM_THREADS", "OMP_NUM_THREADS"):
+        env = os.environ.get(name, "").split(",")[0].strip()  # OpenMP's "4,2": the outer level
+        if env:
+            try:
+                return max(1, int(env))
+            except ValueError:
+                pass
     return max(1, min(usable_cpus(), 4))
 
 

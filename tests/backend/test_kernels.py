@@ -149,6 +149,22 @@ def test_kernels_keep_float32():
     assert sparse_code.column_sums(CPU32, indices, values, 53).dtype == np.float32
 
 
+@pytest.mark.parametrize(
+    ("sparsekit", "omp", "expected"),
+    [("3", "1", 3), (None, "1", 1), (None, "2,1", 2), (None, "junk", None), (None, None, None)],
+)
+def test_thread_count_follows_sparsekit_then_openmp(sparsekit, omp, expected, monkeypatch):
+    """A rank given OMP_NUM_THREADS=1 (docs/distributed.md) splits nothing itself either;
+    SPARSEKIT_NUM_THREADS wins; neither (or junk): the usable CPUs, at most 4."""
+    for name, value in (("SPARSEKIT_NUM_THREADS", sparsekit), ("OMP_NUM_THREADS", omp)):
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+    default = max(1, min(backend_threads.usable_cpus(), 4))
+    assert backend_threads.cpu_threads() == (default if expected is None else expected)
+
+
 def test_split_run_covers_every_index_once(monkeypatch):
     monkeypatch.setenv("SPARSEKIT_NUM_THREADS", "4")
     seen = np.zeros(1001, dtype=int)
