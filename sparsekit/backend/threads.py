@@ -270,9 +270,12 @@ products_split = _ProductsSplit()
 PRODUCT_MIN_WORK = 1 << 22
 
 
-def matmul(a: Any, b: Any) -> Any:
-    """``a @ b``; inside :func:`~sparsekit.backend.process.own_threads`, large NumPy products
-    are split over :func:`split_run`'s threads, each part one single-threaded BLAS call.
+def matmul(a: Any, b: Any, plus: Any = None) -> Any:
+    """``a @ b``, then ``+= plus`` (a row added to every row: a layer's bias) when given;
+    inside :func:`~sparsekit.backend.process.own_threads`, large NumPy products are split
+    over :func:`split_run`'s threads, each part one single-threaded BLAS call followed by
+    the addition on its own part of the result (while it is in that core's cache; the same
+    bits as one addition over the whole result).
 
     Each part packs the whole of the operand it does not split, so the split is along the
     longer side of the result: by columns of ``b`` when the result is wider than tall (each
@@ -286,6 +289,7 @@ def matmul(a: Any, b: Any) -> Any:
         and isinstance(b, np.ndarray)
         and a.ndim == 2
         and b.ndim == 2
+        and (plus is None or (isinstance(plus, np.ndarray) and plus.shape == (b.shape[1],)))
     ):
         rows, inner = a.shape
         cols = b.shape[1]
@@ -295,13 +299,20 @@ def matmul(a: Any, b: Any) -> Any:
 
                 def part(lo: int, hi: int) -> None:
                     np.matmul(a, b[:, lo:hi], out=out[:, lo:hi])
+                    if plus is not None:
+                        out[:, lo:hi] += plus[lo:hi]
 
                 split_run(part, cols, min_size=2)
             else:
 
                 def part(lo: int, hi: int) -> None:
                     np.matmul(a[lo:hi], b, out=out[lo:hi])
+                    if plus is not None:
+                        out[lo:hi] += plus
 
                 split_run(part, rows, min_size=2)
             return out
-    return a @ b
+    out = a @ b
+    if plus is not None:
+        out += plus
+    return out

@@ -92,9 +92,7 @@ def decoder_weights(params: dict[str, Any]) -> Any:
 
 def pre_activation(xp: Any, params: dict[str, Any], x: Any) -> Any:
     """Z = X W_encᵀ + b_enc."""
-    z = matmul(x, params["W_enc"].T)
-    z += params["b_enc"]
-    return z
+    return matmul(x, params["W_enc"].T, plus=params["b_enc"])
 
 
 def forward(
@@ -112,11 +110,11 @@ def forward(
         values = xp.take_along_axis(a, support.indices, axis=1)
         code = None
         y = code_times(backend, support.indices, values, w_dec)
+        y += params["b_dec"]
     else:
         values = None
         code = a if support is None else a * support
-        y = matmul(code, w_dec)
-    y += params["b_dec"]
+        y = matmul(code, w_dec, plus=params["b_dec"])
     xhat = method.output_activation.value(xp, y)
     return Forward(z, a, support, code, values, y, xhat)
 

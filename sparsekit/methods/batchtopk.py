@@ -155,13 +155,11 @@ class BatchTopKSAE(_sae.SAEMethod):
         """The forward pass; ``share`` (data parallel) makes the training selection global."""
         xp = backend.xp
         x_tilde = x - params["b_dec"]
-        z = matmul(x_tilde, params["W_enc"].T)  # split over threads in the trainer
-        z += params["b_enc"]
+        z = matmul(x_tilde, params["W_enc"].T, plus=params["b_enc"])  # split over threads
         if not batch_code_is_sparse(xp) or (not training and self.threshold is not None):
             # inference (a dense JumpReLU code, the output) or a GPU: the dense code
             code = self.encode_batch(backend, z, training, share)
-            xhat = matmul(code, params["W_dec"])
-            xhat += params["b_dec"]
+            xhat = matmul(code, params["W_dec"], plus=params["b_dec"])
             return Forward(z, z, None, code, None, xhat, xhat)
         indices, values = batch_top_k(xp, z, self.selected(backend, z, share))
         xhat = code_times(backend, indices, values, params["W_dec"])

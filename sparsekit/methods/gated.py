@@ -78,8 +78,7 @@ class GatedSAE(_sae.SAEMethod):
         xp = backend.xp
         _, _, _, gate, mag = self._paths(backend, params, x)
         code = xp.maximum(mag, 0) * (gate > 0)
-        xhat = matmul(code, params["W_dec"])
-        xhat += params["b_dec"]
+        xhat = matmul(code, params["W_dec"], plus=params["b_dec"])
         return Forward(gate, code, None, code, None, xhat, xhat)
 
     def loss_and_grads(self, backend, params, x, state, term=None):
@@ -90,8 +89,7 @@ class GatedSAE(_sae.SAEMethod):
         x_tilde, u, scale, gate, mag = self._paths(backend, params, x)
         gate_on = gate > 0
         code = xp.maximum(mag, 0) * gate_on
-        xhat = matmul(code, w_dec)
-        xhat += params["b_dec"]
+        xhat = matmul(code, w_dec, plus=params["b_dec"])
         fwd = Forward(gate, code, None, code, None, xhat, xhat)
         g = xhat - x
         reconstruction = (0.5 / batch) * xp.vdot(g, g)

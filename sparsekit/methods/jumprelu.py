@@ -127,8 +127,7 @@ class JumpReLUSAE(_sae.SAEMethod):
 
     def _pre(self, backend: Any, params: dict[str, Any], x: Any) -> tuple[Any, Any]:
         x_tilde = x - params["b_dec"] if self.pre_bias else x
-        z = matmul(x_tilde, params["W_enc"].T)
-        z += params["b_enc"]
+        z = matmul(x_tilde, params["W_enc"].T, plus=params["b_enc"])
         return x_tilde, z
 
     def forward(self, backend, params, x, training):
@@ -136,8 +135,7 @@ class JumpReLUSAE(_sae.SAEMethod):
         _, z = self._pre(backend, params, x)
         theta = xp.exp(params["log_threshold"])
         code = z * (z > theta)
-        xhat = matmul(code, params["W_dec"])
-        xhat += params["b_dec"]
+        xhat = matmul(code, params["W_dec"], plus=params["b_dec"])
         return Forward(z, z, None, code, None, xhat, xhat)
 
     def check_problem(self, rng, params, x):
@@ -177,8 +175,7 @@ class JumpReLUSAE(_sae.SAEMethod):
         theta = xp.exp(params["log_threshold"])
         on = z > theta
         code = z * on
-        xhat = matmul(code, w_dec)
-        xhat += params["b_dec"]
+        xhat = matmul(code, w_dec, plus=params["b_dec"])
         fwd = Forward(z, z, None, code, None, xhat, xhat)
         g = xhat - x
         reconstruction = (0.5 / batch) * xp.vdot(g, g)

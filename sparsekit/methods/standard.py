@@ -108,11 +108,9 @@ class StandardSAE(_sae.SAEMethod):
 
     def forward(self, backend, params, x, training):
         x_tilde = x - params["b_dec"]
-        z = matmul(x_tilde, params["W_enc"].T)
-        z += params["b_enc"]
+        z = matmul(x_tilde, params["W_enc"].T, plus=params["b_enc"])
         code = backend.xp.maximum(z, 0)
-        xhat = matmul(code, params["W_dec"])
-        xhat += params["b_dec"]
+        xhat = matmul(code, params["W_dec"], plus=params["b_dec"])
         return Forward(z, code, None, code, None, xhat, xhat)
 
     def loss_and_grads(self, backend, params, x, state, term=None):

@@ -78,8 +78,7 @@ class TopKSAE(_sae.SAEMethod):
     def forward(self, backend, params, x, training):
         xp = backend.xp
         x_tilde = x - params["b_dec"]
-        z = matmul(x_tilde, params["W_enc"].T)  # split over threads in the trainer
-        z += params["b_enc"]
+        z = matmul(x_tilde, params["W_enc"].T, plus=params["b_enc"])  # split over threads
         idx = top_k_indices(xp, z, min(self.k, z.shape[1]))
         values = xp.take_along_axis(z, idx, axis=1)
         xp.maximum(values, 0, out=values)

@@ -15,8 +15,9 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
-from sparsekit.backend import process, threads
+from sparsekit.backend import process, spin, threads
 
 HEAVY = ("typer", "rich", "numba", "scipy", "matplotlib", "cupy", "threadpoolctl")
 
@@ -43,6 +44,7 @@ def test_training_leaves_the_process_as_it_was():
     code = """
 import json, os
 import numpy as np
+import pytest
 import sparsekit
 from sparsekit.backend import process
 from threadpoolctl import threadpool_info
@@ -86,6 +88,9 @@ def test_own_threads_bounds_blas_and_splits_products_inside_only(monkeypatch):
         return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
 
     monkeypatch.setenv("SPARSEKIT_NUM_THREADS", "2")
+    # compiling Numba code (the workers' spin-waits, on their first split) loads SciPy's BLAS
+    # as a second library: load it before counting
+    spin.spinner()
     before = blas()
     a = np.random.default_rng(0).standard_normal((256, 300)).astype(np.float32)
     b = np.random.default_rng(1).standard_normal((300, 200)).astype(np.float32)
@@ -102,3 +107,29 @@ def test_own_threads_bounds_blas_and_splits_products_inside_only(monkeypatch):
     scale = float(np.abs(single).max())
     np.testing.assert_allclose(inside, single, rtol=1e-5, atol=1e-5 * scale)
     np.testing.assert_allclose(outside, single, rtol=1e-5, atol=1e-5 * scale)
+
+
+@pytest.mark.parametrize("shape", [(256, 300, 200), (64, 300, 500)])  # split by rows, columns
+def test_a_product_plus_a_bias_is_the_product_then_the_addition(shape, monkeypatch):
+    """``matmul(a, b, plus)`` adds the bias on each thread's part right after its product:
+    the same bits as adding it to the whole product afterwards, split or not."""
+    rows, inner, cols = shape
+    rng = np.random.default_rng(2)
+    a = rng.standard_normal((rows, inner)).astype(np.float32)
+    b = rng.standard_normal((inner, cols)).astype(np.float32)
+    bias = rng.standard_normal(cols).astype(np.float32)
+    monkeypatch.setenv("SPARSEKIT_NUM_THREADS", "2")
+    monkeypatch.setattr(threads, "PRODUCT_MIN_WORK", 1)
+    outside = threads.matmul(a, b, plus=bias)
+    expected_outside = a @ b
+    expected_outside += bias
+    np.testing.assert_array_equal(outside, expected_outside)
+    with process.own_threads():
+        split = threads.matmul(a, b, plus=bias)
+        expected = threads.matmul(a, b)
+        expected += bias
+        broadcast = threads.matmul(a, b, plus=bias[None, :])  # not a row vector: unsplit
+    assert split.dtype == np.float32
+    np.testing.assert_array_equal(split, expected)
+    scale = float(np.abs(expected).max())
+    np.testing.assert_allclose(broadcast, expected, rtol=1e-5, atol=1e-5 * scale)
