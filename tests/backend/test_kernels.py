@@ -743,7 +743,7 @@ def padded_code(rng, rows=40, hidden=60, widest=11, dim=24, dtype=np.float64):
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_kept_gathered_dot_is_the_dense_product_at_the_kept_entries(seed, threads, monkeypatch):
-    monkeypatch.setattr(sparse_code, "GATHER_BLOCK_BYTES", 600)  # several blocks per width
+    monkeypatch.setattr(sparse_code, "KEPT_BLOCK_BYTES", 600)  # several blocks per width
     rng = np.random.default_rng(seed)
     indices, values, w = padded_code(rng)
     g = rng.standard_normal((indices.shape[0], w.shape[1]))
@@ -820,3 +820,30 @@ def test_kept_gathered_dot_multiplies_each_entry_by_its_groups_matrix(generic):
             whole += sparse_code.gathered_dot(CPU32, g, w32, indices) * (group == q)
         got = sparse_code.kept_gathered_dot(CPU32, dense32, w32, indices, values, group)
         assert np.array_equal(got, np.where(values != 0, whole, 0))
+
+
+def test_kept_gathered_dot_bits_do_not_depend_on_blocks_or_threads(monkeypatch):
+    """The rows are shared among the threads by work and gathered in blocks; each row's
+    products are its own calls, so any sharing gives the same bits (groups or not)."""
+    rng = np.random.default_rng(4)
+    indices, values, w = padded_code(
+        rng, rows=300, widest=23, hidden=60, dim=40, dtype=np.float32
+    )
+    group = np.searchsorted(np.array([6, 15, 30, 60]), indices, side="right")
+    dense = [rng.standard_normal((300, 40)).astype(np.float32) for _ in range(4)]
+    monkeypatch.setenv("SPARSEKIT_NUM_THREADS", "1")
+    one = sparse_code.kept_gathered_dot(CPU32, dense, w, indices, values, group)
+    single = sparse_code.kept_gathered_dot(CPU32, dense[0], w, indices, values)
+    monkeypatch.setenv("SPARSEKIT_NUM_THREADS", "4")
+    monkeypatch.setattr(backend_threads, "PARALLEL_MIN_SIZE", 16)  # four shares
+    monkeypatch.setattr(sparse_code, "PARALLEL_MIN_SIZE", 16)
+    monkeypatch.setattr(sparse_code, "KEPT_BLOCK_BYTES", 500)  # blocks of a few rows
+    shares = []
+    real = backend_threads.split_run
+    monkeypatch.setattr(
+        sparse_code, "split_run", lambda fn, size, **kw: shares.append(size) or real(fn, size, **kw)
+    )
+    grouped = sparse_code.kept_gathered_dot(CPU32, dense, w, indices, values, group)
+    assert np.array_equal(grouped, one)
+    assert np.array_equal(sparse_code.kept_gathered_dot(CPU32, dense[0], w, indices, values), single)
+    assert shares == [4, 4]
