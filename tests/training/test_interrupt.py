@@ -48,6 +48,13 @@ def _env() -> dict[str, str]:
     return env
 
 
+def _signals_by_default() -> None:
+    """In a child, before exec: SIGINT as a terminal delivers it, even when this suite runs as a
+    background job of a non-interactive shell, which starts with SIGINT ignored (and then so
+    does sparsekit, rightly: ``cli/stop.py``)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _train_args(data: Path, out: Path) -> list[str]:
     return [
         "train", "ksparse", "--dataset", str(data), "--hidden", "32", "--k", "10",
@@ -170,6 +177,7 @@ def _play(rnd: Round, images: Path, root: Path, reference: dict[str, np.ndarray]
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_signals_by_default,
     )
     try:
         _kill_at_some_moment(rnd, proc, out, rng)
@@ -266,6 +274,7 @@ def _stop_after(args: list[str], run_dir_of, epochs: int, sig: signal.Signals):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_signals_by_default,
     )
     try:
         deadline = time.monotonic() + 60
@@ -336,9 +345,12 @@ class _FakeTrainer:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_stop_on_signals_in_process(sig):
+def test_stop_on_signals_in_process(sig, request):
     from sparsekit.cli.stop import Interrupted, stop_on_signals
 
+    if signal.getsignal(sig) is signal.SIG_IGN:  # a background job's SIGINT: see above
+        signal.signal(sig, signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL)
+        request.addfinalizer(lambda: signal.signal(sig, signal.SIG_IGN))
     before = signal.getsignal(sig)
     trainer = _FakeTrainer(epoch=2, epochs=5)
     with pytest.raises(
