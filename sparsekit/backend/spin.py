@@ -4,7 +4,7 @@ Why spin: a thread that blocks on a lock lets its CPU go idle, and waking it cos
 inter-processor interrupt; in a virtual machine whose guest halts an idle CPU at once
 (``/sys/module/haltpoll/parameters/guest_halt_poll_ns`` 0, as on the machines of
 ``docs/performance.md``) also an exit to the host and back. There a worker started on its part
-60–100 µs after it was handed one, and the calling thread, blocked until the worker finished,
+50–120 µs after it was handed one, and the calling thread, blocked until the worker finished,
 woke as late: lags and waits took 2.8 ms of a 20 ms dense training step on two threads,
 about ten hand-offs a step. The GIL adds such a wake whenever one thread wants it while the
 other holds it.
@@ -33,13 +33,24 @@ import numpy as np
 from sparsekit.backend import jit
 
 #: Default longest spin before blocking, in µs (``SPARSEKIT_SPIN_US`` overrides; 0: never).
-#: A dense step on two threads hands work over every 0.1–3 ms.
-DEFAULT_SPIN_US = 2000.0
+#: A dense step on two threads hands work over every 0.1–3 ms. Measured (plain, two threads,
+#: AMD EPYC AVX2 guest): 2,000 µs made an epoch 0.93× the blocking one, 500 µs 0.97×; but two
+#: such trainings at once on the two CPUs took 1.23× as long with 2,000 µs and the same time
+#: with 500 µs (and with blocking). 500 is the default: a machine used by one training at a
+#: time may set 2,000.
+DEFAULT_SPIN_US = 500.0
 
 #: After seeing its part posted, a worker spins this much longer before taking the GIL: the
 #: posting thread holds it for a few µs more (it still calls its own part), and a worker that
 #: asked for it then would sleep until the posting thread enters native code.
 GRACE_US = 10.0
+
+#: Reads of a counter between two ``sched_yield`` calls (about a µs): a spinning thread hands
+#: its CPU to any other thread that wants it, so processes that share the CPUs (two trainings
+#: on one machine, each with every CPU) spin less against each other. Without the yield, two
+#: such plain trainings on two CPUs took 12–13 s an epoch (2,000 µs budget) instead of
+#: 6.3–7.1 s blocking; with it 8.0–8.5 s, and with the 500 µs default 6.5–7.0 s.
+YIELD_EVERY = 32
 
 #: The spin-wait hint of each machine (LLVM's name); elsewhere the loop reads without one.
 _HINTS = {"x86_64": "llvm.x86.sse2.pause", "amd64": "llvm.x86.sse2.pause"}
@@ -48,6 +59,7 @@ _HINTS = {"x86_64": "llvm.x86.sse2.pause", "amd64": "llvm.x86.sse2.pause"}
 # Numba costs a noticeable part of a second, and `import sparsekit` must not pay it.
 _load_acquire: Any = None
 _store_release: Any = None
+_yield_cpu: Any = None
 _compiled: Any = None
 _build_lock = threading.Lock()
 
@@ -60,18 +72,20 @@ def _spin(
     # target (True, after `grace` reads more) or `spins` reads have been made (False)
     if store_at >= 0:
         _store_release(counters, store_at, value)
-    for _ in range(spins):
+    for i in range(spins):
         if _load_acquire(counters, index) >= target:
             for _ in range(grace):
                 _load_acquire(counters, index)
             return True
+        if i % YIELD_EVERY == YIELD_EVERY - 1:
+            _yield_cpu()
     return False
 
 
 def _build(numba: Any) -> Any:
     """Define the intrinsics (an atomic acquire load after a spin hint; an atomic release
     store) and compile :func:`_spin` with them (or load it from Numba's cache)."""
-    global _load_acquire, _store_release
+    global _load_acquire, _store_release, _yield_cpu
     from llvmlite import ir
     from numba import types
     from numba.core import cgutils
@@ -101,7 +115,16 @@ def _build(numba: Any) -> Any:
 
         return types.void(counters, index, value), codegen
 
-    _load_acquire, _store_release = load_acquire, store_release
+    @intrinsic
+    def yield_cpu(typingctx: Any) -> Any:
+        def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+            fnty = ir.FunctionType(ir.IntType(32), [])
+            builder.call(cgutils.get_or_insert_function(builder.module, fnty, "sched_yield"), [])
+            return context.get_dummy_value()
+
+        return types.void(), codegen
+
+    _load_acquire, _store_release, _yield_cpu = load_acquire, store_release, yield_cpu
     try:
         compiled = numba.njit(nogil=True, cache=True)(_spin)
     except Exception:  # no writable cache location: this process only
