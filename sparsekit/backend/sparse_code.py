@@ -23,13 +23,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from sparsekit.backend import Backend, fused
-from sparsekit.backend.threads import (
-    PARALLEL_MIN_SIZE,
-    cpu_threads,
-    matmul,
-    min_rows,
-    split_run,
-)
+from sparsekit.backend.threads import matmul, min_rows, split_run, work_shares
 
 #: Bytes of gathered weight rows per block in :func:`gathered_dot` (about an L2 cache).
 GATHER_BLOCK_BYTES = 1 << 21
@@ -342,7 +336,7 @@ def kept_gathered_dot(
     order = np.argsort(spans, kind="stable")
     sorted_spans = spans[order]
     work = np.cumsum(sorted_spans * (dim * len(denses)))
-    shares = max(1, min(cpu_threads(), int(work[-1]) // (PARALLEL_MIN_SIZE * 4)))
+    shares = work_shares(int(work[-1]))
     cuts = np.searchsorted(work, work[-1] * np.arange(shares + 1) / shares, side="left")
     cuts[0], cuts[-1] = 0, rows
 

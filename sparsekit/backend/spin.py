@@ -55,7 +55,7 @@ YIELD_EVERY = 32
 #: The spin-wait hint of each machine (LLVM's name); elsewhere the loop reads without one.
 _HINTS = {"x86_64": "llvm.x86.sse2.pause", "amd64": "llvm.x86.sse2.pause"}
 
-# The two intrinsics and the compiled loop, made by _build() once Numba is needed: importing
+# The three intrinsics and the compiled loop, made by _build() once Numba is needed: importing
 # Numba costs a noticeable part of a second, and `import sparsekit` must not pay it.
 _load_acquire: Any = None
 _store_release: Any = None

@@ -254,9 +254,19 @@ def split_elementwise(fn: Any, *arrays: Any, cost: float = 1.0) -> None:
         fn(*arrays)
 
 
+#: Multiply-adds a kernel's part should have at least, for a second thread to pay.
+_MIN_PART_WORK_FACTOR = 4
+
+
 def min_rows(work_per_row: int) -> int:
     """Rows below which a kernel stays on one thread (about PARALLEL_MIN_SIZE multiply-adds)."""
-    return max(2, -(-PARALLEL_MIN_SIZE * 4 // max(1, work_per_row)))
+    return max(2, -(-PARALLEL_MIN_SIZE * _MIN_PART_WORK_FACTOR // max(1, work_per_row)))
+
+
+def work_shares(work: int) -> int:
+    """How many parts ``work`` multiply-adds are worth (at most :func:`cpu_threads`), by the
+    rule of :func:`min_rows`: for work split by its own measure, not by rows."""
+    return max(1, min(cpu_threads(), work // (PARALLEL_MIN_SIZE * _MIN_PART_WORK_FACTOR)))
 
 
 class _ProductsSplit(threading.local):

@@ -836,7 +836,6 @@ def test_kept_gathered_dot_bits_do_not_depend_on_blocks_or_threads(monkeypatch):
     single = sparse_code.kept_gathered_dot(CPU32, dense[0], w, indices, values)
     monkeypatch.setenv("SPARSEKIT_NUM_THREADS", "4")
     monkeypatch.setattr(backend_threads, "PARALLEL_MIN_SIZE", 16)  # four shares
-    monkeypatch.setattr(sparse_code, "PARALLEL_MIN_SIZE", 16)
     monkeypatch.setattr(sparse_code, "KEPT_BLOCK_BYTES", 500)  # blocks of a few rows
     shares = []
     real = backend_threads.split_run
