@@ -17,13 +17,19 @@ who runs what. Numba compiles the loops (:mod:`sparsekit.backend.jit`); without 
 ``SPARSEKIT_SPIN_US=0``, threads block at once as before.
 
 A loop reads a counter (an int64 array's element) by an atomic acquire load, with a
-``pause`` hint between reads on x86.
+``pause`` hint between reads on x86. Its budget is wall time (``clock_gettime``), and it
+yields its CPU every microsecond or so: a yield that comes back late means another thread
+wanted the CPU (another process sharing the machine), and spinning then only keeps it from
+running. So the wait blocks at once, and every wait of the process blocks for the next
+:data:`QUIET_S` before spinning is tried again.
 """
 
 from __future__ import annotations
 
 import os
 import platform
+import struct
+import sys
 import threading
 import time
 from typing import Any
@@ -33,59 +39,93 @@ import numpy as np
 from sparsekit.backend import jit
 
 #: Default longest spin before blocking, in µs (``SPARSEKIT_SPIN_US`` overrides; 0: never).
-#: A dense step on two threads hands work over every 0.1–3 ms. Measured (plain, two threads,
-#: AMD EPYC AVX2 guest): 2,000 µs made an epoch 0.93× the blocking one, 500 µs 0.97×; but two
-#: such trainings at once on the two CPUs took 1.23× as long with 2,000 µs and the same time
-#: with 500 µs (and with blocking). 500 is the default: a machine used by one training at a
-#: time may set 2,000.
-DEFAULT_SPIN_US = 500.0
+#: A dense step on two threads hands work over every 0.1–3 ms; a worker that spins through
+#: the step's serial stretches (up to about 2 ms) is never woken. Measured (plain, two threads,
+#: AMD EPYC AVX2 guest), an epoch spinning up to 2,000 µs took 0.93× the blocking one, up to
+#: 500 µs 0.97× (docs/performance.md, "Hand-offs spin first").
+DEFAULT_SPIN_US = 2000.0
 
 #: After seeing its part posted, a worker spins this much longer before taking the GIL: the
 #: posting thread holds it for a few µs more (it still calls its own part), and a worker that
 #: asked for it then would sleep until the posting thread enters native code.
 GRACE_US = 10.0
 
-#: Reads of a counter between two ``sched_yield`` calls (about a µs): a spinning thread hands
-#: its CPU to any other thread that wants it, so processes that share the CPUs (two trainings
-#: on one machine, each with every CPU) spin less against each other. Without the yield, two
-#: such plain trainings on two CPUs took 12–13 s an epoch (2,000 µs budget) instead of
-#: 6.3–7.1 s blocking; with it 8.0–8.5 s, and with the 500 µs default 6.5–7.0 s.
+#: Reads of a counter between two ``sched_yield`` calls (about a µs).
 YIELD_EVERY = 32
+
+#: A yield that takes longer than this (µs) ran another thread: the CPU is wanted. An idle
+#: CPU's yield returns in under a µs, and another thread given the CPU keeps it until it
+#: blocks or its time slice ends (milliseconds). Alone on the AMD guest of
+#: docs/performance.md, spinning 5 s, 37 yields took over 50 µs (the host, or a kernel
+#: thread), 4 over 100 µs and 1 over 200 µs.
+CONTENDED_YIELD_US = 200.0
+
+#: After a wait found its CPU wanted, every wait blocks at once for this long (seconds).
+#: Two plain trainings sharing two CPUs, each spinning on both, took 12–13 s an epoch
+#: (2,000 µs, without this) against 6.3–7.1 s blocking: a spinning thread that gave its CPU
+#: away came back only after the other process's time slice, late for its own hand-off.
+QUIET_S = 0.1
+
+#: clock_gettime's monotonic clock on each system whose 64-bit timespec is two int64s.
+_CLOCKS = {"linux": 1, "darwin": 6}
 
 #: The spin-wait hint of each machine (LLVM's name); elsewhere the loop reads without one.
 _HINTS = {"x86_64": "llvm.x86.sse2.pause", "amd64": "llvm.x86.sse2.pause"}
 
-# The three intrinsics and the compiled loop, made by _build() once Numba is needed: importing
+# The intrinsics and the compiled loop, made by _build() once Numba is needed: importing
 # Numba costs a noticeable part of a second, and `import sparsekit` must not pay it.
 _load_acquire: Any = None
 _store_release: Any = None
 _yield_cpu: Any = None
+_now_ns: Any = None
 _compiled: Any = None
 _build_lock = threading.Lock()
 
+#: What a wait returns: the counter reached its target, the budget ran out, the CPU is wanted.
+SEEN, TIMED_OUT, CONTENDED = 1, 0, -1
+
 
 def _spin(
-    counters: Any, store_at: int, value: int, index: int, target: int, spins: int, grace: int
-) -> bool:
+    counters: Any,
+    store_at: int,
+    value: int,
+    index: int,
+    target: int,
+    budget_ns: int,
+    grace_ns: int,
+    contended_ns: int,
+) -> int:
     # `counters[store_at] = value` unless store_at < 0 (with the GIL already released: a
     # thread woken by the store finds it free), then read counters[index] until it reaches
-    # target (True, after `grace` reads more) or `spins` reads have been made (False)
+    # target (SEEN, after grace_ns more of reading), budget_ns have passed (TIMED_OUT) or a
+    # yield took longer than contended_ns (CONTENDED)
     if store_at >= 0:
         _store_release(counters, store_at, value)
-    for i in range(spins):
+    start = _now_ns()
+    i = 0
+    while True:
         if _load_acquire(counters, index) >= target:
-            for _ in range(grace):
-                _load_acquire(counters, index)
-            return True
-        if i % YIELD_EVERY == YIELD_EVERY - 1:
+            if grace_ns > 0:
+                seen = _now_ns()
+                while _now_ns() - seen < grace_ns:
+                    _load_acquire(counters, index)
+            return 1
+        i += 1
+        if i % YIELD_EVERY == 0:
+            before = _now_ns()
             _yield_cpu()
-    return False
+            after = _now_ns()
+            if after - before > contended_ns:
+                return -1
+            if after - start > budget_ns:
+                return 0
 
 
-def _build(numba: Any) -> Any:
+def _build(numba: Any, clock_id: int) -> Any:
     """Define the intrinsics (an atomic acquire load after a spin hint; an atomic release
-    store) and compile :func:`_spin` with them (or load it from Numba's cache)."""
-    global _load_acquire, _store_release, _yield_cpu
+    store; a yield; the monotonic clock) and compile :func:`_spin` with them (or load it
+    from Numba's cache)."""
+    global _load_acquire, _store_release, _yield_cpu, _now_ns
     from llvmlite import ir
     from numba import types
     from numba.core import cgutils
@@ -124,24 +164,47 @@ def _build(numba: Any) -> Any:
 
         return types.void(), codegen
 
+    @intrinsic
+    def now_ns(typingctx: Any) -> Any:
+        def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+            i32, i64 = ir.IntType(32), ir.IntType(64)
+            spec = cgutils.alloca_once(builder, ir.LiteralStructType([i64, i64]))
+            fnty = ir.FunctionType(i32, [i32, spec.type])
+            clock = cgutils.get_or_insert_function(builder.module, fnty, "clock_gettime")
+            builder.call(clock, [ir.Constant(i32, clock_id), spec])
+            seconds = builder.load(cgutils.gep_inbounds(builder, spec, 0, 0))
+            nanoseconds = builder.load(cgutils.gep_inbounds(builder, spec, 0, 1))
+            return builder.add(builder.mul(seconds, ir.Constant(i64, 10**9)), nanoseconds)
+
+        return types.int64(), codegen
+
     _load_acquire, _store_release, _yield_cpu = load_acquire, store_release, yield_cpu
+    _now_ns = now_ns
     try:
         compiled = numba.njit(nogil=True, cache=True)(_spin)
     except Exception:  # no writable cache location: this process only
         compiled = numba.njit(nogil=True)(_spin)
-    compiled(np.zeros(1, dtype=np.int64), 0, 0, 0, 1, 1, 0)  # compiled, or loaded, now
+    compiled(np.zeros(1, dtype=np.int64), 0, 0, 0, 1, 1, 0, 1)  # compiled, or loaded, now
     return compiled
+
+
+def _clock_id() -> int | None:
+    """clock_gettime's monotonic clock here, or None (the loop's clock is unknown)."""
+    if struct.calcsize("P") != 8:
+        return None
+    return next((c for name, c in _CLOCKS.items() if sys.platform.startswith(name)), None)
 
 
 def _compiled_spin() -> Any:
     global _compiled
     if _compiled is None:
-        numba = jit.load_numba()
+        clock_id = _clock_id()
+        numba = jit.load_numba() if clock_id is not None else None
         if numba is None:
             return None
         with _build_lock:
             if _compiled is None:
-                _compiled = _build(numba)
+                _compiled = _build(numba, clock_id)
     return _compiled
 
 
@@ -157,31 +220,50 @@ def budget_us() -> float:
 
 
 class Spinner:
-    """The compiled waits, with budgets in reads of a counter (calibrated once, here)."""
+    """The compiled waits with today's budget; after a wait found its CPU wanted, every wait
+    blocks at once (returns False) for :data:`QUIET_S`."""
 
     def __init__(self, spin: Any, spin_us: float) -> None:
         self._spin = spin
-        counters = np.zeros(1, dtype=np.int64)
-        reads, seconds = 10_000, []
-        for _ in range(3):  # the fastest of three: a descheduled thread would inflate one
-            start = time.perf_counter()
-            spin(counters, -1, 0, 0, 1, reads, 0)
-            seconds.append(time.perf_counter() - start)
-        seconds_per_read = max(min(seconds) / reads, 1e-10)
-        self.spins = int(spin_us * 1e-6 / seconds_per_read)
-        self.grace = int(GRACE_US * 1e-6 / seconds_per_read)
+        self.budget_ns = int(spin_us * 1e3)
+        self._grace_ns = int(GRACE_US * 1e3)
+        self._contended_ns = int(CONTENDED_YIELD_US * 1e3)
+        self._quiet_until = 0.0
+        #: Waits that found the CPU wanted (each starting a quiet spell), for tests and benches.
+        self.contended = 0
+
+    def _run(
+        self, counters: np.ndarray, store_at: int, value: int, index: int, target: int, grace: bool
+    ) -> bool:
+        if self._quiet_until and time.monotonic() < self._quiet_until:
+            if store_at >= 0:
+                counters[store_at] = value
+            return False
+        found = self._spin(
+            counters,
+            store_at,
+            value,
+            index,
+            target,
+            self.budget_ns,
+            self._grace_ns if grace else 0,
+            self._contended_ns,
+        )
+        if found == CONTENDED:
+            self.contended += 1
+            self._quiet_until = time.monotonic() + QUIET_S
+        return found == SEEN
 
     def wait(self, counters: np.ndarray, index: int, target: int, grace: bool = False) -> bool:
-        """Spin until ``counters[index] >= target``; False when the budget ran out first."""
-        return bool(
-            self._spin(counters, -1, 0, index, target, self.spins, self.grace if grace else 0)
-        )
+        """Spin until ``counters[index] >= target``; False when the budget ran out first, or
+        the CPU is wanted by another thread (the caller then blocks)."""
+        return self._run(counters, -1, 0, index, target, grace)
 
     def store_then_wait(
         self, counters: np.ndarray, store_at: int, value: int, index: int, target: int
     ) -> bool:
         """``counters[store_at] = value``, then :meth:`wait` (with the grace) for ``index``."""
-        return bool(self._spin(counters, store_at, value, index, target, self.spins, self.grace))
+        return self._run(counters, store_at, value, index, target, True)
 
 
 def spinner() -> Spinner | None:

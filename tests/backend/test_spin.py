@@ -4,6 +4,7 @@ spin, and change nothing but the speed of :func:`split_run`."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -20,13 +21,15 @@ pytest.importorskip("numba")
 def spinner(monkeypatch):
     monkeypatch.setenv("SPARSEKIT_SPIN_US", "5000000")  # 5 s: long enough to notice a hang
     made = spin.spinner()
-    assert made is not None and made.spins > 0
+    assert made is not None and made.budget_ns > 0
     return made
 
 
-def test_a_wait_ends_at_the_store_and_lets_other_threads_run(spinner):
+def test_a_wait_ends_at_the_store_and_lets_other_threads_run(spinner, monkeypatch):
     """A thread spinning on a counter returns as soon as another thread writes it, and holds
     no GIL meanwhile: the writer, plain Python, runs while the spinner spins."""
+    # (were both threads put on one CPU, the spin would rightly give up: not tested here)
+    monkeypatch.setattr(spinner, "_contended_ns", 10**10)
     counters = np.zeros(16, dtype=np.int64)
     result = {}
 
@@ -70,6 +73,41 @@ def test_store_then_wait_stores_before_it_waits(spinner):
     counters = np.zeros(16, dtype=np.int64)
     assert spinner.store_then_wait(counters, 8, 42, 8, 42) is True  # sees its own store
     assert counters[8] == 42
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs CPU affinity")
+def test_a_wait_blocks_once_another_thread_wants_its_cpu(spinner):
+    """Two threads of one CPU: the spinner's yield hands the CPU to the other, busy thread,
+    comes back late, and gives up (False) long before its 5 s budget; then every wait gives
+    up at once for QUIET_S, without spinning."""
+    cpu = min(os.sched_getaffinity(0))
+    before = os.sched_getaffinity(0)
+    counters = np.zeros(1, dtype=np.int64)
+    result = {}
+
+    def waiter():
+        os.sched_setaffinity(0, {cpu})  # this thread only
+        start = time.perf_counter()
+        result["seen"] = spinner.wait(counters, 0, 1)
+        result["seconds"] = time.perf_counter() - start
+
+    os.sched_setaffinity(0, {cpu})
+    try:
+        thread = threading.Thread(target=waiter)
+        thread.start()
+        deadline = time.perf_counter() + 1.0
+        while thread.is_alive() and time.perf_counter() < deadline:
+            pass  # busy on the same CPU
+        thread.join(timeout=6)
+    finally:
+        os.sched_setaffinity(0, before)
+    assert result["seen"] is False
+    assert result["seconds"] < 1.5
+    assert spinner.contended == 1
+    start = time.perf_counter()
+    assert spinner.wait(counters, 0, 1) is False  # quiet: no spin at all
+    assert time.perf_counter() - start < spin.QUIET_S
+    assert spinner.contended == 1
 
 
 @pytest.mark.parametrize("setting", [("SPARSEKIT_SPIN_US", "0"), ("SPARSEKIT_JIT", "0")])
