@@ -43,8 +43,13 @@ def _adam(lr: float, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8):
         return opt.init, update
 
     def init(params):
-        zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
-        return {"t": jnp.zeros((), jnp.int32), "m": zeros, "v": zeros}
+        # m and v each their own zeros: the state is donated, and one buffer given twice is
+        # an error ("Attempt to donate the same buffer twice", JAX 0.10.2 on an Intel host)
+        return {
+            "t": jnp.zeros((), jnp.int32),
+            "m": jax.tree_util.tree_map(jnp.zeros_like, params),
+            "v": jax.tree_util.tree_map(jnp.zeros_like, params),
+        }
 
     def update(grads, state, params):
         t = state["t"] + 1
