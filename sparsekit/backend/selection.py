@@ -67,17 +67,27 @@ def relu_top_k_of_columns(xp: Any, z: Any, columns: Any, k: int) -> Any:
     row's result depends on that row alone, so the bits are the same on any thread count.
     """
     if xp is not np:
-        return _relu_top_k_of_columns(xp, z, columns, k)
+        return relu_top_k_block(xp, z, columns, k)
     out = np.empty((z.shape[0], columns.shape[0]), dtype=z.dtype)
 
     def part(lo: int, hi: int) -> None:
-        out[lo:hi] = _relu_top_k_of_columns(xp, z[lo:hi], columns, k)
+        out[lo:hi] = relu_top_k_block(xp, z[lo:hi], columns, k)
 
     split_run(part, z.shape[0], min_size=max(2, threads.PARALLEL_MIN_SIZE // max(1, out.shape[1])))
     return out
 
 
-def _relu_top_k_of_columns(xp: Any, z: Any, columns: Any, k: int) -> Any:
+@fused.op
+def relu_top_k_block(xp: Any, z: Any, columns: Any, k: int) -> Any:
+    """:func:`relu_top_k_of_columns` on a block of rows, on one thread.
+
+    The fused twin takes each row in one compiled pass: it gathers the row's entries in
+    ``columns`` and copies the positive ones aside, finds the k-th largest of those by
+    quickselect, and keeps the entries at or above it. The k-th largest value does not depend
+    on how it is found, so the kept entries are the reference's; a row where it cannot be
+    sure (ties at the k-th value, a NaN, or a quickselect that degenerates) goes to the
+    reference, for that row alone.
+    """
     z_cols = xp.take(z, columns, axis=1)
     if k < z_cols.shape[1]:
         crowded = xp.flatnonzero(xp.count_nonzero(z_cols > 0, axis=1) > k)
@@ -90,6 +100,95 @@ def _relu_top_k_of_columns(xp: Any, z: Any, columns: Any, k: int) -> Any:
             z_cols[crowded] = code
     xp.maximum(z_cols, 0, out=z_cols)
     return z_cols
+
+
+@relu_top_k_block.twin
+def _relu_top_k_block_fused(xp: Any, z: Any, columns: Any, k: int) -> Any:
+    if (
+        xp is not np
+        or not fused.usable(z)
+        or z.ndim != 2
+        or not isinstance(columns, np.ndarray)
+        or columns.ndim != 1
+        or columns.dtype.kind != "i"
+        or not 0 < k < columns.shape[0]
+        or int(columns.min()) < 0
+        or int(columns.max()) >= z.shape[1]  # (the loop reads without bounds checks)
+    ):
+        return fused.NOT_RUN
+    columns = np.ascontiguousarray(columns, dtype=np.int64)
+    out = np.empty((z.shape[0], columns.shape[0]), dtype=z.dtype)
+    unsure = np.zeros(z.shape[0], dtype=np.uint8)
+    scratch = np.empty(columns.shape[0], dtype=z.dtype)
+    bits = scratch.view(np.int32 if z.dtype == np.float32 else np.int64)
+    shift = np.int64(8 * z.dtype.itemsize - 1 - _RADIX_BITS)  # below the top bits, sign aside
+    counts = np.zeros(1 << _RADIX_BITS, dtype=np.int64)
+    fn = _relu_top_k_loop.ready(
+        z.dtype.char, z[:0], columns, k, out[:0], unsure[:0], scratch, bits, shift, counts
+    )
+    if fn is None:
+        return fused.NOT_RUN
+    fn(z, columns, k, out, unsure, scratch, bits, shift, counts)
+    redo = np.flatnonzero(unsure)
+    if redo.shape[0]:
+        out[redo] = relu_top_k_block.reference(xp, z[redo], columns, k)
+    return out
+
+
+#: Top bits of a positive float by which the twin of :func:`relu_top_k_block` counts a row's
+#: entries (the sign bit aside: 8 of float32's exponent and 4 of its fraction).
+_RADIX_BITS = 12
+
+
+@fused.loop
+def _relu_top_k_loop(z, columns, k, out, unsure, scratch, bits, shift, counts):  # pragma: no cover
+    # A positive float's bits, read as an integer, increase with its value: the entries are
+    # counted by their top bits, the bucket where the k-th largest falls is found from the
+    # top, and only that bucket's entries are sorted to find the value itself.
+    n = columns.shape[0]
+    for i in range(z.shape[0]):
+        zi = z[i]
+        oi = out[i]
+        m = 0  # the positive entries, copied to scratch[:m] (without a branch: half are)
+        nan = 0
+        for c in range(n):
+            v = zi[columns[c]]
+            oi[c] = v
+            scratch[m] = v
+            m += v > 0
+            nan |= v != v
+        if nan:
+            unsure[i] = 1
+            continue
+        if m <= k:
+            for c in range(n):
+                if not oi[c] > 0:  # ReLU (NumPy's maximum(v, 0) gives +0.0 for -0.0 too)
+                    oi[c] = 0
+            continue
+        counts[:] = 0
+        for j in range(m):
+            counts[bits[j] >> shift] += 1
+        need = k  # the k-th largest is the need-th largest of `bucket`
+        bucket = counts.shape[0] - 1
+        while counts[bucket] < need:
+            need -= counts[bucket]
+            bucket -= 1
+        inside = 0
+        for j in range(m):  # the bucket's entries, moved to the front
+            if (bits[j] >> shift) == bucket:
+                bits[inside] = bits[j]
+                inside += 1
+        ordered = np.sort(scratch[:inside])
+        threshold = ordered[inside - need]
+        first = inside - need  # the bucket's entries at or above the threshold start here
+        while first > 0 and ordered[first - 1] == threshold:
+            first -= 1
+        if (k - need) + (inside - first) != k:  # ties at the threshold: the reference decides
+            unsure[i] = 1
+            continue
+        for c in range(n):
+            if not oi[c] >= threshold:
+                oi[c] = 0
 
 
 def _with_ties(z: np.ndarray, k: int, found: np.ndarray) -> np.ndarray:

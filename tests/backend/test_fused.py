@@ -895,6 +895,43 @@ def test_padded_code_fused_matches_numpy(dtype, fused_path):
     assert np.array_equal(dense, np.where(keep, z, 0))
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+def test_relu_top_k_block_fused_matches_numpy(dtype, fused_path):
+    """The AuxK code's selection in one compiled pass per row: the reference's bits, for
+    crowded rows (more than k positive), rows with at most k positive, -0.0, rows whose
+    values share their top bits, and the rows it hands back to the reference (ties at the
+    k-th value, NaN)."""
+    from sparsekit.backend.selection import relu_top_k_block
+
+    _, calls = fused_path
+    rng = np.random.default_rng(23)
+    rows, hidden, k = 40, 300, 12
+    z = rng.standard_normal((rows, hidden)).astype(dtype)
+    columns = np.sort(rng.choice(hidden, 170, replace=False))
+    z[1] = -np.abs(z[1])  # no positive entry
+    z[2, columns[:5]] = np.abs(z[2, columns[:5]])  # at most k positive: all kept
+    z[2, columns[5:]] = -np.abs(z[2, columns[5:]])
+    z[3, columns[::2]] = -0.0
+    z[4, columns[:40]] = 5.0  # a tie at the k-th largest: the reference decides
+    z[5, columns[7]] = np.nan
+    z[6, columns] = np.arange(1, 171, dtype=dtype)
+    z[7, columns] = 1 + np.arange(170, dtype=dtype) / 1024  # all in one bucket of top bits
+    z[8, columns] = np.where(np.arange(170) < 100, 3.0, z[8, columns])  # ties far above
+    z[9, columns[:12]] = np.float32(1e-40)  # subnormal: its own smallest bucket
+    got = relu_top_k_block(np, z, columns, k)
+    want = relu_top_k_block.reference(np, z, columns, k)
+    assert calls["_relu_top_k_loop"] == 1
+    assert got.dtype == want.dtype and got.shape == want.shape
+    assert np.array_equal(got, want, equal_nan=True)
+    assert np.array_equal(np.signbit(got), np.signbit(want))
+    assert np.count_nonzero(got[0]) == k and np.count_nonzero(got[2]) == 5
+    # indices out of range, or k not below the columns: the reference alone
+    calls.clear()
+    every = np.maximum(z[:, columns], 0)
+    assert np.array_equal(relu_top_k_block(np, z, columns, 170), every, equal_nan=True)
+    assert calls["_relu_top_k_loop"] == 0
+
+
 def test_nonzero_products_leave_dense_or_unsuitable_input_to_blas(fused_path):
     """Above NONZERO_DENSITY, for non-contiguous or mixed-dtype input, the reference runs:
     BLAS's exact bits."""
@@ -1187,6 +1224,7 @@ COVERED_OPS = {
         "test_column_sums_and_fired_units_fused_match_numpy_bitwise"
     ),
     "sparsekit.backend.selection.padded_code": "test_padded_code_fused_matches_numpy",
+    "sparsekit.backend.selection.relu_top_k_block": "test_relu_top_k_block_fused_matches_numpy",
     "sparsekit.backend.counting.count_active": "test_count_active_matches_numpy",
     "sparsekit.backend.gather.take_scaled": "test_take_gathers_converts_and_scales_like_numpy",
     "sparsekit.coders.cd.cd_sweeps": "test_coordinate_descent_twin_reaches_the_reference",
