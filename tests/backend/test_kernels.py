@@ -365,6 +365,22 @@ def test_top_k_with_ties_and_nan_still_keeps_k_units(threads):
     assert all(len(set(row.tolist())) == 2 for row in indices)
 
 
+def test_top_k_a_nan_row_and_a_tied_row_do_not_shift_the_others(threads):
+    """A row with NaN finds one entry fewer at or above its threshold, a row with a tie one
+    more: together the total is right, but each row must still get its own units (the
+    selection once reshaped the flat hits, and the rows after the NaN got their
+    neighbours' columns)."""
+    z = np.random.default_rng(5).standard_normal((6, 9))
+    expected = np.sort(np.argsort(-z, axis=1)[:, :8], axis=1)
+    z[1, 0] = np.nan  # 7 entries at or above the 8th largest
+    z[3] = 0.0  # 9 entries at or above 0
+    got = top_k_indices(np, z, 8)
+    for row in (0, 2, 4, 5):
+        assert np.array_equal(got[row], expected[row])
+    assert all(len(set(r.tolist())) == 8 for r in got)
+    assert np.all(np.diff(got, axis=1) > 0)
+
+
 @pytest.mark.parametrize("block_bytes", [8, 3 * 40 * 8, 1 << 30])  # 1 row, 3 rows, all
 def test_top_k_in_blocks_of_rows_is_the_same_selection(monkeypatch, block_bytes, threads):
     """Partitioning a block of rows at a time gives the whole-array selection, exactly, and
