@@ -83,12 +83,12 @@ def relu_top_k_of_columns(xp: Any, z: Any, columns: Any, k: int) -> Any:
 def relu_top_k_block(xp: Any, z: Any, columns: Any, k: int) -> Any:
     """:func:`relu_top_k_of_columns` on a block of rows, on one thread.
 
-    The fused twin takes each row in one compiled pass: it gathers the row's entries in
-    ``columns`` and copies the positive ones aside, finds the k-th largest of those by
-    quickselect, and keeps the entries at or above it. The k-th largest value does not depend
-    on how it is found, so the kept entries are the reference's; a row where it cannot be
-    sure (ties at the k-th value, a NaN, or a quickselect that degenerates) goes to the
-    reference, for that row alone.
+    The fused twin takes each row in compiled passes: it gathers the row's entries in
+    ``columns`` and copies the positive ones aside, counts those by their top bits, sorts
+    only the bucket that holds the k-th largest to find its value, and keeps the entries at
+    or above it. The k-th largest value does not depend on how it is found, so the kept
+    entries are the reference's; a row where it is not unique (ties at the k-th value, or a
+    NaN) goes to the reference, for that row alone.
     """
     z_cols = xp.take(z, columns, axis=1)
     if k < z_cols.shape[1]:

@@ -42,7 +42,8 @@ from sparsekit.backend import jit
 #: A dense step on two threads hands work over every 0.1–3 ms; a worker that spins through
 #: the step's serial stretches (up to about 2 ms) is never woken. Measured (plain, two threads,
 #: AMD EPYC AVX2 guest), an epoch spinning up to 2,000 µs took 0.93× the blocking one, up to
-#: 500 µs 0.97× (docs/performance.md, "Hand-offs spin first").
+#: 500 µs 0.97×; on the Intel guest, 2,000 µs 0.82× (docs/performance.md, "Hand-offs spin
+#: first"). Processes that share the CPUs are handled by the check below, not the budget.
 DEFAULT_SPIN_US = 2000.0
 
 #: After seeing its part posted, a worker spins this much longer before taking the GIL: the
@@ -55,7 +56,7 @@ YIELD_EVERY = 32
 
 #: A yield that takes longer than this (µs) ran another thread: the CPU is wanted. An idle
 #: CPU's yield returns in under a µs, and another thread given the CPU keeps it until it
-#: blocks or its time slice ends (milliseconds). Alone on the AMD guest of
+#: blocks or its time slice ends (milliseconds). Alone on the Intel guest of
 #: docs/performance.md, spinning 5 s, 37 yields took over 50 µs (the host, or a kernel
 #: thread), 4 over 100 µs and 1 over 200 µs.
 CONTENDED_YIELD_US = 200.0
