@@ -84,6 +84,16 @@ def product(calls: int) -> dict[str, Any]:
     return result
 
 
+def _medians(part: str, name: str, rounds: int, seconds: dict[str, list[float]]) -> dict[str, Any]:
+    return {
+        "part": part,
+        "method": name,
+        "rounds": rounds,
+        "spin_median_s": statistics.median(seconds["spin"]),
+        "block_median_s": statistics.median(seconds["block"]),
+    }
+
+
 def epochs(name: str, rounds: int, data_root: str | None) -> dict[str, Any]:
     trainer = _trainer(name, 1 + 2 * rounds, data_root)
     trainer.train_epoch()  # warm-up: compiled loops, caches
@@ -94,11 +104,7 @@ def epochs(name: str, rounds: int, data_root: str | None) -> dict[str, Any]:
             seconds[mode].append(trainer.train_epoch()["seconds"])
     ratios = [s / b for s, b in zip(seconds["spin"], seconds["block"], strict=True)]
     return {
-        "part": "epochs",
-        "method": name,
-        "rounds": rounds,
-        "spin_median_s": statistics.median(seconds["spin"]),
-        "block_median_s": statistics.median(seconds["block"]),
+        **_medians("epochs", name, rounds, seconds),
         "spin_over_block_median": statistics.median(ratios),
         "ratios": [round(x, 3) for x in ratios],
     }
@@ -154,13 +160,10 @@ def shared(name: str, rounds: int, data_root: str | None) -> dict[str, Any]:
                 found = json.loads(out.strip().splitlines()[-1])
                 seconds[mode] += found["seconds"]
                 contended[mode] += found["contended"]
+    medians = _medians("shared", name, rounds, seconds)
     return {
-        "part": "shared",
-        "method": name,
-        "rounds": rounds,
-        "spin_median_s": statistics.median(seconds["spin"]),
-        "block_median_s": statistics.median(seconds["block"]),
-        "spin_over_block": statistics.median(seconds["spin"]) / statistics.median(seconds["block"]),
+        **medians,
+        "spin_over_block": medians["spin_median_s"] / medians["block_median_s"],
         "spin_contended_waits": contended["spin"],
         "seconds": {mode: [round(x, 2) for x in v] for mode, v in seconds.items()},
     }
