@@ -9,6 +9,7 @@ module-scoped fixture; a test may take the ``sparsekit_cli`` fixture instead.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -105,3 +106,10 @@ def run_cli(
 def sparsekit_cli():
     """:func:`run_cli`, as a fixture."""
     return run_cli
+
+
+def sigint_by_default() -> None:
+    """``preexec_fn`` for a child that must get SIGINT as a terminal delivers it, even when
+    this suite runs as a background job of a non-interactive shell, which starts with SIGINT
+    ignored (and then so does sparsekit, rightly: ``cli/stop.py``)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -51,10 +51,12 @@ def top_k_indices(xp: Any, z: Any, k: int) -> Any:
         found = _row_thresholds(z, k)
         # Each row has k entries at or above its threshold, more with ties there, fewer with
         # NaN: the total alone would pass a row with NaN and one with ties together
-        if found.size == rows * k and (np.bincount(found // h, minlength=rows) == k).all():
-            found %= h  # the column
+        row_of = found // h
+        counts = np.bincount(row_of, minlength=rows)
+        if found.size == rows * k and (counts == k).all():
+            found -= row_of * h  # the column
             return found.reshape(rows, k)
-        return _with_ties(z, k, found)
+        return _with_ties(z, k, found, row_of, counts)
     return xp.argpartition(z, h - k, axis=1)[:, h - k :]
 
 
@@ -185,7 +187,7 @@ def _relu_top_k_loop(z, columns, k, out, unsure, scratch, bits, shift, counts): 
         first = inside - need  # the bucket's entries at or above the threshold start here
         while first > 0 and ordered[first - 1] == threshold:
             first -= 1
-        if (k - need) + (inside - first) != k:  # ties at the threshold: the reference decides
+        if inside - first != need:  # ties at the threshold: the reference decides
             unsure[i] = 1
             continue
         for c in range(n):
@@ -193,15 +195,15 @@ def _relu_top_k_loop(z, columns, k, out, unsure, scratch, bits, shift, counts): 
                 oi[c] = 0
 
 
-def _with_ties(z: np.ndarray, k: int, found: np.ndarray) -> np.ndarray:
+def _with_ties(
+    z: np.ndarray, k: int, found: np.ndarray, row_of: np.ndarray, counts: np.ndarray
+) -> np.ndarray:
     """:func:`top_k_indices` when some rows do not have exactly k entries at or above their
     threshold (a tie there, or NaN): those rows alone go to ``argpartition`` (sorted, like
     the others). One tied row in a 4,096 × 16,384 batch happens; an argpartition of the
     whole batch then cost a 512 MiB index array and a second full selection."""
     rows, h = z.shape
-    row_of = found // h
-    counts = np.bincount(row_of, minlength=rows)
-    exact = counts == k
+    exact = counts == k  # (row_of: each hit's row; counts: each row's hits)
     out = np.empty((rows, k), dtype=found.dtype)
     out[exact] = (found[exact[row_of]] % h).reshape(-1, k)
     odd = np.flatnonzero(~exact)

@@ -110,16 +110,16 @@ def _spin(
                 seen = _now_ns()
                 while _now_ns() - seen < grace_ns:
                     _load_acquire(counters, index)
-            return 1
+            return SEEN
         i += 1
         if i % YIELD_EVERY == 0:
             before = _now_ns()
             _yield_cpu()
             after = _now_ns()
             if after - before > contended_ns:
-                return -1
+                return CONTENDED
             if after - start > budget_ns:
-                return 0
+                return TIMED_OUT
 
 
 def _build(numba: Any, clock_id: int) -> Any:

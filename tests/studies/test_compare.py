@@ -15,7 +15,7 @@ from pathlib import Path
 
 import failing_plugin
 import pytest
-from conftest import run_cli
+from conftest import run_cli, sigint_by_default
 
 from sparsekit.errors import ParameterError, PluginError, UnknownMethodError
 from sparsekit.studies.compare import (
@@ -311,7 +311,7 @@ def test_ctrl_c_stops_the_workers_and_records_it(data_dir, tmp_path):
         text=True,
         env={**os.environ, "SPARSEKIT_DISABLE_PLUGIN_AUTOLOAD": "1"},
         start_new_session=True,  # its own process group, as a terminal's Ctrl-C reaches
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        preexec_fn=sigint_by_default,
     )  # fmt: skip
     deadline = time.monotonic() + 120
     while not any(p.stat().st_size for p in tmp_path.glob("compare-*/plain/metrics.jsonl")):

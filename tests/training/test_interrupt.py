@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import sigint_by_default
 
 ROUNDS = int(os.environ.get("SPARSEKIT_KILL_ROUNDS", "20"))
 EPOCHS = 4
@@ -46,13 +47,6 @@ def _env() -> dict[str, str]:
     # tiny matrices: BLAS threads only compete with the other rounds for the cores
     env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
     return env
-
-
-def _signals_by_default() -> None:
-    """In a child, before exec: SIGINT as a terminal delivers it, even when this suite runs as a
-    background job of a non-interactive shell, which starts with SIGINT ignored (and then so
-    does sparsekit, rightly: ``cli/stop.py``)."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _train_args(data: Path, out: Path) -> list[str]:
@@ -177,7 +171,7 @@ def _play(rnd: Round, images: Path, root: Path, reference: dict[str, np.ndarray]
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
-        preexec_fn=_signals_by_default,
+        preexec_fn=sigint_by_default,
     )
     try:
         _kill_at_some_moment(rnd, proc, out, rng)
@@ -274,7 +268,7 @@ def _stop_after(args: list[str], run_dir_of, epochs: int, sig: signal.Signals):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
-        preexec_fn=_signals_by_default,
+        preexec_fn=sigint_by_default,
     )
     try:
         deadline = time.monotonic() + 60
@@ -348,7 +342,7 @@ class _FakeTrainer:
 def test_stop_on_signals_in_process(sig, request):
     from sparsekit.cli.stop import Interrupted, stop_on_signals
 
-    if signal.getsignal(sig) is signal.SIG_IGN:  # a background job's SIGINT: see above
+    if signal.getsignal(sig) is signal.SIG_IGN:  # a background job's SIGINT: see conftest.sigint_by_default
         signal.signal(sig, signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL)
         request.addfinalizer(lambda: signal.signal(sig, signal.SIG_IGN))
     before = signal.getsignal(sig)
