@@ -216,7 +216,7 @@ def _with_ties(
 def _row_thresholds(z: np.ndarray, k: int) -> np.ndarray:
     """Flat (row-major) positions in ``z`` of the entries at or above each row's k-th largest
     value, in increasing order: threads take contiguous rows, each a cache-sized block at a
-    time."""
+    time (:func:`block_top_k`)."""
     rows, h = z.shape
     blocks: dict[int, Any] = {}
     step = max(1, TOPK_BLOCK_BYTES // (h * z.dtype.itemsize))
@@ -227,18 +227,176 @@ def _row_thresholds(z: np.ndarray, k: int) -> np.ndarray:
         found = []
         for start in range(lo, hi, step):
             block = z[start : min(hi, start + step)]
-            kth = buf[: block.shape[0]]
-            np.copyto(kth, block)
-            kth.partition(h - k, axis=1)
-            # row-major: sorted columns per row; offset to the whole array's positions
-            hits = np.flatnonzero(block >= kth[:, h - k : h - k + 1])
-            hits += start * h
+            hits = block_top_k(block, k, buf[: block.shape[0]])
+            hits += start * h  # the whole array's positions
             found.append(hits)
         blocks[lo] = found[0] if len(found) == 1 else np.concatenate(found)
 
     # about PARALLEL_MIN_SIZE / 4 entries a thread at least: 65 rows of 1000
     split_run(part, rows, min_size=max(2, threads.PARALLEL_MIN_SIZE // (4 * h)))
     return blocks[0] if len(blocks) == 1 else np.concatenate([blocks[i] for i in sorted(blocks)])
+
+
+@fused.op
+def block_top_k(block: np.ndarray, k: int, scratch: np.ndarray) -> np.ndarray:
+    """Flat (row-major) positions in a block of rows of the entries at or above each row's
+    k-th largest value (0 < k < the row width), in increasing order; ``scratch`` is an array
+    of the block's shape and dtype, overwritten. A row has k of them, more with ties at that
+    value; a row with NaN has those ``partition`` places above every number.
+
+    The reference partitions a copy of the block (introselect). The fused twin takes a row in
+    compiled passes when it is at least :data:`TWIN_MIN_WIDTH` × k wide: the largest entry of
+    each of 4k interleaved groups (elementwise over stretches of the row), a value that k
+    groups reach by bisection of those maxima (so at least k entries do: a lower bound of the
+    k-th largest), the few entries at or above it, and their k-th largest by quickselect.
+    That value does not depend on how it is found, so the positions are the reference's; a
+    row with NaN or a tie at that value goes to the reference, for that row alone.
+    """
+    h = block.shape[1]
+    np.copyto(scratch, block)
+    scratch.partition(h - k, axis=1)
+    return np.flatnonzero(block >= scratch[:, h - k : h - k + 1])
+
+
+#: Narrowest row, in multiples of k, that the twin of :func:`block_top_k` takes: below it
+#: (k = 128 of 4,096 entries) its groups hold too few entries to beat the partition.
+TWIN_MIN_WIDTH = 32
+#: Groups a row's maxima are taken over, in multiples of k.
+GROUPS_PER_K = 4
+
+
+@block_top_k.twin
+def _block_top_k_fused(block: Any, k: int, scratch: Any) -> Any:
+    if (
+        not isinstance(block, np.ndarray)
+        or block.ndim != 2
+        or block.dtype not in (np.float32, np.float64)
+        or not block.flags.c_contiguous
+        or k < 1
+        or block.shape[1] < TWIN_MIN_WIDTH * k
+    ):
+        return fused.NOT_RUN
+    rows, h = block.shape
+    groups = GROUPS_PER_K * k
+    cols = np.empty((rows, k), dtype=np.int64)
+    counts = np.empty(rows, dtype=np.int64)
+    maxima = np.empty(groups, dtype=block.dtype)
+    values = np.empty(h, dtype=block.dtype)  # the candidates, and a copy quickselect reorders
+    work = np.empty(h, dtype=block.dtype)
+    where = np.empty(h, dtype=np.int64)
+    fn = _top_k_rows_loop.ready(
+        block.dtype.char, block[:0], k, groups, cols[:0], counts[:0], maxima, values, work, where
+    )
+    if fn is None:
+        return fused.NOT_RUN
+    fn(block, k, groups, cols, counts, maxima, values, work, where)
+    cols += (np.arange(rows, dtype=np.int64) * h)[:, None]
+    odd = np.flatnonzero(counts != k)
+    if not odd.shape[0]:
+        return cols.reshape(-1)
+    exact = np.ones(rows, dtype=bool)
+    exact[odd] = False
+    hits = block_top_k.reference(block[odd], k, np.empty((odd.shape[0], h), dtype=block.dtype))
+    hits += (odd * h - np.arange(odd.shape[0]) * h)[hits // h]  # the block's rows
+    return np.sort(np.concatenate([cols[exact].reshape(-1), hits]))
+
+
+@fused.loop
+def _top_k_rows_loop(z, k, groups, cols, counts, maxima, values, work, where):  # pragma: no cover
+    rows, h = z.shape
+    full = h // groups * groups
+    for i in range(rows):
+        r = z[i]
+        nan = 0
+        for q in range(h):
+            nan += r[q] != r[q]
+        if nan:  # the reference places NaN above every number
+            counts[i] = -1
+            continue
+        # the largest entry of each group {g, g + groups, g + 2·groups, ...}
+        stretches = r[:full].reshape(-1, groups)
+        for g in range(groups):
+            maxima[g] = stretches[0, g]
+        for s in range(1, stretches.shape[0]):
+            stretch = stretches[s]
+            for g in range(groups):
+                a = maxima[g]
+                b = stretch[g]
+                maxima[g] = a if a > b else b
+        for q in range(full, h):
+            a = maxima[q - full]
+            b = r[q]
+            maxima[q - full] = a if a > b else b
+        # lo: a value that k groups reach (so k entries do), raised by bisection
+        lo = maxima[0]
+        hi = maxima[0]
+        for g in range(1, groups):
+            v = maxima[g]
+            lo = v if v < lo else lo
+            hi = v if v > hi else hi
+        for _ in range(16):
+            mid = lo + (hi - lo) * 0.5
+            if not (lo < mid < hi):  # converged, or infinite maxima
+                break
+            reach = 0
+            for g in range(groups):
+                reach += maxima[g] >= mid
+            if reach >= k:
+                lo = mid
+            else:
+                hi = mid
+        # the entries at or above it, from the groups that reach it
+        n = 0
+        for g in range(groups):
+            if maxima[g] >= lo:
+                for q in range(g, h, groups):
+                    v = r[q]
+                    if v >= lo:
+                        values[n] = v
+                        where[n] = q
+                        n += 1
+        # their k-th largest (quickselect, descending, on a copy): the row's k-th largest
+        for q in range(n):
+            work[q] = values[q]
+        want = k - 1
+        first = 0
+        last = n - 1
+        while first < last:
+            pivot = work[(first + last) >> 1]
+            x = first
+            y = last
+            while x <= y:
+                while work[x] > pivot:
+                    x += 1
+                while work[y] < pivot:
+                    y -= 1
+                if x <= y:
+                    tmp = work[x]
+                    work[x] = work[y]
+                    work[y] = tmp
+                    x += 1
+                    y -= 1
+            if want <= y:
+                last = y
+            elif want >= x:
+                first = x
+            else:
+                break
+        kth = work[want]
+        # the entries at or above it, in increasing column order (insertion: k are few)
+        row = cols[i]
+        m = 0
+        for q in range(n):
+            if values[q] >= kth:
+                if m < k:
+                    j = where[q]
+                    p = m
+                    while p > 0 and row[p - 1] > j:
+                        row[p] = row[p - 1]
+                        p -= 1
+                    row[p] = j
+                m += 1
+        counts[i] = m  # more than k: a tie at the k-th value, for the reference
 
 
 # -- the batch's B·k largest -----------------------------------------------------------------------

@@ -932,6 +932,59 @@ def test_relu_top_k_block_fused_matches_numpy(dtype, fused_path):
     assert calls["_relu_top_k_loop"] == 0
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+def test_block_top_k_fused_matches_numpy(dtype, fused_path, monkeypatch):
+    """Each row's k largest in compiled passes: the reference's positions, for plain rows,
+    rows of one value, -0.0 beside 0.0, infinities, a tie at the k-th value (the reference
+    decides), NaN (the reference decides), a width that is no multiple of the groups, and
+    k = 1; rows narrower than TWIN_MIN_WIDTH · k go to the reference alone."""
+    from sparsekit.backend import selection
+    from sparsekit.backend.selection import block_top_k
+
+    _, calls = fused_path
+    rng = np.random.default_rng(29)
+    rows, hidden = 30, 413
+    z = rng.standard_normal((rows, hidden)).astype(dtype)
+    z[1] = 1.0  # every entry tied
+    z[2, 5] = np.nan
+    z[3, ::3] = -0.0
+    z[3, 1::3] = 0.0
+    z[4, :40] = 5.0  # a tie at the k-th largest, far above the rest
+    z[5, 7] = np.inf
+    z[6] = -np.inf
+    z[6, [9, 200]] = 0.0
+    z[7] = np.arange(hidden, dtype=dtype)  # increasing: every group's maximum at its end
+    z[8, :12] = 3.0
+    z[9, -3:] = 100.0  # the largest entries in the width's remainder
+    z[10] = -np.abs(z[10]) * 1e-30
+    reference = block_top_k.reference
+    handed: list[int] = []  # rows the twin hands to the reference
+
+    def spied(block, k, scratch):
+        handed.append(block.shape[0])
+        return reference(block, k, scratch)
+
+    monkeypatch.setattr(block_top_k, "reference", spied)
+    for k in (1, 5, 12):
+        calls.clear()
+        handed.clear()
+        got = block_top_k(z, k, np.empty_like(z))
+        want = reference(z, k, np.empty_like(z))
+        assert calls["_top_k_rows_loop"] == 1
+        # only the rows with NaN or a tie at the k-th value went to the reference
+        tied = np.bincount(want // hidden, minlength=rows) != k
+        assert handed == [int((tied | np.isnan(z).any(axis=1)).sum())]
+        assert got.dtype == want.dtype
+        assert np.array_equal(got, want), k
+        per_row = np.bincount(got // hidden, minlength=rows)
+        assert per_row[0] == k and per_row[1] == hidden  # a plain row; a row of one value
+    calls.clear()
+    k = hidden // selection.TWIN_MIN_WIDTH + 1  # too narrow a row for the twin
+    got = block_top_k(z, k, np.empty_like(z))
+    assert np.array_equal(got, block_top_k.reference(z, k, np.empty_like(z)))
+    assert calls["_top_k_rows_loop"] == 0
+
+
 def test_nonzero_products_leave_dense_or_unsuitable_input_to_blas(fused_path):
     """Above NONZERO_DENSITY, for non-contiguous or mixed-dtype input, the reference runs:
     BLAS's exact bits."""
@@ -1225,6 +1278,7 @@ COVERED_OPS = {
     ),
     "sparsekit.backend.selection.padded_code": "test_padded_code_fused_matches_numpy",
     "sparsekit.backend.selection.relu_top_k_block": "test_relu_top_k_block_fused_matches_numpy",
+    "sparsekit.backend.selection.block_top_k": "test_block_top_k_fused_matches_numpy",
     "sparsekit.backend.counting.count_active": "test_count_active_matches_numpy",
     "sparsekit.backend.gather.take_scaled": "test_take_gathers_converts_and_scales_like_numpy",
     "sparsekit.coders.cd.cd_sweeps": "test_coordinate_descent_twin_reaches_the_reference",
