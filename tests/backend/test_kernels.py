@@ -107,14 +107,17 @@ def test_units_nobody_uses_get_zero_rows(threads):
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_gathered_dot_equals_the_dense_product_at_the_kept_entries(seed, threads, monkeypatch):
-    monkeypatch.setattr(sparse_code, "GATHER_BLOCK_BYTES", 3000)  # several blocks per thread
     rng = np.random.default_rng(seed)
     indices, _, dense = random_code(rng)
     g = rng.standard_normal((dense.shape[0], 29))
     w = rng.standard_normal((dense.shape[1], 29))
+    whole = sparse_code.gathered_dot(CPU64, g, w, indices)  # one block a thread
+    for name in ("GATHER_BLOCK_BYTES", "GATHER_BLOCK_BYTES_ALONE"):  # several blocks a thread
+        monkeypatch.setattr(sparse_code, name, 3000)
     out = sparse_code.gathered_dot(CPU64, g, w, indices)
     expected = np.take_along_axis(g @ w.T, indices, axis=1)
     np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
+    assert np.array_equal(out, whole)  # each row its own gemv: blocks leave the bits alone
 
 
 def test_column_sums_equals_the_dense_sum():
