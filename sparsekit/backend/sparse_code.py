@@ -137,7 +137,11 @@ def _code_times_fused(backend: Backend, indices: Any, values: Any, weights: Any)
     rows, k = indices.shape
     indices = np.ascontiguousarray(indices)
     increasing = k < 2 or bool((indices[:, 1:] > indices[:, :-1]).all())
-    out = _rows_times(indices, _full_counts(rows, k), values, False, weights, k, increasing)
+    lengths = _row_lengths([values])
+    if lengths is None:
+        return fused.NOT_RUN
+    per_row = -(-int(lengths.sum()) // rows)
+    out = _rows_times(indices, lengths, values, False, weights, per_row, increasing)
     return fused.NOT_RUN if out is None else out
 
 
@@ -197,7 +201,8 @@ def _code_transpose_times_fused(
     indices = np.ascontiguousarray(indices)
     pairs = list(zip(vals, denses, strict=True))
     out = np.zeros((n_units, denses[0].shape[1]), dtype=denses[0].dtype)
-    if not _units_times(indices, _full_counts(rows, k), n_units, False, pairs, out):
+    lengths = _row_lengths(vals)
+    if lengths is None or not _units_times(indices, lengths, n_units, False, pairs, out):
         return fused.NOT_RUN
     return out
 
@@ -495,8 +500,28 @@ def _tile_rows(w: np.ndarray, per_row: int, increasing: bool) -> int:
     return tile
 
 
-def _full_counts(rows: int, k: int) -> np.ndarray:
-    return np.full(rows, k, dtype=np.int64)
+def _row_lengths(values: list[Any]) -> np.ndarray | None:
+    """Each row's entries up to its last one whose value is nonzero in any of ``values``
+    (codes of one shape): the twins skip zero entries, so those after it add nothing, and
+    a padded code's padding (BatchTopK's, ten times its kept entries in a long batch) is
+    neither scanned nor sorted. None when the loop cannot run."""
+    lengths = np.zeros(values[0].shape[0], dtype=np.int64)
+    for vals in values:
+        fn = _row_lengths_loop.ready(vals.dtype.char, vals[:0], lengths[:0])
+        if fn is None:
+            return None
+        fn(vals, lengths)
+    return lengths
+
+
+@fused.loop
+def _row_lengths_loop(vals, lengths):  # pragma: no cover - runs compiled
+    for i in range(vals.shape[0]):
+        t = vals.shape[1]
+        while t > lengths[i] and vals[i, t - 1] == 0:
+            t -= 1
+        if t > lengths[i]:
+            lengths[i] = t
 
 
 def _row_sparse_usable(backend: Backend, indices: Any, values: Any, dense: Any) -> bool:

@@ -821,6 +821,13 @@ def test_row_sparse_products_fused_equal_scipys_bitwise(dtype, order, split, fus
     values[3] = 0  # a row whose entries are all zero
     values[rng.random(values.shape) < 0.3] = 0  # zeros inside rows (a padded code's padding)
     other = rng.standard_normal((rows, k)).astype(dtype)
+    values[5:8, 12:] = 0  # trailing zeros, which the twins neither scan nor sort
+    other[6:8, 15:] = 0  # (a pair's rows end at their last entry nonzero in either code)
+    other[7, 20] = 2.0
+    values[8, -2:] = (1.0, -0.0)  # -0.0 is a zero too
+    other[6, 14] = 1.0
+    assert list(sparse_code._row_lengths([values, other])[5:8]) == [k, 15, 21]
+    assert sparse_code._row_lengths([values])[8] == k - 1
     w = rng.standard_normal((units, 9)).astype(dtype)
     x = rng.standard_normal((rows, 9)).astype(dtype)
     g = rng.standard_normal((rows, 9)).astype(dtype)
