@@ -246,11 +246,13 @@ def block_top_k(block: np.ndarray, k: int, scratch: np.ndarray) -> np.ndarray:
 
     The reference partitions a copy of the block (introselect). The fused twin takes a row in
     compiled passes when it is at least :data:`TWIN_MIN_WIDTH` × k wide: the largest entry of
-    each of 4k interleaved groups (elementwise over stretches of the row), a value that k
-    groups reach by bisection of those maxima (so at least k entries do: a lower bound of the
-    k-th largest), the few entries at or above it, and their k-th largest by quickselect.
+    each of :data:`GROUPS_PER_K` × k interleaved groups (elementwise over stretches of the
+    row), a value that k groups reach by bisection of those maxima (so at least k entries
+    do: a lower bound of the k-th largest), the few entries at or above it, and their k-th
+    largest by quickselect.
     That value does not depend on how it is found, so the positions are the reference's; a
-    row with NaN or a tie at that value goes to the reference, for that row alone.
+    row with a tie at that value, a NaN or an infinity goes to the reference, for that row
+    alone.
     """
     h = block.shape[1]
     np.copyto(scratch, block)
@@ -259,10 +261,14 @@ def block_top_k(block: np.ndarray, k: int, scratch: np.ndarray) -> np.ndarray:
 
 
 #: Narrowest row, in multiples of k, that the twin of :func:`block_top_k` takes: below it
-#: (k = 128 of 4,096 entries) its groups hold too few entries to beat the partition.
-TWIN_MIN_WIDTH = 32
+#: its groups hold too few entries to beat the partition (k = 128 of 4,096: 57 against
+#: 46 ms; k = 64 of 8,192: 43 against 71 ms).
+TWIN_MIN_WIDTH = 64
 #: Groups a row's maxima are taken over, in multiples of k.
-GROUPS_PER_K = 4
+GROUPS_PER_K = 8
+#: Largest k whose columns the twin keeps in order by insertion (k²/4 moves a row); above
+#: it they are sorted once found.
+INSERTED = 64
 
 
 @block_top_k.twin
@@ -284,12 +290,14 @@ def _block_top_k_fused(block: Any, k: int, scratch: Any) -> Any:
     values = np.empty(h, dtype=block.dtype)  # the candidates, and a copy quickselect reorders
     work = np.empty(h, dtype=block.dtype)
     where = np.empty(h, dtype=np.int64)
+    sums = np.empty(groups, dtype=block.dtype)
     fn = _top_k_rows_loop.ready(
-        block.dtype.char, block[:0], k, groups, cols[:0], counts[:0], maxima, values, work, where
-    )
+        block.dtype.char, block[:0], k, groups, INSERTED, cols[:0], counts[:0], maxima, sums,
+        values, work, where,
+    )  # fmt: skip
     if fn is None:
         return fused.NOT_RUN
-    fn(block, k, groups, cols, counts, maxima, values, work, where)
+    fn(block, k, groups, INSERTED, cols, counts, maxima, sums, values, work, where)
     cols += (np.arange(rows, dtype=np.int64) * h)[:, None]
     odd = np.flatnonzero(counts != k)
     if not odd.shape[0]:
@@ -302,31 +310,35 @@ def _block_top_k_fused(block: Any, k: int, scratch: Any) -> Any:
 
 
 @fused.loop
-def _top_k_rows_loop(z, k, groups, cols, counts, maxima, values, work, where):  # pragma: no cover
+def _top_k_rows_loop(z, k, groups, inserted, cols, counts, maxima, sums, values, work, where):  # noqa: E501  # pragma: no cover
     rows, h = z.shape
     full = h // groups * groups
     for i in range(rows):
         r = z[i]
-        nan = 0
-        for q in range(h):
-            nan += r[q] != r[q]
-        if nan:  # the reference places NaN above every number
-            counts[i] = -1
-            continue
-        # the largest entry of each group {g, g + groups, g + 2·groups, ...}
+        # the largest entry of each group {g, g + groups, g + 2·groups, ...}, and the
+        # groups' sums, which a NaN (or an infinity) makes non-finite
         stretches = r[:full].reshape(-1, groups)
         for g in range(groups):
             maxima[g] = stretches[0, g]
+            sums[g] = stretches[0, g]
         for s in range(1, stretches.shape[0]):
             stretch = stretches[s]
             for g in range(groups):
                 a = maxima[g]
                 b = stretch[g]
                 maxima[g] = a if a > b else b
+                sums[g] += b
         for q in range(full, h):
             a = maxima[q - full]
             b = r[q]
             maxima[q - full] = a if a > b else b
+            sums[q - full] += b
+        finite = 0
+        for g in range(groups):
+            finite += np.isfinite(sums[g])
+        if finite < groups:  # the reference decides (it places NaN above every number)
+            counts[i] = -1
+            continue
         # lo: a value that k groups reach (so k entries do), raised by bisection
         lo = maxima[0]
         hi = maxima[0]
@@ -351,10 +363,9 @@ def _top_k_rows_loop(z, k, groups, cols, counts, maxima, values, work, where):  
             if maxima[g] >= lo:
                 for q in range(g, h, groups):
                     v = r[q]
-                    if v >= lo:
-                        values[n] = v
-                        where[n] = q
-                        n += 1
+                    values[n] = v  # kept when n moves on (no branch: few entries pass)
+                    where[n] = q
+                    n += v >= lo
         # their k-th largest (quickselect, descending, on a copy): the row's k-th largest
         for q in range(n):
             work[q] = values[q]
@@ -383,7 +394,8 @@ def _top_k_rows_loop(z, k, groups, cols, counts, maxima, values, work, where):  
             else:
                 break
         kth = work[want]
-        # the entries at or above it, in increasing column order (insertion: k are few)
+        # the entries at or above it, in increasing column order: by insertion when k is
+        # small, else sorted once all are in
         row = cols[i]
         m = 0
         for q in range(n):
@@ -391,11 +403,14 @@ def _top_k_rows_loop(z, k, groups, cols, counts, maxima, values, work, where):  
                 if m < k:
                     j = where[q]
                     p = m
-                    while p > 0 and row[p - 1] > j:
-                        row[p] = row[p - 1]
-                        p -= 1
+                    if k <= inserted:
+                        while p > 0 and row[p - 1] > j:
+                            row[p] = row[p - 1]
+                            p -= 1
                     row[p] = j
                 m += 1
+        if m == k and k > inserted:
+            row.sort()
         counts[i] = m  # more than k: a tie at the k-th value, for the reference
 
 

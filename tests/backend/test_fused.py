@@ -942,15 +942,15 @@ def test_relu_top_k_block_fused_matches_numpy(dtype, fused_path):
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
 def test_block_top_k_fused_matches_numpy(dtype, fused_path, monkeypatch):
     """Each row's k largest in compiled passes: the reference's positions, for plain rows,
-    rows of one value, -0.0 beside 0.0, infinities, a tie at the k-th value (the reference
-    decides), NaN (the reference decides), a width that is no multiple of the groups, and
-    k = 1; rows narrower than TWIN_MIN_WIDTH · k go to the reference alone."""
+    rows of one value, -0.0 beside 0.0, a tie at the k-th value, NaN and infinities (the
+    reference decides for those three), a width that is no multiple of the groups, k = 1,
+    and k above INSERTED; rows narrower than TWIN_MIN_WIDTH · k go to the reference alone."""
     from sparsekit.backend import selection
     from sparsekit.backend.selection import block_top_k
 
     _, calls = fused_path
     rng = np.random.default_rng(29)
-    rows, hidden = 30, 413
+    rows, hidden = 30, 913
     z = rng.standard_normal((rows, hidden)).astype(dtype)
     z[1] = 1.0  # every entry tied
     z[2, 5] = np.nan
@@ -972,19 +972,26 @@ def test_block_top_k_fused_matches_numpy(dtype, fused_path, monkeypatch):
         return reference(block, k, scratch)
 
     monkeypatch.setattr(block_top_k, "reference", spied)
-    for k in (1, 5, 12):
+    for k, inserted in ((1, 64), (5, 64), (12, 64), (12, 4)):  # (12, 4): sorted once found
+        monkeypatch.setattr(selection, "INSERTED", inserted)
         calls.clear()
         handed.clear()
         got = block_top_k(z, k, np.empty_like(z))
         want = reference(z, k, np.empty_like(z))
         assert calls["_top_k_rows_loop"] == 1
-        # only the rows with NaN or a tie at the k-th value went to the reference
+        # only the rows with a tie at the k-th value, NaN or infinity went to the reference
         tied = np.bincount(want // hidden, minlength=rows) != k
-        assert handed == [int((tied | np.isnan(z).any(axis=1)).sum())]
+        assert handed == [int((tied | ~np.isfinite(z).all(axis=1)).sum())]
         assert got.dtype == want.dtype
         assert np.array_equal(got, want), k
         per_row = np.bincount(got // hidden, minlength=rows)
         assert per_row[0] == k and per_row[1] == hidden  # a plain row; a row of one value
+        plain = z[11:]  # rows the twin takes alone, in a block of their own
+        handed.clear()
+        assert np.array_equal(
+            block_top_k(plain, k, np.empty_like(plain)), reference(plain, k, np.empty_like(plain))
+        )
+        assert handed == []
     calls.clear()
     k = hidden // selection.TWIN_MIN_WIDTH + 1  # too narrow a row for the twin
     got = block_top_k(z, k, np.empty_like(z))
