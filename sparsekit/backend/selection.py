@@ -12,7 +12,8 @@ sampled threshold of the batch-wide scan, and whether a device keeps the batch c
   device's dense code): the B·k largest entries of ReLU(Z) over the batch (BatchTopK,
   Matryoshka); :func:`batch_code_is_sparse` says which one a backend gets.
 * :func:`row_blocks`: the fixed blocks of rows in which the AuxK term takes a batch;
-  :func:`pass_blocks`: the blocks in which a row-wise formula of several passes runs.
+  :func:`pass_blocks`: the blocks in which a row-wise formula of several passes runs, and
+  :func:`run_pass_blocks`, which runs it on them over threads.
 
 Every kernel returns the same entries whatever the thread count or block size
 (``tests/backend/test_selection.py``, ``tests/backend/test_kernels.py``).
@@ -603,3 +604,22 @@ def pass_blocks(xp: Any, rows: int, row_bytes: int) -> Iterator[tuple[int, int]]
         yield from row_blocks(rows, row_bytes)
     elif rows:
         yield 0, rows
+
+
+def run_pass_blocks(xp: Any, rows: int, row_bytes: int, fn: Any) -> None:
+    """Call ``fn(lo, hi)`` on each of :func:`pass_blocks`' blocks. On the CPU the blocks are
+    shared among the threads of ``split_run`` (each thread a contiguous run of them; NumPy's
+    passes release the GIL): each row's result depends on that row alone, so the bits are
+    the same on any number of threads."""
+    blocks = list(pass_blocks(xp, rows, row_bytes))
+    if xp is not np:
+        for lo, hi in blocks:
+            fn(lo, hi)
+        return
+
+    def part(first: int, last: int) -> None:
+        for lo, hi in blocks[first:last]:
+            fn(lo, hi)
+
+    large = rows * row_bytes >= 4 * threads.PARALLEL_MIN_SIZE * 4  # about a million floats
+    split_run(part, len(blocks), min_size=2 if large else len(blocks) + 1)

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from sparsekit.backend import Backend, sparse_code
-from sparsekit.backend.selection import pass_blocks
+from sparsekit.backend.selection import run_pass_blocks
 from sparsekit.core.contract import Method, StepState, TopK, Upkeep
 from sparsekit.core.step import Forward
 from sparsekit.methods._sae import PAPER_DEAD_AFTER
@@ -160,10 +160,13 @@ class Upkeeper:
         if not self.upkeep.unit_norm_decoder or name != decoder_name(params):
             return
         rows = params[name]
-        for lo, hi in pass_blocks(self.backend.xp, rows.shape[0], rows[:1].nbytes):
+
+        def block(lo: int, hi: int) -> None:
             w, g = rows[lo:hi], grad[lo:hi]
             along = (g * w).sum(axis=1) / (w * w).sum(axis=1)
             g -= along[:, None] * w
+
+        run_pass_blocks(self.backend.xp, rows.shape[0], rows[:1].nbytes, block)
 
     def renormalise(self, name: str, params: dict[str, Any]) -> None:
         """Decoder rows back to unit norm after the optimizer moved ``params[name]``."""
@@ -171,9 +174,12 @@ class Upkeeper:
             return
         rows = params[name]
         xp = self.backend.xp
-        for lo, hi in pass_blocks(xp, rows.shape[0], rows[:1].nbytes):
+
+        def block(lo: int, hi: int) -> None:
             w = rows[lo:hi]
             w /= xp.sqrt((w * w).sum(axis=1))[:, None]
+
+        run_pass_blocks(xp, rows.shape[0], rows[:1].nbytes, block)
 
     def after_step(self, params: dict[str, Any], x: Any, fwd: Forward, optimizer: Any) -> None:
         """Count firings of this batch, and resample dead units when it is time."""

@@ -122,3 +122,59 @@ def test_batch_top_k_is_the_same_on_any_number_of_threads(monkeypatch):
     four = selection.batch_top_k(np, z, 301 * 5)
     assert np.array_equal(one[0], four[0]) and np.array_equal(one[1], four[1])
     assert int((one[1] > 0).sum()) == 301 * 5
+
+
+def test_run_pass_blocks_visits_every_row_once_over_threads(monkeypatch):
+    """The blocks of a row-wise formula shared among three threads: each row once, by more
+    than one thread; a small matrix stays on the calling thread."""
+    import threading
+
+    from sparsekit.backend import threads
+
+    monkeypatch.setenv("SPARSEKIT_NUM_THREADS", "3")
+    monkeypatch.setattr(selection, "ROW_BLOCK_BYTES", 800)  # 10 rows of 80 bytes a block
+    monkeypatch.setattr(threads, "PARALLEL_MIN_SIZE", 16)
+    seen = np.zeros(95, dtype=int)
+    who = set()
+    lock = threading.Lock()
+
+    def block(lo, hi):
+        with lock:
+            seen[lo:hi] += 1
+            who.add(threading.get_ident())
+
+    selection.run_pass_blocks(np, 95, 80, block)
+    assert (seen == 1).all() and len(who) > 1
+    monkeypatch.setattr(threads, "PARALLEL_MIN_SIZE", 1 << 18)
+    who.clear()
+    selection.run_pass_blocks(np, 95, 80, block)
+    assert who == {threading.get_ident()}
+
+
+def test_decoder_projection_has_the_same_bits_on_any_number_of_threads(monkeypatch):
+    """The decoder rows' projection and renormalisation, split over threads by blocks of
+    rows: the same bits as on one thread."""
+    from sparsekit.backend import get_backend, threads
+    from sparsekit.core.declarations import Upkeep
+    from sparsekit.methods.plain import Plain
+    from sparsekit.training.upkeep import Upkeeper
+
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((3000, 96)).astype(np.float32)
+    grad = rng.standard_normal(w.shape).astype(np.float32)
+    monkeypatch.setattr(selection, "ROW_BLOCK_BYTES", 96 * 4 * 50)  # 60 blocks
+    monkeypatch.setattr(threads, "PARALLEL_MIN_SIZE", 16)  # split, small as the matrix is
+    results = []
+    for count in ("1", "3"):
+        monkeypatch.setenv("SPARSEKIT_NUM_THREADS", count)
+        keeper = Upkeeper(
+            Upkeep(unit_norm_decoder=True), Plain(), get_backend(), hidden=3000, seed=0
+        )
+        p = {"W_enc": w.copy(), "W_dec": w.copy()}
+        g = grad.copy()
+        keeper.project("W_dec", g, p)
+        keeper.renormalise("W_dec", p)
+        results.append((g, p["W_dec"]))
+    assert threads.cpu_threads() == 3
+    assert np.array_equal(results[0][0], results[1][0])
+    assert np.array_equal(results[0][1], results[1][1])
