@@ -320,33 +320,22 @@ def _top_k_rows_loop(z, k, groups, inserted, cols, counts, maxima, sums, values,
         # groups' sums, which a NaN (or an infinity) makes non-finite
         stretches = r[:full].reshape(-1, groups)
         for g in range(groups):
-            maxima[g] = stretches[0, g]
-            sums[g] = stretches[0, g]
+            maxima[g] = sums[g] = stretches[0, g]
         for s in range(1, stretches.shape[0]):
             stretch = stretches[s]
             for g in range(groups):
-                a = maxima[g]
-                b = stretch[g]
+                a, b = maxima[g], stretch[g]
                 maxima[g] = a if a > b else b
                 sums[g] += b
         for q in range(full, h):
-            a = maxima[q - full]
-            b = r[q]
+            a, b = maxima[q - full], r[q]
             maxima[q - full] = a if a > b else b
             sums[q - full] += b
-        finite = 0
-        for g in range(groups):
-            finite += np.isfinite(sums[g])
-        if finite < groups:  # the reference decides (it places NaN above every number)
+        if not np.isfinite(sums.sum()):  # the reference decides (NaN first, as it has it)
             counts[i] = -1
             continue
         # lo: a value that k groups reach (so k entries do), raised by bisection
-        lo = maxima[0]
-        hi = maxima[0]
-        for g in range(1, groups):
-            v = maxima[g]
-            lo = v if v < lo else lo
-            hi = v if v > hi else hi
+        lo, hi = maxima.min(), maxima.max()
         for _ in range(16):
             mid = lo + (hi - lo) * 0.5
             if not (lo < mid < hi):  # converged, or infinite maxima
@@ -358,36 +347,29 @@ def _top_k_rows_loop(z, k, groups, inserted, cols, counts, maxima, sums, values,
                 lo = mid
             else:
                 hi = mid
-        # the entries at or above it, from the groups that reach it
+        # the entries at or above it, from the groups that reach it (no branch: few pass)
         n = 0
         for g in range(groups):
             if maxima[g] >= lo:
                 for q in range(g, h, groups):
                     v = r[q]
-                    values[n] = v  # kept when n moves on (no branch: few entries pass)
-                    where[n] = q
+                    values[n], where[n] = v, q
                     n += v >= lo
         # their k-th largest (quickselect, descending, on a copy): the row's k-th largest
         for q in range(n):
             work[q] = values[q]
-        want = k - 1
-        first = 0
-        last = n - 1
+        want, first, last = k - 1, 0, n - 1
         while first < last:
             pivot = work[(first + last) >> 1]
-            x = first
-            y = last
+            x, y = first, last
             while x <= y:
                 while work[x] > pivot:
                     x += 1
                 while work[y] < pivot:
                     y -= 1
                 if x <= y:
-                    tmp = work[x]
-                    work[x] = work[y]
-                    work[y] = tmp
-                    x += 1
-                    y -= 1
+                    work[x], work[y] = work[y], work[x]
+                    x, y = x + 1, y - 1
             if want <= y:
                 last = y
             elif want >= x:
@@ -395,23 +377,19 @@ def _top_k_rows_loop(z, k, groups, inserted, cols, counts, maxima, sums, values,
             else:
                 break
         kth = work[want]
-        # the entries at or above it, in increasing column order: by insertion when k is
-        # small, else sorted once all are in
-        row = cols[i]
+        # the entries at or above it in column order: by insertion, or sorted for a large k
         m = 0
         for q in range(n):
             if values[q] >= kth:
                 if m < k:
-                    j = where[q]
-                    p = m
-                    if k <= inserted:
-                        while p > 0 and row[p - 1] > j:
-                            row[p] = row[p - 1]
-                            p -= 1
-                    row[p] = j
+                    j, p = where[q], m
+                    while k <= inserted and p > 0 and cols[i, p - 1] > j:
+                        cols[i, p] = cols[i, p - 1]
+                        p -= 1
+                    cols[i, p] = j
                 m += 1
         if m == k and k > inserted:
-            row.sort()
+            cols[i].sort()
         counts[i] = m  # more than k: a tie at the k-th value, for the reference
 
 
