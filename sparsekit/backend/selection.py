@@ -12,8 +12,8 @@ sampled threshold of the batch-wide scan, and whether a device keeps the batch c
   device's dense code): the B·k largest entries of ReLU(Z) over the batch (BatchTopK,
   Matryoshka); :func:`batch_code_is_sparse` says which one a backend gets.
 * :func:`row_blocks`: the fixed blocks of rows in which the AuxK term takes a batch;
-  :func:`pass_blocks`: the blocks in which a row-wise formula of several passes runs, and
-  :func:`run_pass_blocks`, which runs it on them over threads.
+  :func:`run_pass_blocks`: a row-wise formula of several passes, in blocks of rows over
+  threads.
 
 Every kernel returns the same entries whatever the thread count or block size
 (``tests/backend/test_selection.py``, ``tests/backend/test_kernels.py``).
@@ -300,11 +300,10 @@ def _block_top_k_fused(block: Any, k: int, scratch: Any) -> Any:
         return fused.NOT_RUN
     fn(block, k, groups, INSERTED, cols, counts, maxima, sums, values, work, where)
     cols += (np.arange(rows, dtype=np.int64) * h)[:, None]
-    odd = np.flatnonzero(counts != k)
-    if not odd.shape[0]:
+    exact = counts == k
+    if exact.all():
         return cols.reshape(-1)
-    exact = np.ones(rows, dtype=bool)
-    exact[odd] = False
+    odd = np.flatnonzero(~exact)
     hits = block_top_k.reference(block[odd], k, np.empty((odd.shape[0], h), dtype=block.dtype))
     hits += (odd * h - np.arange(odd.shape[0]) * h)[hits // h]  # the block's rows
     return np.sort(np.concatenate([cols[exact].reshape(-1), hits]))
@@ -568,36 +567,24 @@ def row_blocks(rows: int, row_bytes: int) -> Iterator[tuple[int, int]]:
         yield lo, min(rows, lo + block)
 
 
-def pass_blocks(xp: Any, rows: int, row_bytes: int) -> Iterator[tuple[int, int]]:
-    """``(lo, hi)`` blocks of rows for a row-wise formula of several NumPy passes (the
-    decoder rows' projection and renormalisation).
-
-    On the CPU these are :func:`row_blocks`: each pass's temporary is a cache-sized block
-    instead of a matrix-sized array (16,384 × 768 float32: 48 MiB, above glibc's mmap
-    threshold, so every temporary would be fresh pages), about 2.5× faster with the same bits,
-    since every row's result depends on that row alone. On a device, one block: the
-    whole matrix, one kernel a pass.
-    """
-    if xp is np:
-        yield from row_blocks(rows, row_bytes)
-    elif rows:
-        yield 0, rows
-
-
 def run_pass_blocks(xp: Any, rows: int, row_bytes: int, fn: Any) -> None:
-    """Call ``fn(lo, hi)`` on each of :func:`pass_blocks`' blocks. On the CPU the blocks are
-    shared among the threads of ``split_run`` (each thread a contiguous run of them; NumPy's
-    passes release the GIL): each row's result depends on that row alone, so the bits are
-    the same on any number of threads."""
-    blocks = list(pass_blocks(xp, rows, row_bytes))
+    """Call ``fn(lo, hi)`` on blocks of rows covering ``rows`` once, for a row-wise formula of
+    several NumPy passes (the decoder rows' projection and renormalisation).
+
+    On the CPU the threads of ``split_run`` take contiguous rows (NumPy's passes release the
+    GIL), each in :func:`row_blocks`: each pass's temporary is a cache-sized block instead of
+    a matrix-sized array (16,384 × 768 float32: 48 MiB, above glibc's mmap threshold, so
+    every temporary would be fresh pages), about 2.5× faster. Every row's result depends on
+    that row alone, so the bits are the same for any blocks and threads. On a device, one
+    block: the whole matrix, one kernel a pass.
+    """
     if xp is not np:
-        for lo, hi in blocks:
-            fn(lo, hi)
+        if rows:
+            fn(0, rows)
         return
 
-    def part(first: int, last: int) -> None:
-        for lo, hi in blocks[first:last]:
-            fn(lo, hi)
+    def part(lo: int, hi: int) -> None:
+        for first, last in row_blocks(hi - lo, row_bytes):
+            fn(lo + first, lo + last)
 
-    large = rows * row_bytes >= 4 * threads.PARALLEL_MIN_SIZE * 4  # about a million floats
-    split_run(part, len(blocks), min_size=2 if large else len(blocks) + 1)
+    split_run(part, rows, min_size=threads.min_rows(row_bytes))

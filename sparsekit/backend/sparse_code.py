@@ -197,7 +197,6 @@ def _code_transpose_times_fused(
         for v, d in zip(vals, denses, strict=True)
     ):
         return fused.NOT_RUN
-    rows, k = indices.shape
     indices = np.ascontiguousarray(indices)
     pairs = list(zip(vals, denses, strict=True))
     out = np.zeros((n_units, denses[0].shape[1]), dtype=denses[0].dtype)
