@@ -504,12 +504,19 @@ def _row_lengths(values: list[Any]) -> np.ndarray | None:
     (codes of one shape): the twins skip zero entries, so those after it add nothing, and
     a padded code's padding (BatchTopK's, ten times its kept entries in a long batch) is
     neither scanned nor sorted. None when the loop cannot run."""
-    lengths = np.zeros(values[0].shape[0], dtype=np.int64)
-    for vals in values:
-        fn = _row_lengths_loop.ready(vals.dtype.char, vals[:0], lengths[:0])
-        if fn is None:
-            return None
-        fn(vals, lengths)
+    rows, width = values[0].shape
+    lengths = np.zeros(rows, dtype=np.int64)
+    fns = [_row_lengths_loop.ready(vals.dtype.char, vals[:0], lengths[:0]) for vals in values]
+    if any(fn is None for fn in fns):
+        return None
+
+    def part(lo: int, hi: int) -> None:
+        for fn, vals in zip(fns, values, strict=True):
+            fn(vals[lo:hi], lengths[lo:hi])
+
+    # a row's scan ends at its last nonzero: a padded batch's rows are long (Matryoshka's
+    # groups: a few entries each at the front of 272), worth the threads
+    split_run(part, rows, min_size=min_rows(width * len(values)))
     return lengths
 
 

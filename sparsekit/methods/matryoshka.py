@@ -23,10 +23,14 @@ entries (each entry belongs to one group), so no B×H array but Z exists.
 
 from __future__ import annotations
 
-import itertools
 from typing import Any
 
+import numpy as np
+
+from sparsekit.backend import fused
+from sparsekit.backend.selection import run_pass_blocks
 from sparsekit.backend.sparse_code import code_times, code_transpose_times, kept_gathered_dot
+from sparsekit.backend.threads import split_elementwise
 from sparsekit.errors import ParameterError
 from sparsekit.methods import Param, hookimpl
 from sparsekit.methods.batchtopk import BatchTopKSAE
@@ -91,21 +95,27 @@ class MatryoshkaSAE(BatchTopKSAE):
         w_dec = params["W_dec"]
         indices, values = fwd.support.indices, fwd.code_values
         ends = prefix_ends(self.prefixes, hidden)
-        group = xp.searchsorted(xp.asarray(ends), indices, side="right")  # g of each entry
+        group, in_group = group_split(xp, indices, values, ends)
         partial = xp.zeros_like(x) + params["b_dec"]
         loss = 0 * partial[0, 0]
-        in_group, g_list = [], []
+        g_list = []
         for q in range(len(ends)):
-            in_group.append(values * (group == q))  # A[:, group q] at the kept entries
-            partial += code_times(backend, indices, in_group[q], w_dec)
-            g = partial - x
+            term = code_times(backend, indices, in_group[q], w_dec)
+            g = xp.empty_like(x)
+            # X̂^(g) − X from the running sum, parts of the arrays on threads (the same bits)
+            split_elementwise(lambda *part: _add_then_residual(xp, *part), partial, term, x, g)
             loss = loss + (0.5 / batch) * xp.vdot(g, g)
             if want_grads:
-                g *= 1.0 / batch
+                split_elementwise(lambda part: part.__imul__(1.0 / batch), g)
                 g_list.append(g)
         if not want_grads:
             return loss, None, None, None
-        suffix = list(itertools.accumulate(reversed(g_list), lambda s, g: s + g))[::-1]
+        suffix = [g_list[-1]]  # S^(g) = G^(g) + S^(g+1), from the last group back
+        for g in reversed(g_list[:-1]):
+            total = xp.empty_like(g)
+            split_elementwise(lambda a, b, out: xp.add(a, b, out=out), suffix[-1], g, total)
+            suffix.append(total)
+        suffix.reverse()
         # Σ_g A[:, group g]ᵀ S^(g) in one pass over the kept entries
         grad_w_dec = code_transpose_times(backend, indices, in_group, suffix, hidden)
         # W_dec's kept rows gathered once for every suffix; each entry takes its group's
@@ -141,6 +151,65 @@ class MatryoshkaSAE(BatchTopKSAE):
             grad_w_dec[lo:hi] = code[:, lo:hi].T @ suffix
             d_code[:, lo:hi] = suffix @ w_dec[lo:hi].T
         return loss, grad_w_dec, suffix.sum(axis=0), d_code
+
+
+def _add_then_residual(xp: Any, partial: Any, term: Any, x: Any, residual: Any) -> None:
+    """partial += term, then residual = partial − x (in place, on one part of the arrays)."""
+    partial += term
+    xp.subtract(partial, x, out=residual)
+
+
+@fused.op
+def group_split(xp: Any, indices: Any, values: Any, ends: list[int]) -> tuple[Any, list[Any]]:
+    """Each kept entry's group q (how many prefix ends are ≤ its latent) and, for every
+    group, A[:, group q] at the kept entries: the values times 1[group = q]."""
+    group = xp.searchsorted(xp.asarray(ends), indices, side="right")
+    return group, [values * (group == q) for q in range(len(ends))]
+
+
+@group_split.twin
+def _group_split_fused(xp: Any, indices: Any, values: Any, ends: list[int]) -> Any:
+    if not (
+        fused.usable(values)
+        and values.ndim == 2
+        and isinstance(indices, np.ndarray)
+        and indices.shape == values.shape
+        and indices.dtype.kind == "i"
+        and indices.flags.c_contiguous
+    ):
+        return fused.NOT_RUN
+    bounds = np.asarray(ends, dtype=np.int64)
+    group = np.empty(values.shape, dtype=np.intp)  # searchsorted's dtype
+    parts = np.empty((len(ends), *values.shape), dtype=values.dtype)
+    one, zero = values.dtype.type(1), values.dtype.type(0)
+    fn = _group_split_loop.ready(
+        values.dtype.char + indices.dtype.char, indices, values, bounds, group, parts, 0, 0,
+        one, zero,
+    )  # rows 0 to 0: nothing written
+    if fn is None:
+        return fused.NOT_RUN
+    # one pass instead of a search and a product a group; each row's on its own thread
+    run_pass_blocks(
+        xp,
+        values.shape[0],
+        values.shape[1] * (len(ends) + 2) * values.itemsize,
+        lambda lo, hi: fn(indices, values, bounds, group, parts, lo, hi, one, zero),
+    )
+    return group, list(parts)
+
+
+@fused.loop
+def _group_split_loop(indices, values, ends, group, parts, lo, hi, one, zero):  # pragma: no cover
+    for i in range(lo, hi):
+        for t in range(values.shape[1]):
+            j = indices[i, t]
+            q = 0
+            for e in range(ends.shape[0]):
+                q += ends[e] <= j
+            group[i, t] = q
+            v = values[i, t]
+            for p in range(ends.shape[0]):
+                parts[p, i, t] = v * (one if p == q else zero)  # NumPy's v·1[group = p]
 
 
 @hookimpl
