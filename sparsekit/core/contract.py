@@ -143,6 +143,8 @@ class BaseMethod:
             )
         for p in self.params:
             value = values.get(p.name, p.default)
+            if value is None and p.default is not None:  # None is no value of an int or float
+                raise ParameterError(f"{p.option}: expected {p.type.__name__}, got None")
             setattr(self, p.name, p.convert(value) if value is not None else None)
 
     # -- parameters ----------------------------------------------------------------------

@@ -70,3 +70,12 @@ def test_library_messages_about_builtin_parameters_use_option_names():
         sparsekit.train("topk", x, hidden=8, epochs=1, k=2, dead_after=0, resample_every=2)
     with pytest.raises(ParameterError, match=r"^matryoshka: --prefixes must be comma-separated"):
         sparsekit.train("matryoshka", x, hidden=8, epochs=1, k=2, prefixes="a,1")
+
+
+def test_none_for_a_parameter_with_a_value_is_refused_by_name():
+    """None stands for a value only where the default is None: ``dead_after=None`` used to be
+    accepted and fail later in a comparison with an int (a TypeError, no parameter named)."""
+    with pytest.raises(ParameterError, match=r"^--step-size: expected float, got None$"):
+        TwoParams(step_size=None)
+    with pytest.raises(ParameterError, match=r"^--dead-after: expected int, got None$"):
+        sparsekit.train("topk", np.zeros((10, 16), np.float32), hidden=8, k=2, dead_after=None)
