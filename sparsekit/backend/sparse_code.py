@@ -700,6 +700,61 @@ def _nonzero_masked_times_fused(
     return out
 
 
+@fused.op
+def split_code(xp: Any, indices: Any, values: Any, ends: list[int]) -> tuple[Any, list[Any]]:
+    """A row-sparse code split at increasing column ends (Matryoshka's prefix groups): each
+    kept entry's part q (how many ends are ≤ its column) and, for every part, the code's
+    values times 1[part = q] at the same entries.
+
+    The fused twin does it in one pass over the rows (on threads) instead of a search and
+    a product a part, with NumPy's bits (v·1 and v·0: -0.0, NaN and 0·inf alike).
+    """
+    group = xp.searchsorted(xp.asarray(ends), indices, side="right")
+    return group, [values * (group == q) for q in range(len(ends))]
+
+
+@split_code.twin
+def _split_code_fused(xp: Any, indices: Any, values: Any, ends: list[int]) -> Any:
+    if not (
+        fused.usable(values)
+        and values.ndim == 2
+        and isinstance(indices, np.ndarray)
+        and indices.shape == values.shape
+        and indices.dtype.kind == "i"
+        and indices.flags.c_contiguous
+    ):
+        return fused.NOT_RUN
+    bounds = np.asarray(ends, dtype=np.int64)
+    group = np.empty(values.shape, dtype=np.intp)  # searchsorted's dtype
+    parts = np.empty((len(ends), *values.shape), dtype=values.dtype)
+    one, zero = values.dtype.type(1), values.dtype.type(0)
+    args = (indices, values, bounds, group, parts)
+    fn = _split_code_loop.ready(values.dtype.char + indices.dtype.char, *args, 0, 0, one, zero)
+    if fn is None:  # (rows 0 to 0 when compiling: nothing written)
+        return fused.NOT_RUN
+    rows, width = values.shape
+    split_run(
+        lambda lo, hi: fn(*args, lo, hi, one, zero),
+        rows,
+        min_size=min_rows(width * (len(ends) + 2)),
+    )
+    return group, list(parts)
+
+
+@fused.loop
+def _split_code_loop(indices, values, ends, group, parts, lo, hi, one, zero):  # pragma: no cover
+    for i in range(lo, hi):
+        for t in range(values.shape[1]):
+            j = indices[i, t]
+            q = 0
+            for e in range(ends.shape[0]):
+                q += ends[e] <= j
+            group[i, t] = q
+            v = values[i, t]
+            for p in range(ends.shape[0]):
+                parts[p, i, t] = v * (one if p == q else zero)  # NumPy's v·1[group = p]
+
+
 class Nonzeros(NamedTuple):
     """Where a B×H matrix may be nonzero: row i's columns in ``cols[i, :counts[i]]``,
     increasing, ``nnz`` in all (from :func:`find_nonzeros`)."""

@@ -25,11 +25,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
-from sparsekit.backend import fused
-from sparsekit.backend.selection import run_pass_blocks
-from sparsekit.backend.sparse_code import code_times, code_transpose_times, kept_gathered_dot
+from sparsekit.backend.sparse_code import (
+    code_times,
+    code_transpose_times,
+    kept_gathered_dot,
+    split_code,
+)
 from sparsekit.backend.threads import split_elementwise
 from sparsekit.errors import ParameterError
 from sparsekit.methods import Param, hookimpl
@@ -95,7 +96,7 @@ class MatryoshkaSAE(BatchTopKSAE):
         w_dec = params["W_dec"]
         indices, values = fwd.support.indices, fwd.code_values
         ends = prefix_ends(self.prefixes, hidden)
-        group, in_group = group_split(xp, indices, values, ends)
+        group, in_group = split_code(xp, indices, values, ends)
         partial = xp.zeros_like(x) + params["b_dec"]
         loss = 0 * partial[0, 0]
         g_list = []
@@ -157,59 +158,6 @@ def _add_then_residual(xp: Any, partial: Any, term: Any, x: Any, residual: Any) 
     """partial += term, then residual = partial − x (in place, on one part of the arrays)."""
     partial += term
     xp.subtract(partial, x, out=residual)
-
-
-@fused.op
-def group_split(xp: Any, indices: Any, values: Any, ends: list[int]) -> tuple[Any, list[Any]]:
-    """Each kept entry's group q (how many prefix ends are ≤ its latent) and, for every
-    group, A[:, group q] at the kept entries: the values times 1[group = q]."""
-    group = xp.searchsorted(xp.asarray(ends), indices, side="right")
-    return group, [values * (group == q) for q in range(len(ends))]
-
-
-@group_split.twin
-def _group_split_fused(xp: Any, indices: Any, values: Any, ends: list[int]) -> Any:
-    if not (
-        fused.usable(values)
-        and values.ndim == 2
-        and isinstance(indices, np.ndarray)
-        and indices.shape == values.shape
-        and indices.dtype.kind == "i"
-        and indices.flags.c_contiguous
-    ):
-        return fused.NOT_RUN
-    bounds = np.asarray(ends, dtype=np.int64)
-    group = np.empty(values.shape, dtype=np.intp)  # searchsorted's dtype
-    parts = np.empty((len(ends), *values.shape), dtype=values.dtype)
-    one, zero = values.dtype.type(1), values.dtype.type(0)
-    fn = _group_split_loop.ready(
-        values.dtype.char + indices.dtype.char, indices, values, bounds, group, parts, 0, 0,
-        one, zero,
-    )  # rows 0 to 0: nothing written
-    if fn is None:
-        return fused.NOT_RUN
-    # one pass instead of a search and a product a group; each row's on its own thread
-    run_pass_blocks(
-        xp,
-        values.shape[0],
-        values.shape[1] * (len(ends) + 2) * values.itemsize,
-        lambda lo, hi: fn(indices, values, bounds, group, parts, lo, hi, one, zero),
-    )
-    return group, list(parts)
-
-
-@fused.loop
-def _group_split_loop(indices, values, ends, group, parts, lo, hi, one, zero):  # pragma: no cover
-    for i in range(lo, hi):
-        for t in range(values.shape[1]):
-            j = indices[i, t]
-            q = 0
-            for e in range(ends.shape[0]):
-                q += ends[e] <= j
-            group[i, t] = q
-            v = values[i, t]
-            for p in range(ends.shape[0]):
-                parts[p, i, t] = v * (one if p == q else zero)  # NumPy's v·1[group = p]
 
 
 @hookimpl

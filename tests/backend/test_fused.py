@@ -924,24 +924,24 @@ def test_row_lengths_on_threads(split_threads, fused_kernels):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
 @pytest.mark.parametrize("index_dtype", [np.int32, np.int64], ids=["int32", "int64"])
-def test_group_split_fused_matches_numpy(dtype, index_dtype, fused_path, split_threads):
-    """Matryoshka's groups of the kept entries in one compiled pass over threads: the
-    reference's group of every entry (on the prefix ends too) and its values times
-    1[group = q], bit for bit: -0.0, NaN and infinities (0·inf is NaN) and the padding."""
-    from sparsekit.methods.matryoshka import group_split
+def test_split_code_fused_matches_numpy(dtype, index_dtype, fused_path, split_threads):
+    """A row-sparse code split at column ends (Matryoshka's groups) in one compiled pass over
+    threads: the reference's part of every entry (on the ends too) and its values times
+    1[part = q], bit for bit: -0.0, NaN and infinities (0·inf is NaN) and the padding."""
+    from sparsekit.backend.sparse_code import split_code
 
     _, calls = fused_path
     rng = np.random.default_rng(23)
-    rows, width, hidden = 3000, 40, 160
+    rows, width, hidden = 8000, 40, 160
     ends = [10, 20, 40, 80, 160]
     indices = np.sort(rng.integers(0, hidden, (rows, width)), axis=1).astype(index_dtype)
     indices[:5, :5] = np.array(ends)  # every end itself: the next group's first latent
     values = rng.standard_normal((rows, width)).astype(dtype)
     values[:, -7:] = 0  # padding
     values[7, 3], values[8, 4], values[9, 5], values[10, 6] = -0.0, np.nan, np.inf, -np.inf
-    group, parts = group_split(np, indices, values, ends)
-    want_group, want_parts = group_split.reference(np, indices, values, ends)
-    assert calls["_group_split_loop"] >= 2  # the row blocks went to more than one thread
+    group, parts = split_code(np, indices, values, ends)
+    want_group, want_parts = split_code.reference(np, indices, values, ends)
+    assert calls["_split_code_loop"] >= 2  # the row blocks went to more than one thread
     assert group.dtype == want_group.dtype and np.array_equal(group, want_group)
     assert len(parts) == len(want_parts) == len(ends)
     for got, want in zip(parts, want_parts, strict=True):
@@ -1340,7 +1340,7 @@ COVERED_OPS = {
     "sparsekit.backend.selection.padded_code": "test_padded_code_fused_matches_numpy",
     "sparsekit.backend.selection.relu_top_k_block": "test_relu_top_k_block_fused_matches_numpy",
     "sparsekit.backend.selection.block_top_k": "test_block_top_k_fused_matches_numpy",
-    "sparsekit.methods.matryoshka.group_split": "test_group_split_fused_matches_numpy",
+    "sparsekit.backend.sparse_code.split_code": "test_split_code_fused_matches_numpy",
     "sparsekit.backend.counting.count_active": "test_count_active_matches_numpy",
     "sparsekit.backend.gather.take_scaled": "test_take_gathers_converts_and_scales_like_numpy",
     "sparsekit.coders.cd.cd_sweeps": "test_coordinate_descent_twin_reaches_the_reference",
