@@ -4,7 +4,8 @@
 and the fused loops (:mod:`sparsekit.backend.fused`) release the GIL, so the parts run on
 several cores with the same result, element for element, as one call over the whole range.
 :func:`split_elementwise` does the same for an in-place update of whole arrays (the
-optimizers'), :func:`matmul` for a large matrix product. Code outside ``backend/`` calls these
+optimizers'), :func:`matmul` for a large matrix product, :func:`run_tasks` for independent
+tasks (two weights' gradients and updates). Code outside ``backend/`` calls these
 and never picks a thread count or a part size (``tests/architecture/test_door.py``).
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -224,6 +226,35 @@ def split_run(fn: Any, size: int, min_size: int | None = None) -> None:
                 raise error
     finally:
         _split_lock.release()
+
+
+def run_tasks(xp: Any, tasks: Sequence[Callable[[], Any]]) -> None:
+    """Run independent ``tasks`` (callables without arguments), each once.
+
+    On the CPU, inside :func:`~sparsekit.backend.process.own_threads` (BLAS on one thread),
+    with at least as many tasks as threads, they run side by side, one thread taking one or
+    more whole tasks, and whatever a task splits (:func:`split_run`, :func:`matmul`) runs on
+    its own thread; otherwise, and on a device (one stream keeps their order), one after
+    another, each free to split its work over all the threads. Either way every task gives
+    the bits it gives alone: a product is one BLAS call on one thread in both cases, or
+    parts whose bits match it (``tests/backend/test_process.py``).
+
+    Two weight gradients of a dense step, each a product and then its optimizer update, run
+    side by side on two threads: each product packs its operands once instead of each part
+    packing the unsplit one, the thread that wrote a gradient updates it, and three
+    hand-offs of four go (docs/performance.md: 2.7 ms of a 12 ms plain step).
+    """
+    side_by_side = (
+        xp is np
+        and products_split.depth
+        and len(tasks) >= cpu_threads() > 1
+        and not getattr(_local, "worker", False)
+    )
+    if not side_by_side:
+        for task in tasks:
+            task()
+        return
+    split_run(lambda lo, hi: [task() for task in tasks[lo:hi]], len(tasks), min_size=1)
 
 
 #: Cost of an element of NumPy's float32 ``tanh`` (or ``exp``, ``log``) against one cheap

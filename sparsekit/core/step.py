@@ -48,7 +48,7 @@ from sparsekit.backend.sparse_code import (
     column_sums,
     gathered_dot,
 )
-from sparsekit.backend.threads import matmul
+from sparsekit.backend.threads import matmul, run_tasks
 from sparsekit.core.contract import (
     COLUMN_MEANS,
     BaseMethod,
@@ -281,9 +281,12 @@ def loss_and_grads_before_decay(
     With a ``sink``, each parameter's gradient is handed to ``sink(name, grad, λ or None)``
     as soon as it is final instead of being returned (the dict is then empty). At that
     moment nothing later in the step reads ``params[name]``, so the sink may update it in
-    place: with untied weights the trainer updates ``W_enc`` and both biases before the
-    decoder's gradient is computed, while the encoder's gradient is still in cache, and the
-    step never holds both H×D gradients at once.
+    place, while the gradient is still in cache. With untied weights neither weight's
+    gradient reads a weight, so the two are independent tasks
+    (:func:`sparsekit.backend.threads.run_tasks`): on two threads each is computed and
+    handed to the sink on its own thread, side by side (the sink must take calls from two
+    threads at once); otherwise one after the other, and the step never holds both H×D
+    gradients at once.
 
     ``share`` (data-parallel training, see :class:`BatchShare`) makes a method declaring
     ``COLUMN_MEANS`` read the global batch's column means; everything else is this rank's
@@ -320,26 +323,44 @@ def loss_and_grads_before_decay(
     reconstruction = (0.5 * squares / x.shape[0]).astype(x.dtype)
     loss = reconstruction
     if topk:
-        loss, b_enc_grad, grad_enc, decoder_grad = _topk_backward(
+        loss, b_enc_grad, encoder_grad, decoder_grad = _topk_backward(
             method, backend, params, x, fwd, g, weights, out, loss, share
         )
     else:
-        loss, b_enc_grad, grad_enc, decoder_grad = _dense_backward(
+        loss, b_enc_grad, encoder_grad, decoder_grad = _dense_backward(
             method, backend, params, x, fwd, g, weights, out, loss, code_penalty
         )
     out.final("b_dec", b_dec_grad)
     out.final("b_enc", b_enc_grad)
-    if "W_dec" not in params:  # tied: ∇W = dZᵀX + Hcᵀ G
-        if decoder_grad is not None:  # (the TopK kernel summed both terms already)
-            grad_enc += decoder_grad()
-        out.final("W_enc", grad_enc)
-    else:  # W_enc is not read again: it may be updated before W_dec's gradient exists
-        out.final("W_enc", grad_enc)
-        del grad_enc
-        out.final("W_dec", decoder_grad())
+    _weight_gradients(xp, "W_dec" not in params, out, encoder_grad, decoder_grad)
     for value in out.loss_terms:
         loss = loss + value
     return loss, out.grads, fwd, reconstruction, decay
+
+
+def _weight_gradients(
+    xp: Any,
+    tied: bool,
+    out: _Gradients,
+    encoder_grad: Callable[[], Any],
+    decoder_grad: Callable[[], Any] | None,
+) -> None:
+    """Compute the weights' gradients and hand each over (:meth:`_Gradients.final`)."""
+    if tied:  # ∇W = dZᵀX + Hcᵀ G
+        grad_enc = encoder_grad()
+        if decoder_grad is not None:  # (the TopK kernel summed both terms already)
+            grad_enc += decoder_grad()
+        out.final("W_enc", grad_enc)
+        return
+    assert decoder_grad is not None
+    # neither gradient reads a weight: each is final, and its update due, on its own
+    run_tasks(
+        xp,
+        [
+            lambda: out.final("W_enc", encoder_grad()),
+            lambda: out.final("W_dec", decoder_grad()),
+        ],
+    )
 
 
 def _dense_backward(
@@ -353,8 +374,9 @@ def _dense_backward(
     out: _Gradients,
     loss: Any,
     code_penalty: Any,
-) -> tuple[Any, Any, Any, Callable[[], Any]]:
-    """dH, dZ and the encoder's gradients with a dense support (None or a 0/1 mask)."""
+) -> tuple[Any, Any, Callable[[], Any], Callable[[], Any]]:
+    """dH, dZ, ∇b_enc and the two weight gradients' products, not yet run, with a dense
+    support (None or a 0/1 mask)."""
     xp = backend.xp
     w_dec = decoder_weights(params)
     d_code = matmul(g, w_dec.T)  # dH = G W_decᵀ
@@ -379,13 +401,15 @@ def _dense_backward(
         d_code *= fwd.support
     # dZ = dH ∘ f′(Z) in place, and ∇b_enc = Σ_rows dZ (one pass for a sigmoid).
     b_enc_grad = method.hidden_activation.hidden_delta(xp, d_code, fwd.z, fwd.a, row, 1.0)
-    grad_enc = matmul(d_code.T, x)
     code = fwd.code
+
+    def encoder_grad() -> Any:
+        return matmul(d_code.T, x)
 
     def decoder_grad() -> Any:
         return matmul(code.T, g)
 
-    return loss, b_enc_grad, grad_enc, decoder_grad
+    return loss, b_enc_grad, encoder_grad, decoder_grad
 
 
 def _topk_backward(
@@ -399,7 +423,7 @@ def _topk_backward(
     out: _Gradients,
     loss: Any,
     share: BatchShare | None = None,
-) -> tuple[Any, Any, Any, Callable[[], Any] | None]:
+) -> tuple[Any, Any, Callable[[], Any], Callable[[], Any] | None]:
     """The same terms on the k kept units of each row (a :class:`TopK` support)."""
     xp = backend.xp
     w_dec = decoder_weights(params)
@@ -428,14 +452,21 @@ def _topk_backward(
         d_values *= f_prime
     b_enc_grad = column_sums(backend, idx, d_values, hidden)
     if "W_dec" not in params:  # dZᵀX + Hcᵀ G in one pass over the kept entries
-        grad_enc = code_transpose_times(backend, idx, (d_values, fwd.code_values), (x, g), hidden)
-        return loss, b_enc_grad, grad_enc, None
-    grad_enc = code_transpose_times(backend, idx, d_values, x, hidden)
+
+        def both_terms() -> Any:
+            return code_transpose_times(
+                backend, idx, (d_values, fwd.code_values), (x, g), hidden
+            )
+
+        return loss, b_enc_grad, both_terms, None
+
+    def encoder_grad() -> Any:
+        return code_transpose_times(backend, idx, d_values, x, hidden)
 
     def decoder_grad() -> Any:
         return code_transpose_times(backend, idx, fwd.code_values, g, hidden)
 
-    return loss, b_enc_grad, grad_enc, decoder_grad
+    return loss, b_enc_grad, encoder_grad, decoder_grad
 
 
 def objective(

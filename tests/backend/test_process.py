@@ -9,10 +9,13 @@ documented call the ``sparsekit`` command makes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -133,3 +136,70 @@ def test_a_product_plus_a_bias_is_the_product_then_the_addition(shape, monkeypat
     np.testing.assert_array_equal(split, expected)
     scale = float(np.abs(expected).max())
     np.testing.assert_allclose(broadcast, expected, rtol=1e-5, atol=1e-5 * scale)
+
+
+@pytest.mark.parametrize(
+    ("threads_env", "inside", "side_by_side"),
+    [("2", True, True), ("3", True, False), ("2", False, False), ("1", True, False)],
+)
+def test_run_tasks_side_by_side_only_when_the_tasks_fill_the_threads(
+    threads_env, inside, side_by_side, monkeypatch
+):
+    """Each task runs once; two tasks on two threads inside own_threads run on two threads
+    (and a product a task splits runs on its own thread); with more threads than tasks,
+    outside own_threads or on one thread, they run one after another on the caller."""
+    monkeypatch.setenv("SPARSEKIT_NUM_THREADS", threads_env)
+    monkeypatch.setattr(threads, "PRODUCT_MIN_WORK", 1)
+    rng = np.random.default_rng(4)
+    a = rng.standard_normal((64, 80)).astype(np.float32)
+    b = rng.standard_normal((80, 96)).astype(np.float32)
+    ran: list[tuple[int, int]] = []
+    products = {}
+
+    def task(i):
+        def run():
+            ran.append((i, threading.get_ident()))
+            products[i] = threads.matmul(a, b)
+
+        return run
+
+    scope = process.own_threads() if inside else contextlib.nullcontext()
+    with scope:
+        threads.run_tasks(np, [task(0), task(1)])
+        alone = threads.matmul(a, b)
+    assert sorted(i for i, _ in ran) == [0, 1]
+    idents = {ident for _, ident in ran}
+    assert len(idents) == (2 if side_by_side else 1)
+    if not side_by_side:
+        assert idents == {threading.get_ident()}
+    for product in products.values():
+        scale = float(np.abs(alone).max())
+        np.testing.assert_allclose(product, alone, rtol=1e-5, atol=1e-5 * scale)
+
+
+def test_run_tasks_side_by_side_raises_a_task_error_once_every_task_has_run(monkeypatch):
+    """(One after another, the first error stops the rest, as any loop would.)"""
+    monkeypatch.setenv("SPARSEKIT_NUM_THREADS", "2")
+    done = []
+
+    def fail():
+        raise ValueError("task failed")
+
+    def slow():
+        time.sleep(0.05)
+        done.append(True)
+
+    with process.own_threads(), pytest.raises(ValueError, match="task failed"):
+        threads.run_tasks(np, [fail, slow])
+    assert done == [True]
+
+
+def test_run_tasks_on_a_device_runs_them_in_order():
+    order = []
+
+    class Device:  # any array module but NumPy: one stream, the tasks' order kept
+        pass
+
+    with process.own_threads():
+        threads.run_tasks(Device, [lambda: order.append(0), lambda: order.append(1)])
+    assert order == [0, 1]

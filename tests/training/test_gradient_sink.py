@@ -9,6 +9,8 @@ classic path (all gradients, then one ``Optimizer.step``).
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 
@@ -207,3 +209,48 @@ def test_optimizer_step_is_start_step_then_update():
     assert a.steps == b.steps == 3
     for key in params:
         assert np.array_equal(a_params[key], b_params[key])
+
+
+def test_untied_weight_gradients_side_by_side_train_the_same_bits(monkeypatch):
+    """On two threads the two weights' gradients, each a product and its update, run side by
+    side (threads.run_tasks): the same parameters, bit for bit, as one after the other."""
+    from sparsekit.backend import threads
+    from sparsekit.core import step
+
+    monkeypatch.setenv("SPARSEKIT_NUM_THREADS", "2")
+    data = np.random.default_rng(8).uniform(0, 1, size=(256, 300)).astype(np.float32)
+    ran_on: list[set[int]] = []
+
+    def spied(xp, tasks):
+        seen: set[int] = set()
+
+        def watched(task):
+            def run():
+                seen.add(threading.get_ident())
+                task()
+
+            return run
+
+        threads.run_tasks(xp, [watched(t) for t in tasks])
+        ran_on.append(seen)
+
+    def one_after_another(xp, tasks):
+        for task in tasks:
+            task()
+
+    def train(run_tasks):
+        monkeypatch.setattr(step, "run_tasks", run_tasks)
+        method = _method("l2")
+        config = sparsekit.resolve_config(
+            method, hidden=200, epochs=2, batch_size=64, seed=3, lr=1e-2, optimizer="adam"
+        )
+        trainer = Trainer(method, data, config)
+        trainer.fit()
+        return trainer
+
+    side_by_side, sequential = train(spied), train(one_after_another)
+    assert ran_on and all(len(seen) == 2 for seen in ran_on)  # two threads every step
+    for key, value in side_by_side.params.items():
+        assert np.array_equal(value, sequential.params[key]), key
+    for a, b in zip(side_by_side.history, sequential.history, strict=True):
+        assert a["loss"] == b["loss"] and a["mse"] == b["mse"]
