@@ -235,14 +235,16 @@ def run_tasks(xp: Any, tasks: Sequence[Callable[[], Any]]) -> None:
     with at least as many tasks as threads, they run side by side, one thread taking one or
     more whole tasks, and whatever a task splits (:func:`split_run`, :func:`matmul`) runs on
     its own thread; otherwise, and on a device (one stream keeps their order), one after
-    another, each free to split its work over all the threads. Either way every task gives
-    the bits it gives alone: a product is one BLAS call on one thread in both cases, or
-    parts whose bits match it (``tests/backend/test_process.py``).
+    another, each free to split its work over all the threads. Which way they ran must not
+    change a task's result: a product side by side is one BLAS call on one thread, one
+    after another its rows split over the threads, the same bits for the weight gradients'
+    products (Hᵀ G: every shape tried, 2 and 4 threads; ``tests/training/
+    test_gradient_sink.py`` trains both ways).
 
     Two weight gradients of a dense step, each a product and then its optimizer update, run
     side by side on two threads: each product packs its operands once instead of each part
-    packing the unsplit one, the thread that wrote a gradient updates it, and three
-    hand-offs of four go (docs/performance.md: 2.7 ms of a 12 ms plain step).
+    packing the unsplit one, the thread that wrote a gradient updates it, and two hand-offs
+    of a step's nine go (docs/performance.md: plain 4%, kl 4–8% faster on two threads).
     """
     side_by_side = (
         xp is np
