@@ -218,6 +218,13 @@ def run_rows(fused_loop: Loop, arrays: tuple[Any, ...], scalars: tuple[Any, ...]
     return True
 
 
+def run_columns(fn: Callable[[int, int], None], rows: int, columns: int) -> None:
+    """Call ``fn(lo, hi)`` on ranges of columns covering ``range(columns)`` once, on threads
+    when ``rows`` × ``columns`` is worth it: for a row-major loop that takes every row of its
+    columns (a column's sum then runs row after row, the same bits for any ranges)."""
+    threads.split_run(fn, columns, min_size=threads.min_rows(rows))
+
+
 def run_row_blocks(
     fused_loop: Loop,
     shared: tuple[Any, ...],

@@ -36,7 +36,16 @@ from typing import Any
 import numpy as np
 
 from sparsekit.backend.threads import matmul
-from sparsekit.methods import Forward, Param, SAELensArch, Upkeep, _sae, hookimpl, non_negative
+from sparsekit.methods import (
+    RELU,
+    Forward,
+    Param,
+    SAELensArch,
+    Upkeep,
+    _sae,
+    hookimpl,
+    non_negative,
+)
 
 #: Below this a decoder row counts as zero (its penalty gradient through n_j is then zero).
 _TINY = 1e-30
@@ -109,7 +118,7 @@ class StandardSAE(_sae.SAEMethod):
     def forward(self, backend, params, x, training):
         x_tilde = x - params["b_dec"]
         z = matmul(x_tilde, params["W_enc"].T, plus=params["b_enc"])
-        code = backend.xp.maximum(z, 0)
+        code = RELU.value(backend.xp, z)
         xhat = matmul(code, params["W_dec"], plus=params["b_dec"])
         return Forward(z, code, None, code, None, xhat, xhat)
 
@@ -130,16 +139,17 @@ class StandardSAE(_sae.SAEMethod):
         grad_b_dec = g.sum(axis=0)
         d_code = matmul(g, w_dec.T)
         lam = self.l1_now()
+        row = None  # the penalty's gradient, one row shared by every sample
         if term in (None, "sparsity") and lam > 0:
             norms = xp.sqrt(xp.einsum("hd,hd->h", w_dec, w_dec))
             scale = x.dtype.type(lam / batch)
             per_unit = code.sum(axis=0)  # Σ_i F_ij (F ≥ 0)
             loss = loss + scale * xp.vdot(per_unit, norms)
-            d_code += scale * norms
+            row = scale * norms
             grad_w_dec += w_dec * (scale * per_unit / xp.maximum(norms, _TINY))[:, None]
-        d_code *= fwd.z > 0  # dZ
+        # dZ = (dF + row) ∘ 1[Z > 0] in place, and ∇b_enc = Σ_rows dZ: one pass
+        grad_b_enc = RELU.hidden_delta(xp, d_code, fwd.z, code, row, 1.0)
         grad_w_enc = matmul(d_code.T, x_tilde)
-        grad_b_enc = d_code.sum(axis=0)
         grad_b_dec -= grad_b_enc @ params["W_enc"]
         grads = {"W_enc": grad_w_enc, "b_enc": grad_b_enc, "b_dec": grad_b_dec, "W_dec": grad_w_dec}
         return loss, grads, fwd, reconstruction

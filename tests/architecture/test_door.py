@@ -92,6 +92,7 @@ DECLARED_TWINS: dict[str, dict[str, str]] = {
         "_sigmoid_tail_loop": "sigmoid_tail",
         "_output_delta_loop": "sigmoid_output_delta",
         "_hidden_delta_loop": "sigmoid_hidden_delta",
+        "_relu_hidden_delta_loop": "relu_hidden_delta",
     },
     "sparsekit.core.declarations": {"_add_scaled_loop": "add_scaled"},
     "sparsekit.coders.cd": {"_cd_rows_loop": "cd_sweeps"},

@@ -902,6 +902,32 @@ def test_padded_code_fused_matches_numpy(dtype, fused_path):
     assert np.array_equal(dense, np.where(keep, z, 0))
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+@pytest.mark.parametrize("with_row", [False, True], ids=["no-row", "row"])
+@pytest.mark.parametrize("scale", [1.0, 0.25])
+def test_relu_hidden_delta_fused_matches_numpy(dtype, with_row, scale, fused_path, split_threads):
+    """ReLU's hidden pass in one compiled sweep, its columns on threads: the reference's dZ
+    and Σ_rows dZ bit for bit, with NaN, ±inf, -0.0 and Z exactly 0 or -0.0 (f′ = 0 there)."""
+    from sparsekit.core.activations import relu_hidden_delta
+
+    _, calls = fused_path
+    rng = np.random.default_rng(31)
+    rows, cols = 2000, 600
+    z = rng.standard_normal((rows, cols)).astype(dtype)
+    d = rng.standard_normal((rows, cols)).astype(dtype)
+    z[:, 7] = -1.0  # a dead unit: every dZ a signed zero, the column sum +0.0
+    z[3, 3], z[4, 4], z[5, 5] = 0.0, -0.0, np.nan
+    d[6, 6], d[7, 7], d[8, 8], d[9, 9] = np.nan, np.inf, -np.inf, -0.0
+    row = rng.standard_normal(cols).astype(dtype) if with_row else None
+    got_d, want_d = d.copy(), d.copy()
+    got = relu_hidden_delta(np, got_d, z, row, scale)
+    want = relu_hidden_delta.reference(np, want_d, z, row, scale)
+    assert calls["_relu_hidden_delta_loop"] >= 2  # column ranges on more than one thread
+    assert got.dtype == want.dtype == dtype
+    assert np.array_equal(got.view(np.uint8), want.view(np.uint8))
+    assert np.array_equal(got_d.view(np.uint8), want_d.view(np.uint8))
+
+
 def test_row_lengths_on_threads(split_threads, fused_kernels):
     """Each row's length up to its last nonzero in any of the codes, the rows split over
     four threads (a padded batch's width, 4,000 rows): NumPy's answer, NaN counted."""
@@ -1321,6 +1347,7 @@ COVERED_OPS = {
     "sparsekit.core.activations.sigmoid_tail": "test_sigmoid_fused_matches_numpy_bitwise",
     "sparsekit.core.activations.sigmoid_output_delta": "test_loss_and_grads_fused_equals_numpy",
     "sparsekit.core.activations.sigmoid_hidden_delta": "test_loss_and_grads_fused_equals_numpy",
+    "sparsekit.core.activations.relu_hidden_delta": "test_relu_hidden_delta_fused_matches_numpy",
     "sparsekit.methods.kl.kl_penalty": "test_kl_penalty_fused_matches_numpy",
     "sparsekit.methods.arora.threshold_code": "test_threshold_code_matches_numpy_bitwise",
     "sparsekit.methods.arora.atom_update": "test_atom_update_matches_numpy",
