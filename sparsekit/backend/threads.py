@@ -246,12 +246,8 @@ def run_tasks(xp: Any, tasks: Sequence[Callable[[], Any]]) -> None:
     packing the unsplit one, the thread that wrote a gradient updates it, and two hand-offs
     of a step's nine go (docs/performance.md: plain 4%, kl 4–8% faster on two threads).
     """
-    side_by_side = (
-        xp is np
-        and products_split.depth
-        and len(tasks) >= cpu_threads() > 1
-        and not getattr(_local, "worker", False)
-    )
+    # (products_split is per thread: inside a worker's part this is one after another)
+    side_by_side = xp is np and products_split.depth and len(tasks) >= cpu_threads() > 1
     if not side_by_side:
         for task in tasks:
             task()

@@ -212,6 +212,20 @@ def _output_delta_loop(g, xhat, x, colsum, scale, one):  # pragma: no cover - ru
     return lanes.sum()
 
 
+def _loop_row(d: np.ndarray, row: Any) -> np.ndarray | None:
+    """The hidden passes' shared row as their loops take it: zeros for none, else ``row``
+    when it is a contiguous NumPy vector of d's dtype and width; None when the loop cannot."""
+    if row is None:
+        return np.zeros(d.shape[1], d.dtype)
+    usable = (
+        isinstance(row, np.ndarray)
+        and row.dtype == d.dtype
+        and row.shape == d.shape[1:]
+        and row.flags.c_contiguous
+    )
+    return row if usable else None
+
+
 @fused.op
 def relu_hidden_delta(xp: Any, d: Any, z: Any, row: Any, scale: float) -> Any:
     """``d ← ((d + row)·scale) ∘ 1[Z > 0]`` in place, returning ``Σ_rows d``: the generic
@@ -221,17 +235,9 @@ def relu_hidden_delta(xp: Any, d: Any, z: Any, row: Any, scale: float) -> Any:
 
 @relu_hidden_delta.twin
 def _relu_hidden_delta_fused(xp: Any, d: Any, z: Any, row: Any, scale: float) -> Any:
-    if not fused.usable(d, z) or d.ndim != 2:
-        return fused.NOT_RUN
     has_row = row is not None
-    if not has_row:
-        row = np.zeros(d.shape[1], d.dtype)
-    if not (
-        isinstance(row, np.ndarray)
-        and row.dtype == d.dtype
-        and row.shape == d.shape[1:]
-        and row.flags.c_contiguous
-    ):
+    row = _loop_row(d, row) if fused.usable(d, z) and d.ndim == 2 else None
+    if row is None:
         return fused.NOT_RUN
     colsum = np.empty(d.shape[1], d.dtype)
     args = (d.dtype.type(scale), scale != 1, has_row, d.dtype.type(1.0), d.dtype.type(0.0))
@@ -273,16 +279,8 @@ def sigmoid_hidden_delta(xp: Any, d: Any, a: Any, row: Any, scale: float) -> Any
 
 @sigmoid_hidden_delta.twin
 def _sigmoid_hidden_delta_fused(xp: Any, d: Any, a: Any, row: Any, scale: float) -> Any:
-    if not fused.usable(d, a) or d.ndim != 2:
-        return fused.NOT_RUN
+    row = _loop_row(d, row) if fused.usable(d, a) and d.ndim == 2 else None
     if row is None:
-        row = np.zeros(d.shape[1], d.dtype)
-    if not (
-        isinstance(row, np.ndarray)
-        and row.dtype == d.dtype
-        and row.shape == d.shape[1:]
-        and row.flags.c_contiguous
-    ):
         return fused.NOT_RUN
     colsum = np.empty(d.shape[1], d.dtype)
     args = (d.dtype.type(scale), d.dtype.type(1.0))

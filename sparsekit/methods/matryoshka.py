@@ -107,7 +107,7 @@ class MatryoshkaSAE(BatchTopKSAE):
             split_elementwise(lambda *part: _add_then_residual(xp, *part), partial, term, x, g)
             loss = loss + (0.5 / batch) * xp.vdot(g, g)
             if want_grads:
-                split_elementwise(lambda part: part.__imul__(1.0 / batch), g)
+                split_elementwise(lambda part: xp.multiply(part, 1.0 / batch, out=part), g)
                 g_list.append(g)
         if not want_grads:
             return loss, None, None, None
